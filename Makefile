@@ -1,0 +1,51 @@
+# Director: the two set-up commands are `make run` and `make test`.
+# Both are idempotent on a fresh Debian 12 machine as root.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+CONFIG  ?= etc/director.toml
+STATE   ?= var
+
+.PHONY: run test deps venv docker lint types pytest unit integration clean
+
+deps:
+	bash scripts/install-deps.sh
+
+$(VENV)/.installed: requirements.txt setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	# compat mode puts the repository on sys.path, so twistd finds twisted/plugins/
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	$(PY) -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
+	touch $@
+
+venv: $(VENV)/.installed
+
+docker: deps
+	bash scripts/start-docker.sh
+
+run: deps venv docker
+	test -f $(CONFIG) || $(VENV)/bin/director init --config $(CONFIG) --state-dir $(STATE)
+	$(VENV)/bin/director banner --config $(CONFIG)
+	$(VENV)/bin/twistd -n --pidfile= director --config $(CONFIG)
+
+lint: venv
+	$(VENV)/bin/ruff check director twisted tests bench
+	$(VENV)/bin/ruff format --check director twisted tests bench
+
+types: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+integration: venv docker
+	$(VENV)/bin/pytest tests/integration
+
+pytest: venv docker
+	$(VENV)/bin/pytest tests
+
+test: deps venv docker lint types pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,191 @@
+"""
+How components call each other: signed HTTP requests (treq) and signed websockets (Autobahn).
+
+Every call carries the caller's signature and a timeout. The connection pool belongs to an
+L{HTTPPoolService}, which closes it when the service stops.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IResponse
+
+from director.common.signing import RequestSigner
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class ComponentCallError(Exception):
+    """Another component answered with an error status; carries its JSON error if any."""
+
+    def __init__(self, url: str, status: int, body: bytes) -> None:
+        self.url = url
+        self.status = status
+        self.body = body
+        try:
+            payload = jsonlib.loads(body)
+            self.code = str(payload.get("error", "error"))
+            self.detail = str(payload.get("message", ""))
+        except (ValueError, AttributeError):
+            self.code, self.detail = "error", body[:200].decode("utf-8", "replace")
+        super().__init__(f"{url}: HTTP {status} {self.code}: {self.detail}")
+
+
+class HTTPPoolService(Service):
+    """Owns the persistent HTTP connection pool shared by a process's component clients."""
+
+    def __init__(self, reactor: Any, connect_timeout: float = 10.0) -> None:
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 16
+        self.http = HTTPClient(Agent(reactor, pool=self.pool, connectTimeout=connect_timeout))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+class ComponentClient:
+    """
+    Calls one component (C{audience}) at C{base_url} as the component C{signer} names.
+
+    C{http} is a treq L{HTTPClient} (a real one from L{HTTPPoolService}, or C{StubTreq}
+    in tests).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        signer: RequestSigner,
+        audience: str,
+        base_url: str,
+        http: Any,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._clock = clock
+        self._signer = signer
+        self._audience = audience
+        self._base = base_url.rstrip("/")
+        self._http = http
+        self._timeout = timeout
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> IResponse:
+        """Send a signed request and return the response, whatever its status."""
+        target = path + ("?" + urlencode(params) if params else "")
+        body = data if data is not None else b""
+        headers = {}
+        if json is not None:
+            body = jsonlib.dumps(json).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        headers.update(self._signer.headers(self._audience, method, target, body))
+        d = self._http.request(
+            method,
+            self._base + target,
+            data=body if body or method.upper() in ("POST", "PUT", "PATCH") else None,
+            headers={k: [v] for k, v in headers.items()},
+        )
+        d.addTimeout(timeout if timeout is not None else self._timeout, self._clock)
+        response: IResponse = await d
+        return response
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a signed request and decode its JSON answer; an error status raises."""
+        timeout = kwargs.get("timeout")
+        response = await self.request(method, path, **kwargs)
+        d = response.content()  # type: ignore[attr-defined]
+        d.addTimeout(timeout if timeout is not None else self._timeout, self._clock)
+        body: bytes = await d
+        if response.code >= 400:
+            raise ComponentCallError(self._base + path, response.code, body)
+        return jsonlib.loads(body) if body else None
+
+
+class SignedClientProtocol(WebSocketClientProtocol):
+    """
+    A websocket client protocol whose C{opened} fires when the handshake completes;
+    received messages queue up for L{next_message} unless a subclass overrides C{onMessage}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: Deferred[SignedClientProtocol] = Deferred()
+        self.closed: Deferred[tuple[bool, int | None, str | None]] = Deferred()
+        self._messages: DeferredQueue[Any] = DeferredQueue(backlog=1)
+
+    def onOpen(self) -> None:
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._messages.put(payload if isBinary else payload.decode("utf-8"))
+
+    async def next_message(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """The next message (str for text, bytes for binary); times out after C{timeout}."""
+        d = self._messages.get()
+        d.addTimeout(timeout, self.factory.reactor)
+        return await d
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"websocket closed before opening: {reason}"))
+        if not self.closed.called:
+            self.closed.callback((wasClean, code, reason))
+
+
+async def connect_websocket(
+    reactor: Any,
+    signer: RequestSigner,
+    audience: str,
+    url: str,
+    protocol: type[SignedClientProtocol] = SignedClientProtocol,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> SignedClientProtocol:
+    """
+    Open a signed websocket to C{url} (ws:// or wss://) on component C{audience} and return
+    the protocol once the handshake is done.
+    """
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    headers = signer.headers(audience, "GET", target)
+    factory = WebSocketClientFactory(url, headers=headers, reactor=reactor)
+    factory.protocol = protocol
+    factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=5)
+    host = parts.hostname or "127.0.0.1"
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if secure:
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+    d = endpoint.connect(factory)
+    d.addTimeout(timeout, reactor)
+    proto: SignedClientProtocol = await d
+    opened = proto.opened
+    opened.addTimeout(timeout, reactor)
+    try:
+        await opened
+    except Exception:
+        transport: Any = proto.transport
+        if transport is not None:
+            transport.abortConnection()
+        raise
+    return proto

@@ -1,0 +1,217 @@
+"""
+Director's configuration: one TOML file parsed into immutable, typed sections.
+
+Every value has a default, so an empty file is a valid single-machine config. A bad file or
+value raises L{ConfigError} whose message names the key and what was expected; the daemon
+prints that one line and stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from director.common.errors import StartupError
+
+COMPONENTS = ("manager", "orchestrator", "router", "shell")
+
+
+class ConfigError(StartupError):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+def _port(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ConfigError(f"{key}: expected a port number from 1 to 65535, got {value!r}")
+
+
+def _host(key: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected an IP address or host name, got {value!r}")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", value):
+            raise ConfigError(
+                f"{key}: expected an IP address or host name, got {value!r}"
+            ) from None
+
+
+def _url(key: str, value: object) -> None:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
+
+
+def _domain(key: str, value: object) -> None:
+    label = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    if not isinstance(value, str) or not re.fullmatch(rf"{label}(\.{label})*", value):
+        raise ConfigError(f"{key}: expected a lower-case DNS name like 'sites.example.org'")
+
+
+def _positive(key: str, value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+
+
+def _choice(*choices: str) -> Callable[[str, object], None]:
+    def check(key: str, value: object) -> None:
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}; got {value!r}")
+
+    return check
+
+
+def _check(validator: Callable[[str, object], None]) -> Any:
+    return {"check": validator}
+
+
+@dataclass(frozen=True)
+class DirectorSection:
+    """Settings shared by every component."""
+
+    state_dir: Path = Path("var")
+    sites_domain: str = field(default="sites.localhost", metadata=_check(_domain))
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    """How components prove who they are to each other (signed requests)."""
+
+    # <component>.key (private, 0600) for the components run here, <component>.pub for all.
+    keys_dir: Path = Path("var/keys")
+    # How far a signed request's timestamp may be from this machine's clock, in seconds.
+    max_clock_skew: float = field(default=60.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class ManagerSection:
+    host: str = field(default="127.0.0.1", metadata=_check(_host))
+    port: int = field(default=8000, metadata=_check(_port))
+    url: str = field(default="http://127.0.0.1:8000", metadata=_check(_url))
+
+
+@dataclass(frozen=True)
+class OrchestratorSection:
+    host: str = field(default="127.0.0.1", metadata=_check(_host))
+    port: int = field(default=8100, metadata=_check(_port))
+    url: str = field(default="http://127.0.0.1:8100", metadata=_check(_url))
+    nginx_port: int = field(default=8180, metadata=_check(_port))
+
+
+@dataclass(frozen=True)
+class RouterSection:
+    host: str = field(default="127.0.0.1", metadata=_check(_host))
+    port: int = field(default=8200, metadata=_check(_port))
+    url: str = field(default="http://127.0.0.1:8200", metadata=_check(_url))
+    http_port: int = field(default=80, metadata=_check(_port))
+    https_port: int = field(default=443, metadata=_check(_port))
+
+
+@dataclass(frozen=True)
+class ShellSection:
+    host: str = field(default="0.0.0.0", metadata=_check(_host))  # noqa: S104 (SSH is public)
+    port: int = field(default=2322, metadata=_check(_port))
+    # ssh_host_ed25519_key and ssh_host_rsa_key, written by `director init`.
+    host_keys_dir: Path = Path("var/keys")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; C{source} is the file it came from, if any."""
+
+    director: DirectorSection = DirectorSection()
+    auth: AuthSection = AuthSection()
+    manager: ManagerSection = ManagerSection()
+    orchestrator: OrchestratorSection = OrchestratorSection()
+    router: RouterSection = RouterSection()
+    shell: ShellSection = ShellSection()
+    source: Path | None = None
+
+    def replace(self, **sections: Any) -> Config:
+        """A copy with whole sections replaced (used by tests and C{director init})."""
+        return dataclasses.replace(self, **sections)
+
+
+def _convert(key: str, tp: str, value: object, base: Path) -> Any:
+    if tp == "Path":
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ConfigError(f"{key}: expected a path (a string), got {value!r}")
+        path = Path(value)
+        return path if path.is_absolute() else base / path
+    if tp == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp == "str" and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _section(name: str, cls: type, raw: object, base: Path) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{name}]: expected a table of settings, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{name}.{unknown[0]}: unknown setting; [{name}] accepts {', '.join(fields)}"
+        )
+    values: dict[str, Any] = {}
+    for fname, f in fields.items():
+        key = f"{name}.{fname}"
+        if fname in raw:
+            value = _convert(key, str(f.type), raw[fname], base)
+        else:
+            value = f.default
+            if isinstance(value, Path) and not value.is_absolute():
+                value = base / value
+        check = f.metadata.get("check")
+        if check is not None:
+            check(key, value)
+        values[fname] = value
+    return cls(**values)
+
+
+def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
+    """
+    Parse TOML text. Relative paths are taken relative to C{base} (the config file's
+    directory when loaded from a file).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}not valid TOML: {e}") from None
+    sections = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"[{unknown[0]}]: unknown section; known: {', '.join(sections)}")
+    parsed = {
+        name: _section(name, f.default.__class__, raw.get(name, {}), base)
+        for name, f in sections.items()
+    }
+    return Config(**parsed, source=source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and parse a config file; a missing or unreadable file is a L{ConfigError}."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file (create one with `director init --config {path}`)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e}") from None
+    return parse_config(text, path.resolve().parent, source=path)

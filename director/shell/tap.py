@@ -1,0 +1,14 @@
+"""twistd entry point: director-shell."""
+
+from twisted.application.service import IService
+
+from director.common.tap import Options, make_service
+
+
+def makeService(options: Options) -> IService:
+    from director.shell.service import build_service
+
+    return make_service(build_service, options)
+
+
+__all__ = ["Options", "makeService"]
