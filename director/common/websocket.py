@@ -16,7 +16,7 @@ def websocket_resource(protocol: type[WebSocketServerProtocol], **attributes: An
     """
     factory = WebSocketServerFactory()
     factory.protocol = protocol
-    factory.setProtocolOptions(autoPingInterval=30, autoPingTimeout=30)
+    factory.setProtocolOptions(autoPingInterval=30, autoPingTimeout=30, webStatus=False)
     for name, value in attributes.items():
         setattr(factory, name, value)
     return WebSocketResource(factory)

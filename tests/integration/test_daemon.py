@@ -1,0 +1,400 @@
+"""
+The real daemon: `director init` then `twistd -n director` on free loopback ports, walked
+with the real signed HTTP and websocket clients over real sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from services import free_port
+from treq.client import HTTPClient
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from director.common.client import ComponentClient, connect_websocket
+from director.common.config import Config, load_config
+from director.common.keys import load_private_key
+from director.common.signing import RequestSigner
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Daemon:
+    config: Config
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def init_config(base: Path, *extra: str) -> Path:
+    """Write a config with every port free, through the real `director init`."""
+    config = base / "director.toml"
+    ports = {
+        "manager": free_port(),
+        "orchestrator": free_port(),
+        "router": free_port(),
+    }
+    settings = [
+        f"manager.port={ports['manager']}",
+        f'manager.url="http://127.0.0.1:{ports["manager"]}"',
+        f"orchestrator.port={ports['orchestrator']}",
+        f'orchestrator.url="http://127.0.0.1:{ports["orchestrator"]}"',
+        f"orchestrator.nginx_port={free_port()}",
+        f"router.port={ports['router']}",
+        f'router.url="http://127.0.0.1:{ports["router"]}"',
+        f"router.http_port={free_port()}",
+        f"router.https_port={free_port()}",
+        'shell.host="127.0.0.1"',
+        f"shell.port={free_port()}",
+        *extra,
+    ]
+    args = [
+        str(BIN / "director"),
+        "init",
+        "--config",
+        str(config),
+        "--state-dir",
+        str(base / "var"),
+    ]
+    for s in settings:
+        args += ["--set", s]
+    subprocess.run(args, check=True, capture_output=True)
+    return config
+
+
+def start_daemon(config_path: Path, *twistd_args: str, plugin: str = "director") -> Daemon:
+    log = config_path.parent / f"{plugin}.log"
+    out = log.open("wb")
+    process = subprocess.Popen(
+        [
+            str(BIN / "twistd"),
+            "-n",
+            "--pidfile=",
+            *twistd_args,
+            plugin,
+            "--config",
+            str(config_path),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=config_path.parent,
+    )
+    out.close()
+    return Daemon(load_config(config_path), process, log)
+
+
+def wait_listening(daemon: Daemon, ports: list[int], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(ports)
+    while pending:
+        if daemon.process.poll() is not None:
+            pytest.fail(f"daemon exited with {daemon.process.returncode}:\n{daemon.log_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"ports {pending} not listening after {timeout}s:\n{daemon.log_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", pending[0]), timeout=0.5).close()
+            pending.pop(0)
+        except OSError:
+            time.sleep(0.05)
+
+
+# twistd re-raises SIGTERM on itself after a clean shutdown, so systemd sees the signal.
+CLEAN_EXIT = (0, -signal.SIGTERM)
+
+
+def stop_daemon(daemon: Daemon, timeout: float = 15.0) -> int:
+    if daemon.process.poll() is None:
+        daemon.process.send_signal(signal.SIGTERM)
+        try:
+            daemon.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            daemon.process.kill()
+            daemon.process.wait()
+            pytest.fail(f"daemon did not stop on SIGTERM within {timeout}s")
+    return daemon.process.returncode
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    base = tmp_path_factory.mktemp("daemon")
+    d = start_daemon(init_config(base))
+    c = d.config
+    wait_listening(d, [c.manager.port, c.orchestrator.port, c.router.port, c.shell.port])
+    yield d
+    stop_daemon(d)
+
+
+class _Clock:
+    """Wall-clock time for signers used outside the daemon."""
+
+    def seconds(self) -> float:
+        return time.time()
+
+
+def signer_for(daemon: Daemon, caller: str) -> RequestSigner | None:
+    if caller == "anonymous":
+        return None
+    if caller == "wrong credentials":
+        return RequestSigner("manager", Ed25519PrivateKey.generate(), _Clock())  # type: ignore[arg-type]
+    key = load_private_key(daemon.config.auth.keys_dir, caller)
+    return RequestSigner(caller, key, _Clock())  # type: ignore[arg-type]
+
+
+CALLERS = ("manager", "shell", "orchestrator", "router", "anonymous", "wrong credentials")
+TARGETS = {
+    "manager /shell-server/": ("manager", "/shell-server/whoami", {"shell"}),
+    "manager other": ("manager", "/healthz", set(CALLERS)),
+    "orchestrator HTTP": ("orchestrator", "/v1/whoami", {"manager"}),
+    "orchestrator WS": ("orchestrator", "/ws/whoami", {"manager"}),
+    "orchestrator /ws/shell-server/": (
+        "orchestrator",
+        "/ws/shell-server/whoami",
+        {"manager", "shell"},
+    ),
+    "router HTTP": ("router", "/v1/whoami", {"manager"}),
+}
+
+
+def expected(caller: str, allowed: set[str]) -> int:
+    if caller in allowed:
+        return 200
+    return 401 if caller in ("anonymous", "wrong credentials") else 403
+
+
+async def http_cell(
+    reactor: Any, http: HTTPClient, daemon: Daemon, caller: str, component: str, path: str
+) -> tuple[int, Any]:
+    base = getattr(daemon.config, component).url
+    signer = signer_for(daemon, caller)
+    response: Any
+    if signer is None:
+        response = await http.get(base + path)
+    else:
+        response = await ComponentClient(reactor, signer, component, base, http, 10).request(
+            "GET", path
+        )
+    return response.code, json.loads(await response.content())
+
+
+async def ws_cell(reactor: Any, daemon: Daemon, caller: str, path: str) -> tuple[int, Any]:
+    url = "ws" + daemon.config.orchestrator.url[4:] + path
+    signer = signer_for(daemon, caller)
+    if signer is None:
+        signer = RequestSigner("anonymous", Ed25519PrivateKey.generate(), _Clock())  # type: ignore[arg-type]
+    try:
+        proto = await connect_websocket(reactor, signer, "orchestrator", url, timeout=10)
+    except ConnectionError as e:
+        # The handshake was refused: the status code is in the reason.
+        for code in (401, 403):
+            if str(code) in str(e):
+                return code, None
+        raise
+    message = json.loads(await proto.next_message(10))
+    await proto.closed
+    return 200, message
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_table_over_real_sockets(daemon: Daemon) -> None:
+    """
+    Every caller x target cell over real HTTP and websocket connections: allowed callers
+    are recognised, unsigned or wrongly signed requests get 401, other components 403.
+    """
+    from twisted.internet import reactor
+
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = HTTPClient(Agent(reactor, pool=pool))
+    failures: list[tuple[Any, ...]] = []
+    for target, (component, path, allowed) in TARGETS.items():
+        for caller in CALLERS:
+            if path.startswith("/ws/"):
+                if caller == "anonymous":
+                    # A browser-style websocket with no signature at all.
+                    code, body = await http_cell(reactor, http, daemon, caller, component, path)
+                else:
+                    code, body = await ws_cell(reactor, daemon, caller, path)
+            else:
+                code, body = await http_cell(reactor, http, daemon, caller, component, path)
+            want = expected(caller, allowed)
+            if code != want:
+                failures.append((target, caller, code, want, body))
+            elif want == 200 and path != "/healthz" and body.get("caller") != caller:
+                failures.append((target, caller, "caller", body))
+    await pool.closeCachedConnections()
+    assert failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_replayed_request_refused_over_the_wire(daemon: Daemon) -> None:
+    """A captured signed request sent again to the orchestrator is refused."""
+    from twisted.internet import reactor
+
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = HTTPClient(Agent(reactor, pool=pool))
+    signer = signer_for(daemon, "manager")
+    assert signer is not None
+    headers: Any = {k: [v] for k, v in signer.headers("orchestrator", "GET", "/v1/whoami").items()}
+    url = daemon.config.orchestrator.url + "/v1/whoami"
+    first = await http.get(url, headers=headers)
+    await first.content()
+    second = await http.get(url, headers=headers)
+    body = json.loads(await second.content())
+    await pool.closeCachedConnections()
+    assert (first.code, second.code, body["error"]) == (200, 401, "replayed")
+
+
+def test_check_command_and_ssh_banner(daemon: Daemon) -> None:
+    """`director check` finds every component healthy and accepting the manager's key."""
+    assert daemon.config.source is not None
+    result = subprocess.run(
+        [str(BIN / "director"), "check", "--config", str(daemon.config.source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SSH-2.0-" in result.stdout
+    assert result.stdout.count("ok ") == 7
+
+
+def test_starts_logs_listeners_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """Each plugin starts, logs its listeners, and exits 0 on SIGTERM."""
+    config_path = init_config(tmp_path)
+    config = load_config(config_path)
+    for plugin, ports in {
+        "director-manager": [config.manager.port],
+        "director-orchestrator": [config.orchestrator.port],
+        "director-router": [config.router.port],
+        "director-shell": [config.shell.port],
+    }.items():
+        d = start_daemon(config_path, plugin=plugin)
+        wait_listening(d, ports)
+        assert stop_daemon(d) in CLEAN_EXIT, d.log_text()
+        log = d.log_text()
+        assert f"listening on 127.0.0.1:{ports[0]}" in log
+        assert "Server Shut Down" in log
+
+
+def test_json_log_format(tmp_path: Path) -> None:
+    """--log-format json writes one JSON object per line."""
+    config_path = init_config(tmp_path)
+    config = load_config(config_path)
+    d = start_daemon(config_path, plugin="director-router")
+    d.process.send_signal(signal.SIGTERM)
+    d.process.wait(15)
+    d = start_daemon(
+        config_path, "--logger", "director.common.logging.json_observer", plugin="director-router"
+    )
+    wait_listening(d, [config.router.port])
+    assert stop_daemon(d) in CLEAN_EXIT
+    records = [json.loads(line) for line in d.log_text().splitlines() if line.strip()]
+    assert any("router API listening" in r["message"] for r in records)
+    assert all({"time", "level", "namespace", "message"} <= set(r) for r in records)
+
+
+def test_log_format_option(tmp_path: Path) -> None:
+    """The plugin's own --log-format json option switches twistd to JSON lines."""
+    config_path = init_config(tmp_path)
+    config = load_config(config_path)
+    log = tmp_path / "out.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "director-router",
+                "--config",
+                str(config_path),
+                "--log-format",
+                "json",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    d = Daemon(config, process, log)
+    wait_listening(d, [config.router.port])
+    assert stop_daemon(d) in CLEAN_EXIT
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["message"] is not None for line in lines)
+
+
+def run_to_exit(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_config_is_one_line(tmp_path: Path) -> None:
+    """A malformed config stops start-up with one line naming the key, and no traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[manager]\nport = 'eighty'\n")
+    result = run_to_exit(["director", "--config", str(bad)], tmp_path)
+    assert result.returncode == 1
+    assert "manager.port: expected an integer" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_state_and_keys_is_one_line(tmp_path: Path) -> None:
+    """A config pointing at a state directory with no keys says to run `director init`."""
+    config = tmp_path / "d.toml"
+    config.write_text(f'[auth]\nkeys_dir = "{tmp_path}/nowhere"\n')
+    result = run_to_exit(["director-orchestrator", "--config", str(config)], tmp_path)
+    assert result.returncode == 1
+    assert "director init" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    """A port already taken stops start-up with one line naming the setting to change."""
+    config_path = init_config(tmp_path)
+    config = load_config(config_path)
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", config.router.port))
+    blocker.listen()
+    try:
+        result = run_to_exit(["director-router", "--config", str(config_path)], tmp_path)
+    finally:
+        blocker.close()
+    # By then twistd has routed stderr into its log on stdout.
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "director: router API: cannot listen on 127.0.0.1" in output
+    assert "Address already in use" in output
+    assert "router.port" in output
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_plugins_listed_by_twistd() -> None:
+    """`twistd --help` from the project's environment lists all five plugins."""
+    out = subprocess.run([str(BIN / "twistd"), "--help"], capture_output=True, text=True).stdout
+    for name in (
+        "director ",
+        "director-manager",
+        "director-orchestrator",
+        "director-router",
+        "director-shell",
+    ):
+        assert name in out
+    assert os.path.exists(BIN / "director")

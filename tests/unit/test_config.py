@@ -1,0 +1,80 @@
+"""Configuration parsing: defaults, types, and errors that name the key."""
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.common.config import Config, ConfigError, load_config, parse_config
+
+BASE = Path("/srv/director/etc")
+
+
+class ConfigTests(SynchronousTestCase):
+    def error(self, text: str) -> str:
+        with self.assertRaises(ConfigError) as cm:
+            parse_config(text, BASE)
+        return str(cm.exception)
+
+    def test_empty_file_gives_the_documented_defaults(self) -> None:
+        """An empty file is a working single-machine config on the design's ports."""
+        config = parse_config("", BASE)
+        self.assertEqual(config.manager.port, 8000)
+        self.assertEqual(config.orchestrator.port, 8100)
+        self.assertEqual(config.orchestrator.nginx_port, 8180)
+        self.assertEqual(config.router.port, 8200)
+        self.assertEqual((config.router.http_port, config.router.https_port), (80, 443))
+        self.assertEqual(config.shell.port, 2322)
+        self.assertEqual(config.director.sites_domain, "sites.localhost")
+        self.assertEqual(config.director.state_dir, BASE / "var")
+
+    def test_values_and_relative_paths(self) -> None:
+        """Values are typed, and relative paths are relative to the config file's directory."""
+        config = parse_config(
+            '[manager]\nport = 9000\n[auth]\nkeys_dir = "k"\nmax_clock_skew = 5\n'
+            '[director]\nstate_dir = "/var/lib/director"\n',
+            BASE,
+        )
+        self.assertEqual(config.manager.port, 9000)
+        self.assertEqual(config.auth.keys_dir, BASE / "k")
+        self.assertEqual(config.auth.max_clock_skew, 5.0)
+        self.assertEqual(config.director.state_dir, Path("/var/lib/director"))
+
+    def test_immutable(self) -> None:
+        config = parse_config("", BASE)
+        with self.assertRaises(AttributeError):
+            config.manager.port = 1  # type: ignore[misc]
+        self.assertIsInstance(config.replace(), Config)
+
+    def test_errors_name_key_and_expectation(self) -> None:
+        """Each bad value is reported with its key and what was expected."""
+        cases = {
+            '[manager]\nport = "eighty"': "manager.port: expected an integer",
+            "[manager]\nport = 70000": "manager.port: expected a port number from 1 to 65535",
+            "[manager]\nport = true": "manager.port: expected an integer",
+            '[router]\nurl = "ftp://x"': "router.url: expected an http:// or https:// URL",
+            '[director]\nsites_domain = "Bad Domain"': "director.sites_domain: expected",
+            "[auth]\nmax_clock_skew = -1": "auth.max_clock_skew: expected a positive number",
+            "[auth]\nkeys_dir = 3": "auth.keys_dir: expected a path",
+            '[shell]\nhost = "a b"': "shell.host: expected an IP address or host name",
+            "[manager]\nprot = 1": "manager.prot: unknown setting",
+            "[managr]\nport = 1": "[managr]: unknown section",
+            "manager = 3": "[manager]: expected a table",
+            "[manager\nport = 1": "not valid TOML",
+        }
+        for text, message in cases.items():
+            self.assertIn(message, self.error(text), text)
+
+    def test_missing_file(self) -> None:
+        """A missing config file says how to create one."""
+        with self.assertRaises(ConfigError) as cm:
+            load_config(Path(self.mktemp()) / "director.toml")
+        self.assertIn("director init", str(cm.exception))
+
+    def test_load_from_file(self) -> None:
+        path = Path(self.mktemp())
+        path.mkdir()
+        (path / "d.toml").write_text("[shell]\nport = 2200\n")
+        config = load_config(path / "d.toml")
+        self.assertEqual(config.shell.port, 2200)
+        self.assertEqual(config.source, path / "d.toml")
+        self.assertEqual(config.shell.host_keys_dir, path.resolve() / "var/keys")
