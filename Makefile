@@ -30,8 +30,8 @@ run: deps venv docker
 	$(VENV)/bin/twistd -n --pidfile= director --config $(CONFIG)
 
 lint: venv
-	$(VENV)/bin/ruff check director twisted tests bench
-	$(VENV)/bin/ruff format --check director twisted tests bench
+	$(VENV)/bin/ruff check director twisted tests
+	$(VENV)/bin/ruff format --check director twisted tests
 
 types: venv
 	$(VENV)/bin/mypy
