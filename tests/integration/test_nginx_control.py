@@ -1,0 +1,127 @@
+"""The nginx controller against a real nginx: checked, coalesced, rolled-back changes."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from services import free_port
+from twisted.internet.defer import DeferredList
+
+from director.common.nginx import NginxConfigDirectory, NginxError, NginxPaths, NginxProcess
+from director.common.threads import BlockingPool
+
+MAIN = """
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/tmp/body; proxy_temp_path {prefix}/tmp/proxy;
+  fastcgi_temp_path {prefix}/tmp/fastcgi; uwsgi_temp_path {prefix}/tmp/uwsgi;
+  scgi_temp_path {prefix}/tmp/scgi;
+  server {{ listen 127.0.0.1:{port} default_server; return 404; }}
+  include {prefix}/sites/*.conf;
+}}
+"""
+
+
+def site(port: int, name: str, body: str) -> str:
+    return (
+        f"server {{ listen 127.0.0.1:{port}; server_name {name}; "
+        f"location / {{ return 200 '{body}'; }} }}\n"
+    )
+
+
+def get(port: int, host: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError:
+        return 0, ""
+
+
+async def wait_for(port: int, host: str, want: tuple[int, str]) -> tuple[int, str]:
+    """Poll until nginx (after a reload, old workers may answer briefly) serves C{want}."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    got = (0, "")
+    for _ in range(200):
+        got = get(port, host)
+        if got == want:
+            return got
+        await deferLater(reactor, 0.02, lambda: None)
+    return got
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Any:
+    from twisted.internet import reactor
+
+    port = free_port()
+    paths = NginxPaths(tmp_path / "nginx")
+    paths.create()
+    paths.conf.write_text(MAIN.format(prefix=paths.prefix, port=port))
+    process = NginxProcess(reactor, paths, "test")
+    pool = BlockingPool(reactor, "nginx-files", 1)
+    pool.startService()
+    process.privilegedStartService()
+    process.startService()
+    directory = NginxConfigDirectory(reactor, paths.sites, process, pool)
+    yield port, paths, process, directory
+    pytest_twisted.blockon(process.stopService())
+    pool.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_together_reload_once(nginx: Any) -> None:
+    """Several sites changed together go live with one reload."""
+    port, _paths, _process, directory = nginx
+    await wait_for(port, "x", (404, ""))
+    await DeferredList(
+        [directory.apply({f"site-{i}.conf": site(port, f"s{i}.test", f"s{i}")}) for i in range(5)],
+        fireOnOneErrback=True,
+    )
+    assert directory.reloads == 1
+    for i in range(5):
+        assert await wait_for(port, f"s{i}.test", (200, f"s{i}")) == (200, f"s{i}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_change_fails_alone_and_is_rolled_back(nginx: Any) -> None:
+    """A change nginx rejects is rolled back; good changes in the same batch go live."""
+    port, paths, _process, directory = nginx
+    await directory.apply({"site-a.conf": site(port, "a.test", "old")})
+    good = directory.apply({"site-b.conf": site(port, "b.test", "b")})
+    bad = directory.apply({"site-a.conf": "server { this is not nginx; }"})
+    await good
+    with pytest.raises(NginxError) as info:
+        await bad
+    assert "site-a.conf" in info.value.output or "unknown directive" in info.value.output
+    assert "old" in (paths.sites / "site-a.conf").read_text()
+    assert await wait_for(port, "a.test", (200, "old")) == (200, "old")
+    assert await wait_for(port, "b.test", (200, "b")) == (200, "b")
+
+
+@pytest_twisted.ensureDeferred
+async def test_remove_and_stop(nginx: Any) -> None:
+    """Removing a file takes the site away; stopping ends the nginx process."""
+    port, paths, process, directory = nginx
+    await directory.apply({"site-c.conf": site(port, "c.test", "c")})
+    await directory.apply({"site-c.conf": None})
+    assert not (paths.sites / "site-c.conf").exists()
+    assert await wait_for(port, "c.test", (404, "")) == (404, "")
+    pid = process.pid
+    await process.stopService()
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
