@@ -16,7 +16,7 @@ else
     echo "start-docker: starting dockerd (log: $DOCKERD_LOG)"
     # setsid + nohup: the daemon must outlive this shell and its process group.
     # Never pass --bridge=none: it deletes docker0, which the databases bind to.
-    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid nohup dockerd --iptables=true \
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid nohup dockerd --iptables=true --no-new-privileges \
         >>"$DOCKERD_LOG" 2>&1 </dev/null &
     deadline=$((SECONDS + DOCKER_WAIT_SECONDS))
     until docker info >/dev/null 2>&1; do
