@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 CONFIG  ?= etc/director.toml
 STATE   ?= var
 
-.PHONY: run test deps venv docker lint types pytest unit integration clean
+.PHONY: run test deps venv docker images lint types pytest unit integration clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -24,7 +24,10 @@ venv: $(VENV)/.installed
 docker: deps
 	bash scripts/start-docker.sh
 
-run: deps venv docker
+images: venv docker
+	$(VENV)/bin/director images bootstrap
+
+run: deps venv docker images
 	test -f $(CONFIG) || $(VENV)/bin/director init --config $(CONFIG) --state-dir $(STATE)
 	$(VENV)/bin/director banner --config $(CONFIG)
 	$(VENV)/bin/twistd -n --pidfile= director --config $(CONFIG)
@@ -39,10 +42,10 @@ types: venv
 unit: venv
 	$(VENV)/bin/pytest tests/unit
 
-integration: venv docker
+integration: venv docker images
 	$(VENV)/bin/pytest tests/integration
 
-pytest: venv docker
+pytest: venv docker images
 	$(VENV)/bin/pytest tests
 
 test: deps venv docker lint types pytest

@@ -132,6 +132,20 @@ def check(args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in results) else 1
 
 
+def images_bootstrap(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from director.orchestrator.images import bootstrap
+
+    try:
+        built = bootstrap(force=args.force)
+    except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
+        print(f"director: building the base images failed: {e}", file=sys.stderr)
+        return 1
+    print("built " + ", ".join(built) if built else "base images already present")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="director", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -147,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
     p.set_defaults(func=check)
+
+    p = sub.add_parser("images", help="site images")
+    images = p.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
+    p = images.add_parser("bootstrap", help="build the offline base images (debootstrap)")
+    p.add_argument("--force", action="store_true", help="rebuild even if present")
+    p.set_defaults(func=images_bootstrap)
 
     p = sub.add_parser("banner", help="print the dashboard, API and SSH addresses")
     p.add_argument("--config", default=DEFAULT_CONFIG)

@@ -1,0 +1,303 @@
+"""
+Everything the orchestrator asks of Docker, in its own terms, behind L{IDockerGateway}.
+
+L{DockerGateway} uses the (blocking) docker SDK in a dedicated, bounded thread pool;
+L{director.testing.fake_docker.FakeDockerGateway} is the in-memory twin that passes the
+same contract tests (L{director.testing.docker_contract}).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import Interface, implementer
+
+from director.common.threads import Runner
+
+
+class DockerError(Exception):
+    """Docker refused or failed an operation; the message is fit to show to a person."""
+
+
+class BuildError(DockerError):
+    """An image build failed; C{log} has the build output."""
+
+    def __init__(self, message: str, log: str) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task (container) of a service, as far as the orchestrator cares."""
+
+    state: str  # running, starting, preparing, complete, failed, shutdown, ...
+    desired: str  # running or shutdown
+    container_id: str | None
+    address: str | None  # IP on the sites network, when running
+    timestamp: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str
+    id: str
+    replicas: int
+    image: str
+    version: int
+    spec: dict[str, Any]
+
+
+class IDockerGateway(Interface):
+    """Docker operations the orchestrator needs. Every method returns a Deferred."""
+
+    def ensure_network(name: str) -> Deferred[None]:
+        """Create the swarm-scoped bridge network site tasks attach to, if missing."""
+
+    def get_service(name: str) -> Deferred[ServiceInfo | None]:
+        """The service called C{name}, or None."""
+
+    def put_service(spec: dict[str, Any]) -> Deferred[None]:
+        """Create the service C{spec["Name"]}, or update it to C{spec}."""
+
+    def restart_service(name: str) -> Deferred[None]:
+        """Replace the service's tasks with new ones (DockerError if there is no service)."""
+
+    def remove_service(name: str) -> Deferred[bool]:
+        """Remove the service; False if there was none."""
+
+    def list_services(label: str) -> Deferred[list[ServiceInfo]]:
+        """Services carrying label C{label}."""
+
+    def tasks(name: str, network: str) -> Deferred[list[TaskInfo]]:
+        """The service's tasks, newest first, with their address on C{network}."""
+
+    def image_exists(ref: str) -> Deferred[bool]:
+        """Whether image C{ref} is present locally."""
+
+    def build_image(dockerfile: str, tag: str, on_line: Callable[[str], None]) -> Deferred[None]:
+        """Build C{tag} from C{dockerfile} text, calling C{on_line} (in a thread) per line."""
+
+    def remove_image(ref: str) -> Deferred[bool]:
+        """Remove image C{ref}; False if there was none. DockerError if it is in use."""
+
+
+def _blocking_network(client: Any, name: str) -> None:
+    if client.networks(names=[name]):
+        for net in client.networks(names=[name]):
+            if net["Name"] == name:
+                return
+    client.create_network(
+        name, driver="bridge", scope="swarm", attachable=True, check_duplicate=True
+    )
+
+
+def _find(client: Any, name: str) -> dict[str, Any] | None:
+    """The service called exactly C{name} (the API's name filter matches prefixes)."""
+    for service in client.services(filters={"name": name}):
+        if service["Spec"]["Name"] == name:
+            return dict(service)
+    return None
+
+
+def _service_info(raw: dict[str, Any]) -> ServiceInfo:
+    spec = raw["Spec"]
+    replicas = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
+    image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@", 1)[0]
+    return ServiceInfo(spec["Name"], raw["ID"], replicas, image, raw["Version"]["Index"], spec)
+
+
+@implementer(IDockerGateway)
+class DockerGateway:
+    """The real gateway: the docker SDK's low-level client, called only from C{runner}."""
+
+    def __init__(self, runner: Runner, client_factory: Callable[[], Any] | None = None) -> None:
+        self._runner = runner
+        self._factory = client_factory or _default_client
+        self._client: Any = None
+
+    def _c(self) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    def _run(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        def call() -> Any:
+            import docker.errors
+
+            try:
+                return f(self._c(), *args)
+            except docker.errors.APIError as e:
+                raise DockerError(str(e.explanation or e)) from None
+            except docker.errors.DockerException as e:
+                raise DockerError(str(e)) from None
+
+        return self._runner.run(call)
+
+    def ensure_network(self, name: str) -> Deferred[None]:
+        return self._run(_blocking_network, name)
+
+    def get_service(self, name: str) -> Deferred[ServiceInfo | None]:
+        def get(client: Any) -> ServiceInfo | None:
+            found = _find(client, name)
+            return _service_info(found) if found else None
+
+        return self._run(get)
+
+    def list_services(self, label: str) -> Deferred[list[ServiceInfo]]:
+        return self._run(
+            lambda client: [_service_info(s) for s in client.services(filters={"label": label})]
+        )
+
+    def put_service(self, spec: dict[str, Any]) -> Deferred[None]:
+        def put(client: Any) -> None:
+            name = spec["Name"]
+            found = _find(client, name)
+            options = {
+                "name": name,
+                "labels": spec.get("Labels"),
+                "mode": spec.get("Mode"),
+                "update_config": spec.get("UpdateConfig"),
+                "endpoint_spec": spec.get("EndpointSpec"),
+            }
+            if found is None:
+                client.create_service(spec["TaskTemplate"], **options)
+                return
+            template = dict(spec["TaskTemplate"])
+            template["ForceUpdate"] = found["Spec"]["TaskTemplate"].get("ForceUpdate", 0)
+            client.update_service(
+                found["ID"], found["Version"]["Index"], task_template=template, **options
+            )
+
+        return self._run(put)
+
+    def restart_service(self, name: str) -> Deferred[None]:
+        def restart(client: Any) -> None:
+            found = _find(client, name)
+            if found is None:
+                raise DockerError(f"no service {name}")
+            spec = found["Spec"]
+            template = dict(spec["TaskTemplate"])
+            template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
+            client.update_service(
+                found["ID"],
+                found["Version"]["Index"],
+                task_template=template,
+                name=name,
+                labels=spec.get("Labels"),
+                mode=spec.get("Mode"),
+                update_config=spec.get("UpdateConfig"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            )
+
+        return self._run(restart)
+
+    def remove_service(self, name: str) -> Deferred[bool]:
+        def remove(client: Any) -> bool:
+            found = _find(client, name)
+            if found is None:
+                return False
+            client.remove_service(found["ID"])
+            return True
+
+        return self._run(remove)
+
+    def tasks(self, name: str, network: str) -> Deferred[list[TaskInfo]]:
+        def tasks(client: Any) -> list[TaskInfo]:
+            result = []
+            for task in client.tasks(filters={"service": name}):
+                status = task.get("Status", {})
+                container = status.get("ContainerStatus", {}).get("ContainerID")
+                address = None
+                if container and status.get("State") == "running":
+                    try:
+                        networks = client.inspect_container(container)["NetworkSettings"][
+                            "Networks"
+                        ]
+                        address = (networks.get(network) or {}).get("IPAddress") or None
+                    except Exception:  # noqa: S110 (the container went away meanwhile)
+                        pass
+                result.append(
+                    TaskInfo(
+                        state=status.get("State", "unknown"),
+                        desired=task.get("DesiredState", "unknown"),
+                        container_id=container,
+                        address=address,
+                        timestamp=status.get("Timestamp", ""),
+                        error=status.get("Err"),
+                    )
+                )
+            return sorted(result, key=lambda t: t.timestamp, reverse=True)
+
+        return self._run(tasks)
+
+    def image_exists(self, ref: str) -> Deferred[bool]:
+        def exists(client: Any) -> bool:
+            import docker.errors
+
+            try:
+                client.inspect_image(ref)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+
+        return self._run(exists)
+
+    def build_image(
+        self, dockerfile: str, tag: str, on_line: Callable[[str], None]
+    ) -> Deferred[None]:
+        def build(client: Any) -> None:
+            context = io.BytesIO()
+            with tarfile.open(fileobj=context, mode="w") as tar:
+                data = dockerfile.encode("utf-8")
+                info = tarfile.TarInfo("Dockerfile")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            context.seek(0)
+            log: list[str] = []
+            stream = client.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                text = chunk.get("stream") or chunk.get("status") or ""
+                if "error" in chunk:
+                    text = chunk["error"]
+                for line in text.splitlines():
+                    log.append(line)
+                    on_line(line)
+                if "error" in chunk:
+                    raise BuildError(
+                        f"building {tag} failed: {chunk['error'].strip()}", "\n".join(log)
+                    )
+
+        return self._run(build)
+
+    def remove_image(self, ref: str) -> Deferred[bool]:
+        def remove(client: Any) -> bool:
+            import docker.errors
+
+            try:
+                client.remove_image(ref)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+
+        return self._run(remove)
+
+
+def _default_client() -> Any:
+    import docker
+
+    return docker.APIClient(version="1.41", timeout=60)

@@ -1,0 +1,146 @@
+"""
+Site images: the offline base images (`director images bootstrap`) and custom images built
+from a parent image plus extra Debian packages.
+
+No registry is reachable, so the base image is made with debootstrap and `docker import`,
+and everything else is built locally on top of it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_IMAGE = "director/debian:bookworm"
+PYTHON_IMAGE = "director/python:3"
+PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,62}$")
+CUSTOM_TAG = re.compile(r"^director/site-[0-9]{1,8}:[0-9]{1,12}$")
+
+SOURCES = """deb http://deb.debian.org/debian bookworm main
+deb http://deb.debian.org/debian bookworm-updates main
+deb http://deb.debian.org/debian-security bookworm-security main
+"""
+
+PYTHON_DOCKERFILE = f"""FROM {BASE_IMAGE}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends python3-pip python3-venv \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+"""
+
+
+class ImageError(ValueError):
+    """A custom image request that cannot be built; says what to fix."""
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """A site's image: a parent from the catalogue plus extra Debian packages."""
+
+    parent: str
+    packages: tuple[str, ...]
+    setup_command: str | None = None
+
+    def dockerfile(self) -> str:
+        """The Dockerfile for this image. Package names are validated; nothing else is user text."""
+        bad = [p for p in self.packages if not PACKAGE.match(p)]
+        if bad:
+            raise ImageError(f"not a Debian package name: {bad[0]!r}")
+        if len(self.packages) > 100:
+            raise ImageError("at most 100 extra packages")
+        lines = [f"FROM {self.parent}"]
+        if self.setup_command:
+            # Admin-provided (image catalogue), never from students.
+            lines.append(f"RUN {self.setup_command}")
+        if self.packages:
+            lines.append(
+                "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                "--no-install-recommends "
+                + " ".join(sorted(set(self.packages)))
+                + " && apt-get clean && rm -rf /var/lib/apt/lists/*"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _docker_has(tag: str) -> bool:
+    return (
+        subprocess.run(
+            ["docker", "image", "inspect", tag], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+
+
+def bootstrap(force: bool = False, log: object = print) -> list[str]:
+    """
+    Build the base images if missing: debootstrap -> docker import for Debian with Python 3,
+    then docker build for the Python image (pip, venv). Blocking: for the CLI only.
+    """
+    say = log if callable(log) else print
+    built = []
+    if force or not _docker_has(BASE_IMAGE):
+        work = Path(tempfile.mkdtemp(prefix="director-rootfs-"))
+        root = work / "rootfs"
+        try:
+            say(f"debootstrap bookworm (minbase + python3) into {root} ...")
+            subprocess.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    "--include=python3,ca-certificates",
+                    "bookworm",
+                    str(root),
+                    "http://deb.debian.org/debian",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            (root / "etc/apt/sources.list").write_text(SOURCES)
+            for pattern in (
+                "var/cache/apt/*.bin",
+                "var/cache/apt/archives/*.deb",
+                "var/lib/apt/lists/*",
+                "usr/share/doc/*",
+                "usr/share/man/*",
+                "usr/share/info/*",
+                "usr/share/locale/*",
+            ):
+                for path in root.glob(pattern):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+            tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+            subprocess.run(
+                [
+                    "docker",
+                    "import",
+                    "-c",
+                    'CMD ["/bin/bash"]',
+                    "-c",
+                    "ENV LANG=C.UTF-8",
+                    "-",
+                    BASE_IMAGE,
+                ],
+                stdin=tar.stdout,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            if tar.wait() != 0:
+                raise RuntimeError("tar of the root file system failed")
+            built.append(BASE_IMAGE)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if force or not _docker_has(PYTHON_IMAGE):
+        say(f"docker build {PYTHON_IMAGE} ...")
+        subprocess.run(
+            ["docker", "build", "-q", "-t", PYTHON_IMAGE, "-"],
+            input=PYTHON_DOCKERFILE.encode(),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        built.append(PYTHON_IMAGE)
+    return built

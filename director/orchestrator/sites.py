@@ -1,0 +1,274 @@
+"""
+What the orchestrator knows about a site, and what follows from it: the swarm service
+definition (with its containment), the process that runs in it, and the names of things.
+No I/O: the manager sends a site description, this module validates it and derives the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,128})?$")
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+BODY_SIZE = re.compile(r"^[0-9]{1,6}[km]?$")
+
+#: The port a dynamic site's process listens on inside its container (unprivileged).
+SITE_PORT = 8080
+#: Site processes run as this uid + site id, never as root.
+SITE_UID_BASE = 100_000
+AVAILABILITY = ("enabled", "not-served", "disabled")
+RESERVED_ENV = {"PORT", "HOST", "HOME", "TZ", "PATH", "USER"}
+
+
+class SiteError(ValueError):
+    """A site description that cannot be applied; says which field and why."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resources of a site's container (defaults from the design: 0.6 CPU, 100 MB, 256 PIDs)."""
+
+    cpus: float = 0.6
+    memory_mb: int = 100
+    pids: int = 256
+    client_max_body_size: str = "1m"
+
+
+@dataclass(frozen=True)
+class Site:
+    """A site as the manager describes it to the orchestrator."""
+
+    id: int
+    name: str
+    type: str  # "static" | "dynamic"
+    availability: str = "enabled"
+    image: str = "director/debian:bookworm"
+    env: dict[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+    custom_domains: tuple[str, ...] = ()
+    primary_url: str | None = None
+
+    @property
+    def service_name(self) -> str:
+        return f"site_{self.id}"
+
+    @property
+    def uid(self) -> int:
+        return SITE_UID_BASE + self.id
+
+    @property
+    def served(self) -> bool:
+        """Whether the site's process should be running (scaled to 0 otherwise)."""
+        return self.type == "dynamic" and self.availability == "enabled"
+
+    def host(self, sites_domain: str) -> str:
+        return f"{self.name}.{sites_domain}"
+
+
+def _number(data: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = data.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise SiteError(f"limits.{key}", f"expected a number from {low} to {high}, got {value!r}")
+    return float(value)
+
+
+def parse_limits(data: object) -> Limits:
+    if data is None:
+        return Limits()
+    if not isinstance(data, dict):
+        raise SiteError("limits", "expected an object")
+    unknown = set(data) - {"cpus", "memory_mb", "pids", "client_max_body_size"}
+    if unknown:
+        raise SiteError(f"limits.{sorted(unknown)[0]}", "unknown limit")
+    body = data.get("client_max_body_size", Limits.client_max_body_size)
+    if not isinstance(body, str) or not BODY_SIZE.match(body):
+        raise SiteError("limits.client_max_body_size", "expected a size like 1m, 512k or 0")
+    return Limits(
+        cpus=_number(data, "cpus", Limits.cpus, 0.01, 64),
+        memory_mb=int(_number(data, "memory_mb", Limits.memory_mb, 16, 65536)),
+        pids=int(_number(data, "pids", Limits.pids, 16, 32768)),
+        client_max_body_size=body,
+    )
+
+
+def parse_site(site_id: int, data: object) -> Site:
+    """Validate the manager's JSON description of site C{site_id}."""
+    if not isinstance(data, dict):
+        raise SiteError("body", "expected a JSON object")
+    allowed = {
+        "name",
+        "type",
+        "availability",
+        "image",
+        "env",
+        "limits",
+        "custom_domains",
+        "primary_url",
+        "id",
+    }
+    unknown = set(data) - allowed
+    if unknown:
+        raise SiteError(sorted(unknown)[0], "unknown field")
+    if "id" in data and data["id"] != site_id:
+        raise SiteError("id", "does not match the URL")
+    if not 1 <= site_id <= 10_000_000:
+        raise SiteError("id", "expected a positive site id")
+    name = data.get("name")
+    if not isinstance(name, str) or not SITE_NAME.match(name):
+        raise SiteError("name", "2-32 characters of a-z, 0-9 and -, not starting or ending with -")
+    kind = data.get("type")
+    if kind not in ("static", "dynamic"):
+        raise SiteError("type", "expected 'static' or 'dynamic'")
+    availability = data.get("availability", "enabled")
+    if availability not in AVAILABILITY:
+        raise SiteError("availability", f"expected one of {', '.join(AVAILABILITY)}")
+    image = data.get("image", Site.image)
+    if not isinstance(image, str) or not IMAGE_NAME.match(image):
+        raise SiteError("image", "expected a local image name like director/python:3")
+    env = data.get("env", {})
+    if not isinstance(env, dict):
+        raise SiteError("env", "expected an object of strings")
+    for key, value in env.items():
+        if not ENV_NAME.match(key) or key in RESERVED_ENV:
+            raise SiteError(f"env.{key}", "not an allowed variable name")
+        if not isinstance(value, str) or "\x00" in value or len(value) > 4096:
+            raise SiteError(f"env.{key}", "expected a string of at most 4096 characters")
+    domains = data.get("custom_domains", [])
+    if not isinstance(domains, list) or not all(
+        isinstance(d, str) and DOMAIN.match(d) for d in domains
+    ):
+        raise SiteError("custom_domains", "expected a list of lower-case domain names")
+    primary = data.get("primary_url")
+    if primary is not None and (
+        not isinstance(primary, str)
+        or not re.fullmatch(r"https?://[a-z0-9.-]{1,253}(:[0-9]{1,5})?", primary)
+    ):
+        raise SiteError("primary_url", "expected http(s)://host with no path")
+    return Site(
+        id=site_id,
+        name=name,
+        type=kind,
+        availability=availability,
+        image=image,
+        env=dict(env),
+        limits=parse_limits(data.get("limits")),
+        custom_domains=tuple(domains),
+        primary_url=primary,
+    )
+
+
+# The process a dynamic site's container runs: the first executable run.sh, with marker
+# lines in the log, and a hint when there is none.
+RUN_SCRIPT = r"""
+umask 022
+mkdir -p "$HOME" 2>/dev/null
+say() { echo "DIRECTOR: $* at $(date)"; }
+say "Starting server"
+for f in /site/run.sh /site/private/run.sh /site/public/run.sh; do
+  if [ -f "$f" ] && [ -x "$f" ]; then
+    cd "$(dirname "$f")"
+    "$f" &
+    child=$!
+    stop() {
+      say "Stopping server"
+      kill -TERM "$child" 2>/dev/null
+      wait "$child"
+      say "Stopped server"
+      exit 0
+    }
+    trap stop TERM INT
+    wait "$child"
+    status=$?
+    say "Server exited with status $status"
+    exit "$status"
+  fi
+done
+echo "DIRECTOR: No run.sh found. Create an executable run.sh, private/run.sh or public/run.sh"
+echo "DIRECTOR: that starts a server on \$PORT, e.g.: exec python3 -m http.server \"\$PORT\""
+trap 'exit 0' TERM INT
+while :; do sleep 3600 & wait $!; done
+"""
+
+
+def site_environment(site: Site, timezone: str) -> dict[str, str]:
+    """What a site's processes (service and terminals) see in their environment."""
+    env = dict(site.env)
+    env.update(
+        {
+            "PORT": str(SITE_PORT),
+            "HOST": "0.0.0.0",  # noqa: S104 (inside the container's own network namespace)
+            "HOME": "/site/.home",
+            "TZ": timezone,
+            "LANG": "C.UTF-8",
+        }
+    )
+    return env
+
+
+def container_spec(site: Site, site_dir: Path, timezone: str, command: list[str]) -> dict[str, Any]:
+    """
+    The swarm ContainerSpec (Docker API 1.41) for a site: unprivileged user, no
+    capabilities, read-only root, tmpfs /tmp and /run, the site directory at /site.
+    (no-new-privileges is set daemon-wide: dockerd --no-new-privileges; API 1.41 has no
+    per-service field for it.)
+    """
+    env = site_environment(site, timezone)
+    return {
+        "Image": site.image,
+        "Command": command,
+        "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+        "Dir": "/site/public",
+        "User": f"{site.uid}:{site.uid}",
+        "Init": True,
+        "ReadOnly": True,
+        "CapabilityDrop": ["ALL"],
+        "StopGracePeriod": 3_000_000_000,
+        "Labels": {"director.site": str(site.id)},
+        "Mounts": [
+            {"Type": "bind", "Source": str(site_dir), "Target": "/site", "ReadOnly": False},
+            {
+                "Type": "tmpfs",
+                "Target": "/tmp",  # noqa: S108
+                "TmpfsOptions": {"SizeBytes": 64 * 1024 * 1024, "Mode": 0o1777},
+            },
+            {
+                "Type": "tmpfs",
+                "Target": "/run",
+                "TmpfsOptions": {"SizeBytes": 8 * 1024 * 1024, "Mode": 0o1777},
+            },
+        ],
+    }
+
+
+def service_spec(site: Site, site_dir: Path, network: str, timezone: str) -> dict[str, Any]:
+    """The whole swarm service definition for a dynamic site."""
+    limits = site.limits
+    return {
+        "Name": site.service_name,
+        "Labels": {"director.site": str(site.id), "director.name": site.name},
+        "TaskTemplate": {
+            "ContainerSpec": container_spec(site, site_dir, timezone, ["sh", "-c", RUN_SCRIPT]),
+            "Resources": {
+                "Limits": {
+                    "NanoCPUs": int(limits.cpus * 1e9),
+                    "MemoryBytes": limits.memory_mb * 1024 * 1024,
+                    "Pids": limits.pids,
+                }
+            },
+            "RestartPolicy": {"Condition": "any", "Delay": 2_000_000_000, "MaxAttempts": 0},
+            "Networks": [{"Target": network}],
+            "LogDriver": {"Name": "json-file", "Options": {"max-size": "1m", "max-file": "2"}},
+        },
+        "Mode": {"Replicated": {"Replicas": 1 if site.served else 0}},
+        "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
+        "EndpointSpec": {"Mode": "dnsrr"},
+    }

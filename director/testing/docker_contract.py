@@ -1,0 +1,178 @@
+"""
+The behaviour every L{IDockerGateway} must have. The same checks run against
+L{FakeDockerGateway} (tests/unit/test_fake_docker.py) and the real gateway with a real
+dockerd (tests/integration/test_docker_gateway.py), which keeps the fake honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zope.interface.verify import verifyObject
+
+from director.orchestrator.docker_gateway import BuildError, DockerError, IDockerGateway, TaskInfo
+from director.orchestrator.sites import Limits, Site, service_spec
+
+
+@dataclass
+class DockerContext:
+    gateway: Any
+    base_image: str
+    network: str
+    site_dir: Path
+    sleep: Callable[[float], Awaitable[None]]
+    prefix: str  # makes names unique per run, so runs never collide
+    site_id: int
+
+
+async def eventually(
+    ctx: DockerContext, check: Callable[[], Awaitable[bool]], timeout: float = 60
+) -> None:
+    """Poll C{check} until true; the fake must already be there (its sleep refuses to wait)."""
+    waited = 0.0
+    while not await check():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await ctx.sleep(0.2)
+        waited += 0.2
+
+
+def _site(ctx: DockerContext, **changes: Any) -> Site:
+    fields: dict[str, Any] = {
+        "id": ctx.site_id,
+        "name": f"{ctx.prefix}-site",
+        "type": "dynamic",
+        "image": ctx.base_image,
+        "limits": Limits(memory_mb=64),
+    }
+    fields.update(changes)
+    return Site(**fields)
+
+
+def _spec(ctx: DockerContext, site: Site) -> dict[str, Any]:
+    return service_spec(site, ctx.site_dir, ctx.network, "UTC")
+
+
+async def check_interface(ctx: DockerContext) -> None:
+    assert verifyObject(IDockerGateway, ctx.gateway)
+
+
+async def check_network_idempotent(ctx: DockerContext) -> None:
+    await ctx.gateway.ensure_network(ctx.network)
+    await ctx.gateway.ensure_network(ctx.network)
+
+
+async def check_service_lifecycle(ctx: DockerContext) -> None:
+    """Create, read, scale to 0, scale back, remove: each visible in get_service and tasks."""
+    site = _site(ctx)
+    gw = ctx.gateway
+    await gw.ensure_network(ctx.network)
+    assert await gw.get_service(site.service_name) is None
+    await gw.put_service(_spec(ctx, site))
+    info = await gw.get_service(site.service_name)
+    assert info is not None and info.replicas == 1 and info.image == ctx.base_image
+    assert site.service_name in [s.name for s in await gw.list_services("director.site")]
+
+    async def running() -> bool:
+        tasks: list[TaskInfo] = await gw.tasks(site.service_name, ctx.network)
+        return any(t.state == "running" and t.address for t in tasks)
+
+    await eventually(ctx, running)
+    stopped = Site(**{**site.__dict__, "availability": "not-served"})
+    await gw.put_service(_spec(ctx, stopped))
+    info = await gw.get_service(site.service_name)
+    assert info is not None and info.replicas == 0 and info.version > 0
+
+    async def none_running() -> bool:
+        tasks = await gw.tasks(site.service_name, ctx.network)
+        return not any(t.state == "running" for t in tasks)
+
+    await eventually(ctx, none_running)
+    await gw.put_service(_spec(ctx, site))
+    await eventually(ctx, running)
+    assert await gw.remove_service(site.service_name) is True
+    assert await gw.remove_service(site.service_name) is False
+    assert await gw.get_service(site.service_name) is None
+
+
+async def check_restart_replaces_task(ctx: DockerContext) -> None:
+    site = _site(ctx, id=ctx.site_id + 1, name=f"{ctx.prefix}-restart")
+    gw = ctx.gateway
+    await gw.ensure_network(ctx.network)
+    await gw.put_service(_spec(ctx, site))
+    try:
+        first: list[str] = []
+
+        async def running() -> bool:
+            tasks = await gw.tasks(site.service_name, ctx.network)
+            ids = [t.container_id for t in tasks if t.state == "running" and t.container_id]
+            first[:] = ids
+            return bool(ids)
+
+        await eventually(ctx, running)
+        before = set(first)
+        await gw.restart_service(site.service_name)
+
+        async def replaced() -> bool:
+            await running()
+            return bool(first) and not set(first) & before
+
+        await eventually(ctx, replaced)
+    finally:
+        await gw.remove_service(site.service_name)
+
+
+async def check_restart_unknown(ctx: DockerContext) -> None:
+    try:
+        await ctx.gateway.restart_service(f"{ctx.prefix}-missing")
+    except DockerError:
+        return
+    raise AssertionError("restarting a missing service must fail")
+
+
+async def check_bad_image_refused(ctx: DockerContext) -> None:
+    """A service naming a missing image is refused and nothing is created."""
+    site = _site(ctx, id=ctx.site_id + 2, name=f"{ctx.prefix}-noimage", image="director/none:1")
+    await ctx.gateway.ensure_network(ctx.network)
+    assert not await ctx.gateway.image_exists("director/none:1")
+    assert await ctx.gateway.image_exists(ctx.base_image)
+
+
+async def check_build_failure_reports_log(ctx: DockerContext) -> None:
+    lines: list[str] = []
+    tag = f"director/{ctx.prefix}-bad:1"
+    try:
+        await ctx.gateway.build_image(f"FROM {ctx.base_image}\nRUN false\n", tag, lines.append)
+    except BuildError as e:
+        assert "failed" in str(e)
+        assert lines
+    else:
+        raise AssertionError("a failing RUN must fail the build")
+    assert not await ctx.gateway.image_exists(tag)
+    assert await ctx.gateway.remove_image(tag) is False
+
+
+async def check_build_and_remove_image(ctx: DockerContext) -> None:
+    lines: list[str] = []
+    tag = f"director/{ctx.prefix}-ok:1"
+    await ctx.gateway.build_image(
+        f"FROM {ctx.base_image}\nRUN echo built > /built\n", tag, lines.append
+    )
+    assert await ctx.gateway.image_exists(tag)
+    assert await ctx.gateway.remove_image(tag) is True
+    assert not await ctx.gateway.image_exists(tag)
+
+
+CHECKS = [
+    check_interface,
+    check_network_idempotent,
+    check_service_lifecycle,
+    check_restart_replaces_task,
+    check_restart_unknown,
+    check_bad_image_refused,
+    check_build_failure_reports_log,
+    check_build_and_remove_image,
+]

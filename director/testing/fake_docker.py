@@ -1,0 +1,146 @@
+"""An in-memory Docker for unit tests, held honest by L{director.testing.docker_contract}."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from director.orchestrator.docker_gateway import (
+    BuildError,
+    DockerError,
+    IDockerGateway,
+    ServiceInfo,
+    TaskInfo,
+)
+
+
+@implementer(IDockerGateway)
+class FakeDockerGateway:
+    """
+    Services start instantly (one running task per replica, with a made-up address);
+    images exist when listed in C{images} or built; a Dockerfile line `RUN false` (or a
+    RUN that installs a package listed in C{missing_packages}) fails the build.
+    """
+
+    def __init__(self, images: tuple[str, ...] = ("director/debian:bookworm",)) -> None:
+        self.images = set(images)
+        self.networks: set[str] = set()
+        self.services: dict[str, dict[str, Any]] = {}
+        self.missing_packages = {"no-such-package"}
+        self._ids = itertools.count(1)
+        self._tasks: dict[str, list[TaskInfo]] = {}
+        self.calls: list[str] = []
+
+    def _service_info(self, name: str) -> ServiceInfo:
+        entry = self.services[name]
+        spec = entry["spec"]
+        replicas = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        return ServiceInfo(name, entry["id"], replicas, image, entry["version"], spec)
+
+    def _start_tasks(self, name: str) -> None:
+        old = [
+            TaskInfo("shutdown", "shutdown", t.container_id, None, t.timestamp)
+            for t in self._tasks.get(name, [])
+            if t.state == "running"
+        ]
+        n = next(self._ids)
+        replicas = self._service_info(name).replicas
+        new = [
+            TaskInfo("running", "running", f"c{n}-{i}", f"172.31.{n % 250}.{i + 2}", f"{n:020d}")
+            for i in range(replicas)
+        ]
+        self._tasks[name] = new + old
+
+    def ensure_network(self, name: str) -> Deferred[None]:
+        self.networks.add(name)
+        return succeed(None)
+
+    def get_service(self, name: str) -> Deferred[ServiceInfo | None]:
+        return succeed(self._service_info(name) if name in self.services else None)
+
+    def list_services(self, label: str) -> Deferred[list[ServiceInfo]]:
+        return succeed(
+            [
+                self._service_info(n)
+                for n, e in self.services.items()
+                if label in e["spec"].get("Labels", {})
+            ]
+        )
+
+    def put_service(self, spec: dict[str, Any]) -> Deferred[None]:
+        name = spec["Name"]
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        if image not in self.images:
+            return fail(DockerError(f"No such image: {image}"))
+        for target in spec["TaskTemplate"].get("Networks", []):
+            if target["Target"] not in self.networks:
+                return fail(DockerError(f"network {target['Target']} not found"))
+        self.calls.append(f"put {name}")
+        if name in self.services:
+            entry = self.services[name]
+            entry["spec"] = copy.deepcopy(spec)
+            entry["version"] += 1
+        else:
+            self.services[name] = {
+                "id": f"svc{next(self._ids)}",
+                "spec": copy.deepcopy(spec),
+                "version": 1,
+            }
+        self._start_tasks(name)
+        return succeed(None)
+
+    def restart_service(self, name: str) -> Deferred[None]:
+        if name not in self.services:
+            return fail(DockerError(f"no service {name}"))
+        self.calls.append(f"restart {name}")
+        self.services[name]["version"] += 1
+        self._start_tasks(name)
+        return succeed(None)
+
+    def remove_service(self, name: str) -> Deferred[bool]:
+        self._tasks.pop(name, None)
+        return succeed(self.services.pop(name, None) is not None)
+
+    def tasks(self, name: str, network: str) -> Deferred[list[TaskInfo]]:
+        return succeed(list(self._tasks.get(name, [])))
+
+    def image_exists(self, ref: str) -> Deferred[bool]:
+        return succeed(ref in self.images)
+
+    def build_image(
+        self, dockerfile: str, tag: str, on_line: Callable[[str], None]
+    ) -> Deferred[None]:
+        log = []
+        for line in dockerfile.splitlines():
+            on_line(line)
+            log.append(line)
+            parent = re.match(r"^FROM\s+(\S+)", line)
+            if parent and parent.group(1) not in self.images:
+                return fail(
+                    BuildError(f"building {tag} failed: no image {parent.group(1)}", "\n".join(log))
+                )
+            words = set(line.split())
+            if line.startswith("RUN") and ("false" in words or words & self.missing_packages):
+                message = "The command returned a non-zero code: 100"
+                on_line(message)
+                return fail(BuildError(f"building {tag} failed: {message}", "\n".join(log)))
+        self.images.add(tag)
+        return succeed(None)
+
+    def remove_image(self, ref: str) -> Deferred[bool]:
+        if any(
+            e["spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == ref
+            for e in self.services.values()
+        ):
+            return fail(DockerError(f"image {ref} is in use by a service"))
+        if ref in self.images:
+            self.images.discard(ref)
+            return succeed(True)
+        return succeed(False)
