@@ -867,7 +867,7 @@ class PebbleServer(Service):
         if not url.startswith("https://"):
             raise ValueError(f"not an https URL: {url}")
         context = self.ssl_context()
-        with urllib.request.urlopen(url, context=context, timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, context=context, timeout=5) as resp:
             data: bytes = resp.read()
         return data
 

@@ -42,7 +42,7 @@ def redis_command(sock: socket.socket, *args: str) -> bytes:
 
 def http_get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=5) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -125,7 +125,7 @@ def test_mariadb_select_over_tcp(mariadb_server: MariaDBServer) -> None:
 def test_pebble_directory_and_fake_dns(pebble_server: PebbleServer) -> None:
     context = ssl.create_default_context(cafile=str(pebble_server.ca_cert_path))
     url = pebble_server.directory_url
-    with urllib.request.urlopen(url, context=context, timeout=5) as resp:  # noqa: S310
+    with urllib.request.urlopen(url, context=context, timeout=5) as resp:
         directory = json.loads(resp.read())
     assert "newOrder" in directory
     assert directory["newOrder"].startswith("https://127.0.0.1:")
