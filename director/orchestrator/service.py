@@ -2,20 +2,103 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from director.common.config import Config
+from director.common.errors import StartupError
+from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
 from director.common.service import guarded_http_service
+from director.common.threads import BlockingPool
+from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
+from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
+from director.orchestrator.runtime import RuntimePaths, SiteRuntime
 from director.orchestrator.web import OrchestratorAPI
 
+log = Logger()
 
-def build_service(reactor: Any, config: Config) -> MultiService:
-    """The orchestrator: its guarded API and websockets on orchestrator.host:port."""
+
+def _check_reachable_by_nginx(path: Path) -> None:
+    """nginx workers run as nobody: every directory above the sites must let them through."""
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if not mode & stat.S_IXOTH:
+            raise StartupError(
+                f"{parent}: nginx workers (user nobody) cannot enter this directory, so sites "
+                f"under {path} cannot be served; run `chmod o+x {parent}` or move the state "
+                "directory (director.state_dir)"
+            )
+
+
+class _StartRuntime(Service):
+    """Connects the runtime to Docker once the reactor runs; failures are logged, not fatal."""
+
+    def __init__(self, runtime: SiteRuntime) -> None:
+        self._runtime = runtime
+
+    def startService(self) -> None:
+        super().startService()
+        d = Deferred.fromCoroutine(self._runtime.start())
+        d.addErrback(lambda f: log.failure("orchestrator could not reach Docker", f))
+
+
+def build_service(
+    reactor: Any, config: Config, docker: IDockerGateway | None = None
+) -> MultiService:
+    """The orchestrator: its nginx, the site runtime, and its guarded API and websockets."""
     top = MultiService()
     top.setName("orchestrator")
+    section = config.orchestrator
+    state = config.director.state_dir
+    paths = RuntimePaths(state)
+    nginx_paths = NginxPaths(paths.nginx)
+    try:
+        nginx_paths.create()
+        (nginx_paths.prefix / "pages" / "__director").mkdir(parents=True, exist_ok=True)
+        (nginx_paths.prefix / "pages" / "__director" / "not-found.html").write_text(NOT_FOUND_PAGE)
+        nginx_paths.conf.write_text(
+            main_config(
+                nginx_paths.prefix,
+                f"{section.host}:{section.nginx_port}",
+                config.director.sites_domain,
+                paths.hosts,
+                nginx_paths.sites,
+                workers=min(4, os.cpu_count() or 1),
+            )
+        )
+    except OSError as e:
+        raise StartupError(
+            f"{paths.nginx}: cannot write the orchestrator's nginx config: {e}"
+        ) from None
+    docker_pool = BlockingPool(reactor, "docker", 4, timeout=300)
+    files_pool = BlockingPool(reactor, "site-files", 4, timeout=300)
+    docker_pool.setServiceParent(top)
+    files_pool.setServiceParent(top)
+    nginx = NginxProcess(reactor, nginx_paths, "orchestrator")
+    nginx.setServiceParent(top)
+    runtime = SiteRuntime(
+        reactor,
+        docker or DockerGateway(docker_pool),
+        NginxConfigDirectory(reactor, nginx_paths.sites, nginx, files_pool),
+        files_pool,
+        paths,
+        listen=f"{section.host}:{section.nginx_port}",
+        sites_domain=config.director.sites_domain,
+    )
+    runtime.prepare()
+    _check_reachable_by_nginx(paths.sites)
+    _StartRuntime(runtime).setServiceParent(top)
+    api = OrchestratorAPI(runtime, files_pool)
     guarded_http_service(
-        reactor, config, "orchestrator", "API", OrchestratorAPI().app.resource()
+        reactor, config, "orchestrator", "API", api.app.resource()
     ).setServiceParent(top)
     return top

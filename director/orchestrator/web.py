@@ -2,20 +2,106 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from typing import Any
 
 from klein import Klein
+from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
 from twisted.web.iweb import IRequest
 
-from director.common.guard import caller_of
+from director.common.guard import caller_of, render_error
+from director.common.nginx import NginxError
+from director.common.threads import Runner
 from director.common.web import healthz, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
+from director.orchestrator.docker_gateway import DockerError
+from director.orchestrator.files import FileError, SiteFiles, TooLarge
+from director.orchestrator.runtime import SiteRuntime, UnknownSite
+from director.orchestrator.sites import SiteError, parse_site
+
+
+class BadRequest(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def _json_body(request: Any) -> Any:
+    try:
+        return json.loads(request.content.read() or b"null")
+    except ValueError:
+        raise BadRequest("bad_json", "the request body is not valid JSON") from None
+
+
+def _arg(request: Any, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _flag(request: Any, name: str) -> bool:
+    return _arg(request, name) in ("1", "true", "yes")
+
+
+def _file_path(request: Any, site_id: int) -> str:
+    """The site-relative path after /v1/sites/<id>/files/, exactly as sent (percent-decoded)."""
+    prefix = f"/v1/sites/{site_id}/files".encode()
+    raw: bytes = request.path
+    rest = raw[len(prefix) :].lstrip(b"/") if raw.startswith(prefix) else b""
+    from urllib.parse import unquote_to_bytes
+
+    try:
+        return unquote_to_bytes(rest).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("bad_path", "paths must be UTF-8") from None
 
 
 class OrchestratorAPI:
     """Routes for the manager (everything) and the shell server (/ws/shell-server/ only)."""
 
     app = Klein()
+    log = Logger()
+
+    def __init__(self, runtime: SiteRuntime | None = None, files: Runner | None = None) -> None:
+        self.runtime = runtime
+        self._files = files
+
+    # -- errors --------------------------------------------------------------------------------
+
+    @app.handle_errors(BadRequest)
+    def _bad_request(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        return render_error(request, e.status, e.code, e.message)
+
+    @app.handle_errors(SiteError)
+    def _site_error(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 400, "invalid", str(failure.value))
+
+    @app.handle_errors(UnknownSite)
+    def _unknown_site(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(
+            request,
+            404,
+            "unknown_site",
+            f"site {failure.value.args[0]} is not on this orchestrator",
+        )
+
+    @app.handle_errors(FileError)
+    def _file_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        return render_error(request, e.status, e.code, e.message)
+
+    @app.handle_errors(DockerError)
+    def _docker_error(self, request: IRequest, failure: Any) -> bytes:
+        self.log.warn("docker: {e}", e=failure.value)
+        return render_error(request, 502, "docker", f"Docker failed: {failure.value}")
+
+    @app.handle_errors(NginxError)
+    def _nginx_error(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 500, "nginx", str(failure.value))
+
+    # -- health and identity --------------------------------------------------------------------
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
@@ -36,3 +122,143 @@ class OrchestratorAPI:
         return websocket_resource(
             WhoAmIProtocol, component="orchestrator", caller=caller_of(request)
         )
+
+    # -- sites ---------------------------------------------------------------------------------
+
+    def _rt(self) -> SiteRuntime:
+        if self.runtime is None:
+            raise BadRequest("unavailable", "this orchestrator runs no sites", 503)
+        return self.runtime
+
+    @app.route("/v1/sites", methods=["GET"])
+    def list_sites(self, request: IRequest) -> bytes:
+        rt = self._rt()
+        return render_json(
+            request,
+            {"sites": [rt._status_of(s, rt.upstreams.get(s.id, [])) for s in rt.sites.values()]},
+        )
+
+    @app.route("/v1/sites/<int:site_id>", methods=["PUT"])
+    async def put_site(self, request: IRequest, site_id: int) -> bytes:
+        site = parse_site(site_id, _json_body(request))
+        return render_json(request, await self._rt().apply(site))
+
+    @app.route("/v1/sites/<int:site_id>", methods=["GET"])
+    async def get_site(self, request: IRequest, site_id: int) -> bytes:
+        return render_json(request, await self._rt().status(site_id))
+
+    @app.route("/v1/sites/<int:site_id>", methods=["DELETE"])
+    async def delete_site(self, request: IRequest, site_id: int) -> bytes:
+        existed = await self._rt().remove(site_id, purge=_flag(request, "purge"))
+        return render_json(request, {"removed": existed})
+
+    @app.route("/v1/sites/<int:site_id>/restart", methods=["POST"])
+    async def restart_site(self, request: IRequest, site_id: int) -> bytes:
+        return render_json(request, await self._rt().restart(site_id))
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _site_files(self, site_id: int) -> SiteFiles:
+        return self._rt().site_files(self._rt().get(site_id))
+
+    async def _in_files(self, f: Any, *args: Any) -> Any:
+        assert self._files is not None
+        return await self._files.run(f, *args)
+
+    @app.route("/v1/sites/<int:site_id>/files/", methods=["GET"], branch=True)
+    async def get_file(self, request: Any, site_id: int) -> Any:
+        files = self._site_files(site_id)
+        path = _file_path(request, site_id)
+        entry = await self._in_files(files.stat, path)
+        if entry.type == "dir":
+            if _flag(request, "zip"):
+                spool = await self._in_files(_zip_to_spool, files, path)
+                name = (path.rstrip("/").rsplit("/", 1)[-1] or "site") + ".zip"
+                request.setHeader(b"content-type", b"application/zip")
+                request.setHeader(
+                    b"content-disposition", f'attachment; filename="{_safe_name(name)}"'.encode()
+                )
+                return await _send(request, spool)
+            entries = await self._in_files(files.list_dir, path)
+            return render_json(request, {"path": path, "entries": [e.to_json() for e in entries]})
+        stream, size = await self._in_files(files.open_read, path)
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"content-length", str(size).encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return await _send(request, stream)
+
+    @app.route("/v1/sites/<int:site_id>/files/", methods=["PUT"], branch=True)
+    async def put_file(self, request: Any, site_id: int) -> bytes:
+        files = self._site_files(site_id)
+        path = _file_path(request, site_id)
+        mode = _arg(request, "mode")
+        length = request.getHeader(b"content-length")
+        if length and length.isdigit() and int(length) > files.limits.max_write_bytes:
+            raise TooLarge(f"{path}: larger than {files.limits.max_write_bytes} bytes")
+        if request.path.endswith(b"/"):
+            await self._in_files(files.mkdir, path, mode)
+            request.setResponseCode(201)
+            return render_json(request, {"created": path}, 201)
+        request.content.seek(0)
+        if _flag(request, "exclusive"):
+            await self._in_files(files.create, path, _chunks(request.content), mode)
+            return render_json(request, {"created": path}, 201)
+        await self._in_files(files.write, path, _chunks(request.content), mode)
+        return render_json(request, {"written": path})
+
+    @app.route("/v1/sites/<int:site_id>/files/", methods=["PATCH"], branch=True)
+    async def patch_file(self, request: Any, site_id: int) -> bytes:
+        files = self._site_files(site_id)
+        path = _file_path(request, site_id)
+        body = _json_body(request)
+        if not isinstance(body, dict) or not set(body) <= {"mode", "move_to"} or not body:
+            raise BadRequest("bad_request", 'expected {"mode": "755"} and/or {"move_to": "path"}')
+        if "mode" in body:
+            if not isinstance(body["mode"], str):
+                raise BadRequest("bad_mode", 'mode must be a string like "755"')
+            await self._in_files(files.chmod, path, body["mode"])
+        if "move_to" in body:
+            if not isinstance(body["move_to"], str):
+                raise BadRequest("bad_path", "move_to must be a path")
+            await self._in_files(files.move, path, body["move_to"])
+            path = body["move_to"]
+        return render_json(request, {"path": path})
+
+    @app.route("/v1/sites/<int:site_id>/files/", methods=["DELETE"], branch=True)
+    async def delete_file(self, request: Any, site_id: int) -> bytes:
+        files = self._site_files(site_id)
+        path = _file_path(request, site_id)
+        await self._in_files(files.delete, path, _flag(request, "recursive"))
+        return render_json(request, {"deleted": path})
+
+
+def _chunks(stream: Any, size: int = 64 * 1024) -> Any:
+    while True:
+        data = stream.read(size)
+        if not data:
+            return
+        yield data
+
+
+def _zip_to_spool(files: SiteFiles, path: str) -> Any:
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    try:
+        files.zip_dir(path, spool)  # type: ignore[arg-type]
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100]
+
+
+async def _send(request: Any, stream: Any) -> bytes:
+    """Stream an open file to the client in chunks (the producer pauses with the transport)."""
+    try:
+        await FileSender().beginFileTransfer(stream, request)
+    finally:
+        stream.close()
+    return b""

@@ -108,3 +108,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("-", "integration service start times")
         for name, seconds in START_TIMES.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f} s")
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """
+    A temporary directory every user can traverse (mode 0755 up to /tmp): the daemon's nginx
+    workers run as nobody and must reach site files under it, which pytest's own tmp_path
+    (under a 0700 directory) does not allow.
+    """
+    path = Path(tempfile.mkdtemp(prefix="director-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,13 +133,15 @@ def stop_daemon(daemon: Daemon, timeout: float = 15.0) -> int:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    base = tmp_path_factory.mktemp("daemon")
+def daemon() -> Iterator[Daemon]:
+    base = Path(tempfile.mkdtemp(prefix="director-daemon-", dir="/tmp"))
+    base.chmod(0o755)
     d = start_daemon(init_config(base))
     c = d.config
     wait_listening(d, [c.manager.port, c.orchestrator.port, c.router.port, c.shell.port])
     yield d
     stop_daemon(d)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 class _Clock:
@@ -273,9 +277,9 @@ def test_check_command_and_ssh_banner(daemon: Daemon) -> None:
     assert result.stdout.count("ok ") == 7
 
 
-def test_starts_logs_listeners_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_starts_logs_listeners_and_stops_on_sigterm(public_tmp: Path) -> None:
     """Each plugin starts, logs its listeners, and exits 0 on SIGTERM."""
-    config_path = init_config(tmp_path)
+    config_path = init_config(public_tmp)
     config = load_config(config_path)
     for plugin, ports in {
         "director-manager": [config.manager.port],
@@ -291,9 +295,9 @@ def test_starts_logs_listeners_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert "Server Shut Down" in log
 
 
-def test_json_log_format(tmp_path: Path) -> None:
+def test_json_log_format(public_tmp: Path) -> None:
     """--log-format json writes one JSON object per line."""
-    config_path = init_config(tmp_path)
+    config_path = init_config(public_tmp)
     config = load_config(config_path)
     d = start_daemon(config_path, plugin="director-router")
     d.process.send_signal(signal.SIGTERM)
@@ -308,11 +312,11 @@ def test_json_log_format(tmp_path: Path) -> None:
     assert all({"time", "level", "namespace", "message"} <= set(r) for r in records)
 
 
-def test_log_format_option(tmp_path: Path) -> None:
+def test_log_format_option(public_tmp: Path) -> None:
     """The plugin's own --log-format json option switches twistd to JSON lines."""
-    config_path = init_config(tmp_path)
+    config_path = init_config(public_tmp)
     config = load_config(config_path)
-    log = tmp_path / "out.log"
+    log = public_tmp / "out.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -345,36 +349,36 @@ def run_to_exit(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_bad_config_is_one_line(tmp_path: Path) -> None:
+def test_bad_config_is_one_line(public_tmp: Path) -> None:
     """A malformed config stops start-up with one line naming the key, and no traceback."""
-    bad = tmp_path / "bad.toml"
+    bad = public_tmp / "bad.toml"
     bad.write_text("[manager]\nport = 'eighty'\n")
-    result = run_to_exit(["director", "--config", str(bad)], tmp_path)
+    result = run_to_exit(["director", "--config", str(bad)], public_tmp)
     assert result.returncode == 1
     assert "manager.port: expected an integer" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_missing_state_and_keys_is_one_line(tmp_path: Path) -> None:
+def test_missing_state_and_keys_is_one_line(public_tmp: Path) -> None:
     """A config pointing at a state directory with no keys says to run `director init`."""
-    config = tmp_path / "d.toml"
-    config.write_text(f'[auth]\nkeys_dir = "{tmp_path}/nowhere"\n')
-    result = run_to_exit(["director-orchestrator", "--config", str(config)], tmp_path)
+    config = public_tmp / "d.toml"
+    config.write_text(f'[auth]\nkeys_dir = "{public_tmp}/nowhere"\n')
+    result = run_to_exit(["director-orchestrator", "--config", str(config)], public_tmp)
     assert result.returncode == 1
     assert "director init" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+def test_port_in_use_is_one_line(public_tmp: Path) -> None:
     """A port already taken stops start-up with one line naming the setting to change."""
-    config_path = init_config(tmp_path)
+    config_path = init_config(public_tmp)
     config = load_config(config_path)
     blocker = socket.socket()
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", config.router.port))
     blocker.listen()
     try:
-        result = run_to_exit(["director-router", "--config", str(config_path)], tmp_path)
+        result = run_to_exit(["director-router", "--config", str(config_path)], public_tmp)
     finally:
         blocker.close()
     # By then twistd has routed stderr into its log on stdout.

@@ -1,6 +1,10 @@
 """Building each component's service: listeners, credentials, and start-up errors."""
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -10,14 +14,23 @@ from director.cli import main as director_main
 from director.combined.service import build_service as build_all
 from director.common.config import load_config
 from director.common.errors import StartupError
+from director.common.nginx import NginxProcess
 from director.common.service import ExitOnStartupError, ListeningService
 from director.manager.service import build_service as build_manager
+from director.orchestrator.service import build_service as build_orchestrator
 from director.shell.service import build_service as build_shell
+from director.testing.fake_docker import FakeDockerGateway
 
 
-def initialised(test: SynchronousTestCase, *settings: str):
+def _walk(service: Any) -> Iterator[Any]:
+    yield service
+    for child in getattr(service, "services", []):
+        yield from _walk(child)
+
+
+def initialised(test: SynchronousTestCase, *settings: str, base: Path | None = None):
     """A config and state written by the real `director init`."""
-    base = Path(test.mktemp())
+    base = base or Path(test.mktemp())
     args = ["init", "--config", str(base / "director.toml"), "--state-dir", str(base / "var")]
     for s in settings:
         args += ["--set", s]
@@ -27,18 +40,29 @@ def initialised(test: SynchronousTestCase, *settings: str):
 
 class BuildServiceTests(SynchronousTestCase):
     def test_all_components_listen_on_configured_addresses(self) -> None:
-        """`director` starts every component's listener on the configured host and port."""
-        config = initialised(self, "manager.port=18000", 'shell.host="127.0.0.1"')
-        reactor = MemoryReactorClock()
-        service = build_all(reactor, config)
-        service.privilegedStartService()
-        service.startService()
-        listening = sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
+        """`director` has every component's listener on the configured host and port."""
+        base = Path(tempfile.mkdtemp(prefix="director-unit-", dir="/tmp"))
+        self.addCleanup(shutil.rmtree, base, True)
+        base.chmod(0o755)
+        config = initialised(self, "manager.port=18000", 'shell.host="127.0.0.1"', base=base)
+        service = build_all(MemoryReactorClock(), config)
+        listening = sorted(
+            (s.requested_port, s.host) for s in _walk(service) if isinstance(s, ListeningService)
+        )
         self.assertEqual(
             listening,
             [(2322, "127.0.0.1"), (8100, "127.0.0.1"), (8200, "127.0.0.1"), (18000, "127.0.0.1")],
         )
-        self.successResultOf(service.stopService())
+        nginx = [s for s in _walk(service) if isinstance(s, NginxProcess)]
+        self.assertEqual(len(nginx), 1)
+        self.assertIn("127.0.0.1:8180 default_server", nginx[0].paths.conf.read_text())
+
+    def test_state_directory_must_be_reachable_by_nginx(self) -> None:
+        """A state directory nginx workers cannot enter stops start-up with the fix to apply."""
+        config = initialised(self)
+        with self.assertRaises(StartupError) as cm:
+            build_orchestrator(MemoryReactorClock(), config, docker=FakeDockerGateway())
+        self.assertIn("chmod o+x", str(cm.exception))
 
     def test_missing_keys_stop_startup_with_advice(self) -> None:
         """Without keys the component refuses to start and says to run `director init`."""

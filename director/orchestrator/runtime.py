@@ -1,0 +1,373 @@
+"""
+The orchestrator's state owner: turns a site description into a served site (directories,
+swarm service, nginx) and keeps nginx pointed at wherever the site's task runs.
+
+Operations on one site are serialised; different sites proceed in parallel. What was last
+applied to each site is kept on disk, so a restarted orchestrator knows what it serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from director.common.nginx import NginxConfigDirectory
+from director.common.threads import Runner
+from director.orchestrator.docker_gateway import IDockerGateway
+from director.orchestrator.files import FileError, SiteFiles
+from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
+from director.orchestrator.sites import Limits, Site, SiteError, service_spec
+
+T = TypeVar("T")
+
+
+class UnknownSite(LookupError):
+    """No site with that id has been applied on this orchestrator."""
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    """Where the orchestrator keeps things under the state directory."""
+
+    state: Path
+
+    @property
+    def sites(self) -> Path:
+        return self.state / "sites"
+
+    @property
+    def base(self) -> Path:
+        return self.state / "orchestrator"
+
+    @property
+    def hosts(self) -> Path:
+        """<name> -> ../../sites/<id> links for the static fast path."""
+        return self.base / "hosts"
+
+    @property
+    def applied(self) -> Path:
+        return self.base / "applied"
+
+    @property
+    def nginx(self) -> Path:
+        return self.base / "nginx"
+
+    def site_dir(self, site_id: int) -> Path:
+        return self.sites / str(site_id)
+
+
+def _site_to_json(site: Site) -> dict[str, Any]:
+    data = asdict(site)
+    data["custom_domains"] = list(site.custom_domains)
+    return data
+
+
+def _site_from_json(data: dict[str, Any]) -> Site:
+    data = dict(data)
+    data["limits"] = Limits(**data["limits"])
+    data["custom_domains"] = tuple(data["custom_domains"])
+    return Site(**data)
+
+
+def _set_link(hosts: Path, name: str, target: Path | None) -> None:
+    link = hosts / name
+    if target is None:
+        try:
+            link.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    tmp = hosts / f".{name}.tmp"
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _write_json(path: Path, data: dict[str, Any] | None) -> None:
+    if data is None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _load_applied(directory: Path) -> dict[int, Site]:
+    sites = {}
+    for path in directory.glob("*.json"):
+        try:
+            site = _site_from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError):
+            continue
+        sites[site.id] = site
+    return sites
+
+
+class SiteRuntime:
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        docker: IDockerGateway,
+        nginx: NginxConfigDirectory,
+        files: Runner,
+        paths: RuntimePaths,
+        listen: str,
+        sites_domain: str,
+        network: str = "director-sites",
+        timezone: str = "UTC",
+        start_timeout: float = 60.0,
+    ) -> None:
+        self._reactor = reactor
+        self._docker = docker
+        self._nginx = nginx
+        self._files = files
+        self.paths = paths
+        self._listen = listen
+        self._domain = sites_domain
+        self.network = network
+        self._tz = timezone
+        self._start_timeout = start_timeout
+        self._locks: dict[int, DeferredLock] = {}
+        self.sites: dict[int, Site] = {}
+        self.upstreams: dict[int, list[str]] = {}
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create directories and load what was applied before (at start-up, before serving)."""
+        for path in (self.paths.sites, self.paths.hosts, self.paths.applied):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.paths.sites, 0o755)  # noqa: S103 (nginx workers must traverse it)
+        self.sites = _load_applied(self.paths.applied)
+
+    async def start(self) -> None:
+        """Make sure the sites network exists and nginx points at the running tasks."""
+        await self._docker.ensure_network(self.network)
+        for site_id, site in list(self.sites.items()):
+            if site.type == "dynamic":
+                try:
+                    await self.refresh(site_id)
+                except Exception:
+                    self.log.failure("refreshing site {id} at start-up", id=site_id)
+
+    def _locked(self, site_id: int, f: Callable[[], Coroutine[Any, Any, T]]) -> Deferred[T]:
+        lock = self._locks.setdefault(site_id, DeferredLock())
+        return lock.run(lambda: Deferred.fromCoroutine(f()))
+
+    def site_files(self, site: Site) -> SiteFiles:
+        return SiteFiles(self.paths.site_dir(site.id), owner=(site.uid, site.uid))
+
+    def get(self, site_id: int) -> Site:
+        try:
+            return self.sites[site_id]
+        except KeyError:
+            raise UnknownSite(site_id) from None
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def apply(self, site: Site) -> Deferred[dict[str, Any]]:
+        """Make the site exist and be served as described; idempotent."""
+        return self._locked(site.id, lambda: self._apply(site))
+
+    async def _apply(self, site: Site) -> dict[str, Any]:
+        previous = self.sites.get(site.id)
+        for other in self.sites.values():
+            if other.name == site.name and other.id != site.id:
+                raise SiteError("name", f"{site.name} is already used by site {other.id}")
+        if site.type == "dynamic" and not await self._docker.image_exists(site.image):
+            raise SiteError("image", f"image {site.image} does not exist on this orchestrator")
+        files = self.site_files(site)
+        await self._files.run(files.ensure_layout)
+        upstream: list[str] = []
+        if site.type == "dynamic":
+            await self._docker.put_service(
+                service_spec(site, self.paths.site_dir(site.id), self.network, self._tz)
+            )
+            if site.served:
+                upstream = await self._wait_running(site)
+        elif previous is not None and previous.type == "dynamic":
+            await self._docker.remove_service(site.service_name)
+        try:
+            await self._publish(site, previous, upstream)
+        except Exception:
+            if previous is not None and previous.type == "dynamic":
+                await self._docker.put_service(
+                    service_spec(previous, self.paths.site_dir(site.id), self.network, self._tz)
+                )
+            elif site.type == "dynamic":
+                await self._docker.remove_service(site.service_name)
+            raise
+        self.sites[site.id] = site
+        self.upstreams[site.id] = upstream
+        await self._files.run(
+            _write_json, self.paths.applied / f"{site.id}.json", _site_to_json(site)
+        )
+        return self._status_of(site, upstream)
+
+    async def _publish(self, site: Site, previous: Site | None, upstream: list[str]) -> None:
+        """Point nginx at the site: its own file, or the static fast path's link."""
+        name = site_file_name(site.id)
+        site_dir = self.paths.site_dir(site.id)
+        if previous is not None and previous.name != site.name:
+            await self._files.run(_set_link, self.paths.hosts, previous.name, None)
+        if needs_own_file(site):
+            text = site_config(site, self._listen, self._domain, site_dir, upstream)
+            await self._nginx.apply({name: text})
+            await self._files.run(_set_link, self.paths.hosts, site.name, None)
+        else:
+            await self._files.run(
+                _set_link, self.paths.hosts, site.name, Path("..") / ".." / "sites" / str(site.id)
+            )
+            if previous is not None and needs_own_file(previous):
+                await self._nginx.apply({name: None})
+
+    async def _wait_running(self, site: Site) -> list[str]:
+        waited = 0.0
+        while waited < self._start_timeout:
+            tasks = await self._docker.tasks(site.service_name, self.network)
+            addresses = [t.address for t in tasks if t.state == "running" and t.address]
+            if addresses:
+                return sorted(addresses)
+            await deferLater(self._reactor, 0.1, lambda: None)
+            waited += 0.1
+        self.log.warn("site {id} did not start within {s}s", id=site.id, s=self._start_timeout)
+        return []
+
+    def restart(self, site_id: int) -> Deferred[dict[str, Any]]:
+        """Replace a dynamic site's task (new process) and follow it with nginx."""
+
+        async def restart() -> dict[str, Any]:
+            site = self.get(site_id)
+            if site.type != "dynamic":
+                return self._status_of(site, [])
+            await self._docker.restart_service(site.service_name)
+            before = set(self.upstreams.get(site_id, []))
+            upstream = await self._wait_new(site, before)
+            await self._set_upstream(site, upstream)
+            return self._status_of(site, upstream)
+
+        return self._locked(site_id, restart)
+
+    async def _wait_new(self, site: Site, before: set[str]) -> list[str]:
+        waited = 0.0
+        while waited < self._start_timeout:
+            tasks = await self._docker.tasks(site.service_name, self.network)
+            running = [t for t in tasks if t.state == "running" and t.address]
+            fresh = [t for t in running if t.desired == "running"]
+            addresses = sorted(t.address for t in fresh if t.address)
+            if addresses and not (set(addresses) == before and len(running) != len(fresh)):
+                return addresses
+            await deferLater(self._reactor, 0.1, lambda: None)
+            waited += 0.1
+        return []
+
+    def refresh(self, site_id: int) -> Deferred[None]:
+        """Re-read where the site's task runs and update nginx if it moved (after events)."""
+
+        async def refresh() -> None:
+            site = self.sites.get(site_id)
+            if site is None or site.type != "dynamic":
+                return
+            tasks = await self._docker.tasks(site.service_name, self.network)
+            upstream = sorted(
+                t.address
+                for t in tasks
+                if t.state == "running" and t.desired == "running" and t.address
+            )
+            if upstream != self.upstreams.get(site_id):
+                await self._set_upstream(site, upstream)
+
+        return self._locked(site_id, refresh)
+
+    async def _set_upstream(self, site: Site, upstream: list[str]) -> None:
+        text = site_config(site, self._listen, self._domain, self.paths.site_dir(site.id), upstream)
+        await self._nginx.apply({site_file_name(site.id): text})
+        self.upstreams[site.id] = upstream
+
+    def remove(self, site_id: int, purge: bool = False) -> Deferred[bool]:
+        """Stop serving the site; with C{purge}, delete its files too."""
+
+        async def remove() -> bool:
+            site = self.sites.get(site_id)
+            await self._docker.remove_service(f"site_{site_id}")
+            await self._nginx.apply({site_file_name(site_id): None})
+            if site is not None:
+                await self._files.run(_set_link, self.paths.hosts, site.name, None)
+            if purge:
+                await self._files.run(_remove_tree, self.paths.site_dir(site_id))
+            await self._files.run(_write_json, self.paths.applied / f"{site_id}.json", None)
+            self.sites.pop(site_id, None)
+            self.upstreams.pop(site_id, None)
+            return site is not None
+
+        return self._locked(site_id, remove)
+
+    async def status(self, site_id: int) -> dict[str, Any]:
+        site = self.get(site_id)
+        tasks = []
+        if site.type == "dynamic":
+            tasks = await self._docker.tasks(site.service_name, self.network)
+        run_sh = await self._files.run(_run_sh_exists, self.site_files(site))
+        running = [t for t in tasks if t.state == "running" and t.desired == "running"]
+        starting = [
+            t
+            for t in tasks
+            if t.desired == "running"
+            and t.state in ("new", "pending", "assigned", "accepted", "preparing", "starting")
+        ]
+        return {
+            "id": site.id,
+            "name": site.name,
+            "type": site.type,
+            "availability": site.availability,
+            "running": bool(running) or (site.type == "static" and site.availability == "enabled"),
+            "starting": bool(starting),
+            "start_time": running[0].timestamp if running else None,
+            "run_sh_exists": run_sh,
+            "error": next((t.error for t in tasks if t.error), None),
+        }
+
+    def _status_of(self, site: Site, upstream: list[str]) -> dict[str, Any]:
+        return {
+            "id": site.id,
+            "name": site.name,
+            "type": site.type,
+            "availability": site.availability,
+            "served": site.availability == "enabled",
+            "upstream": upstream,
+        }
+
+
+def _run_sh_exists(files: SiteFiles) -> bool:
+    """Whether the site has an executable run.sh where the service looks (links not followed)."""
+    for rel in ("run.sh", "private/run.sh", "public/run.sh"):
+        try:
+            entry = files.stat(rel)
+        except FileError:
+            continue
+        if entry.type == "file" and int(entry.mode, 8) & 0o111:
+            return True
+    return False
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)

@@ -1,0 +1,311 @@
+"""
+The orchestrator in-process on the real reactor, with real dockerd (swarm), its real nginx
+and the real site files: sites served, restarted, scaled, contained; files confined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from services import free_port
+from treq.client import HTTPClient
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from director.cli import main as director_main
+from director.common.client import ComponentCallError, ComponentClient
+from director.common.config import Config, load_config
+from director.common.service import component_signer
+from director.orchestrator.images import BASE_IMAGE, PYTHON_IMAGE
+from director.orchestrator.service import build_service
+
+
+@dataclass
+class Orchestrator:
+    config: Config
+    client: ComponentClient
+    base: Path
+
+    @property
+    def nginx_port(self) -> int:
+        return self.config.orchestrator.nginx_port
+
+    def get(self, name: str, path: str = "/", host: str | None = None) -> tuple[int, bytes]:
+        """GET through the orchestrator's nginx, as the router would."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.nginx_port}{path}",
+            headers={"Host": host or f"{name}.{self.config.director.sites_domain}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return 0, b""
+
+    def wait_for(self, name: str, status: int, body: bytes | None = None, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        got: tuple[int, bytes] = (0, b"")
+        while time.monotonic() < deadline:
+            got = self.get(name)
+            if got[0] == status and (body is None or body in got[1]):
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"{name}: wanted {status} {body!r}, last got {got!r}")
+
+
+@pytest.fixture(scope="module")
+def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
+    from twisted.internet import reactor
+
+    base = Path(tempfile.mkdtemp(prefix="director-orch-", dir="/tmp"))
+    base.chmod(0o755)
+    config_path = base / "director.toml"
+    api_port = free_port()
+    assert (
+        director_main(
+            [
+                "init",
+                "--config",
+                str(config_path),
+                "--state-dir",
+                str(base / "var"),
+                "--set",
+                f"orchestrator.port={api_port}",
+                "--set",
+                f'orchestrator.url="http://127.0.0.1:{api_port}"',
+                "--set",
+                f"orchestrator.nginx_port={free_port()}",
+            ]
+        )
+        == 0
+    )
+    (base / "var").chmod(0o755)
+    config = load_config(config_path)
+    service = build_service(reactor, config)
+    service.privilegedStartService()
+    service.startService()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    client = ComponentClient(
+        reactor,
+        component_signer(reactor, config, "manager"),
+        "orchestrator",
+        config.orchestrator.url,
+        HTTPClient(Agent(reactor, pool=pool)),
+        timeout=120,
+    )
+    yield Orchestrator(config, client, base)
+    for site_id in list(os.listdir(base / "var" / "orchestrator" / "applied")):
+        subprocess.run(
+            ["docker", "service", "rm", f"site_{site_id.split('.')[0]}"],
+            capture_output=True,
+            check=False,
+        )
+    pytest_twisted.blockon(service.stopService())
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def docker_exec(site_id: int, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a command in the site's running container, as the site's user."""
+    deadline = time.monotonic() + 30
+    container = ""
+    while not container and time.monotonic() < deadline:
+        container = (
+            subprocess.run(
+                ["docker", "ps", "-q", "--filter", f"label=director.site={site_id}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.split("\n")[0]
+            .strip()
+        )
+        if not container:
+            time.sleep(0.2)
+    assert container, f"no running container for site {site_id}"
+    return subprocess.run(
+        ["docker", "exec", container, *argv], capture_output=True, text=True, timeout=timeout
+    )
+
+
+async def put_file(o: Orchestrator, site_id: int, path: str, data: bytes, mode: str = "") -> None:
+    params = {"mode": mode} if mode else None
+    await o.client.json("PUT", f"/v1/sites/{site_id}/files/{path}", data=data, params=params)
+
+
+RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'
+
+
+@pytest_twisted.ensureDeferred
+async def test_static_site_served(orchestrator: Orchestrator) -> None:
+    """A static site's public/index.html is served through the orchestrator's nginx."""
+    o = orchestrator
+    status = await o.client.json("PUT", "/v1/sites/101", json={"name": "static1", "type": "static"})
+    assert status["served"] is True
+    await put_file(o, 101, "public/index.html", b"<h1>static one</h1>")
+    o.wait_for("static1", 200, b"static one", timeout=5)
+    assert o.get("nosuchsite")[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_dynamic_site_lifecycle(orchestrator: Orchestrator) -> None:
+    """run.sh serving python3 -m http.server is served, restarted, scaled to 0 and back."""
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/102", json={"name": "dyn1", "type": "static"})
+    await put_file(o, 102, "run.sh", RUN_SH, mode="755")
+    await put_file(o, 102, "public/index.html", b"dynamic one")
+    spec = {"name": "dyn1", "type": "dynamic", "image": PYTHON_IMAGE}
+    status = await o.client.json("PUT", "/v1/sites/102", json=spec)
+    assert status["upstream"], status
+    o.wait_for("dyn1", 200, b"dynamic one")
+    before = status["upstream"]
+    restarted = await o.client.json("POST", "/v1/sites/102/restart")
+    assert restarted["upstream"]
+    o.wait_for("dyn1", 200, b"dynamic one")
+    info = await o.client.json("GET", "/v1/sites/102")
+    assert info["running"] and info["run_sh_exists"], info
+    await o.client.json("PUT", "/v1/sites/102", json=dict(spec, availability="not-served"))
+    o.wait_for("dyn1", 503)
+    await o.client.json("PUT", "/v1/sites/102", json=spec)
+    o.wait_for("dyn1", 200, b"dynamic one")
+    assert before is not None
+    await o.client.json("PUT", "/v1/sites/102", json=dict(spec, availability="disabled"))
+    o.wait_for("dyn1", 403, b"disabled")
+    removed = await o.client.json("DELETE", "/v1/sites/102")
+    assert removed == {"removed": True}
+    o.wait_for("dyn1", 404)
+
+
+@pytest_twisted.ensureDeferred
+async def test_containment(orchestrator: Orchestrator) -> None:
+    """
+    The site's process is not root, has no capabilities and no_new_privs, a read-only root,
+    and cannot exceed its memory or PID limits or reach the orchestrator's API.
+    """
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/103", json={"name": "jail", "type": "static"})
+    await put_file(o, 103, "run.sh", RUN_SH, mode="755")
+    spec = {
+        "name": "jail",
+        "type": "dynamic",
+        "image": PYTHON_IMAGE,
+        "limits": {"memory_mb": 64, "pids": 64},
+    }
+    await o.client.json("PUT", "/v1/sites/103", json=spec)
+    status = docker_exec(103, "cat", "/proc/self/status").stdout
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["Uid"].split()[0] != "0"
+    assert int(fields["CapEff"].strip(), 16) == 0
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert docker_exec(103, "touch", "/usr/x").returncode != 0  # read-only root
+    assert docker_exec(103, "touch", "/tmp/x").returncode == 0  # tmpfs
+    assert docker_exec(103, "touch", "/site/private/x").returncode == 0  # its own files
+    hog = docker_exec(103, "python3", "-c", "b = bytearray(300 * 1024 * 1024); print(len(b))")
+    assert hog.returncode == 137, hog  # killed by the memory limit
+    bomb = docker_exec(
+        103,
+        "sh",
+        "-c",
+        "n=0; while [ $n -lt 200 ]; do sleep 30 & n=$((n+1)); done 2>&1; echo started $n",
+    )
+    assert "started 200" not in bomb.stdout, bomb
+    docker_exec(103, "sh", "-c", "pkill sleep; true")
+    api_port = o.config.orchestrator.port
+    probe = (
+        "import socket, sys\n"
+        "gw = open('/proc/net/route').read().split('\\n')[1].split()[2]\n"
+        "ip = '.'.join(str(int(gw[i:i+2], 16)) for i in (6, 4, 2, 0))\n"
+        f"for host in (ip, '127.0.0.1', '172.17.0.1'):\n"
+        "    try:\n"
+        f"        socket.create_connection((host, {api_port}), timeout=3).close()\n"
+        "        print('reached', host)\n"
+        "    except OSError as e:\n"
+        "        print('refused', host, e)\n"
+    )
+    result = docker_exec(103, "python3", "-c", probe)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("refused") for line in lines), result
+    await o.client.json("DELETE", "/v1/sites/103")
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_api_confined(orchestrator: Orchestrator) -> None:
+    """Paths escaping the site, and links a user made inside it, never reach outside."""
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/104", json={"name": "files1", "type": "static"})
+    await put_file(o, 104, "public/a.txt", b"A")
+    listing = await o.client.json("GET", "/v1/sites/104/files/public")
+    assert [e["name"] for e in listing["entries"]] == ["a.txt"]
+    site_dir = o.base / "var" / "sites" / "104"
+    os.symlink("/etc", site_dir / "public" / "evil")
+    for path in ("public/evil/passwd", "../105/x", "public/../../etc/passwd"):
+        with pytest.raises(ComponentCallError) as info:
+            await o.client.json("GET", f"/v1/sites/104/files/{path}")
+        assert info.value.status in (400, 403, 404, 409), info.value
+    with pytest.raises(ComponentCallError):
+        await put_file(o, 104, "public/evil/owned", b"x")
+    assert not Path("/etc/owned").exists()
+    await o.client.json("PATCH", "/v1/sites/104/files/public/a.txt", json={"mode": "600"})
+    assert oct((site_dir / "public/a.txt").stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(ComponentCallError) as info:
+        await o.client.json("PATCH", "/v1/sites/104/files/public/a.txt", json={"mode": "4755"})
+    assert info.value.status == 400
+    await o.client.json(
+        "PATCH", "/v1/sites/104/files/public/a.txt", json={"move_to": "private/b.txt"}
+    )
+    assert (site_dir / "private/b.txt").read_bytes() == b"A"
+    await o.client.json("PUT", "/v1/sites/104/files/public/dir/")
+    await o.client.json("DELETE", "/v1/sites/104/files/public/dir")
+    response: Any = await o.client.request(
+        "GET", "/v1/sites/104/files/private", params={"zip": "1"}
+    )
+    assert response.code == 200
+    assert (await response.content()).startswith(b"PK")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_input(orchestrator: Orchestrator) -> None:
+    """Unknown sites, malformed JSON and invalid fields get 4xx with a message; nothing changes."""
+    o = orchestrator
+    cases = [
+        ("GET", "/v1/sites/999", None, None, 404),
+        ("PUT", "/v1/sites/105", None, b"{not json", 400),
+        ("PUT", "/v1/sites/105", {"name": "Bad Name", "type": "static"}, None, 400),
+        ("PUT", "/v1/sites/105", {"name": "ok", "type": "weird"}, None, 400),
+        (
+            "PUT",
+            "/v1/sites/105",
+            {"name": "ok", "type": "dynamic", "image": "nope/none:1"},
+            None,
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/sites/105",
+            {"name": "ok", "type": "static", "limits": {"pids": 1}},
+            None,
+            400,
+        ),
+    ]
+    for method, path, body, raw, status in cases:
+        with pytest.raises(ComponentCallError) as info:
+            await o.client.json(method, path, json=body, data=raw)
+        assert info.value.status == status, (path, body, info.value)
+        assert info.value.detail
+    assert not (o.base / "var" / "orchestrator" / "applied" / "105.json").exists()
+    listing = await o.client.json("GET", "/v1/sites")
+    assert 105 not in [site["id"] for site in listing["sites"]]
+    assert BASE_IMAGE
