@@ -106,6 +106,60 @@ class OrchestratorSection:
     nginx_port: int = field(default=8180, metadata=_check(_port))
 
 
+def _optional(validator: Callable[[str, object], None]) -> Callable[[str, object], None]:
+    """C{validator}, except that the empty string (the "not set" value) is accepted."""
+
+    def check(key: str, value: object) -> None:
+        if value != "":
+            validator(key, value)
+
+    return check
+
+
+def _ip(key: str, value: object) -> None:
+    try:
+        ipaddress.ip_address(value if isinstance(value, str) else "")
+    except ValueError:
+        raise ConfigError(f"{key}: expected an IP address, got {value!r}") from None
+
+
+def _host_ports(key: str, value: object) -> None:
+    """A comma-separated list of host:port ([v6]:port for IPv6): a TOML string, not an array,
+    so that `director init` can write it back as it writes every other value."""
+    items = [i for i in re.split(r"[,\s]+", value) if i] if isinstance(value, str) else []
+    for item in items:
+        host, _, port = item.rpartition(":")
+        v6 = host.startswith("[") and host.endswith("]")
+        try:
+            _host(key, host[1:-1] if v6 else host)
+            if v6:
+                ipaddress.IPv6Address(host[1:-1])
+            _port(key, int(port) if port.isdigit() else port)
+        except (ConfigError, ValueError):
+            items = []
+            break
+    if not items:
+        raise ConfigError(
+            f"{key}: expected host:port entries separated by commas "
+            f"(like '10.0.0.5:8180, 10.0.0.6:8180'), got {value!r}"
+        )
+
+
+def _absolute_path(key: str, value: object) -> None:
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise ConfigError(f'{key}: expected an absolute path, or "" for none; got {value!r}')
+
+
+def _email(key: str, value: object) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[^@\s\"'<>;,]+@[A-Za-z0-9.-]+", value):
+        raise ConfigError(f'{key}: expected an e-mail address, or "" for none; got {value!r}')
+
+
+def _nginx_size(key: str, value: object) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,9}[kKmMgG]?", value):
+        raise ConfigError(f"{key}: expected a size like '2m', '512k' or '1048576', got {value!r}")
+
+
 @dataclass(frozen=True)
 class RouterSection:
     host: str = field(default="127.0.0.1", metadata=_check(_host))
@@ -113,6 +167,29 @@ class RouterSection:
     url: str = field(default="http://127.0.0.1:8200", metadata=_check(_url))
     http_port: int = field(default=80, metadata=_check(_port))
     https_port: int = field(default=443, metadata=_check(_port))
+    # The address the front nginx listens on; empty: every IPv4 (and IPv6) address.
+    public_host: str = field(default="", metadata=_check(_optional(_ip)))
+    # The orchestrators' nginx; empty: the local one (127.0.0.1:<orchestrator.nginx_port>).
+    upstreams: str = field(default="", metadata=_check(_optional(_host_ports)))
+    # Request body limit for sites that have none of their own.
+    max_body_size: str = field(default="2m", metadata=_check(_nginx_size))
+    # A certificate (and key) for *.<sites_domain>; empty: site hosts are served over HTTP only.
+    sites_certificate: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    sites_certificate_key: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    # ACME account and certificates, shared by every router; empty: <state_dir>/router/shared.
+    shared_dir: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    # The ACME directory; empty turns ACME off (custom domains are then served over HTTP).
+    acme_directory_url: str = field(default="", metadata=_check(_optional(_url)))
+    acme_email: str = field(default="", metadata=_check(_optional(_email)))
+    # CA certificates to trust for a private ACME server; empty: the system's.
+    acme_ca_bundle: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    # Seconds allowed for each request to the ACME server.
+    acme_timeout: float = field(default=30.0, metadata=_check(_positive))
+    # A failed issuance is retried after this many seconds, doubling up to acme_retry_max.
+    acme_retry_initial: float = field(default=300.0, metadata=_check(_positive))
+    acme_retry_max: float = field(default=21600.0, metadata=_check(_positive))
+    # Renew this long before expiry (or at two thirds of the lifetime, if that is later).
+    renew_before_days: float = field(default=30.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)

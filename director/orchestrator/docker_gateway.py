@@ -9,6 +9,7 @@ same contract tests (L{director.testing.docker_contract}).
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,37 @@ class IDockerGateway(Interface):
 
     def remove_image(ref: str) -> Deferred[bool]:
         """Remove image C{ref}; False if there was none. DockerError if it is in use."""
+
+    def ensure_container(spec: dict[str, Any]) -> Deferred[str]:
+        """
+        Make the plain container C{spec["Name"]} (a site's terminal container) exist and run
+        with exactly C{spec}, recreating it when the spec changed; return its id.
+        """
+
+    def remove_container(name: str) -> Deferred[bool]:
+        """Force-remove a plain container; False if there was none."""
+
+    def exec_start(
+        container: str, argv: list[str], env: dict[str, str], user: str, workdir: str, tty: bool
+    ) -> Deferred[tuple[str, Any]]:
+        """
+        Start C{argv} in C{container}; return the exec id and a connected socket carrying its
+        stdin and output (raw bytes with C{tty}, Docker's multiplexed frames without).
+        """
+
+    def exec_resize(exec_id: str, rows: int, cols: int) -> Deferred[None]:
+        """Tell the exec's terminal its new size."""
+
+    def exec_exit_code(exec_id: str) -> Deferred[int | None]:
+        """The exec's exit status, or None while it runs."""
+
+    def follow_logs(
+        service: str, tail: int, on_line: Callable[[str], None], on_end: Callable[[], None]
+    ) -> Callable[[], None]:
+        """
+        Stream the service's log, last C{tail} lines first, calling C{on_line} per line from
+        a thread of its own (never a pool slot); returns a function that stops the stream.
+        """
 
 
 def _blocking_network(client: Any, name: str) -> None:
@@ -295,6 +327,134 @@ class DockerGateway:
                 return False
 
         return self._run(remove)
+
+    def ensure_container(self, spec: dict[str, Any]) -> Deferred[str]:
+        return self._run(_blocking_ensure_container, spec)
+
+    def remove_container(self, name: str) -> Deferred[bool]:
+        def remove(client: Any) -> bool:
+            import docker.errors
+
+            try:
+                client.remove_container(name, force=True)
+                return True
+            except docker.errors.NotFound:
+                return False
+
+        return self._run(remove)
+
+    def exec_start(
+        self,
+        container: str,
+        argv: list[str],
+        env: dict[str, str],
+        user: str,
+        workdir: str,
+        tty: bool,
+    ) -> Deferred[tuple[str, Any]]:
+        def start(client: Any) -> tuple[str, Any]:
+            created = client.exec_create(
+                container, argv, stdin=True, tty=tty, user=user, environment=env, workdir=workdir
+            )
+            sock = client.exec_start(created["Id"], socket=True, tty=tty)
+            raw = getattr(sock, "_sock", sock)
+            return created["Id"], raw
+
+        return self._run(start)
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> Deferred[None]:
+        return self._run(lambda client: client.exec_resize(exec_id, height=rows, width=cols))
+
+    def exec_exit_code(self, exec_id: str) -> Deferred[int | None]:
+        def code(client: Any) -> int | None:
+            info = client.exec_inspect(exec_id)
+            return None if info.get("Running") else info.get("ExitCode")
+
+        return self._run(code)
+
+    def follow_logs(
+        self, service: str, tail: int, on_line: Callable[[str], None], on_end: Callable[[], None]
+    ) -> Callable[[], None]:
+        import threading
+
+        state: dict[str, Any] = {"stream": None, "stopped": False}
+
+        def run() -> None:
+            try:
+                client = self._factory()
+                stream = client.service_logs(
+                    service, follow=True, stdout=True, stderr=True, tail=tail, is_tty=False
+                )
+                state["stream"] = stream
+                buffer = b""
+                for chunk in stream:
+                    if state["stopped"]:
+                        break
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode("utf-8", "replace"))
+            except Exception:  # noqa: S110 (closing the stream from stop() lands here)
+                pass
+            finally:
+                on_end()
+
+        def stop() -> None:
+            state["stopped"] = True
+            stream = state["stream"]
+            if stream is not None:
+                try:
+                    stream.close()
+                except Exception:  # noqa: S110
+                    pass
+
+        threading.Thread(target=run, name=f"logs-{service}", daemon=True).start()
+        return stop
+
+
+def _spec_label(spec: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _blocking_ensure_container(client: Any, spec: dict[str, Any]) -> str:
+    import docker.errors
+
+    name = spec["Name"]
+    digest = _spec_label(spec)
+    try:
+        current = client.inspect_container(name)
+    except docker.errors.NotFound:
+        current = None
+    if current is not None:
+        labels = current["Config"].get("Labels") or {}
+        if labels.get("director.spec") == digest:
+            if not current["State"]["Running"]:
+                client.start(current["Id"])
+            return str(current["Id"])
+        client.remove_container(current["Id"], force=True)
+    host_config = client.create_host_config(**spec["HostConfig"])
+    networking = (
+        client.create_networking_config({spec["Network"]: client.create_endpoint_config()})
+        if spec.get("Network")
+        else None
+    )
+    created = client.create_container(
+        spec["Image"],
+        command=spec["Command"],
+        name=name,
+        user=spec.get("User"),
+        environment=spec.get("Env"),
+        working_dir=spec.get("WorkingDir"),
+        labels=dict(spec.get("Labels", {}), **{"director.spec": digest}),
+        host_config=host_config,
+        networking_config=networking,
+        stdin_open=False,
+        tty=False,
+    )
+    client.start(created["Id"])
+    return str(created["Id"])
 
 
 def _default_client() -> Any:

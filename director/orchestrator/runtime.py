@@ -24,7 +24,13 @@ from director.common.threads import Runner
 from director.orchestrator.docker_gateway import IDockerGateway
 from director.orchestrator.files import FileError, SiteFiles
 from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
-from director.orchestrator.sites import Limits, Site, SiteError, service_spec
+from director.orchestrator.sites import (
+    Limits,
+    Site,
+    SiteError,
+    service_spec,
+    terminal_container_spec,
+)
 
 T = TypeVar("T")
 
@@ -173,6 +179,17 @@ class SiteRuntime:
     def site_files(self, site: Site) -> SiteFiles:
         return SiteFiles(self.paths.site_dir(site.id), owner=(site.uid, site.uid))
 
+    @property
+    def docker(self) -> IDockerGateway:
+        return self._docker
+
+    async def terminal_container(self, site: Site) -> str:
+        """The id of the site's running terminal container (created or updated as needed)."""
+        await self._files.run(self.site_files(site).ensure_layout)
+        spec = terminal_container_spec(site, self.paths.site_dir(site.id), self.network, self._tz)
+        container: str = await self._docker.ensure_container(spec)
+        return container
+
     def get(self, site_id: int) -> Site:
         try:
             return self.sites[site_id]
@@ -306,6 +323,7 @@ class SiteRuntime:
         async def remove() -> bool:
             site = self.sites.get(site_id)
             await self._docker.remove_service(f"site_{site_id}")
+            await self._docker.remove_container(f"site_{site_id}_terminal")
             await self._nginx.apply({site_file_name(site_id): None})
             if site is not None:
                 await self._files.run(_set_link, self.paths.hosts, site.name, None)

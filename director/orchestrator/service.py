@@ -13,9 +13,11 @@ from twisted.logger import Logger
 
 from director.common.config import Config
 from director.common.errors import StartupError
+from director.common.keys import load_public_keys
 from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
+from director.common.tokens import TokenVerifier
 from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
 from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
@@ -97,7 +99,9 @@ def build_service(
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)
     _StartRuntime(runtime).setServiceParent(top)
-    api = OrchestratorAPI(runtime, files_pool)
+    manager_key = load_public_keys(config.auth.keys_dir).get("manager")
+    tokens = TokenVerifier(manager_key, reactor) if manager_key is not None else None
+    api = OrchestratorAPI(runtime, files_pool, tokens, reactor)
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()
     ).setServiceParent(top)

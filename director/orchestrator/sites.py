@@ -272,3 +272,38 @@ def service_spec(site: Site, site_dir: Path, network: str, timezone: str) -> dic
         "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
         "EndpointSpec": {"Mode": "dnsrr"},
     }
+
+
+def terminal_container_spec(
+    site: Site, site_dir: Path, network: str, timezone: str
+) -> dict[str, Any]:
+    """
+    The plain container a site's terminals run in (for static and dynamic sites alike): the
+    site's image, mounts, user and limits, doing nothing until a terminal execs into it.
+    """
+    env = site_environment(site, timezone)
+    limits = site.limits
+    return {
+        "Name": f"site_{site.id}_terminal",
+        "Image": site.image,
+        "Command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"],
+        "User": f"{site.uid}:{site.uid}",
+        "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+        "WorkingDir": "/site",
+        "Labels": {"director.terminal": str(site.id)},
+        "Network": network,
+        "HostConfig": {
+            "init": True,
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": limits.memory_mb * 1024 * 1024,
+            "memswap_limit": limits.memory_mb * 1024 * 1024,
+            "nano_cpus": int(limits.cpus * 1e9),
+            "pids_limit": limits.pids,
+            "binds": {str(site_dir): {"bind": "/site", "mode": "rw"}},
+            "tmpfs": {"/tmp": "size=64m,mode=1777", "/run": "size=8m,mode=1777"},  # noqa: S108
+            "restart_policy": {"Name": "unless-stopped"},
+            "log_config": {"type": "json-file", "config": {"max-size": "100k"}},
+        },
+    }

@@ -14,12 +14,19 @@ from twisted.web.iweb import IRequest
 from director.common.guard import caller_of, render_error
 from director.common.nginx import NginxError
 from director.common.threads import Runner
+from director.common.tokens import TokenVerifier
 from director.common.web import healthz, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
 from director.orchestrator.docker_gateway import DockerError
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.runtime import SiteRuntime, UnknownSite
 from director.orchestrator.sites import SiteError, parse_site
+from director.orchestrator.streams import (
+    LogsProtocol,
+    ShellBridgeProtocol,
+    StatusProtocol,
+    TerminalProtocol,
+)
 
 
 class BadRequest(Exception):
@@ -63,9 +70,21 @@ class OrchestratorAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, runtime: SiteRuntime | None = None, files: Runner | None = None) -> None:
+    def __init__(
+        self,
+        runtime: SiteRuntime | None = None,
+        files: Runner | None = None,
+        tokens: TokenVerifier | None = None,
+        reactor: Any = None,
+        idle_timeout: float = 6 * 3600,
+        max_lifetime: float = 12 * 3600,
+    ) -> None:
         self.runtime = runtime
         self._files = files
+        self._tokens = tokens
+        self._reactor = reactor
+        self._idle = idle_timeout
+        self._lifetime = max_lifetime
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -155,6 +174,57 @@ class OrchestratorAPI:
     @app.route("/v1/sites/<int:site_id>/restart", methods=["POST"])
     async def restart_site(self, request: IRequest, site_id: int) -> bytes:
         return render_json(request, await self._rt().restart(site_id))
+
+    # -- websockets --------------------------------------------------------------------------
+
+    def _exec_ws(self, protocol: Any, site_id: int, **extra: Any) -> Any:
+        self._rt().get(site_id)
+        return websocket_resource(
+            protocol,
+            runtime=self._rt(),
+            site_id=site_id,
+            reactor=self._reactor,
+            idle_timeout=self._idle,
+            max_lifetime=self._lifetime,
+            **extra,
+        )
+
+    @app.route("/ws/sites/<int:site_id>/terminal")
+    def ws_terminal(self, request: IRequest, site_id: int) -> Any:
+        return self._exec_ws(TerminalProtocol, site_id)
+
+    @app.route("/ws/shell-server/<int:site_id>/ssh-shell")
+    def ws_shell(self, request: IRequest, site_id: int) -> Any:
+        if self._tokens is None:
+            raise BadRequest("unavailable", "shell tokens are not configured", 503)
+        return self._exec_ws(ShellBridgeProtocol, site_id, tokens=self._tokens)
+
+    @app.route("/ws/sites/<int:site_id>/logs")
+    def ws_logs(self, request: Any, site_id: int) -> Any:
+        tail = _arg(request, "tail") or "100"
+        if not tail.isdigit() or int(tail) > 10000:
+            raise BadRequest("bad_tail", "tail must be a number of lines up to 10000")
+        self._rt().get(site_id)
+        return websocket_resource(
+            LogsProtocol,
+            runtime=self._rt(),
+            site_id=site_id,
+            reactor=self._reactor,
+            tail=int(tail),
+        )
+
+    @app.route("/ws/sites/<int:site_id>/status")
+    def ws_status(self, request: IRequest, site_id: int) -> Any:
+        self._rt().get(site_id)
+        return websocket_resource(
+            StatusProtocol, runtime=self._rt(), site_id=site_id, reactor=self._reactor, interval=2
+        )
+
+    @app.route("/ws/sites/status")
+    def ws_multi_status(self, request: IRequest) -> Any:
+        return websocket_resource(
+            StatusProtocol, runtime=self._rt(), site_id=None, reactor=self._reactor, interval=5
+        )
 
     # -- files ---------------------------------------------------------------------------------
 

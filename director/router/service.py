@@ -2,20 +2,126 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.logger import Logger
 
 from director.common.config import Config
+from director.common.errors import StartupError
+from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
 from director.common.service import guarded_http_service
+from director.common.threads import BlockingPool
+from director.router.certificates import CertificateKeeper
+from director.router.issuer import ACMEClient
+from director.router.layout import RouterLayout
+from director.router.nginxconf import FrontSettings
+from director.router.renewal import DAY, RenewalPolicy
+from director.router.routing import Router, load_table
 from director.router.web import RouterAPI
 
+log = Logger()
 
-def build_service(reactor: Any, config: Config) -> MultiService:
-    """The router: its guarded API on router.host:port."""
+# How long one order may take in the ACME pool before the router stops waiting for it.
+ACME_ORDER_DEADLINE = 120.0
+
+
+class FrontConfiguration(Service):
+    """Writes the front nginx's whole configuration before nginx starts (and checks it)."""
+
+    def __init__(self, router: Router, nginx: NginxProcess | None) -> None:
+        self._router = router
+        self._nginx = nginx
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        try:
+            self._router.prepare()
+        except OSError as e:
+            raise StartupError(f"router: cannot write the front nginx configuration: {e}") from e
+        if self._nginx is not None:
+            _check_synchronously(self._nginx.paths)
+
+
+def _check_synchronously(paths: NginxPaths) -> None:
+    """`nginx -t` at start-up: a broken configuration stops the router with nginx's words."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            paths.argv("-t", "-q"), capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise StartupError(f"router: cannot run {paths.binary}: {e}") from None
+    if result.returncode != 0:
+        output = (result.stderr + result.stdout).strip()
+        raise StartupError(f"router: nginx refused the front configuration: {output}")
+
+
+def _has_ipv6() -> bool:
+    try:
+        return bool(Path("/proc/net/if_inet6").read_text().strip())
+    except OSError:
+        return False
+
+
+def build_service(reactor: Any, config: Config, clock: IReactorTime | None = None) -> MultiService:
+    """
+    The router: its guarded API on router.host:port, the front nginx (a child process) and,
+    when ACME is configured, the certificate keeper. C{clock} schedules renewals and
+    retries (the reactor unless a test passes its own).
+    """
     top = MultiService()
     top.setName("router")
+    section = config.router
+    layout = RouterLayout.from_config(config)
+    settings = FrontSettings.from_config(config, ipv6=_has_ipv6())
+
+    files = BlockingPool(reactor, "router-files", 1, timeout=60)
+    files.setServiceParent(top)
+    paths = NginxPaths(layout.nginx_prefix)
+    nginx = NginxProcess(reactor, paths, "router front")
+    directory = NginxConfigDirectory(reactor, paths.sites, nginx, files)
+
+    keeper = None
+    if section.acme_directory_url:
+        acme_pool = BlockingPool(
+            reactor, "router-acme", 2, timeout=ACME_ORDER_DEADLINE + 2 * section.acme_timeout
+        )
+        acme_pool.setServiceParent(top)
+        client = ACMEClient(
+            section.acme_directory_url,
+            section.acme_email,
+            layout.account_key,
+            ca_bundle=section.acme_ca_bundle,
+            timeout=section.acme_timeout,
+            deadline=ACME_ORDER_DEADLINE,
+        )
+        policy = RenewalPolicy(
+            renew_before=section.renew_before_days * DAY,
+            retry_initial=section.acme_retry_initial,
+            retry_max=max(section.acme_retry_max, section.acme_retry_initial),
+        )
+        keeper = CertificateKeeper(
+            clock if clock is not None else reactor, files, acme_pool, layout, client, policy
+        )
+
+    table = load_table(
+        layout.site_table, settings.sites_domain, settings.max_body_size, Logger(namespace=__name__)
+    )
+    router = Router(settings, layout, directory, files, keeper, table)
+    # A reactor that cannot run processes (a test's memory reactor) gets no front nginx.
+    runs_nginx = IReactorProcess.providedBy(reactor)
+    FrontConfiguration(router, nginx if runs_nginx else None).setServiceParent(top)
+    if runs_nginx:
+        nginx.setServiceParent(top)
+    else:
+        log.warn("router: this reactor cannot run processes; the front nginx is not started")
+    if keeper is not None:
+        keeper.setServiceParent(top)
     guarded_http_service(
-        reactor, config, "router", "API", RouterAPI().app.resource()
+        reactor, config, "router", "API", RouterAPI(router).app.resource()
     ).setServiceParent(top)
     return top

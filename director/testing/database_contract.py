@@ -1,13 +1,16 @@
 """
 The behaviour every L{IDatabaseAdmin} must show, as a mixin for test classes: the in-memory
 fake runs it in C{tests/unit}, the real PostgreSQL and MariaDB adapters in
-C{tests/integration}. A subclass supplies the admin, a way to wait for a Deferred (synchronous
-for the fake, the running reactor for real servers) and a login check.
+C{tests/integration}. A subclass supplies the admins, a login check, and L{finish}, which
+settles each test's Deferred: at once for the fake (C{successResultOf}), on the running
+reactor for real servers (pytest-twisted waits for a Deferred a test returns).
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred
@@ -21,11 +24,11 @@ from director.orchestrator.databases import (
     new_password,
 )
 
-T = TypeVar("T")
+C = TypeVar("C", bound="DatabaseAdminContract")
 
 #: Names that must be refused before any SQL is sent: wrong shape, quoting tricks,
 #: statement injection, a trailing newline (which a C{$}-anchored regex would let through),
-#: too long for MySQL 8 user names.
+#: a look-alike letter, too long for MySQL 8 user names, not a string at all.
 BAD_IDENTIFIERS: tuple[object, ...] = (
     "",
     "postgres",
@@ -55,8 +58,20 @@ def unchecked_site(kind: object, name: object, username: object, password: objec
     return site_db
 
 
+def contract_test(
+    test: Callable[[C], Coroutine[Any, Any, None]],
+) -> Callable[[C], Deferred[None] | None]:
+    """An async test body, run as a Deferred and handed to the class's L{finish}."""
+
+    @functools.wraps(test)
+    def run(self: C) -> Deferred[None] | None:
+        return self.finish(Deferred.fromCoroutine(test(self)))
+
+    return run
+
+
 class DatabaseAdminContract:
-    """Mix into a test class; implement the four hooks above the tests."""
+    """Mix into a test class and implement the hooks up to L{remember}."""
 
     def admin(self) -> IDatabaseAdmin:
         """The admin under test (the same object for the whole test)."""
@@ -66,12 +81,12 @@ class DatabaseAdminContract:
         """An admin of the same kind whose server cannot be reached."""
         raise NotImplementedError
 
-    def wait(self, d: Deferred[T]) -> T:
-        """The Deferred's result, or its failure raised."""
+    def can_connect(self, site_db: SiteDatabase) -> Deferred[bool]:
+        """Whether these credentials open a session in C{site_db.name}."""
         raise NotImplementedError
 
-    def can_connect(self, site_db: SiteDatabase) -> bool:
-        """Whether these credentials open a session in C{site_db.name}."""
+    def finish(self, test: Deferred[None]) -> Deferred[None] | None:
+        """Settle a test: check its result now, or return it for the runner to wait on."""
         raise NotImplementedError
 
     def remember(self, site_db: SiteDatabase) -> None:
@@ -95,103 +110,113 @@ class DatabaseAdminContract:
             return f"SELECT pg_sleep({seconds})"
         return f"SELECT SLEEP({seconds})"
 
-    def error_of(self, d: Deferred[Any]) -> DatabaseError:
+    async def assert_error(self, d: Deferred[Any], code: str) -> DatabaseError:
+        """The L{DatabaseError} C{d} fails with, which must have C{code} and a message."""
         try:
-            result = self.wait(d)
+            result = await d
         except DatabaseError as e:
-            return e
-        raise AssertionError(f"expected a DatabaseError, got the result {result!r}")
-
-    def assert_error(self, d: Deferred[Any], code: str) -> DatabaseError:
-        error = self.error_of(d)
+            error = e
+        else:
+            raise AssertionError(f"expected a {code!r} DatabaseError, got {result!r}")
         assert error.code == code, f"expected {code!r}, got {error.code!r}: {error.message}"
         assert error.message, "the error has no message for a person"
         return error
 
     # ---------------------------------------------------------------- tests
 
-    def test_provides_interface(self) -> None:
+    @contract_test
+    async def test_provides_interface(self) -> None:
         assert verifyObject(IDatabaseAdmin, self.admin())
         assert self.admin().kind in ("postgres", "mysql")
 
-    def test_create_makes_database_only_its_user_can_use(self) -> None:
+    @contract_test
+    async def test_create_makes_database_only_its_user_can_use(self) -> None:
         site_db = self.new_site()
-        assert self.wait(self.admin().exists(site_db.name)) is False
-        self.wait(self.admin().create(site_db))
-        assert self.wait(self.admin().exists(site_db.name)) is True
-        assert self.can_connect(site_db)
-        assert not self.can_connect(self.with_password(site_db, new_password()))
+        assert (await self.admin().exists(site_db.name)) is False
+        await self.admin().create(site_db)
+        assert (await self.admin().exists(site_db.name)) is True
+        assert await self.can_connect(site_db)
+        assert not await self.can_connect(self.with_password(site_db, new_password()))
 
-    def test_create_again_keeps_database_and_sets_password(self) -> None:
+    @contract_test
+    async def test_create_again_keeps_database_and_sets_password(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().create(site_db))
+        await self.admin().create(site_db)
         again = self.with_password(site_db, new_password())
-        self.wait(self.admin().create(again))
-        self.wait(self.admin().create(again))
-        assert self.wait(self.admin().exists(site_db.name)) is True
-        assert self.can_connect(again)
-        assert not self.can_connect(site_db), "the old password still works"
+        await self.admin().create(again)
+        await self.admin().create(again)
+        assert (await self.admin().exists(site_db.name)) is True
+        assert await self.can_connect(again)
+        assert not await self.can_connect(site_db), "the old password still works"
 
-    def test_set_password(self) -> None:
+    @contract_test
+    async def test_set_password(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().create(site_db))
+        await self.admin().create(site_db)
         changed = self.with_password(site_db, new_password())
-        self.wait(self.admin().set_password(changed))
-        assert self.can_connect(changed)
-        assert not self.can_connect(site_db), "the old password still works"
+        await self.admin().set_password(changed)
+        assert await self.can_connect(changed)
+        assert not await self.can_connect(site_db), "the old password still works"
 
-    def test_set_password_of_unknown_user(self) -> None:
-        self.assert_error(self.admin().set_password(self.new_site()), "not_found")
+    @contract_test
+    async def test_set_password_of_unknown_user(self) -> None:
+        await self.assert_error(self.admin().set_password(self.new_site()), "not_found")
 
-    def test_other_site_user_cannot_connect(self) -> None:
+    @contract_test
+    async def test_other_site_user_cannot_connect(self) -> None:
         # On MySQL, `_` in a GRANT's database name is a wildcard: an unescaped grant on
         # site_<x>_1 would also open site_<x>a1.
         stem = f"site_t{secrets.token_hex(4)}"
         first = self.new_site(f"{stem}a1")
         second = self.new_site(f"{stem}_1")
-        self.wait(self.admin().create(first))
-        self.wait(self.admin().create(second))
+        await self.admin().create(first)
+        await self.admin().create(second)
         intruder = SiteDatabase(
             second.kind, first.name, second.username, second.password, second.host, second.port
         )
-        assert not self.can_connect(intruder)
-        assert self.can_connect(first)
-        assert self.can_connect(second)
+        assert not await self.can_connect(intruder)
+        assert await self.can_connect(first)
+        assert await self.can_connect(second)
 
-    def test_drop_removes_database_and_user(self) -> None:
+    @contract_test
+    async def test_drop_removes_database_and_user(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().create(site_db))
-        self.wait(self.admin().drop(site_db.name, site_db.username))
-        assert self.wait(self.admin().exists(site_db.name)) is False
-        assert not self.can_connect(site_db)
-        self.assert_error(self.admin().set_password(site_db), "not_found")
+        await self.admin().create(site_db)
+        await self.admin().drop(site_db.name, site_db.username)
+        assert (await self.admin().exists(site_db.name)) is False
+        assert not await self.can_connect(site_db)
+        await self.assert_error(self.admin().set_password(site_db), "not_found")
 
-    def test_drop_is_idempotent(self) -> None:
+    @contract_test
+    async def test_drop_is_idempotent(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().drop(site_db.name, site_db.username))
-        self.wait(self.admin().create(site_db))
-        self.wait(self.admin().drop(site_db.name, site_db.username))
-        self.wait(self.admin().drop(site_db.name, site_db.username))
-        assert self.wait(self.admin().exists(site_db.name)) is False
+        await self.admin().drop(site_db.name, site_db.username)
+        await self.admin().create(site_db)
+        await self.admin().drop(site_db.name, site_db.username)
+        await self.admin().drop(site_db.name, site_db.username)
+        assert (await self.admin().exists(site_db.name)) is False
 
-    def test_drop_leaves_other_sites_alone(self) -> None:
+    @contract_test
+    async def test_drop_leaves_other_sites_alone(self) -> None:
         kept, dropped = self.new_site(), self.new_site()
-        self.wait(self.admin().create(kept))
-        self.wait(self.admin().create(dropped))
-        self.wait(self.admin().drop(dropped.name, dropped.username))
-        assert self.wait(self.admin().exists(kept.name)) is True
-        assert self.can_connect(kept)
+        await self.admin().create(kept)
+        await self.admin().create(dropped)
+        await self.admin().drop(dropped.name, dropped.username)
+        assert (await self.admin().exists(kept.name)) is True
+        assert await self.can_connect(kept)
 
-    def test_create_after_drop(self) -> None:
+    @contract_test
+    async def test_create_after_drop(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().create(site_db))
-        self.wait(self.admin().drop(site_db.name, site_db.username))
+        await self.admin().create(site_db)
+        await self.admin().drop(site_db.name, site_db.username)
         fresh = self.with_password(site_db, new_password())
-        self.wait(self.admin().create(fresh))
-        assert self.can_connect(fresh)
-        assert not self.can_connect(site_db)
+        await self.admin().create(fresh)
+        assert await self.can_connect(fresh)
+        assert not await self.can_connect(site_db)
 
-    def test_bad_names_refused_before_reaching_the_server(self) -> None:
+    @contract_test
+    async def test_bad_names_refused_before_reaching_the_server(self) -> None:
         # The unreachable admin would answer `unavailable` if anything were sent.
         for admin in (self.unreachable_admin(), self.admin()):
             good = self.new_site()
@@ -199,67 +224,74 @@ class DatabaseAdminContract:
                 as_name = unchecked_site(admin.kind, bad, good.username, good.password)
                 as_user = unchecked_site(admin.kind, good.name, bad, good.password)
                 for site_db in (as_name, as_user):
-                    self.assert_error(admin.create(site_db), "invalid_name")
-                    self.assert_error(admin.set_password(site_db), "invalid_name")
-                    self.assert_error(admin.query(site_db, "SELECT 1", 5, 10), "invalid_name")
-                self.assert_error(admin.drop(cast(str, bad), good.username), "invalid_name")
-                self.assert_error(admin.drop(good.name, cast(str, bad)), "invalid_name")
-                self.assert_error(admin.exists(cast(str, bad)), "invalid_name")
+                    await self.assert_error(admin.create(site_db), "invalid_name")
+                    await self.assert_error(admin.set_password(site_db), "invalid_name")
+                    await self.assert_error(admin.query(site_db, "SELECT 1", 5, 10), "invalid_name")
+                await self.assert_error(admin.drop(cast(str, bad), good.username), "invalid_name")
+                await self.assert_error(admin.drop(good.name, cast(str, bad)), "invalid_name")
+                await self.assert_error(admin.exists(cast(str, bad)), "invalid_name")
 
-    def test_bad_passwords_refused(self) -> None:
+    @contract_test
+    async def test_bad_passwords_refused(self) -> None:
         good = self.new_site()
         for password in ("", "short", "line\nbreak", "nul\x00nul-nul", "x" * 257, None):
             site_db = unchecked_site(good.kind, good.name, good.username, password)
             for admin in (self.unreachable_admin(), self.admin()):
-                error = self.assert_error(admin.create(site_db), "invalid_password")
+                error = await self.assert_error(admin.create(site_db), "invalid_password")
                 assert not password or password not in error.message
-                self.assert_error(admin.set_password(site_db), "invalid_password")
-        assert self.wait(self.admin().exists(good.name)) is False
+                await self.assert_error(admin.set_password(site_db), "invalid_password")
+        assert (await self.admin().exists(good.name)) is False
 
-    def test_other_kind_refused(self) -> None:
+    @contract_test
+    async def test_other_kind_refused(self) -> None:
         site_db = self.new_site()
         other: DatabaseKind = "mysql" if site_db.kind == "postgres" else "postgres"
         wrong = SiteDatabase(
             other, site_db.name, site_db.username, site_db.password, site_db.host, site_db.port
         )
-        self.assert_error(self.unreachable_admin().create(wrong), "wrong_kind")
-        self.assert_error(self.admin().query(wrong, "SELECT 1", 5, 10), "wrong_kind")
+        await self.assert_error(self.unreachable_admin().create(wrong), "wrong_kind")
+        await self.assert_error(self.admin().query(wrong, "SELECT 1", 5, 10), "wrong_kind")
 
-    def test_unreachable_server(self) -> None:
+    @contract_test
+    async def test_unreachable_server(self) -> None:
         admin = self.unreachable_admin()
         site_db = self.new_site()
-        self.assert_error(admin.create(site_db), "unavailable")
-        self.assert_error(admin.exists(site_db.name), "unavailable")
-        self.assert_error(admin.drop(site_db.name, site_db.username), "unavailable")
-        self.assert_error(admin.set_password(site_db), "unavailable")
-        self.assert_error(admin.query(site_db, "SELECT 1", 5, 10), "unavailable")
+        await self.assert_error(admin.create(site_db), "unavailable")
+        await self.assert_error(admin.exists(site_db.name), "unavailable")
+        await self.assert_error(admin.drop(site_db.name, site_db.username), "unavailable")
+        await self.assert_error(admin.set_password(site_db), "unavailable")
+        await self.assert_error(admin.query(site_db, "SELECT 1", 5, 10), "unavailable")
 
-    def test_query_select(self) -> None:
+    @contract_test
+    async def test_query_select(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().create(site_db))
-        result = self.wait(self.admin().query(site_db, "SELECT 1", 5, 10))
+        await self.admin().create(site_db)
+        result = await self.admin().query(site_db, "SELECT 1", 5, 10)
         assert len(result["columns"]) == 1
         assert result["rows"] == [[1]]
         assert result["rowcount"] == 1
         assert result["truncated"] is False
 
-    def test_query_max_rows_zero(self) -> None:
+    @contract_test
+    async def test_query_max_rows_zero(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().create(site_db))
-        result = self.wait(self.admin().query(site_db, "SELECT 7", 5, 0))
+        await self.admin().create(site_db)
+        result = await self.admin().query(site_db, "SELECT 7", 5, 0)
         assert result["rows"] == []
         assert result["rowcount"] == 1
         assert result["truncated"] is True
 
-    def test_query_time_limit(self) -> None:
+    @contract_test
+    async def test_query_time_limit(self) -> None:
         site_db = self.new_site()
-        self.wait(self.admin().create(site_db))
-        error = self.assert_error(
+        await self.admin().create(site_db)
+        error = await self.assert_error(
             self.admin().query(site_db, self.sleep_sql(5), 1, 10), "query_timeout"
         )
         assert "1 s" in error.message
 
-    def test_query_bad_arguments(self) -> None:
+    @contract_test
+    async def test_query_bad_arguments(self) -> None:
         site_db = self.new_site()
         admin = self.unreachable_admin()
         for sql, timeout, max_rows in [
@@ -275,22 +307,24 @@ class DatabaseAdminContract:
             ("SELECT '\x00'", 5, 10),
         ]:
             d = admin.query(site_db, sql, cast(float, timeout), cast(int, max_rows))
-            self.assert_error(d, "invalid_argument")
+            await self.assert_error(d, "invalid_argument")
 
-    def test_query_needs_the_sites_credentials(self) -> None:
+    @contract_test
+    async def test_query_needs_the_sites_credentials(self) -> None:
         site_db = self.new_site()
-        self.assert_error(self.admin().query(site_db, "SELECT 1", 5, 10), "access_denied")
-        self.wait(self.admin().create(site_db))
+        await self.assert_error(self.admin().query(site_db, "SELECT 1", 5, 10), "access_denied")
+        await self.admin().create(site_db)
         wrong = self.with_password(site_db, new_password())
-        self.assert_error(self.admin().query(wrong, "SELECT 1", 5, 10), "access_denied")
-        self.wait(self.admin().drop(site_db.name, site_db.username))
-        self.assert_error(self.admin().query(site_db, "SELECT 1", 5, 10), "access_denied")
+        await self.assert_error(self.admin().query(wrong, "SELECT 1", 5, 10), "access_denied")
+        await self.admin().drop(site_db.name, site_db.username)
+        await self.assert_error(self.admin().query(site_db, "SELECT 1", 5, 10), "access_denied")
 
-    def test_query_runs_as_the_site_user(self) -> None:
+    @contract_test
+    async def test_query_runs_as_the_site_user(self) -> None:
         first, second = self.new_site(), self.new_site()
-        self.wait(self.admin().create(first))
-        self.wait(self.admin().create(second))
+        await self.admin().create(first)
+        await self.admin().create(second)
         cross = SiteDatabase(
             first.kind, second.name, first.username, first.password, first.host, first.port
         )
-        self.assert_error(self.admin().query(cross, "SELECT 1", 5, 10), "access_denied")
+        await self.assert_error(self.admin().query(cross, "SELECT 1", 5, 10), "access_denied")

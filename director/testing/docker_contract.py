@@ -164,6 +164,39 @@ async def check_build_and_remove_image(ctx: DockerContext) -> None:
     assert not await ctx.gateway.image_exists(tag)
 
 
+async def check_exec_output_and_status(ctx: DockerContext) -> None:
+    """A command run in a site's terminal container gives its output and exit status."""
+    from director.orchestrator.sites import terminal_container_spec
+
+    site = _site(ctx, id=ctx.site_id + 3, name=f"{ctx.prefix}-term")
+    gw = ctx.gateway
+    await gw.ensure_network(ctx.network)
+    spec = terminal_container_spec(site, ctx.site_dir, ctx.network, "UTC")
+    container = await gw.ensure_container(spec)
+    try:
+        assert await gw.ensure_container(spec) == container  # unchanged spec: same container
+        exec_id, sock = await gw.exec_start(
+            container, ["sh", "-c", "echo hello; exit 3"], {}, f"{site.uid}", "/site", False
+        )
+        sock.settimeout(30)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        assert b"hello" in data
+        codes: list[int | None] = []
+
+        async def exited() -> bool:
+            codes.append(await gw.exec_exit_code(exec_id))
+            return codes[-1] is not None
+
+        await eventually(ctx, exited)
+        assert codes[-1] == 3
+    finally:
+        assert await gw.remove_container(spec["Name"]) is True
+    assert await gw.remove_container(spec["Name"]) is False
+
+
 CHECKS = [
     check_interface,
     check_network_idempotent,
@@ -173,4 +206,5 @@ CHECKS = [
     check_image_exists,
     check_build_failure_reports_log,
     check_build_and_remove_image,
+    check_exec_output_and_status,
 ]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+import socket
+import struct
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +39,9 @@ class FakeDockerGateway:
         self._ids = itertools.count(1)
         self._tasks: dict[str, list[TaskInfo]] = {}
         self.calls: list[str] = []
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.execs: dict[str, dict[str, Any]] = {}
+        self.logs: dict[str, list[str]] = {}
 
     def _service_info(self, name: str) -> ServiceInfo:
         entry = self.services[name]
@@ -130,6 +136,78 @@ class FakeDockerGateway:
                 return fail(BuildError(f"building {tag} failed: {message}", "\n".join(log)))
         self.images.add(tag)
         return succeed(None)
+
+    def ensure_container(self, spec: dict[str, Any]) -> Deferred[str]:
+        if spec["Image"] not in self.images:
+            return fail(DockerError(f"No such image: {spec['Image']}"))
+        current = self.containers.get(spec["Name"])
+        if current is None or current["spec"] != spec:
+            self.containers[spec["Name"]] = {
+                "id": f"ctr{next(self._ids)}",
+                "spec": copy.deepcopy(spec),
+            }
+        return succeed(self.containers[spec["Name"]]["id"])
+
+    def remove_container(self, name: str) -> Deferred[bool]:
+        return succeed(self.containers.pop(name, None) is not None)
+
+    def exec_start(
+        self,
+        container: str,
+        argv: list[str],
+        env: dict[str, str],
+        user: str,
+        workdir: str,
+        tty: bool,
+    ) -> Deferred[tuple[str, Any]]:
+        """
+        Runs a tiny stand-in for `sh -c`: `echo WORDS` prints, `exit N` sets the status,
+        anything else (or no command: a shell) echoes its input until EOF.
+        """
+        if not any(c["id"] == container for c in self.containers.values()):
+            return fail(DockerError(f"No such container: {container}"))
+        ours, theirs = socket.socketpair()
+        exec_id = f"exec{next(self._ids)}"
+        self.execs[exec_id] = {"exit": None, "size": (24, 80)}
+
+        def frame(data: bytes) -> bytes:
+            return data if tty else struct.pack(">BxxxL", 1, len(data)) + data
+
+        def run() -> None:
+            code = 0
+            try:
+                script = argv[2] if argv[:2] == ["sh", "-c"] and len(argv) > 2 else None
+                steps = [part.strip() for part in script.split(";")] if script else []
+                if steps and all(p.startswith(("echo ", "exit ")) for p in steps if p):
+                    for step in filter(None, steps):
+                        if step.startswith("echo "):
+                            theirs.sendall(frame(step[5:].encode() + b"\n"))
+                        else:
+                            code = int(step[5:])
+                            break
+                else:
+                    while data := theirs.recv(65536):
+                        theirs.sendall(frame(data))
+            finally:
+                self.execs[exec_id]["exit"] = code
+                theirs.close()
+
+        threading.Thread(target=run, daemon=True).start()
+        return succeed((exec_id, ours))
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> Deferred[None]:
+        self.execs[exec_id]["size"] = (rows, cols)
+        return succeed(None)
+
+    def exec_exit_code(self, exec_id: str) -> Deferred[int | None]:
+        return succeed(self.execs[exec_id]["exit"])
+
+    def follow_logs(
+        self, service: str, tail: int, on_line: Callable[[str], None], on_end: Callable[[], None]
+    ) -> Callable[[], None]:
+        for line in self.logs.get(service, [])[-tail:] if tail else []:
+            on_line(line)
+        return lambda: None
 
     def remove_image(self, ref: str) -> Deferred[bool]:
         if any(

@@ -309,3 +309,157 @@ async def test_bad_input(orchestrator: Orchestrator) -> None:
     listing = await o.client.json("GET", "/v1/sites")
     assert 105 not in [site["id"] for site in listing["sites"]]
     assert BASE_IMAGE
+
+
+async def collect_until(proto: Any, needle: bytes, timeout: float = 30) -> bytes:
+    """Read binary frames until C{needle} shows up (terminal output comes in pieces)."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import TimeoutError as DeferredTimeout
+
+    data = b""
+    deadline = reactor.seconds() + timeout
+    while needle not in data:
+        left = deadline - reactor.seconds()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} not seen; got {data[-500:]!r}")
+        try:
+            message = await proto.next_message(left)
+        except DeferredTimeout:
+            continue
+        if isinstance(message, bytes):
+            data += message
+    return data
+
+
+def ws_url(o: Orchestrator, path: str) -> str:
+    return "ws" + o.config.orchestrator.url[4:] + path
+
+
+@pytest_twisted.ensureDeferred
+async def test_terminal(orchestrator: Orchestrator) -> None:
+    """The web terminal runs `id`, and `stty size` reports the size after a resize."""
+    from twisted.internet import reactor
+
+    from director.common.client import connect_websocket
+
+    o = orchestrator
+    await o.client.json(
+        "PUT", "/v1/sites/106", json={"name": "term1", "type": "static", "image": PYTHON_IMAGE}
+    )
+    signer = component_signer(reactor, o.config, "manager")
+    proto = await connect_websocket(
+        reactor, signer, "orchestrator", ws_url(o, "/ws/sites/106/terminal"), timeout=60
+    )
+    proto.sendMessage(b"id -u; echo mark-$((6*7))\n", isBinary=True)
+    out = await collect_until(proto, b"mark-42")
+    assert str(100_106).encode() in out
+    proto.sendMessage(json.dumps({"resize": [40, 120]}).encode(), isBinary=False)
+    proto.sendMessage(b"stty size\n", isBinary=True)
+    await collect_until(proto, b"40 120")
+    proto.sendMessage(b"exit 7\n", isBinary=True)
+    while True:
+        message = await proto.next_message(30)
+        if isinstance(message, str) and "exit" in message:
+            assert json.loads(message)["exit"] == 7
+            break
+    await proto.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_output_is_complete(orchestrator: Orchestrator) -> None:
+    """A `cat` of a large file arrives complete through the terminal (flow-controlled)."""
+    from twisted.internet import reactor
+
+    from director.common.client import connect_websocket
+
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/107", json={"name": "term2", "type": "static"})
+    await put_file(o, 107, "private/big", b"0123456789abcde\n" * (8 * 1024 * 1024 // 16))
+    signer = component_signer(reactor, o.config, "manager")
+    proto = await connect_websocket(
+        reactor, signer, "orchestrator", ws_url(o, "/ws/sites/107/terminal"), timeout=60
+    )
+    proto.sendMessage(
+        b"stty -echo; cat /site/private/big; echo; echo END-OF-$((1+1))-CAT\n",
+        isBinary=True,
+    )
+    data = await collect_until(proto, b"END-OF-2-CAT", timeout=120)
+    assert data.count(b"0123456789abcde") >= 8 * 1024 * 1024 // 16
+    proto.sendClose(1000)
+    await proto.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_logs_stream(orchestrator: Orchestrator) -> None:
+    """The log websocket shows the start marker, then new lines as the site writes them."""
+    from twisted.internet import reactor
+
+    from director.common.client import connect_websocket
+
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/108", json={"name": "logs1", "type": "static"})
+    script = b"#!/bin/sh\nwhile :; do echo tick-$(date +%s%N); sleep 0.2; done\n"
+    await put_file(o, 108, "run.sh", script, mode="755")
+    await o.client.json("PUT", "/v1/sites/108", json={"name": "logs1", "type": "dynamic"})
+    signer = component_signer(reactor, o.config, "manager")
+    proto = await connect_websocket(
+        reactor, signer, "orchestrator", ws_url(o, "/ws/sites/108/logs?tail=50"), timeout=60
+    )
+    seen: list[str] = []
+    while not (
+        any("DIRECTOR: Starting server" in s for s in seen) and sum("tick-" in s for s in seen) >= 3
+    ):
+        seen.append(json.loads(await proto.next_message(30))["line"])
+    proto.sendClose(1000)
+    await proto.closed
+    await o.client.json("DELETE", "/v1/sites/108")
+
+
+@pytest_twisted.ensureDeferred
+async def test_shell_bridge_token_once(orchestrator: Orchestrator) -> None:
+    """
+    The shell bridge runs a command with a manager-minted token and returns its output and
+    exit status; the same token is refused the second time, and disabled sites are refused.
+    """
+    from twisted.internet import reactor
+
+    from director.common.client import connect_websocket
+    from director.common.keys import load_private_key
+    from director.common.tokens import mint
+
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/109", json={"name": "shell1", "type": "static"})
+    await put_file(o, 109, "public/index.html", b"hello from the site")
+    manager_key = load_private_key(o.config.auth.keys_dir, "manager")
+    shell = component_signer(reactor, o.config, "shell")
+    token = mint(manager_key, reactor, 109, "alice", 60)
+    url = ws_url(o, "/ws/shell-server/109/ssh-shell")
+
+    async def run(token: str, command: str) -> tuple[bytes, Any]:
+        proto = await connect_websocket(reactor, shell, "orchestrator", url, timeout=60)
+        proto.sendMessage(json.dumps({"token": token, "command": command}).encode(), False)
+        out, last = b"", None
+        while True:
+            message = await proto.next_message(30)
+            if isinstance(message, bytes):
+                out += message[1:]
+            else:
+                last = json.loads(message)
+                if "exit" in last or "error" in last:
+                    break
+        await proto.closed
+        return out, last
+
+    out, last = await run(token, "cat /site/public/index.html; exit 3")
+    assert out == b"hello from the site" and last == {"exit": 3}
+    out, last = await run(token, "id")
+    assert last["code"] == "replayed" and out == b""
+    await o.client.json(
+        "PUT",
+        "/v1/sites/109",
+        json={"name": "shell1", "type": "static", "availability": "disabled"},
+    )
+    out, last = await run(mint(manager_key, reactor, 109, "alice", 60), "id")
+    assert "disabled" in last["error"]
+    out, last = await run(mint(manager_key, reactor, 101, "alice", 60), "id")
+    assert last["code"] == "wrong_site"

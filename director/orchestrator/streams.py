@@ -1,0 +1,404 @@
+"""
+The orchestrator's websockets: terminals and the shell bridge (docker exec), logs, status.
+
+A docker exec's socket is adopted into the reactor as an ordinary transport, so a terminal
+costs no thread, and the websocket's transport is registered as its consumer: when the
+browser reads slowly, reading from Docker pauses (a `cat` of a large file neither drops
+bytes nor grows memory without bound).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from director.common.tokens import TokenError
+from director.orchestrator.sites import site_environment
+
+log = Logger()
+
+MAX_ROWS_COLS = 1000
+
+
+class _ExecProtocol(Protocol):
+    def __init__(self, session: ExecSession) -> None:
+        self._session = session
+
+    def connectionMade(self) -> None:
+        self._session.connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._session.received(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._session.ended()
+
+
+class Demultiplexer:
+    """Splits Docker's non-TTY stream frames (8-byte header) into (stream, bytes)."""
+
+    def __init__(self, deliver: Callable[[int, bytes], None]) -> None:
+        self._buffer = b""
+        self._deliver = deliver
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= 8:
+            kind, size = struct.unpack(">BxxxL", self._buffer[:8])
+            if len(self._buffer) < 8 + size:
+                return
+            payload, self._buffer = self._buffer[8 : 8 + size], self._buffer[8 + size :]
+            self._deliver(kind, payload)
+
+
+class ExecSession:
+    """A running docker exec attached to the reactor."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        sock: Any,
+        on_output: Callable[[int, bytes], None],
+        on_end: Callable[[], None],
+        tty: bool,
+    ) -> None:
+        self.protocol: _ExecProtocol | None = None
+        self._on_output = on_output
+        self._on_end = on_end
+        self._demux = None if tty else Demultiplexer(on_output)
+        sock.setblocking(False)
+        reactor.adoptStreamConnection(
+            sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: _ExecProtocol(self))
+        )
+        sock.close()  # the reactor holds its own duplicate
+
+    @property
+    def transport(self) -> Any:
+        return self.protocol.transport if self.protocol is not None else None
+
+    def connected(self, protocol: _ExecProtocol) -> None:
+        self.protocol = protocol
+
+    def received(self, data: bytes) -> None:
+        if self._demux is None:
+            self._on_output(1, data)
+        else:
+            self._demux.feed(data)
+
+    def ended(self) -> None:
+        self._on_end()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close_input(self) -> None:
+        """Send EOF to the command's stdin."""
+        if self.transport is not None:
+            self.transport.loseWriteConnection()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class ExecWebSocket(WebSocketServerProtocol):
+    """
+    Base for the terminal and the shell bridge: binary frames are stdin; text frames are
+    JSON controls ({"resize": [rows, cols]}, {"heartbeat": x}, {"eof": true}); output comes
+    back as binary frames and the exit status as {"exit": code} before the close.
+    """
+
+    session: ExecSession | None = None
+    exec_id: str | None = None
+    tty = True
+    _timers: list[Any]
+
+    def onOpen(self) -> None:
+        self._timers = []
+        self._pending: list[bytes] = []
+        self._reset_idle()
+        self._timers.append(
+            self.factory.reactor.callLater(self.factory.max_lifetime, self._expire, "lifetime")
+        )
+
+    def _reset_idle(self) -> None:
+        for timer in list(getattr(self, "_idle", [])):
+            if timer.active():
+                timer.cancel()
+        self._idle = [
+            self.factory.reactor.callLater(self.factory.idle_timeout, self._expire, "idle")
+        ]
+
+    def _expire(self, why: str) -> None:
+        self.sendMessage(json.dumps({"closed": why}).encode(), isBinary=False)
+        self.sendClose(1000)
+
+    async def start_exec(
+        self, argv: list[str] | None, tty: bool, rows: int = 24, cols: int = 80
+    ) -> None:
+        runtime = self.factory.runtime
+        site = runtime.get(self.factory.site_id)
+        container = await runtime.terminal_container(site)
+        if argv is None:
+            argv = [
+                "sh",
+                "-c",
+                "umask 022; cd /site; if command -v bash >/dev/null; "
+                "then exec bash -l; else exec sh -l; fi",
+            ]
+        env = site_environment(site, "UTC")
+        env["TERM"] = "xterm-256color"
+        self.tty = tty
+        exec_id, sock = await runtime.docker.exec_start(
+            container, argv, env, f"{site.uid}:{site.uid}", "/site", tty
+        )
+        self.exec_id = exec_id
+        self.session = ExecSession(self.factory.reactor, sock, self._output, self._ended, tty)
+        if tty:
+            await runtime.docker.exec_resize(exec_id, rows, cols)
+        # twisted.web left its HTTP channel registered on this connection; the docker
+        # stream is the producer from now on.
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        self.registerProducer(self.session.transport, True)
+        for data in self._pending:
+            self.session.write(data)
+        self._pending = []
+
+    def _output(self, stream: int, data: bytes) -> None:
+        self.sendMessage(data if self.tty else bytes([stream]) + data, isBinary=True)
+
+    def _ended(self) -> None:
+        d = Deferred.fromCoroutine(self._finish())
+        d.addErrback(lambda f: log.failure("ending exec", f))
+
+    async def _finish(self) -> None:
+        code = None
+        if self.exec_id is not None:
+            for _ in range(20):
+                code = await self.factory.runtime.docker.exec_exit_code(self.exec_id)
+                if code is not None:
+                    break
+                from twisted.internet.task import deferLater
+
+                await deferLater(self.factory.reactor, 0.05, lambda: None)
+        self.sendMessage(json.dumps({"exit": code}).encode(), isBinary=False)
+        self.sendClose(1000)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._reset_idle()
+        if isBinary:
+            self._in_order(lambda: self._write(payload))
+            return
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return self.sendClose(4003, "expected JSON")
+        if not isinstance(message, dict):
+            return None
+        self.control(message)
+        return None
+
+    def _in_order(self, action: Callable[[], Any]) -> None:
+        """Input and resizes take effect in the order they were sent."""
+        chain = getattr(self, "_chain", None) or succeed(None)
+        chain.addCallback(lambda _: action())
+        chain.addErrback(lambda f: log.failure("terminal input", f))
+        self._chain = chain
+
+    def _write(self, payload: bytes) -> None:
+        if self.session is not None:
+            self.session.write(payload)
+        elif sum(map(len, self._pending)) < 1024 * 1024:
+            self._pending.append(payload)  # typed before the exec started
+
+    def control(self, message: dict[str, Any]) -> None:
+        if "heartbeat" in message:
+            self.sendMessage(json.dumps({"heartbeat": message["heartbeat"]}).encode(), False)
+        if "resize" in message:
+            size = message["resize"]
+            if (
+                isinstance(size, list)
+                and len(size) == 2
+                and all(isinstance(n, int) and 1 <= n <= MAX_ROWS_COLS for n in size)
+                and self.exec_id is not None
+                and self.tty
+            ):
+                exec_id = self.exec_id
+                self._in_order(
+                    lambda: self.factory.runtime.docker.exec_resize(exec_id, size[0], size[1])
+                )
+        if message.get("eof") and self.session is not None:
+            session = self.session
+            self._in_order(session.close_input)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        for timer in [*getattr(self, "_timers", []), *getattr(self, "_idle", [])]:
+            if timer.active():
+                timer.cancel()
+        if self.session is not None:
+            self.session.close()
+
+
+class TerminalProtocol(ExecWebSocket):
+    """/ws/sites/<id>/terminal: an interactive shell in the site's terminal container."""
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        d = Deferred.fromCoroutine(self.start_exec(None, True))
+        d.addErrback(self._failed)
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("starting a terminal", failure)
+        self.sendMessage(json.dumps({"error": str(failure.value)}).encode(), isBinary=False)
+        self.sendClose(4011)
+
+
+class ShellBridgeProtocol(ExecWebSocket):
+    """
+    /ws/shell-server/<id>/ssh-shell: the first text frame is {"token", "command", "rows",
+    "cols"}; the token (minted by the manager for one user and this site) is used once.
+    A command runs without a TTY and its output frames are prefixed by 1 (stdout) or 2
+    (stderr); without a command, an interactive TTY shell.
+    """
+
+    authenticated = False
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.authenticated:
+            return super().onMessage(payload, isBinary)
+        try:
+            hello = json.loads(payload)
+            token = hello["token"]
+            command = hello.get("command")
+            rows, cols = int(hello.get("rows", 24)), int(hello.get("cols", 80))
+            if command is not None and not isinstance(command, str):
+                raise ValueError("command")
+        except (ValueError, KeyError, TypeError):
+            self.sendMessage(json.dumps({"error": "expected a hello message"}).encode(), False)
+            return self.sendClose(4008)
+        try:
+            self.factory.tokens.verify(str(token), self.factory.site_id)
+            site = self.factory.runtime.get(self.factory.site_id)
+        except TokenError as e:
+            self.sendMessage(json.dumps({"error": str(e), "code": e.code}).encode(), False)
+            return self.sendClose(4008)
+        except LookupError:
+            self.sendMessage(json.dumps({"error": "no such site"}).encode(), False)
+            return self.sendClose(4008)
+        if site.availability == "disabled":
+            self.sendMessage(json.dumps({"error": "this site is disabled"}).encode(), False)
+            return self.sendClose(4008)
+        self.authenticated = True
+        argv = None if command is None else ["sh", "-c", command]
+        d = Deferred.fromCoroutine(
+            self.start_exec(argv, command is None, max(1, min(rows, 1000)), max(1, min(cols, 1000)))
+        )
+        d.addCallback(lambda _: self.sendMessage(json.dumps({"connected": True}).encode(), False))
+        d.addErrback(self._failed)
+        return None
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("starting a shell", failure)
+        self.sendMessage(json.dumps({"error": str(failure.value)}).encode(), isBinary=False)
+        self.sendClose(4011)
+
+
+class LogsProtocol(WebSocketServerProtocol):
+    """/ws/sites/<id>/logs?tail=N: the last N lines of the site's log, then new ones, as JSON."""
+
+    _stop: Callable[[], None] | None = None
+
+    def onOpen(self) -> None:
+        reactor = self.factory.reactor
+        site = self.factory.runtime.get(self.factory.site_id)
+
+        def line(text: str) -> None:
+            reactor.callFromThread(self._line, text)
+
+        def end() -> None:
+            reactor.callFromThread(self._end)
+
+        self._stop = self.factory.runtime.docker.follow_logs(
+            site.service_name, self.factory.tail, line, end
+        )
+
+    def _line(self, text: str) -> None:
+        self.sendMessage(json.dumps({"line": text}).encode(), isBinary=False)
+
+    def _end(self) -> None:
+        self.sendClose(1000)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(message, dict) and "heartbeat" in message:
+            self.sendMessage(json.dumps({"heartbeat": message["heartbeat"]}).encode(), False)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._stop is not None:
+            self._stop()
+
+
+class StatusProtocol(WebSocketServerProtocol):
+    """
+    /ws/sites/<id>/status, or /ws/sites/status with a first message listing site ids:
+    the status of each site now, then again whenever it changes.
+    """
+
+    _loop: Any = None
+    _last: dict[int, Any]
+
+    def onOpen(self) -> None:
+        self._last = {}
+        self._ids: list[int] = [] if self.factory.site_id is None else [self.factory.site_id]
+        if self._ids:
+            self._start()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._ids or self._loop is not None:
+            return
+        try:
+            ids = json.loads(payload)
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                raise ValueError
+        except ValueError:
+            return self.sendClose(4003, "expected a JSON list of site ids")
+        self._ids = ids[:2000]
+        self._start()
+        return None
+
+    def _start(self) -> None:
+        from twisted.internet.task import LoopingCall
+
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self._poll()))
+        self._loop.clock = self.factory.reactor
+        d = self._loop.start(self.factory.interval, now=True)
+        d.addErrback(lambda f: log.failure("site status loop", f))
+
+    async def _poll(self) -> None:
+        for site_id in self._ids:
+            try:
+                status = await self.factory.runtime.status(site_id)
+            except LookupError:
+                status = {"id": site_id, "error": "unknown site"}
+            if self._last.get(site_id) != status:
+                self._last[site_id] = status
+                self.sendMessage(json.dumps({"site_id": site_id, "status": status}).encode(), False)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()

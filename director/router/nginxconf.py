@@ -1,0 +1,165 @@
+"""
+The front nginx's configuration, rendered from the templates in nginx/ (no I/O beyond
+reading the templates).
+
+Values are validated before they get here (L{director.router.domains}); rendering checks
+again: a template expression may only print an integer, a quoted string (the C{q} filter,
+which refuses quotes, C{$}, C{;}, braces and whitespace) or a bare token made of characters
+that cannot end a directive or open a block. Anything else raises instead of rendering.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from director.common.config import Config
+from director.common.nginx import NginxPaths, nginx_string
+from director.router.domains import SiteEntry
+from director.router.layout import RouterLayout
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "nginx"
+_TOKEN = re.compile(r"[A-Za-z0-9._:*\[\]-]*")
+
+
+class _Quoted(str):
+    """Output of the C{q} filter: already a safe, double-quoted nginx string."""
+
+
+def _quote(value: object) -> _Quoted:
+    return _Quoted(nginx_string(str(value)))
+
+
+def _finalize(value: object) -> object:
+    if isinstance(value, _Quoted) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and _TOKEN.fullmatch(value):
+        return value
+    raise ValueError(f"refusing to put {value!r} into the router's nginx configuration")
+
+
+def _environment() -> Environment:
+    # Not HTML, so no autoescape: values are validated, and checked again by _finalize.
+    env = Environment(  # noqa: S701
+        loader=FileSystemLoader(str(TEMPLATES)),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=_finalize,
+    )
+    env.filters["q"] = _quote
+    return env
+
+
+_ENV = _environment()
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    """What the front nginx needs from the configuration, as plain values."""
+
+    sites_domain: str
+    http_listen: tuple[str, ...]
+    https_listen: tuple[str, ...]
+    https_port: int
+    upstreams: tuple[str, ...]
+    max_body_size: str
+    sites_certificate: tuple[str, str] | None = None
+    workers: str = "auto"
+
+    @classmethod
+    def from_config(cls, config: Config, ipv6: bool) -> FrontSettings:
+        """C{ipv6}: whether this machine has IPv6, for the listen-everywhere default."""
+        router = config.router
+        upstreams = tuple(i for i in re.split(r"[,\s]+", router.upstreams) if i) or (
+            f"127.0.0.1:{config.orchestrator.nginx_port}",
+        )
+        cert = None
+        if router.sites_certificate and router.sites_certificate_key:
+            cert = (router.sites_certificate, router.sites_certificate_key)
+        return cls(
+            sites_domain=config.director.sites_domain,
+            http_listen=listen_addresses(router.public_host, router.http_port, ipv6),
+            https_listen=listen_addresses(router.public_host, router.https_port, ipv6),
+            https_port=router.https_port,
+            upstreams=upstreams,
+            max_body_size=router.max_body_size.lower(),
+            sites_certificate=cert,
+        )
+
+
+def listen_addresses(host: str, port: int, ipv6: bool) -> tuple[str, ...]:
+    """nginx C{listen} arguments: one address, or every IPv4 (and IPv6) address."""
+    if not host:
+        return (str(port), f"[::]:{port}") if ipv6 else (str(port),)
+    if ipaddress.ip_address(host).version == 6:
+        return (f"[{host}]:{port}",)
+    return (f"{host}:{port}",)
+
+
+def site_file(name: str) -> str:
+    """The file of site C{name} in the sites directory."""
+    return f"site-{name}.conf"
+
+
+def _common(settings: FrontSettings, layout: RouterLayout) -> dict[str, Any]:
+    cert, key = settings.sites_certificate or ("", "")
+    return {
+        "http_listen": settings.http_listen,
+        "https_listen": settings.https_listen,
+        "webroot": str(layout.webroot),
+        "sites_certificate": cert,
+        "sites_certificate_key": key,
+    }
+
+
+def render_main(settings: FrontSettings, layout: RouterLayout) -> str:
+    """nginx.conf: global settings, the upstreams, the default and fallback servers."""
+    paths = NginxPaths(layout.nginx_prefix)
+    return _ENV.get_template("router.conf.j2").render(
+        **_common(settings, layout),
+        workers=settings.workers,
+        pid=str(paths.pid),
+        error_log=str(paths.error_log),
+        access_log=str(paths.prefix / "logs" / "access.log"),
+        temp_body=str(paths.temp / "body"),
+        temp_proxy=str(paths.temp / "proxy"),
+        temp_fastcgi=str(paths.temp / "fastcgi"),
+        temp_uwsgi=str(paths.temp / "uwsgi"),
+        temp_scgi=str(paths.temp / "scgi"),
+        max_body_size=settings.max_body_size,
+        upstreams=settings.upstreams,
+        sites_wildcard="*." + settings.sites_domain,
+        canonical_host=None,
+        sites_glob=str(paths.sites / "*.conf"),
+    )
+
+
+def render_site(
+    entry: SiteEntry, settings: FrontSettings, layout: RouterLayout, secured: Mapping[str, str]
+) -> str:
+    """
+    One site's servers: its canonical host, its custom domains over HTTP, and over HTTPS
+    those in C{secured} (domain -> version of its installed certificate).
+    """
+    secured_domains = [d for d in entry.domains if d in secured]
+    return _ENV.get_template("router-site.conf.j2").render(
+        **_common(settings, layout),
+        name=entry.name,
+        canonical_host=entry.host(settings.sites_domain),
+        max_body_size=entry.max_body_size,
+        plain_domains=[d for d in entry.domains if d not in secured],
+        secured_domains=secured_domains,
+        certificates={
+            d: (str(layout.installed_cert(d, secured[d])), str(layout.installed_key(d, secured[d])))
+            for d in secured_domains
+        },
+        https_port_suffix="" if settings.https_port == 443 else f":{settings.https_port}",
+    )

@@ -1,0 +1,245 @@
+"""
+The router's state: which sites and custom domains its front nginx serves.
+
+L{Router} owns the site table. A change is checked (L{director.router.domains}), reserved
+in the table at once (so two requests cannot claim one domain), written to nginx through
+the checked, rolled-back, coalesced L{NginxConfigDirectory}, then saved to C{sites.json};
+if nginx refuses it, the table goes back to what it was. Changes to one site are applied one
+at a time; different sites proceed concurrently and share reloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.logger import Logger
+
+from director.common.errors import StartupError
+from director.common.nginx import NginxError, NginxPaths
+from director.common.threads import Runner
+from director.router.certificates import CertificateKeeper
+from director.router.domains import (
+    RequestError,
+    SiteEntry,
+    SiteTable,
+    parse_site_request,
+    validate_site_name,
+)
+from director.router.layout import RouterLayout
+from director.router.nginxconf import FrontSettings, render_main, render_site, site_file
+from director.router.store import write_atomically
+
+
+class ConfigApplier(Protocol):
+    """Applies per-site nginx files (L{director.common.nginx.NginxConfigDirectory})."""
+
+    def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]: ...
+
+
+class Router:
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: FrontSettings,
+        layout: RouterLayout,
+        nginx: ConfigApplier,
+        files: Runner,
+        keeper: CertificateKeeper | None = None,
+        table: SiteTable | None = None,
+    ) -> None:
+        self.settings = settings
+        self.layout = layout
+        self._nginx = nginx
+        self._files = files
+        self._keeper = keeper
+        self._table = table if table is not None else SiteTable()
+        self._locks: dict[str, DeferredLock] = {}
+        if keeper is not None:
+            keeper.attach(self._refresh_domain)
+            keeper.set_domains(self._owners())
+
+    @property
+    def table(self) -> SiteTable:
+        return self._table
+
+    @property
+    def keeper(self) -> CertificateKeeper | None:
+        return self._keeper
+
+    # Reading.
+
+    def site_json(self, name: str) -> dict[str, Any] | None:
+        entry = self._table.get(name)
+        if entry is None:
+            return None
+        return {
+            "site": entry.to_json(self.settings.sites_domain),
+            "certificates": {d: self.certificate_json(d) for d in entry.domains},
+        }
+
+    def sites_json(self) -> dict[str, Any]:
+        return {
+            "sites": [
+                e.to_json(self.settings.sites_domain) for _, e in sorted(self._table.sites.items())
+            ]
+        }
+
+    def certificate_json(self, domain: str) -> dict[str, Any] | None:
+        owner = self._table.owner(domain)
+        if owner is None:
+            return None
+        status = self._keeper.status(domain) if self._keeper is not None else None
+        if status is None:
+            return {
+                "domain": domain,
+                "site": owner,
+                "state": "disabled",
+                "detail": "ACME is not configured (router.acme_directory_url); served over HTTP",
+            }
+        return status.to_json()
+
+    def certificates_json(self) -> dict[str, Any]:
+        return {
+            "acme": self._keeper is not None,
+            "certificates": {d: self.certificate_json(d) for d in sorted(self._table.domains)},
+        }
+
+    # Changing.
+
+    async def put_site(self, name: object, body: object) -> dict[str, Any]:
+        """Set a site's custom domains (the whole list) and body limit; idempotent."""
+        entry = parse_site_request(
+            name, body, self.settings.sites_domain, self.settings.max_body_size
+        )
+        async with self._lock(entry.name):
+            previous = self._table.get(entry.name)
+            self._table = self._table.with_site(entry)  # 409 if a domain is taken
+            try:
+                await self._nginx.apply({site_file(entry.name): self.render(entry)})
+            except NginxError as e:
+                self._table = self._table.restored(entry.name, previous)
+                raise self._refused(e) from None
+            await self._committed()
+        result = self.site_json(entry.name)
+        assert result is not None
+        return result
+
+    async def remove_site(self, name: object) -> bool:
+        """Stop serving a site and its domains; C{False} if there was no such site."""
+        site = validate_site_name(name, self.settings.sites_domain)
+        async with self._lock(site):
+            previous = self._table.get(site)
+            if previous is None:
+                return False
+            self._table = self._table.without(site)
+            try:
+                await self._nginx.apply({site_file(site): None})
+            except NginxError as e:
+                self._table = self._table.restored(site, previous)
+                raise self._refused(e) from None
+            await self._committed()
+        return True
+
+    def render(self, entry: SiteEntry) -> str:
+        installed = self._keeper.installed if self._keeper is not None else {}
+        secured = {d: installed[d] for d in entry.domains if d in installed}
+        return render_site(entry, self.settings, self.layout, secured)
+
+    def _lock(self, site: str) -> DeferredLock:
+        return self._locks.setdefault(site, DeferredLock())
+
+    def _owners(self) -> dict[str, str]:
+        return {d: e.name for e in self._table.sites.values() for d in e.domains}
+
+    async def _committed(self) -> None:
+        """After nginx took a change: save the table; drop certificates of removed domains."""
+        data = json.dumps(self._table.to_json(), indent=1).encode("utf-8")
+        await self._files.run(write_atomically, self.layout.site_table, data, 0o644)
+        if self._keeper is not None:
+            removed = self._keeper.set_domains(self._owners())
+            await self._keeper.forget(removed)
+
+    def _refused(self, error: NginxError) -> RequestError:
+        self.log.warn("nginx refused a site change: {output}", output=error.output)
+        return RequestError(
+            500, "nginx_rejected", f"nginx refused the configuration: {error.output or error}"
+        )
+
+    async def _refresh_domain(self, domain: str) -> None:
+        """Re-apply the site of C{domain} (its certificate changed)."""
+        owner = self._table.owner(domain)
+        if owner is None:
+            return
+        async with self._lock(owner):
+            entry = self._table.get(owner)
+            if entry is not None and domain in entry.domains:
+                await self._nginx.apply({site_file(owner): self.render(entry)})
+
+    # Start-up (blocking, before nginx runs).
+
+    def prepare(self) -> None:
+        """
+        Write the whole front configuration from the table: nginx.conf, one file per site
+        (files of sites no longer in the table are removed), using certificates already
+        installed on this machine.
+        """
+        paths = NginxPaths(self.layout.nginx_prefix)
+        paths.create()
+        if self._keeper is not None:
+            self._keeper.store.prepare()
+            self._keeper.installed_files.prepare()
+            self._keeper.seed(self._keeper.installed_files.scan(set(self._table.domains)))
+            _warn_unless_world_readable(self.layout.challenge_dir, self.log)
+        else:
+            self.layout.challenge_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(paths.conf, render_main(self.settings, self.layout).encode(), 0o644)
+        wanted = {site_file(name): self.render(e) for name, e in self._table.sites.items()}
+        for path in paths.sites.glob("*.conf"):
+            if path.name not in wanted:
+                path.unlink()
+        for name, text in wanted.items():
+            write_atomically(paths.sites / name, text.encode("utf-8"), 0o644)
+
+
+def load_table(path: Path, sites_domain: str, default_size: str, log: Logger) -> SiteTable:
+    """The saved site table; entries that no longer pass the checks are skipped, loudly."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return SiteTable()
+    except (OSError, ValueError) as e:
+        raise StartupError(f"{path}: cannot read the router's site table: {e}") from None
+    sites = data.get("sites") if isinstance(data, dict) else None
+    if not isinstance(sites, dict):
+        raise StartupError(f"{path}: not a router site table")
+    table = SiteTable()
+    for name, body in sites.items():
+        try:
+            table = table.with_site(parse_site_request(name, body, sites_domain, default_size))
+        except RequestError as e:
+            log.warn("{path}: skipping site {name!r}: {error}", path=path, name=name, error=e)
+    return table
+
+
+def _warn_unless_world_readable(directory: Path, log: Logger) -> None:
+    """nginx's workers (nobody) serve the challenge files: every parent must be traversable."""
+    for path in [directory, *directory.parents]:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return
+        if not mode & stat.S_IXOTH:
+            log.warn(
+                "{path} is not traversable by other users, so nginx cannot serve ACME "
+                "challenges from {directory}",
+                path=path,
+                directory=directory,
+            )
+            return
