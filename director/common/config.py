@@ -56,6 +56,20 @@ def _domain(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected a lower-case DNS name like 'sites.example.org'")
 
 
+def _network_name(key: str, value: object) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", value):
+        raise ConfigError(f"{key}: expected a Docker network name, got {value!r}")
+
+
+def _subnet(key: str, value: object) -> None:
+    try:
+        network = ipaddress.ip_network(value) if isinstance(value, str) else None
+    except ValueError:
+        network = None
+    if network is None or network.version != 4 or network.prefixlen > 24:
+        raise ConfigError(f"{key}: expected an IPv4 subnet like 172.29.0.0/16, got {value!r}")
+
+
 def _positive(key: str, value: object) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{key}: expected a positive number, got {value!r}")
@@ -104,6 +118,9 @@ class OrchestratorSection:
     port: int = field(default=8100, metadata=_check(_port))
     url: str = field(default="http://127.0.0.1:8100", metadata=_check(_url))
     nginx_port: int = field(default=8180, metadata=_check(_port))
+    # The Docker network site containers join (a swarm-scoped bridge the host can reach).
+    sites_network: str = field(default="director-sites", metadata=_check(_network_name))
+    sites_subnet: str = field(default="172.29.0.0/16", metadata=_check(_subnet))
 
 
 def _optional(validator: Callable[[str, object], None]) -> Callable[[str, object], None]:

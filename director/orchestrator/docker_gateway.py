@@ -33,6 +33,10 @@ class BuildError(DockerError):
         self.log = log
 
 
+class ImageInUse(DockerError):
+    """The image is still used by a container (perhaps one that is being removed)."""
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """One task (container) of a service, as far as the orchestrator cares."""
@@ -43,6 +47,7 @@ class TaskInfo:
     address: str | None  # IP on the sites network, when running
     timestamp: str
     error: str | None = None
+    spec: str | None = None  # the director.spec label of the template the task was made from
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,11 @@ class ServiceInfo:
 class IDockerGateway(Interface):
     """Docker operations the orchestrator needs. Every method returns a Deferred."""
 
-    def ensure_network(name: str) -> Deferred[None]:
-        """Create the swarm-scoped bridge network site tasks attach to, if missing."""
+    def ensure_network(name: str, subnet: str | None = None) -> Deferred[None]:
+        """
+        Create the swarm-scoped bridge network site tasks attach to (with addresses from
+        C{subnet}, if given), if missing.
+        """
 
     def get_service(name: str) -> Deferred[ServiceInfo | None]:
         """The service called C{name}, or None."""
@@ -120,14 +128,33 @@ class IDockerGateway(Interface):
         """
 
 
-def _blocking_network(client: Any, name: str) -> None:
-    if client.networks(names=[name]):
-        for net in client.networks(names=[name]):
-            if net["Name"] == name:
-                return
-    client.create_network(
-        name, driver="bridge", scope="swarm", attachable=True, check_duplicate=True
-    )
+def _blocking_network(client: Any, name: str, subnet: str | None) -> None:
+    if any(net["Name"] == name for net in client.networks(names=[name])):
+        return
+    config_from = None
+    if subnet is not None:
+        # A swarm-scoped bridge takes its addresses from a config-only network on each node.
+        config_from = f"{name}-config"
+        if not any(net["Name"] == config_from for net in client.networks(names=[config_from])):
+            response = client._post_json(
+                client._url("/networks/create"),
+                data={
+                    "Name": config_from,
+                    "ConfigOnly": True,
+                    "IPAM": {"Driver": "default", "Config": [{"Subnet": subnet}]},
+                },
+            )
+            client._result(response, json=True)
+    data: dict[str, Any] = {
+        "Name": name,
+        "Driver": "bridge",
+        "Scope": "swarm",
+        "Attachable": True,
+        "CheckDuplicate": True,
+    }
+    if config_from is not None:
+        data["ConfigFrom"] = {"Network": config_from}
+    client._result(client._post_json(client._url("/networks/create"), data=data), json=True)
 
 
 def _find(client: Any, name: str) -> dict[str, Any] | None:
@@ -172,8 +199,8 @@ class DockerGateway:
 
         return self._runner.run(call)
 
-    def ensure_network(self, name: str) -> Deferred[None]:
-        return self._run(_blocking_network, name)
+    def ensure_network(self, name: str, subnet: str | None = None) -> Deferred[None]:
+        return self._run(_blocking_network, name, subnet)
 
     def get_service(self, name: str) -> Deferred[ServiceInfo | None]:
         def get(client: Any) -> ServiceInfo | None:
@@ -263,6 +290,9 @@ class DockerGateway:
                         address=address,
                         timestamp=status.get("Timestamp", ""),
                         error=status.get("Err"),
+                        spec=(
+                            task.get("Spec", {}).get("ContainerSpec", {}).get("Labels") or {}
+                        ).get("director.spec"),
                     )
                 )
             return sorted(result, key=lambda t: t.timestamp, reverse=True)
@@ -325,6 +355,10 @@ class DockerGateway:
                 return True
             except docker.errors.ImageNotFound:
                 return False
+            except docker.errors.APIError as e:
+                if e.status_code == 409:
+                    raise ImageInUse(f"image {ref} is still in use") from None
+                raise
 
         return self._run(remove)
 

@@ -136,6 +136,7 @@ class SiteRuntime:
         listen: str,
         sites_domain: str,
         network: str = "director-sites",
+        subnet: str | None = None,
         timezone: str = "UTC",
         start_timeout: float = 60.0,
     ) -> None:
@@ -147,6 +148,7 @@ class SiteRuntime:
         self._listen = listen
         self._domain = sites_domain
         self.network = network
+        self._subnet = subnet
         self._tz = timezone
         self._start_timeout = start_timeout
         self._locks: dict[int, DeferredLock] = {}
@@ -164,7 +166,7 @@ class SiteRuntime:
 
     async def start(self) -> None:
         """Make sure the sites network exists and nginx points at the running tasks."""
-        await self._docker.ensure_network(self.network)
+        await self._docker.ensure_network(self.network, self._subnet)
         for site_id, site in list(self.sites.items()):
             if site.type == "dynamic":
                 try:
@@ -254,13 +256,29 @@ class SiteRuntime:
             if previous is not None and needs_own_file(previous):
                 await self._nginx.apply({name: None})
 
-    async def _wait_running(self, site: Site) -> list[str]:
+    async def _wait_running(self, site: Site, replaced: frozenset[str] = frozenset()) -> list[str]:
+        """
+        The addresses of the site's current tasks once running: made from the spec just
+        applied, and not among the C{replaced} containers (a restart). Empty after the
+        start timeout (nginx then shows "not running" until the task comes up).
+        """
+        digest = service_spec(site, self.paths.site_dir(site.id), self.network, self._tz)[
+            "TaskTemplate"
+        ]["ContainerSpec"]["Labels"]["director.spec"]
         waited = 0.0
         while waited < self._start_timeout:
             tasks = await self._docker.tasks(site.service_name, self.network)
-            addresses = [t.address for t in tasks if t.state == "running" and t.address]
+            addresses = sorted(
+                t.address
+                for t in tasks
+                if t.state == "running"
+                and t.desired == "running"
+                and t.address
+                and t.spec == digest
+                and t.container_id not in replaced
+            )
             if addresses:
-                return sorted(addresses)
+                return addresses
             await deferLater(self._reactor, 0.1, lambda: None)
             waited += 0.1
         self.log.warn("site {id} did not start within {s}s", id=site.id, s=self._start_timeout)
@@ -273,26 +291,14 @@ class SiteRuntime:
             site = self.get(site_id)
             if site.type != "dynamic":
                 return self._status_of(site, [])
+            tasks = await self._docker.tasks(site.service_name, self.network)
+            before = frozenset(t.container_id for t in tasks if t.container_id)
             await self._docker.restart_service(site.service_name)
-            before = set(self.upstreams.get(site_id, []))
-            upstream = await self._wait_new(site, before)
+            upstream = await self._wait_running(site, before) if site.served else []
             await self._set_upstream(site, upstream)
             return self._status_of(site, upstream)
 
         return self._locked(site_id, restart)
-
-    async def _wait_new(self, site: Site, before: set[str]) -> list[str]:
-        waited = 0.0
-        while waited < self._start_timeout:
-            tasks = await self._docker.tasks(site.service_name, self.network)
-            running = [t for t in tasks if t.state == "running" and t.address]
-            fresh = [t for t in running if t.desired == "running"]
-            addresses = sorted(t.address for t in fresh if t.address)
-            if addresses and not (set(addresses) == before and len(running) != len(fresh)):
-                return addresses
-            await deferLater(self._reactor, 0.1, lambda: None)
-            waited += 0.1
-        return []
 
     def refresh(self, site_id: int) -> Deferred[None]:
         """Re-read where the site's task runs and update nginx if it moved (after events)."""

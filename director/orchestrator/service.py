@@ -95,13 +95,17 @@ def build_service(
         paths,
         listen=f"{section.host}:{section.nginx_port}",
         sites_domain=config.director.sites_domain,
+        network=section.sites_network,
+        subnet=section.sites_subnet,
     )
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)
     _StartRuntime(runtime).setServiceParent(top)
     manager_key = load_public_keys(config.auth.keys_dir).get("manager")
     tokens = TokenVerifier(manager_key, reactor) if manager_key is not None else None
-    api = OrchestratorAPI(runtime, files_pool, tokens, reactor)
+    databases_pool = BlockingPool(reactor, "databases", 4, timeout=400)
+    databases_pool.setServiceParent(top)
+    api = OrchestratorAPI(runtime, files_pool, tokens, databases_pool, reactor)
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()
     ).setServiceParent(top)

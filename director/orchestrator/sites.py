@@ -6,6 +6,8 @@ No I/O: the manager sends a site description, this module validates it and deriv
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,8 +251,20 @@ def container_spec(site: Site, site_dir: Path, timezone: str, command: list[str]
     }
 
 
+def spec_digest(template: dict[str, Any]) -> str:
+    """A short digest of a task template: tasks carry it, so we can tell current from old."""
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def service_spec(site: Site, site_dir: Path, network: str, timezone: str) -> dict[str, Any]:
     """The whole swarm service definition for a dynamic site."""
+    spec = _service_spec(site, site_dir, network, timezone)
+    template = spec["TaskTemplate"]
+    template["ContainerSpec"]["Labels"]["director.spec"] = spec_digest(template)
+    return spec
+
+
+def _service_spec(site: Site, site_dir: Path, network: str, timezone: str) -> dict[str, Any]:
     limits = site.limits
     return {
         "Name": site.service_name,

@@ -17,10 +17,12 @@ from director.common.threads import Runner
 from director.common.tokens import TokenVerifier
 from director.common.web import healthz, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
-from director.orchestrator.docker_gateway import DockerError
+from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
+from director.orchestrator.docker_gateway import BuildError, DockerError, ImageInUse
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
+from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest
 from director.orchestrator.runtime import SiteRuntime, UnknownSite
-from director.orchestrator.sites import SiteError, parse_site
+from director.orchestrator.sites import IMAGE_NAME, SiteError, parse_site
 from director.orchestrator.streams import (
     LogsProtocol,
     ShellBridgeProtocol,
@@ -75,6 +77,7 @@ class OrchestratorAPI:
         runtime: SiteRuntime | None = None,
         files: Runner | None = None,
         tokens: TokenVerifier | None = None,
+        databases: Runner | None = None,
         reactor: Any = None,
         idle_timeout: float = 6 * 3600,
         max_lifetime: float = 12 * 3600,
@@ -82,6 +85,7 @@ class OrchestratorAPI:
         self.runtime = runtime
         self._files = files
         self._tokens = tokens
+        self._databases = databases
         self._reactor = reactor
         self._idle = idle_timeout
         self._lifetime = max_lifetime
@@ -110,6 +114,10 @@ class OrchestratorAPI:
     def _file_error(self, request: IRequest, failure: Any) -> bytes:
         e = failure.value
         return render_error(request, e.status, e.code, e.message)
+
+    @app.handle_errors(ImageInUse)
+    def _image_in_use(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 409, "in_use", str(failure.value))
 
     @app.handle_errors(DockerError)
     def _docker_error(self, request: IRequest, failure: Any) -> bytes:
@@ -225,6 +233,122 @@ class OrchestratorAPI:
         return websocket_resource(
             StatusProtocol, runtime=self._rt(), site_id=None, reactor=self._reactor, interval=5
         )
+
+    # -- databases -----------------------------------------------------------------------------
+
+    def _database(self, body: Any) -> tuple[Any, Any]:
+        """The admin adapter for the host in C{body} and the site database it names."""
+        if not isinstance(body, dict) or not isinstance(body.get("host"), dict):
+            raise BadRequest("bad_request", 'expected {"host": {...}, "name", "username", ...}')
+        host = body["host"]
+        try:
+            server = DatabaseHost(
+                kind=host["kind"],
+                admin_host=str(host["admin_host"]),
+                admin_port=int(host["admin_port"]),
+                admin_user=str(host["admin_user"]),
+                admin_password=str(host["admin_password"]),
+                container_host=host.get("container_host"),
+                container_port=host.get("container_port"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadRequest("bad_request", f"database host: {e}") from None
+        if self._databases is None:
+            raise BadRequest("unavailable", "this orchestrator manages no databases", 503)
+        admin = make_database_admin(self._databases, server)
+        site_db = server.site_database(
+            str(body.get("name", "")), str(body.get("username", "")), str(body.get("password", ""))
+        )
+        return admin, site_db
+
+    @app.handle_errors(DatabaseError)
+    def _database_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        status = {
+            "unavailable": 503,
+            "server_error": 502,
+            "query_failed": 422,
+            "query_timeout": 422,
+            "access_denied": 422,
+            "not_found": 404,
+        }.get(e.code, 400)
+        return render_error(request, status, e.code, e.message)
+
+    @app.route("/v1/databases", methods=["PUT"])
+    async def put_database(self, request: IRequest) -> bytes:
+        """Create the site's user and database, or set its password (idempotent)."""
+        admin, site_db = self._database(_json_body(request))
+        await admin.create(site_db)
+        return render_json(request, {"environment": site_db.environment()})
+
+    @app.route("/v1/databases/delete", methods=["POST"])
+    async def delete_database(self, request: IRequest) -> bytes:
+        admin, site_db = self._database(_json_body(request))
+        await admin.drop(site_db.name, site_db.username)
+        return render_json(request, {"dropped": site_db.name})
+
+    @app.route("/v1/databases/query", methods=["POST"])
+    async def query_database(self, request: IRequest) -> bytes:
+        body = _json_body(request)
+        admin, site_db = self._database(body)
+        sql = body.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise BadRequest("bad_request", "sql must be one SQL statement")
+        timeout = body.get("timeout", 10)
+        max_rows = body.get("max_rows", 1000)
+        if not isinstance(timeout, int | float) or not isinstance(max_rows, int):
+            raise BadRequest("bad_request", "timeout and max_rows must be numbers")
+        return render_json(request, await admin.query(site_db, sql, float(timeout), max_rows))
+
+    # -- images --------------------------------------------------------------------------------
+
+    @app.route("/v1/images/build", methods=["POST"])
+    async def build_image(self, request: IRequest) -> bytes:
+        """
+        Build a site image from a catalogue parent plus Debian packages. Answers with the
+        build log; a failed build is a 422 with the log, and nothing that used the previous
+        image changes.
+        """
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise BadRequest("bad_request", 'expected {"tag", "parent", "packages"}')
+        tag, parent = body.get("tag"), body.get("parent")
+        packages = body.get("packages", [])
+        if not isinstance(tag, str) or not CUSTOM_TAG.match(tag):
+            raise BadRequest("bad_tag", "tag must look like director/site-<id>:<n>")
+        if not isinstance(parent, str) or not IMAGE_NAME.match(parent):
+            raise BadRequest("bad_parent", "parent must be an image from the catalogue")
+        if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
+            raise BadRequest("bad_packages", "packages must be a list of Debian package names")
+        setup = body.get("setup_command")
+        if setup is not None and not isinstance(setup, str):
+            raise BadRequest("bad_request", "setup_command must be a string")
+        try:
+            dockerfile = ImageRequest(parent, tuple(packages), setup).dockerfile()
+        except ImageError as e:
+            raise BadRequest("bad_packages", str(e)) from None
+        docker = self._rt().docker
+        if not await docker.image_exists(parent):
+            raise BadRequest("bad_parent", f"image {parent} does not exist", 404)
+        lines: list[str] = []
+        try:
+            await docker.build_image(dockerfile, tag, lines.append)
+        except BuildError as e:
+            return render_json(
+                request, {"error": "build_failed", "message": str(e), "log": e.log[-20000:]}, 422
+            )
+        return render_json(request, {"tag": tag, "log": "\n".join(lines)[-20000:]})
+
+    @app.route("/v1/images/delete", methods=["POST"])
+    async def delete_image(self, request: IRequest) -> bytes:
+        body = _json_body(request)
+        tag = body.get("tag") if isinstance(body, dict) else None
+        if not isinstance(tag, str) or not CUSTOM_TAG.match(tag):
+            raise BadRequest("bad_tag", "only site images (director/site-<id>:<n>) are removed")
+        in_use = [s.id for s in self._rt().sites.values() if s.image == tag]
+        if in_use:
+            raise BadRequest("in_use", f"image {tag} is used by site {in_use[0]}", 409)
+        return render_json(request, {"removed": await self._rt().docker.remove_image(tag)})
 
     # -- files ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from director.orchestrator.docker_gateway import (
     BuildError,
     DockerError,
     IDockerGateway,
+    ImageInUse,
     ServiceInfo,
     TaskInfo,
 )
@@ -57,14 +58,22 @@ class FakeDockerGateway:
             if t.state == "running"
         ]
         n = next(self._ids)
-        replicas = self._service_info(name).replicas
+        info = self._service_info(name)
+        digest = info.spec["TaskTemplate"]["ContainerSpec"].get("Labels", {}).get("director.spec")
         new = [
-            TaskInfo("running", "running", f"c{n}-{i}", f"172.31.{n % 250}.{i + 2}", f"{n:020d}")
-            for i in range(replicas)
+            TaskInfo(
+                "running",
+                "running",
+                f"c{n}-{i}",
+                f"172.31.{n % 250}.{i + 2}",
+                f"{n:020d}",
+                spec=digest,
+            )
+            for i in range(info.replicas)
         ]
         self._tasks[name] = new + old
 
-    def ensure_network(self, name: str) -> Deferred[None]:
+    def ensure_network(self, name: str, subnet: str | None = None) -> Deferred[None]:
         self.networks.add(name)
         return succeed(None)
 
@@ -214,7 +223,7 @@ class FakeDockerGateway:
             e["spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == ref
             for e in self.services.values()
         ):
-            return fail(DockerError(f"image {ref} is in use by a service"))
+            return fail(ImageInUse(f"image {ref} is still in use"))
         if ref in self.images:
             self.images.discard(ref)
             return succeed(True)

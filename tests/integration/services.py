@@ -594,8 +594,10 @@ class PostgresServer(Service):
             pwfile.unlink(missing_ok=True)
         with open(self.data_dir / "pg_hba.conf", "a") as hba:
             hba.write(
-                "host all all 172.17.0.0/16 scram-sha-256\n"
-                "host all all 172.30.0.0/16 scram-sha-256\n"
+                # Containers (any Docker network, 172.16.0.0/12) may log in as site users,
+                # never as the administrator.
+                f"host all {self.admin_user} 172.16.0.0/12 reject\n"
+                "host all all 172.16.0.0/12 scram-sha-256\n"
             )
         # postgres runs as a direct child (not daemonized by pg_ctl start), so that
         # stop() reaps it and no zombie is left for init to collect
@@ -714,8 +716,9 @@ class MariaDBServer(Service):
         _run(
             self.client_argv(
                 "-e",
-                f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; "
-                f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%' WITH GRANT OPTION; "
+                # The administrator may log in from this host only, never from a container.
+                f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+                f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1' WITH GRANT OPTION; "
                 "FLUSH PRIVILEGES;",
             ),
             what="create MariaDB admin user",

@@ -67,6 +67,10 @@ class Orchestrator:
         raise AssertionError(f"{name}: wanted {status} {body!r}, last got {got!r}")
 
 
+#: The site ids these tests use (their services and containers are removed at the end).
+SITE_IDS = range(101, 111)
+
+
 @pytest.fixture(scope="module")
 def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
     from twisted.internet import reactor
@@ -463,3 +467,104 @@ async def test_shell_bridge_token_once(orchestrator: Orchestrator) -> None:
     assert "disabled" in last["error"]
     out, last = await run(mint(manager_key, reactor, 101, "alice", 60), "id")
     assert last["code"] == "wrong_site"
+
+
+@pytest_twisted.ensureDeferred
+async def test_custom_image_and_databases(
+    orchestrator: Orchestrator, postgres_server: Any, mariadb_server: Any
+) -> None:
+    """
+    A site image with extra packages builds and the site runs it; a misspelt package fails
+    the build with its log and the site keeps its image; PostgreSQL and MariaDB databases
+    are created and the site's container reaches them with DIRECTOR_DATABASE_URL.
+    """
+    o = orchestrator
+    tag = "director/site-110:1"
+    built = await o.client.json(
+        "POST",
+        "/v1/images/build",
+        json={
+            "tag": tag,
+            "parent": PYTHON_IMAGE,
+            "packages": ["postgresql-client", "mariadb-client"],
+        },
+        timeout=600,
+    )
+    assert built["tag"] == tag
+    with pytest.raises(ComponentCallError) as info:
+        await o.client.json(
+            "POST",
+            "/v1/images/build",
+            json={"tag": "director/site-110:2", "parent": tag, "packages": ["postgresql-clinet"]},
+            timeout=600,
+        )
+    assert info.value.status == 422 and "postgresql-clinet" in info.value.body.decode()
+
+    def host(server: Any, kind: str) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "admin_host": "127.0.0.1",
+            "admin_port": server.port,
+            "admin_user": server.admin_user,
+            "admin_password": server.admin_password,
+            "container_host": "172.17.0.1",
+            "container_port": server.port,
+        }
+
+    pg = {
+        "host": host(postgres_server, "postgres"),
+        "name": "site_110",
+        "username": "site_110",
+        "password": "pg-secret-110",
+    }
+    my = {
+        "host": host(mariadb_server, "mysql"),
+        "name": "site_110",
+        "username": "site_110",
+        "password": "my-secret-110",
+    }
+    pg_env = (await o.client.json("PUT", "/v1/databases", json=pg))["environment"]
+    my_env = (await o.client.json("PUT", "/v1/databases", json=my))["environment"]
+    assert pg_env["DIRECTOR_DATABASE_URL"].startswith("postgresql://site_110:")
+    await o.client.json("PUT", "/v1/sites/110", json={"name": "db1", "type": "static"})
+    await put_file(o, 110, "run.sh", RUN_SH, mode="755")
+    spec = {"name": "db1", "type": "dynamic", "image": tag, "env": pg_env}
+    await o.client.json("PUT", "/v1/sites/110", json=spec)
+    sql = "create table t (x int); insert into t values (42); select x from t"
+    result = docker_exec(110, "sh", "-c", f'psql "$DIRECTOR_DATABASE_URL" -tA -c "{sql}"')
+    assert result.stdout.strip().endswith("42"), result
+    admin = docker_exec(
+        110,
+        "sh",
+        "-c",
+        f"PGPASSWORD={postgres_server.admin_password} psql -h 172.17.0.1 "
+        f"-p {postgres_server.port} -U {postgres_server.admin_user} -c 'select 1' postgres",
+    )
+    assert admin.returncode != 0  # containers never get the administrator's account
+    await o.client.json("PUT", "/v1/sites/110", json=dict(spec, env=my_env))
+    result = docker_exec(
+        110,
+        "sh",
+        "-c",
+        'mariadb -h "$DIRECTOR_DATABASE_HOST" -P "$DIRECTOR_DATABASE_PORT" '
+        '-u "$DIRECTOR_DATABASE_USERNAME" -p"$DIRECTOR_DATABASE_PASSWORD" '
+        '"$DIRECTOR_DATABASE_NAME" -N -e "select 6*7"',
+    )
+    assert result.stdout.strip() == "42", result
+    rows = await o.client.json("POST", "/v1/databases/query", json=dict(pg, sql="select x from t"))
+    assert rows["rows"] == [[42]]
+    await o.client.json("DELETE", "/v1/sites/110")
+    await o.client.json("POST", "/v1/databases/delete", json=pg)
+    await o.client.json("POST", "/v1/databases/delete", json=my)
+    for _ in range(100):  # swarm removes the service's containers in the background
+        try:
+            assert (await o.client.json("POST", "/v1/images/delete", json={"tag": tag}))["removed"]
+            break
+        except ComponentCallError as e:
+            assert e.status == 409, e
+            from twisted.internet import reactor
+            from twisted.internet.task import deferLater
+
+            await deferLater(reactor, 0.2, lambda: None)
+    else:
+        raise AssertionError("the image stayed in use")

@@ -230,16 +230,6 @@ def test_databases_listen_on_docker_bridge(
     # which pg_hba does not list. Containers arrive as 172.17.0.x, which it does.
     with socket.create_connection((bridge, postgres_server.port), timeout=5):
         pass
-    conn2 = pymysql.connect(
-        host=bridge,
-        port=mariadb_server.port,
-        user=mariadb_server.admin_user,
-        password=mariadb_server.admin_password,
-        connect_timeout=5,
-    )
-    try:
-        with conn2.cursor() as cur:
-            cur.execute("select 1")
-            assert cur.fetchone() == (1,)
-    finally:
-        conn2.close()
+    # Likewise a TCP check for MariaDB: its administrator may log in from 127.0.0.1 only.
+    with socket.create_connection((bridge, mariadb_server.port), timeout=5):
+        pass
