@@ -9,7 +9,11 @@ setup(
     python_requires=">=3.11",
     # twisted.plugins is a namespace shared with Twisted: ship our plugin modules into it.
     packages=find_packages(include=["director", "director.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["director_*.py"], "director": ["py.typed"]},
+    package_data={
+        "twisted.plugins": ["director_*.py"],
+        "director": ["py.typed"],
+        "director.manager.migrations": ["script.py.mako"],
+    },
     install_requires=[
         "Twisted[tls,conch]>=24.10",
         "klein>=24.8",
@@ -24,6 +28,8 @@ setup(
         "bcrypt>=4.0",
         "psycopg[binary]>=3.1",
         "PyMySQL>=1.1",
+        "SQLAlchemy>=2.0",
+        "alembic>=1.13",
     ],
     entry_points={"console_scripts": ["director = director.cli:main"]},
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import secrets
 import sys
 import tomllib
@@ -92,8 +93,53 @@ def init(args: argparse.Namespace) -> int:
         write_private(session_secret, secrets.token_hex(32).encode("ascii"))
     generate_component_keys(config.auth.keys_dir, COMPONENTS)
     generate_ssh_host_keys(config.shell.host_keys_dir)
+    _init_database(config, args)
     print(f"state in {state}; keys in {config.auth.keys_dir}")
     return 0
+
+
+def _store(config: Config) -> Any:
+    """The manager's store with an inline runner: the CLI is not a reactor program."""
+    from director.common.threads import InlineRunner
+    from director.manager.service import database_url
+    from director.manager.store import Store, make_engine, migrate
+
+    engine = make_engine(database_url(config))
+    migrate(engine)
+    return Store(engine, InlineRunner())
+
+
+def _result(d: Any) -> Any:
+    """The result of an already-fired Deferred (the CLI's store runs inline)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    from twisted.python.failure import Failure
+
+    if out and isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+def _init_database(config: Config, args: argparse.Namespace) -> None:
+    """Migrate the database; on a new one, the catalogue and the first administrator."""
+    from director.manager.passwords import hash_password
+    from director.orchestrator.images import BASE_IMAGE, PYTHON_IMAGE
+
+    store = _store(config)
+    if _result(store.list_images()) == []:
+        _result(
+            store.put_image(
+                PYTHON_IMAGE, "Python 3", "Debian 12 with Python 3, pip and venv", None, True
+            )
+        )
+        _result(store.put_image(BASE_IMAGE, "Debian", "Debian 12 (bookworm), minimal", None, False))
+    if _result(store.list_users()) == []:
+        password = secrets.token_urlsafe(12)
+        _result(store.create_user("admin", "admin", hash_password(password)))
+        _result(store.update_user("admin", accepted_guidelines=True))
+        path = config.director.state_dir / "secrets" / "admin-password"
+        write_private(path, password.encode())
+        print(f"created the administrator: admin / {password} (also in {path})")
 
 
 def banner(args: argparse.Namespace) -> int:
@@ -146,6 +192,106 @@ def images_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def user_add(args: argparse.Namespace) -> int:
+    from director.manager.models import validate_username
+    from director.manager.passwords import hash_password, validate_password
+
+    config = load_config(args.config)
+    store = _store(config)
+    role = "admin" if args.admin else "teacher" if args.teacher else "student"
+    password_hash = None
+    if args.password_stdin:
+        password_hash = hash_password(validate_password(sys.stdin.readline().rstrip("\n")))
+    user = _result(store.create_user(validate_username(args.name), role, password_hash))
+    _result(store.update_user(user.username, accepted_guidelines=role == "admin"))
+    print(f"created {role} {user.username}")
+    return 0
+
+
+def token_create(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = _store(config)
+    user = _result(store.get_user(args.name))
+    if user is None:
+        print(f"director: no user {args.name}", file=sys.stderr)
+        return 1
+    print(_result(store.create_token(user.id, args.label)))
+    return 0
+
+
+def database_host_add(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = _store(config)
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else args.password
+    host_id = _result(
+        store.put_database_host(
+            args.kind,
+            args.admin_host,
+            args.admin_port,
+            args.admin_user,
+            password,
+            args.container_host,
+            args.container_port,
+        )
+    )
+    print(f"database host {host_id}: {args.kind} at {args.admin_host}:{args.admin_port}")
+    return 0
+
+
+def _api(args: argparse.Namespace) -> Any:
+    from director.apiclient import APIClient
+
+    config = load_config(args.config)
+    token = args.token or os.environ.get("DIRECTOR_TOKEN")
+    if not token:
+        raise StartupError(
+            "give an API token with --token or DIRECTOR_TOKEN "
+            "(create one with `director token create USER`)"
+        )
+    return APIClient(args.url or config.manager.url, token)
+
+
+def site_command(args: argparse.Namespace) -> int:
+    from director.apiclient import APIError, show_operation
+
+    api = _api(args)
+    try:
+        if args.site_command == "list":
+            sites = api.get("/api/v1/sites" + ("?all=1" if args.all else ""))["sites"]
+            for site in sites:
+                print(
+                    f"{site['name']:<32} {site['type']:<8} {site['availability']:<11} "
+                    f"{','.join(site['members'])}"
+                )
+            return 0
+        if args.site_command == "show":
+            print(json.dumps(api.get(f"/api/v1/sites/{args.name}"), indent=2))
+            return 0
+        if args.site_command == "create":
+            body = {
+                "name": args.name,
+                "type": args.type,
+                "description": args.description,
+                "purpose": args.purpose,
+            }
+            if args.users:
+                body["users"] = args.users.split(",")
+            answer = api.post("/api/v1/sites", body)
+        elif args.site_command == "delete":
+            answer = api.delete(f"/api/v1/sites/{args.name}")
+        else:
+            answer = api.post(f"/api/v1/sites/{args.name}/restart", {})
+        op = answer["operation"]
+        if args.no_wait:
+            print(f"operation {op['id']}: {op['status']}")
+            return 0
+        final = show_operation(api, op["id"])
+        return 0 if final["status"] == "succeeded" else 1
+    except APIError as e:
+        print(f"director: {e}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="director", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -161,6 +307,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
     p.set_defaults(func=check)
+
+    p = sub.add_parser("user", help="users (works on the database directly)")
+    users = p.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    p = users.add_parser("add", help="create a user")
+    p.add_argument("name")
+    role = p.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true")
+    role.add_argument("--teacher", action="store_true")
+    role.add_argument("--student", action="store_true")
+    p.add_argument("--password-stdin", action="store_true", help="read a password from stdin")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=user_add)
+
+    p = sub.add_parser("token", help="API tokens")
+    tokens = p.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    p = tokens.add_parser("create", help="print a new API token for a user")
+    p.add_argument("name")
+    p.add_argument("--label", default="cli")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=token_create)
+
+    p = sub.add_parser("database-host", help="database servers for site databases")
+    hosts = p.add_subparsers(dest="host_command", required=True, metavar="COMMAND")
+    p = hosts.add_parser("add", help="add or update a PostgreSQL or MySQL server")
+    p.add_argument("--kind", choices=("postgres", "mysql"), required=True)
+    p.add_argument("--admin-host", required=True)
+    p.add_argument("--admin-port", type=int, required=True)
+    p.add_argument("--admin-user", required=True)
+    p.add_argument("--password", default="")
+    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("--container-host", help="the address site containers use")
+    p.add_argument("--container-port", type=int)
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=database_host_add)
+
+    p = sub.add_parser("site", help="sites (through the API)")
+    site_parsers = p.add_subparsers(dest="site_command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("list", "your sites"),
+        ("show", "one site"),
+        ("create", "a new site"),
+        ("delete", "delete a site"),
+        ("restart", "restart a site's process"),
+    ):
+        sp = site_parsers.add_parser(name, help=text)
+        if name != "list":
+            sp.add_argument("name")
+        else:
+            sp.add_argument("--all", action="store_true", help="every site (admins)")
+        if name == "create":
+            sp.add_argument("--type", choices=("static", "dynamic"), default="static")
+            sp.add_argument("--description", default="")
+            sp.add_argument(
+                "--purpose", default="project", choices=("personal", "project", "activity", "other")
+            )
+            sp.add_argument("--users", help="comma-separated members")
+        sp.add_argument("--no-wait", action="store_true", help="do not wait for the operation")
+        sp.add_argument("--token")
+        sp.add_argument("--url", help="the manager's URL (default: manager.url)")
+        sp.add_argument("--config", default=DEFAULT_CONFIG)
+        sp.set_defaults(func=site_command)
 
     p = sub.add_parser("images", help="site images")
     images = p.add_subparsers(dest="images_command", required=True, metavar="COMMAND")

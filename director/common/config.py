@@ -70,6 +70,27 @@ def _subnet(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected an IPv4 subnet like 172.29.0.0/16, got {value!r}")
 
 
+def _database_url(key: str, value: object) -> None:
+    if not isinstance(value, str) or (
+        value and not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", value)
+    ):
+        raise ConfigError(
+            f"{key}: expected sqlite:///path or postgresql+psycopg://..., got {value!r}"
+        )
+
+
+def _redis_url(key: str, value: object) -> None:
+    if not isinstance(value, str) or (
+        value and not re.fullmatch(r"redis://[A-Za-z0-9.-]+:[0-9]{1,5}", value)
+    ):
+        raise ConfigError(f"{key}: expected redis://host:port or empty, got {value!r}")
+
+
+def _bcrypt_rounds(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 4 <= value <= 16:
+        raise ConfigError(f"{key}: expected an integer from 4 to 16, got {value!r}")
+
+
 def _positive(key: str, value: object) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{key}: expected a positive number, got {value!r}")
@@ -110,6 +131,14 @@ class ManagerSection:
     host: str = field(default="127.0.0.1", metadata=_check(_host))
     port: int = field(default=8000, metadata=_check(_port))
     url: str = field(default="http://127.0.0.1:8000", metadata=_check(_url))
+    # SQLAlchemy URL of the manager's database; empty: SQLite at <state_dir>/director.db.
+    database_url: str = field(default="", metadata=_check(_database_url))
+    # redis://host:port for event fan-out between several managers; empty: in-process.
+    redis_url: str = field(default="", metadata=_check(_redis_url))
+    # Dashboard sessions last this many hours.
+    session_hours: float = field(default=12.0, metadata=_check(_positive))
+    # bcrypt work factor for passwords (each check costs about 2^rounds * 0.05 ms).
+    bcrypt_rounds: int = field(default=12, metadata=_check(_bcrypt_rounds))
 
 
 @dataclass(frozen=True)
@@ -211,10 +240,27 @@ class RouterSection:
 
 @dataclass(frozen=True)
 class ShellSection:
+    """The SSH server: where it listens, and how hard it makes guessing and idling."""
+
     host: str = field(default="0.0.0.0", metadata=_check(_host))  # noqa: S104 (SSH is public)
     port: int = field(default=2322, metadata=_check(_port))
     # ssh_host_ed25519_key and ssh_host_rsa_key, written by `director init`.
     host_keys_dir: Path = Path("var/keys")
+    # Seconds a connection may take to log in (from its first byte) before it is closed.
+    login_grace_time: float = field(default=60.0, metadata=_check(_positive))
+    # Failed logins allowed on one connection before it is closed.
+    max_auth_tries: int = field(default=6, metadata=_check(_positive))
+    # Seconds before a wrong password is answered.
+    failure_delay: float = field(default=2.0, metadata=_check(_positive))
+    # Failed logins within failure_window after which a user name, or a source address, is
+    # refused until its oldest failure is older than the window.
+    max_failures_per_user: int = field(default=10, metadata=_check(_positive))
+    max_failures_per_address: int = field(default=50, metadata=_check(_positive))
+    failure_window: float = field(default=900.0, metadata=_check(_positive))
+    # Connections from one address that may be logging in at the same time.
+    max_unauthenticated_per_address: int = field(default=10, metadata=_check(_positive))
+    # Seconds without input or output after which a session (or the menu) is closed.
+    idle_timeout: float = field(default=3600.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)

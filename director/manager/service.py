@@ -4,18 +4,130 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
 
+from director.common.client import ComponentClient, HTTPPoolService
 from director.common.config import Config
-from director.common.service import guarded_http_service
-from director.manager.web import ManagerWeb
+from director.common.errors import StartupError
+from director.common.keys import load_private_key
+from director.common.service import component_signer, guarded_http_service
+from director.common.threads import BlockingPool
+from director.manager.api import ManagerAPI
+from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
+from director.manager.operations import OperationEngine
+from director.manager.passwords import Passwords
+from director.manager.shell_server import ShellServerAPI
+from director.manager.store import Store, make_engine, migrate
+from director.manager.web import ManagerWeb, PrefixDispatch
+
+log = Logger()
+
+
+def database_url(config: Config) -> str:
+    return config.manager.database_url or f"sqlite:///{config.director.state_dir / 'director.db'}"
+
+
+@implementer(IEventBus)
+class _RedisBusProxy:
+    """Forwards to the Redis bus once connected; until then (and if it fails) in-process."""
+
+    def __init__(self) -> None:
+        self.target: IEventBus = MemoryBus()
+        self._subscriptions: list[tuple[str, Any]] = []
+
+    def publish(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
+        return self.target.publish(channel, message)
+
+    def subscribe(self, channel: str, listener: Any) -> Any:
+        return self.target.subscribe(channel, listener)
+
+
+class _EngineService(Service):
+    """Starts the operation engine (and the Redis bus) once the reactor runs."""
+
+    def __init__(
+        self, reactor: Any, engine: OperationEngine, config: Config, bus: _RedisBusProxy
+    ) -> None:
+        self._reactor = reactor
+        self._engine = engine
+        self._config = config
+        self._bus = bus
+
+    def startService(self) -> None:
+        super().startService()
+        url = self._config.manager.redis_url
+        if url:
+            host, _, port = url[len("redis://") :].partition(":")
+            d = Deferred.fromCoroutine(connect_redis_bus(self._reactor, host, int(port)))
+
+            def connected(bus: Any) -> None:
+                self._bus.target = bus
+                log.info("events fan out through Redis at {url}", url=url)
+
+            d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
+        self._engine.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._engine.stop()
 
 
 def build_service(reactor: Any, config: Config) -> MultiService:
-    """The manager: dashboard, API and websockets on manager.host:port."""
+    """The manager: API, shell-server endpoints, operation engine, on manager.host:port."""
     top = MultiService()
     top.setName("manager")
-    guarded_http_service(
-        reactor, config, "manager", "web", ManagerWeb().app.resource()
-    ).setServiceParent(top)
+    url = database_url(config)
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+    except Exception as e:
+        raise StartupError(f"manager database {url}: cannot open or migrate it: {e}") from None
+    db_pool = BlockingPool(reactor, "manager-db", 1 if url.startswith("sqlite") else 4, 60)
+    crypto_pool = BlockingPool(reactor, "passwords", 2, 60)
+    http = HTTPPoolService(reactor)
+    for child in (db_pool, crypto_pool, http):
+        child.setServiceParent(top)
+    store = Store(engine, db_pool)
+    signer = component_signer(reactor, config, "manager")
+    orchestrator = ComponentClient(
+        reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
+    )
+    router = ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
+    bus = _RedisBusProxy()
+    operations = OperationEngine(
+        reactor,
+        store,
+        orchestrator,
+        router,
+        bus,
+        config.director.sites_domain,
+    )
+    passwords = Passwords(crypto_pool, config.manager.bcrypt_rounds)
+    api = ManagerAPI(
+        reactor,
+        store,
+        operations,
+        passwords,
+        orchestrator,
+        bus,
+        config.director.sites_domain,
+        signer,
+        config.orchestrator.url,
+    )
+    shell = ShellServerAPI(
+        reactor,
+        store,
+        passwords,
+        load_private_key(config.auth.keys_dir, "manager"),
+        config.orchestrator.url,
+    )
+    root = PrefixDispatch(ManagerWeb().app.resource())
+    root.add(b"/api/", api.app.resource())
+    root.add(b"/shell-server/", shell.app.resource())
+    _EngineService(reactor, operations, config, bus).setServiceParent(top)
+    guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
+    top.api = api  # type: ignore[attr-defined]
     return top

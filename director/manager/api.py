@@ -1,0 +1,1005 @@
+"""
+The manager's REST API v1 (JSON), authenticated by `Authorization: Bearer <token>` or the
+dashboard session (with a CSRF token on writes). Members act on their sites, admins on all;
+a non-member gets 404 for another user's site, and nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from director.common.client import ComponentCallError, ComponentClient, connect_websocket
+from director.common.guard import render_error
+from director.common.signing import RequestSigner
+from director.common.web import render_json
+from director.manager import models
+from director.manager.events import IEventBus
+from director.manager.models import Site, User, ValidationError
+from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.passwords import Passwords, validate_password
+from director.manager.ratelimit import RateLimiter
+from director.manager.store import Conflict, NotFound, Store
+
+MAX_JSON = 1024 * 1024
+MAX_UPLOAD = 100 * 1024 * 1024
+SESSION_COOKIE = b"director_session"
+FALLBACK_IMAGE = "director/python:3"
+DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def not_found(what: str = "no such site") -> APIError:
+    return APIError(404, "not_found", what)
+
+
+def read_json(request: Any) -> Any:
+    body = request.content.read(MAX_JSON + 1) if request.content is not None else b""
+    if len(body) > MAX_JSON:
+        raise APIError(413, "too_large", f"JSON bodies are limited to {MAX_JSON} bytes")
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(400, "bad_json", "the request body is not valid JSON") from None
+
+
+def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
+    body = read_json(request)
+    if not isinstance(body, dict):
+        raise APIError(400, "bad_json", "expected a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise APIError(
+            400,
+            "unknown_field",
+            f"unknown field {unknown[0]!r}; allowed: " + ", ".join(sorted(allowed)),
+        )
+    return body
+
+
+def parse_query(q: str) -> dict[str, str]:
+    """`name:foo user:bar desc:baz rest` -> qualifiers (unqualified words match name/desc)."""
+    search: dict[str, str] = {}
+    words = []
+    for word in q.split()[:10]:
+        key, sep, value = word.partition(":")
+        if sep and key in ("name", "user", "desc") and value:
+            search[key] = value[:100]
+        else:
+            words.append(word)
+    if words:
+        search["any"] = " ".join(words)[:100]
+    return search
+
+
+class ManagerAPI:
+    """Routes under /api/v1/ and /shell-server/; mounted by L{director.manager.web}."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: Store,
+        engine: OperationEngine,
+        passwords: Passwords,
+        orchestrator: ComponentClient,
+        bus: IEventBus,
+        sites_domain: str,
+        signer: RequestSigner,
+        orchestrator_url: str,
+        limiter: RateLimiter | None = None,
+        token_key: Any = None,
+    ) -> None:
+        self._reactor = reactor
+        self.store = store
+        self.engine = engine
+        self.passwords = passwords
+        self.orchestrator = orchestrator
+        self.bus = bus
+        self.sites_domain = sites_domain
+        self.signer = signer
+        self.orchestrator_url = orchestrator_url.rstrip("/")
+        self.limiter = limiter or RateLimiter(reactor)
+        self.token_key = token_key
+
+    # -- errors --------------------------------------------------------------------------------
+
+    @app.handle_errors(APIError)
+    def _api_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        return render_error(request, e.status, e.code, e.message)
+
+    @app.handle_errors(ValidationError)
+    def _validation_error(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 400, failure.value.code, failure.value.message)
+
+    @app.handle_errors(Conflict)
+    def _conflict(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 409, failure.value.code, failure.value.message)
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 404, "not_found", "not found")
+
+    @app.handle_errors(ComponentCallError)
+    def _component_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        if 400 <= e.status < 500:
+            return render_error(request, e.status, e.code, e.detail)
+        self.log.warn("component call failed: {e}", e=e)
+        return render_error(
+            request, 502, "component_error", f"a Director component failed: {e.detail}"
+        )
+
+    # -- authentication ----------------------------------------------------------------------
+
+    async def user(self, request: Any, write: bool | None = None) -> User:
+        """The authenticated, active user making C{request} (401/403 otherwise)."""
+        auth = request.getHeader(b"authorization")
+        user: User | None = None
+        via_session = False
+        if auth:
+            scheme, _, token = auth.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise APIError(401, "unauthenticated", "use Authorization: Bearer <token>")
+            user = await self.store.user_for_token(token.strip())
+        else:
+            cookie = request.getCookie(SESSION_COOKIE)
+            if cookie:
+                found = await self.store.session(cookie.decode("latin-1"))
+                if found is not None:
+                    user, csrf = found
+                    via_session = True
+                    unsafe = request.method not in (b"GET", b"HEAD", b"OPTIONS")
+                    sent = (request.getHeader(b"x-csrf-token") or b"").decode("latin-1")
+                    if unsafe and not secrets.compare_digest(sent, csrf):
+                        raise APIError(403, "csrf", "missing or wrong CSRF token")
+        if user is None:
+            raise APIError(401, "unauthenticated", "sign in, or send a valid API token")
+        if not user.is_active:
+            raise APIError(403, "inactive", "this account is deactivated")
+        is_write = write if write is not None else request.method not in (b"GET", b"HEAD")
+        if is_write and not self.limiter.allow(user.username):
+            raise APIError(429, "rate_limited", "too many changes at once; try again shortly")
+        request.director_user = user
+        request.director_session = via_session
+        return user
+
+    async def site_for(self, user: User, name: str) -> Site:
+        """The site C{name} if C{user} may act on it; 404 otherwise (existence not revealed)."""
+        if not isinstance(name, str) or not models.SITE_NAME.match(name):
+            raise not_found()
+        site = await self.store.get_site(name)
+        if site is None or not (user.is_admin or user.username in site.members):
+            raise not_found()
+        return site
+
+    def require_admin(self, user: User) -> None:
+        if not user.is_admin:
+            raise APIError(403, "forbidden", "only administrators may do this")
+
+    async def start(
+        self,
+        site: Site,
+        kind: str,
+        values: dict[str, Any] | None = None,
+        user: User | None = None,
+        params: dict[str, Any] | None = None,
+        members: list[str] | None = None,
+        domains: list[str] | None = None,
+    ) -> tuple[Site, Any]:
+        """Change the site's record and create the operation applying it, together."""
+        updated, op = await self.store.update_site(
+            site.id,
+            values or {},
+            members=members,
+            domains=domains,
+            operation=(kind, OPERATIONS[kind]),
+            params=params,
+            created_by=user.id if user else None,
+        )
+        await self.store.audit(
+            user, kind, site.name, {"values": _plain(values or {}), "params": _plain(params or {})}
+        )
+        self.engine.wake()
+        return updated, op
+
+    def site_json(self, site: Site, user: User) -> dict[str, Any]:
+        data = site.to_json(self.sites_domain)
+        if user.is_admin:
+            data["admin_comments"] = site.admin_comments
+        return data
+
+    # -- me, tokens, keys -----------------------------------------------------------------------
+
+    @app.route("/api/v1/me", methods=["GET"])
+    async def me(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        return render_json(request, user.to_json())
+
+    @app.route("/api/v1/me", methods=["PATCH"])
+    async def patch_me(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        body = read_object(request, {"accepted_guidelines", "password", "current_password"})
+        values: dict[str, Any] = {}
+        if "accepted_guidelines" in body:
+            if body["accepted_guidelines"] is not True:
+                raise ValidationError("accepted_guidelines", "can only be set to true")
+            values["accepted_guidelines"] = True
+        if "password" in body:
+            found = await self.store.password_hash(user.username)
+            current = body.get("current_password")
+            has_password = found is not None and found[1] is not None
+            if found is None or (
+                has_password
+                and not (isinstance(current, str) and await self.passwords.check(current, found[1]))
+            ):
+                raise APIError(403, "wrong_password", "the current password is wrong")
+            values["password_hash"] = await self.passwords.hash(validate_password(body["password"]))
+        updated = await self.store.update_user(user.username, **values) if values else user
+        return render_json(request, updated.to_json())
+
+    @app.route("/api/v1/tokens", methods=["POST"])
+    async def create_token(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        body = read_object(request, {"name"})
+        name = body.get("name", "api")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise ValidationError("name", "1 to 100 characters")
+        token = await self.store.create_token(user.id, name)
+        await self.store.audit(user, "create_token", user.username, {"name": name})
+        return render_json(request, {"token": token, "name": name}, 201)
+
+    @app.route("/api/v1/me/keys", methods=["GET"])
+    async def list_keys(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        return render_json(request, {"keys": await self.store.ssh_keys(user.id)})
+
+    @app.route("/api/v1/me/keys", methods=["POST"])
+    async def add_key(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        body = read_object(request, {"public_key"})
+        line = body.get("public_key")
+        fingerprint, comment, normalized = parse_public_key(line)
+        await self.store.add_ssh_key(user.id, normalized, fingerprint, comment)
+        await self.store.audit(user, "add_ssh_key", user.username, {"fingerprint": fingerprint})
+        return render_json(request, {"fingerprint": fingerprint, "comment": comment}, 201)
+
+    @app.route("/api/v1/me/keys/<int:key_id>", methods=["DELETE"])
+    async def delete_key(self, request: IRequest, key_id: int) -> bytes:
+        user = await self.user(request)
+        if not await self.store.delete_ssh_key(user.id, key_id):
+            raise not_found("no such key")
+        return render_json(request, {"deleted": key_id})
+
+    # -- sites ---------------------------------------------------------------------------------
+
+    @app.route("/api/v1/sites", methods=["GET"])
+    async def list_sites(self, request: Any) -> bytes:
+        user = await self.user(request)
+        q = (request.args.get(b"q") or [b""])[0].decode("utf-8", "replace")
+        everyone = user.is_admin and (request.args.get(b"all") or [b"0"])[0] in (b"1", b"true")
+        try:
+            limit = min(int((request.args.get(b"limit") or [b"500"])[0]), 5000)
+            offset = max(int((request.args.get(b"offset") or [b"0"])[0]), 0)
+        except ValueError:
+            raise APIError(400, "bad_query", "limit and offset must be numbers") from None
+        sites = await self.store.list_sites(
+            None if everyone else user.username, parse_query(q), limit, offset
+        )
+        return render_json(request, {"sites": [self.site_json(s, user) for s in sites]})
+
+    @app.route("/api/v1/sites", methods=["POST"])
+    async def create_site(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        if not user.accepted_guidelines and not user.is_admin:
+            raise APIError(403, "guidelines", "accept the guidelines before creating sites")
+        body = read_object(request, {"name", "type", "description", "users", "purpose"})
+        name = models.validate_site_name(body.get("name"))
+        kind = models.validate_choice("type", body.get("type", "static"), models.SITE_TYPES)
+        purpose = models.validate_choice("purpose", body.get("purpose", "project"), models.PURPOSES)
+        description = models.validate_description(body.get("description", ""))
+        users = body.get("users", [])
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise ValidationError("users", "a list of usernames")
+        if len(users) > 50:
+            raise ValidationError("users", "at most 50 members")
+        if purpose == "activity" and not user.is_teacher:
+            raise APIError(403, "forbidden", "students request activity sites (see /requests)")
+        members = (
+            sorted({*users, user.username})
+            if not user.is_admin or not users
+            else sorted(set(users))
+        )
+        image = await self.store.default_image() or FALLBACK_IMAGE
+        site, op = await self.store.create_site(
+            {
+                "name": name,
+                "type": kind,
+                "purpose": purpose,
+                "availability": "enabled",
+                "description": description,
+                "image": image,
+                "packages": [],
+                "limits": dict(models.DEFAULT_LIMITS),
+            },
+            members,
+            ("create_site", OPERATIONS["create_site"]),
+            user.id,
+        )
+        await self.store.audit(user, "create_site", name, {"type": kind, "members": members})
+        self.engine.wake()
+        return render_json(
+            request, {"site": self.site_json(site, user), "operation": op.to_json()}, 202
+        )
+
+    @app.route("/api/v1/sites/<name>", methods=["GET"])
+    async def get_site(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        data = self.site_json(site, user)
+        active = await self.store.active_operation(site.id)
+        data["operation"] = active.to_json() if active else None
+        return render_json(request, data)
+
+    @app.route("/api/v1/sites/<name>", methods=["PATCH"])
+    async def patch_site(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        admin_fields = {"availability", "limits", "admin_comments"}
+        body = read_object(
+            request,
+            {"name", "description", "type", "users", "image", "packages", "purpose"} | admin_fields,
+        )
+        if set(body) & admin_fields and not user.is_admin:
+            raise APIError(403, "forbidden", "only administrators change availability and limits")
+        values: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        kind = "update_site"
+        if "name" in body and body["name"] != site.name:
+            values["name"] = models.validate_site_name(body["name"])
+            params["old_name"] = site.name
+            kind = "rename_site"
+        if "description" in body:
+            values["description"] = models.validate_description(body["description"])
+        if "type" in body:
+            values["type"] = models.validate_choice("type", body["type"], models.SITE_TYPES)
+        if "purpose" in body:
+            values["purpose"] = models.validate_choice("purpose", body["purpose"], models.PURPOSES)
+        if "availability" in body:
+            values["availability"] = models.validate_choice(
+                "availability", body["availability"], models.AVAILABILITY
+            )
+        if "limits" in body:
+            values["limits"] = models.validate_limits(body["limits"])
+        if "admin_comments" in body:
+            values["admin_comments"] = models.validate_description(body["admin_comments"])
+        if "image" in body or "packages" in body:
+            if kind == "rename_site":
+                raise APIError(400, "one_change", "rename the site and change its image separately")
+            images = {i["name"] for i in await self.store.list_images()} | {FALLBACK_IMAGE}
+            image = body.get("image", site.image)
+            if image not in images:
+                raise ValidationError("image", "choose an image from the catalogue")
+            values["image"] = image
+            values["packages"] = models.validate_packages(body.get("packages", list(site.packages)))
+            kind = "set_image"
+        members = None
+        if "users" in body:
+            users = body["users"]
+            if (
+                not isinstance(users, list)
+                or not users
+                or not all(isinstance(u, str) for u in users)
+            ):
+                raise ValidationError("users", "a non-empty list of usernames")
+            members = sorted(set(users))
+        only_records = set(values) <= {"description", "purpose", "admin_comments"}
+        if only_records:
+            updated, _ = await self.store.update_site(site.id, values, members=members)
+            await self.store.audit(user, "edit_site", site.name, {"values": _plain(values)})
+            return render_json(request, {"site": self.site_json(updated, user), "operation": None})
+        updated, op = await self.start(site, kind, values, user, params, members=members)
+        return render_json(
+            request,
+            {"site": self.site_json(updated, user), "operation": op.to_json() if op else None},
+            202,
+        )
+
+    @app.route("/api/v1/sites/<name>", methods=["DELETE"])
+    async def delete_site(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        params: dict[str, Any] = {"name": site.name, "purge_files": True}
+        if site.database is not None:
+            db = site.database
+            params["database"] = {"host_id": db.host_id, "name": db.name, "username": db.username}
+        _, op = await self.start(site, "delete_site", {}, user, params)
+        return render_json(request, {"operation": op.to_json()}, 202)
+
+    @app.route("/api/v1/sites/<name>/restart", methods=["POST"])
+    async def restart_site(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        _, op = await self.start(site, "restart", {}, user)
+        return render_json(request, {"operation": op.to_json()}, 202)
+
+    @app.route("/api/v1/sites/<name>/repair", methods=["POST"])
+    async def repair_site(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        _, op = await self.start(site, "repair", {}, user)
+        return render_json(request, {"operation": op.to_json()}, 202)
+
+    @app.route("/api/v1/sites/<name>/regenerate-secrets", methods=["POST"])
+    async def regenerate_secrets(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        if site.database is None:
+            raise APIError(409, "no_database", "the site has no database secrets to regenerate")
+        await self.store.set_database(
+            site.id,
+            {
+                "host_id": site.database.host_id,
+                "name": site.database.name,
+                "username": site.database.username,
+                "password": secrets.token_urlsafe(24),
+            },
+        )
+        _, op = await self.start(site, "regenerate_secrets", {}, user)
+        return render_json(request, {"operation": op.to_json()}, 202)
+
+    @app.route("/api/v1/sites/<name>/status", methods=["GET"])
+    async def site_status(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        try:
+            status = await self.orchestrator.json("GET", f"/v1/sites/{site.id}", timeout=10)
+        except ComponentCallError as e:
+            if e.status == 404:
+                status = {"running": False, "starting": False, "error": "not deployed yet"}
+            else:
+                raise
+        return render_json(request, status)
+
+    # -- domains -------------------------------------------------------------------------------
+
+    @app.route("/api/v1/sites/<name>/domains", methods=["POST"])
+    async def add_domain(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        body = read_object(request, {"domain"})
+        domain = body.get("domain")
+        if not isinstance(domain, str):
+            raise ValidationError("domain", "a domain name like www.example.org")
+        try:
+            domain = domain.strip().lower().encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValidationError("domain", "not a valid domain name") from None
+        if not DOMAIN.match(domain):
+            raise ValidationError("domain", "not a valid domain name")
+        if domain == self.sites_domain or domain.endswith("." + self.sites_domain):
+            raise ValidationError("domain", f"{self.sites_domain} names are not custom domains")
+        if domain in site.domains:
+            raise Conflict("domain_exists", f"{domain} is already on this site")
+        if len(site.domains) >= 10:
+            raise ValidationError("domain", "at most 10 custom domains per site")
+        updated, op = await self.start(
+            site, "set_domains", {}, user, domains=[*site.domains, domain]
+        )
+        return render_json(
+            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
+        )
+
+    @app.route("/api/v1/sites/<name>/domains/<domain>", methods=["DELETE"])
+    async def delete_domain(self, request: IRequest, name: str, domain: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        if domain not in site.domains:
+            raise not_found("the site has no such domain")
+        updated, op = await self.start(
+            site, "set_domains", {}, user, domains=[d for d in site.domains if d != domain]
+        )
+        return render_json(
+            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
+        )
+
+    # -- database ------------------------------------------------------------------------------
+
+    @app.route("/api/v1/sites/<name>/database", methods=["POST"])
+    async def create_database(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        body = read_object(request, {"type"})
+        kind = models.validate_choice("type", body.get("type"), ("postgres", "mysql"))
+        if site.database is not None:
+            raise Conflict("database_exists", "the site already has a database; delete it first")
+        host = await self.store.database_host(kind=kind)
+        if host is None:
+            raise APIError(
+                409, "no_database_host", f"no {kind} server is configured; ask an administrator"
+            )
+        identifier = f"site_{site.id}"
+        await self.store.set_database(
+            site.id,
+            {
+                "host_id": host["id"],
+                "name": identifier,
+                "username": identifier,
+                "password": secrets.token_urlsafe(24),
+            },
+        )
+        updated, op = await self.start(site, "create_database", {}, user)
+        return render_json(
+            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
+        )
+
+    @app.route("/api/v1/sites/<name>/database", methods=["GET"])
+    async def get_database(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        if site.database is None:
+            raise not_found("the site has no database")
+        return render_json(request, site.database.to_json(show_password=True))
+
+    @app.route("/api/v1/sites/<name>/database", methods=["DELETE"])
+    async def delete_database(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        db = site.database
+        if db is None:
+            raise not_found("the site has no database")
+        params = {"database": {"host_id": db.host_id, "name": db.name, "username": db.username}}
+        await self.store.set_database(site.id, None)
+        updated, op = await self.start(site, "delete_database", {}, user, params)
+        return render_json(
+            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
+        )
+
+    @app.route("/api/v1/sites/<name>/database/query", methods=["POST"])
+    async def query_database(self, request: IRequest, name: str) -> bytes:
+        user = await self.user(request, write=True)
+        site = await self.site_for(user, name)
+        db = site.database
+        if db is None:
+            raise not_found("the site has no database")
+        body = read_object(request, {"sql"})
+        sql = body.get("sql")
+        if not isinstance(sql, str) or not sql.strip() or len(sql) > 100_000:
+            raise ValidationError("sql", "one SQL statement")
+        host = await self.store.database_host(host_id=db.host_id)
+        assert host is not None
+        result = await self.orchestrator.json(
+            "POST",
+            "/v1/databases/query",
+            json={
+                "host": {
+                    k: host[k]
+                    for k in (
+                        "kind",
+                        "admin_host",
+                        "admin_port",
+                        "admin_user",
+                        "admin_password",
+                        "container_host",
+                        "container_port",
+                    )
+                },
+                "name": db.name,
+                "username": db.username,
+                "password": db.password,
+                "sql": sql,
+                "timeout": 10,
+                "max_rows": 1000,
+            },
+            timeout=30,
+        )
+        return render_json(request, result)
+
+    # -- files (relayed to the orchestrator) -----------------------------------------------------
+
+    def _files_path(self, site: Site, path: str) -> str:
+        return f"/v1/sites/{site.id}/files/" + quote(path, safe="/")
+
+    @staticmethod
+    def _path_after(request: Any, name: str) -> str:
+        from urllib.parse import unquote_to_bytes
+
+        prefix = f"/api/v1/sites/{name}/files".encode()
+        raw: bytes = request.path
+        rest = raw[len(prefix) :].lstrip(b"/") if raw.startswith(prefix) else b""
+        try:
+            return unquote_to_bytes(rest).decode("utf-8")
+        except UnicodeDecodeError:
+            raise APIError(400, "bad_path", "paths must be UTF-8") from None
+
+    async def _relay(
+        self,
+        request: Any,
+        method: str,
+        target: str,
+        data: bytes | None = None,
+        json_body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> bytes:
+        response: Any = await self.orchestrator.request(
+            method, target, data=data, json=json_body, params=params, timeout=300
+        )
+        body: bytes = await response.content()
+        request.setResponseCode(response.code)
+        for header in (b"content-type", b"content-disposition"):
+            values = response.headers.getRawHeaders(header)
+            if values:
+                request.setHeader(header, values[0])
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+    @app.route("/api/v1/sites/<name>/files/", methods=["GET"], branch=True)
+    async def get_file(self, request: Any, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        path = self._path_after(request, name)
+        params = {"zip": "1"} if (request.args.get(b"zip") or [b""])[0] == b"1" else None
+        return await self._relay(request, "GET", self._files_path(site, path), params=params)
+
+    @app.route("/api/v1/sites/<name>/files/", methods=["PUT"], branch=True)
+    async def put_file(self, request: Any, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        path = self._path_after(request, name)
+        length = request.getHeader(b"content-length")
+        if length and length.isdigit() and int(length) > MAX_UPLOAD:
+            raise APIError(413, "too_large", f"uploads are limited to {MAX_UPLOAD} bytes")
+        data = request.content.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise APIError(413, "too_large", f"uploads are limited to {MAX_UPLOAD} bytes")
+        params = {}
+        for key in (b"mode", b"exclusive"):
+            if request.args.get(key):
+                params[key.decode()] = request.args[key][0].decode("utf-8", "replace")
+        target = self._files_path(site, path) + ("/" if request.path.endswith(b"/") else "")
+        return await self._relay(request, "PUT", target, data=data, params=params or None)
+
+    @app.route("/api/v1/sites/<name>/files/", methods=["PATCH"], branch=True)
+    async def patch_file(self, request: Any, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        body = read_object(request, {"mode", "move_to"})
+        return await self._relay(
+            request,
+            "PATCH",
+            self._files_path(site, self._path_after(request, name)),
+            json_body=body,
+        )
+
+    @app.route("/api/v1/sites/<name>/files/", methods=["DELETE"], branch=True)
+    async def delete_file(self, request: Any, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        params = (
+            {"recursive": "1"} if (request.args.get(b"recursive") or [b""])[0] == b"1" else None
+        )
+        return await self._relay(
+            request,
+            "DELETE",
+            self._files_path(site, self._path_after(request, name)),
+            params=params,
+        )
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    @app.route("/api/v1/sites/<name>/logs", methods=["GET"])
+    async def logs(self, request: Any, name: str) -> bytes:
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        raw = (request.args.get(b"tail") or [b"100"])[0]
+        if not raw.isdigit() or not 1 <= int(raw) <= 5000:
+            raise APIError(400, "bad_tail", "tail must be a number from 1 to 5000")
+        if site.type != "dynamic":
+            return render_json(request, {"lines": []})
+        url = "ws" + self.orchestrator_url[4:] + f"/ws/sites/{site.id}/logs?tail={int(raw)}"
+        proto = await connect_websocket(self._reactor, self.signer, "orchestrator", url, timeout=10)
+        lines: list[str] = []
+        from twisted.internet.defer import TimeoutError as Timeout
+
+        try:
+            while len(lines) < int(raw):
+                message = await proto.next_message(0.5 if lines else 3)
+                lines.append(json.loads(message)["line"])
+        except Timeout:
+            pass
+        finally:
+            proto.sendClose(1000)
+        return render_json(request, {"lines": lines})
+
+    # -- operations ------------------------------------------------------------------------------
+
+    @app.route("/api/v1/operations/<int:op_id>", methods=["GET"])
+    async def get_operation(self, request: IRequest, op_id: int) -> bytes:
+        user = await self.user(request)
+        try:
+            op = await self.store.get_operation(op_id)
+        except NotFound:
+            raise not_found("no such operation") from None
+        if not user.is_admin:
+            site = await self.store.get_site(op.site_name) if op.site_name else None
+            if site is None or user.username not in site.members:
+                raise not_found("no such operation")
+        return render_json(request, op.to_json())
+
+    @app.route("/api/v1/operations", methods=["GET"])
+    async def list_operations(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        ops = await self.store.list_operations(failed_first=True)
+        return render_json(request, {"operations": [o.to_json() for o in ops]})
+
+    @app.route("/api/v1/operations/<int:op_id>/retry", methods=["POST"])
+    async def retry_operation(self, request: IRequest, op_id: int) -> bytes:
+        user = await self.user(request)
+        try:
+            op = await self.store.get_operation(op_id)
+        except NotFound:
+            raise not_found("no such operation") from None
+        if not user.is_admin:
+            site = await self.store.get_site(op.site_name) if op.site_name else None
+            if site is None or user.username not in site.members:
+                raise not_found("no such operation")
+            if op.type not in ("set_image", "create_database", "restart", "set_domains"):
+                raise APIError(403, "forbidden", "ask an administrator to retry this operation")
+        retried = await self.store.retry_operation(op_id)
+        await self.store.audit(user, "retry_operation", op.site_name, {"operation": op_id})
+        self.engine.wake()
+        return render_json(request, retried.to_json(), 202)
+
+    # -- users (admins) ------------------------------------------------------------------------
+
+    @app.route("/api/v1/users", methods=["GET"])
+    async def list_users(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        if not user.is_teacher:
+            raise APIError(403, "forbidden", "only teachers and administrators list users")
+        return render_json(request, {"users": [u.to_json() for u in await self.store.list_users()]})
+
+    @app.route("/api/v1/users", methods=["POST"])
+    async def create_user(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(request, {"username", "role", "password", "full_name", "email"})
+        username = models.validate_username(body.get("username"))
+        role = models.validate_choice("role", body.get("role", "student"), models.ROLES)
+        password_hash = None
+        if body.get("password") is not None:
+            password_hash = await self.passwords.hash(validate_password(body["password"]))
+        created = await self.store.create_user(
+            username,
+            role,
+            password_hash,
+            str(body.get("full_name", ""))[:200],
+            str(body.get("email", ""))[:254],
+        )
+        await self.store.audit(user, "create_user", username, {"role": role})
+        return render_json(request, created.to_json(), 201)
+
+    @app.route("/api/v1/users/<username>", methods=["PATCH"])
+    async def patch_user(self, request: IRequest, username: str) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(request, {"role", "is_active", "password"})
+        values: dict[str, Any] = {}
+        if "role" in body:
+            values["role"] = models.validate_choice("role", body["role"], models.ROLES)
+        if "is_active" in body:
+            if not isinstance(body["is_active"], bool):
+                raise ValidationError("is_active", "true or false")
+            values["is_active"] = body["is_active"]
+        if "password" in body:
+            values["password_hash"] = await self.passwords.hash(validate_password(body["password"]))
+        if not values:
+            raise APIError(400, "nothing_to_change", "send role, is_active or password")
+        updated = await self.store.update_user(username, **values)
+        await self.store.audit(
+            user, "edit_user", username, {k: v for k, v in values.items() if k != "password_hash"}
+        )
+        return render_json(request, updated.to_json())
+
+    # -- catalogue, database hosts, audit (admins) -----------------------------------------------
+
+    @app.route("/api/v1/images", methods=["GET"])
+    async def list_images(self, request: IRequest) -> bytes:
+        await self.user(request)
+        return render_json(request, {"images": await self.store.list_images()})
+
+    @app.route("/api/v1/images", methods=["PUT"])
+    async def put_image(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(
+            request, {"name", "friendly_name", "description", "setup_command", "is_default"}
+        )
+        name = body.get("name")
+        if not isinstance(name, str) or not re.fullmatch(
+            r"[a-z0-9][a-z0-9._/-]{0,100}:[A-Za-z0-9._-]{1,60}", name
+        ):
+            raise ValidationError("name", "a local image reference like director/python:3")
+        await self.store.put_image(
+            name,
+            str(body.get("friendly_name", name))[:100],
+            str(body.get("description", "")),
+            body.get("setup_command"),
+            bool(body.get("is_default", False)),
+        )
+        await self.store.audit(user, "put_image", name, {})
+        return render_json(request, {"images": await self.store.list_images()})
+
+    @app.route("/api/v1/database-hosts", methods=["GET"])
+    async def list_database_hosts(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        hosts = await self.store.list_database_hosts()
+        for host in hosts:
+            host["admin_password"] = None
+        return render_json(request, {"hosts": hosts})
+
+    @app.route("/api/v1/database-hosts", methods=["PUT"])
+    async def put_database_host(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(
+            request,
+            {
+                "kind",
+                "admin_host",
+                "admin_port",
+                "admin_user",
+                "admin_password",
+                "container_host",
+                "container_port",
+            },
+        )
+        kind = models.validate_choice("kind", body.get("kind"), ("postgres", "mysql"))
+        try:
+            host_id = await self.store.put_database_host(
+                kind,
+                str(body["admin_host"]),
+                int(body["admin_port"]),
+                str(body["admin_user"]),
+                str(body["admin_password"]),
+                body.get("container_host"),
+                int(body["container_port"]) if body.get("container_port") else None,
+            )
+        except (KeyError, ValueError, TypeError):
+            raise ValidationError(
+                "host", "admin_host, admin_port, admin_user, admin_password are required"
+            ) from None
+        await self.store.audit(user, "put_database_host", f"{kind}:{body['admin_host']}", {})
+        return render_json(request, {"id": host_id})
+
+    @app.route("/api/v1/audit", methods=["GET"])
+    async def audit(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        return render_json(request, {"entries": await self.store.list_audit()})
+
+    # -- site requests ---------------------------------------------------------------------------
+
+    @app.route("/api/v1/requests", methods=["GET"])
+    async def list_requests(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        requests_ = await self.store.list_requests(None if user.is_admin else user.id)
+        return render_json(request, {"requests": requests_})
+
+    @app.route("/api/v1/requests", methods=["POST"])
+    async def create_request(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        body = read_object(request, {"name", "activity", "description", "teacher"})
+        name = models.validate_site_name(body.get("name"))
+        activity = body.get("activity")
+        if not isinstance(activity, str) or not 1 <= len(activity) <= 200:
+            raise ValidationError("activity", "the club or activity, 1 to 200 characters")
+        teacher = await self.store.get_user(str(body.get("teacher", "")))
+        if teacher is None or not teacher.is_teacher:
+            raise ValidationError("teacher", "the username of a teacher who sponsors the site")
+        request_id = await self.store.create_request(
+            user.id,
+            teacher.id,
+            name,
+            activity,
+            models.validate_description(body.get("description", "")),
+        )
+        await self.store.audit(user, "request_site", name, {"teacher": teacher.username})
+        return render_json(request, {"id": request_id, "status": "pending-teacher"}, 201)
+
+    @app.route("/api/v1/requests/<int:request_id>/<action>", methods=["POST"])
+    async def act_on_request(self, request: IRequest, request_id: int, action: str) -> bytes:
+        user = await self.user(request)
+        found = [r for r in await self.store.list_requests() if r["id"] == request_id]
+        if not found:
+            raise not_found("no such request")
+        req = found[0]
+        if action in ("approve", "reject") and req["status"] == "pending-teacher":
+            if req["teacher"] != user.username and not user.is_admin:
+                raise not_found("no such request")
+            status = "pending-admin" if action == "approve" else "rejected"
+            await self.store.set_request_status(request_id, status)
+            await self.store.audit(user, f"request_{action}", req["name"], {"id": request_id})
+            return render_json(request, {"id": request_id, "status": status})
+        if action == "create" and req["status"] == "pending-admin":
+            self.require_admin(user)
+            site, op = await self.store.create_site(
+                {
+                    "name": req["name"],
+                    "type": "static",
+                    "purpose": "activity",
+                    "availability": "enabled",
+                    "description": req["description"],
+                    "image": await self.store.default_image() or FALLBACK_IMAGE,
+                    "packages": [],
+                    "limits": dict(models.DEFAULT_LIMITS),
+                },
+                [req["requester"], req["teacher"]],
+                ("create_site", OPERATIONS["create_site"]),
+                user.id,
+            )
+            await self.store.set_request_status(request_id, "created", site.id)
+            await self.store.audit(user, "create_site_from_request", site.name, {"id": request_id})
+            self.engine.wake()
+            return render_json(
+                request, {"site": self.site_json(site, user), "operation": op.to_json()}, 202
+            )
+        if action == "reject" and req["status"] == "pending-admin" and user.is_admin:
+            await self.store.set_request_status(request_id, "rejected")
+            return render_json(request, {"id": request_id, "status": "rejected"})
+        raise APIError(409, "bad_state", f"cannot {action} a request that is {req['status']}")
+
+
+def parse_public_key(line: object) -> tuple[str, str, str]:
+    """(SHA256 fingerprint, comment, normalised line) of an OpenSSH public key line."""
+    from twisted.conch.ssh.keys import BadKeyError, Key
+
+    if not isinstance(line, str) or len(line) > 16384:
+        raise ValidationError("public_key", "an OpenSSH public key line (ssh-ed25519 AAAA...)")
+    parts = line.strip().split(None, 2)
+    if len(parts) < 2:
+        raise ValidationError("public_key", "an OpenSSH public key line (ssh-ed25519 AAAA...)")
+    try:
+        key = Key.fromString(" ".join(parts[:2]).encode())
+    except (BadKeyError, ValueError):
+        raise ValidationError("public_key", "not a valid OpenSSH public key") from None
+    if not key.isPublic() or key.type() not in ("Ed25519", "RSA", "EC"):
+        raise ValidationError("public_key", "use an ed25519, ECDSA or RSA public key")
+    if key.type() == "RSA" and key.size() < 2048:
+        raise ValidationError("public_key", "RSA keys must have at least 2048 bits")
+    comment = parts[2][:200] if len(parts) > 2 else ""
+    fingerprint = key.fingerprint(format="sha256-base64")
+    return str(fingerprint), comment, " ".join(parts[:2])
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in values.items()
+        if isinstance(v, str | int | float | bool | list | dict | None)
+    }
+
+
+Handler = Callable[..., Deferred[bytes]]

@@ -1,0 +1,273 @@
+"""
+The manager's domain: users, sites and operations as plain values, and the rules for names,
+roles and limits. No I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+ROLES = ("student", "teacher", "admin")
+SITE_TYPES = ("static", "dynamic")
+PURPOSES = ("personal", "project", "activity", "other")
+AVAILABILITY = ("enabled", "not-served", "disabled")
+SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])$")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,62}$")
+# Names that would be confusing or collide with infrastructure hosts.
+RESERVED_SITE_NAMES = frozenset(
+    {
+        "admin", "api", "app", "assets", "auth", "cdn", "dashboard", "director", "docs",
+        "ftp", "help", "imap", "login", "mail", "manager", "media", "ns1", "ns2",
+        "orchestrator", "pop", "router", "shell", "smtp", "ssh", "static", "status",
+        "support", "test", "user", "users", "webmail", "www",
+    }
+)  # fmt: skip
+
+DEFAULT_LIMITS = {"cpus": 0.6, "memory_mb": 100, "pids": 256, "client_max_body_size": "1m"}
+
+
+class ValidationError(ValueError):
+    """Bad input from a client; names the field and says what is expected."""
+
+    def __init__(self, field_name: str, message: str, code: str = "invalid") -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = f"{field_name}: {message}"
+        self.code = code
+
+
+def validate_site_name(name: object) -> str:
+    if not isinstance(name, str) or not SITE_NAME.match(name):
+        raise ValidationError(
+            "name",
+            "2-32 characters of a-z, 0-9 and -, not starting or ending with -",
+        )
+    if name in RESERVED_SITE_NAMES:
+        raise ValidationError("name", f"{name!r} is reserved; choose another name")
+    return name
+
+
+def validate_username(name: object) -> str:
+    if not isinstance(name, str) or not USERNAME.match(name):
+        raise ValidationError("username", "1-32 characters of a-z, 0-9, '.', '_' and '-'")
+    return name
+
+
+def validate_choice(field_name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValidationError(field_name, f"expected one of {', '.join(choices)}")
+    assert isinstance(value, str)
+    return value
+
+
+def validate_description(value: object) -> str:
+    if not isinstance(value, str) or len(value) > 2000 or "\x00" in value:
+        raise ValidationError("description", "text of at most 2000 characters")
+    return value
+
+
+def validate_packages(value: object) -> list[str]:
+    if not isinstance(value, list) or len(value) > 100:
+        raise ValidationError("packages", "a list of at most 100 Debian package names")
+    for package in value:
+        if not isinstance(package, str) or not PACKAGE.match(package):
+            raise ValidationError("packages", f"not a Debian package name: {str(package)[:70]!r}")
+    return sorted(set(value))
+
+
+def validate_limits(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError("limits", "an object of cpus, memory_mb, pids, client_max_body_size")
+    limits = dict(DEFAULT_LIMITS)
+    ranges = {"cpus": (0.05, 16.0), "memory_mb": (32, 16384), "pids": (32, 8192)}
+    for key, item in value.items():
+        if key in ranges:
+            low, high = ranges[key]
+            if (
+                not isinstance(item, int | float)
+                or isinstance(item, bool)
+                or not (low <= item <= high)
+            ):
+                raise ValidationError(f"limits.{key}", f"a number from {low} to {high}")
+            limits[key] = int(item) if key != "cpus" else float(item)
+        elif key == "client_max_body_size":
+            if not isinstance(item, str) or not re.fullmatch(r"[0-9]{1,4}[km]?", item):
+                raise ValidationError(f"limits.{key}", "a size like 1m or 512k")
+            limits[key] = item
+        else:
+            raise ValidationError(f"limits.{key}", "unknown limit")
+    return limits
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    role: str
+    is_active: bool = True
+    accepted_guidelines: bool = False
+    full_name: str = ""
+    email: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_teacher(self) -> bool:
+        return self.role in ("teacher", "admin")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "role": self.role,
+            "is_active": self.is_active,
+            "accepted_guidelines": self.accepted_guidelines,
+            "full_name": self.full_name,
+            "email": self.email,
+        }
+
+
+@dataclass(frozen=True)
+class Database:
+    kind: str
+    name: str
+    username: str
+    password: str
+    host: str
+    port: int
+    host_id: int
+
+    def url(self) -> str:
+        from urllib.parse import quote
+
+        scheme = "postgresql" if self.kind == "postgres" else "mysql"
+        user, password = quote(self.username, safe=""), quote(self.password, safe="")
+        return f"{scheme}://{user}:{password}@{self.host}:{self.port}/{self.name}"
+
+    def to_json(self, show_password: bool = False) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "name": self.name,
+            "username": self.username,
+            "password": self.password if show_password else None,
+            "host": self.host,
+            "port": self.port,
+            "url": self.url() if show_password else None,
+        }
+
+
+@dataclass(frozen=True)
+class Site:
+    id: int
+    name: str
+    type: str
+    purpose: str
+    availability: str
+    description: str
+    image: str
+    image_tag: str | None
+    packages: tuple[str, ...]
+    limits: dict[str, Any]
+    members: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    database: Database | None = None
+    admin_comments: str = ""
+    created_at: datetime | None = None
+
+    def url(self, sites_domain: str, scheme: str = "http") -> str:
+        return f"{scheme}://{self.name}.{sites_domain}/"
+
+    @property
+    def running_image(self) -> str:
+        return self.image_tag or self.image
+
+    def orchestrator_spec(self) -> dict[str, Any]:
+        """What the orchestrator needs to run and serve this site."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "availability": self.availability,
+            "image": self.running_image,
+            "env": self.database_env(),
+            "limits": self.limits,
+            "custom_domains": list(self.domains),
+            "primary_url": f"https://{self.domains[0]}" if self.domains else None,
+        }
+
+    def database_env(self) -> dict[str, str]:
+        db = self.database
+        if db is None:
+            return {}
+        url = db.url()
+        return {
+            "DIRECTOR_DATABASE_URL": url,
+            "DATABASE_URL": url,
+            "DIRECTOR_DATABASE_TYPE": db.kind,
+            "DIRECTOR_DATABASE_HOST": db.host,
+            "DIRECTOR_DATABASE_PORT": str(db.port),
+            "DIRECTOR_DATABASE_NAME": db.name,
+            "DIRECTOR_DATABASE_USERNAME": db.username,
+            "DIRECTOR_DATABASE_PASSWORD": db.password,
+        }
+
+    def to_json(self, sites_domain: str, show_secrets: bool = False) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": self.type,
+            "purpose": self.purpose,
+            "availability": self.availability,
+            "description": self.description,
+            "url": self.url(sites_domain),
+            "image": self.image,
+            "packages": list(self.packages),
+            "limits": self.limits,
+            "members": list(self.members),
+            "domains": list(self.domains),
+            "database": self.database.to_json(show_secrets) if self.database else None,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class Action:
+    position: int
+    name: str
+    status: str
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: int
+    site_id: int | None
+    site_name: str
+    type: str
+    status: str
+    params: dict[str, Any]
+    error: str | None
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "site": self.site_name,
+            "type": self.type,
+            "status": self.status,
+            "error": self.error,
+            "actions": [a.to_json() for a in self.actions],
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }

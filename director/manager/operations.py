@@ -1,0 +1,353 @@
+"""
+The durable operation engine (replaces the original's Celery tasks).
+
+A change that touches other components is an operation: ordered, idempotent actions stored
+in the database, at most one active per site. Workers claim operations with a lease (several
+manager processes can run), run the actions not yet done, retry transient failures (a
+component briefly down) with backoff, and resume after a restart because the lease of a dead
+worker expires. Progress is published on the event bus for browsers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.web.client import ResponseFailed
+
+from director.common.client import ComponentCallError, ComponentClient
+from director.manager.events import IEventBus
+from director.manager.models import Operation, Site
+from director.manager.store import Store
+
+# Operation types and their actions, in order. Every action is idempotent.
+OPERATIONS: dict[str, list[str]] = {
+    "create_site": ["apply_orchestrator", "apply_router"],
+    "update_site": ["apply_orchestrator", "apply_router"],
+    "rename_site": ["remove_old_router_name", "apply_orchestrator", "apply_router"],
+    "set_domains": ["apply_router", "apply_orchestrator"],
+    "restart": ["restart_process"],
+    "set_image": ["build_image", "apply_orchestrator"],
+    "create_database": ["create_database", "apply_orchestrator"],
+    "delete_database": ["apply_orchestrator", "drop_database"],
+    "regenerate_secrets": ["set_database_password", "apply_orchestrator"],
+    "delete_site": ["remove_router", "remove_orchestrator", "drop_database", "delete_records"],
+    "repair": ["apply_orchestrator", "apply_router"],
+}
+
+TRANSIENT = (ConnectError, ConnectionLost, TimeoutError, ResponseFailed, ConnectionRefusedError)
+
+
+class PermanentError(Exception):
+    """An action failed in a way retrying will not fix (bad input, a misspelt package)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, ComponentCallError):
+        return error.status >= 500 and error.code not in ("nginx",)
+    return isinstance(error, TRANSIENT)
+
+
+class OperationEngine:
+    """Claims and runs operations; C{wake()} makes it look for work at once."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: Store,
+        orchestrator: ComponentClient,
+        router: ComponentClient,
+        bus: IEventBus,
+        sites_domain: str,
+        poll_interval: float = 2.0,
+        lease: float = 60.0,
+        max_attempts: int = 8,
+        backoff: float = 1.0,
+    ) -> None:
+        self._reactor = reactor
+        self._store = store
+        self._orchestrator = orchestrator
+        self._router = router
+        self._bus = bus
+        self._domain = sites_domain
+        self._poll_interval = poll_interval
+        self._lease = lease
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self.worker = f"manager-{secrets.token_hex(6)}"
+        self._loop: LoopingCall | None = None
+        self._busy = False
+        self._again = False
+        self._actions: dict[str, Callable[[Operation, Site | None], Awaitable[str]]] = {
+            "apply_orchestrator": self._apply_orchestrator,
+            "apply_router": self._apply_router,
+            "remove_old_router_name": self._remove_old_router_name,
+            "restart_process": self._restart_process,
+            "build_image": self._build_image,
+            "create_database": self._create_database,
+            "drop_database": self._drop_database,
+            "set_database_password": self._set_database_password,
+            "remove_router": self._remove_router,
+            "remove_orchestrator": self._remove_orchestrator,
+            "delete_records": self._delete_records,
+        }
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = LoopingCall(self.wake)
+        self._loop.clock = self._reactor
+        self._loop.start(self._poll_interval, now=True).addErrback(
+            lambda f: self.log.failure("operation loop stopped", f)
+        )
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def wake(self) -> None:
+        """Look for work now (called after an operation is created, and periodically)."""
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        d = Deferred.fromCoroutine(self._drain())
+        d.addErrback(lambda f: self.log.failure("running operations", f))
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                self._again = False
+                op = await self._store.claim_operation(
+                    self.worker, self._reactor.seconds(), self._lease
+                )
+                if op is None:
+                    if not self._again:
+                        return
+                    continue
+                await self.run(op)
+        finally:
+            self._busy = False
+
+    async def run(self, op: Operation) -> None:
+        """Run the claimed operation's remaining actions."""
+        await self._publish(op)
+        site = await self._store.get_site_by_id(op.site_id) if op.site_id is not None else None
+        for action in op.actions:
+            if action.status == "succeeded":
+                continue
+            await self._store.set_action(op.id, action.position, "running")
+            await self._publish_by_id(op.id)
+            renew = LoopingCall(self._renew, op.id)
+            renew.clock = self._reactor
+            renew.start(self._lease / 3, now=False).addErrback(
+                lambda f: self.log.failure("renewing a lease", f)
+            )
+            try:
+                handler = self._actions[action.name]
+                message = await handler(op, site)
+            except Exception as e:
+                if renew.running:
+                    renew.stop()
+                reason = _describe(e)
+                if is_transient(e) and op.attempts + 1 < self._max_attempts:
+                    delay = min(self._backoff * 2**op.attempts, 300)
+                    await self._store.set_action(
+                        op.id, action.position, "pending", f"retrying in {delay:.0f}s: {reason}"
+                    )
+                    released = await self._store.release_operation(
+                        op.id, "pending", None, self._reactor.seconds() + delay
+                    )
+                    self.log.warn(
+                        "operation {id} ({type}) will retry: {reason}",
+                        id=op.id,
+                        type=op.type,
+                        reason=reason,
+                    )
+                    self._reactor.callLater(delay + 0.01, self.wake)
+                    await self._publish(released)
+                    return
+                await self._store.set_action(op.id, action.position, "failed", reason)
+                failed = await self._store.release_operation(op.id, "failed", reason)
+                self.log.error(
+                    "operation {id} ({type}) failed: {reason}",
+                    id=op.id,
+                    type=op.type,
+                    reason=reason,
+                )
+                await self._publish(failed)
+                return
+            if renew.running:
+                renew.stop()
+            await self._store.set_action(op.id, action.position, "succeeded", message)
+            if op.site_id is not None and action.name != "delete_records":
+                site = await self._store.get_site_by_id(op.site_id)
+        done = await self._store.release_operation(op.id, "succeeded")
+        await self._publish(done)
+
+    async def _renew(self, op_id: int) -> None:
+        await self._store.renew_lease(op_id, self.worker, self._reactor.seconds() + self._lease)
+
+    async def _publish_by_id(self, op_id: int) -> None:
+        await self._publish(await self._store.get_operation(op_id))
+
+    async def _publish(self, op: Operation) -> None:
+        try:
+            message = {"type": "operation", "operation": op.to_json()}
+            await self._bus.publish(f"site:{op.site_name}", message)
+            await self._bus.publish(f"operation:{op.id}", message)
+        except Exception:
+            self.log.failure("publishing operation progress")
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _site(self, site: Site | None) -> Site:
+        if site is None:
+            raise PermanentError("the site no longer exists")
+        return site
+
+    async def _apply_orchestrator(self, op: Operation, site: Site | None) -> str:
+        site = self._site(site)
+        status = await self._orchestrator.json(
+            "PUT", f"/v1/sites/{site.id}", json=site.orchestrator_spec(), timeout=180
+        )
+        return "running" if status.get("upstream") else "configured"
+
+    async def _apply_router(self, op: Operation, site: Site | None) -> str:
+        site = self._site(site)
+        await self._router.json(
+            "PUT",
+            f"/v1/sites/{site.name}",
+            json={
+                "domains": list(site.domains),
+                "max_body_size": site.limits["client_max_body_size"],
+            },
+        )
+        return f"{len(site.domains)} custom domain(s)"
+
+    async def _remove_old_router_name(self, op: Operation, site: Site | None) -> str:
+        old = op.params.get("old_name")
+        if old:
+            await self._router.json("DELETE", f"/v1/sites/{old}")
+        return f"removed {old}"
+
+    async def _restart_process(self, op: Operation, site: Site | None) -> str:
+        site = self._site(site)
+        await self._orchestrator.json("POST", f"/v1/sites/{site.id}/restart", timeout=180)
+        return "restarted"
+
+    async def _build_image(self, op: Operation, site: Site | None) -> str:
+        site = self._site(site)
+        if not site.packages:
+            await self._store.update_site(site.id, {"image_tag": None})
+            return "no extra packages: using the catalogue image"
+        tag = f"director/site-{site.id}:{op.id}"
+        try:
+            await self._orchestrator.json(
+                "POST",
+                "/v1/images/build",
+                json={"tag": tag, "parent": site.image, "packages": list(site.packages)},
+                timeout=1800,
+            )
+        except ComponentCallError as e:
+            if e.status == 422:
+                raise PermanentError(
+                    f"the image could not be built (check the package names): {e.detail}"
+                ) from None
+            raise
+        await self._store.update_site(site.id, {"image_tag": tag})
+        return f"built {tag}"
+
+    async def _database_host(self, host_id: int) -> dict[str, Any]:
+        host = await self._store.database_host(host_id=host_id)
+        if host is None:
+            raise PermanentError("the database host is gone")
+        return {
+            k: host[k]
+            for k in (
+                "kind",
+                "admin_host",
+                "admin_port",
+                "admin_user",
+                "admin_password",
+                "container_host",
+                "container_port",
+            )
+        }
+
+    async def _create_database(self, op: Operation, site: Site | None) -> str:
+        site = self._site(site)
+        db = site.database
+        if db is None:
+            raise PermanentError("the site has no database to create")
+        await self._orchestrator.json(
+            "PUT",
+            "/v1/databases",
+            json={
+                "host": await self._database_host(db.host_id),
+                "name": db.name,
+                "username": db.username,
+                "password": db.password,
+            },
+        )
+        return f"{db.kind} database {db.name}"
+
+    async def _set_database_password(self, op: Operation, site: Site | None) -> str:
+        return await self._create_database(op, site)
+
+    async def _drop_database(self, op: Operation, site: Site | None) -> str:
+        db = op.params.get("database")
+        if not db:
+            return "no database"
+        await self._orchestrator.json(
+            "POST",
+            "/v1/databases/delete",
+            json={
+                "host": await self._database_host(db["host_id"]),
+                "name": db["name"],
+                "username": db["username"],
+                "password": "",
+            },
+        )
+        return f"dropped {db['name']}"
+
+    async def _remove_router(self, op: Operation, site: Site | None) -> str:
+        name = op.params.get("name") or op.site_name
+        await self._router.json("DELETE", f"/v1/sites/{name}")
+        return "removed from the router"
+
+    async def _remove_orchestrator(self, op: Operation, site: Site | None) -> str:
+        purge = "1" if op.params.get("purge_files", True) else "0"
+        await self._orchestrator.json(
+            "DELETE", f"/v1/sites/{op.site_id}", params={"purge": purge}, timeout=180
+        )
+        return "service, nginx config" + (" and files removed" if purge == "1" else " removed")
+
+    async def _delete_records(self, op: Operation, site: Site | None) -> str:
+        if op.site_id is not None:
+            await self._store.delete_site_rows(op.site_id)
+        return "deleted"
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ComponentCallError):
+        return f"{error.code}: {error.detail}"
+    return str(error) or error.__class__.__name__
+
+
+async def wait_for(reactor: Any, store: Store, op_id: int, timeout: float = 300) -> Operation:
+    """Poll an operation until it finishes (for the CLI and tests)."""
+    waited = 0.0
+    while True:
+        op = await store.get_operation(op_id)
+        if op.status in ("succeeded", "failed") or waited >= timeout:
+            return op
+        await deferLater(reactor, 0.1, lambda: None)
+        waited += 0.1

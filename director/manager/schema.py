@@ -1,0 +1,226 @@
+"""
+The manager's tables (SQLAlchemy Core). Changes to this file need an Alembic migration in
+director/manager/migrations/versions/ (tests check that the migrations produce this schema).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("full_name", String(200), nullable=False, default=""),
+    Column("email", String(254), nullable=False, default=""),
+    Column("password_hash", String(200), nullable=True),
+    Column("role", String(16), nullable=False),  # student | teacher | admin
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("accepted_guidelines", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+)
+
+ssh_keys = Table(
+    "ssh_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("fingerprint", String(100), nullable=False),
+    Column("comment", String(200), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("user_id", "fingerprint", name="uq_ssh_keys_user_fingerprint"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),  # the Docker image reference
+    Column("friendly_name", String(100), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("setup_command", Text, nullable=True),  # admin-written, run when building on it
+    Column("is_default", Boolean, nullable=False, default=False),
+    Column("is_public", Boolean, nullable=False, default=True),
+)
+
+sites = Table(
+    "sites",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(32), nullable=False, unique=True),
+    Column("type", String(16), nullable=False),  # static | dynamic
+    Column("purpose", String(16), nullable=False),  # personal | project | activity | other
+    Column("availability", String(16), nullable=False),  # enabled | not-served | disabled
+    Column("description", Text, nullable=False, default=""),
+    Column("image", String(128), nullable=False),
+    Column("image_tag", String(128), nullable=True),  # built custom image, when packages
+    Column("packages", JSON, nullable=False, default=list),
+    Column("cpus", Float, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("pids", Integer, nullable=False),
+    Column("client_max_body_size", String(16), nullable=False),
+    Column("admin_comments", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+site_members = Table(
+    "site_members",
+    metadata,
+    Column("site_id", Integer, ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("site_id", Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    # Unique across all sites, enforced by the database.
+    Column("domain", String(253), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+database_hosts = Table(
+    "database_hosts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # postgres | mysql
+    Column("admin_host", String(253), nullable=False),
+    Column("admin_port", Integer, nullable=False),
+    Column("admin_user", String(100), nullable=False),
+    Column("admin_password", String(256), nullable=False),
+    Column("container_host", String(253), nullable=True),
+    Column("container_port", Integer, nullable=True),
+    UniqueConstraint("kind", "admin_host", "admin_port", name="uq_database_hosts_address"),
+)
+
+databases = Table(
+    "databases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "site_id", Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False, unique=True
+    ),
+    Column("host_id", Integer, ForeignKey("database_hosts.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("password", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+site_requests = Table(
+    "site_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("requester_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("teacher_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("activity", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    # pending-teacher | pending-admin | rejected | created
+    Column("status", String(16), nullable=False),
+    Column("site_id", Integer, ForeignKey("sites.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("site_id", Integer, nullable=True),  # kept after the site is deleted
+    Column("site_name", String(32), nullable=False, default=""),
+    Column("type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | running | succeeded | failed
+    Column("params", JSON, nullable=False, default=dict),
+    Column("error", Text, nullable=True),
+    Column("created_by", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
+    # At most one active operation per site, enforced by the database.
+    Index(
+        "uq_operations_active_site",
+        "site_id",
+        unique=True,
+        sqlite_where=text("status IN ('pending', 'running')"),
+        postgresql_where=text("status IN ('pending', 'running')"),
+    ),
+)
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "operation_id", Integer, ForeignKey("operations.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("position", Integer, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | running | succeeded | failed
+    Column("message", Text, nullable=False, default=""),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("operation_id", "position", name="uq_actions_operation_position"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("user_id", Integer, nullable=True),
+    Column("username", String(32), nullable=False, default=""),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=False, default=""),
+    Column("details", JSON, nullable=False, default=dict),
+)

@@ -1,0 +1,118 @@
+"""
+/shell-server/: what the SSH shell server may ask the manager (signed requests from the
+shell component only, enforced by the guard): is this password or public key right, which
+sites may this user enter, and a single-use token for one user and one site.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from director.common.guard import render_error
+from director.common.tokens import mint
+from director.common.web import render_json
+from director.manager.api import APIError, parse_public_key, read_object
+from director.manager.models import ValidationError
+from director.manager.passwords import Passwords
+from director.manager.store import Store
+
+TOKEN_TTL = 60.0
+
+
+class ShellServerAPI:
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: Store,
+        passwords: Passwords,
+        token_key: Any,
+        orchestrator_url: str,
+    ) -> None:
+        self._reactor = reactor
+        self._store = store
+        self._passwords = passwords
+        self._key = token_key
+        self._ws_base = "ws" + orchestrator_url.rstrip("/")[4:]
+
+    @app.handle_errors(APIError)
+    def _api_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        return render_error(request, e.status, e.code, e.message)
+
+    @app.handle_errors(ValidationError)
+    def _validation_error(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 400, failure.value.code, failure.value.message)
+
+    @app.route("/shell-server/login", methods=["POST"])
+    async def login(self, request: IRequest) -> bytes:
+        body = read_object(request, {"username", "password", "public_key"})
+        username = body.get("username")
+        refused = APIError(401, "bad_credentials", "wrong username, password or key")
+        if not isinstance(username, str) or len(username) > 64:
+            raise refused
+        found = await self._store.password_hash(username)
+        if "password" in body:
+            password = body["password"]
+            ok = (
+                isinstance(password, str)
+                and len(password) <= 256
+                and await self._passwords.check(password, found[1] if found else None)
+            )
+        elif "public_key" in body:
+            try:
+                fingerprint, _, _ = parse_public_key(body["public_key"])
+            except ValidationError:
+                raise refused from None
+            ok = found is not None and await self._store.has_ssh_key(username, fingerprint)
+        else:
+            raise APIError(400, "bad_request", "send a password or a public_key")
+        if not ok or found is None:
+            raise refused
+        user = found[0]
+        if not user.is_active:
+            raise APIError(403, "inactive", "this account is deactivated")
+        sites = await self._store.list_sites(member=username)
+        return render_json(
+            request,
+            {
+                "username": user.username,
+                "sites": [
+                    {"id": s.id, "name": s.name, "type": s.type, "availability": s.availability}
+                    for s in sites
+                ],
+            },
+        )
+
+    @app.route("/shell-server/session", methods=["POST"])
+    async def session(self, request: IRequest) -> bytes:
+        body = read_object(request, {"username", "site"})
+        username, name = body.get("username"), body.get("site")
+        unknown = APIError(404, "unknown_site", "no such site, or you are not a member")
+        if not isinstance(username, str) or not isinstance(name, str) or len(name) > 64:
+            raise unknown
+        user = await self._store.get_user(username)
+        site = await self._store.get_site(name)
+        if user is None or site is None or username not in site.members:
+            raise unknown
+        if not user.is_active:
+            raise APIError(403, "inactive", "this account is deactivated")
+        if site.availability == "disabled":
+            raise APIError(403, "site_disabled", f"{site.name} is disabled")
+        token = mint(self._key, self._reactor, site.id, user.username, TOKEN_TTL)
+        self.log.info("shell session token for {user} on {site}", user=username, site=site.name)
+        return render_json(
+            request,
+            {
+                "site_id": site.id,
+                "site_name": site.name,
+                "token": token,
+                "websocket_url": f"{self._ws_base}/ws/shell-server/{site.id}/ssh-shell",
+            },
+        )

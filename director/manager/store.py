@@ -1,0 +1,1063 @@
+"""
+The manager's database: SQLite under var/ by default, PostgreSQL by config, migrated with
+Alembic. Every query runs in the store's own bounded thread pool, never on the reactor
+thread; each public method is one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from twisted.internet.defer import Deferred
+
+from director.common.threads import Runner
+from director.manager import schema as t
+from director.manager.models import (
+    DEFAULT_LIMITS,
+    Action,
+    Database,
+    Operation,
+    Site,
+    User,
+    ValidationError,
+)
+
+T = TypeVar("T")
+TOKEN_PREFIX = "dir_"  # noqa: S105 (a prefix, not a secret)
+
+
+class Conflict(Exception):
+    """The change conflicts with existing data (a name taken, an operation running)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NotFound(LookupError):
+    """No such object (or the caller may not know it exists)."""
+
+
+def _new_id(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for C{url}; SQLite gets WAL and foreign keys."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, connect_args={"connect_timeout": 10})
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema up to date (blocking; at start-up and from `director init`)."""
+    from alembic import command
+    from alembic.config import Config
+
+    import director.manager.migrations as migrations
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """Typed access to the manager's data; every method returns a Deferred."""
+
+    def __init__(self, engine: Engine, runner: Runner) -> None:
+        self.engine = engine
+        self._runner = runner
+
+    def _tx(self, f: Callable[[Connection], T]) -> Deferred[T]:
+        def run() -> T:
+            with self.engine.begin() as conn:
+                return f(conn)
+
+        return self._runner.run(run)
+
+    # -- users -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _user(row: Any) -> User:
+        return User(
+            id=row.id,
+            username=row.username,
+            role=row.role,
+            is_active=row.is_active,
+            accepted_guidelines=row.accepted_guidelines,
+            full_name=row.full_name,
+            email=row.email,
+        )
+
+    def create_user(
+        self,
+        username: str,
+        role: str,
+        password_hash: str | None = None,
+        full_name: str = "",
+        email: str = "",
+    ) -> Deferred[User]:
+        def create(conn: Connection) -> User:
+            try:
+                result = conn.execute(
+                    insert(t.users).values(
+                        username=username,
+                        role=role,
+                        password_hash=password_hash,
+                        full_name=full_name,
+                        email=email,
+                        is_active=True,
+                        accepted_guidelines=False,
+                        created_at=now(),
+                    )
+                )
+            except IntegrityError:
+                raise Conflict("username_taken", f"user {username} already exists") from None
+            row = conn.execute(select(t.users).where(t.users.c.id == _new_id(result))).one()
+            return self._user(row)
+
+        return self._tx(create)
+
+    def get_user(self, username: str) -> Deferred[User | None]:
+        def get(conn: Connection) -> User | None:
+            row = conn.execute(select(t.users).where(t.users.c.username == username)).first()
+            return self._user(row) if row else None
+
+        return self._tx(get)
+
+    def password_hash(self, username: str) -> Deferred[tuple[User, str | None] | None]:
+        def get(conn: Connection) -> tuple[User, str | None] | None:
+            row = conn.execute(select(t.users).where(t.users.c.username == username)).first()
+            return (self._user(row), row.password_hash) if row else None
+
+        return self._tx(get)
+
+    def list_users(self) -> Deferred[list[User]]:
+        return self._tx(
+            lambda conn: [
+                self._user(r) for r in conn.execute(select(t.users).order_by(t.users.c.username))
+            ]
+        )
+
+    def update_user(self, username: str, **values: Any) -> Deferred[User]:
+        allowed = {
+            "role",
+            "is_active",
+            "accepted_guidelines",
+            "password_hash",
+            "full_name",
+            "email",
+        }
+        if not set(values) <= allowed:
+            raise ValueError(f"cannot update {set(values) - allowed}")
+
+        def change(conn: Connection) -> User:
+            result = conn.execute(
+                update(t.users).where(t.users.c.username == username).values(**values)
+            )
+            if result.rowcount == 0:
+                raise NotFound(username)
+            return self._user(
+                conn.execute(select(t.users).where(t.users.c.username == username)).one()
+            )
+
+        return self._tx(change)
+
+    # -- API tokens and SSH keys ---------------------------------------------------------------
+
+    def create_token(self, user_id: int, name: str) -> Deferred[str]:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+        def create(conn: Connection) -> str:
+            conn.execute(
+                insert(t.api_tokens).values(
+                    user_id=user_id, name=name, token_hash=_hash(token), created_at=now()
+                )
+            )
+            return token
+
+        return self._tx(create)
+
+    def user_for_token(self, token: str) -> Deferred[User | None]:
+        def get(conn: Connection) -> User | None:
+            row = conn.execute(
+                select(t.users)
+                .join(t.api_tokens, t.api_tokens.c.user_id == t.users.c.id)
+                .where(t.api_tokens.c.token_hash == _hash(token))
+            ).first()
+            return self._user(row) if row else None
+
+        return self._tx(get)
+
+    def add_ssh_key(
+        self, user_id: int, public_key: str, fingerprint: str, comment: str
+    ) -> Deferred[None]:
+        def add(conn: Connection) -> None:
+            try:
+                conn.execute(
+                    insert(t.ssh_keys).values(
+                        user_id=user_id,
+                        public_key=public_key,
+                        fingerprint=fingerprint,
+                        comment=comment,
+                        created_at=now(),
+                    )
+                )
+            except IntegrityError:
+                raise Conflict("key_exists", "this key is already registered") from None
+
+        return self._tx(add)
+
+    def ssh_keys(self, user_id: int) -> Deferred[list[dict[str, Any]]]:
+        return self._tx(
+            lambda conn: [
+                {
+                    "id": r.id,
+                    "fingerprint": r.fingerprint,
+                    "comment": r.comment,
+                    "public_key": r.public_key,
+                }
+                for r in conn.execute(select(t.ssh_keys).where(t.ssh_keys.c.user_id == user_id))
+            ]
+        )
+
+    def delete_ssh_key(self, user_id: int, key_id: int) -> Deferred[bool]:
+        return self._tx(
+            lambda conn: (
+                conn.execute(
+                    delete(t.ssh_keys).where(
+                        and_(t.ssh_keys.c.user_id == user_id, t.ssh_keys.c.id == key_id)
+                    )
+                ).rowcount
+                > 0
+            )
+        )
+
+    def has_ssh_key(self, username: str, fingerprint: str) -> Deferred[bool]:
+        return self._tx(
+            lambda conn: (
+                conn.execute(
+                    select(t.ssh_keys.c.id)
+                    .join(t.users, t.users.c.id == t.ssh_keys.c.user_id)
+                    .where(
+                        and_(
+                            t.users.c.username == username, t.ssh_keys.c.fingerprint == fingerprint
+                        )
+                    )
+                ).first()
+                is not None
+            )
+        )
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def create_session(self, user_id: int, lifetime: timedelta) -> Deferred[tuple[str, str]]:
+        session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+
+        def create(conn: Connection) -> tuple[str, str]:
+            conn.execute(
+                insert(t.sessions).values(
+                    id_hash=_hash(session_id),
+                    user_id=user_id,
+                    csrf_token=csrf,
+                    created_at=now(),
+                    expires_at=now() + lifetime,
+                )
+            )
+            return session_id, csrf
+
+        return self._tx(create)
+
+    def session(self, session_id: str) -> Deferred[tuple[User, str] | None]:
+        def get(conn: Connection) -> tuple[User, str] | None:
+            row = conn.execute(
+                select(t.users, t.sessions.c.csrf_token, t.sessions.c.expires_at)
+                .join(t.sessions, t.sessions.c.user_id == t.users.c.id)
+                .where(t.sessions.c.id_hash == _hash(session_id))
+            ).first()
+            if row is None:
+                return None
+            expires = row.expires_at
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=UTC)
+            if expires < now():
+                conn.execute(delete(t.sessions).where(t.sessions.c.id_hash == _hash(session_id)))
+                return None
+            return self._user(row), row.csrf_token
+
+        return self._tx(get)
+
+    def delete_session(self, session_id: str) -> Deferred[None]:
+        def remove(conn: Connection) -> None:
+            conn.execute(delete(t.sessions).where(t.sessions.c.id_hash == _hash(session_id)))
+
+        return self._tx(remove)
+
+    # -- images and database hosts -------------------------------------------------------------
+
+    def list_images(self) -> Deferred[list[dict[str, Any]]]:
+        return self._tx(
+            lambda conn: [
+                dict(r._mapping) for r in conn.execute(select(t.images).order_by(t.images.c.id))
+            ]
+        )
+
+    def put_image(
+        self,
+        name: str,
+        friendly_name: str,
+        description: str = "",
+        setup_command: str | None = None,
+        is_default: bool = False,
+    ) -> Deferred[None]:
+        def put(conn: Connection) -> None:
+            if is_default:
+                conn.execute(update(t.images).values(is_default=False))
+            values = {
+                "friendly_name": friendly_name,
+                "description": description,
+                "setup_command": setup_command,
+                "is_default": is_default,
+            }
+            if (
+                conn.execute(
+                    update(t.images).where(t.images.c.name == name).values(**values)
+                ).rowcount
+                == 0
+            ):
+                conn.execute(insert(t.images).values(name=name, is_public=True, **values))
+
+        return self._tx(put)
+
+    def default_image(self) -> Deferred[str | None]:
+        return self._tx(
+            lambda conn: conn.execute(
+                select(t.images.c.name).where(t.images.c.is_default.is_(True))
+            ).scalar()
+        )
+
+    def put_database_host(
+        self,
+        kind: str,
+        admin_host: str,
+        admin_port: int,
+        admin_user: str,
+        admin_password: str,
+        container_host: str | None,
+        container_port: int | None,
+    ) -> Deferred[int]:
+        def put(conn: Connection) -> int:
+            values = {
+                "admin_user": admin_user,
+                "admin_password": admin_password,
+                "container_host": container_host,
+                "container_port": container_port,
+            }
+            where = and_(
+                t.database_hosts.c.kind == kind,
+                t.database_hosts.c.admin_host == admin_host,
+                t.database_hosts.c.admin_port == admin_port,
+            )
+            row = conn.execute(select(t.database_hosts.c.id).where(where)).first()
+            if row:
+                conn.execute(update(t.database_hosts).where(where).values(**values))
+                return int(row.id)
+            result = conn.execute(
+                insert(t.database_hosts).values(
+                    kind=kind, admin_host=admin_host, admin_port=admin_port, **values
+                )
+            )
+            return _new_id(result)
+
+        return self._tx(put)
+
+    def database_host(
+        self, kind: str | None = None, host_id: int | None = None
+    ) -> Deferred[dict[str, Any] | None]:
+        def get(conn: Connection) -> dict[str, Any] | None:
+            query = select(t.database_hosts)
+            if host_id is not None:
+                query = query.where(t.database_hosts.c.id == host_id)
+            if kind is not None:
+                query = query.where(t.database_hosts.c.kind == kind)
+            row = conn.execute(query.order_by(t.database_hosts.c.id)).first()
+            return dict(row._mapping) if row else None
+
+        return self._tx(get)
+
+    def list_database_hosts(self) -> Deferred[list[dict[str, Any]]]:
+        return self._tx(
+            lambda conn: [
+                dict(r._mapping)
+                for r in conn.execute(select(t.database_hosts).order_by(t.database_hosts.c.id))
+            ]
+        )
+
+    # -- sites -------------------------------------------------------------------------------
+
+    def _load_sites(
+        self, conn: Connection, where: Any = None, limit: int | None = None, offset: int = 0
+    ) -> list[Site]:
+        query = select(t.sites).order_by(t.sites.c.name)
+        if where is not None:
+            query = query.where(where)
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
+        rows = conn.execute(query).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        members: dict[int, list[str]] = {}
+        for m in conn.execute(
+            select(t.site_members.c.site_id, t.users.c.username)
+            .join(t.users, t.users.c.id == t.site_members.c.user_id)
+            .where(t.site_members.c.site_id.in_(ids))
+            .order_by(t.users.c.username)
+        ):
+            members.setdefault(m.site_id, []).append(m.username)
+        domain_map: dict[int, list[str]] = {}
+        for d in conn.execute(
+            select(t.domains).where(t.domains.c.site_id.in_(ids)).order_by(t.domains.c.id)
+        ):
+            domain_map.setdefault(d.site_id, []).append(d.domain)
+        dbs: dict[int, Database] = {}
+        for d in conn.execute(
+            select(
+                t.databases,
+                t.database_hosts.c.kind,
+                t.database_hosts.c.admin_host,
+                t.database_hosts.c.admin_port,
+                t.database_hosts.c.container_host,
+                t.database_hosts.c.container_port,
+            )
+            .join(t.database_hosts, t.database_hosts.c.id == t.databases.c.host_id)
+            .where(t.databases.c.site_id.in_(ids))
+        ):
+            dbs[d.site_id] = Database(
+                kind=d.kind,
+                name=d.name,
+                username=d.username,
+                password=d.password,
+                host=d.container_host or d.admin_host,
+                port=d.container_port or d.admin_port,
+                host_id=d.host_id,
+            )
+        return [
+            Site(
+                id=r.id,
+                name=r.name,
+                type=r.type,
+                purpose=r.purpose,
+                availability=r.availability,
+                description=r.description,
+                image=r.image,
+                image_tag=r.image_tag,
+                packages=tuple(r.packages or ()),
+                limits={
+                    "cpus": r.cpus,
+                    "memory_mb": r.memory_mb,
+                    "pids": r.pids,
+                    "client_max_body_size": r.client_max_body_size,
+                },
+                members=tuple(members.get(r.id, [])),
+                domains=tuple(domain_map.get(r.id, [])),
+                database=dbs.get(r.id),
+                admin_comments=r.admin_comments,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+    def get_site(self, name: str) -> Deferred[Site | None]:
+        def get(conn: Connection) -> Site | None:
+            found = self._load_sites(conn, t.sites.c.name == name)
+            return found[0] if found else None
+
+        return self._tx(get)
+
+    def get_site_by_id(self, site_id: int) -> Deferred[Site | None]:
+        def get(conn: Connection) -> Site | None:
+            found = self._load_sites(conn, t.sites.c.id == site_id)
+            return found[0] if found else None
+
+        return self._tx(get)
+
+    def list_sites(
+        self,
+        member: str | None = None,
+        search: dict[str, str] | None = None,
+        limit: int = 500,
+        offset: int = 0,
+    ) -> Deferred[list[Site]]:
+        """Sites (only C{member}'s when given), filtered by name/user/desc qualifiers."""
+
+        def list_(conn: Connection) -> list[Site]:
+            clauses: list[Any] = []
+            if member is not None:
+                clauses.append(t.sites.c.id.in_(self._member_sites(member)))
+            for key, value in (search or {}).items():
+                pattern = f"%{value.replace('%', '').replace('_', '')}%"
+                if key == "name":
+                    clauses.append(t.sites.c.name.like(pattern))
+                elif key == "desc":
+                    clauses.append(t.sites.c.description.like(pattern))
+                elif key == "user":
+                    clauses.append(t.sites.c.id.in_(self._member_sites(value)))
+                elif key == "any":
+                    clauses.append(
+                        or_(t.sites.c.name.like(pattern), t.sites.c.description.like(pattern))
+                    )
+            return self._load_sites(conn, and_(*clauses) if clauses else None, limit, offset)
+
+        return self._tx(list_)
+
+    @staticmethod
+    def _member_sites(username: str) -> Any:
+        return (
+            select(t.site_members.c.site_id)
+            .join(t.users, t.users.c.id == t.site_members.c.user_id)
+            .where(t.users.c.username == username)
+        )
+
+    def count_sites(self) -> Deferred[int]:
+        return self._tx(
+            lambda conn: int(conn.execute(select(func.count(t.sites.c.id))).scalar() or 0)
+        )
+
+    def is_member(self, site_id: int, username: str) -> Deferred[bool]:
+        return self._tx(
+            lambda conn: (
+                conn.execute(
+                    select(t.site_members.c.site_id)
+                    .join(t.users, t.users.c.id == t.site_members.c.user_id)
+                    .where(
+                        and_(t.site_members.c.site_id == site_id, t.users.c.username == username)
+                    )
+                ).first()
+                is not None
+            )
+        )
+
+    def _user_ids(self, conn: Connection, usernames: list[str]) -> list[int]:
+        rows = conn.execute(
+            select(t.users.c.id, t.users.c.username).where(t.users.c.username.in_(usernames))
+        ).all()
+        missing = sorted(set(usernames) - {r.username for r in rows})
+        if missing:
+            raise ValidationError("users", f"no such user: {missing[0]}")
+        return [r.id for r in rows]
+
+    def create_site(
+        self,
+        fields: dict[str, Any],
+        members: list[str],
+        operation: tuple[str, list[str]],
+        created_by: int | None,
+    ) -> Deferred[tuple[Site, Operation]]:
+        """Insert a site, its members and its create operation together (or nothing)."""
+
+        def create(conn: Connection) -> tuple[Site, Operation]:
+            values = dict(fields)
+            limits = values.pop("limits", DEFAULT_LIMITS)
+            try:
+                result = conn.execute(
+                    insert(t.sites).values(
+                        **values,
+                        cpus=limits["cpus"],
+                        memory_mb=limits["memory_mb"],
+                        pids=limits["pids"],
+                        client_max_body_size=limits["client_max_body_size"],
+                        created_at=now(),
+                    )
+                )
+            except IntegrityError:
+                raise Conflict("name_taken", f"the name {fields['name']} is taken") from None
+            site_id = _new_id(result)
+            for user_id in self._user_ids(conn, members):
+                conn.execute(insert(t.site_members).values(site_id=site_id, user_id=user_id))
+            op = self._create_operation(
+                conn, site_id, fields["name"], operation[0], operation[1], {}, created_by
+            )
+            return self._load_sites(conn, t.sites.c.id == site_id)[0], op
+
+        return self._tx(create)
+
+    def update_site(
+        self,
+        site_id: int,
+        values: dict[str, Any],
+        members: list[str] | None = None,
+        domains: list[str] | None = None,
+        operation: tuple[str, list[str]] | None = None,
+        params: dict[str, Any] | None = None,
+        created_by: int | None = None,
+    ) -> Deferred[tuple[Site, Operation | None]]:
+        """Change a site and start the operation that applies it, atomically."""
+
+        def change(conn: Connection) -> tuple[Site, Operation | None]:
+            current = self._load_sites(conn, t.sites.c.id == site_id)
+            if not current:
+                raise NotFound(site_id)
+            update_values = dict(values)
+            limits = update_values.pop("limits", None)
+            if limits is not None:
+                update_values.update(
+                    cpus=limits["cpus"],
+                    memory_mb=limits["memory_mb"],
+                    pids=limits["pids"],
+                    client_max_body_size=limits["client_max_body_size"],
+                )
+            op = None
+            if operation is not None:
+                op = self._create_operation(
+                    conn,
+                    site_id,
+                    update_values.get("name", current[0].name),
+                    operation[0],
+                    operation[1],
+                    params or {},
+                    created_by,
+                )
+            if update_values:
+                try:
+                    conn.execute(
+                        update(t.sites).where(t.sites.c.id == site_id).values(**update_values)
+                    )
+                except IntegrityError:
+                    raise Conflict("name_taken", "that name is taken") from None
+            if members is not None:
+                ids = self._user_ids(conn, members)
+                conn.execute(delete(t.site_members).where(t.site_members.c.site_id == site_id))
+                for user_id in ids:
+                    conn.execute(insert(t.site_members).values(site_id=site_id, user_id=user_id))
+            if domains is not None:
+                conn.execute(delete(t.domains).where(t.domains.c.site_id == site_id))
+                for domain in domains:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(
+                                insert(t.domains).values(
+                                    site_id=site_id, domain=domain, created_at=now()
+                                )
+                            )
+                    except IntegrityError:
+                        raise Conflict(
+                            "domain_taken", f"{domain} is already used by another site"
+                        ) from None
+            return self._load_sites(conn, t.sites.c.id == site_id)[0], op
+
+        return self._tx(change)
+
+    def set_database(self, site_id: int, database: dict[str, Any] | None) -> Deferred[None]:
+        def set_(conn: Connection) -> None:
+            conn.execute(delete(t.databases).where(t.databases.c.site_id == site_id))
+            if database is not None:
+                conn.execute(
+                    insert(t.databases).values(site_id=site_id, created_at=now(), **database)
+                )
+
+        return self._tx(set_)
+
+    def delete_site_rows(self, site_id: int) -> Deferred[None]:
+        def remove(conn: Connection) -> None:
+            conn.execute(delete(t.sites).where(t.sites.c.id == site_id))
+
+        return self._tx(remove)
+
+    # -- operations ------------------------------------------------------------------------------
+
+    def _create_operation(
+        self,
+        conn: Connection,
+        site_id: int | None,
+        site_name: str,
+        kind: str,
+        action_names: list[str],
+        params: dict[str, Any],
+        created_by: int | None,
+    ) -> Operation:
+        try:
+            with conn.begin_nested():
+                result = conn.execute(
+                    insert(t.operations).values(
+                        site_id=site_id,
+                        site_name=site_name,
+                        type=kind,
+                        status="pending",
+                        params=params,
+                        created_by=created_by,
+                        created_at=now(),
+                        updated_at=now(),
+                        attempts=0,
+                        next_attempt_at=0.0,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(
+                "operation_running",
+                "another operation is still running on this site; wait for it to finish",
+            ) from None
+        op_id = _new_id(result)
+        for position, name in enumerate(action_names):
+            conn.execute(
+                insert(t.actions).values(
+                    operation_id=op_id, position=position, name=name, status="pending", message=""
+                )
+            )
+        return self._operation(conn, op_id)
+
+    def create_operation(
+        self,
+        site_id: int | None,
+        site_name: str,
+        kind: str,
+        action_names: list[str],
+        params: dict[str, Any] | None = None,
+        created_by: int | None = None,
+    ) -> Deferred[Operation]:
+        return self._tx(
+            lambda conn: self._create_operation(
+                conn, site_id, site_name, kind, action_names, params or {}, created_by
+            )
+        )
+
+    def _operation(self, conn: Connection, op_id: int) -> Operation:
+        row = conn.execute(select(t.operations).where(t.operations.c.id == op_id)).first()
+        if row is None:
+            raise NotFound(op_id)
+        actions = tuple(
+            Action(a.position, a.name, a.status, a.message)
+            for a in conn.execute(
+                select(t.actions)
+                .where(t.actions.c.operation_id == op_id)
+                .order_by(t.actions.c.position)
+            )
+        )
+        return Operation(
+            id=row.id,
+            site_id=row.site_id,
+            site_name=row.site_name,
+            type=row.type,
+            status=row.status,
+            params=row.params or {},
+            error=row.error,
+            actions=actions,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            attempts=row.attempts,
+        )
+
+    def get_operation(self, op_id: int) -> Deferred[Operation]:
+        return self._tx(lambda conn: self._operation(conn, op_id))
+
+    def list_operations(
+        self, site_id: int | None = None, failed_first: bool = False, limit: int = 100
+    ) -> Deferred[list[Operation]]:
+        def list_(conn: Connection) -> list[Operation]:
+            query = select(t.operations.c.id)
+            if site_id is not None:
+                query = query.where(t.operations.c.site_id == site_id)
+            order: list[Any] = [t.operations.c.id.desc()]
+            if failed_first:
+                order.insert(0, (t.operations.c.status != "failed"))
+            ids = [r.id for r in conn.execute(query.order_by(*order).limit(limit))]
+            return [self._operation(conn, i) for i in ids]
+
+        return self._tx(list_)
+
+    def active_operation(self, site_id: int) -> Deferred[Operation | None]:
+        def get(conn: Connection) -> Operation | None:
+            row = conn.execute(
+                select(t.operations.c.id).where(
+                    and_(
+                        t.operations.c.site_id == site_id,
+                        t.operations.c.status.in_(("pending", "running")),
+                    )
+                )
+            ).first()
+            return self._operation(conn, row.id) if row else None
+
+        return self._tx(get)
+
+    def claim_operation(
+        self, worker: str, clock_now: float, lease: float
+    ) -> Deferred[Operation | None]:
+        """
+        Claim the oldest runnable operation for C{worker}: pending ones, and running ones
+        whose claimant's lease expired (a manager that died mid-operation). Safe with
+        several managers: the conditional UPDATE succeeds for one claimant only.
+        """
+
+        def claim(conn: Connection) -> Operation | None:
+            candidates = conn.execute(
+                select(t.operations.c.id)
+                .where(
+                    and_(
+                        t.operations.c.status.in_(("pending", "running")),
+                        t.operations.c.next_attempt_at <= clock_now,
+                        or_(
+                            t.operations.c.claimed_by.is_(None),
+                            t.operations.c.lease_until < clock_now,
+                        ),
+                    )
+                )
+                .order_by(t.operations.c.id)
+                .limit(10)
+            ).all()
+            for candidate in candidates:
+                result = conn.execute(
+                    update(t.operations)
+                    .where(
+                        and_(
+                            t.operations.c.id == candidate.id,
+                            or_(
+                                t.operations.c.claimed_by.is_(None),
+                                t.operations.c.lease_until < clock_now,
+                            ),
+                        )
+                    )
+                    .values(
+                        claimed_by=worker,
+                        lease_until=clock_now + lease,
+                        status="running",
+                        updated_at=now(),
+                    )
+                )
+                if result.rowcount == 1:
+                    return self._operation(conn, candidate.id)
+            return None
+
+        return self._tx(claim)
+
+    def renew_lease(self, op_id: int, worker: str, until: float) -> Deferred[bool]:
+        return self._tx(
+            lambda conn: (
+                conn.execute(
+                    update(t.operations)
+                    .where(and_(t.operations.c.id == op_id, t.operations.c.claimed_by == worker))
+                    .values(lease_until=until)
+                ).rowcount
+                == 1
+            )
+        )
+
+    def set_action(
+        self, op_id: int, position: int, status: str, message: str = ""
+    ) -> Deferred[None]:
+        def set_(conn: Connection) -> None:
+            values: dict[str, Any] = {"status": status, "message": message[:2000]}
+            if status == "running":
+                values["started_at"] = now()
+            elif status in ("succeeded", "failed"):
+                values["finished_at"] = now()
+            conn.execute(
+                update(t.actions)
+                .where(and_(t.actions.c.operation_id == op_id, t.actions.c.position == position))
+                .values(**values)
+            )
+            conn.execute(
+                update(t.operations).where(t.operations.c.id == op_id).values(updated_at=now())
+            )
+
+        return self._tx(set_)
+
+    def release_operation(
+        self, op_id: int, status: str, error: str | None = None, retry_at: float | None = None
+    ) -> Deferred[Operation]:
+        """
+        Finish (succeeded/failed) or hand back (pending, to retry at C{retry_at}) an
+        operation this worker claimed.
+        """
+
+        def release(conn: Connection) -> Operation:
+            values: dict[str, Any] = {
+                "status": status,
+                "error": error,
+                "claimed_by": None,
+                "lease_until": None,
+                "updated_at": now(),
+            }
+            if retry_at is not None:
+                values["next_attempt_at"] = retry_at
+                values["attempts"] = t.operations.c.attempts + 1
+            conn.execute(update(t.operations).where(t.operations.c.id == op_id).values(**values))
+            return self._operation(conn, op_id)
+
+        return self._tx(release)
+
+    def retry_operation(self, op_id: int) -> Deferred[Operation]:
+        """Make a failed operation runnable again from its first unfinished action."""
+
+        def retry(conn: Connection) -> Operation:
+            op = self._operation(conn, op_id)
+            if op.status != "failed":
+                raise Conflict("not_failed", "only a failed operation can be retried")
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        update(t.operations)
+                        .where(t.operations.c.id == op_id)
+                        .values(
+                            status="pending",
+                            error=None,
+                            attempts=0,
+                            next_attempt_at=0.0,
+                            updated_at=now(),
+                        )
+                    )
+            except IntegrityError:
+                raise Conflict(
+                    "operation_running", "another operation is running on this site"
+                ) from None
+            conn.execute(
+                update(t.actions)
+                .where(and_(t.actions.c.operation_id == op_id, t.actions.c.status != "succeeded"))
+                .values(status="pending", message="")
+            )
+            return self._operation(conn, op_id)
+
+        return self._tx(retry)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def create_request(
+        self, requester_id: int, teacher_id: int, name: str, activity: str, description: str
+    ) -> Deferred[int]:
+        def create(conn: Connection) -> int:
+            result = conn.execute(
+                insert(t.site_requests).values(
+                    requester_id=requester_id,
+                    teacher_id=teacher_id,
+                    name=name,
+                    activity=activity,
+                    description=description,
+                    status="pending-teacher",
+                    created_at=now(),
+                )
+            )
+            return _new_id(result)
+
+        return self._tx(create)
+
+    def list_requests(self, user_id: int | None = None) -> Deferred[list[dict[str, Any]]]:
+        def list_(conn: Connection) -> list[dict[str, Any]]:
+            requester = t.users.alias("requester")
+            teacher = t.users.alias("teacher")
+            query = (
+                select(
+                    t.site_requests,
+                    requester.c.username.label("requester"),
+                    teacher.c.username.label("teacher"),
+                )
+                .join(requester, requester.c.id == t.site_requests.c.requester_id)
+                .join(teacher, teacher.c.id == t.site_requests.c.teacher_id)
+                .order_by(t.site_requests.c.id.desc())
+            )
+            if user_id is not None:
+                query = query.where(
+                    or_(
+                        t.site_requests.c.requester_id == user_id,
+                        t.site_requests.c.teacher_id == user_id,
+                    )
+                )
+            return [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "activity": r.activity,
+                    "description": r.description,
+                    "status": r.status,
+                    "requester": r.requester,
+                    "teacher": r.teacher,
+                    "site_id": r.site_id,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in conn.execute(query)
+            ]
+
+        return self._tx(list_)
+
+    def set_request_status(
+        self, request_id: int, status: str, site_id: int | None = None
+    ) -> Deferred[None]:
+        def set_(conn: Connection) -> None:
+            values: dict[str, Any] = {"status": status}
+            if site_id is not None:
+                values["site_id"] = site_id
+            if (
+                conn.execute(
+                    update(t.site_requests)
+                    .where(t.site_requests.c.id == request_id)
+                    .values(**values)
+                ).rowcount
+                == 0
+            ):
+                raise NotFound(request_id)
+
+        return self._tx(set_)
+
+    # -- audit -------------------------------------------------------------------------------
+
+    def audit(
+        self, user: User | None, action: str, target: str, details: dict[str, Any]
+    ) -> Deferred[None]:
+        def add(conn: Connection) -> None:
+            conn.execute(
+                insert(t.audit_log).values(
+                    at=now(),
+                    user_id=user.id if user else None,
+                    username=user.username if user else "",
+                    action=action,
+                    target=target,
+                    details=details,
+                )
+            )
+
+        return self._tx(add)
+
+    def list_audit(self, limit: int = 200) -> Deferred[list[dict[str, Any]]]:
+        return self._tx(
+            lambda conn: [
+                {
+                    "at": r.at.isoformat(),
+                    "user": r.username,
+                    "action": r.action,
+                    "target": r.target,
+                    "details": r.details,
+                }
+                for r in conn.execute(
+                    select(t.audit_log).order_by(t.audit_log.c.id.desc()).limit(limit)
+                )
+            ]
+        )
