@@ -8,7 +8,7 @@ L{HTTPPoolService}, which closes it when the service stops.
 from __future__ import annotations
 
 import json as jsonlib
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -40,6 +40,23 @@ class ComponentCallError(Exception):
         except (ValueError, AttributeError):
             self.code, self.detail = "error", body[:200].decode("utf-8", "replace")
         super().__init__(f"{url}: HTTP {status} {self.code}: {self.detail}")
+
+
+class Caller(Protocol):
+    """What code calling another component needs (L{ComponentClient}, or a test fake)."""
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> IResponse: ...
 
 
 class HTTPPoolService(Service):

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from director.common.client import ComponentCallError, ComponentClient, connect_websocket
+from director.common.client import Caller, ComponentCallError, connect_websocket
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.web import render_json
@@ -100,7 +100,7 @@ class ManagerAPI:
         store: Store,
         engine: OperationEngine,
         passwords: Passwords,
-        orchestrator: ComponentClient,
+        orchestrator: Caller,
         bus: IEventBus,
         sites_domain: str,
         signer: RequestSigner,
@@ -227,6 +227,12 @@ class ManagerAPI:
         if user.is_admin:
             data["admin_comments"] = site.admin_comments
         return data
+
+    @app.route("/api/v1/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        from director.manager.openapi import document
+
+        return render_json(request, document())
 
     # -- me, tokens, keys -----------------------------------------------------------------------
 
@@ -990,8 +996,10 @@ def parse_public_key(line: object) -> tuple[str, str, str]:
     if key.type() == "RSA" and key.size() < 2048:
         raise ValidationError("public_key", "RSA keys must have at least 2048 bits")
     comment = parts[2][:200] if len(parts) > 2 else ""
-    fingerprint = key.fingerprint(format="sha256-base64")
-    return str(fingerprint), comment, " ".join(parts[:2])
+    from twisted.conch.ssh.keys import FingerprintFormats
+
+    fingerprint = key.fingerprint(format=FingerprintFormats.SHA256_BASE64)
+    return f"SHA256:{fingerprint}", comment, " ".join(parts[:2])
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

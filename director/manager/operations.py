@@ -20,7 +20,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.web.client import ResponseFailed
 
-from director.common.client import ComponentCallError, ComponentClient
+from director.common.client import Caller, ComponentCallError
 from director.manager.events import IEventBus
 from director.manager.models import Operation, Site
 from director.manager.store import Store
@@ -62,8 +62,8 @@ class OperationEngine:
         self,
         reactor: Any,
         store: Store,
-        orchestrator: ComponentClient,
-        router: ComponentClient,
+        orchestrator: Caller,
+        router: Caller,
         bus: IEventBus,
         sites_domain: str,
         poll_interval: float = 2.0,

@@ -1,0 +1,366 @@
+"""
+The OpenAPI 3 description of the REST API, served at /api/v1/openapi.json. Written by hand
+(as documentation) and checked against the routes by tests/unit/test_manager_api.py, so a
+route cannot be added without describing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])$"}
+ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+}
+OPERATION = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "site": {"type": "string"},
+        "type": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed"]},
+        "error": {"type": ["string", "null"]},
+        "actions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "status": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+LIMITS = {
+    "type": "object",
+    "properties": {
+        "cpus": {"type": "number", "minimum": 0.05, "maximum": 16},
+        "memory_mb": {"type": "integer", "minimum": 32, "maximum": 16384},
+        "pids": {"type": "integer", "minimum": 32, "maximum": 8192},
+        "client_max_body_size": {"type": "string", "pattern": "^[0-9]{1,4}[km]?$"},
+    },
+    "additionalProperties": False,
+}
+
+
+def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+# (method, path, summary, request body schema or None, success status, extra parameters)
+ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
+    ("get", "/api/v1/me", "The signed-in user", None, 200),
+    (
+        "patch",
+        "/api/v1/me",
+        "Accept the guidelines or change your password",
+        _obj(
+            {
+                "accepted_guidelines": {"type": "boolean"},
+                "password": {"type": "string"},
+                "current_password": {"type": "string"},
+            }
+        ),
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/tokens",
+        "Create an API token for yourself",
+        _obj({"name": {"type": "string", "maxLength": 100}}),
+        201,
+    ),
+    ("get", "/api/v1/me/keys", "Your SSH public keys", None, 200),
+    (
+        "post",
+        "/api/v1/me/keys",
+        "Register an SSH public key (for the shell server)",
+        _obj({"public_key": {"type": "string"}}, ("public_key",)),
+        201,
+    ),
+    ("delete", "/api/v1/me/keys/{key_id}", "Remove an SSH key", None, 200),
+    (
+        "get",
+        "/api/v1/sites",
+        "Your sites (admins: ?all=1); ?q= with name:, user:, desc:",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/sites",
+        "Create a site (202: an operation sets it up)",
+        _obj(
+            {
+                "name": NAME,
+                "type": {"enum": ["static", "dynamic"]},
+                "description": {"type": "string", "maxLength": 2000},
+                "purpose": {"enum": ["personal", "project", "activity", "other"]},
+                "users": {"type": "array", "items": {"type": "string"}},
+            },
+            ("name",),
+        ),
+        202,
+    ),
+    ("get", "/api/v1/sites/{name}", "One site, with its active operation", None, 200),
+    (
+        "patch",
+        "/api/v1/sites/{name}",
+        "Change a site: name, description, type, members, image and packages; admins also "
+        "availability, limits and comments",
+        _obj(
+            {
+                "name": NAME,
+                "description": {"type": "string"},
+                "type": {"enum": ["static", "dynamic"]},
+                "purpose": {"enum": ["personal", "project", "activity", "other"]},
+                "users": {"type": "array", "items": {"type": "string"}},
+                "image": {"type": "string"},
+                "packages": {"type": "array", "items": {"type": "string"}},
+                "availability": {"enum": ["enabled", "not-served", "disabled"]},
+                "limits": LIMITS,
+                "admin_comments": {"type": "string"},
+            }
+        ),
+        202,
+    ),
+    (
+        "delete",
+        "/api/v1/sites/{name}",
+        "Delete a site, its service, config, database and files",
+        None,
+        202,
+    ),
+    ("post", "/api/v1/sites/{name}/restart", "Restart the site's process", None, 202),
+    (
+        "post",
+        "/api/v1/sites/{name}/repair",
+        "Re-apply the site's configuration everywhere",
+        None,
+        202,
+    ),
+    ("post", "/api/v1/sites/{name}/regenerate-secrets", "New database password", None, 202),
+    (
+        "get",
+        "/api/v1/sites/{name}/status",
+        "Running, starting, start time, run.sh present",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/sites/{name}/domains",
+        "Add a custom domain",
+        _obj({"domain": {"type": "string", "maxLength": 253}}, ("domain",)),
+        202,
+    ),
+    ("delete", "/api/v1/sites/{name}/domains/{domain}", "Remove a custom domain", None, 202),
+    (
+        "post",
+        "/api/v1/sites/{name}/database",
+        "Create the site's database",
+        _obj({"type": {"enum": ["postgres", "mysql"]}}, ("type",)),
+        202,
+    ),
+    ("get", "/api/v1/sites/{name}/database", "The site's database and its credentials", None, 200),
+    ("delete", "/api/v1/sites/{name}/database", "Delete the site's database", None, 202),
+    (
+        "post",
+        "/api/v1/sites/{name}/database/query",
+        "Run one SQL statement as the site",
+        _obj({"sql": {"type": "string", "maxLength": 100000}}, ("sql",)),
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/sites/{name}/files/{path}",
+        "A file's bytes, a directory's entries (JSON), or with ?zip=1 a directory as a zip",
+        None,
+        200,
+    ),
+    (
+        "put",
+        "/api/v1/sites/{name}/files/{path}",
+        "Create or replace a file (raw body; ?mode=755); a path ending in / makes a directory",
+        None,
+        200,
+    ),
+    (
+        "patch",
+        "/api/v1/sites/{name}/files/{path}",
+        "Change mode and/or move",
+        _obj({"mode": {"type": "string"}, "move_to": {"type": "string"}}),
+        200,
+    ),
+    (
+        "delete",
+        "/api/v1/sites/{name}/files/{path}",
+        "Delete a file, or a directory with ?recursive=1",
+        None,
+        200,
+    ),
+    ("get", "/api/v1/sites/{name}/logs", "The last ?tail=N lines of the site's log", None, 200),
+    ("get", "/api/v1/operations", "All operations, failed first (admins)", None, 200),
+    ("get", "/api/v1/operations/{op_id}", "An operation and its actions", None, 200),
+    ("post", "/api/v1/operations/{op_id}/retry", "Retry a failed operation", None, 202),
+    ("get", "/api/v1/users", "Users (teachers and admins)", None, 200),
+    (
+        "post",
+        "/api/v1/users",
+        "Create a user (admins)",
+        _obj(
+            {
+                "username": {"type": "string"},
+                "role": {"enum": ["student", "teacher", "admin"]},
+                "password": {"type": "string"},
+                "full_name": {"type": "string"},
+                "email": {"type": "string"},
+            },
+            ("username",),
+        ),
+        201,
+    ),
+    (
+        "patch",
+        "/api/v1/users/{username}",
+        "Change a user's role, active flag or password (admins)",
+        _obj(
+            {
+                "role": {"enum": ["student", "teacher", "admin"]},
+                "is_active": {"type": "boolean"},
+                "password": {"type": "string"},
+            }
+        ),
+        200,
+    ),
+    ("get", "/api/v1/images", "The image catalogue", None, 200),
+    (
+        "put",
+        "/api/v1/images",
+        "Add or change a catalogue image (admins)",
+        _obj(
+            {
+                "name": {"type": "string"},
+                "friendly_name": {"type": "string"},
+                "description": {"type": "string"},
+                "setup_command": {"type": ["string", "null"]},
+                "is_default": {"type": "boolean"},
+            },
+            ("name",),
+        ),
+        200,
+    ),
+    ("get", "/api/v1/database-hosts", "Database servers (admins; passwords hidden)", None, 200),
+    (
+        "put",
+        "/api/v1/database-hosts",
+        "Add or change a database server (admins)",
+        _obj(
+            {
+                "kind": {"enum": ["postgres", "mysql"]},
+                "admin_host": {"type": "string"},
+                "admin_port": {"type": "integer"},
+                "admin_user": {"type": "string"},
+                "admin_password": {"type": "string"},
+                "container_host": {"type": "string"},
+                "container_port": {"type": "integer"},
+            },
+            ("kind", "admin_host", "admin_port", "admin_user", "admin_password"),
+        ),
+        200,
+    ),
+    ("get", "/api/v1/audit", "Who changed what (admins)", None, 200),
+    ("get", "/api/v1/requests", "Site requests you made, sponsor, or (admins) all", None, 200),
+    (
+        "post",
+        "/api/v1/requests",
+        "Request an activity site, naming a sponsoring teacher",
+        _obj(
+            {
+                "name": NAME,
+                "activity": {"type": "string"},
+                "description": {"type": "string"},
+                "teacher": {"type": "string"},
+            },
+            ("name", "activity", "teacher"),
+        ),
+        201,
+    ),
+    (
+        "post",
+        "/api/v1/requests/{request_id}/{action}",
+        "approve or reject (the teacher), create or reject (admins)",
+        None,
+        200,
+    ),
+    ("get", "/api/v1/openapi.json", "This document", None, 200),
+]
+
+PATH_PARAMETERS = {
+    "name": NAME,
+    "key_id": {"type": "integer"},
+    "op_id": {"type": "integer"},
+    "request_id": {"type": "integer"},
+    "username": {"type": "string"},
+    "domain": {"type": "string"},
+    "path": {"type": "string"},
+    "action": {"enum": ["approve", "reject", "create"]},
+}
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for method, path, summary, body, status in ROUTES:
+        parameters = [
+            {"name": p, "in": "path", "required": True, "schema": PATH_PARAMETERS[p]}
+            for p in PATH_PARAMETERS
+            if "{" + p + "}" in path
+        ]
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {
+                str(status): {"description": "success"},
+                "400": {
+                    "description": "bad input",
+                    "content": {"application/json": {"schema": ERROR}},
+                },
+                "401": {"description": "not signed in"},
+                "404": {"description": "no such thing, or not yours"},
+            },
+        }
+        if status == 202:
+            operation["responses"]["202"] = {
+                "description": "accepted: an operation applies the change",
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "properties": {"operation": OPERATION}}
+                    }
+                },
+            }
+        if body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": body}},
+            }
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Director API",
+            "version": "1",
+            "description": "Sites, files, domains and databases. See docs/api.md.",
+        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

@@ -1,0 +1,110 @@
+"""A manager wired for unit tests: real store (SQLite file), fake components, inline threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from director.common.client import ComponentCallError
+from director.common.threads import InlineRunner
+from director.manager.api import ManagerAPI
+from director.manager.events import MemoryBus
+from director.manager.operations import OperationEngine
+from director.manager.passwords import Passwords
+from director.manager.store import Store, make_engine, migrate
+from director.testing.keys import Keyring
+
+
+class FakeComponent:
+    """
+    Stands in for a ComponentClient: records calls and answers from C{answers}, a function
+    of (method, path, kwargs) that returns a JSON value or raises.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.answers: Callable[[str, str, dict[str, Any]], Any] = lambda m, p, k: {}
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.calls.append((method, path, kwargs))
+        return self.answers(method, path, kwargs)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        raise NotImplementedError("file relays are tested against the real orchestrator")
+
+
+def error(status: int, code: str = "error", message: str = "failed") -> ComponentCallError:
+    import json
+
+    return ComponentCallError(
+        "http://fake", status, json.dumps({"error": code, "message": message}).encode()
+    )
+
+
+class ManagerHarness:
+    """Everything a ManagerAPI needs, in memory or in a temporary SQLite file."""
+
+    def __init__(self, directory: Path, sites_domain: str = "sites.test") -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        engine = make_engine(f"sqlite:///{directory / 'director.db'}")
+        migrate(engine)
+        self.store = Store(engine, InlineRunner())
+        self.orchestrator = FakeComponent("orchestrator")
+        self.router = FakeComponent("router")
+        self.bus = MemoryBus()
+        self.keys = Keyring()
+        self.engine = OperationEngine(
+            self.clock,
+            self.store,
+            self.orchestrator,
+            self.router,
+            self.bus,
+            sites_domain,
+            backoff=1.0,
+            max_attempts=4,
+        )
+        self.passwords = Passwords(InlineRunner(), rounds=4)
+        self.api = ManagerAPI(
+            self.clock,
+            self.store,
+            self.engine,
+            self.passwords,
+            self.orchestrator,
+            self.bus,
+            sites_domain,
+            self.keys.signer("manager", self.clock),
+            "http://orchestrator.test",
+        )
+
+    def result(self, d: Deferred[Any]) -> Any:
+        out: list[Any] = []
+        d.addBoth(out.append)
+        assert out, "the Deferred did not fire"
+        from twisted.python.failure import Failure
+
+        if isinstance(out[0], Failure):
+            out[0].raiseException()
+        return out[0]
+
+    def user(self, username: str, role: str = "student", accepted: bool = True) -> str:
+        """Create a user and return an API token for them."""
+        user = self.result(self.store.create_user(username, role, None))
+        if accepted:
+            self.result(self.store.update_user(username, accepted_guidelines=True))
+        token: str = self.result(self.store.create_token(user.id, "test"))
+        return token

@@ -1,0 +1,103 @@
+"""The operation engine with a fake clock and fake components."""
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.manager.models import DEFAULT_LIMITS
+from director.manager.operations import OPERATIONS
+from director.testing.manager import ManagerHarness, error
+
+
+class EngineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        self.h.user("alice")
+        self.events: list[Any] = []
+        self.h.bus.subscribe("site:web", lambda channel, message: self.events.append(message))
+
+    def create(self, name: str = "web") -> int:
+        _, op = self.h.result(
+            self.h.store.create_site(
+                {
+                    "name": name,
+                    "type": "static",
+                    "purpose": "project",
+                    "availability": "enabled",
+                    "description": "",
+                    "image": "director/python:3",
+                    "packages": [],
+                    "limits": dict(DEFAULT_LIMITS),
+                },
+                ["alice"],
+                ("create_site", OPERATIONS["create_site"]),
+                None,
+            )
+        )
+        return int(op.id)
+
+    def operation(self, op_id: int) -> Any:
+        return self.h.result(self.h.store.get_operation(op_id))
+
+    def test_runs_actions_in_order_and_publishes_progress(self) -> None:
+        op_id = self.create()
+        self.h.engine.wake()
+        op = self.operation(op_id)
+        self.assertEqual(op.status, "succeeded")
+        self.assertEqual([a.status for a in op.actions], ["succeeded", "succeeded"])
+        self.assertEqual(self.h.orchestrator.calls[0][:2], ("PUT", "/v1/sites/1"))
+        self.assertEqual(self.h.router.calls[0][:2], ("PUT", "/v1/sites/web"))
+        self.assertEqual(self.events[-1]["operation"]["status"], "succeeded")
+
+    def test_transient_failure_retried_with_backoff(self) -> None:
+        """A component that is briefly down delays the operation; it then completes."""
+        failures = [error(503, "unavailable"), ConnectionRefusedError()]
+
+        def answers(method: str, path: str, kwargs: Any) -> Any:
+            if failures:
+                raise failures.pop(0)
+            return {}
+
+        self.h.orchestrator.answers = answers
+        op_id = self.create()
+        self.h.engine.wake()
+        op = self.operation(op_id)
+        self.assertEqual(op.status, "pending")
+        self.assertIn("retrying", op.actions[0].message)
+        self.h.clock.advance(1.1)
+        self.assertEqual(self.operation(op_id).status, "pending")
+        self.h.clock.advance(2.1)
+        self.assertEqual(self.operation(op_id).status, "succeeded")
+        self.assertEqual(len(self.h.orchestrator.calls), 3)
+
+    def test_permanent_failure_is_reported_and_retryable(self) -> None:
+        """A 4xx from a component fails the operation with its message; a retry resumes it."""
+        self.h.router.answers = lambda m, p, k: (_ for _ in ()).throw(
+            error(400, "invalid_domain", "bad domain")
+        )
+        op_id = self.create()
+        self.h.engine.wake()
+        op = self.operation(op_id)
+        self.assertEqual(op.status, "failed")
+        self.assertEqual(op.error, "invalid_domain: bad domain")
+        self.assertEqual([a.status for a in op.actions], ["succeeded", "failed"])
+        self.h.router.answers = lambda m, p, k: {}
+        self.h.result(self.h.store.retry_operation(op_id))
+        self.h.engine.wake()
+        self.assertEqual(self.operation(op_id).status, "succeeded")
+        # The finished first action was not repeated.
+        self.assertEqual(len(self.h.orchestrator.calls), 1)
+
+    def test_resumes_after_a_restart(self) -> None:
+        """An operation whose worker died (lease expired) is finished by a new engine."""
+        op_id = self.create()
+        claimed = self.h.result(self.h.store.claim_operation("dead-worker", 0.0, 60))
+        self.assertEqual(claimed.id, op_id)
+        self.h.result(self.h.store.set_action(op_id, 0, "succeeded", "done before the crash"))
+        self.h.engine.wake()  # the lease (until t=60) has long expired on this clock
+        op = self.operation(op_id)
+        self.assertEqual(op.status, "succeeded")
+        self.assertEqual(self.h.orchestrator.calls, [])
+        self.assertEqual(op.actions[0].message, "done before the crash")

@@ -1,0 +1,103 @@
+"""The manager's store on a real SQLite database: constraints, claims and migrations."""
+
+import tempfile
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.manager.models import DEFAULT_LIMITS
+from director.manager.schema import metadata
+from director.manager.store import Conflict
+from director.testing.manager import ManagerHarness
+
+
+class StoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = Path(tempfile.mkdtemp())
+        self.h = ManagerHarness(self.dir)
+        self.store = self.h.store
+
+    def site(self, name: str, members: list[str]) -> int:
+        site, _ = self.h.result(
+            self.store.create_site(
+                {
+                    "name": name,
+                    "type": "static",
+                    "purpose": "project",
+                    "availability": "enabled",
+                    "description": "",
+                    "image": "director/python:3",
+                    "packages": [],
+                    "limits": dict(DEFAULT_LIMITS),
+                },
+                members,
+                ("create_site", ["apply_orchestrator", "apply_router"]),
+                None,
+            )
+        )
+        return int(site.id)
+
+    def test_migrations_match_the_schema(self) -> None:
+        """Alembic's migrations produce exactly the tables the code declares."""
+        with self.store.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        self.assertEqual(diff, [])
+
+    def test_unique_usernames_and_site_names(self) -> None:
+        self.h.user("alice")
+        with self.assertRaises(Conflict):
+            self.h.result(self.store.create_user("alice", "student"))
+        self.site("one", ["alice"])
+        with self.assertRaises(Conflict) as cm:
+            self.site("one", ["alice"])
+        self.assertEqual(cm.exception.code, "name_taken")
+
+    def test_site_with_unknown_member_is_not_created(self) -> None:
+        """Creating a site is all or nothing: an unknown member leaves no site behind."""
+        self.h.user("alice")
+        with self.assertRaises(ValueError):
+            self.site("two", ["alice", "nobody"])
+        self.assertIsNone(self.h.result(self.store.get_site("two")))
+
+    def test_one_active_operation_per_site(self) -> None:
+        """The database refuses a second pending/running operation on the same site."""
+        self.h.user("alice")
+        site_id = self.site("three", ["alice"])
+        with self.assertRaises(Conflict) as cm:
+            self.h.result(self.store.create_operation(site_id, "three", "restart", ["x"]))
+        self.assertEqual(cm.exception.code, "operation_running")
+
+    def test_custom_domains_unique_across_sites(self) -> None:
+        self.h.user("alice")
+        a = self.site("aaa", ["alice"])
+        b = self.site("bbb", ["alice"])
+        self.h.result(self.store.update_site(a, {}, domains=["www.example.org"]))
+        with self.assertRaises(Conflict) as cm:
+            self.h.result(self.store.update_site(b, {}, domains=["www.example.org"]))
+        self.assertEqual(cm.exception.code, "domain_taken")
+        site = self.h.result(self.store.get_site("bbb"))
+        self.assertEqual(site.domains, ())
+
+    def test_claims_are_exclusive_and_leases_expire(self) -> None:
+        """
+        Two workers never claim the same operation; when a worker's lease runs out (it
+        died), another worker claims the operation again and can finish it.
+        """
+        self.h.user("alice")
+        self.site("four", ["alice"])
+        first = self.h.result(self.store.claim_operation("w1", 1000.0, 60))
+        self.assertIsNotNone(first)
+        self.assertIsNone(self.h.result(self.store.claim_operation("w2", 1001.0, 60)))
+        again = self.h.result(self.store.claim_operation("w2", 1061.0, 60))
+        self.assertEqual(again.id, first.id)
+        self.assertEqual(again.status, "running")
+
+    def test_tokens_are_stored_hashed(self) -> None:
+        token = self.h.user("bob")
+        self.assertEqual(self.h.result(self.store.user_for_token(token)).username, "bob")
+        self.assertIsNone(self.h.result(self.store.user_for_token(token + "x")))
+        with self.store.engine.connect() as conn:
+            stored = [row[0] for row in conn.exec_driver_sql("select token_hash from api_tokens")]
+        self.assertNotIn(token, stored)
