@@ -32,7 +32,7 @@ def api_routes() -> set[tuple[str, str]]:
 class APITests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.http = StubTreq(self.h.api.app.resource())
+        self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")
         self.admin = self.h.user("root", role="admin")
