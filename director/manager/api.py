@@ -105,8 +105,8 @@ class ManagerAPI:
         sites_domain: str,
         signer: RequestSigner,
         orchestrator_url: str,
+        router: Caller | None = None,
         limiter: RateLimiter | None = None,
-        token_key: Any = None,
     ) -> None:
         self._reactor = reactor
         self.store = store
@@ -118,7 +118,7 @@ class ManagerAPI:
         self.signer = signer
         self.orchestrator_url = orchestrator_url.rstrip("/")
         self.limiter = limiter or RateLimiter(reactor)
-        self.token_key = token_key
+        self._router = router
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -514,6 +514,22 @@ class ManagerAPI:
         return render_json(
             request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
         )
+
+    @app.route("/api/v1/sites/<name>/domains", methods=["GET"])
+    async def list_domains(self, request: IRequest, name: str) -> bytes:
+        """The site's custom domains with their certificate state from the router."""
+        user = await self.user(request)
+        site = await self.site_for(user, name)
+        result = []
+        for domain in site.domains:
+            try:
+                if self._router is None:
+                    raise ComponentCallError("router", 503, b"{}")
+                state = await self._router.json("GET", f"/v1/certificates/{domain}", timeout=10)
+            except ComponentCallError as e:
+                state = {"state": "unknown", "last_error": e.detail}
+            result.append({"domain": domain, "certificate": state})
+        return render_json(request, {"domains": result})
 
     @app.route("/api/v1/sites/<name>/domains/<domain>", methods=["DELETE"])
     async def delete_domain(self, request: IRequest, name: str, domain: str) -> bytes:

@@ -163,6 +163,13 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         _obj({"domain": {"type": "string", "maxLength": 253}}, ("domain",)),
         202,
     ),
+    (
+        "get",
+        "/api/v1/sites/{name}/domains",
+        "Custom domains and their certificate state",
+        None,
+        200,
+    ),
     ("delete", "/api/v1/sites/{name}/domains/{domain}", "Remove a custom domain", None, 202),
     (
         "post",

@@ -104,6 +104,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         router,
         bus,
         config.director.sites_domain,
+        lease=config.manager.operation_lease,
     )
     passwords = Passwords(crypto_pool, config.manager.bcrypt_rounds)
     api = ManagerAPI(
@@ -116,6 +117,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.director.sites_domain,
         signer,
         config.orchestrator.url,
+        router,
     )
     shell = ShellServerAPI(
         reactor,

@@ -89,6 +89,7 @@ class ManagerHarness:
             sites_domain,
             self.keys.signer("manager", self.clock),
             "http://orchestrator.test",
+            self.router,
         )
 
     def result(self, d: Deferred[Any]) -> Any:

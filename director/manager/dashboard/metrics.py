@@ -1,0 +1,117 @@
+"""
+Prometheus metrics for operators, in the text exposition format. Database counts are cached
+for a few seconds, so a scrape every second costs at most one grouped query per cache period,
+whatever the number of sites; request counts and open websockets are in-memory counters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from director.manager.dashboard.queries import DashboardQueries
+from director.manager.models import AVAILABILITY, SITE_TYPES
+
+OPERATION_STATUSES = ("pending", "running", "succeeded", "failed")
+
+
+class Metrics:
+    """Counters the web tier updates, and the exposition of them plus the database counts."""
+
+    def __init__(
+        self,
+        clock: Any,
+        queries: DashboardQueries,
+        websockets: Callable[[], dict[str, int]] | None = None,
+        cache_seconds: float = 10.0,
+    ) -> None:
+        self._clock = clock
+        self._queries = queries
+        self.websockets = websockets or (lambda: {})
+        self._cache_seconds = cache_seconds
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self.requests: Counter[tuple[str, str]] = Counter()
+
+    def count_request(self, area: str, status: int) -> None:
+        self.requests[(area, f"{status // 100}xx")] += 1
+
+    async def _counts(self) -> dict[str, Any]:
+        now = self._clock.seconds()
+        if self._cached is not None and now - self._cached[0] < self._cache_seconds:
+            return self._cached[1]
+        counts = await self._queries.counts()
+        self._cached = (now, counts)
+        return counts
+
+    async def render(self) -> str:
+        counts = await self._counts()
+        lines: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+
+        family("director_sites", "gauge", "Sites by type and availability.")
+        for kind in SITE_TYPES:
+            for availability in AVAILABILITY:
+                value = counts["sites"].get((kind, availability), 0)
+                lines.append(
+                    f'director_sites{{type="{kind}",availability="{availability}"}} {value}'
+                )
+        family("director_operations", "gauge", "Operations in the database by status.")
+        for status in OPERATION_STATUSES:
+            lines.append(
+                f'director_operations{{status="{status}"}} {counts["operations"].get(status, 0)}'
+            )
+        family("director_users", "gauge", "Active users by role.")
+        for role, value in sorted(counts["users"].items()):
+            lines.append(f'director_users{{role="{_label(role)}"}} {value}')
+        family("director_websockets_open", "gauge", "Open browser websockets by kind.")
+        for kind, value in sorted(self.websockets().items()):
+            lines.append(f'director_websockets_open{{kind="{_label(kind)}"}} {value}')
+        family(
+            "director_http_requests_total",
+            "counter",
+            "HTTP requests to the manager by area and status class.",
+        )
+        for (area, status), value in sorted(self.requests.items()):
+            lines.append(
+                f'director_http_requests_total{{area="{_label(area)}",code="{status}"}} {value}'
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+@implementer(IResource)
+class CountingResource:
+    """Wraps a leaf resource and counts its finished requests under C{area}."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, metrics: Metrics, area: str) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._area = area
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        raise NotImplementedError()
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise NotImplementedError()
+
+    def render(self, request: Any) -> Any:
+        metrics, area = self._metrics, self._area
+
+        def finished(result: Any) -> None:
+            metrics.count_request(area, int(getattr(request, "code", 200) or 200))
+
+        request.notifyFinish().addBoth(finished)
+        return self._inner.render(request)

@@ -1,0 +1,135 @@
+"""
+The dashboard's browser-facing defences, in one place so every page gets all of them:
+response headers (a Content-Security-Policy with a per-response nonce, no framing, no
+sniffing, no referrer leaks), the session cookie's attributes, the Origin check websockets
+need (browsers send cookies on cross-site websocket handshakes), and CSRF token comparison.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+SESSION_COOKIE = b"director_session"
+LOGIN_CSRF_COOKIE = b"director_login"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The manager's public origin (scheme://host[:port]), from the configured manager URL."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def from_url(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        scheme = parts.scheme or "http"
+        port = parts.port or (443 if scheme == "https" else 80)
+        return cls(scheme, (parts.hostname or "127.0.0.1").lower(), port)
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "https"
+
+    def serialize(self) -> str:
+        default = 443 if self.secure else 80
+        port = "" if self.port == default else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}"
+
+    def websocket(self) -> str:
+        """The ws:// or wss:// origin the pages' scripts connect to (for connect-src)."""
+        return ("wss" if self.secure else "ws") + self.serialize()[len(self.scheme) :]
+
+    def matches(self, header: bytes | None) -> bool:
+        """Whether an Origin header names exactly this origin (absent or "null" never does)."""
+        if not header:
+            return False
+        try:
+            other = Origin.from_url(header.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return False
+        return other == self
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def content_security_policy(origin: Origin, nonce: str | None) -> str:
+    """
+    Scripts only from our own files (no inline script at all); styles from our files plus
+    the <style> elements CodeMirror and xterm.js create, which carry this response's nonce.
+    """
+    style = "style-src 'self'" + (f" 'nonce-{nonce}'" if nonce else "")
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            style,
+            "img-src 'self' data:",
+            "font-src 'self'",
+            f"connect-src 'self' {origin.websocket()}",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "manifest-src 'self'",
+        ]
+    )
+
+
+def set_security_headers(request: Any, origin: Origin, nonce: str | None) -> None:
+    """Headers every dashboard response carries."""
+    request.setHeader(b"content-security-policy", content_security_policy(origin, nonce).encode())
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"same-origin")
+    request.setHeader(b"cross-origin-opener-policy", b"same-origin")
+    request.setHeader(b"permissions-policy", b"camera=(), microphone=(), geolocation=()")
+    if origin.secure:
+        request.setHeader(b"strict-transport-security", b"max-age=31536000")
+
+
+def set_cookie(
+    request: Any,
+    name: bytes,
+    value: str,
+    origin: Origin,
+    max_age: int,
+    same_site: str = "Lax",
+    path: bytes = b"/",
+) -> None:
+    """HttpOnly, SameSite and (on an https manager) Secure; C{max_age} 0 deletes it."""
+    request.addCookie(
+        name,
+        value.encode("ascii"),
+        path=path,
+        max_age=str(max_age).encode(),
+        httpOnly=True,
+        secure=origin.secure,
+        sameSite=same_site.lower(),
+    )
+
+
+def tokens_match(sent: str | bytes | None, expected: str | None) -> bool:
+    """Constant-time comparison of a submitted CSRF token with the expected one."""
+    if not sent or not expected:
+        return False
+    if isinstance(sent, bytes):
+        try:
+            sent = sent.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    return secrets.compare_digest(sent, expected)
+
+
+def safe_next(value: str | None) -> str:
+    """A local path to go to after signing in; anything else (//evil, http:...) gives /."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    if any(ord(c) < 32 for c in value):
+        return "/"
+    return value

@@ -1,0 +1,373 @@
+"""
+End to end through the manager's API only: the real manager, orchestrator and router as
+separate twistd processes, with real Docker, nginx, pebble and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from services import PebbleServer, PostgresServer, Services, free_port
+
+from director.common.config import Config, load_config
+
+BIN = Path(sys.executable).parent
+SITES = "sites.localhost"
+
+
+@dataclass
+class Stack:
+    base: Path
+    config_path: Path
+    config: Config
+    token: str
+    pebble: PebbleServer
+    postgres: PostgresServer
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, component: str) -> None:
+        log = (self.base / f"{component}.log").open("ab")
+        self.processes[component] = subprocess.Popen(
+            [
+                str(BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                f"director-{component}",
+                "--config",
+                str(self.config_path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
+        )
+        log.close()
+        port = getattr(self.config, component).port
+        wait(lambda: _listening(port), f"{component} listening", 30, self.log_tail)
+
+    def stop(self, component: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(component)
+        process.send_signal(sig)
+        process.wait(30)
+
+    def log_tail(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
+            for p in self.base.glob("*.log")
+        )
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        ok: tuple[int, ...] = (200, 201, 202),
+    ) -> Any:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(
+            self.config.manager.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, content = response.status, response.read()
+        except urllib.error.HTTPError as e:
+            status, content = e.code, e.read()
+        assert status in ok, (method, path, status, content[:500])
+        try:
+            return json.loads(content)
+        except ValueError:
+            return content
+
+    def wait_operation(self, answer: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        op_id = answer["operation"]["id"]
+        result: dict[str, Any] = {}
+
+        def done() -> bool:
+            result.update(self.api("GET", f"/api/v1/operations/{op_id}"))
+            return result["status"] in ("succeeded", "failed")
+
+        wait(done, f"operation {op_id}", timeout, self.log_tail)
+        assert result["status"] == "succeeded", (result, self.log_tail())
+        return result
+
+    def front(self, host: str, path: str = "/") -> tuple[int, bytes]:
+        """GET through the router's front nginx, as a browser would."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.config.router.http_port}{path}", headers={"Host": host}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return 0, b""
+
+    def director(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "director"), *args, "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={"DIRECTOR_TOKEN": self.token, "PATH": "/usr/bin:/bin"},
+        )
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait(check: Any, what: str, timeout: float, details: Any = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{details()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    services: Services, postgres_server: PostgresServer, docker_swarm: Any
+) -> Iterator[Stack]:
+    base = Path(tempfile.mkdtemp(prefix="director-e2e-", dir="/tmp"))
+    base.chmod(0o755)
+    http_port = free_port()
+    pebble = services.start(PebbleServer(services.base_dir, name="pebble-e2e", http_port=http_port))
+    ports = {name: free_port() for name in ("manager", "orchestrator", "router")}
+    nginx_port = free_port()
+    settings = [
+        *(f"{c}.port={p}" for c, p in ports.items()),
+        *(f'{c}.url="http://127.0.0.1:{p}"' for c, p in ports.items()),
+        f"orchestrator.nginx_port={nginx_port}",
+        f'router.upstreams="127.0.0.1:{nginx_port}"',
+        f"router.http_port={http_port}",
+        f"router.https_port={free_port()}",
+        'router.public_host="127.0.0.1"',
+        f'router.acme_directory_url="{pebble.directory_url}"',
+        f'router.acme_ca_bundle="{pebble.ca_cert_path}"',
+        'router.acme_email="admin@example.test"',
+        "router.acme_retry_initial=1.0",
+        'shell.host="127.0.0.1"',
+        f"shell.port={free_port()}",
+        "manager.bcrypt_rounds=4",
+        "manager.operation_lease=3.0",
+    ]
+    config_path = base / "director.toml"
+    args = [
+        str(BIN / "director"),
+        "init",
+        "--config",
+        str(config_path),
+        "--state-dir",
+        str(base / "var"),
+    ]
+    for setting in settings:
+        args += ["--set", setting]
+    subprocess.run(args, check=True, capture_output=True)
+    (base / "var").chmod(0o755)
+    subprocess.run(
+        [
+            str(BIN / "director"),
+            "database-host",
+            "add",
+            "--kind",
+            "postgres",
+            "--admin-host",
+            "127.0.0.1",
+            "--admin-port",
+            str(postgres_server.port),
+            "--admin-user",
+            postgres_server.admin_user,
+            "--password-stdin",
+            "--container-host",
+            "172.17.0.1",
+            "--container-port",
+            str(postgres_server.port),
+            "--config",
+            str(config_path),
+        ],
+        input=postgres_server.admin_password + "\n",
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    token = subprocess.run(
+        [str(BIN / "director"), "token", "create", "admin", "--config", str(config_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    stack = Stack(base, config_path, load_config(config_path), token, pebble, postgres_server)
+    try:
+        for component in ("orchestrator", "router", "manager"):
+            stack.start(component)
+        yield stack
+    finally:
+        for component in list(stack.processes):
+            stack.stop(component)
+        for line in subprocess.run(
+            ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+        ).stdout.split():
+            applied = base / "var" / "orchestrator" / "applied"
+            if line.startswith("site_") and (applied / f"{line[5:]}.json").exists():
+                subprocess.run(["docker", "service", "rm", line], capture_output=True)
+        services.stop(pebble)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'
+
+
+def test_sites_through_the_api(stack: Stack) -> None:
+    """
+    A static site and a dynamic site created, filled and served through the router; a
+    custom domain served over HTTPS with pebble's certificate; a PostgreSQL database the
+    site reaches with DIRECTOR_DATABASE_URL; an operation interrupted by a manager crash
+    finishes after the restart; deleting leaves nothing behind.
+    """
+    s = stack
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-static", "type": "static"}))
+    s.api("PUT", "/api/v1/sites/e2e-static/files/public/index.html", raw=b"static e2e")
+    assert s.front(f"e2e-static.{SITES}") == (200, b"static e2e")
+
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-dyn", "type": "dynamic"}))
+    s.api("PUT", "/api/v1/sites/e2e-dyn/files/run.sh?mode=755", raw=RUN_SH)
+    s.api("PUT", "/api/v1/sites/e2e-dyn/files/public/index.html", raw=b"dynamic e2e")
+    s.wait_operation(s.api("POST", "/api/v1/sites/e2e-dyn/restart"))
+    wait(lambda: s.front(f"e2e-dyn.{SITES}") == (200, b"dynamic e2e"), "dynamic site", 30)
+    logs = s.api("GET", "/api/v1/sites/e2e-dyn/logs?tail=20")["lines"]
+    assert any("DIRECTOR: Starting server" in line for line in logs)
+
+    # A custom domain, served over HTTPS with a certificate from pebble.
+    domain = "e2e.example.test"
+    s.wait_operation(s.api("POST", "/api/v1/sites/e2e-dyn/domains", {"domain": domain}))
+
+    def certificate_valid() -> bool:
+        states = s.api("GET", "/api/v1/sites/e2e-dyn/domains")["domains"]
+        return states[0]["certificate"].get("state") == "valid"
+
+    wait(certificate_valid, "the certificate", 60, s.log_tail)
+    root = s.base / "pebble-root.pem"
+    root.write_text(s.pebble.issuing_root_pem())
+    https_port = s.config.router.https_port
+    fetched: list[Any] = []
+
+    def served_over_https() -> bool:
+        argv = [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            str(root),
+            "--resolve",
+            f"{domain}:{https_port}:127.0.0.1",
+            f"https://{domain}:{https_port}/",
+        ]
+        fetched[:] = [subprocess.run(argv, capture_output=True, text=True)]
+        return bool(fetched[0].stdout == "dynamic e2e")
+
+    wait(served_over_https, "HTTPS with the new certificate", 30, lambda: str(fetched))
+
+    # A PostgreSQL database the site reaches with DIRECTOR_DATABASE_URL.
+    s.wait_operation(s.api("POST", "/api/v1/sites/e2e-dyn/database", {"type": "postgres"}))
+    database = s.api("GET", "/api/v1/sites/e2e-dyn/database")
+    for sql in ("create table visits (n int)", "insert into visits values (7)"):
+        s.api("POST", "/api/v1/sites/e2e-dyn/database/query", {"sql": sql})
+    rows = s.api("POST", "/api/v1/sites/e2e-dyn/database/query", {"sql": "select n from visits"})[
+        "rows"
+    ]
+    assert rows == [[7]]
+    site_id = s.api("GET", "/api/v1/sites/e2e-dyn")["id"]
+    container = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=director.site={site_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    probe = subprocess.run(
+        [
+            "docker",
+            "exec",
+            container,
+            "python3",
+            "-c",
+            "import os, socket, urllib.parse as u\n"
+            "url = u.urlsplit(os.environ['DIRECTOR_DATABASE_URL'])\n"
+            "socket.create_connection((url.hostname, url.port), timeout=5).close()\n"
+            "print(os.environ['DIRECTOR_DATABASE_URL'])",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.stdout.strip() == database["url"], probe
+
+    # The manager crashes in the middle of an operation; after a restart it finishes it.
+    answer = s.api("PATCH", "/api/v1/sites/e2e-static", {"type": "dynamic"})
+    s.stop("manager", signal.SIGKILL)
+    s.start("manager")
+    s.wait_operation(answer, timeout=60)
+    s.wait_operation(s.api("PATCH", "/api/v1/sites/e2e-static", {"type": "static"}))
+    assert s.front(f"e2e-static.{SITES}") == (200, b"static e2e")
+
+    # Delete: no service, nginx file, certificate, database or files are left.
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-dyn"))
+    var = s.base / "var"
+    assert not (var / "sites" / str(site_id)).exists()
+    assert not (var / "orchestrator" / "nginx" / "sites" / f"site-{site_id}.conf").exists()
+    services_left = subprocess.run(
+        ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+    ).stdout.split()
+    assert f"site_{site_id}" not in services_left
+    assert s.front(f"e2e-dyn.{SITES}")[0] == 404
+    assert not list(var.rglob(f"*{domain}*")), list(var.rglob(f"*{domain}*"))
+    dbs = subprocess.run(
+        [
+            "psql",
+            s.postgres.dsn(),
+            "-tAc",
+            f"select count(*) from pg_database where datname = 'site_{site_id}'",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert dbs.stdout.strip() == "0", dbs
+    assert s.api("GET", "/api/v1/sites/e2e-dyn", ok=(404,))["error"] == "not_found"
+
+
+def test_cli_create_list_show_delete(stack: Stack) -> None:
+    """The same site lifecycle through the `director` command."""
+    created = stack.director("site", "create", "e2e-cli", "--type", "static")
+    assert created.returncode == 0, created
+    assert "apply_orchestrator" in created.stdout and "succeeded" in created.stdout
+    listed = stack.director("site", "list")
+    assert "e2e-cli" in listed.stdout
+    shown = json.loads(stack.director("site", "show", "e2e-cli").stdout)
+    assert shown["url"] == f"http://e2e-cli.{SITES}/"
+    deleted = stack.director("site", "delete", "e2e-cli")
+    assert deleted.returncode == 0, deleted
+    assert "e2e-cli" not in stack.director("site", "list").stdout
+    bad = stack.director("site", "create", "Bad Name")
+    assert bad.returncode == 1 and "name" in bad.stderr
