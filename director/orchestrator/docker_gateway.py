@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,19 @@ class TaskInfo:
     timestamp: str
     error: str | None = None
     spec: str | None = None  # the director.spec label of the template the task was made from
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """A site container started or died (a swarm task coming up, crashing or being replaced)."""
+
+    action: str  # "start" | "die"
+    container_id: str
+    site_id: int
+
+
+#: The container events the runtime follows, for containers labelled director.site.
+EVENT_ACTIONS = ("start", "die")
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,17 @@ class IDockerGateway(Interface):
         """
         Stream the service's log, last C{tail} lines first, calling C{on_line} per line from
         a thread of its own (never a pool slot); returns a function that stops the stream.
+        """
+
+    def watch_events(
+        on_event: Callable[[ContainerEvent], None], on_error: Callable[[str], None]
+    ) -> Callable[[], None]:
+        """
+        Follow start and die events of site containers (those labelled C{director.site}),
+        calling C{on_event} for each from a thread of its own (never a pool slot). When the
+        stream breaks, C{on_error} gets a message and the watch reconnects after a pause
+        (events may have been missed: the caller resynchronises). Returns a function that
+        stops the watch (idempotent, callable from the reactor thread).
         """
 
 
@@ -409,8 +434,6 @@ class DockerGateway:
     def follow_logs(
         self, service: str, tail: int, on_line: Callable[[str], None], on_end: Callable[[], None]
     ) -> Callable[[], None]:
-        import threading
-
         state: dict[str, Any] = {"stream": None, "stopped": False}
 
         def run() -> None:
@@ -420,6 +443,9 @@ class DockerGateway:
                     service, follow=True, stdout=True, stderr=True, tail=tail, is_tty=False
                 )
                 state["stream"] = stream
+                if state["stopped"]:  # stopped while connecting
+                    stream.close()
+                    return
                 buffer = b""
                 for chunk in stream:
                     if state["stopped"]:
@@ -444,6 +470,100 @@ class DockerGateway:
 
         threading.Thread(target=run, name=f"logs-{service}", daemon=True).start()
         return stop
+
+    def watch_events(
+        self, on_event: Callable[[ContainerEvent], None], on_error: Callable[[str], None]
+    ) -> Callable[[], None]:
+        watch = _EventWatch(self._factory, on_event, on_error)
+        watch.thread.start()
+        return watch.stop
+
+
+def _container_event(raw: dict[str, Any]) -> ContainerEvent | None:
+    """The event the runtime cares about in one decoded Docker event, if it is one."""
+    action = raw.get("Action") or raw.get("status")
+    actor = raw.get("Actor") or {}
+    label = (actor.get("Attributes") or {}).get("director.site", "")
+    container = actor.get("ID") or raw.get("id")
+    if action not in EVENT_ACTIONS or not label.isdigit() or not container:
+        return None
+    return ContainerEvent(action, str(container), int(label))
+
+
+class _EventWatch:
+    """
+    One thread following Docker's event stream, reconnecting with a growing pause when the
+    stream breaks. Reconnections ask for events since the last one seen, so a short outage
+    loses nothing; C{on_error} is told anyway.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        on_event: Callable[[ContainerEvent], None],
+        on_error: Callable[[str], None],
+        max_pause: float = 30.0,
+    ) -> None:
+        self._factory = factory
+        self._on_event = on_event
+        self._on_error = on_error
+        self._max_pause = max_pause
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self.thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+
+    def _run(self) -> None:
+        since: int | None = None
+        pause = 0.5
+        while not self._stopped.is_set():
+            try:
+                client = self._factory()
+                stream = client.events(
+                    since=since,
+                    filters={
+                        "type": "container",
+                        "event": list(EVENT_ACTIONS),
+                        "label": ["director.site"],
+                    },
+                    decode=True,
+                )
+                with self._lock:
+                    self._stream = stream
+                if self._stopped.is_set():
+                    break
+                for raw in stream:
+                    pause = 0.5
+                    if isinstance(raw.get("time"), int):
+                        since = raw["time"]
+                    event = _container_event(raw)
+                    if event is not None:
+                        self._on_event(event)
+                if self._stopped.is_set():
+                    break
+                problem = "the Docker event stream ended"
+            except Exception as e:
+                if self._stopped.is_set():
+                    break
+                problem = f"the Docker event stream failed: {e}"
+            finally:
+                self._close()
+            self._on_error(f"{problem}; reconnecting in {pause:.1f}s")
+            self._stopped.wait(pause)
+            pause = min(pause * 2, self._max_pause)
+
+    def _close(self) -> None:
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: S110 (already closed by the daemon or by stop())
+                pass
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._close()
 
 
 def _spec_label(spec: dict[str, Any]) -> str:

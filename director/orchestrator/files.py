@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 __all__ = [
+    "TEMP_PREFIX",
     "AlreadyExists",
     "BadMode",
     "BadPath",
@@ -53,6 +54,8 @@ __all__ = [
 MB = 1024 * 1024
 CHUNK = 64 * 1024
 LAYOUT = ("public", "private", ".home")
+#: Files being written are first a temporary file beside the target, named like this.
+TEMP_PREFIX = ".director-"
 _MAX_PATH_BYTES = 4096
 _MAX_NAME_BYTES = 255
 
@@ -475,7 +478,22 @@ class SiteFiles:
         parts = split_path(path)
         fd = self._open_dir(parts)
         try:
-            entries = []
+            return self.list_open_directory(fd, path)
+        finally:
+            os.close(fd)
+
+    def open_directory(self, path: str) -> int:
+        """
+        A descriptor for the directory C{path}, reached without following any link (see
+        the module docstring); the caller closes it. For work that must stay on exactly this
+        directory even if names change meanwhile (the file monitor watches it by descriptor).
+        """
+        return self._open_dir(split_path(path))
+
+    def list_open_directory(self, fd: int, path: str) -> list[Entry]:
+        """The entries of the directory open as C{fd} (C{path} only names it in errors)."""
+        entries = []
+        try:
             with os.scandir(fd) as it:
                 for item in it:
                     try:
@@ -484,10 +502,18 @@ class SiteFiles:
                         continue
                     entries.append(self._entry(item.name, fd, st))
         except OSError as err:
-            raise _os_error(err, _show(parts)) from None
-        finally:
-            os.close(fd)
+            raise _os_error(err, path or "the site directory") from None
         return sorted(entries, key=lambda e: e.name)
+
+    def entry_in(self, fd: int, name: str) -> Entry | None:
+        """The entry C{name} of the directory open as C{fd} (not followed), or None if gone."""
+        if not name or "/" in name or name in (".", ".."):
+            return None
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return None
+        return self._entry(name, fd, st)
 
     def stat(self, path: str) -> Entry:
         """One entry, as list_dir would show it (a link is described, not followed)."""
@@ -544,7 +570,7 @@ class SiteFiles:
         enforced while streaming and the temporary file removed on any failure. Errors raised
         by the data source (a client that went away) reach the caller unchanged.
         """
-        temp = f".director-{secrets.token_hex(8)}.tmp"
+        temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
         try:
             fd = os.open(temp, _NEW_FILE, 0o600, dir_fd=pfd)
         except OSError as err:

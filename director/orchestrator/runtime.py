@@ -4,6 +4,12 @@ swarm service, nginx) and keeps nginx pointed at wherever the site's task runs.
 
 Operations on one site are serialised; different sites proceed in parallel. What was last
 applied to each site is kept on disk, so a restarted orchestrator knows what it serves.
+
+Swarm restarts a crashed task on its own, possibly with a new address, so nginx follows the
+tasks two ways: Docker's container events (a container of a site started or died) refresh
+that site at once, and a periodic reconcile refreshes every dynamic site in case an event
+was missed (the event stream broke, or the orchestrator was busy). Refreshes of one site
+coalesce: however many events arrive while one is queued, it runs once.
 """
 
 from __future__ import annotations
@@ -15,19 +21,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, DeferredSemaphore
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from director.common.nginx import NginxConfigDirectory
 from director.common.threads import Runner
-from director.orchestrator.docker_gateway import IDockerGateway
+from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway
 from director.orchestrator.files import FileError, SiteFiles
 from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
 from director.orchestrator.sites import (
     Limits,
     Site,
     SiteError,
+    identity_files,
     service_spec,
     terminal_container_spec,
 )
@@ -68,6 +76,14 @@ class RuntimePaths:
 
     def site_dir(self, site_id: int) -> Path:
         return self.sites / str(site_id)
+
+    @property
+    def identities(self) -> Path:
+        return self.base / "etc"
+
+    def identity_dir(self, site_id: int) -> Path:
+        """The site's /etc/passwd and /etc/group, bind-mounted read-only into its containers."""
+        return self.identities / str(site_id)
 
 
 def _site_to_json(site: Site) -> dict[str, Any]:
@@ -112,6 +128,50 @@ def _write_json(path: Path, data: dict[str, Any] | None) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class _Refresh:
+    """
+    A queued refresh of one site and what events said about it: containers that started
+    (wait until swarm reports them running) and containers that died (never an upstream,
+    even if swarm has not noticed yet).
+    """
+
+    started: set[str]
+    died: set[str]
+    waiters: list[Deferred[None]]
+
+    def wait(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.waiters.append(d)
+        return d
+
+    def fire(self, result: Any) -> None:
+        for waiter in self.waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
+
+
+def _write_identity(directory: Path, files: dict[str, str]) -> None:
+    """
+    Write the site's passwd and group files if they are missing or differ (readable by the
+    site's user; the directory is the orchestrator's, not the site's).
+    """
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = directory / name
+        try:
+            if path.read_text() == text:
+                continue
+        except FileNotFoundError:
+            pass
+        tmp = directory / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+
+
 def _load_applied(directory: Path) -> dict[int, Site]:
     sites = {}
     for path in directory.glob("*.json"):
@@ -139,6 +199,8 @@ class SiteRuntime:
         subnet: str | None = None,
         timezone: str = "UTC",
         start_timeout: float = 60.0,
+        reconcile_interval: float = 30.0,
+        follow_timeout: float = 15.0,
     ) -> None:
         self._reactor = reactor
         self._docker = docker
@@ -151,7 +213,13 @@ class SiteRuntime:
         self._subnet = subnet
         self._tz = timezone
         self._start_timeout = start_timeout
+        self._reconcile_interval = reconcile_interval
+        self._follow_timeout = follow_timeout
         self._locks: dict[int, DeferredLock] = {}
+        self._refreshes: dict[int, _Refresh] = {}
+        self._reconciling: Deferred[None] | None = None
+        self._stop_events: Callable[[], None] | None = None
+        self._loop: LoopingCall | None = None
         self.sites: dict[int, Site] = {}
         self.upstreams: dict[int, list[str]] = {}
 
@@ -159,7 +227,7 @@ class SiteRuntime:
 
     def prepare(self) -> None:
         """Create directories and load what was applied before (at start-up, before serving)."""
-        for path in (self.paths.sites, self.paths.hosts, self.paths.applied):
+        for path in (self.paths.sites, self.paths.hosts, self.paths.applied, self.paths.identities):
             path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.sites, 0o755)  # noqa: S103 (nginx workers must traverse it)
         self.sites = _load_applied(self.paths.applied)
@@ -167,12 +235,96 @@ class SiteRuntime:
     async def start(self) -> None:
         """Make sure the sites network exists and nginx points at the running tasks."""
         await self._docker.ensure_network(self.network, self._subnet)
-        for site_id, site in list(self.sites.items()):
-            if site.type == "dynamic":
-                try:
-                    await self.refresh(site_id)
-                except Exception:
-                    self.log.failure("refreshing site {id} at start-up", id=site_id)
+        await self.reconcile()
+
+    # -- following tasks -------------------------------------------------------------------
+
+    def follow(self) -> None:
+        """
+        Start following the tasks: Docker's container events (in the gateway's own thread)
+        and the periodic reconcile. Events arrive before C{start}'s first reconcile
+        finishes, so nothing that happens meanwhile is missed.
+        """
+        if self._stop_events is None:
+            reactor = self._reactor
+
+            def on_event(event: ContainerEvent) -> None:
+                reactor.callFromThread(self._event, event)
+
+            def on_error(message: str) -> None:
+                reactor.callFromThread(self._events_broken, message)
+
+            self._stop_events = self._docker.watch_events(on_event, on_error)
+        if self._loop is None:
+            self._loop = LoopingCall(self._reconcile_logged)
+            self._loop.clock = self._reactor
+            d = self._loop.start(self._reconcile_interval, now=False)
+            d.addErrback(lambda f: self.log.failure("the site reconcile loop stopped", f))
+
+    def unfollow(self) -> None:
+        """Stop following (the orchestrator is stopping)."""
+        if self._stop_events is not None:
+            stop, self._stop_events = self._stop_events, None
+            stop()
+        if self._loop is not None:
+            loop, self._loop = self._loop, None
+            if loop.running:
+                loop.stop()
+
+    def _event(self, event: ContainerEvent) -> None:
+        if self._stop_events is None:
+            return  # arrived after unfollow()
+        site = self.sites.get(event.site_id)
+        if site is None or site.type != "dynamic":
+            return
+        d = self.refresh(
+            event.site_id,
+            started=event.container_id if event.action == "start" else None,
+            died=event.container_id if event.action == "die" else None,
+        )
+        d.addErrback(
+            lambda f: self.log.failure(
+                "following site {id} after a container {action}",
+                f,
+                id=event.site_id,
+                action=event.action,
+            )
+        )
+
+    def _events_broken(self, message: str) -> None:
+        """The event stream broke: events may have been lost, so look at every site."""
+        self.log.warn("{message}; reconciling every site", message=message)
+        if self._stop_events is not None:
+            self._reconcile_logged()
+
+    def _reconcile_logged(self) -> Deferred[None]:
+        """The loop's body: one reconcile at a time, and its failures logged, never raised."""
+        if self._reconciling is not None:
+            return self._reconciling  # still running: the loop waits for it
+        d = Deferred.fromCoroutine(self.reconcile())
+        d.addErrback(lambda f: self.log.failure("reconciling the sites", f))
+
+        def done(_: object) -> None:
+            self._reconciling = None
+
+        d.addBoth(done)
+        if not d.called:
+            self._reconciling = d
+        return d
+
+    async def reconcile(self, concurrency: int = 4) -> None:
+        """
+        Refresh every dynamic site (a few at a time, so the Docker pool stays available to
+        API calls); one site's failure is logged and does not stop the others.
+        """
+        ids = [site_id for site_id, site in self.sites.items() if site.type == "dynamic"]
+        semaphore = DeferredSemaphore(concurrency)
+        results = await DeferredList(
+            [semaphore.run(self.refresh, site_id) for site_id in ids], consumeErrors=True
+        )
+        for site_id, (ok, result) in zip(ids, results, strict=True):
+            if not ok:
+                self.log.failure("refreshing site {id}", result, id=site_id)
 
     def _locked(self, site_id: int, f: Callable[[], Coroutine[Any, Any, T]]) -> Deferred[T]:
         lock = self._locks.setdefault(site_id, DeferredLock())
@@ -187,10 +339,32 @@ class SiteRuntime:
 
     async def terminal_container(self, site: Site) -> str:
         """The id of the site's running terminal container (created or updated as needed)."""
-        await self._files.run(self.site_files(site).ensure_layout)
-        spec = terminal_container_spec(site, self.paths.site_dir(site.id), self.network, self._tz)
+        await self._prepare_site(site)
+        spec = terminal_container_spec(
+            site,
+            self.paths.site_dir(site.id),
+            self.network,
+            self._tz,
+            self.paths.identity_dir(site.id),
+        )
         container: str = await self._docker.ensure_container(spec)
         return container
+
+    async def _prepare_site(self, site: Site) -> None:
+        """The site's directories (users may have deleted them) and identity files."""
+        await self._files.run(self.site_files(site).ensure_layout)
+        await self._files.run(
+            _write_identity, self.paths.identity_dir(site.id), identity_files(site)
+        )
+
+    def _service_spec(self, site: Site) -> dict[str, Any]:
+        return service_spec(
+            site,
+            self.paths.site_dir(site.id),
+            self.network,
+            self._tz,
+            self.paths.identity_dir(site.id),
+        )
 
     def get(self, site_id: int) -> Site:
         try:
@@ -211,13 +385,10 @@ class SiteRuntime:
                 raise SiteError("name", f"{site.name} is already used by site {other.id}")
         if site.type == "dynamic" and not await self._docker.image_exists(site.image):
             raise SiteError("image", f"image {site.image} does not exist on this orchestrator")
-        files = self.site_files(site)
-        await self._files.run(files.ensure_layout)
+        await self._prepare_site(site)
         upstream: list[str] = []
         if site.type == "dynamic":
-            await self._docker.put_service(
-                service_spec(site, self.paths.site_dir(site.id), self.network, self._tz)
-            )
+            await self._docker.put_service(self._service_spec(site))
             if site.served:
                 upstream = await self._wait_running(site)
         elif previous is not None and previous.type == "dynamic":
@@ -226,9 +397,7 @@ class SiteRuntime:
             await self._publish(site, previous, upstream)
         except Exception:
             if previous is not None and previous.type == "dynamic":
-                await self._docker.put_service(
-                    service_spec(previous, self.paths.site_dir(site.id), self.network, self._tz)
-                )
+                await self._docker.put_service(self._service_spec(previous))
             elif site.type == "dynamic":
                 await self._docker.remove_service(site.service_name)
             raise
@@ -262,9 +431,8 @@ class SiteRuntime:
         applied, and not among the C{replaced} containers (a restart). Empty after the
         start timeout (nginx then shows "not running" until the task comes up).
         """
-        digest = service_spec(site, self.paths.site_dir(site.id), self.network, self._tz)[
-            "TaskTemplate"
-        ]["ContainerSpec"]["Labels"]["director.spec"]
+        template = self._service_spec(site)["TaskTemplate"]
+        digest = template["ContainerSpec"]["Labels"]["director.spec"]
         waited = 0.0
         while waited < self._start_timeout:
             tasks = await self._docker.tasks(site.service_name, self.network)
@@ -300,23 +468,60 @@ class SiteRuntime:
 
         return self._locked(site_id, restart)
 
-    def refresh(self, site_id: int) -> Deferred[None]:
-        """Re-read where the site's task runs and update nginx if it moved (after events)."""
+    def refresh(
+        self, site_id: int, started: str | None = None, died: str | None = None
+    ) -> Deferred[None]:
+        """
+        Re-read where the site's tasks run and point nginx there if that changed. A
+        refresh already queued for the site absorbs this one (with its hints): C{started}
+        is a container that just started (the refresh waits, up to the follow timeout, for
+        swarm to report its task running), C{died} one that just died (dropped from the
+        upstream at once, even while swarm still reports it running).
+        """
+        pending = self._refreshes.get(site_id)
+        queue = pending is None
+        if pending is None:
+            pending = self._refreshes[site_id] = _Refresh(set(), set(), [])
+        if started is not None:
+            pending.started.add(started)
+        if died is not None:
+            pending.died.add(died)
+        waiter = pending.wait()
+        if queue:
+            request = pending
+            d = self._locked(site_id, lambda: self._refresh(site_id, request))
+            d.addBoth(request.fire)
+        return waiter
 
-        async def refresh() -> None:
-            site = self.sites.get(site_id)
-            if site is None or site.type != "dynamic":
-                return
+    async def _refresh(self, site_id: int, request: _Refresh) -> None:
+        if self._refreshes.get(site_id) is request:
+            del self._refreshes[site_id]  # events from now on queue another refresh
+        site = self.sites.get(site_id)
+        if site is None or site.type != "dynamic":
+            return
+        waited = 0.0
+        while True:
             tasks = await self._docker.tasks(site.service_name, self.network)
-            upstream = sorted(
-                t.address
+            running = {
+                t.container_id: t.address
                 for t in tasks
-                if t.state == "running" and t.desired == "running" and t.address
+                if t.state == "running"
+                and t.desired == "running"
+                and t.address
+                and t.container_id
+                and t.container_id not in request.died
+            }
+            awaited = request.started - request.died - set(running)
+            if not awaited or not site.served or waited >= self._follow_timeout:
+                break
+            await deferLater(self._reactor, 0.1, lambda: None)
+            waited += 0.1
+        upstream = sorted(address for address in running.values() if address) if site.served else []
+        if upstream != self.upstreams.get(site_id):
+            self.log.info(
+                "site {id} now runs at {upstream}", id=site_id, upstream=upstream or "nowhere"
             )
-            if upstream != self.upstreams.get(site_id):
-                await self._set_upstream(site, upstream)
-
-        return self._locked(site_id, refresh)
+            await self._set_upstream(site, upstream)
 
     async def _set_upstream(self, site: Site, upstream: list[str]) -> None:
         text = site_config(site, self._listen, self._domain, self.paths.site_dir(site.id), upstream)
@@ -333,6 +538,7 @@ class SiteRuntime:
             await self._nginx.apply({site_file_name(site_id): None})
             if site is not None:
                 await self._files.run(_set_link, self.paths.hosts, site.name, None)
+            await self._files.run(_remove_tree, self.paths.identity_dir(site_id))
             if purge:
                 await self._files.run(_remove_tree, self.paths.site_dir(site_id))
             await self._files.run(_write_json, self.paths.applied / f"{site_id}.json", None)

@@ -19,6 +19,7 @@ from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
 from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
+from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
 from director.orchestrator.web import OrchestratorAPI
@@ -41,16 +42,25 @@ def _check_reachable_by_nginx(path: Path) -> None:
             )
 
 
-class _StartRuntime(Service):
-    """Connects the runtime to Docker once the reactor runs; failures are logged, not fatal."""
+class _FollowTasks(Service):
+    """
+    Connects the runtime to Docker once the reactor runs and keeps nginx following the
+    sites' tasks until the service stops. Failures are logged, not fatal: the API still
+    serves files and static sites while Docker is away, and the reconcile loop retries.
+    """
 
     def __init__(self, runtime: SiteRuntime) -> None:
         self._runtime = runtime
 
     def startService(self) -> None:
         super().startService()
+        self._runtime.follow()
         d = Deferred.fromCoroutine(self._runtime.start())
         d.addErrback(lambda f: log.failure("orchestrator could not reach Docker", f))
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._runtime.unfollow()
 
 
 def build_service(
@@ -100,12 +110,14 @@ def build_service(
     )
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)
-    _StartRuntime(runtime).setServiceParent(top)
+    _FollowTasks(runtime).setServiceParent(top)
     manager_key = load_public_keys(config.auth.keys_dir).get("manager")
     tokens = TokenVerifier(manager_key, reactor) if manager_key is not None else None
     databases_pool = BlockingPool(reactor, "databases", 4, timeout=400)
     databases_pool.setServiceParent(top)
-    api = OrchestratorAPI(runtime, files_pool, tokens, databases_pool, reactor)
+    monitor = DirectoryMonitor(reactor)
+    monitor.setServiceParent(top)
+    api = OrchestratorAPI(runtime, files_pool, tokens, databases_pool, reactor, monitor=monitor)
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()
     ).setServiceParent(top)

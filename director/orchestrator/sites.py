@@ -216,14 +216,58 @@ def site_environment(site: Site, timezone: str) -> dict[str, str]:
     return env
 
 
-def container_spec(site: Site, site_dir: Path, timezone: str, command: list[str]) -> dict[str, Any]:
+#: The account name site processes have inside their containers.
+SITE_USER = "site"
+IDENTITY_FILES = ("passwd", "group")
+
+
+def identity_files(site: Site) -> dict[str, str]:
+    """
+    /etc/passwd and /etc/group for a site's containers. The site's processes run as a uid
+    the image knows nothing about, so without an entry shells print "I have no name!",
+    `whoami` fails and programs that look up the home directory fall back to odd places.
+    The entries depend only on the uid, so the files never change for a site (a bind
+    mount keeps the inode it was given, so rewriting them would not reach running
+    containers anyway).
+    """
+    uid = site.uid
+    passwd = (
+        "root:x:0:0:root:/root:/bin/sh\n"
+        f"{SITE_USER}:x:{uid}:{uid}:Director site:/site/.home:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    group = f"root:x:0:\n{SITE_USER}:x:{uid}:\nnogroup:x:65534:\n"
+    return {"passwd": passwd, "group": group}
+
+
+def container_spec(
+    site: Site,
+    site_dir: Path,
+    timezone: str,
+    command: list[str],
+    identity_dir: Path | None = None,
+) -> dict[str, Any]:
     """
     The swarm ContainerSpec (Docker API 1.41) for a site: unprivileged user, no
-    capabilities, read-only root, tmpfs /tmp and /run, the site directory at /site.
-    (no-new-privileges is set daemon-wide: dockerd --no-new-privileges; API 1.41 has no
-    per-service field for it.)
+    capabilities, read-only root, tmpfs /tmp and /run, the site directory at /site, and
+    (from C{identity_dir}, see L{identity_files}) read-only /etc/passwd and /etc/group
+    that name the site's user. (no-new-privileges is set daemon-wide: dockerd
+    --no-new-privileges; API 1.41 has no per-service field for it.)
     """
     env = site_environment(site, timezone)
+    identity = (
+        [
+            {
+                "Type": "bind",
+                "Source": str(identity_dir / name),
+                "Target": f"/etc/{name}",
+                "ReadOnly": True,
+            }
+            for name in IDENTITY_FILES
+        ]
+        if identity_dir is not None
+        else []
+    )
     return {
         "Image": site.image,
         "Command": command,
@@ -247,6 +291,7 @@ def container_spec(site: Site, site_dir: Path, timezone: str, command: list[str]
                 "Target": "/run",
                 "TmpfsOptions": {"SizeBytes": 8 * 1024 * 1024, "Mode": 0o1777},
             },
+            *identity,
         ],
     }
 
@@ -256,21 +301,27 @@ def spec_digest(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def service_spec(site: Site, site_dir: Path, network: str, timezone: str) -> dict[str, Any]:
+def service_spec(
+    site: Site, site_dir: Path, network: str, timezone: str, identity_dir: Path | None = None
+) -> dict[str, Any]:
     """The whole swarm service definition for a dynamic site."""
-    spec = _service_spec(site, site_dir, network, timezone)
+    spec = _service_spec(site, site_dir, network, timezone, identity_dir)
     template = spec["TaskTemplate"]
     template["ContainerSpec"]["Labels"]["director.spec"] = spec_digest(template)
     return spec
 
 
-def _service_spec(site: Site, site_dir: Path, network: str, timezone: str) -> dict[str, Any]:
+def _service_spec(
+    site: Site, site_dir: Path, network: str, timezone: str, identity_dir: Path | None
+) -> dict[str, Any]:
     limits = site.limits
     return {
         "Name": site.service_name,
         "Labels": {"director.site": str(site.id), "director.name": site.name},
         "TaskTemplate": {
-            "ContainerSpec": container_spec(site, site_dir, timezone, ["sh", "-c", RUN_SCRIPT]),
+            "ContainerSpec": container_spec(
+                site, site_dir, timezone, ["sh", "-c", RUN_SCRIPT], identity_dir
+            ),
             "Resources": {
                 "Limits": {
                     "NanoCPUs": int(limits.cpus * 1e9),
@@ -289,7 +340,7 @@ def _service_spec(site: Site, site_dir: Path, network: str, timezone: str) -> di
 
 
 def terminal_container_spec(
-    site: Site, site_dir: Path, network: str, timezone: str
+    site: Site, site_dir: Path, network: str, timezone: str, identity_dir: Path | None = None
 ) -> dict[str, Any]:
     """
     The plain container a site's terminals run in (for static and dynamic sites alike): the
@@ -297,6 +348,10 @@ def terminal_container_spec(
     """
     env = site_environment(site, timezone)
     limits = site.limits
+    binds: dict[str, dict[str, str]] = {str(site_dir): {"bind": "/site", "mode": "rw"}}
+    if identity_dir is not None:
+        for name in IDENTITY_FILES:
+            binds[str(identity_dir / name)] = {"bind": f"/etc/{name}", "mode": "ro"}
     return {
         "Name": f"site_{site.id}_terminal",
         "Image": site.image,
@@ -315,7 +370,7 @@ def terminal_container_spec(
             "memswap_limit": limits.memory_mb * 1024 * 1024,
             "nano_cpus": int(limits.cpus * 1e9),
             "pids_limit": limits.pids,
-            "binds": {str(site_dir): {"bind": "/site", "mode": "rw"}},
+            "binds": binds,
             "tmpfs": {"/tmp": "size=64m,mode=1777", "/run": "size=8m,mode=1777"},  # noqa: S108
             "restart_policy": {"Name": "unless-stopped"},
             "log_config": {"type": "json-file", "config": {"max-size": "100k"}},

@@ -1,5 +1,6 @@
 """
-The orchestrator's websockets: terminals and the shell bridge (docker exec), logs, status.
+The orchestrator's websockets: terminals and the shell bridge (docker exec), logs, status,
+and the file monitor.
 
 A docker exec's socket is adopted into the reactor as an ordinary transport, so a terminal
 costs no thread, and the websocket's transport is registered as its consumer: when the
@@ -21,6 +22,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from director.common.tokens import TokenError
+from director.orchestrator.monitor import FileMonitorSession
 from director.orchestrator.sites import site_environment
 
 log = Logger()
@@ -335,10 +337,12 @@ class LogsProtocol(WebSocketServerProtocol):
         )
 
     def _line(self, text: str) -> None:
-        self.sendMessage(json.dumps({"line": text}).encode(), isBinary=False)
+        if self.state == self.STATE_OPEN:  # lines can still arrive from the thread after a close
+            self.sendMessage(json.dumps({"line": text}).encode(), isBinary=False)
 
     def _end(self) -> None:
-        self.sendClose(1000)
+        if self.state == self.STATE_OPEN:
+            self.sendClose(1000)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -402,3 +406,56 @@ class StatusProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+
+
+class FileMonitorProtocol(WebSocketServerProtocol):
+    """
+    /ws/sites/<id>/files/monitor: the client sends {"action": "add"|"remove", "path": rel}
+    to watch or unwatch a directory of the site, and {"heartbeat": x} (echoed). The server
+    sends JSON events: "create" for every entry when a watch is added, then "watched"; then
+    "create", "update", "delete", "move" (with "from") as files change; "unwatched" when a
+    watch ends; "error" for a request that cannot be done; "overflow" when events were lost
+    (re-add the watches to re-list). See docs/orchestrator.md and L{FileMonitorSession}.
+    """
+
+    session: FileMonitorSession | None = None
+
+    def onOpen(self) -> None:
+        runtime = self.factory.runtime
+        site = runtime.get(self.factory.site_id)
+        self.session = FileMonitorSession(
+            self.factory.monitor,
+            runtime.site_files(site),
+            self.factory.files,
+            self._send_event,
+            max_watches=self.factory.max_watches,
+        )
+
+    def _send_event(self, message: dict[str, Any]) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(json.dumps(message).encode(), isBinary=False)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self._send_event(
+                {
+                    "event": "error",
+                    "path": "",
+                    "code": "bad_json",
+                    "error": "expected a JSON object",
+                }
+            )
+            return
+        if "heartbeat" in message:
+            self._send_event({"heartbeat": message["heartbeat"]})
+            return
+        if self.session is not None:
+            self.session.handle(message)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.session is not None:
+            self.session.close()

@@ -21,9 +21,11 @@ from director.orchestrator.databases import DatabaseError, DatabaseHost, make_da
 from director.orchestrator.docker_gateway import BuildError, DockerError, ImageInUse
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest
+from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.runtime import SiteRuntime, UnknownSite
 from director.orchestrator.sites import IMAGE_NAME, SiteError, parse_site
 from director.orchestrator.streams import (
+    FileMonitorProtocol,
     LogsProtocol,
     ShellBridgeProtocol,
     StatusProtocol,
@@ -81,6 +83,8 @@ class OrchestratorAPI:
         reactor: Any = None,
         idle_timeout: float = 6 * 3600,
         max_lifetime: float = 12 * 3600,
+        monitor: DirectoryMonitor | None = None,
+        max_watches: int = 256,
     ) -> None:
         self.runtime = runtime
         self._files = files
@@ -89,6 +93,8 @@ class OrchestratorAPI:
         self._reactor = reactor
         self._idle = idle_timeout
         self._lifetime = max_lifetime
+        self._monitor = monitor
+        self._max_watches = max_watches
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -232,6 +238,20 @@ class OrchestratorAPI:
     def ws_multi_status(self, request: IRequest) -> Any:
         return websocket_resource(
             StatusProtocol, runtime=self._rt(), site_id=None, reactor=self._reactor, interval=5
+        )
+
+    @app.route("/ws/sites/<int:site_id>/files/monitor")
+    def ws_file_monitor(self, request: IRequest, site_id: int) -> Any:
+        self._rt().get(site_id)
+        if self._monitor is None or self._files is None:
+            raise BadRequest("unavailable", "this orchestrator has no file monitor", 503)
+        return websocket_resource(
+            FileMonitorProtocol,
+            runtime=self._rt(),
+            site_id=site_id,
+            monitor=self._monitor,
+            files=self._files,
+            max_watches=self._max_watches,
         )
 
     # -- databases -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,31 @@ class FrontConfiguration(Service):
             raise StartupError(f"router: cannot write the front nginx configuration: {e}") from e
         if self._nginx is not None:
             _check_synchronously(self._nginx.paths)
+            _check_ports(self._router.settings)
+
+
+def _check_ports(settings: FrontSettings) -> None:
+    """
+    nginx cannot bind a port that something else holds (often a system nginx or Apache on
+    port 80); say so in one line, naming the setting, instead of leaving a dead child.
+    """
+    for address, key in [(a, "router.http_port") for a in settings.http_listen] + [
+        (a, "router.https_port") for a in settings.https_listen
+    ]:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"  # noqa: S104 (nginx's own default)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind((host, int(port)))
+            except OSError as e:
+                raise StartupError(
+                    f"router front nginx: cannot listen on {address}: {e.strerror or e} "
+                    f"(stop whatever uses it, or set {key} in the config)"
+                ) from None
 
 
 def _check_synchronously(paths: NginxPaths) -> None:

@@ -13,7 +13,13 @@ from typing import Any
 
 from zope.interface.verify import verifyObject
 
-from director.orchestrator.docker_gateway import BuildError, DockerError, IDockerGateway, TaskInfo
+from director.orchestrator.docker_gateway import (
+    BuildError,
+    ContainerEvent,
+    DockerError,
+    IDockerGateway,
+    TaskInfo,
+)
 from director.orchestrator.sites import Limits, Site, service_spec
 
 
@@ -197,6 +203,45 @@ async def check_exec_output_and_status(ctx: DockerContext) -> None:
     assert await gw.remove_container(spec["Name"]) is False
 
 
+async def check_events_follow_tasks(ctx: DockerContext) -> None:
+    """
+    A watcher hears a site task's container start (the container the task list shows
+    running) and die when the service goes; stopping the watch twice is harmless.
+    """
+    site = _site(ctx, id=ctx.site_id + 4, name=f"{ctx.prefix}-events")
+    gw = ctx.gateway
+    events: list[ContainerEvent] = []
+    errors: list[str] = []
+    stop = gw.watch_events(events.append, errors.append)
+    await gw.ensure_network(ctx.network)
+    try:
+        await gw.put_service(_spec(ctx, site))
+        running: list[str] = []
+
+        async def started() -> bool:
+            tasks = await gw.tasks(site.service_name, ctx.network)
+            running[:] = [t.container_id for t in tasks if t.state == "running" and t.container_id]
+            seen = {e.container_id for e in events if e.action == "start" and e.site_id == site.id}
+            return bool(running) and set(running) <= seen
+
+        await eventually(ctx, started)
+        await gw.remove_service(site.service_name)
+
+        async def died() -> bool:
+            return any(
+                e.action == "die" and e.container_id == running[0] and e.site_id == site.id
+                for e in events
+            )
+
+        await eventually(ctx, died)
+        assert all(isinstance(e, ContainerEvent) for e in events)
+    finally:
+        stop()
+        stop()  # idempotent
+        await gw.remove_service(site.service_name)
+    assert not errors, errors
+
+
 CHECKS = [
     check_interface,
     check_network_idempotent,
@@ -207,4 +252,5 @@ CHECKS = [
     check_build_failure_reports_log,
     check_build_and_remove_image,
     check_exec_output_and_status,
+    check_events_follow_tasks,
 ]

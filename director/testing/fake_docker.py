@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from director.orchestrator.docker_gateway import (
     BuildError,
+    ContainerEvent,
     DockerError,
     IDockerGateway,
     ImageInUse,
@@ -29,7 +30,9 @@ class FakeDockerGateway:
     """
     Services start instantly (one running task per replica, with a made-up address);
     images exist when listed in C{images} or built; a Dockerfile line `RUN false` (or a
-    RUN that installs a package listed in C{missing_packages}) fails the build.
+    RUN that installs a package listed in C{missing_packages}) fails the build. Watchers
+    of events hear a task's container start and die at once, on the calling thread;
+    L{crash_task} plays a container dying and swarm starting a replacement (new address).
     """
 
     def __init__(self, images: tuple[str, ...] = ("director/debian:bookworm",)) -> None:
@@ -43,6 +46,9 @@ class FakeDockerGateway:
         self.containers: dict[str, dict[str, Any]] = {}
         self.execs: dict[str, dict[str, Any]] = {}
         self.logs: dict[str, list[str]] = {}
+        self._watchers: list[tuple[Callable[[ContainerEvent], None], Callable[[str], None]]] = []
+        #: When true, events are lost (as while a real event stream is broken).
+        self.drop_events = False
 
     def _service_info(self, name: str) -> ServiceInfo:
         entry = self.services[name]
@@ -51,12 +57,21 @@ class FakeDockerGateway:
         image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
         return ServiceInfo(name, entry["id"], replicas, image, entry["version"], spec)
 
-    def _start_tasks(self, name: str) -> None:
-        old = [
-            TaskInfo("shutdown", "shutdown", t.container_id, None, t.timestamp)
-            for t in self._tasks.get(name, [])
-            if t.state == "running"
-        ]
+    def _emit(self, name: str, action: str, containers: list[str | None]) -> None:
+        """Tell watchers about containers of service C{name} (site containers only)."""
+        labels = self.services[name]["spec"]["TaskTemplate"]["ContainerSpec"].get("Labels", {})
+        site = labels.get("director.site", "")
+        if not site.isdigit() or self.drop_events:
+            return
+        for container in containers:
+            for on_event, _ in list(self._watchers):
+                if container is not None:
+                    on_event(ContainerEvent(action, container, int(site)))
+
+    def _start_tasks(self, name: str, replicas: int | None = None) -> None:
+        running = [t for t in self._tasks.get(name, []) if t.state == "running"]
+        old = [TaskInfo("shutdown", "shutdown", t.container_id, None, t.timestamp) for t in running]
+        self._emit(name, "die", [t.container_id for t in running])
         n = next(self._ids)
         info = self._service_info(name)
         digest = info.spec["TaskTemplate"]["ContainerSpec"].get("Labels", {}).get("director.spec")
@@ -69,9 +84,31 @@ class FakeDockerGateway:
                 f"{n:020d}",
                 spec=digest,
             )
-            for i in range(info.replicas)
+            for i in range(info.replicas if replicas is None else replicas)
         ]
         self._tasks[name] = new + old
+        self._emit(name, "start", [t.container_id for t in new])
+
+    def crash_task(self, name: str) -> None:
+        """The service's running containers die; swarm replaces them (new ids and addresses)."""
+        self._start_tasks(name)
+
+    def watch_events(
+        self, on_event: Callable[[ContainerEvent], None], on_error: Callable[[str], None]
+    ) -> Callable[[], None]:
+        watcher = (on_event, on_error)
+        self._watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return stop
+
+    def break_events(self, message: str = "the fake event stream broke") -> None:
+        """Tell watchers their stream broke (a real one then reconnects by itself)."""
+        for _, on_error in list(self._watchers):
+            on_error(message)
 
     def ensure_network(self, name: str, subnet: str | None = None) -> Deferred[None]:
         self.networks.add(name)
@@ -117,6 +154,9 @@ class FakeDockerGateway:
         return succeed(None)
 
     def remove_service(self, name: str) -> Deferred[bool]:
+        if name in self.services:
+            running = [t.container_id for t in self._tasks.get(name, []) if t.state == "running"]
+            self._emit(name, "die", running)
         self._tasks.pop(name, None)
         return succeed(self.services.pop(name, None) is not None)
 

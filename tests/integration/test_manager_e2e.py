@@ -348,7 +348,7 @@ def test_sites_through_the_api(stack: Stack) -> None:
             "psql",
             s.postgres.dsn(),
             "-tAc",
-            f"select count(*) from pg_database where datname = 'site_{site_id}'",
+            f"select count(*) from pg_database where datname = 'site_{int(site_id)}'",  # noqa: S608
         ],
         capture_output=True,
         text=True,

@@ -42,14 +42,16 @@ class Orchestrator:
     def nginx_port(self) -> int:
         return self.config.orchestrator.nginx_port
 
-    def get(self, name: str, path: str = "/", host: str | None = None) -> tuple[int, bytes]:
+    def get(
+        self, name: str, path: str = "/", host: str | None = None, timeout: float = 10
+    ) -> tuple[int, bytes]:
         """GET through the orchestrator's nginx, as the router would."""
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.nginx_port}{path}",
             headers={"Host": host or f"{name}.{self.config.director.sites_domain}"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -68,7 +70,39 @@ class Orchestrator:
 
 
 #: The site ids these tests use (their services and containers are removed at the end).
-SITE_IDS = range(101, 111)
+SITE_IDS = [*range(101, 111), *range(201, 204)]
+
+
+async def served(
+    o: Orchestrator, name: str, status: int, body: bytes | None = None, timeout: float = 30
+) -> tuple[int, bytes]:
+    """
+    Like L{Orchestrator.wait_for}, but polling from a thread so the reactor (and so the
+    in-process orchestrator) keeps running: for changes the orchestrator makes on its own.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+    from twisted.internet.threads import deferToThread
+
+    deadline = time.monotonic() + timeout
+    got: tuple[int, bytes] = (0, b"")
+    while time.monotonic() < deadline:
+        # a short timeout: a request nginx sent to a dead container must not hide a change
+        got = await deferToThread(o.get, name, "/", None, 0.5)
+        if got[0] == status and (body is None or body in got[1]):
+            return got
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"{name}: wanted {status} {body!r}, last got {got!r}")
+
+
+def running_container(site_id: int) -> str:
+    result = subprocess.run(
+        ["docker", "ps", "-q", "--no-trunc", "--filter", f"label=director.site={site_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -354,9 +388,10 @@ async def test_terminal(orchestrator: Orchestrator) -> None:
     proto = await connect_websocket(
         reactor, signer, "orchestrator", ws_url(o, "/ws/sites/106/terminal"), timeout=60
     )
-    proto.sendMessage(b"id -u; echo mark-$((6*7))\n", isBinary=True)
-    out = await collect_until(proto, b"mark-42")
+    proto.sendMessage(b"id -u; echo user-$(whoami)-$((6*7))\n", isBinary=True)
+    out = await collect_until(proto, b"-42")
     assert str(100_106).encode() in out
+    assert b"user-site-42" in out and b"I have no name" not in out
     proto.sendMessage(json.dumps({"resize": [40, 120]}).encode(), isBinary=False)
     proto.sendMessage(b"stty size\n", isBinary=True)
     await collect_until(proto, b"40 120")
@@ -568,3 +603,65 @@ async def test_custom_image_and_databases(
             await deferLater(reactor, 0.2, lambda: None)
     else:
         raise AssertionError("the image stayed in use")
+
+
+@pytest_twisted.ensureDeferred
+async def test_killed_task_followed(orchestrator: Orchestrator) -> None:
+    """
+    When a dynamic site's container is killed, nginx follows on its own: the die event
+    turns the site to "not running" at once, and swarm's replacement task is served within
+    seconds, at the new container's address, with no API call.
+    """
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/201", json={"name": "follow1", "type": "static"})
+    await put_file(o, 201, "run.sh", RUN_SH, mode="755")
+    await put_file(o, 201, "public/index.html", b"following")
+    spec = {"name": "follow1", "type": "dynamic", "image": PYTHON_IMAGE}
+    await o.client.json("PUT", "/v1/sites/201", json=spec)
+    await served(o, "follow1", 200, b"following")
+    old = running_container(201)
+    assert old
+    started = time.monotonic()
+    subprocess.run(["docker", "kill", old], capture_output=True, check=True)
+    await served(o, "follow1", 503, b"not running", timeout=10)
+    await served(o, "follow1", 200, b"following", timeout=20)
+    elapsed = time.monotonic() - started
+    new = running_container(201)
+    assert new and new != old
+    address = subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            new,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    listing = await o.client.json("GET", "/v1/sites")
+    (site,) = [s for s in listing["sites"] if s["id"] == 201]
+    assert site["upstream"] == [address]
+    # swarm waits 2 s before restarting a task; the rest is Docker, events and one reload
+    assert elapsed < 8, elapsed
+    await o.client.json("DELETE", "/v1/sites/201")
+
+
+@pytest_twisted.ensureDeferred
+async def test_site_user_has_a_name(orchestrator: Orchestrator) -> None:
+    """
+    The site's uid has a passwd entry in its containers (read-only): no "I have no name!"
+    in shells, and the home directory is /site/.home.
+    """
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/202", json={"name": "named1", "type": "static"})
+    await put_file(o, 202, "run.sh", RUN_SH, mode="755")
+    spec = {"name": "named1", "type": "dynamic", "image": PYTHON_IMAGE}
+    await o.client.json("PUT", "/v1/sites/202", json=spec)
+    result = docker_exec(202, "sh", "-c", "id -un; id -gn; getent passwd $(id -u)")
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["site", "site"], result
+    assert lines[2] == "site:x:100202:100202:Director site:/site/.home:/bin/bash"
+    assert docker_exec(202, "sh", "-c", "echo x >> /etc/passwd").returncode != 0
+    await o.client.json("DELETE", "/v1/sites/202")
