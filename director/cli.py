@@ -151,6 +151,9 @@ def banner(args: argparse.Namespace) -> int:
     print(f"  SSH:               ssh -p {shell.port} USER@{ssh_host}")
     print(f"  sites:             http://NAME.{config.director.sites_domain}/")
     print(f"  state:             {config.director.state_dir}")
+    password = config.director.state_dir / "secrets" / "admin-password"
+    if password.exists():
+        print(f"  admin login:       admin / {password.read_text().strip()}   (from {password})")
     return 0
 
 
