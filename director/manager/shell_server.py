@@ -12,7 +12,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from director.common.guard import render_error
+from director.common.guard import caller_of, render_error
 from director.common.tokens import mint
 from director.common.web import render_json
 from director.manager.api import APIError, parse_public_key, read_object
@@ -49,6 +49,11 @@ class ShellServerAPI:
     @app.handle_errors(ValidationError)
     def _validation_error(self, request: IRequest, failure: Any) -> bytes:
         return render_error(request, 400, failure.value.code, failure.value.message)
+
+    @app.route("/shell-server/whoami", methods=["GET"])
+    def whoami(self, request: IRequest) -> bytes:
+        """Which component the guard authenticated (for `director check` and the tests)."""
+        return render_json(request, {"component": "manager", "caller": caller_of(request)})
 
     @app.route("/shell-server/login", methods=["POST"])
     async def login(self, request: IRequest) -> bytes:

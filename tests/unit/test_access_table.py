@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from director.common.client import ComponentClient
 from director.common.guard import ComponentGuard
 from director.common.signing import HEADER_DIGEST
-from director.manager.web import ManagerWeb
+from director.manager.shell_server import ShellServerAPI
+from director.manager.web import ManagerWeb, PrefixDispatch
 from director.orchestrator.web import OrchestratorAPI
 from director.router.web import RouterAPI
 from director.testing.keys import Keyring
@@ -37,7 +38,19 @@ TARGETS = {
     "router HTTP": ("router", "/v1/whoami", {"manager"}),
 }
 
-APPS: dict[str, Any] = {"manager": ManagerWeb, "orchestrator": OrchestratorAPI, "router": RouterAPI}
+
+def manager_resource() -> Any:
+    """The manager's web root as the service assembles it (the parts the table touches)."""
+    root = PrefixDispatch(ManagerWeb().app.resource())
+    root.add(b"/shell-server/", ShellServerAPI(None, None, None, None, "http://o").app.resource())  # type: ignore[arg-type]
+    return root
+
+
+APPS: dict[str, Any] = {
+    "manager": manager_resource,
+    "orchestrator": lambda: OrchestratorAPI().app.resource(),
+    "router": lambda: RouterAPI().app.resource(),
+}
 
 
 def expected_status(caller: str, target: str) -> int:
@@ -55,9 +68,7 @@ class AccessTableTests(SynchronousTestCase):
         self.clock.advance(1_800_000_000)
         self.keys = Keyring()
         self.stubs: dict[str, Any] = {
-            name: StubTreq(
-                ComponentGuard(name, app().app.resource(), self.keys.verifier(name, self.clock))
-            )
+            name: StubTreq(ComponentGuard(name, app(), self.keys.verifier(name, self.clock)))
             for name, app in APPS.items()
         }
 

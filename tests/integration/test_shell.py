@@ -1,0 +1,465 @@
+"""
+The shell server in-process on the real reactor, with the real OpenSSH client (`ssh`,
+`sshpass`, `ssh-keygen`, tmux for a terminal), the fake manager served over real HTTP behind
+the real guard (minting real tokens with the manager key `director init` wrote), and the
+real orchestrator with real dockerd and its nginx. Sites use ids 300-399.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from services import free_port
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.web.server import Site
+
+from director.cli import main as director_main
+from director.common.client import ComponentClient, HTTPPoolService, connect_websocket
+from director.common.config import Config, load_config
+from director.common.keys import load_private_key
+from director.common.service import component_signer, component_verifier
+from director.orchestrator.service import build_service as build_orchestrator
+from director.shell.service import build_service as build_shell
+from director.testing.fake_shell_manager import FakeShellManager
+
+SITE = 301
+DISABLED_SITE = 302
+INDEX = b"<h1>hello from the shell test site</h1>\n"
+BIN = Path(sys.executable).parent
+ALICE_PASSWORD = "alice-pw"
+
+
+@dataclass
+class Stack:
+    config: Config
+    base: Path
+    manager: FakeShellManager
+    orchestrator: ComponentClient
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.config.shell.port
+
+    def ssh_args(self, user: str, *, password: bool = True, key: Path | None = None) -> list[str]:
+        args = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=20",
+            "-p",
+            str(self.port),
+        ]
+        if key is not None:
+            args += ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+            args += ["-o", "PasswordAuthentication=no"]
+        elif password:
+            args += ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]
+        return [*args, f"{user}@127.0.0.1"]
+
+    async def ssh(
+        self,
+        user: str,
+        *command: str,
+        password: str | None = ALICE_PASSWORD,
+        key: Path | None = None,
+        stdin: bytes = b"",
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run `ssh` in a thread (the server runs on this reactor) and return what it did."""
+        args = self.ssh_args(user, password=password is not None, key=key) + list(command)
+        if key is None and password is not None:
+            args = ["sshpass", "-p", password, *args]
+        env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+        result: subprocess.CompletedProcess[bytes] = await deferToThread(
+            subprocess.run, args, input=stdin, capture_output=True, timeout=timeout, env=env
+        )
+        return result
+
+    def session_events(self, text: str) -> list[str]:
+        return [m for m in (formatEvent(e) for e in self.events) if text in m]
+
+
+def _observe(stack: Stack) -> Any:
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("shell_event"):
+            stack.events.append(event)
+
+    return observer
+
+
+@pytest.fixture(scope="module")
+def stack(docker_swarm: Any) -> Iterator[Stack]:
+    from twisted.internet import reactor
+
+    base = Path(tempfile.mkdtemp(prefix="director-shell-", dir="/tmp"))
+    base.chmod(0o755)
+    orchestrator_port, manager_port = free_port(), free_port()
+    assert (
+        director_main(
+            [
+                "init",
+                "--config",
+                str(base / "director.toml"),
+                "--state-dir",
+                str(base / "var"),
+                "--set",
+                f"orchestrator.port={orchestrator_port}",
+                "--set",
+                f'orchestrator.url="http://127.0.0.1:{orchestrator_port}"',
+                "--set",
+                f"orchestrator.nginx_port={free_port()}",
+                "--set",
+                f'manager.url="http://127.0.0.1:{manager_port}"',
+                "--set",
+                'shell.host="127.0.0.1"',
+                "--set",
+                f"shell.port={free_port()}",
+                "--set",
+                "shell.failure_delay=0.5",
+            ]
+        )
+        == 0
+    )
+    (base / "var").chmod(0o755)
+    config = load_config(base / "director.toml")
+    fake = FakeShellManager(
+        reactor,
+        load_private_key(config.auth.keys_dir, "manager"),
+        f"ws://127.0.0.1:{orchestrator_port}",
+    )
+    manager_site = Site(fake.resource(component_verifier(reactor, config, "manager")))
+    manager_site.noisy = False
+    endpoint = TCP4ServerEndpoint(reactor, manager_port, interface="127.0.0.1")
+    manager_listener = pytest_twisted.blockon(endpoint.listen(manager_site))
+    orchestrator = build_orchestrator(reactor, config)
+    orchestrator.privilegedStartService()
+    orchestrator.startService()
+    shell = build_shell(reactor, config)
+    shell.privilegedStartService()
+    shell.startService()
+    pool = HTTPPoolService(reactor)
+    client = ComponentClient(
+        reactor,
+        component_signer(reactor, config, "manager"),
+        "orchestrator",
+        config.orchestrator.url,
+        pool.http,
+        timeout=120,
+    )
+    s = Stack(config, base, fake, client)
+    observer = _observe(s)
+    globalLogPublisher.addObserver(observer)
+
+    async def create_sites() -> None:
+        await client.json("PUT", f"/v1/sites/{SITE}", json={"name": "shellsite", "type": "static"})
+        await client.json("PUT", f"/v1/sites/{SITE}/files/public/index.html", data=INDEX)
+        await client.json(
+            "PUT",
+            f"/v1/sites/{DISABLED_SITE}",
+            json={"name": "shelloff", "type": "static", "availability": "disabled"},
+        )
+
+    async def remove_sites() -> None:
+        for site_id in (SITE, DISABLED_SITE):
+            await client.json("DELETE", f"/v1/sites/{site_id}", params={"purge": "1"})
+
+    fake.add_site(SITE, "shellsite")
+    fake.add_site(DISABLED_SITE, "shelloff", availability="disabled")
+    fake.add_site(303, "bobsite")
+    fake.add_user("alice", "alice-pw", sites=("shellsite", "shelloff"))
+    fake.add_user("bob", "bob-pw", sites=("bobsite",))
+    fake.add_user("carol", "carol-pw", sites=("shellsite",), active=False)
+    try:
+        pytest_twisted.blockon(Deferred.fromCoroutine(create_sites()))
+        yield s
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        errors: list[Exception] = []
+        for step in (
+            lambda: Deferred.fromCoroutine(remove_sites()),
+            shell.stopService,
+            orchestrator.stopService,
+            pool.stopService,
+            manager_listener.stopListening,
+        ):
+            try:
+                pytest_twisted.blockon(step())
+            except Exception as e:  # every step runs, whatever an earlier one did
+                errors.append(e)
+        for name in ("site_301", "site_302"):
+            subprocess.run(["docker", "service", "rm", name], capture_output=True, check=False)
+            subprocess.run(["docker", "rm", "-f", f"{name}_terminal"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+        if errors:
+            raise errors[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_output_and_exit_status(stack: Stack) -> None:
+    """
+    `ssh alice/shellsite@host 'cat /site/public/index.html'` prints the file and exits 0;
+    `exit 3` gives 3; stdout and stderr stay apart; piped input and its EOF reach the command.
+    """
+    result = await stack.ssh("alice/shellsite", "cat /site/public/index.html")
+    assert (result.stdout, result.returncode) == (INDEX, 0), result.stderr
+    result = await stack.ssh("alice/shellsite", "exit 3")
+    assert result.returncode == 3, result.stderr
+    result = await stack.ssh("alice/shellsite", "echo out; echo err >&2; pwd")
+    assert (result.stdout, result.stderr) == (b"out\n/site\n", b"err\n")
+    result = await stack.ssh("alice/shellsite", "tr a-z A-Z", stdin=b"piped input\n")
+    assert (result.stdout, result.returncode) == (b"PIPED INPUT\n", 0)
+    opened = stack.session_events("shell session opened: user=alice site=shellsite")
+    assert opened and "source=127.0.0.1 command pty=no" in opened[-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_binary_transfers_both_ways(stack: Stack) -> None:
+    """Megabytes of binary data go up and come back intact (`cat` pipes replace scp)."""
+    import hashlib
+
+    data = os.urandom(3 * 1024 * 1024)
+    result = await stack.ssh(
+        "alice/shellsite", "cat > /site/private/blob && sha256sum /site/private/blob", stdin=data
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    result = await stack.ssh("alice/shellsite", "cat /site/private/blob; rm /site/private/blob")
+    assert result.returncode == 0 and result.stdout == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_login(stack: Stack) -> None:
+    """A key registered in the manager logs in; an unregistered one is refused."""
+    keys = stack.base / "client-keys"
+    keys.mkdir()
+    for name in ("registered", "stranger"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
+        )
+    line = (keys / "registered.pub").read_text()
+    stack.manager.users["alice"].keys.add(" ".join(line.split()[:2]))
+    result = await stack.ssh("alice/shellsite", "echo key works", key=keys / "registered")
+    assert (result.stdout, result.returncode) == (b"key works\n", 0), result.stderr
+    result = await stack.ssh("alice/shellsite", "true", key=keys / "stranger")
+    assert result.returncode == 255 and b"Permission denied" in result.stderr
+    logins = stack.session_events("shell login accepted: user=alice site=shellsite")
+    assert any("method=publickey (SHA256:" in m for m in logins)
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals(stack: Stack) -> None:
+    """A wrong password, a non-member, a disabled site and an inactive account are refused."""
+    # sshpass exits 5 when the password is refused.
+    result = await stack.ssh("alice/shellsite", "true", password="wrong")
+    assert result.returncode == 5 and b"Permission denied" in result.stderr
+    result = await stack.ssh("bob/shellsite", "true", password="bob-pw")
+    assert (result.returncode, result.stderr) == (1, b"You have no site called shellsite.\n")
+    result = await stack.ssh("alice/shelloff", "true")
+    assert (result.returncode, result.stderr) == (1, b"The site shelloff is disabled.\n")
+    result = await stack.ssh("carol/shellsite", "true", password="carol-pw")
+    assert result.returncode == 5 and b"Permission denied" in result.stderr
+    result = await stack.ssh("x" * 300, "true")
+    assert result.returncode == 255 and b"user name too long" in result.stderr
+    # The manager was asked about users, never told the site in the user name.
+    logins = [body for path, body in stack.manager.calls if path == "login"]
+    assert all("/" not in body["username"] and "site" not in body for body in logins)
+
+
+@pytest_twisted.ensureDeferred
+async def test_replayed_token_is_refused(stack: Stack) -> None:
+    """A token the shell server has used is refused when replayed against the orchestrator."""
+    from twisted.internet import reactor
+
+    result = await stack.ssh("alice/shellsite", "true")
+    assert result.returncode == 0
+    grant = stack.manager.grants[-1]
+    signer = component_signer(reactor, stack.config, "shell")
+    bridge = await connect_websocket(
+        reactor, signer, "orchestrator", grant["websocket_url"], timeout=30
+    )
+    bridge.sendMessage(json.dumps({"token": grant["token"], "command": "id"}).encode(), False)
+    answer = json.loads(await bridge.next_message(30))
+    assert answer["code"] == "replayed"
+    await bridge.closed
+
+
+async def _tmux(stack: Stack, *args: str, check: bool = True) -> str:
+    result: subprocess.CompletedProcess[str] = await deferToThread(
+        subprocess.run,
+        ["tmux", "-S", str(stack.base / "tmux.sock"), "-f", "/dev/null", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 0 or not check, result.stderr
+    return result.stdout
+
+
+async def _screen_shows(stack: Stack, pattern: str, timeout: float = 60) -> str:
+    from twisted.internet import reactor
+
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = await _tmux(stack, "capture-pane", "-p", "-t", "shell")
+        if re.search(pattern, screen):
+            return screen
+        await deferLater(reactor, 0.2, lambda: None)
+    raise AssertionError(f"{pattern!r} never appeared; the screen was:\n{screen}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_interactive_menu_and_resize(stack: Stack) -> None:
+    """
+    Under a real terminal (tmux): the menu lists the sites, a wrong answer gets one line,
+    choosing opens a shell whose `stty size` is the terminal's, and follows a resize;
+    the exit status reaches the client.
+    """
+    ssh = " ".join(["sshpass", "-p", "alice-pw", *stack.ssh_args("alice")])
+    await _tmux(
+        stack,
+        "new-session",
+        "-d",
+        "-s",
+        "shell",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        f"env -u SSH_AUTH_SOCK {ssh}; echo EXIT=$?; sleep 60",
+    )
+    try:
+        screen = await _screen_shows(stack, r"Choose a site")
+        assert "1) shelloff (static, disabled)" in screen
+        assert "2) shellsite (static)" in screen
+        await _tmux(stack, "send-keys", "-t", "shell", "nosuch", "Enter")
+        await _screen_shows(stack, r"You have no site called nosuch\.")
+        await _tmux(stack, "send-keys", "-t", "shell", "2", "Enter")
+        await _screen_shows(stack, r"/site\$")
+        await _tmux(stack, "send-keys", "-t", "shell", "stty size", "Enter")
+        await _screen_shows(stack, r"\n30 100\n")
+        await _tmux(stack, "resize-window", "-t", "shell", "-x", "120", "-y", "40")
+        await _tmux(stack, "send-keys", "-t", "shell", "clear; stty size", "Enter")
+        await _screen_shows(stack, r"40 120\n")
+        await _tmux(stack, "send-keys", "-t", "shell", "sleep 30", "Enter", "C-c")
+        await _tmux(stack, "send-keys", "-t", "shell", "echo after-ctrl-c", "Enter")
+        await _screen_shows(stack, r"\nafter-ctrl-c\n")
+        await _tmux(stack, "send-keys", "-t", "shell", "exit 7", "Enter")
+        await _screen_shows(stack, r"EXIT=7")
+    finally:
+        await _tmux(stack, "kill-server", check=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_dropped_connection_closes_the_bridge(stack: Stack) -> None:
+    """An SSH client that vanishes mid-session has its websocket to the orchestrator closed."""
+    from twisted.internet import reactor
+
+    before = len(stack.session_events("client left"))
+    opened_before = len(stack.session_events("shell session opened"))
+    args = ["sshpass", "-p", "alice-pw", *stack.ssh_args("alice/shellsite"), "-tt"]
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    client = subprocess.Popen(
+        [*args, "sleep 300"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(stack.session_events("shell session opened")) == opened_before:
+            assert time.monotonic() < deadline, "the session never opened"
+            await deferLater(reactor, 0.2, lambda: None)
+    finally:
+        client.kill()
+        await deferToThread(client.wait, 30)
+    deadline = time.monotonic() + 30
+    while len(stack.session_events("client left")) == before and time.monotonic() < deadline:
+        await deferLater(reactor, 0.2, lambda: None)
+    assert len(stack.session_events("client left")) == before + 1
+
+
+def _processes(site_id: int) -> str:
+    return subprocess.run(
+        [
+            "docker",
+            "exec",
+            f"site_{site_id}_terminal",
+            "sh",
+            "-c",
+            'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="orchestrator: closing the shell bridge does not stop the docker exec "
+    "(reported; the shell server does close the websocket)",
+)
+@pytest_twisted.ensureDeferred
+async def test_dropped_connection_leaves_nothing_running(stack: Stack) -> None:
+    """After an SSH client vanishes, its command is no longer running in the container."""
+    from twisted.internet import reactor
+
+    args = ["sshpass", "-p", "alice-pw", *stack.ssh_args("alice/shellsite")]
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    client = subprocess.Popen([*args, "sleep 311"], stdout=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "sleep 311" not in await deferToThread(_processes, SITE):
+            assert time.monotonic() < deadline, "the command never started"
+            await deferLater(reactor, 0.2, lambda: None)
+    finally:
+        client.kill()
+        await deferToThread(client.wait, 30)
+    await deferLater(reactor, 5, lambda: None)
+    assert "sleep 311" not in await deferToThread(_processes, SITE)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ssh_audit_finds_nothing_failing(stack: Stack) -> None:
+    """ssh-audit (from PyPI) reports no failing algorithm, no CVE and no failure exit."""
+    result: subprocess.CompletedProcess[str] = await deferToThread(
+        subprocess.run,
+        [str(BIN / "ssh-audit"), "-j", "-p", str(stack.port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    report = json.loads(result.stdout)
+    failing = [
+        (kind, algorithm["algorithm"], algorithm["notes"]["fail"])
+        for kind in ("kex", "key", "enc", "mac")
+        for algorithm in report[kind]
+        if algorithm.get("notes", {}).get("fail")
+    ]
+    assert failing == []
+    assert report["cves"] == []
+    assert report["compression"] == ["none"]
+    assert result.returncode in (0, 2), result.stdout  # 2: warnings only; 3 would be a failure
