@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -16,6 +17,11 @@ from director.common.keys import load_private_key
 from director.common.service import component_signer, guarded_http_service
 from director.common.threads import BlockingPool
 from director.manager.api import ManagerAPI
+from director.manager.browser_ws import BrowserSockets
+from director.manager.dashboard import GUIDE_DIR, Dashboard
+from director.manager.dashboard.guide import Guide
+from director.manager.dashboard.metrics import CountingResource, Metrics
+from director.manager.dashboard.queries import DashboardQueries
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
@@ -85,7 +91,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         migrate(engine)
     except Exception as e:
         raise StartupError(f"manager database {url}: cannot open or migrate it: {e}") from None
-    db_pool = BlockingPool(reactor, "manager-db", 1 if url.startswith("sqlite") else 4, 60)
+    db_pool = BlockingPool(reactor, "manager-db", 4, 60)  # SQLite in WAL mode: readers in parallel
     crypto_pool = BlockingPool(reactor, "passwords", 2, 60)
     http = HTTPPoolService(reactor)
     for child in (db_pool, crypto_pool, http):
@@ -126,10 +132,34 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         load_private_key(config.auth.keys_dir, "manager"),
         config.orchestrator.url,
     )
-    root = PrefixDispatch(ManagerWeb().app.resource())
-    root.add(b"/api/", api.app.resource())
+    # The dashboard gets every path no other part claims; websockets are not counted
+    # (their requests never finish).
+    queries = DashboardQueries(engine, db_pool)
+    sockets = BrowserSockets(
+        reactor, store, bus, signer, config.orchestrator.url, config.manager.url
+    )
+    metrics = Metrics(reactor, queries, sockets.counts)
+    dashboard = Dashboard(
+        reactor,
+        store,
+        passwords,
+        queries,
+        Guide(GUIDE_DIR),
+        metrics,
+        manager_url=config.manager.url,
+        sites_domain=config.director.sites_domain,
+        session_lifetime=timedelta(hours=config.manager.session_hours),
+        sites_port=config.router.http_port,
+        router=router,
+        authenticate=api.user,
+    )
+    root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
+    root.add(b"/healthz", ManagerWeb().app.resource())
+    root.add(b"/api/", CountingResource(api.app.resource(), metrics, "api"))
     root.add(b"/shell-server/", shell.app.resource())
+    root.add(b"/ws/", sockets.app.resource())
     _EngineService(reactor, operations, config, bus).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
+    top.dashboard = dashboard  # type: ignore[attr-defined]
     return top
