@@ -101,7 +101,7 @@ class Stack:
             method=method,
             headers={"Authorization": f"Bearer {self.token}"},
         )
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
 
     def front(self, host: str) -> int:
@@ -109,7 +109,7 @@ class Stack:
             f"http://127.0.0.1:{self.http_port}/", headers={"Host": host}
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return int(response.status)
         except urllib.error.HTTPError as e:
             return int(e.code)

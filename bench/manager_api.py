@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _stack import Stack  # noqa: E402
-from sqlalchemy import insert, select  # noqa: E402
+from _stack import Stack
+from sqlalchemy import insert, select
 
-from director.common.config import load_config  # noqa: E402
-from director.manager import schema as t  # noqa: E402
-from director.manager.service import database_url  # noqa: E402
-from director.manager.store import make_engine  # noqa: E402
+from director.common.config import load_config
+from director.manager import schema as t
+from director.manager.service import database_url
+from director.manager.store import make_engine
 
 
 def seed(stack: Stack, count: int) -> None:
@@ -81,7 +81,7 @@ def timed_gets(url: str, token: str, n: int) -> list[float]:
     for _ in range(n):
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
         start = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
         times.append(time.perf_counter() - start)
     return times
