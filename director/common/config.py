@@ -137,6 +137,9 @@ class ManagerSection:
     redis_url: str = field(default="", metadata=_check(_redis_url))
     # Dashboard sessions last this many hours.
     session_hours: float = field(default=12.0, metadata=_check(_positive))
+    # Changes one user may make: a burst of write_burst, then write_rate per second.
+    write_burst: float = field(default=60.0, metadata=_check(_positive))
+    write_rate: float = field(default=2.0, metadata=_check(_positive))
     # Seconds a manager holds an operation without renewing before another may take it over.
     operation_lease: float = field(default=60.0, metadata=_check(_positive))
     # bcrypt work factor for passwords (each check costs about 2^rounds * 0.05 ms).

@@ -289,7 +289,7 @@ class ManagerAPI:
         await self.store.audit(user, "add_ssh_key", user.username, {"fingerprint": fingerprint})
         return render_json(request, {"fingerprint": fingerprint, "comment": comment}, 201)
 
-    @app.route("/api/v1/me/keys/<int:key_id>", methods=["DELETE"])
+    @app.route("/api/v1/me/keys/<int(max=2147483647):key_id>", methods=["DELETE"])
     async def delete_key(self, request: IRequest, key_id: int) -> bytes:
         user = await self.user(request)
         if not await self.store.delete_ssh_key(user.id, key_id):
@@ -609,31 +609,20 @@ class ManagerAPI:
             raise ValidationError("sql", "one SQL statement")
         host = await self.store.database_host(host_id=db.host_id)
         assert host is not None
-        result = await self.orchestrator.json(
-            "POST",
-            "/v1/databases/query",
-            json={
-                "host": {
-                    k: host[k]
-                    for k in (
-                        "kind",
-                        "admin_host",
-                        "admin_port",
-                        "admin_user",
-                        "admin_password",
-                        "container_host",
-                        "container_port",
-                    )
-                },
-                "name": db.name,
-                "username": db.username,
-                "password": db.password,
-                "sql": sql,
-                "timeout": 10,
-                "max_rows": 1000,
-            },
-            timeout=30,
-        )
+        try:
+            result = await self.orchestrator.json(
+                "POST", "/v1/databases/query", json=_query_body(db, host, sql), timeout=30
+            )
+        except ComponentCallError as e:
+            if e.code in ("unavailable", "server_error"):
+                # The server the administrators configured is down or refuses: not a fault
+                # of Director's, and nothing the site's owner can fix by retrying at once.
+                raise APIError(
+                    409,
+                    "database_unavailable",
+                    f"the database server cannot be reached: {e.detail}",
+                ) from None
+            raise
         return render_json(request, result)
 
     # -- files (relayed to the orchestrator) -----------------------------------------------------
@@ -755,7 +744,7 @@ class ManagerAPI:
 
     # -- operations ------------------------------------------------------------------------------
 
-    @app.route("/api/v1/operations/<int:op_id>", methods=["GET"])
+    @app.route("/api/v1/operations/<int(max=2147483647):op_id>", methods=["GET"])
     async def get_operation(self, request: IRequest, op_id: int) -> bytes:
         user = await self.user(request)
         try:
@@ -775,7 +764,7 @@ class ManagerAPI:
         ops = await self.store.list_operations(failed_first=True)
         return render_json(request, {"operations": [o.to_json() for o in ops]})
 
-    @app.route("/api/v1/operations/<int:op_id>/retry", methods=["POST"])
+    @app.route("/api/v1/operations/<int(max=2147483647):op_id>/retry", methods=["POST"])
     async def retry_operation(self, request: IRequest, op_id: int) -> bytes:
         user = await self.user(request)
         try:
@@ -951,7 +940,7 @@ class ManagerAPI:
         await self.store.audit(user, "request_site", name, {"teacher": teacher.username})
         return render_json(request, {"id": request_id, "status": "pending-teacher"}, 201)
 
-    @app.route("/api/v1/requests/<int:request_id>/<action>", methods=["POST"])
+    @app.route("/api/v1/requests/<int(max=2147483647):request_id>/<action>", methods=["POST"])
     async def act_on_request(self, request: IRequest, request_id: int, action: str) -> bytes:
         user = await self.user(request)
         found = [r for r in await self.store.list_requests() if r["id"] == request_id]
@@ -1016,6 +1005,27 @@ def parse_public_key(line: object) -> tuple[str, str, str]:
 
     fingerprint = key.fingerprint(format=FingerprintFormats.SHA256_BASE64)
     return f"SHA256:{fingerprint}", comment, " ".join(parts[:2])
+
+
+def _query_body(db: Any, host: dict[str, Any], sql: str) -> dict[str, Any]:
+    keys = (
+        "kind",
+        "admin_host",
+        "admin_port",
+        "admin_user",
+        "admin_password",
+        "container_host",
+        "container_port",
+    )
+    return {
+        "host": {k: host[k] for k in keys},
+        "name": db.name,
+        "username": db.username,
+        "password": db.password,
+        "sql": sql,
+        "timeout": 10,
+        "max_rows": 1000,
+    }
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

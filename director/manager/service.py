@@ -25,6 +25,7 @@ from director.manager.dashboard.queries import DashboardQueries
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
+from director.manager.ratelimit import RateLimiter
 from director.manager.shell_server import ShellServerAPI
 from director.manager.store import Store, make_engine, migrate
 from director.manager.web import ManagerWeb, PrefixDispatch
@@ -124,6 +125,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         signer,
         config.orchestrator.url,
         router,
+        RateLimiter(reactor, config.manager.write_rate, config.manager.write_burst),
     )
     shell = ShellServerAPI(
         reactor,

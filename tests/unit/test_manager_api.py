@@ -18,7 +18,7 @@ def api_routes() -> set[tuple[str, str]]:
     """(method, OpenAPI-style path) for every route the Klein app serves."""
     routes = set()
     for rule in ManagerAPI.app.url_map.iter_rules():
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        path = re.sub(r"<(?:[^:>]+:)?(\w+)>", r"{\1}", rule.rule)
         if path.endswith("/files/"):
             path += "{path}"
         elif "__rest__" in path:
