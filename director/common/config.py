@@ -140,6 +140,8 @@ class ManagerSection:
     # Changes one user may make: a burst of write_burst, then write_rate per second.
     write_burst: float = field(default=60.0, metadata=_check(_positive))
     write_rate: float = field(default=2.0, metadata=_check(_positive))
+    # Seconds between comparisons of the database with what the components report.
+    reconcile_interval: float = field(default=300.0, metadata=_check(_positive))
     # Seconds a manager holds an operation without renewing before another may take it over.
     operation_lease: float = field(default=60.0, metadata=_check(_positive))
     # bcrypt work factor for passwords (each check costs about 2^rounds * 0.05 ms).

@@ -26,6 +26,7 @@ from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
 from director.manager.ratelimit import RateLimiter
+from director.manager.reconcile import Reconciler
 from director.manager.shell_server import ShellServerAPI
 from director.manager.store import Store, make_engine, migrate
 from director.manager.web import ManagerWeb, PrefixDispatch
@@ -53,15 +54,21 @@ class _RedisBusProxy:
 
 
 class _EngineService(Service):
-    """Starts the operation engine (and the Redis bus) once the reactor runs."""
+    """Starts the operation engine, the reconcile loop and the Redis bus once the reactor runs."""
 
     def __init__(
-        self, reactor: Any, engine: OperationEngine, config: Config, bus: _RedisBusProxy
+        self,
+        reactor: Any,
+        engine: OperationEngine,
+        config: Config,
+        bus: _RedisBusProxy,
+        reconciler: Reconciler,
     ) -> None:
         self._reactor = reactor
         self._engine = engine
         self._config = config
         self._bus = bus
+        self._reconciler = reconciler
 
     def startService(self) -> None:
         super().startService()
@@ -76,10 +83,12 @@ class _EngineService(Service):
 
             d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
         self._engine.start()
+        self._reconciler.start()
 
     def stopService(self) -> None:
         super().stopService()
         self._engine.stop()
+        self._reconciler.stop()
 
 
 def build_service(reactor: Any, config: Config) -> MultiService:
@@ -160,7 +169,10 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     root.add(b"/api/", CountingResource(api.app.resource(), metrics, "api"))
     root.add(b"/shell-server/", shell.app.resource())
     root.add(b"/ws/", sockets.app.resource())
-    _EngineService(reactor, operations, config, bus).setServiceParent(top)
+    reconciler = Reconciler(
+        reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
+    )
+    _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
     top.dashboard = dashboard  # type: ignore[attr-defined]

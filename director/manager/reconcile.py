@@ -1,0 +1,130 @@
+"""
+The periodic reconcile: compare what the database says with what the orchestrator and
+router report, and start a `repair` operation for each site that drifted (a service or an
+nginx file removed by hand, a router entry lost, a site the components never heard of).
+Sites the components still have but the database does not are removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from director.common.client import Caller
+from director.manager.models import Site
+from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.store import Conflict, Store
+
+
+@dataclass(frozen=True)
+class Drift:
+    repair: tuple[str, ...]  # names of sites to repair
+    orphans_orchestrator: tuple[int, ...]  # site ids only the orchestrator knows
+    orphans_router: tuple[str, ...]  # site names only the router knows
+
+
+def find_drift(
+    sites: Iterable[Site],
+    orchestrator: list[dict[str, Any]],
+    router: list[dict[str, Any]],
+    busy: frozenset[str] = frozenset(),
+) -> Drift:
+    """
+    No I/O: which sites differ from the components' reports. Sites in C{busy} (an operation
+    is applying them right now) are not judged.
+    """
+    by_id = {s["id"]: s for s in orchestrator}
+    by_name = {s["name"]: s for s in router}
+    repair = []
+    known_ids, known_names = set(), set()
+    for site in sites:
+        known_ids.add(site.id)
+        known_names.add(site.name)
+        if site.name in busy:
+            continue
+        o = by_id.get(site.id)
+        r = by_name.get(site.name)
+        if (
+            o is None
+            or o.get("name") != site.name
+            or o.get("type") != site.type
+            or o.get("availability") != site.availability
+            or o.get("healthy") is False
+            or r is None
+            or sorted(r.get("domains", [])) != sorted(site.domains)
+        ):
+            repair.append(site.name)
+    return Drift(
+        tuple(repair),
+        tuple(sorted(set(by_id) - known_ids)),
+        tuple(sorted(set(by_name) - known_names)),
+    )
+
+
+class Reconciler:
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: Store,
+        engine: OperationEngine,
+        orchestrator: Caller,
+        router: Caller,
+        interval: float = 300.0,
+    ) -> None:
+        self._reactor = reactor
+        self._store = store
+        self._engine = engine
+        self._orchestrator = orchestrator
+        self._router = router
+        self._interval = interval
+        self._loop: LoopingCall | None = None
+
+    def start(self) -> None:
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.run_once()))
+        self._loop.clock = self._reactor
+        d = self._loop.start(self._interval, now=False)
+        d.addErrback(lambda f: self.log.failure("the reconcile loop stopped", f))
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    async def run_once(self) -> Drift | None:
+        """One pass; failures are logged and the next pass tries again."""
+        try:
+            orchestrator = (await self._orchestrator.json("GET", "/v1/sites", timeout=60))["sites"]
+            router = (await self._router.json("GET", "/v1/sites", timeout=60))["sites"]
+            sites = await self._store.list_sites(limit=1_000_000)
+        except Exception:
+            self.log.failure("reconcile: cannot read the components' state")
+            return None
+        busy = set()
+        for site in sites:
+            if await self._store.active_operation(site.id) is not None:
+                busy.add(site.name)
+        drift = find_drift(sites, orchestrator, router, frozenset(busy))
+        by_name = {s.name: s for s in sites}
+        for name in drift.repair:
+            try:
+                await self._store.create_operation(
+                    by_name[name].id, name, "repair", OPERATIONS["repair"], {"reason": "drift"}
+                )
+                self.log.warn("reconcile: {site} drifted; repairing it", site=name)
+            except Conflict:
+                pass  # an operation started meanwhile; it applies the whole state anyway
+        for site_id in drift.orphans_orchestrator:
+            self.log.warn("reconcile: removing unknown site {id} from the orchestrator", id=site_id)
+            await self._orchestrator.json("DELETE", f"/v1/sites/{site_id}", timeout=120)
+        for name in drift.orphans_router:
+            self.log.warn("reconcile: removing unknown site {name} from the router", name=name)
+            await self._router.json("DELETE", f"/v1/sites/{name}", timeout=60)
+        if drift.repair:
+            self._engine.wake()
+        return drift
