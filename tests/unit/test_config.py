@@ -78,3 +78,24 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(config.shell.port, 2200)
         self.assertEqual(config.source, path / "d.toml")
         self.assertEqual(config.shell.host_keys_dir, path.resolve() / "var/keys")
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    def test_example_documents_every_setting_with_its_default(self) -> None:
+        """etc/director.example.toml names every setting, each with the code's default."""
+        import dataclasses
+        import tomllib
+
+        root = Path(__file__).resolve().parents[2]
+        raw = tomllib.loads((root / "etc" / "director.example.toml").read_text())
+        example = load_config(root / "etc" / "director.example.toml")
+        defaults = Config()
+        for section in dataclasses.fields(Config):
+            if section.name == "source":
+                continue
+            names = {f.name for f in dataclasses.fields(getattr(defaults, section.name))}
+            self.assertEqual(set(raw[section.name]), names, section.name)
+            for name in names:
+                value = getattr(getattr(example, section.name), name)
+                if not isinstance(value, Path):
+                    self.assertEqual(value, getattr(getattr(defaults, section.name), name))
