@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 CONFIG  ?= etc/director.toml
 STATE   ?= var
 
-.PHONY: run test deps venv docker images lint types pytest unit integration clean
+.PHONY: run test deps venv docker images lint types pytest unit integration clean frontend
 
 deps:
 	bash scripts/install-deps.sh
@@ -21,13 +21,27 @@ $(VENV)/.installed: requirements.txt setup.py
 
 venv: $(VENV)/.installed
 
+# The dashboard's scripts and styles: npm packages from the lock file, built by esbuild into
+# director/manager/dashboard/static/build/ (not committed). Rebuilt when a source changes.
+FRONTEND_BUILD := director/manager/dashboard/static/build/main.js
+FRONTEND_SOURCES := $(shell find frontend/src -type f 2>/dev/null) frontend/build.mjs
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	touch $@
+
+$(FRONTEND_BUILD): frontend/node_modules/.installed $(FRONTEND_SOURCES)
+	cd frontend && node build.mjs
+
+frontend: deps $(FRONTEND_BUILD)
+
 docker: deps
 	bash scripts/start-docker.sh
 
 images: venv docker
 	$(VENV)/bin/director images bootstrap
 
-run: deps venv docker images
+run: deps venv frontend docker images
 	test -f $(CONFIG) || $(VENV)/bin/director init --config $(CONFIG) --state-dir $(STATE)
 	$(VENV)/bin/director banner --config $(CONFIG)
 	$(VENV)/bin/twistd -n --pidfile= director --config $(CONFIG)
@@ -39,16 +53,16 @@ lint: venv
 types: venv
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: venv frontend
 	$(VENV)/bin/pytest tests/unit
 
-integration: venv docker images
+integration: venv frontend docker images
 	$(VENV)/bin/pytest tests/integration
 
-pytest: venv docker images
+pytest: venv frontend docker images
 	$(VENV)/bin/pytest tests
 
 test: deps venv docker lint types pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info frontend/node_modules director/manager/dashboard/static/build

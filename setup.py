@@ -13,6 +13,7 @@ setup(
         "twisted.plugins": ["director_*.py"],
         "director": ["py.typed"],
         "director.manager.migrations": ["script.py.mako"],
+        "director.manager.dashboard": ["templates/**/*", "static/**/*"],
     },
     install_requires=[
         "Twisted[tls,conch]>=24.10",
@@ -30,6 +31,7 @@ setup(
         "PyMySQL>=1.1",
         "SQLAlchemy>=2.0",
         "alembic>=1.13",
+        "markdown-it-py>=3.0",
     ],
     entry_points={"console_scripts": ["director = director.cli:main"]},
 )

@@ -5,7 +5,13 @@ set -euo pipefail
 
 # One package per word; later work may append to this list.
 DIRECTOR_APT_PACKAGES="docker.io nginx redis-server pebble postgresql mariadb-server mariadb-client
-debootstrap openssh-client sshpass expect wrk tmux zstd ca-certificates curl iproute2 procps"
+debootstrap openssh-client sshpass expect wrk tmux zstd ca-certificates curl iproute2 procps
+chromium"
+# The dashboard's front end builds with Node.js and npm. The machine image has Node 20 (with
+# npm); elsewhere, Debian's packages do (esbuild needs Node 18 or later).
+if ! command -v npm >/dev/null 2>&1; then
+    DIRECTOR_APT_PACKAGES="$DIRECTOR_APT_PACKAGES nodejs npm"
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 

@@ -103,9 +103,11 @@ class Guide:
         for i, token in enumerate(tokens):
             if token.type == "heading_open":
                 text = tokens[i + 1].content if i + 1 < len(tokens) else ""
-                if token.tag == "h1" and not headings and title == name.replace(
-                    "-", " "
-                ).capitalize():
+                if (
+                    token.tag == "h1"
+                    and not headings
+                    and title == name.replace("-", " ").capitalize()
+                ):
                     title = text
                 anchor = _slug(text)
                 while anchor in used:

@@ -133,3 +133,42 @@ def safe_next(value: str | None) -> str:
     if any(ord(c) < 32 for c in value):
         return "/"
     return value
+
+
+class LoginThrottle:
+    """
+    Refuses sign-in for a user name or an address after C{max_failures} wrong passwords
+    within C{window} seconds, until the oldest of them is older than the window. Checked
+    before the (costly) password hash, so guessing costs the guesser time, not our CPU.
+    """
+
+    def __init__(
+        self, clock: Any, max_failures: int = 10, window: float = 300.0, max_keys: int = 50_000
+    ) -> None:
+        self._clock = clock
+        self._max = max_failures
+        self._window = window
+        self._max_keys = max_keys
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, key: str) -> list[float]:
+        cutoff = self._clock.seconds() - self._window
+        times = [t for t in self._failures.get(key, []) if t > cutoff]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return times
+
+    def blocked(self, *keys: str) -> bool:
+        return any(len(self._recent(k)) >= self._max for k in keys)
+
+    def failed(self, *keys: str) -> None:
+        if len(self._failures) >= self._max_keys:
+            for key in list(self._failures):
+                self._recent(key)
+        for key in keys:
+            self._failures.setdefault(key, []).append(self._clock.seconds())
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)

@@ -1,0 +1,271 @@
+"""
+The browser websockets: who may open them (Origin, session, membership), that nothing is
+opened on the orchestrator for a refused socket, what relays pass on, and that a socket
+closes when its user loses access. Protocols run with their send methods recorded and a
+fake upstream in place of the orchestrator's websocket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from director.manager.browser_ws import (
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    BrowserSockets,
+)
+from tests.unit.test_dashboard import BASE, DashboardHarness
+
+
+class FakeUpstream:
+    """Stands in for the orchestrator's websocket (an UpstreamProtocol once attached)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bool]] = []
+        self.closed: list[int] = []
+        self.transport = None
+        self.browser: Any = None
+
+    def attach(self, browser: Any) -> None:
+        self.browser = browser
+
+    def sendMessage(self, payload: bytes, isBinary: bool = False) -> None:
+        self.sent.append((payload, isBinary))
+
+    def sendClose(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed.append(code)
+
+
+class Browser:
+    """A protocol from a route's resource, with what it sends recorded."""
+
+    def __init__(self, resource: Any) -> None:
+        self.protocol = resource._factory.buildProtocol(None)
+        self.messages: list[Any] = []
+        self.closes: list[int] = []
+        self.protocol.sendMessage = self._message
+        self.protocol.sendClose = lambda code=1000, reason=None: self.closes.append(code)
+        self.protocol.transport = None
+
+    def _message(self, payload: bytes, isBinary: bool = False) -> None:
+        self.messages.append(payload if isBinary else json.loads(payload))
+
+    def open(self) -> Browser:
+        self.protocol.onOpen()
+        return self
+
+    def send(self, payload: Any, binary: bool = False) -> None:
+        data = payload if binary else json.dumps(payload).encode()
+        self.protocol.onMessage(data, binary)
+
+    def gone(self) -> None:
+        self.protocol.onClose(True, 1000, None)
+
+
+class BrowserSocketTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.d = DashboardHarness()
+        self.d.user("alice")
+        self.d.user("bob")
+        self.d.user("root", role="admin")
+        self.site = self.d.site("alice-site", ["alice"])
+        self.connects: list[str] = []
+        self.upstreams: list[FakeUpstream] = []
+        self.sockets = BrowserSockets(
+            self.d.h.clock,
+            self.d.h.store,
+            self.d.h.bus,
+            None,  # type: ignore[arg-type]  # the fake connect needs no signer
+            "http://127.0.0.1:8100",
+            BASE,
+            connect=self.connect,
+            recheck_interval=30,
+            message_recheck=5,
+        )
+
+    async def connect(self, reactor: Any, signer: Any, audience: str, url: str, **kw: Any) -> Any:
+        self.connects.append(url)
+        upstream = FakeUpstream()
+        self.upstreams.append(upstream)
+        return upstream
+
+    def request(self, path: str, user: str | None = None, origin: str | None = BASE) -> Any:
+        request: Any = DummyRequest([p.encode() for p in path.lstrip("/").split("/")])
+        request.path = path.encode()
+        request.cookies_sent = {}
+        request.getCookie = request.cookies_sent.get
+        if origin is not None:
+            request.requestHeaders.setRawHeaders(b"origin", [origin.encode()])
+        if user is not None:
+            session, _ = self.d.session(user)
+            request.cookies_sent[b"director_session"] = session.encode()
+        return request
+
+    def route(self, method: Any, path: str, user: str | None, *args: Any, **kw: Any) -> Any:
+        request = self.request(path, user, **kw)
+        result = self.d.result(Deferred.fromCoroutine(method(request, *args)))
+        return request, result
+
+    def test_wrong_origin_is_refused_before_the_upgrade(self) -> None:
+        """A page on another origin cannot use the browser's cookie for a websocket."""
+        for origin in ("http://evil.example", None, "null"):
+            request, result = self.route(
+                self.sockets.terminal,
+                "/ws/sites/alice-site/terminal",
+                "alice",
+                "alice-site",
+                origin=origin,
+            )
+            self.assertIsInstance(result, bytes)
+            self.assertEqual(request.responseCode, 403)
+        self.assertEqual(self.connects, [])
+
+    def test_anonymous_socket_closes_with_4401(self) -> None:
+        _, resource = self.route(self.sockets.terminal, "/ws", None, "alice-site")
+        browser = Browser(resource).open()
+        self.assertEqual(browser.closes, [CLOSE_UNAUTHENTICATED])
+        self.assertEqual(self.connects, [])
+
+    def test_non_member_is_refused_and_nothing_is_opened(self) -> None:
+        """Every site socket of someone else's (or no) site closes with 4404, upstream untouched."""
+        for method in (
+            self.sockets.terminal,
+            self.sockets.logs,
+            self.sockets.files_monitor,
+            self.sockets.status,
+        ):
+            for name in ("alice-site", "no-such-site", "../etc"):
+                _, resource = self.route(method, "/ws", "bob", name)
+                browser = Browser(resource).open()
+                self.assertEqual(browser.closes, [CLOSE_NOT_FOUND])
+                browser.gone()
+        self.assertEqual(self.connects, [])
+        self.assertEqual(self.sockets.counts(), {})
+
+    def test_member_terminal_is_relayed(self) -> None:
+        """Keystrokes go up as binary, output comes down; only known controls pass."""
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        self.assertEqual(self.connects, [f"ws://127.0.0.1:8100/ws/sites/{self.site.id}/terminal"])
+        upstream = self.upstreams[0]
+        self.assertEqual(browser.messages, [{"connected": True}])
+        browser.send(b"ls\r", binary=True)
+        browser.send({"resize": [40, 120], "exec": "rm -rf /"})
+        browser.send({"nothing": "allowed"})
+        self.assertEqual(
+            upstream.sent, [(b"ls\r", True), (json.dumps({"resize": [40, 120]}).encode(), False)]
+        )
+        browser.protocol.from_upstream(b"\x1b[1mhello", True)
+        self.assertEqual(browser.messages[-1], b"\x1b[1mhello")
+        self.assertEqual(self.sockets.counts(), {"terminal": 1})
+        browser.gone()
+        self.assertEqual(upstream.closed, [1000])
+        self.assertEqual(self.sockets.counts(), {})
+
+    def test_upstream_close_is_passed_on(self) -> None:
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        browser.protocol.upstream_closed(4011, "cannot start")
+        self.assertEqual(browser.closes, [4011])
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        browser.protocol.upstream_closed(1006, None)
+        self.assertEqual(browser.closes, [1000])
+
+    def test_admin_may_open_any_site(self) -> None:
+        request = self.request("/ws/sites/alice-site/logs", "root")
+        request.args[b"tail"] = [b"50"]
+        resource = self.d.result(Deferred.fromCoroutine(self.sockets.logs(request, "alice-site")))
+        Browser(resource).open()
+        self.assertEqual(
+            self.connects[-1], f"ws://127.0.0.1:8100/ws/sites/{self.site.id}/logs?tail=50"
+        )
+
+    def test_removed_member_loses_the_socket(self) -> None:
+        """When the site changes (an event on its channel) access is checked again."""
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        self.d.result(self.d.h.store.update_site(self.site.id, {}, members=["bob"]))
+        self.d.result(self.d.h.bus.publish("site:alice-site", {"type": "site"}))
+        self.assertEqual(browser.closes, [CLOSE_NOT_FOUND])
+        self.assertEqual(self.upstreams[0].closed, [1000])
+
+    def test_periodic_recheck_notices_sign_out(self) -> None:
+        request = self.request("/ws", "alice")
+        resource = self.d.result(
+            Deferred.fromCoroutine(self.sockets.terminal(request, "alice-site"))
+        )
+        browser = Browser(resource).open()
+        session = request.cookies_sent[b"director_session"].decode()
+        self.d.result(self.d.h.store.delete_session(session))
+        self.d.h.clock.advance(31)
+        self.assertEqual(browser.closes, [CLOSE_UNAUTHENTICATED])
+
+    def test_input_before_the_upstream_opens_is_kept(self) -> None:
+        async def slow(*args: Any, **kw: Any) -> Any:
+            return await self.pending
+
+        self.pending: Deferred[Any] = Deferred()
+        self.sockets._connect = slow
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        browser.send(b"echo hi\r", binary=True)
+        upstream = FakeUpstream()
+        self.pending.callback(upstream)
+        self.assertEqual(upstream.sent, [(b"echo hi\r", True)])
+
+    def test_status_list(self) -> None:
+        """Statuses come back by name; a list naming a site the user may not see is refused."""
+        self.d.site("bob-site", ["bob"])
+        _, resource = self.route(self.sockets.status_list, "/ws", "alice")
+        browser = Browser(resource).open()
+        browser.send(["alice-site", "bob-site"])
+        self.assertEqual(browser.closes, [CLOSE_NOT_FOUND])
+        self.assertEqual(self.connects, [])
+        _, resource = self.route(self.sockets.status_list, "/ws", "alice")
+        browser = Browser(resource).open()
+        browser.send(["alice-site"])
+        self.assertEqual(self.connects, ["ws://127.0.0.1:8100/ws/sites/status"])
+        self.assertEqual(self.upstreams[0].sent, [(json.dumps([self.site.id]).encode(), False)])
+        status = {"running": True}
+        browser.protocol.from_upstream(
+            json.dumps({"site_id": self.site.id, "status": status}).encode(), False
+        )
+        self.assertEqual(browser.messages[-1], {"site": "alice-site", "status": status})
+
+    def test_events_for_own_sites(self) -> None:
+        """Operation progress of the user's sites arrives; others' only if they may see them."""
+        self.d.site("bob-site", ["bob"])
+        _, resource = self.route(self.sockets.events, "/ws", "alice")
+        browser = Browser(resource).open()
+        event = {"type": "operation", "operation": {"id": 1, "site": "alice-site"}}
+        self.d.result(self.d.h.bus.publish("site:alice-site", event))
+        self.d.result(self.d.h.bus.publish("site:bob-site", {"type": "operation"}))
+        self.assertEqual(browser.messages, [event])
+        browser.send({"subscribe": ["bob-site", "alice-site"]})
+        self.assertEqual(
+            browser.messages[1:],
+            [
+                {"type": "error", "error": "not_found", "site": "bob-site"},
+                {"type": "subscribed", "site": "alice-site"},
+            ],
+        )
+        self.d.result(self.d.h.bus.publish("site:alice-site", event))
+        self.assertEqual(browser.messages[-1], event)  # once, not twice
+        self.assertEqual(len([m for m in browser.messages if m == event]), 2)
+        browser.gone()
+        self.d.result(self.d.h.bus.publish("site:alice-site", event))
+        self.assertEqual(len([m for m in browser.messages if m == event]), 2)
+
+    def test_admin_subscribes_to_any_site(self) -> None:
+        _, resource = self.route(self.sockets.events, "/ws", "root")
+        browser = Browser(resource).open()
+        browser.send({"subscribe": ["alice-site"]})
+        event = {"type": "operation", "operation": {"id": 2, "site": "alice-site"}}
+        self.d.result(self.d.h.bus.publish("site:alice-site", event))
+        self.assertEqual(browser.messages[-1], event)
