@@ -129,7 +129,8 @@ class ManagerAPI:
 
     @app.handle_errors(ValidationError)
     def _validation_error(self, request: IRequest, failure: Any) -> bytes:
-        return render_error(request, 400, failure.value.code, failure.value.message)
+        e = failure.value
+        return render_json(request, {"error": e.code, "message": e.message, "field": e.field}, 400)
 
     @app.handle_errors(Conflict)
     def _conflict(self, request: IRequest, failure: Any) -> bytes:
@@ -219,8 +220,19 @@ class ManagerAPI:
         await self.store.audit(
             user, kind, site.name, {"values": _plain(values or {}), "params": _plain(params or {})}
         )
+        if user is not None:
+            await self._site_changed(updated, user)
         self.engine.wake()
         return updated, op
+
+    async def _site_changed(self, site: Site, user: User) -> None:
+        """Tell browsers (and their membership checks) that the site's record changed."""
+        try:
+            await self.bus.publish(
+                f"site:{site.name}", {"type": "site", "site": self.site_json(site, user)}
+            )
+        except Exception:
+            self.log.failure("publishing a site change")
 
     def site_json(self, site: Site, user: User) -> dict[str, Any]:
         data = site.to_json(self.sites_domain)
@@ -422,6 +434,7 @@ class ManagerAPI:
         if only_records:
             updated, _ = await self.store.update_site(site.id, values, members=members)
             await self.store.audit(user, "edit_site", site.name, {"values": _plain(values)})
+            await self._site_changed(updated, user)
             return render_json(request, {"site": self.site_json(updated, user), "operation": None})
         updated, op = await self.start(site, kind, values, user, params, members=members)
         return render_json(

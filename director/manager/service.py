@@ -40,17 +40,36 @@ def database_url(config: Config) -> str:
 
 @implementer(IEventBus)
 class _RedisBusProxy:
-    """Forwards to the Redis bus once connected; until then (and if it fails) in-process."""
+    """
+    The in-process bus until Redis is connected, then Redis. Subscriptions live here, so
+    listeners that subscribed before the switch move to Redis with it.
+    """
 
     def __init__(self) -> None:
         self.target: IEventBus = MemoryBus()
-        self._subscriptions: list[tuple[str, Any]] = []
+        self._subscriptions: dict[int, tuple[str, Any, Any]] = {}
+        self._next = 0
+
+    def switch(self, target: IEventBus) -> None:
+        self.target = target
+        for key, (channel, listener, unsubscribe) in list(self._subscriptions.items()):
+            unsubscribe()
+            self._subscriptions[key] = (channel, listener, target.subscribe(channel, listener))
 
     def publish(self, channel: str, message: dict[str, Any]) -> Deferred[None]:
         return self.target.publish(channel, message)
 
     def subscribe(self, channel: str, listener: Any) -> Any:
-        return self.target.subscribe(channel, listener)
+        key = self._next
+        self._next += 1
+        self._subscriptions[key] = (channel, listener, self.target.subscribe(channel, listener))
+
+        def unsubscribe() -> None:
+            entry = self._subscriptions.pop(key, None)
+            if entry is not None:
+                entry[2]()
+
+        return unsubscribe
 
 
 class _EngineService(Service):
@@ -78,7 +97,7 @@ class _EngineService(Service):
             d = Deferred.fromCoroutine(connect_redis_bus(self._reactor, host, int(port)))
 
             def connected(bus: Any) -> None:
-                self._bus.target = bus
+                self._bus.switch(bus)
                 log.info("events fan out through Redis at {url}", url=url)
 
             d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
