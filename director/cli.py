@@ -205,7 +205,9 @@ def user_add(args: argparse.Namespace) -> int:
     password_hash = None
     if args.password_stdin:
         password_hash = hash_password(validate_password(sys.stdin.readline().rstrip("\n")))
-    user = _result(store.create_user(validate_username(args.name), role, password_hash))
+    user = _result(
+        store.create_user(validate_username(args.name), role, password_hash, email=args.email or "")
+    )
     _result(store.update_user(user.username, accepted_guidelines=role == "admin"))
     print(f"created {role} {user.username}")
     return 0
@@ -320,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--teacher", action="store_true")
     role.add_argument("--student", action="store_true")
     p.add_argument("--password-stdin", action="store_true", help="read a password from stdin")
+    p.add_argument("--email", help="for notifications")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=user_add)
 

@@ -91,6 +91,16 @@ def _bcrypt_rounds(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected an integer from 4 to 16, got {value!r}")
 
 
+def _optional_host(key: str, value: object) -> None:
+    if value != "":
+        _host(key, value)
+
+
+def _mail_address(key: str, value: object) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}", value):
+        raise ConfigError(f"{key}: expected an e-mail address like director@school.example")
+
+
 def _positive(key: str, value: object) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{key}: expected a positive number, got {value!r}")
@@ -137,6 +147,10 @@ class ManagerSection:
     redis_url: str = field(default="", metadata=_check(_redis_url))
     # Dashboard sessions last this many hours.
     session_hours: float = field(default=12.0, metadata=_check(_positive))
+    # SMTP server for notifications (site requests); empty host: no mail is sent.
+    smtp_host: str = field(default="", metadata=_check(_optional_host))
+    smtp_port: int = field(default=25, metadata=_check(_port))
+    mail_from: str = field(default="director@localhost", metadata=_check(_mail_address))
     # Changes one user may make: a burst of write_burst, then write_rate per second.
     write_burst: float = field(default=60.0, metadata=_check(_positive))
     write_rate: float = field(default=2.0, metadata=_check(_positive))

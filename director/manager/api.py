@@ -24,6 +24,7 @@ from director.common.signing import RequestSigner
 from director.common.web import render_json
 from director.manager import models
 from director.manager.events import IEventBus
+from director.manager.mail import Mailer, NullMailer
 from director.manager.models import Site, User, ValidationError
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import Passwords, validate_password
@@ -107,6 +108,7 @@ class ManagerAPI:
         orchestrator_url: str,
         router: Caller | None = None,
         limiter: RateLimiter | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self._reactor = reactor
         self.store = store
@@ -119,6 +121,7 @@ class ManagerAPI:
         self.orchestrator_url = orchestrator_url.rstrip("/")
         self.limiter = limiter or RateLimiter(reactor)
         self._router = router
+        self.mailer: Mailer = mailer or NullMailer()
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -924,6 +927,23 @@ class ManagerAPI:
         self.require_admin(user)
         return render_json(request, {"entries": await self.store.list_audit()})
 
+    async def _notify_request(self, req: dict[str, Any], status: str) -> None:
+        name = req["name"]
+        if status == "pending-admin":
+            self.mailer.notify(
+                await _emails(self.store, None, "admin"),
+                f"Site request approved: {name}",
+                f"{req['teacher']} approved {req['requester']}'s request for '{name}'. Create "
+                "it with one click on the Requests page of Director.",
+            )
+        else:
+            words = {"created": "was created", "rejected": "was not approved"}[status]
+            self.mailer.notify(
+                await _emails(self.store, {req["requester"]}),
+                f"Your site request: {name}",
+                f"Your request for the site '{name}' {words}.",
+            )
+
     # -- site requests ---------------------------------------------------------------------------
 
     @app.route("/api/v1/requests", methods=["GET"])
@@ -951,6 +971,12 @@ class ManagerAPI:
             models.validate_description(body.get("description", "")),
         )
         await self.store.audit(user, "request_site", name, {"teacher": teacher.username})
+        self.mailer.notify(
+            [teacher.email],
+            f"Site request: {name}",
+            f"{user.username} asks for an activity site '{name}' for {activity}, naming you as "
+            "the sponsoring teacher. Approve or reject it on the Requests page of Director.",
+        )
         return render_json(request, {"id": request_id, "status": "pending-teacher"}, 201)
 
     @app.route("/api/v1/requests/<int(max=2147483647):request_id>/<action>", methods=["POST"])
@@ -966,6 +992,7 @@ class ManagerAPI:
             status = "pending-admin" if action == "approve" else "rejected"
             await self.store.set_request_status(request_id, status)
             await self.store.audit(user, f"request_{action}", req["name"], {"id": request_id})
+            await self._notify_request(req, status)
             return render_json(request, {"id": request_id, "status": status})
         if action == "create" and req["status"] == "pending-admin":
             self.require_admin(user)
@@ -985,6 +1012,7 @@ class ManagerAPI:
                 user.id,
             )
             await self.store.set_request_status(request_id, "created", site.id)
+            await self._notify_request(req, "created")
             await self.store.audit(user, "create_site_from_request", site.name, {"id": request_id})
             self.engine.wake()
             return render_json(
@@ -992,8 +1020,20 @@ class ManagerAPI:
             )
         if action == "reject" and req["status"] == "pending-admin" and user.is_admin:
             await self.store.set_request_status(request_id, "rejected")
+            await self._notify_request(req, "rejected")
             return render_json(request, {"id": request_id, "status": "rejected"})
         raise APIError(409, "bad_state", f"cannot {action} a request that is {req['status']}")
+
+
+async def _emails(store: Store, usernames: set[str] | None, role: str | None = None) -> list[str]:
+    return [
+        u.email
+        for u in await store.list_users()
+        if u.email
+        and u.is_active
+        and (usernames is None or u.username in usernames)
+        and (role is None or u.role == role)
+    ]
 
 
 def parse_public_key(line: object) -> tuple[str, str, str]:

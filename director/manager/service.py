@@ -23,6 +23,7 @@ from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import CountingResource, Metrics
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
+from director.manager.mail import NullMailer, SMTPMailer
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
 from director.manager.ratelimit import RateLimiter
@@ -154,6 +155,11 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.orchestrator.url,
         router,
         RateLimiter(reactor, config.manager.write_rate, config.manager.write_burst),
+        SMTPMailer(
+            reactor, config.manager.smtp_host, config.manager.smtp_port, config.manager.mail_from
+        )
+        if config.manager.smtp_host
+        else NullMailer(),
     )
     shell = ShellServerAPI(
         reactor,
