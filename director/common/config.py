@@ -97,7 +97,8 @@ def _optional_host(key: str, value: object) -> None:
 
 
 def _mail_address(key: str, value: object) -> None:
-    if not isinstance(value, str) or not re.fullmatch(r"[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}", value):
+    address = r"[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}"
+    if not isinstance(value, str) or not re.fullmatch(address, value):
         raise ConfigError(f"{key}: expected an e-mail address like director@school.example")
 
 

@@ -18,7 +18,8 @@ def recording_smtp_server(
     @implementer(smtp.IMessage)
     class Message:
         def __init__(self, sender: bytes, recipients: list[str]) -> None:
-            self.sender, self.recipients, self.lines = sender, recipients, []
+            self.sender, self.recipients = sender, recipients
+            self.lines: list[bytes] = []
 
         def lineReceived(self, line: bytes) -> None:
             self.lines.append(line)
