@@ -15,14 +15,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _stack import Stack  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from _stack import Stack
+from sqlalchemy import select
 
-from director.common.config import load_config  # noqa: E402
-from director.common.threads import InlineRunner  # noqa: E402
-from director.manager import schema as t  # noqa: E402
-from director.manager.service import database_url  # noqa: E402
-from director.manager.store import Store, make_engine  # noqa: E402
+from director.common.config import load_config
+from director.common.threads import InlineRunner
+from director.manager import schema as t
+from director.manager.service import database_url
+from director.manager.store import Store, make_engine
 
 
 def rss_mb(pid: int) -> float:
