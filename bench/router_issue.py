@@ -100,57 +100,59 @@ async def run(reactor: Any, args: argparse.Namespace, base: Path) -> None:
         service = build_service(reactor, config)
         service.privilegedStartService()
         service.startService()
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        signer = RequestSigner(
-            "manager", load_private_key(config.auth.keys_dir, "manager"), reactor
-        )
-        api = ComponentClient(
-            reactor, signer, "router", config.router.url, HTTPClient(Agent(reactor, pool=pool))
-        )
-        root = pebble.issuing_root_pem()
-        await deferLater(reactor, 0.5, lambda: None)  # nginx up
-
-        async def until_served(domains: list[str], started: float) -> dict[str, float]:
-            done: dict[str, float] = {}
-            while len(done) < len(domains):
-                for domain in domains:
-                    if domain not in done and https_ok(https_port, domain, root):
-                        done[domain] = time.monotonic() - started
-                if time.monotonic() - started > 60:
-                    raise SystemExit(f"not served after 60 s: {set(domains) - set(done)}")
-                await deferLater(reactor, 0.01, lambda: None)
-            return done
-
-        sequential = []
-        for i in range(args.domains):
-            domain = f"one{i}.example.test"
-            started = time.monotonic()
-            response: Any = await api.request(
-                "PUT", f"/v1/sites/one{i}", json={"domains": [domain]}
+        try:
+            pool = HTTPConnectionPool(reactor, persistent=False)
+            signer = RequestSigner(
+                "manager", load_private_key(config.auth.keys_dir, "manager"), reactor
             )
-            assert response.code == 200, await response.content()
-            sequential.append((await until_served([domain], started))[domain])
+            api = ComponentClient(
+                reactor, signer, "router", config.router.url, HTTPClient(Agent(reactor, pool=pool))
+            )
+            root = pebble.issuing_root_pem()
+            await deferLater(reactor, 0.5, lambda: None)  # nginx up
 
-        domains = [f"many{i}.example.test" for i in range(args.domains)]
-        started = time.monotonic()
-        response = await api.request("PUT", "/v1/sites/many", json={"domains": domains})
-        assert response.code == 200
-        together = await until_served(domains, started)
+            async def until_served(domains: list[str], started: float) -> dict[str, float]:
+                done: dict[str, float] = {}
+                while len(done) < len(domains):
+                    for domain in domains:
+                        if domain not in done and https_ok(https_port, domain, root):
+                            done[domain] = time.monotonic() - started
+                    if time.monotonic() - started > 60:
+                        raise SystemExit(f"not served after 60 s: {set(domains) - set(done)}")
+                    await deferLater(reactor, 0.01, lambda: None)
+                return done
 
-        print(f"pebble with real HTTP-01 validation, {args.domains} domains, one at a time:")
-        print(
-            "  add domain -> valid HTTPS 200: "
-            f"min {min(sequential):.2f} s, median {statistics.median(sequential):.2f} s, "
-            f"max {max(sequential):.2f} s (target <= 3 s)"
-        )
-        print(f"{args.domains} domains added together (one PUT):")
-        print(
-            f"  first served after {min(together.values()):.2f} s, "
-            f"all after {max(together.values()):.2f} s"
-        )
-        await service.stopService()
-        await pool.closeCachedConnections()
-        backend.shutdown()
+            sequential = []
+            for i in range(args.domains):
+                domain = f"one{i}.example.test"
+                started = time.monotonic()
+                response: Any = await api.request(
+                    "PUT", f"/v1/sites/one{i}", json={"domains": [domain]}
+                )
+                assert response.code == 200, await response.content()
+                sequential.append((await until_served([domain], started))[domain])
+
+            domains = [f"many{i}.example.test" for i in range(args.domains)]
+            started = time.monotonic()
+            response = await api.request("PUT", "/v1/sites/many", json={"domains": domains})
+            assert response.code == 200
+            together = await until_served(domains, started)
+
+            print(f"pebble with real HTTP-01 validation, {args.domains} domains, one at a time:")
+            print(
+                "  add domain -> valid HTTPS 200: "
+                f"min {min(sequential):.2f} s, median {statistics.median(sequential):.2f} s, "
+                f"max {max(sequential):.2f} s (target <= 3 s)"
+            )
+            print(f"{args.domains} domains added together (one PUT):")
+            print(
+                f"  first served after {min(together.values()):.2f} s, "
+                f"all after {max(together.values()):.2f} s"
+            )
+            await pool.closeCachedConnections()
+        finally:
+            await service.stopService()  # stops its nginx, even after a failure
+            backend.shutdown()
 
 
 def main() -> None:

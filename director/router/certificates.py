@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -223,6 +224,9 @@ class CertificateKeeper(Service):
 
     def _schedule(self, domain: str, delay: float) -> None:
         self._cancel(domain)
+        if not self.running:
+            self._status[domain].next_check = None  # startService checks every domain
+            return
         delay = max(0.0, delay)
         self._status[domain].next_check = self._clock.seconds() + delay
         self._timers[domain] = self._clock.callLater(delay, self._fire, domain)
@@ -246,6 +250,8 @@ class CertificateKeeper(Service):
             self._failed(status, e.type, e.detail)
         except NginxError as e:
             self._failed(status, "nginx", f"nginx refused the certificate: {e.output or e}")
+        except (DeferredTimeoutError, TimeoutError, CancelledError):
+            self._failed(status, "timeout", "the order did not finish in time")
         except Exception as e:
             self.log.failure("certificate check of {domain} failed", domain=domain)
             self._failed(status, "internal", f"{type(e).__name__}: {e}")
@@ -332,5 +338,4 @@ class CertificateKeeper(Service):
             detail=detail,
             delay=delay,
         )
-        if self.running:
-            self._schedule(status.domain, delay)
+        self._schedule(status.domain, delay)

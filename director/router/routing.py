@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,6 +62,7 @@ class Router:
         self._keeper = keeper
         self._table = table if table is not None else SiteTable()
         self._locks: dict[str, DeferredLock] = {}
+        self._released: dict[str, str] = {}
         if keeper is not None:
             keeper.attach(self._refresh_domain)
             keeper.set_domains(self._owners())
@@ -120,12 +122,14 @@ class Router:
         )
         async with self._lock(entry.name):
             previous = self._table.get(entry.name)
+            self._check_released(entry)
             self._table = self._table.with_site(entry)  # 409 if a domain is taken
-            try:
-                await self._nginx.apply({site_file(entry.name): self.render(entry)})
-            except NginxError as e:
-                self._table = self._table.restored(entry.name, previous)
-                raise self._refused(e) from None
+            with self._releasing(entry.name, previous, entry.domains):
+                try:
+                    await self._nginx.apply({site_file(entry.name): self.render(entry)})
+                except NginxError as e:
+                    self._table = self._table.restored(entry.name, previous)
+                    raise self._refused(e) from None
             await self._committed()
         result = self.site_json(entry.name)
         assert result is not None
@@ -139,11 +143,12 @@ class Router:
             if previous is None:
                 return False
             self._table = self._table.without(site)
-            try:
-                await self._nginx.apply({site_file(site): None})
-            except NginxError as e:
-                self._table = self._table.restored(site, previous)
-                raise self._refused(e) from None
+            with self._releasing(site, previous, ()):
+                try:
+                    await self._nginx.apply({site_file(site): None})
+                except NginxError as e:
+                    self._table = self._table.restored(site, previous)
+                    raise self._refused(e) from None
             await self._committed()
         return True
 
@@ -151,6 +156,32 @@ class Router:
         installed = self._keeper.installed if self._keeper is not None else {}
         secured = {d: installed[d] for d in entry.domains if d in installed}
         return render_site(entry, self.settings, self.layout, secured)
+
+    def _check_released(self, entry: SiteEntry) -> None:
+        """Refuse (409) a domain that another site is giving up in a change not yet live."""
+        for domain in entry.domains:
+            holder = self._released.get(domain)
+            if holder is not None and holder != entry.name:
+                raise RequestError(
+                    409, "domain_taken", f"{domain} is still a domain of site {holder!r}"
+                )
+
+    @contextmanager
+    def _releasing(
+        self, site: str, previous: SiteEntry | None, keeping: Iterable[str]
+    ) -> Iterator[None]:
+        """
+        Keep the domains C{site} is giving up reserved until nginx has taken the change: if
+        nginx refuses it, the site gets them back, so nobody else may have taken them.
+        """
+        released = set(previous.domains if previous else ()) - set(keeping)
+        for domain in released:
+            self._released[domain] = site
+        try:
+            yield
+        finally:
+            for domain in released:
+                self._released.pop(domain, None)
 
     def _lock(self, site: str) -> DeferredLock:
         return self._locks.setdefault(site, DeferredLock())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +47,73 @@ class FrontConfiguration(Service):
         except OSError as e:
             raise StartupError(f"router: cannot write the front nginx configuration: {e}") from e
         if self._nginx is not None:
+            _stop_orphaned_nginx(self._nginx.paths)
             _check_synchronously(self._nginx.paths)
             _check_ports(self._router.settings)
+
+
+class StartWhenRunning(Service):
+    """
+    Starts C{child} (the front nginx) once the reactor runs. twistd starts services before
+    it installs its signal handlers; a SIGTERM in between would kill the daemon outright and
+    leave nginx running with nobody to stop it.
+    """
+
+    def __init__(self, reactor: Any, child: Service) -> None:
+        self._reactor = reactor
+        self._child = child
+
+    def startService(self) -> None:
+        super().startService()
+        self._reactor.callWhenRunning(self._start)
+
+    def _start(self) -> None:
+        if not self.running or self._child.running:
+            return
+        try:
+            self._child.privilegedStartService()
+            self._child.startService()
+        except Exception:
+            log.failure("router: the front nginx did not start")
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._child.running:
+            return self._child.stopService()
+        return None
+
+
+def _stop_orphaned_nginx(paths: NginxPaths) -> None:
+    """
+    An nginx still running with this router's configuration was left by a router that was
+    killed. If it was adopted (its parent is no Director process), stop it; if a live
+    router still runs it, refuse to start rather than fight over the state directory.
+    """
+    try:
+        pid = int(paths.pid.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, ValueError):
+        return
+    if "nginx" not in command or str(paths.conf) not in command:
+        return
+    ppid = int(re.search(r"^PPid:\s*(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+    try:
+        parent = Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        parent = ""
+    if "twistd" in parent or "python" in parent:
+        raise StartupError(
+            f"router: another router (pid {ppid}) is running with this state directory "
+            f"({paths.prefix}); stop it first"
+        )
+    log.warn("router: stopping an orphaned front nginx (pid {pid}) left by an earlier run", pid=pid)
+    os.kill(pid, signal.SIGQUIT)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
 
 
 def _check_ports(settings: FrontSettings) -> None:
@@ -134,15 +203,13 @@ def build_service(reactor: Any, config: Config, clock: IReactorTime | None = Non
             clock if clock is not None else reactor, files, acme_pool, layout, client, policy
         )
 
-    table = load_table(
-        layout.site_table, settings.sites_domain, settings.max_body_size, Logger(namespace=__name__)
-    )
+    table = load_table(layout.site_table, settings.sites_domain, settings.max_body_size, log)
     router = Router(settings, layout, directory, files, keeper, table)
     # A reactor that cannot run processes (a test's memory reactor) gets no front nginx.
     runs_nginx = IReactorProcess.providedBy(reactor)
     FrontConfiguration(router, nginx if runs_nginx else None).setServiceParent(top)
     if runs_nginx:
-        nginx.setServiceParent(top)
+        StartWhenRunning(reactor, nginx).setServiceParent(top)
     else:
         log.warn("router: this reactor cannot run processes; the front nginx is not started")
     if keeper is not None:

@@ -173,8 +173,9 @@ class CertificateStore:
         write_atomically(self._layout.bundle(bundle.domain), json.dumps(data).encode(), 0o600)
 
     def delete(self, domain: str) -> None:
+        # The lock file stays: another router may hold a lease on it right now, and a new
+        # file would let a third router take a second lease on the same domain.
         self._layout.bundle(domain).unlink(missing_ok=True)
-        self._layout.lock(domain).unlink(missing_ok=True)
 
     def try_lock(self, domain: str) -> Lease | None:
         """The order lease for C{domain}, or C{None} while another holder has it."""

@@ -159,17 +159,17 @@ class ManualRunner:
     """A L{director.common.threads.Runner} whose work runs only when C{run_next} is called."""
 
     def __init__(self) -> None:
-        self.queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+        self.queue: list[tuple[Callable[[], Any], Deferred[Any]]] = []
 
     def run(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         d: Deferred[T] = Deferred()
-        self.queue.append((lambda: f(*args, **kwargs), (), d))
+        self.queue.append((lambda: f(*args, **kwargs), d))
         return d
 
     def run_next(self) -> None:
-        f, _, d = self.queue.pop(0)
+        work, d = self.queue.pop(0)
         try:
-            result = f()
+            result = work()
         except BaseException:
             d.errback()
         else:

@@ -1,0 +1,262 @@
+"""The router's HTTP API through the real Klein app (StubTreq), with a fake nginx directory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.common.nginx import NginxError
+from director.common.threads import InlineRunner
+from director.router.certificates import CertificateKeeper
+from director.router.layout import RouterLayout
+from director.router.nginxconf import FrontSettings
+from director.router.renewal import RenewalPolicy
+from director.router.routing import Router
+from director.router.testing import FakeACMEClient, FakeConfigDirectory, webroot_fetcher
+from director.router.web import RouterAPI
+
+SETTINGS = FrontSettings(
+    sites_domain="sites.test",
+    http_listen=("127.0.0.1:8080",),
+    https_listen=("127.0.0.1:8443",),
+    https_port=8443,
+    upstreams=("127.0.0.1:8180",),
+    max_body_size="2m",
+)
+URL = "http://router.test"
+
+
+class HoldingDirectory(FakeConfigDirectory):
+    """Keeps changes pending until the test lets them through (or makes nginx refuse)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Mapping[str, str | None], Deferred[None]]] = []
+
+    def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.held.append((dict(changes), d))
+        return d
+
+    def release(self, ok: bool = True) -> None:
+        changes, d = self.held.pop(0)
+        if ok:
+            super().apply(changes).chainDeferred(d)
+        else:
+            d.errback(NginxError("nginx rejected the configuration: test", "test"))
+
+
+class APITests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        base = Path(self.mktemp())
+        self.layout = RouterLayout(base / "router", base / "shared")
+        self.nginx = FakeConfigDirectory()
+        self.make(self.nginx)
+
+    def make(self, nginx: FakeConfigDirectory) -> None:
+        ca = FakeACMEClient(webroot_fetcher(self.layout.challenge_dir), self.clock.seconds)
+        keeper = CertificateKeeper(
+            self.clock, InlineRunner(), InlineRunner(), self.layout, ca, RenewalPolicy()
+        )
+        self.router = Router(SETTINGS, self.layout, nginx, InlineRunner(), keeper)
+        self.router.prepare()
+        keeper.startService()
+        self.addCleanup(keeper.stopService)
+        self.http: Any = StubTreq(RouterAPI(self.router).app.resource())
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        d = self.http.request(method, URL + path, data=data)
+        return d
+
+    def result(self, d: Any) -> tuple[int, Any]:
+        self.http.flush()  # deliver responses that finished after the request was sent
+        response = self.successResultOf(d)
+        content = self.successResultOf(self.http.content(response))
+        return response.code, json.loads(content)
+
+    def req(self, method: str, path: str, body: Any = None, raw: bytes | None = None):
+        return self.result(self.call(method, path, body, raw))
+
+    def snapshot(self) -> tuple[dict[str, str], int, bytes | None]:
+        table = self.layout.site_table
+        return (
+            dict(self.nginx.files),
+            len(self.nginx.applied),
+            table.read_bytes() if table.exists() else None,
+        )
+
+    def test_put_then_get(self) -> None:
+        code, body = self.req(
+            "PUT", "/v1/sites/alpha", {"domains": ["WWW.Example.test"], "max_body_size": "10M"}
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            body["site"],
+            {
+                "name": "alpha",
+                "host": "alpha.sites.test",
+                "domains": ["www.example.test"],
+                "max_body_size": "10m",
+            },
+        )
+        self.assertEqual(body["certificates"]["www.example.test"]["state"], "pending")
+        self.assertEqual(self.req("GET", "/v1/sites/alpha"), (200, body))
+        code, listing = self.req("GET", "/v1/sites")
+        self.assertEqual(listing["sites"], [body["site"]])
+        self.assertIn("client_max_body_size 10m;", self.nginx.files["site-alpha.conf"])
+        saved = json.loads(self.layout.site_table.read_text())
+        self.assertEqual(saved["sites"]["alpha"]["domains"], ["www.example.test"])
+
+    def test_put_is_idempotent(self) -> None:
+        first = self.req("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        files = dict(self.nginx.files)
+        second = self.req("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        self.assertEqual(first, second)
+        self.assertEqual(self.nginx.files, files)
+
+    def test_certificate_state(self) -> None:
+        self.req("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        self.clock.advance(0)
+        code, state = self.req("GET", "/v1/certificates/a.example.test")
+        self.assertEqual((code, state["state"], state["site"]), (200, "valid", "alpha"))
+        code, everything = self.req("GET", "/v1/certificates")
+        self.assertEqual(everything["acme"], True)
+        self.assertEqual(everything["certificates"]["a.example.test"], state)
+        code, error = self.req("GET", "/v1/certificates/nope.example.test")
+        self.assertEqual((code, error["error"]), (404, "unknown_domain"))
+
+    def test_bad_requests_change_nothing(self) -> None:
+        """Each bad request gets a 4xx JSON error and leaves the config on disk as it was."""
+        self.req("PUT", "/v1/sites/beta", {"domains": ["taken.example.test"]})
+        before = self.snapshot()
+        cases: list[tuple[str, Any, bytes | None, int, str]] = [
+            (
+                "alpha",
+                {"domains": ['a.test"; include /etc/passwd; "']},
+                None,
+                400,
+                "invalid_domain",
+            ),
+            ("alpha", {"domains": ["a.test;"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["a.test{"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["a.test}"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["a test"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["a.test\nserver {"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["$host"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["'a.test'"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["a" * 64 + ".test"]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["x" * 300]}, None, 400, "invalid_domain"),
+            ("alpha", {"domains": ["sites.test"]}, None, 400, "reserved_domain"),
+            ("alpha", {"domains": ["evil.sites.test"]}, None, 400, "reserved_domain"),
+            ("alpha", {"domains": ["TAKEN.example.test"]}, None, 409, "domain_taken"),
+            ("alpha", {"max_body_size": "1m;"}, None, 400, "invalid_max_body_size"),
+            ("alpha", {"domains": "a.test"}, None, 400, "invalid_request"),
+            ("alpha", None, b"{not json", 400, "invalid_json"),
+            ("alpha", None, b"[1]", 400, "invalid_request"),
+            ("Bad.Name", {}, None, 400, "invalid_site_name"),
+            ("a%3Bb", {}, None, 400, "invalid_site_name"),
+        ]
+        for site, body, raw, status, code in cases:
+            got_status, error = self.req("PUT", f"/v1/sites/{site}", body, raw)
+            self.assertEqual((got_status, error["error"]), (status, code), (site, body, raw))
+            self.assertTrue(error["message"])
+            self.assertEqual(self.snapshot(), before, (site, body))
+        self.assertEqual(self.req("GET", "/v1/sites/alpha")[0], 404)
+
+    def test_delete(self) -> None:
+        self.req("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        self.assertEqual(
+            self.req("DELETE", "/v1/sites/alpha"), (200, {"site": "alpha", "removed": True})
+        )
+        self.assertNotIn("site-alpha.conf", self.nginx.files)
+        self.assertEqual(
+            self.req("DELETE", "/v1/sites/alpha"), (200, {"site": "alpha", "removed": False})
+        )
+        code, error = self.req("GET", "/v1/sites/alpha")
+        self.assertEqual((code, error["error"]), (404, "unknown_site"))
+        # The domain is free again.
+        self.assertEqual(self.req("PUT", "/v1/sites/beta", {"domains": ["a.example.test"]})[0], 200)
+
+    def test_nginx_refusal_restores_the_table(self) -> None:
+        """If `nginx -t` refuses a change, the API says so and the site stays as it was."""
+        self.req("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        self.nginx.reject = lambda name, text: "boom" if "b.example.test" in text else None
+        before = self.snapshot()
+        code, error = self.req("PUT", "/v1/sites/alpha", {"domains": ["b.example.test"]})
+        self.assertEqual((code, error["error"]), (500, "nginx_rejected"))
+        self.assertIn("boom", error["message"])
+        self.assertEqual(self.snapshot(), before)
+        self.assertEqual(
+            self.req("GET", "/v1/sites/alpha")[1]["site"]["domains"], ["a.example.test"]
+        )
+        # b.example.test was never taken.
+        self.nginx.reject = None
+        self.assertEqual(self.req("PUT", "/v1/sites/beta", {"domains": ["b.example.test"]})[0], 200)
+
+    def test_domain_reserved_while_a_change_is_pending(self) -> None:
+        """Two sites racing for one domain: the second is refused even before nginx answers."""
+        holding = HoldingDirectory()
+        self.make(holding)
+        first = self.call("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        self.assertNoResult(first)
+        code, error = self.req("PUT", "/v1/sites/beta", {"domains": ["a.example.test"]})
+        self.assertEqual((code, error["error"]), (409, "domain_taken"))
+        holding.release(ok=False)
+        self.assertEqual(self.result(first)[0], 500)
+        second = self.call("PUT", "/v1/sites/beta", {"domains": ["a.example.test"]})
+        holding.release()
+        self.assertEqual(self.result(second)[0], 200)
+
+    def test_domain_given_up_stays_reserved_until_live(self) -> None:
+        """A domain a pending change drops cannot be taken: nginx may refuse the change."""
+        holding = HoldingDirectory()
+        self.make(holding)
+        first = self.call("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        holding.release()
+        self.assertEqual(self.result(first)[0], 200)
+        dropping = self.call("PUT", "/v1/sites/alpha", {"domains": []})
+        code, error = self.req("PUT", "/v1/sites/beta", {"domains": ["a.example.test"]})
+        self.assertEqual((code, error["error"]), (409, "domain_taken"))
+        holding.release(ok=False)
+        self.assertEqual(self.result(dropping)[0], 500)
+        self.assertEqual(self.router.table.owner("a.example.test"), "alpha")
+        removing = self.call("DELETE", "/v1/sites/alpha")
+        code, error = self.req("PUT", "/v1/sites/beta", {"domains": ["a.example.test"]})
+        self.assertEqual(code, 409)
+        holding.release()
+        self.assertEqual(self.result(removing), (200, {"site": "alpha", "removed": True}))
+        taking = self.call("PUT", "/v1/sites/beta", {"domains": ["a.example.test"]})
+        holding.release()
+        self.assertEqual(self.result(taking)[0], 200)
+
+    def test_changes_to_one_site_are_serialised(self) -> None:
+        """A second change to the same site waits for the first; the last one wins."""
+        holding = HoldingDirectory()
+        self.make(holding)
+        first = self.call("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})
+        second = self.call("PUT", "/v1/sites/alpha", {"domains": ["b.example.test"]})
+        self.assertEqual(len(holding.held), 1)
+        holding.release()
+        self.assertEqual(self.result(first)[0], 200)
+        holding.release()
+        self.assertEqual(self.result(second)[0], 200)
+        self.assertIn("b.example.test", holding.files["site-alpha.conf"])
+        self.assertNotIn("a.example.test", holding.files["site-alpha.conf"])
+
+    def test_without_a_router(self) -> None:
+        """The bare app (as in the access-table tests) answers health and whoami only."""
+        http: Any = StubTreq(RouterAPI().app.resource())
+        response = self.successResultOf(http.get(URL + "/v1/sites"))
+        self.assertEqual(response.code, 503)
+        response = self.successResultOf(http.get(URL + "/healthz"))
+        self.assertEqual(response.code, 200)
