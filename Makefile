@@ -47,8 +47,8 @@ run: deps venv frontend docker images
 	$(VENV)/bin/twistd -n --pidfile= director --config $(CONFIG)
 
 lint: venv
-	$(VENV)/bin/ruff check director twisted tests
-	$(VENV)/bin/ruff format --check director twisted tests
+	$(VENV)/bin/ruff check director twisted tests bench
+	$(VENV)/bin/ruff format --check director twisted tests bench
 
 types: venv
 	$(VENV)/bin/mypy

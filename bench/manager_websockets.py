@@ -38,6 +38,7 @@ def session_cookie(stack: Stack) -> str:
     with engine.begin() as conn:
         admin = conn.execute(select(t.users.c.id).where(t.users.c.username == "admin")).scalar()
     out: list[Any] = []
+    assert admin is not None
     store.create_session(int(admin), timedelta(hours=1)).addCallback(out.append)
     return str(out[0][0])
 
@@ -71,7 +72,7 @@ def main() -> None:
                     self.factory.ready.errback(ConnectionError(f"closed: {code} {reason}"))
 
         async def open_one() -> None:
-            factory = WebSocketClientFactory(
+            factory: Any = WebSocketClientFactory(
                 f"ws://{base}/ws/events",
                 headers={"Cookie": f"director_session={cookie}", "Origin": f"http://{base}"},
             )
