@@ -11,8 +11,8 @@ would measure its own HTTP/1.0 connection-per-request handling, not the proxy), 
 a 108-byte body, optionally after burning WORK_US of CPU time per request (what any real
 application spends; 0 is the bare server). Each measurement is `wrk -t2 -c50
 -d<duration>s` after a 2 s warm-up; direct (the container's address on the sites network)
-and proxied (the orchestrator's nginx, Host header) runs alternate, twice each, and the
-better of each pair is kept.
+and proxied (the orchestrator's nginx, Host header) runs alternate, --rounds times each,
+and the medians are compared (this machine is shared, so single runs vary by +-20%).
 
 Everything (wrk, nginx, the container) shares this machine's cores. With the bare server
 (about 30 us of CPU a request) the proxy hop costs as much CPU as the backend does, so on a
@@ -27,7 +27,7 @@ import re
 import subprocess
 import time
 
-from orchestrator_common import BenchOrchestrator
+from orchestrator_common import BenchOrchestrator, median
 
 PYTHON_IMAGE = "director/python:3"
 
@@ -85,7 +85,7 @@ def wrk(url: str, duration: int, host: str | None = None) -> float:
 
 
 def measure(
-    o: BenchOrchestrator, site_id: int, cpus: float, work_us: int, duration: int
+    o: BenchOrchestrator, site_id: int, cpus: float, work_us: int, duration: int, rounds: int
 ) -> tuple[float, float]:
     name = f"wrk{site_id}"
     o.call("PUT", f"/v1/sites/{site_id}", {"name": name, "type": "static"})
@@ -114,25 +114,31 @@ def measure(
     wrk(direct_url, 2)
     wrk(proxy_url, 2, host)
     direct, proxied = [], []
-    for _ in range(2):
+    for _ in range(rounds):
         direct.append(wrk(direct_url, duration))
         proxied.append(wrk(proxy_url, duration, host))
     o.call("DELETE", f"/v1/sites/{site_id}")
-    return max(direct), max(proxied)
+    return median(direct), median(proxied)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--cases", default="0.6:0,2:0,0.6:300,2:300")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cases = [(float(c), int(w)) for c, w in (case.split(":") for case in args.cases.split(","))]
     results = []
     with BenchOrchestrator() as o:
         for i, (cpus, work_us) in enumerate(cases):
-            results.append((cpus, work_us, *measure(o, 280 + i, cpus, work_us, args.duration)))
+            results.append(
+                (cpus, work_us, *measure(o, 280 + i, cpus, work_us, args.duration, args.rounds))
+            )
     load = open("/proc/loadavg").read().split()[0]
-    print(f"wrk -t2 -c50 -d{args.duration}s, asyncio HTTP/1.1 keep-alive backend (requests/s)")
+    print(
+        f"wrk -t2 -c50 -d{args.duration}s, asyncio HTTP/1.1 keep-alive backend "
+        f"(requests/s, medians of {args.rounds} interleaved runs)"
+    )
     print(f"(load average at the end: {load})")
     print(f"{'site CPUs':>10} {'work/req':>9} {'direct':>9} {'via nginx':>10} {'ratio':>6}")
     for cpus, work_us, direct, proxied in results:

@@ -502,11 +502,13 @@ class _EventWatch:
         factory: Callable[[], Any],
         on_event: Callable[[ContainerEvent], None],
         on_error: Callable[[str], None],
+        first_pause: float = 0.5,
         max_pause: float = 30.0,
     ) -> None:
         self._factory = factory
         self._on_event = on_event
         self._on_error = on_error
+        self._first_pause = first_pause
         self._max_pause = max_pause
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -515,7 +517,7 @@ class _EventWatch:
 
     def _run(self) -> None:
         since: int | None = None
-        pause = 0.5
+        pause = self._first_pause
         while not self._stopped.is_set():
             try:
                 client = self._factory()
@@ -533,7 +535,7 @@ class _EventWatch:
                 if self._stopped.is_set():
                     break
                 for raw in stream:
-                    pause = 0.5
+                    pause = self._first_pause
                     if isinstance(raw.get("time"), int):
                         since = raw["time"]
                     event = _container_event(raw)

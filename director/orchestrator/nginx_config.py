@@ -44,8 +44,18 @@ def site_file_name(site_id: int) -> str:
 
 
 def main_config(
-    prefix: Path, listen: str, sites_domain: str, hosts_dir: Path, sites_dir: Path, workers: int = 2
+    prefix: Path,
+    listen: str,
+    sites_domain: str,
+    hosts_dir: Path,
+    sites_dir: Path,
+    workers: int = 2,
+    site_files: list[Path] | None = None,
 ) -> str:
+    """
+    The orchestrator nginx's main configuration: every file in C{sites_dir}, or, for the
+    check before a reload, only C{site_files}.
+    """
     static_name = (
         r"~^(?<director_site>[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)\."
         + re.escape(sites_domain).replace("\\-", "-")
@@ -60,6 +70,7 @@ def main_config(
         sites_dir=sites_dir,
         pages_dir=prefix / "pages",
         static_server_name=f'"{static_name}"',
+        site_files=site_files,
     )
 
 

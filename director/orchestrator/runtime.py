@@ -26,11 +26,11 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from director.common.nginx import NginxConfigDirectory
 from director.common.threads import Runner
 from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway
 from director.orchestrator.files import FileError, SiteFiles
 from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
+from director.orchestrator.site_nginx import NginxFiles
 from director.orchestrator.sites import (
     Limits,
     Site,
@@ -190,7 +190,7 @@ class SiteRuntime:
         self,
         reactor: Any,
         docker: IDockerGateway,
-        nginx: NginxConfigDirectory,
+        nginx: NginxFiles,
         files: Runner,
         paths: RuntimePaths,
         listen: str,

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_public_keys
-from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
+from director.common.nginx import NginxConfigDirectory, NginxPaths
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
@@ -22,6 +22,7 @@ from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
+from director.orchestrator.site_nginx import SiteNginxFiles, StagedNginx, sync_staging
 from director.orchestrator.web import OrchestratorAPI
 
 log = Logger()
@@ -73,20 +74,23 @@ def build_service(
     state = config.director.state_dir
     paths = RuntimePaths(state)
     nginx_paths = NginxPaths(paths.nginx)
+
+    def render_main(site_files: list[Path] | None = None) -> str:
+        return main_config(
+            nginx_paths.prefix,
+            f"{section.host}:{section.nginx_port}",
+            config.director.sites_domain,
+            paths.hosts,
+            nginx_paths.sites,
+            workers=min(4, os.cpu_count() or 1),
+            site_files=site_files,
+        )
+
     try:
         nginx_paths.create()
         (nginx_paths.prefix / "pages" / "__director").mkdir(parents=True, exist_ok=True)
         (nginx_paths.prefix / "pages" / "__director" / "not-found.html").write_text(NOT_FOUND_PAGE)
-        nginx_paths.conf.write_text(
-            main_config(
-                nginx_paths.prefix,
-                f"{section.host}:{section.nginx_port}",
-                config.director.sites_domain,
-                paths.hosts,
-                nginx_paths.sites,
-                workers=min(4, os.cpu_count() or 1),
-            )
-        )
+        nginx_paths.conf.write_text(render_main())
     except OSError as e:
         raise StartupError(
             f"{paths.nginx}: cannot write the orchestrator's nginx config: {e}"
@@ -95,12 +99,17 @@ def build_service(
     files_pool = BlockingPool(reactor, "site-files", 4, timeout=300)
     docker_pool.setServiceParent(top)
     files_pool.setServiceParent(top)
-    nginx = NginxProcess(reactor, nginx_paths, "orchestrator")
+    staged = paths.nginx / "staged"
+    try:
+        sync_staging(staged, nginx_paths.sites)
+    except OSError as e:
+        raise StartupError(f"{staged}: cannot stage the nginx site files: {e}") from None
+    nginx = StagedNginx(reactor, nginx_paths, "orchestrator", files_pool, render_main, staged)
     nginx.setServiceParent(top)
     runtime = SiteRuntime(
         reactor,
         docker or DockerGateway(docker_pool),
-        NginxConfigDirectory(reactor, nginx_paths.sites, nginx, files_pool),
+        SiteNginxFiles(NginxConfigDirectory(reactor, staged, nginx, files_pool), nginx),
         files_pool,
         paths,
         listen=f"{section.host}:{section.nginx_port}",

@@ -152,6 +152,11 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
             capture_output=True,
             check=False,
         )
+    subprocess.run(  # terminals of sites the tests did not delete
+        ["docker", "rm", "-f", *(f"site_{site_id}_terminal" for site_id in SITE_IDS)],
+        capture_output=True,
+        check=False,
+    )
     pytest_twisted.blockon(service.stopService())
     shutil.rmtree(base, ignore_errors=True)
 
@@ -665,3 +670,72 @@ async def test_site_user_has_a_name(orchestrator: Orchestrator) -> None:
     assert lines[2] == "site:x:100202:100202:Director site:/site/.home:/bin/bash"
     assert docker_exec(202, "sh", "-c", "echo x >> /etc/passwd").returncode != 0
     await o.client.json("DELETE", "/v1/sites/202")
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_monitor(orchestrator: Orchestrator) -> None:
+    """
+    The file monitor websocket lists a watched directory, then reports files the API (or
+    anyone) creates, writes, moves and deletes; links and escapes are refused; heartbeats
+    are echoed; after a remove nothing more is reported.
+    """
+    from twisted.internet import reactor
+
+    from director.common.client import connect_websocket
+
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/203", json={"name": "monitor1", "type": "static"})
+    await put_file(o, 203, "public/index.html", b"hello")
+    site_dir = o.base / "var" / "sites" / "203"
+    os.symlink("/etc", site_dir / "public" / "evil")
+    signer = component_signer(reactor, o.config, "manager")
+    proto = await connect_websocket(
+        reactor, signer, "orchestrator", ws_url(o, "/ws/sites/203/files/monitor"), timeout=30
+    )
+
+    async def until(event: str, path: str) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        while not seen or (seen[-1].get("event"), seen[-1].get("path")) != (event, path):
+            seen.append(json.loads(await proto.next_message(10)))
+        return seen
+
+    def send(message: dict[str, Any]) -> None:
+        proto.sendMessage(json.dumps(message).encode(), isBinary=False)
+
+    send({"action": "add", "path": "public"})
+    listing = await until("watched", "public")
+    assert [(m["event"], m["path"], m["type"]) for m in listing[:-1]] == [
+        ("create", "public/evil", "link"),
+        ("create", "public/index.html", "file"),
+    ]
+    assert listing[0]["target"] == "/etc"
+    await put_file(o, 203, "public/new.txt", b"12345")
+    (created,) = await until("create", "public/new.txt")
+    assert created["type"] == "file" and created["size"] == 5
+    await put_file(o, 203, "public/new.txt", b"1234567")
+    (updated,) = await until("update", "public/new.txt")
+    assert updated["size"] == 7
+    await o.client.json("PUT", "/v1/sites/203/files/public/sub/")
+    (made,) = await until("create", "public/sub")
+    assert made["type"] == "dir"
+    await o.client.json(
+        "PATCH", "/v1/sites/203/files/public/new.txt", json={"move_to": "public/moved.txt"}
+    )
+    (moved,) = await until("move", "public/moved.txt")
+    assert moved["from"] == "public/new.txt"
+    await o.client.json("DELETE", "/v1/sites/203/files/public/moved.txt")
+    await until("delete", "public/moved.txt")
+    for path, code in (("public/evil", "is_a_symlink"), ("../101", "bad_path")):
+        send({"action": "add", "path": path})
+        (error,) = await until("error", path)
+        assert error["code"] == code, error
+    send({"heartbeat": 7})
+    assert json.loads(await proto.next_message(10)) == {"heartbeat": 7}
+    send({"action": "remove", "path": "public"})
+    await until("unwatched", "public")
+    await put_file(o, 203, "public/late.txt", b"x")
+    send({"heartbeat": 8})
+    assert json.loads(await proto.next_message(10)) == {"heartbeat": 8}  # nothing in between
+    proto.sendClose(1000)
+    await proto.closed
+    await o.client.json("DELETE", "/v1/sites/203")

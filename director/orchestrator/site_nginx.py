@@ -1,0 +1,151 @@
+"""
+The orchestrator's per-site nginx files: staged, checked by what changed rather than by
+everything, then published where nginx reads them.
+
+L{NginxConfigDirectory} writes a batch of changes, runs its nginx's C{check()} (normally
+`nginx -t`), and then reloads, or restores the old files if the check failed. Two things
+about that are wrong for the orchestrator at scale, and L{StagedNginx} (the nginx process
+the directory drives) fixes both without changing the directory:
+
+ - A full `nginx -t` parses every site's file (about 0.4 s at 5,000 sites on the reference
+   machine), and the reload parses them all again. Each site's file is self-contained (its
+   upstream is named after the site id; nothing else in it is global), so checking the main
+   configuration with only the changed files finds every error a full check would, in
+   milliseconds at any number of sites.
+ - A reload is a signal: the nginx master re-reads its files some time after it, while the
+   directory may already be writing its next batch. A bad file written in that window
+   makes the master's reload fail, and the change before it, already reported live, is
+   not. So the directory writes to a I{staging} directory that nginx never reads; the check
+   reads the staged files, and only files that passed are published (each atomically) to
+   the directory nginx reads, just before the reload.
+
+A change is "in flight" from L{SiteNginxFiles.apply} until its result fires: the directory
+may write its staged file at any point in between (a failing batch is retried a change at a
+time), so every check covers every name in flight, as its staged file is at that moment (a
+file not written yet, or restored, is checked as it is, and is the same as what is live).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
+from director.common.threads import Runner
+
+
+class NginxFiles(Protocol):
+    """Where the runtime sends nginx changes ({file name: text, or None to remove})."""
+
+    def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]: ...
+
+
+@dataclass
+class _CheckPaths(NginxPaths):
+    """The nginx paths, but with the check configuration as the one `nginx -t` reads."""
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "check.conf"
+
+
+def _write_check_config(
+    path: Path, staged: Path, names: list[str], render: Callable[[list[Path]], str]
+) -> None:
+    present = [staged / name for name in names if (staged / name).exists()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(present))
+    tmp.replace(path)
+
+
+def _publish(staged: Path, live: Path, names: list[str]) -> None:
+    """Make each named live file what is staged (copied, or removed), one rename each."""
+    for name in names:
+        source = staged / name
+        if source.exists():
+            tmp = live / f".{name}.tmp"
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, live / name)
+        else:
+            try:
+                (live / name).unlink()
+            except FileNotFoundError:
+                pass
+
+
+def sync_staging(staged: Path, live: Path) -> None:
+    """
+    At start-up, stage exactly what is live. Live files all passed a check; a staged change
+    that never did (the orchestrator stopped mid-change) is dropped, which agrees with the
+    runtime: it records a site as applied only after its nginx change went live.
+    """
+    staged.mkdir(parents=True, exist_ok=True)
+    wanted = {path.name for path in live.glob("*.conf")}
+    for path in staged.glob("*.conf"):
+        if path.name not in wanted:
+            path.unlink()
+    _publish(live, staged, sorted(wanted))
+
+
+class StagedNginx(NginxProcess):
+    """
+    The orchestrator's nginx process as its config directory sees it (the directory works
+    in C{staged}): C{check()} runs `nginx -t` on the main configuration with just the staged
+    files in flight and, when it passes, publishes them to the directory nginx reads;
+    everything else, reloading included, is L{NginxProcess}'s.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        paths: NginxPaths,
+        what: str,
+        files: Runner,
+        render: Callable[[list[Path]], str],
+        staged: Path,
+    ) -> None:
+        super().__init__(reactor, paths, what)
+        self._files = files
+        self._render = render
+        self.staged = staged
+        self._checker = NginxProcess(reactor, _CheckPaths(paths.prefix, paths.binary), what)
+        self._in_flight: Counter[str] = Counter()
+        self.checked: list[list[str]] = []  # the names each successful check covered
+
+    def track(self, names: list[str], done: Deferred[None]) -> Deferred[None]:
+        """Cover C{names} in every check until C{done} fires; fires with its result."""
+        self._in_flight.update(names)
+
+        def finished(result: Any) -> Any:
+            self._in_flight.subtract(names)
+            self._in_flight += Counter()  # drop the names that reached zero
+            return result
+
+        return done.addBoth(finished)
+
+    async def check(self) -> None:
+        names = sorted(self._in_flight)
+        await self._files.run(
+            _write_check_config, self._checker.paths.conf, self.staged, names, self._render
+        )
+        await self._checker.check()
+        await self._files.run(_publish, self.staged, self.paths.sites, names)
+        self.checked.append(names)
+
+
+class SiteNginxFiles:
+    """The runtime's view: changes go to the config directory, their names to the check."""
+
+    def __init__(self, directory: NginxConfigDirectory, nginx: StagedNginx) -> None:
+        self._directory = directory
+        self._nginx = nginx
+
+    def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
+        return self._nginx.track(list(changes), self._directory.apply(changes))

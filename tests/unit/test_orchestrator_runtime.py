@@ -1,0 +1,306 @@
+"""
+The site runtime against the fake Docker, a fake clock and a stand-in nginx: nginx follows a
+site's tasks after Docker events and after the periodic reconcile; refreshes of one site
+coalesce; the site's passwd and group files are made and mounted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.internet.defer import DeferredLock, fail
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.common.nginx import NginxConfigDirectory
+from director.common.threads import InlineRunner
+from director.orchestrator.docker_gateway import DockerError
+from director.orchestrator.runtime import RuntimePaths, SiteRuntime
+from director.orchestrator.sites import (
+    Site,
+    identity_files,
+    service_spec,
+    terminal_container_spec,
+)
+from director.testing.fake_docker import FakeDockerGateway
+
+NETWORK = "director-sites"
+
+
+class ThreadedMemoryReactor(MemoryReactorClock):
+    """A memory reactor that also takes calls "from threads" (runs them at once)."""
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class AcceptingNginx:
+    """Stands in for NginxProcess: every configuration passes the check."""
+
+    def __init__(self) -> None:
+        self.reloads = 0
+
+    async def check(self) -> None:
+        return None
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+
+class RuntimeTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = ThreadedMemoryReactor()
+        self.docker = FakeDockerGateway(images=("director/python:3",))
+        base = Path(self.mktemp())
+        self.paths = RuntimePaths(base)
+        self.nginx_dir = base / "nginx-sites"
+        self.nginx_dir.mkdir(parents=True)
+        self.nginx = AcceptingNginx()
+        self.runtime = SiteRuntime(
+            self.reactor,
+            self.docker,
+            NginxConfigDirectory(
+                self.reactor, self.nginx_dir, cast(Any, self.nginx), InlineRunner()
+            ),
+            InlineRunner(),
+            self.paths,
+            listen="127.0.0.1:8180",
+            sites_domain="sites.test",
+            network=NETWORK,
+            reconcile_interval=30,
+            follow_timeout=2,
+        )
+        self.runtime.prepare()
+        self.successResultOf(self.docker.ensure_network(NETWORK))
+        self.addCleanup(self.runtime.unfollow)
+
+    def settle(self, seconds: float = 0.1) -> None:
+        """Let the nginx batch delay and short polls pass."""
+        for _ in range(int(seconds / 0.05) + 1):
+            self.reactor.advance(0.05)
+
+    def add_dynamic(self, site_id: int = 5) -> Site:
+        site = Site(id=site_id, name=f"dyn{site_id}", type="dynamic", image="director/python:3")
+        d = self.runtime.apply(site)
+        self.settle()
+        self.successResultOf(d)
+        return site
+
+    def running(self, site: Site) -> list[Any]:
+        tasks = self.successResultOf(self.docker.tasks(site.service_name, NETWORK))
+        return [t for t in tasks if t.state == "running"]
+
+    def config(self, site: Site) -> str:
+        return (self.nginx_dir / f"site-{site.id}.conf").read_text()
+
+    def count_task_reads(self) -> list[str]:
+        calls: list[str] = []
+        original = self.docker.tasks
+
+        def tasks(name: str, network: str) -> Any:
+            calls.append(name)
+            return original(name, network)
+
+        self.docker.tasks = tasks  # type: ignore[method-assign]
+        return calls
+
+
+class FollowTasksTests(RuntimeTestCase):
+    def test_crashed_task_followed(self) -> None:
+        """A task that dies and is replaced elsewhere is served at its new address."""
+        site = self.add_dynamic()
+        before = self.runtime.upstreams[site.id]
+        self.runtime.follow()
+        self.docker.crash_task(site.service_name)
+        self.settle()
+        after = self.runtime.upstreams[site.id]
+        self.assertNotEqual(after, before)
+        self.assertEqual(after, [t.address for t in self.running(site)])
+        self.assertIn(f"server {after[0]}:8080", self.config(site))
+        self.assertNotIn(f"server {before[0]}:8080", self.config(site))
+
+    def test_died_container_dropped_at_once(self) -> None:
+        """
+        A container that died leaves the upstream even while swarm still reports its task
+        running: nginx shows "not running" rather than proxying to a dead address.
+        """
+        site = self.add_dynamic()
+        (task,) = self.running(site)
+        d = self.runtime.refresh(site.id, died=task.container_id)
+        self.settle()
+        self.successResultOf(d)
+        self.assertEqual(self.runtime.upstreams[site.id], [])
+        self.assertIn("This site is not running", self.config(site))
+
+    def test_started_container_awaited(self) -> None:
+        """
+        After a start event the refresh waits for swarm to report that container's task
+        running, then gives up after the follow timeout and serves what runs.
+        """
+        site = self.add_dynamic()
+        d = self.runtime.refresh(site.id, started="not-yet-running")
+        self.settle(1.5)
+        self.assertNoResult(d)
+        self.settle(1)
+        self.successResultOf(d)
+        self.assertEqual(self.runtime.upstreams[site.id], [t.address for t in self.running(site)])
+
+    def test_refreshes_coalesce(self) -> None:
+        """Refreshes queued while the site is busy run once, with every event's hints."""
+        site = self.add_dynamic()
+        (task,) = self.running(site)
+        calls = self.count_task_reads()
+        lock = self.runtime._locks.setdefault(site.id, DeferredLock())
+        self.successResultOf(lock.acquire())
+        waiters = [
+            self.runtime.refresh(site.id),
+            self.runtime.refresh(site.id, started=task.container_id),
+            self.runtime.refresh(site.id, died=task.container_id),
+            self.runtime.refresh(site.id),
+        ]
+        self.assertEqual(calls, [])
+        lock.release()
+        self.settle()
+        for waiter in waiters:
+            self.successResultOf(waiter)
+        self.assertEqual(calls, [site.service_name])
+        self.assertEqual(self.runtime.upstreams[site.id], [])  # the died hint was kept
+
+    def test_refresh_after_one_started_runs_again(self) -> None:
+        """An event arriving while a refresh runs queues a new one (nothing is lost)."""
+        site = self.add_dynamic()
+        first = self.runtime.refresh(site.id, started="not-yet-running")
+        self.settle(0.2)
+        self.assertNoResult(first)
+        self.docker.crash_task(site.service_name)  # not following: no events
+        second = self.runtime.refresh(site.id)
+        self.settle(3)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(self.runtime.upstreams[site.id], [t.address for t in self.running(site)])
+
+    def test_events_ignored_for_other_sites(self) -> None:
+        """Events about static sites or sites this orchestrator does not run read nothing."""
+        self.add_dynamic(5)
+        static = Site(id=6, name="static6", type="static")
+        d = self.runtime.apply(static)
+        self.settle()
+        self.successResultOf(d)
+        self.runtime.follow()
+        calls = self.count_task_reads()
+        stranger = Site(id=99, name="stranger", type="dynamic", image="director/python:3")
+        self.successResultOf(
+            self.docker.put_service(service_spec(stranger, Path("/x"), NETWORK, "UTC"))
+        )
+        self.settle()
+        self.assertEqual(calls, [])
+
+    def test_reconcile_catches_missed_events(self) -> None:
+        """Every reconcile interval, every dynamic site is refreshed (events may be lost)."""
+        site = self.add_dynamic()
+        other = self.add_dynamic(7)
+        self.runtime.follow()
+        self.docker.drop_events = True
+        self.docker.crash_task(site.service_name)
+        self.docker.crash_task(other.service_name)
+        self.settle()
+        self.assertNotEqual(
+            self.runtime.upstreams[site.id], [t.address for t in self.running(site)]
+        )
+        self.reactor.advance(30)
+        self.settle()
+        for s in (site, other):
+            self.assertEqual(self.runtime.upstreams[s.id], [t.address for t in self.running(s)])
+
+    def test_reconcile_failure_logged_loop_continues(self) -> None:
+        """A Docker failure during a reconcile is logged; the next interval tries again."""
+        site = self.add_dynamic()
+        self.runtime.follow()
+        self.docker.drop_events = True
+        self.docker.crash_task(site.service_name)
+        original = self.docker.tasks
+        self.docker.tasks = lambda name, network: fail(DockerError("dockerd went away"))  # type: ignore[method-assign]
+        self.reactor.advance(30)
+        self.settle()
+        self.assertEqual(len(self.flushLoggedErrors(DockerError)), 1)
+        self.docker.tasks = original  # type: ignore[method-assign]
+        self.reactor.advance(30)
+        self.settle()
+        self.assertEqual(self.runtime.upstreams[site.id], [t.address for t in self.running(site)])
+
+    def test_broken_event_stream_reconciles(self) -> None:
+        """When the event stream breaks, every site is looked at without waiting."""
+        site = self.add_dynamic()
+        self.runtime.follow()
+        self.docker.drop_events = True
+        self.docker.crash_task(site.service_name)
+        self.docker.break_events()
+        self.settle()
+        self.assertEqual(self.runtime.upstreams[site.id], [t.address for t in self.running(site)])
+
+    def test_unfollow_stops_everything(self) -> None:
+        """After unfollow no event is handled and no timer is left behind."""
+        site = self.add_dynamic()
+        before = self.runtime.upstreams[site.id]
+        self.runtime.follow()
+        self.runtime.unfollow()
+        self.docker.crash_task(site.service_name)
+        self.settle()
+        self.assertEqual(self.runtime.upstreams[site.id], before)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class IdentityTests(RuntimeTestCase):
+    def test_identity_files_name_the_site_user(self) -> None:
+        """The passwd entry gives the site's uid a name, its home and a shell."""
+        site = Site(id=42, name="blog", type="static")
+        files = identity_files(site)
+        self.assertIn("site:x:100042:100042:Director site:/site/.home:/bin/bash\n", files["passwd"])
+        self.assertTrue(files["passwd"].startswith("root:x:0:0:"))
+        self.assertIn("site:x:100042:\n", files["group"])
+
+    def test_specs_mount_identity_read_only(self) -> None:
+        """Service and terminal containers get /etc/passwd and /etc/group read-only."""
+        site = Site(id=42, name="blog", type="dynamic")
+        spec = service_spec(site, Path("/s/42"), NETWORK, "UTC", Path("/id/42"))
+        mounts = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
+        for name in ("passwd", "group"):
+            self.assertIn(
+                {
+                    "Type": "bind",
+                    "Source": f"/id/42/{name}",
+                    "Target": f"/etc/{name}",
+                    "ReadOnly": True,
+                },
+                mounts,
+            )
+        terminal = terminal_container_spec(site, Path("/s/42"), NETWORK, "UTC", Path("/id/42"))
+        self.assertEqual(
+            terminal["HostConfig"]["binds"]["/id/42/passwd"], {"bind": "/etc/passwd", "mode": "ro"}
+        )
+
+    def test_apply_writes_and_remove_deletes_identity(self) -> None:
+        """Applying a site writes its identity files (world-readable); removing deletes them."""
+        site = self.add_dynamic(8)
+        directory = self.paths.identity_dir(site.id)
+        self.assertEqual((directory / "passwd").read_text(), identity_files(site)["passwd"])
+        self.assertEqual((directory / "group").stat().st_mode & 0o777, 0o644)
+        spec = self.docker.services[site.service_name]["spec"]
+        sources = [m.get("Source") for m in spec["TaskTemplate"]["ContainerSpec"]["Mounts"]]
+        self.assertIn(str(directory / "passwd"), sources)
+        d = self.runtime.remove(site.id)
+        self.settle()
+        self.assertTrue(self.successResultOf(d))
+        self.assertFalse(directory.exists())
+
+    def test_identity_not_rewritten_when_unchanged(self) -> None:
+        """
+        Re-applying keeps the same files (inode): running containers' bind mounts keep
+        pointing at what is on disk.
+        """
+        site = self.add_dynamic(9)
+        path = self.paths.identity_dir(site.id) / "passwd"
+        inode = path.stat().st_ino
+        self.add_dynamic(9)
+        self.assertEqual(path.stat().st_ino, inode)
