@@ -130,6 +130,12 @@ class IDockerGateway(Interface):
     def exec_resize(exec_id: str, rows: int, cols: int) -> Deferred[None]:
         """Tell the exec's terminal its new size."""
 
+    def exec_kill(exec_id: str) -> Deferred[bool]:
+        """
+        End the exec's process (and its process group) if it still runs: HUP, then KILL
+        after a grace period. False if it had already ended.
+        """
+
     def exec_exit_code(exec_id: str) -> Deferred[int | None]:
         """The exec's exit status, or None while it runs."""
 
@@ -423,6 +429,45 @@ class DockerGateway:
 
     def exec_resize(self, exec_id: str, rows: int, cols: int) -> Deferred[None]:
         return self._run(lambda client: client.exec_resize(exec_id, height=rows, width=cols))
+
+    def exec_kill(self, exec_id: str, grace: float = 2.0) -> Deferred[bool]:
+        def kill(client: Any) -> bool:
+            import os
+            import signal
+            import time
+
+            info = client.exec_inspect(exec_id)
+            for _ in range(40):  # just started: dockerd may not report its pid yet
+                if not info.get("Running") or (info.get("Pid") or 0) > 1:
+                    break
+                time.sleep(0.05)
+                info = client.exec_inspect(exec_id)
+            pid = info.get("Pid") or 0
+            if not info.get("Running") or pid <= 1:
+                return False
+
+            def send(sig: int) -> None:
+                # The exec's process is on this host (the orchestrator runs beside dockerd);
+                # a TTY shell leads its own process group, which holds what it started.
+                try:
+                    if os.getpgid(pid) == pid:
+                        os.killpg(pid, sig)
+                    else:
+                        os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+            send(signal.SIGHUP)
+            send(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not client.exec_inspect(exec_id).get("Running"):
+                    return True
+                time.sleep(0.05)
+            send(signal.SIGKILL)
+            return True
+
+        return self._run(kill)
 
     def exec_exit_code(self, exec_id: str) -> Deferred[int | None]:
         def code(client: Any) -> int | None:

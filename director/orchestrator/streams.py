@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -130,6 +130,9 @@ class ExecWebSocket(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self._timers = []
         self._pending: list[bytes] = []
+        # Input, resizes and EOF wait here until the exec has started, then apply in order.
+        self._started: Deferred[None] = Deferred()
+        self._chain: Deferred[Any] = self._started
         self._reset_idle()
         self._timers.append(
             self.factory.reactor.callLater(self.factory.max_lifetime, self._expire, "lifetime")
@@ -177,6 +180,8 @@ class ExecWebSocket(WebSocketServerProtocol):
         for data in self._pending:
             self.session.write(data)
         self._pending = []
+        if not self._started.called:
+            self._started.callback(None)
 
     def _output(self, stream: int, data: bytes) -> None:
         self.sendMessage(data if self.tty else bytes([stream]) + data, isBinary=True)
@@ -195,8 +200,9 @@ class ExecWebSocket(WebSocketServerProtocol):
                 from twisted.internet.task import deferLater
 
                 await deferLater(self.factory.reactor, 0.05, lambda: None)
-        self.sendMessage(json.dumps({"exit": code}).encode(), isBinary=False)
-        self.sendClose(1000)
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendMessage(json.dumps({"exit": code}).encode(), isBinary=False)
+            self.sendClose(1000)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._reset_idle()
@@ -213,11 +219,9 @@ class ExecWebSocket(WebSocketServerProtocol):
         return None
 
     def _in_order(self, action: Callable[[], Any]) -> None:
-        """Input and resizes take effect in the order they were sent."""
-        chain = getattr(self, "_chain", None) or succeed(None)
-        chain.addCallback(lambda _: action())
-        chain.addErrback(lambda f: log.failure("terminal input", f))
-        self._chain = chain
+        """Input, resizes and EOF take effect in the order they were sent."""
+        self._chain.addCallback(lambda _: action())
+        self._chain.addErrback(lambda f: log.failure("terminal input", f))
 
     def _write(self, payload: bytes) -> None:
         if self.session is not None:
@@ -234,16 +238,15 @@ class ExecWebSocket(WebSocketServerProtocol):
                 isinstance(size, list)
                 and len(size) == 2
                 and all(isinstance(n, int) and 1 <= n <= MAX_ROWS_COLS for n in size)
-                and self.exec_id is not None
-                and self.tty
             ):
-                exec_id = self.exec_id
-                self._in_order(
-                    lambda: self.factory.runtime.docker.exec_resize(exec_id, size[0], size[1])
-                )
-        if message.get("eof") and self.session is not None:
-            session = self.session
-            self._in_order(session.close_input)
+                self._in_order(lambda: self._resize(size[0], size[1]))
+        if message.get("eof"):
+            self._in_order(lambda: self.session.close_input() if self.session else None)
+
+    def _resize(self, rows: int, cols: int) -> Any:
+        if self.exec_id is None or not self.tty:
+            return None
+        return self.factory.runtime.docker.exec_resize(self.exec_id, rows, cols)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         for timer in [*getattr(self, "_timers", []), *getattr(self, "_idle", [])]:
@@ -251,6 +254,11 @@ class ExecWebSocket(WebSocketServerProtocol):
                 timer.cancel()
         if self.session is not None:
             self.session.close()
+        if self.exec_id is not None:
+            # Closing the exec's stream does not end its process: end it, so nothing the
+            # user started keeps running after they left.
+            d = self.factory.runtime.docker.exec_kill(self.exec_id)
+            d.addErrback(lambda f: log.failure("ending an exec after its websocket closed", f))
 
 
 class TerminalProtocol(ExecWebSocket):
@@ -284,6 +292,9 @@ class ShellBridgeProtocol(ExecWebSocket):
             hello = json.loads(payload)
             token = hello["token"]
             command = hello.get("command")
+            tty = hello.get("tty", command is None)
+            if not isinstance(tty, bool):
+                raise ValueError("tty")
             rows, cols = int(hello.get("rows", 24)), int(hello.get("cols", 80))
             if command is not None and not isinstance(command, str):
                 raise ValueError("command")
@@ -305,7 +316,7 @@ class ShellBridgeProtocol(ExecWebSocket):
         self.authenticated = True
         argv = None if command is None else ["sh", "-c", command]
         d = Deferred.fromCoroutine(
-            self.start_exec(argv, command is None, max(1, min(rows, 1000)), max(1, min(cols, 1000)))
+            self.start_exec(argv, tty, max(1, min(rows, 1000)), max(1, min(cols, 1000)))
         )
         d.addCallback(lambda _: self.sendMessage(json.dumps({"connected": True}).encode(), False))
         d.addErrback(self._failed)

@@ -242,6 +242,34 @@ async def check_events_follow_tasks(ctx: DockerContext) -> None:
     assert not errors, errors
 
 
+async def check_exec_kill(ctx: DockerContext) -> None:
+    """A running exec can be ended; ending one that finished reports False."""
+    from director.orchestrator.sites import terminal_container_spec
+
+    site = _site(ctx, id=ctx.site_id + 4, name=f"{ctx.prefix}-kill")
+    gw = ctx.gateway
+    await gw.ensure_network(ctx.network)
+    spec = terminal_container_spec(site, ctx.site_dir, ctx.network, "UTC")
+    container = await gw.ensure_container(spec)
+    try:
+        exec_id, sock = await gw.exec_start(
+            container, ["sh", "-c", "sleep 600"], {}, f"{site.uid}", "/site", True
+        )
+        assert await gw.exec_exit_code(exec_id) is None
+        assert await gw.exec_kill(exec_id) is True
+        codes: list[int | None] = []
+
+        async def ended() -> bool:
+            codes.append(await gw.exec_exit_code(exec_id))
+            return codes[-1] is not None
+
+        await eventually(ctx, ended)
+        assert await gw.exec_kill(exec_id) is False
+        sock.close()
+    finally:
+        await gw.remove_container(spec["Name"])
+
+
 CHECKS = [
     check_interface,
     check_network_idempotent,
@@ -252,5 +280,6 @@ CHECKS = [
     check_build_failure_reports_log,
     check_build_and_remove_image,
     check_exec_output_and_status,
+    check_exec_kill,
     check_events_follow_tasks,
 ]

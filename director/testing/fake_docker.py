@@ -248,6 +248,12 @@ class FakeDockerGateway:
         self.execs[exec_id]["size"] = (rows, cols)
         return succeed(None)
 
+    def exec_kill(self, exec_id: str) -> Deferred[bool]:
+        running = self.execs[exec_id]["exit"] is None
+        if running:
+            self.execs[exec_id]["exit"] = 137
+        return succeed(running)
+
     def exec_exit_code(self, exec_id: str) -> Deferred[int | None]:
         return succeed(self.execs[exec_id]["exit"])
 

@@ -417,11 +417,6 @@ def _processes(site_id: int) -> str:
     ).stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orchestrator: closing the shell bridge does not stop the docker exec "
-    "(reported; the shell server does close the websocket)",
-)
 @pytest_twisted.ensureDeferred
 async def test_dropped_connection_leaves_nothing_running(stack: Stack) -> None:
     """After an SSH client vanishes, its command is no longer running in the container."""
