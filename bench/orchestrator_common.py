@@ -76,7 +76,7 @@ class BenchOrchestrator:
         assert code == 0, "director init failed"
         (self.base / "var").chmod(0o755)
         self.config: Config = load_config(config_path)
-        clock = types.SimpleNamespace(seconds=time.time)
+        clock: Any = types.SimpleNamespace(seconds=time.time)
         self.signer = RequestSigner(
             "manager", load_private_key(self.config.auth.keys_dir, "manager"), clock
         )

@@ -119,7 +119,7 @@ async def measure(reactor: Any, count: int, rounds: int, base: Path) -> dict[str
     host = changed.host(DOMAIN)
     await until_served(reactor, port, host, b"v1", started)
     startup = time.monotonic() - started
-    directory = SiteNginxFiles(NginxConfigDirectory(reactor, staged, nginx, pool), nginx)
+    files: Any = SiteNginxFiles(NginxConfigDirectory(reactor, staged, nginx, pool), nginx)
     checks, reloads, applies = [], [], []
     version = "v1"
     for _ in range(rounds):
@@ -140,7 +140,7 @@ async def measure(reactor: Any, count: int, rounds: int, base: Path) -> dict[str
         version = "v2" if version == "v1" else "v1"
         text = site_config(changed, listen, DOMAIN, pages[version], [])
         started = time.monotonic()
-        live: Deferred[None] = directory.apply({site_file_name(changed.id): text})
+        live: Deferred[None] = files.apply({site_file_name(changed.id): text})
         await live
         applies.append(await until_served(reactor, port, host, version.encode(), started))
         await deferLater(reactor, 0.5, lambda: None)
