@@ -573,6 +573,34 @@ class SiteRuntime:
             "error": next((t.error for t in tasks if t.error), None),
         }
 
+    async def report(self) -> list[dict[str, Any]]:
+        """
+        Every site this orchestrator serves, with C{healthy}: its nginx file or static
+        link is in place and, for a dynamic site, its swarm service exists. The manager's
+        reconcile repairs the sites that are not (say, a file or service removed by hand).
+        """
+        services = {s.name for s in await self._docker.list_services("director.site")}
+        live = self.paths.nginx / "sites"
+        sites = list(self.sites.values())
+
+        def in_place() -> dict[int, bool]:
+            found = {}
+            for site in sites:
+                if needs_own_file(site):
+                    found[site.id] = (live / site_file_name(site.id)).is_file()
+                else:
+                    found[site.id] = (self.paths.hosts / site.name).is_symlink()
+            return found
+
+        files = await self._files.run(in_place)
+        report = []
+        for site in sites:
+            status = self._status_of(site, self.upstreams.get(site.id, []))
+            service_ok = site.type != "dynamic" or site.service_name in services
+            status["healthy"] = files[site.id] and service_ok
+            report.append(status)
+        return report
+
     def _status_of(self, site: Site, upstream: list[str]) -> dict[str, Any]:
         return {
             "id": site.id,

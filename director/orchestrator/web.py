@@ -164,12 +164,8 @@ class OrchestratorAPI:
         return self.runtime
 
     @app.route("/v1/sites", methods=["GET"])
-    def list_sites(self, request: IRequest) -> bytes:
-        rt = self._rt()
-        return render_json(
-            request,
-            {"sites": [rt._status_of(s, rt.upstreams.get(s.id, [])) for s in rt.sites.values()]},
-        )
+    async def list_sites(self, request: IRequest) -> bytes:
+        return render_json(request, {"sites": await self._rt().report()})
 
     @app.route("/v1/sites/<int:site_id>", methods=["PUT"])
     async def put_site(self, request: IRequest, site_id: int) -> bytes:

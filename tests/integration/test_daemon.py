@@ -109,11 +109,29 @@ def wait_listening(daemon: Daemon, ports: list[int], timeout: float = 20.0) -> N
             pytest.fail(f"daemon exited with {daemon.process.returncode}:\n{daemon.log_text()}")
         if time.monotonic() > deadline:
             pytest.fail(f"ports {pending} not listening after {timeout}s:\n{daemon.log_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", pending[0]), timeout=0.5).close()
+        if _answers(pending[0]):
             pending.pop(0)
-        except OSError:
+        else:
             time.sleep(0.05)
+
+
+def _answers(port: int) -> bool:
+    """
+    The daemon's reactor serves the port: it sends something back (an SSH banner, or an
+    HTTP answer to a request). Accepting a connection is not enough: the kernel accepts
+    before the reactor runs, and a SIGTERM then would not get a clean shutdown.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.settimeout(0.5)
+            try:
+                data = conn.recv(16)
+            except TimeoutError:
+                conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                data = conn.recv(16)
+            return bool(data)
+    except OSError:
+        return False
 
 
 # twistd re-raises SIGTERM on itself after a clean shutdown, so systemd sees the signal.

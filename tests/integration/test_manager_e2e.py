@@ -174,6 +174,7 @@ def stack(
         "manager.bcrypt_rounds=4",
         "manager.operation_lease=3.0",
         "manager.write_burst=100000.0",
+        "manager.reconcile_interval=2.0",
     ]
     config_path = base / "director.toml"
     args = [
@@ -343,7 +344,12 @@ def test_sites_through_the_api(stack: Stack) -> None:
     ).stdout.split()
     assert f"site_{site_id}" not in services_left
     assert s.front(f"e2e-dyn.{SITES}")[0] == 404
-    assert not list(var.rglob(f"*{domain}*")), list(var.rglob(f"*{domain}*"))
+    # No certificate, key or config for the domain is left; the empty per-domain lock file
+    # stays (deleting a file others may hold a lock on would break the routers' mutual
+    # exclusion, see docs/router.md).
+    leftovers = [p for p in var.rglob(f"*{domain}*") if p.parent.name != "locks"]
+    assert not leftovers, leftovers
+    assert all(p.stat().st_size == 0 for p in var.rglob(f"locks/{domain}.lock"))
     dbs = subprocess.run(
         [
             "psql",
@@ -356,6 +362,40 @@ def test_sites_through_the_api(stack: Stack) -> None:
     )
     assert dbs.stdout.strip() == "0", dbs
     assert s.api("GET", "/api/v1/sites/e2e-dyn", ok=(404,))["error"] == "not_found"
+
+
+def test_drift_is_repaired(stack: Stack) -> None:
+    """A service and an nginx file removed by hand come back without anyone asking."""
+    s = stack
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-drift", "type": "static"}))
+    s.api("PUT", "/api/v1/sites/e2e-drift/files/run.sh?mode=755", raw=RUN_SH)
+    s.api("PUT", "/api/v1/sites/e2e-drift/files/public/index.html", raw=b"drift")
+    s.wait_operation(s.api("PATCH", "/api/v1/sites/e2e-drift", {"type": "dynamic"}))
+    wait(lambda: s.front(f"e2e-drift.{SITES}") == (200, b"drift"), "the site", 30)
+    site_id = s.api("GET", "/api/v1/sites/e2e-drift")["id"]
+    subprocess.run(["docker", "service", "rm", f"site_{site_id}"], check=True, capture_output=True)
+    conf = s.base / "var" / "orchestrator" / "nginx" / "sites" / f"site-{site_id}.conf"
+    conf.unlink()
+
+    def repaired() -> bool:
+        names = subprocess.run(
+            ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+        ).stdout.split()
+        return f"site_{site_id}" in names and conf.exists()
+
+    wait(repaired, "the service and the nginx file to come back", 60, s.log_tail)
+    wait(lambda: s.front(f"e2e-drift.{SITES}") == (200, b"drift"), "the site", 60, s.log_tail)
+
+    def repairs() -> int:
+        ops = s.api("GET", "/api/v1/operations")["operations"]
+        return sum(o["type"] == "repair" and o["site"] == "e2e-drift" for o in ops)
+
+    wait(lambda: s.api("GET", "/api/v1/sites/e2e-drift")["operation"] is None, "idle", 60)
+    count = repairs()
+    assert count >= 1
+    time.sleep(5)  # two more reconcile passes: a repaired site is not repaired again
+    assert repairs() == count
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-drift"))
 
 
 def test_cli_create_list_show_delete(stack: Stack) -> None:
