@@ -91,6 +91,16 @@ def _bcrypt_rounds(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected an integer from 4 to 16, got {value!r}")
 
 
+def _optional_url(key: str, value: object) -> None:
+    if value != "":
+        _url(key, value)
+
+
+def _optional_role(key: str, value: object) -> None:
+    if value not in ("", "student", "teacher"):
+        raise ConfigError(f"{key}: expected student, teacher or empty, got {value!r}")
+
+
 def _optional_host(key: str, value: object) -> None:
     if value != "":
         _host(key, value)
@@ -148,6 +158,17 @@ class ManagerSection:
     redis_url: str = field(default="", metadata=_check(_redis_url))
     # Dashboard sessions last this many hours.
     session_hours: float = field(default=12.0, metadata=_check(_positive))
+    # Sign-in through an OAuth2 / OpenID Connect provider (authorization code + PKCE); empty
+    # oidc_authorize_url: local accounts only. The callback is <url>/login/oidc/callback.
+    oidc_name: str = "School account"
+    oidc_authorize_url: str = field(default="", metadata=_check(_optional_url))
+    oidc_token_url: str = field(default="", metadata=_check(_optional_url))
+    oidc_userinfo_url: str = field(default="", metadata=_check(_optional_url))
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_username_claim: str = "preferred_username"
+    # Role of accounts created at their first sign-in; empty: only existing accounts.
+    oidc_new_user_role: str = field(default="", metadata=_check(_optional_role))
     # SMTP server for notifications (site requests); empty host: no mail is sent.
     smtp_host: str = field(default="", metadata=_check(_optional_host))
     smtp_port: int = field(default=25, metadata=_check(_port))

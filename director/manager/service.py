@@ -21,6 +21,7 @@ from director.manager.browser_ws import BrowserSockets
 from director.manager.dashboard import GUIDE_DIR, Dashboard
 from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import CountingResource, Metrics
+from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.mail import NullMailer, SMTPMailer
@@ -111,6 +112,29 @@ class _EngineService(Service):
         self._reconciler.stop()
 
 
+def _oidc(reactor: Any, config: Config, http: Any) -> OIDCProvider | None:
+    m = config.manager
+    if not m.oidc_authorize_url:
+        return None
+    if not (m.oidc_token_url and m.oidc_userinfo_url and m.oidc_client_id):
+        raise StartupError(
+            "manager.oidc_authorize_url is set: set manager.oidc_token_url, "
+            "manager.oidc_userinfo_url and manager.oidc_client_id too"
+        )
+    settings = OIDCSettings(
+        m.oidc_name,
+        m.oidc_authorize_url,
+        m.oidc_token_url,
+        m.oidc_userinfo_url,
+        m.oidc_client_id,
+        m.oidc_client_secret,
+        m.url.rstrip("/") + "/login/oidc/callback",
+        m.oidc_username_claim,
+        m.oidc_new_user_role,
+    )
+    return OIDCProvider(settings, http, reactor)
+
+
 def build_service(reactor: Any, config: Config) -> MultiService:
     """The manager: API, shell-server endpoints, operation engine, on manager.host:port."""
     top = MultiService()
@@ -188,6 +212,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         sites_port=config.router.http_port,
         router=router,
         authenticate=api.user,
+        oidc=_oidc(reactor, config, http.http),
     )
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
     root.add(b"/healthz", ManagerWeb().app.resource())

@@ -27,6 +27,7 @@ from director.manager.api import parse_query
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import Metrics
+from director.manager.dashboard.oidc import Attempt, OIDCError, OIDCProvider
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.dashboard.security import (
     LOGIN_CSRF_COOKIE,
@@ -91,6 +92,9 @@ OPERATION_NAMES = {
     "delete_site": "Deleting the site",
     "repair": "Rewriting the configuration",
 }
+
+
+OIDC_COOKIE = b"director_oidc"
 
 
 class Redirect(Exception):
@@ -165,6 +169,7 @@ class Dashboard:
         authenticate: Callable[[Any], Awaitable[User]] | None = None,
         static_dir: Path = STATIC,
         login_throttle: LoginThrottle | None = None,
+        oidc: OIDCProvider | None = None,
     ) -> None:
         self._reactor = reactor
         self.store = store
@@ -180,6 +185,7 @@ class Dashboard:
         self._authenticate = authenticate
         self.static = StaticFiles(static_dir)
         self.login_throttle = login_throttle or LoginThrottle(reactor)
+        self.oidc = oidc
         self.env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -191,6 +197,7 @@ class Dashboard:
         self.env.filters["step"] = lambda n: STEP_NAMES.get(n, n.replace("_", " "))
         self.env.filters["optype"] = lambda n: OPERATION_NAMES.get(n, n.replace("_", " "))
         self.env.globals["asset"] = self.asset
+        self.env.globals["oidc_name"] = oidc.settings.name if oidc else ""
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -370,6 +377,11 @@ class Dashboard:
         self.login_throttle.succeeded(keys[0])
         if not user.is_active:
             return await again(403, "This account is deactivated. Ask an administrator.")
+        set_cookie(request, LOGIN_CSRF_COOKIE, "", self.origin, 0, same_site="Strict")
+        return await self._sign_in(request, user, next_url, "password")
+
+    async def _sign_in(self, request: Any, user: User, next_url: str, how: str) -> bytes:
+        """Start a session for C{user} and send the browser on."""
         session_id, _ = await self.store.create_session(user.id, self.session_lifetime)
         set_cookie(
             request,
@@ -378,11 +390,56 @@ class Dashboard:
             self.origin,
             int(self.session_lifetime.total_seconds()),
         )
-        set_cookie(request, LOGIN_CSRF_COOKIE, "", self.origin, 0, same_site="Strict")
-        await self.store.audit(user, "sign_in", user.username, {"address": address})
+        address = getattr(request.getClientAddress(), "host", "?")
+        await self.store.audit(user, "sign_in", user.username, {"address": address, "via": how})
         if not user.accepted_guidelines:
             raise Redirect("/guidelines?" + urlencode({"next": next_url}))
         raise Redirect(next_url)
+
+    @app.route("/login/oidc", methods=["GET"])
+    def login_oidc(self, request: Any) -> bytes:
+        """Send the browser to the school's sign-in service."""
+        if self.oidc is None:
+            raise not_found()
+        attempt = Attempt.new()
+        set_cookie(request, OIDC_COOKIE, attempt.cookie(), self.origin, 600, same_site="Lax")
+        raise Redirect(self.oidc.authorization_url(attempt))
+
+    @app.route("/login/oidc/callback", methods=["GET"])
+    async def login_oidc_callback(self, request: Any) -> bytes:
+        """The sign-in service sent the browser back: find or create the account."""
+        if self.oidc is None:
+            raise not_found()
+        cookie = request.getCookie(OIDC_COOKIE)
+        attempt = Attempt.from_cookie(cookie.decode("latin-1") if cookie else None)
+        set_cookie(request, OIDC_COOKIE, "", self.origin, 0, same_site="Lax")
+        if attempt is None:
+            raise PageError(400, "Sign-in expired", "Start signing in again.")
+        try:
+            username, email = await self.oidc.identify(
+                attempt, _arg(request, "state"), _arg(request, "code")
+            )
+        except OIDCError as e:
+            raise PageError(400, "Could not sign in", str(e)) from None
+        except Exception:
+            self.log.failure("signing in through the provider")
+            raise PageError(
+                502, "Could not sign in", "The school's sign-in service did not answer; try again."
+            ) from None
+        user = await self.store.get_user(username)
+        if user is None:
+            role = self.oidc.settings.new_user_role
+            if not role:
+                raise PageError(
+                    403,
+                    "No account",
+                    f"There is no Director account for {username}; ask an "
+                    "administrator to create one.",
+                )
+            user = await self.store.create_user(username, role, None, email=email)
+        if not user.is_active:
+            raise PageError(403, "Account deactivated", "Ask an administrator.")
+        return await self._sign_in(request, user, "/", "oidc")
 
     @app.route("/logout", methods=["POST"])
     async def logout(self, request: Any) -> bytes:
