@@ -457,19 +457,20 @@ class ManagerAPI:
         _, op = await self.start(site, "delete_site", {}, user, params)
         return render_json(request, {"operation": op.to_json()}, 202)
 
-    @app.route("/api/v1/sites/<name>/restart", methods=["POST"])
-    async def restart_site(self, request: IRequest, name: str) -> bytes:
+    async def _site_operation(self, request: IRequest, name: str, kind: str) -> bytes:
+        """An operation that changes nothing in the record, only applies it (202)."""
         user = await self.user(request)
         site = await self.site_for(user, name)
-        _, op = await self.start(site, "restart", {}, user)
+        _, op = await self.start(site, kind, {}, user)
         return render_json(request, {"operation": op.to_json()}, 202)
+
+    @app.route("/api/v1/sites/<name>/restart", methods=["POST"])
+    async def restart_site(self, request: IRequest, name: str) -> bytes:
+        return await self._site_operation(request, name, "restart")
 
     @app.route("/api/v1/sites/<name>/repair", methods=["POST"])
     async def repair_site(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
-        site = await self.site_for(user, name)
-        _, op = await self.start(site, "repair", {}, user)
-        return render_json(request, {"operation": op.to_json()}, 202)
+        return await self._site_operation(request, name, "repair")
 
     @app.route("/api/v1/sites/<name>/regenerate-secrets", methods=["POST"])
     async def regenerate_secrets(self, request: IRequest, name: str) -> bytes:
