@@ -344,7 +344,7 @@ def test_sites_through_the_api(stack: Stack) -> None:
         ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
     ).stdout.split()
     assert f"site_{site_id}" not in services_left
-    assert s.front(f"e2e-dyn.{SITES}")[0] == 404
+    wait(lambda: s.front(f"e2e-dyn.{SITES}")[0] == 404, "the site to be gone", 10)
     # No certificate, key or config for the domain is left; the empty per-domain lock file
     # stays (deleting a file others may hold a lock on would break the routers' mutual
     # exclusion, see docs/router.md).
