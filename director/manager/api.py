@@ -764,15 +764,20 @@ class ManagerAPI:
     @app.route("/api/v1/operations/<int(max=2147483647):op_id>", methods=["GET"])
     async def get_operation(self, request: IRequest, op_id: int) -> bytes:
         user = await self.user(request)
+        op = await self._operation_for(user, op_id)
+        return render_json(request, op.to_json())
+
+    async def _operation_for(self, user: User, op_id: int) -> Any:
+        """The operation if C{user} may see it (an admin, or a member of its site); else 404."""
         try:
             op = await self.store.get_operation(op_id)
         except NotFound:
             raise not_found("no such operation") from None
         if not user.is_admin:
-            site = await self.store.get_site(op.site_name) if op.site_name else None
+            site = await self.store.get_site_by_id(op.site_id) if op.site_id else None
             if site is None or user.username not in site.members:
                 raise not_found("no such operation")
-        return render_json(request, op.to_json())
+        return op
 
     @app.route("/api/v1/operations", methods=["GET"])
     async def list_operations(self, request: IRequest) -> bytes:
@@ -784,14 +789,8 @@ class ManagerAPI:
     @app.route("/api/v1/operations/<int(max=2147483647):op_id>/retry", methods=["POST"])
     async def retry_operation(self, request: IRequest, op_id: int) -> bytes:
         user = await self.user(request)
-        try:
-            op = await self.store.get_operation(op_id)
-        except NotFound:
-            raise not_found("no such operation") from None
+        op = await self._operation_for(user, op_id)
         if not user.is_admin:
-            site = await self.store.get_site(op.site_name) if op.site_name else None
-            if site is None or user.username not in site.members:
-                raise not_found("no such operation")
             if op.type not in ("set_image", "create_database", "restart", "set_domains"):
                 raise APIError(403, "forbidden", "ask an administrator to retry this operation")
         retried = await self.store.retry_operation(op_id)
