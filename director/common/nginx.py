@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from director.common.errors import StartupError
 from director.common.threads import Runner
 
+SETPRIV = "/usr/bin/setpriv"  # util-linux, on every Debian system
 SAFE_FILENAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,120}\.conf$")
 
 
@@ -124,9 +125,12 @@ class NginxProcess(Service):
         proto = _Collect()
         self._ended = proto.done
         self._ended.addCallback(self._exited, proto)
-        self._process = self._reactor.spawnProcess(
-            proto, self.paths.binary, self.paths.argv(), env=os.environ.copy()
-        )
+        executable, argv = self.paths.binary, self.paths.argv()
+        if os.access(SETPRIV, os.X_OK):
+            # If this daemon dies without stopping nginx (SIGKILL, a crash), the kernel ends
+            # nginx too, instead of leaving it serving an old configuration on our ports.
+            executable, argv = SETPRIV, [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+        self._process = self._reactor.spawnProcess(proto, executable, argv, env=os.environ.copy())
         self.log.info("{what} nginx started (pid {pid})", what=self.what, pid=self._process.pid)
 
     def _exited(self, code: int, proto: _Collect) -> int:

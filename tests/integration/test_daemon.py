@@ -420,3 +420,27 @@ def test_plugins_listed_by_twistd() -> None:
     ):
         assert name in out
     assert os.path.exists(BIN / "director")
+
+
+def test_nginx_does_not_outlive_a_killed_daemon(public_tmp: Path) -> None:
+    """If the daemon is killed outright, the kernel ends its nginx too (no orphan serving)."""
+    import re
+
+    config_path = init_config(public_tmp)
+    config = load_config(config_path)
+    d = start_daemon(config_path, plugin="director-orchestrator")
+    wait_listening(d, [config.orchestrator.port])
+    found = re.search(r"nginx started \(pid (\d+)\)", d.log_text())
+    assert found, d.log_text()
+    nginx = int(found.group(1))
+    os.kill(nginx, 0)  # running
+    d.process.kill()
+    d.process.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(nginx, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nginx {nginx} still runs after its daemon was killed")
