@@ -11,6 +11,7 @@ time. The manager's signed client calls its API over a real socket.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import ssl
@@ -686,10 +687,36 @@ def test_restart_after_a_crash_stops_the_orphaned_nginx(public_tmp: Path) -> Non
                              stderr=subprocess.STDOUT)  # fmt: skip
     try:
         _wait_listening(http_port)
-        orphan = int(pid_file.read_text())
+        first_nginx = int(pid_file.read_text())
     finally:
-        first.kill()  # no shutdown: its nginx is left running
+        first.kill()  # no shutdown
         first.wait(10)
+    # The kernel ends the killed router's nginx (setpriv --pdeathsig) ...
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{first_nginx}").exists():
+        assert time.monotonic() < deadline, "the killed router's nginx is still running"
+        time.sleep(0.05)
+    # ... but an nginx started some other way (an older version, a machine without setpriv)
+    # on the same configuration is an orphan the next router must stop.
+    nginx_dir = public_tmp / "var" / "router" / "nginx"
+    # Started through a shell that exits at once, so it is adopted by init like a real orphan.
+    subprocess.run(
+        ["sh", "-c", f"/usr/sbin/nginx -c {nginx_dir / 'nginx.conf'} "
+         f"-e {public_tmp / 'leftover-error.log'} >/dev/null 2>&1 &"],
+        check=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    orphan = 0
+    while not orphan or not Path(f"/proc/{orphan}").exists():
+        assert time.monotonic() < deadline, "the leftover nginx did not start"
+        time.sleep(0.05)
+        try:
+            orphan = int(pid_file.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            orphan = 0
+        if orphan == first_nginx:
+            orphan = 0
+    _wait_listening(http_port)
     assert Path(f"/proc/{orphan}").exists()
     log = public_tmp / "second.log"
     with log.open("wb") as out:
@@ -713,3 +740,5 @@ def test_restart_after_a_crash_stops_the_orphaned_nginx(public_tmp: Path) -> Non
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(15)
+        if Path(f"/proc/{orphan}").exists():
+            os.kill(orphan, signal.SIGKILL)
