@@ -29,7 +29,7 @@ from director.manager.models import Site, User, ValidationError
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import Passwords, validate_password
 from director.manager.ratelimit import RateLimiter
-from director.manager.store import Conflict, NotFound, Store
+from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 
 MAX_JSON = 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024
@@ -209,6 +209,7 @@ class ManagerAPI:
         params: dict[str, Any] | None = None,
         members: list[str] | None = None,
         domains: list[str] | None = None,
+        database: dict[str, Any] | Keep | None = KEEP,
     ) -> tuple[Site, Any]:
         """Change the site's record and create the operation applying it, together."""
         updated, op = await self.store.update_site(
@@ -219,6 +220,7 @@ class ManagerAPI:
             operation=(kind, OPERATIONS[kind]),
             params=params,
             created_by=user.id if user else None,
+            database=database,
         )
         await self.store.audit(
             user, kind, site.name, {"values": _plain(values or {}), "params": _plain(params or {})}
@@ -236,6 +238,12 @@ class ManagerAPI:
             )
         except Exception:
             self.log.failure("publishing a site change")
+
+    def accepted(self, request: IRequest, site: Site, op: Any, user: User) -> bytes:
+        """202: the site as it now stands and the operation applying the change."""
+        return render_json(
+            request, {"site": self.site_json(site, user), "operation": op.to_json()}, 202
+        )
 
     def site_json(self, site: Site, user: User) -> dict[str, Any]:
         data = site.to_json(self.sites_domain)
@@ -478,16 +486,13 @@ class ManagerAPI:
         site = await self.site_for(user, name)
         if site.database is None:
             raise APIError(409, "no_database", "the site has no database secrets to regenerate")
-        await self.store.set_database(
-            site.id,
-            {
-                "host_id": site.database.host_id,
-                "name": site.database.name,
-                "username": site.database.username,
-                "password": secrets.token_urlsafe(24),
-            },
-        )
-        _, op = await self.start(site, "regenerate_secrets", {}, user)
+        database = {
+            "host_id": site.database.host_id,
+            "name": site.database.name,
+            "username": site.database.username,
+            "password": secrets.token_urlsafe(24),
+        }
+        _, op = await self.start(site, "regenerate_secrets", {}, user, database=database)
         return render_json(request, {"operation": op.to_json()}, 202)
 
     @app.route("/api/v1/sites/<name>/status", methods=["GET"])
@@ -528,9 +533,7 @@ class ManagerAPI:
         updated, op = await self.start(
             site, "set_domains", {}, user, domains=[*site.domains, domain]
         )
-        return render_json(
-            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
-        )
+        return self.accepted(request, updated, op, user)
 
     @app.route("/api/v1/sites/<name>/domains", methods=["GET"])
     async def list_domains(self, request: IRequest, name: str) -> bytes:
@@ -557,9 +560,7 @@ class ManagerAPI:
         updated, op = await self.start(
             site, "set_domains", {}, user, domains=[d for d in site.domains if d != domain]
         )
-        return render_json(
-            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
-        )
+        return self.accepted(request, updated, op, user)
 
     # -- database ------------------------------------------------------------------------------
 
@@ -577,19 +578,14 @@ class ManagerAPI:
                 409, "no_database_host", f"no {kind} server is configured; ask an administrator"
             )
         identifier = f"site_{site.id}"
-        await self.store.set_database(
-            site.id,
-            {
-                "host_id": host["id"],
-                "name": identifier,
-                "username": identifier,
-                "password": secrets.token_urlsafe(24),
-            },
-        )
-        updated, op = await self.start(site, "create_database", {}, user)
-        return render_json(
-            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
-        )
+        database = {
+            "host_id": host["id"],
+            "name": identifier,
+            "username": identifier,
+            "password": secrets.token_urlsafe(24),
+        }
+        updated, op = await self.start(site, "create_database", {}, user, database=database)
+        return self.accepted(request, updated, op, user)
 
     @app.route("/api/v1/sites/<name>/database", methods=["GET"])
     async def get_database(self, request: IRequest, name: str) -> bytes:
@@ -607,11 +603,8 @@ class ManagerAPI:
         if db is None:
             raise not_found("the site has no database")
         params = {"database": {"host_id": db.host_id, "name": db.name, "username": db.username}}
-        await self.store.set_database(site.id, None)
-        updated, op = await self.start(site, "delete_database", {}, user, params)
-        return render_json(
-            request, {"site": self.site_json(updated, user), "operation": op.to_json()}, 202
-        )
+        updated, op = await self.start(site, "delete_database", {}, user, params, database=None)
+        return self.accepted(request, updated, op, user)
 
     @app.route("/api/v1/sites/<name>/database/query", methods=["POST"])
     async def query_database(self, request: IRequest, name: str) -> bytes:

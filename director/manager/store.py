@@ -34,6 +34,13 @@ T = TypeVar("T")
 TOKEN_PREFIX = "dir_"  # noqa: S105 (a prefix, not a secret)
 
 
+class Keep:
+    """Marks an argument left as it is (where None already means "remove")."""
+
+
+KEEP = Keep()
+
+
 class Conflict(Exception):
     """The change conflicts with existing data (a name taken, an operation running)."""
 
@@ -622,8 +629,12 @@ class Store:
         operation: tuple[str, list[str]] | None = None,
         params: dict[str, Any] | None = None,
         created_by: int | None = None,
+        database: dict[str, Any] | Keep | None = KEEP,
     ) -> Deferred[tuple[Site, Operation | None]]:
-        """Change a site and start the operation that applies it, atomically."""
+        """
+        Change a site (its record, members, domains and database row) and start the
+        operation that applies it, atomically: a refused operation changes nothing.
+        """
 
         def change(conn: Connection) -> tuple[Site, Operation | None]:
             current = self._load_sites(conn, t.sites.c.id == site_id)
@@ -675,19 +686,17 @@ class Store:
                         raise Conflict(
                             "domain_taken", f"{domain} is already used by another site"
                         ) from None
+            if not isinstance(database, Keep):
+                self._set_database(conn, site_id, database)
             return self._load_sites(conn, t.sites.c.id == site_id)[0], op
 
         return self._tx(change)
 
-    def set_database(self, site_id: int, database: dict[str, Any] | None) -> Deferred[None]:
-        def set_(conn: Connection) -> None:
-            conn.execute(delete(t.databases).where(t.databases.c.site_id == site_id))
-            if database is not None:
-                conn.execute(
-                    insert(t.databases).values(site_id=site_id, created_at=now(), **database)
-                )
-
-        return self._tx(set_)
+    @staticmethod
+    def _set_database(conn: Connection, site_id: int, database: dict[str, Any] | None) -> None:
+        conn.execute(delete(t.databases).where(t.databases.c.site_id == site_id))
+        if database is not None:
+            conn.execute(insert(t.databases).values(site_id=site_id, created_at=now(), **database))
 
     def delete_site_rows(self, site_id: int) -> Deferred[None]:
         def remove(conn: Connection) -> None:

@@ -107,6 +107,21 @@ class APITests(SynchronousTestCase):
         code, body = self.call("POST", "/api/v1/sites/taken/restart", self.alice)
         self.assertEqual((code, body["error"]), (409, "operation_running"))
 
+    def test_database_refused_while_an_operation_runs_changes_nothing(self) -> None:
+        """A database request that cannot start its operation leaves no database behind."""
+        self.h.result(
+            self.h.store.put_database_host(
+                "postgres", "127.0.0.1", 5432, "postgres", "pw", None, None
+            )
+        )
+        self.h.engine.wake = lambda: None  # type: ignore[method-assign]  # keep it pending
+        self.assertEqual(self.create(self.alice, "busy")[0], 202)
+        code, body = self.call(
+            "POST", "/api/v1/sites/busy/database", self.alice, {"type": "postgres"}
+        )
+        self.assertEqual((code, body["error"]), (409, "operation_running"))
+        self.assertIsNone(self.h.result(self.h.store.get_site("busy")).database)
+
     def test_guidelines_first(self) -> None:
         token = self.h.user("carol", accepted=False)
         code, body = self.create(token, "carols")
