@@ -54,7 +54,7 @@ async def wait_for(port: int, host: str, want: tuple[int, str]) -> tuple[int, st
     from twisted.internet.task import deferLater
 
     got = (0, "")
-    for _ in range(200):
+    for _ in range(750):  # up to 15 s: a reload on a loaded machine can be slow
         got = get(port, host)
         if got == want:
             return got

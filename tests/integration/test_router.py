@@ -325,6 +325,17 @@ def _listening(port: int) -> bool:
         return False
 
 
+def _read_pid(pid_file: Path, timeout: float = 10) -> int:
+    """The pid nginx wrote (it may listen a moment before the file has its contents)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        if text:
+            return int(text)
+        assert time.monotonic() < deadline, f"{pid_file} stayed empty"
+        time.sleep(0.05)
+
+
 def _wait_listening(port: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -687,7 +698,7 @@ def test_restart_after_a_crash_stops_the_orphaned_nginx(public_tmp: Path) -> Non
                              stderr=subprocess.STDOUT)  # fmt: skip
     try:
         _wait_listening(http_port)
-        first_nginx = int(pid_file.read_text())
+        first_nginx = _read_pid(pid_file)
     finally:
         first.kill()  # no shutdown
         first.wait(10)
