@@ -231,10 +231,19 @@ class ManagerAPI:
         return updated, op
 
     async def _site_changed(self, site: Site, user: User) -> None:
-        """Tell browsers (and their membership checks) that the site's record changed."""
+        """
+        Tell browsers (and their membership checks) that the site's record changed. The
+        raw record goes on the bus; each socket renders it for its own reader.
+        """
         try:
             await self.bus.publish(
-                f"site:{site.name}", {"type": "site", "site": self.site_json(site, user)}
+                f"site:{site.id}",
+                {
+                    "type": "site",
+                    "site_id": site.id,
+                    "members": list(site.members),
+                    "site": models.site_record(site, self.sites_domain),
+                },
             )
         except Exception:
             self.log.failure("publishing a site change")
@@ -246,10 +255,7 @@ class ManagerAPI:
         )
 
     def site_json(self, site: Site, user: User) -> dict[str, Any]:
-        data = site.to_json(self.sites_domain)
-        if user.is_admin:
-            data["admin_comments"] = site.admin_comments
-        return data
+        return models.site_view(models.site_record(site, self.sites_domain), user.is_admin)
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
