@@ -18,7 +18,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from director.common.access import BadPath, normalized_path, rule_for
-from director.common.signing import AuthenticationError, RequestVerifier
+from director.common.signing import AuthenticationError, RequestVerifier, stream_digest
 
 CALLER_ATTRIBUTE = "director_caller"
 
@@ -65,7 +65,9 @@ class ComponentGuard:
         rule = rule_for(self._target, path)
         if rule is None:
             return self._inner.render(request)
-        body = request.content.read() if request.content is not None else b""
+        # The body (an upload may be large; twisted.web spools it to a file) is hashed in
+        # chunks, never read into memory whole.
+        digest = stream_digest(request.content) if request.content is not None else None
         if request.content is not None:
             request.content.seek(0)
         headers = {
@@ -75,7 +77,9 @@ class ComponentGuard:
         # Header names are case-insensitive: look them up the way the signer wrote them.
         headers = _TitleCaseHeaders(headers)
         try:
-            caller = self._verifier.verify(request.method.decode("latin-1"), uri, headers, body)
+            caller = self._verifier.verify(
+                request.method.decode("latin-1"), uri, headers, digest_of_body=digest
+            )
         except AuthenticationError as e:
             self.log.warn(
                 "refused {method} {path} on {target} from {peer}: {code} ({message})",

@@ -281,9 +281,7 @@ class BrowserProtocol(WebSocketServerProtocol):
         Re-check access whenever something happens to the site (its channel is by id: a
         rename keeps it, and a later site of the same name is another channel).
         """
-        self._unsubscribes.append(
-            self.sockets.bus.subscribe(f"site:{site_id}", self._site_event)
-        )
+        self._unsubscribes.append(self.sockets.bus.subscribe(f"site:{site_id}", self._site_event))
 
     def _site_event(self, channel: str, message: dict[str, Any]) -> None:
         self.recheck()
