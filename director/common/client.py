@@ -64,6 +64,7 @@ class Caller(TypingProtocol):
         timeout: float | None = None,
         body_file: Any = None,
         body_digest: str | None = None,
+        stream: bool = False,
     ) -> IResponse: ...
 
 
@@ -115,11 +116,13 @@ class ComponentClient:
         timeout: float | None = None,
         body_file: Any = None,
         body_digest: str | None = None,
+        stream: bool = False,
     ) -> IResponse:
         """
         Send a signed request and return the response, whatever its status; its body is
-        not read (see L{stream_body}). A large body comes as C{body_file} (a file at its
-        start) with its L{body_digest}, and is streamed from the file, never held whole.
+        not read. A large body comes as C{body_file} (a file at its start) with its
+        L{body_digest}, and is streamed from the file, never held whole. With C{stream},
+        the response's body is not buffered either: pass it to L{stream_body} at once.
         """
         target = path + ("?" + urlencode(params) if params else "")
         body = data if data is not None else b""
@@ -143,6 +146,7 @@ class ComponentClient:
             self._base + target,
             data=payload,
             headers={k: [v] for k, v in headers.items()},
+            unbuffered=stream,
         )
         d.addTimeout(timeout if timeout is not None else self._timeout, self._clock)
         response: IResponse = await d

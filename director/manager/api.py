@@ -689,6 +689,7 @@ class ManagerAPI:
             timeout=300,
             body_file=body_file,
             body_digest=body_digest,
+            stream=True,
         )
         request.setResponseCode(response.code)
         for header in (b"content-type", b"content-disposition"):

@@ -45,6 +45,7 @@ class FakeComponent:
         timeout: float | None = None,
         body_file: Any = None,
         body_digest: str | None = None,
+        stream: bool = False,
     ) -> Any:
         raise NotImplementedError("file relays are tested against the real orchestrator")
 

@@ -61,7 +61,7 @@ def test_a_large_download_is_streamed(director: Director) -> None:  # noqa: F811
     size = 96 * MB
     big = _site_dir(director, "relay-site") / "public" / "big.bin"
     with big.open("wb") as f:
-        f.truncate(size)  # sparse: the disk holds nothing, the download is 96 MB (under the 100 MB limit)
+        f.truncate(size)  # sparse: nothing on disk, yet a 96 MB download (the limit is 100)
     try:
 
         def download() -> tuple[int, str]:
