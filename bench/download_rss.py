@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=10)
     args = parser.parse_args()
     size = args.mb * 1024 * 1024
-    stack = Stack()
+    # Downloads are capped at orchestrator.max_download_mb (100 by default): raise it.
+    stack = Stack(f"orchestrator.max_download_mb={max(args.mb + 1, 100)}")
     try:
         stack.start()
         pids = {
