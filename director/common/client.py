@@ -246,6 +246,8 @@ class _BodyForwarder(Protocol):
         self._finished = True
         self._arm()
         self.request.unregisterProducer()
+        if self.done.called:  # the request was cancelled (its client went away)
+            return
         if reason is None or reason.check(ResponseDone, PotentialDataLoss):
             self.done.callback(None)
         else:

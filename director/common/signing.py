@@ -145,6 +145,7 @@ class RequestVerifier:
         self._audience = audience
         self._keys = dict(public_keys)
         self._clock = clock
+        self.clock = clock
         self._max_skew = max_skew
         self._nonces = NonceCache(clock, max_skew)
 

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from director.common.websocket import MAX_MESSAGE_SIZE
 from director.manager.browser_ws import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
@@ -376,3 +377,12 @@ class BrowserSocketTests(SynchronousTestCase):
         self.assertIsNotNone(render_event({**raw, "members": ["bob"]}, root))
         self.assertIsNone(render_event({"type": "site", "site": site}, alice))
         self.assertIsNone(render_event({"type": "other", "members": ["alice"]}, alice))
+
+    def test_messages_have_a_size_limit(self) -> None:
+        """Every websocket (browser and orchestrator ones share the factory) caps messages."""
+        _, resource = self.route(self.sockets.events, "/ws", "alice")
+        factory = resource._factory
+        self.assertEqual(factory.maxMessagePayloadSize, MAX_MESSAGE_SIZE)
+        self.assertEqual(factory.maxFramePayloadSize, MAX_MESSAGE_SIZE)
+        self.assertEqual(MAX_MESSAGE_SIZE, 1024 * 1024)
+        self.assertFalse(factory.failByDrop)  # closes with 1009, saying why
