@@ -7,8 +7,10 @@ L{HTTPPoolService}, which closes it when the service stops.
 
 from __future__ import annotations
 
+import hashlib
 import json as jsonlib
-from typing import Any, Protocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 from urllib.parse import urlencode, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -17,11 +19,15 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet.task import Cooperator
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from director.common.signing import RequestSigner
+from director.common.websocket import MAX_MESSAGE_SIZE
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -42,7 +48,7 @@ class ComponentCallError(Exception):
         super().__init__(f"{url}: HTTP {status} {self.code}: {self.detail}")
 
 
-class Caller(Protocol):
+class Caller(TypingProtocol):
     """What code calling another component needs (L{ComponentClient}, or a test fake)."""
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any: ...
@@ -56,6 +62,9 @@ class Caller(Protocol):
         data: bytes | None = None,
         params: dict[str, str] | None = None,
         timeout: float | None = None,
+        body_file: Any = None,
+        body_digest: str | None = None,
+        stream: bool = False,
     ) -> IResponse: ...
 
 
@@ -105,20 +114,39 @@ class ComponentClient:
         data: bytes | None = None,
         params: dict[str, str] | None = None,
         timeout: float | None = None,
+        body_file: Any = None,
+        body_digest: str | None = None,
+        stream: bool = False,
     ) -> IResponse:
-        """Send a signed request and return the response, whatever its status."""
+        """
+        Send a signed request and return the response, whatever its status; its body is
+        not read. A large body comes as C{body_file} (a file at its start) with its
+        L{body_digest}, and is streamed from the file, never held whole. With C{stream},
+        the response's body is not buffered either: pass it to L{stream_body} at once.
+        """
         target = path + ("?" + urlencode(params) if params else "")
         body = data if data is not None else b""
         headers = {}
         if json is not None:
             body = jsonlib.dumps(json).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        headers.update(self._signer.headers(self._audience, method, target, body))
+        payload: Any = body if body or method.upper() in ("POST", "PUT", "PATCH") else None
+        if body_file is not None:
+            if body_digest is None:
+                raise ValueError("a streamed body needs its digest")
+            headers.update(self._signer.headers(self._audience, method, target, digest=body_digest))
+            clock: Any = self._clock
+            payload = FileBodyProducer(
+                body_file, Cooperator(scheduler=lambda f: clock.callLater(0, f))
+            )
+        else:
+            headers.update(self._signer.headers(self._audience, method, target, body))
         d = self._http.request(
             method,
             self._base + target,
-            data=body if body or method.upper() in ("POST", "PUT", "PATCH") else None,
+            data=payload,
             headers={k: [v] for k, v in headers.items()},
+            unbuffered=stream,
         )
         d.addTimeout(timeout if timeout is not None else self._timeout, self._clock)
         response: IResponse = await d
@@ -134,6 +162,108 @@ class ComponentClient:
         if response.code >= 400:
             raise ComponentCallError(self._base + path, response.code, body)
         return jsonlib.loads(body) if body else None
+
+
+async def file_digest(clock: Any, stream: Any, chunk: int = 256 * 1024) -> str:
+    """
+    L{body_digest} of an open file, read from its start in chunks, a few per reactor turn
+    (a large upload never blocks the reactor, nor sits in memory); leaves it at its start.
+    """
+    h = hashlib.sha256()
+    stream.seek(0)
+
+    def steps() -> Any:
+        while True:
+            data = stream.read(chunk)
+            if not data:
+                return
+            h.update(data)
+            yield None
+
+    await Cooperator(scheduler=lambda f: clock.callLater(0, f)).coiterate(steps())
+    stream.seek(0)
+    return h.hexdigest()
+
+
+class _BodyForwarder(Protocol):
+    """
+    Writes a response body to a twisted.web request as it arrives. The request's connection
+    pauses the body's connection while its client reads slowly (the forwarder is that
+    connection's producer), so nothing piles up in between; after C{idle_timeout} seconds
+    without data while not paused, the transfer is given up.
+    """
+
+    def __init__(self, request: Any, clock: Any, idle_timeout: float) -> None:
+        self.request = request
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.done: Deferred[None] = Deferred()
+        self.paused = False
+        self._idle: Any = None
+        self._finished = False
+
+    def connectionMade(self) -> None:
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        if not self.paused and not self._finished:
+            self._idle = self.clock.callLater(self.idle_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._idle = None
+        self.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.request.write(data)
+        self._arm()
+
+    # IPushProducer, for the request's connection
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self._arm()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._arm()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        transport: Any = self.transport
+        if transport is not None and not self._finished:
+            transport.stopProducing()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._finished = True
+        self._arm()
+        self.request.unregisterProducer()
+        if self.done.called:  # the request was cancelled (its client went away)
+            return
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+async def stream_body(
+    response: IResponse, request: Any, clock: Any, idle_timeout: float = 60.0
+) -> None:
+    """
+    Copy C{response}'s body into the twisted.web C{request} as it arrives, at the pace its
+    client reads (a download is never held whole); fails if the transfer breaks off.
+    """
+    forwarder = _BodyForwarder(request, clock, idle_timeout)
+    response.deliverBody(forwarder)
+    await forwarder.done
 
 
 class SignedClientProtocol(WebSocketClientProtocol):
@@ -186,7 +316,12 @@ async def connect_websocket(
     headers = signer.headers(audience, "GET", target)
     factory = WebSocketClientFactory(url, headers=headers, reactor=reactor)
     factory.protocol = protocol
-    factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=5)
+    factory.setProtocolOptions(
+        openHandshakeTimeout=timeout,
+        closeHandshakeTimeout=5,
+        maxFramePayloadSize=MAX_MESSAGE_SIZE,
+        maxMessagePayloadSize=MAX_MESSAGE_SIZE,
+    )
     host = parts.hostname or "127.0.0.1"
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)

@@ -193,6 +193,9 @@ class OrchestratorSection:
     # The Docker network site containers join (a swarm-scoped bridge the host can reach).
     sites_network: str = field(default="director-sites", metadata=_check(_network_name))
     sites_subnet: str = field(default="172.29.0.0/16", metadata=_check(_subnet))
+    # The largest file the files API sends (downloads are streamed, so this is policy, not
+    # memory: the original Director's 100 MB).
+    max_download_mb: int = field(default=100, metadata=_check(_positive))
 
 
 def _optional(validator: Callable[[str, object], None]) -> Callable[[str, object], None]:

@@ -9,16 +9,23 @@ means a route added later cannot forget the check.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from director.common.access import BadPath, normalized_path, rule_for
-from director.common.signing import AuthenticationError, RequestVerifier
+from director.common.client import file_digest
+from director.common.signing import AuthenticationError, RequestVerifier, stream_digest
+
+# Bodies up to this size are hashed at once; larger ones (spooled uploads) cooperatively.
+HASH_INLINE_UP_TO = 1024 * 1024
 
 CALLER_ATTRIBUTE = "director_caller"
 
@@ -65,9 +72,36 @@ class ComponentGuard:
         rule = rule_for(self._target, path)
         if rule is None:
             return self._inner.render(request)
-        body = request.content.read() if request.content is not None else b""
-        if request.content is not None:
-            request.content.seek(0)
+        # The body (an upload may be large; twisted.web spools it to a file) is hashed in
+        # chunks, never read into memory whole; a large one a few chunks per reactor turn.
+        content = request.content
+        if content is None:
+            return self._checked(request, uri, path, rule, peer, None)
+        content.seek(0, io.SEEK_END)
+        large = content.tell() > HASH_INLINE_UP_TO
+        content.seek(0)
+        if not large:
+            digest = stream_digest(content)
+            content.seek(0)
+            return self._checked(request, uri, path, rule, peer, digest)
+        d = Deferred.fromCoroutine(file_digest(self._verifier.clock, content))
+        d.addCallback(lambda digest: self._checked(request, uri, path, rule, peer, digest))
+        d.addCallback(_finish_render, request)
+        d.addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Any, request: Any) -> None:
+        self.log.failure("checking a signed request", failure)
+        if not request.finished and not request._disconnected:
+            request.write(
+                render_error(request, 500, "internal", "the request could not be checked")
+            )
+            request.finish()
+
+    def _checked(
+        self, request: Any, uri: str, path: str, rule: Any, peer: str, digest: str | None
+    ) -> Any:
+        """Check the signature (C{digest} is the body's) and the table; then render."""
         headers = {
             k.decode("latin-1"): v[-1].decode("latin-1")
             for k, v in request.requestHeaders.getAllRawHeaders()
@@ -75,7 +109,9 @@ class ComponentGuard:
         # Header names are case-insensitive: look them up the way the signer wrote them.
         headers = _TitleCaseHeaders(headers)
         try:
-            caller = self._verifier.verify(request.method.decode("latin-1"), uri, headers, body)
+            caller = self._verifier.verify(
+                request.method.decode("latin-1"), uri, headers, b"", digest_of_body=digest
+            )
         except AuthenticationError as e:
             self.log.warn(
                 "refused {method} {path} on {target} from {peer}: {code} ({message})",
@@ -101,6 +137,14 @@ class ComponentGuard:
             )
         setattr(request, CALLER_ATTRIBUTE, caller)
         return self._inner.render(request)
+
+
+def _finish_render(result: Any, request: Any) -> None:
+    """Write what a resource's C{render} returned, as twisted.web would have."""
+    if result is NOT_DONE_YET or request.finished or request._disconnected:
+        return
+    request.write(result)
+    request.finish()
 
 
 class _TitleCaseHeaders(dict[str, str]):

@@ -15,6 +15,7 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -41,6 +42,16 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def stream_digest(stream: Any, chunk: int = 256 * 1024) -> str:
+    """L{body_digest} of a file's contents from where it is, read in chunks."""
+    h = hashlib.sha256()
+    while True:
+        data = stream.read(chunk)
+        if not data:
+            return h.hexdigest()
+        h.update(data)
+
+
 def _canonical(
     caller: str, audience: str, method: str, target: str, timestamp: str, nonce: str, digest: str
 ) -> bytes:
@@ -65,14 +76,23 @@ class RequestSigner:
     key: Ed25519PrivateKey
     clock: IReactorTime
 
-    def headers(self, audience: str, method: str, target: str, body: bytes = b"") -> dict[str, str]:
+    def headers(
+        self,
+        audience: str,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        digest: str | None = None,
+    ) -> dict[str, str]:
         """
         The headers to add to a request for C{target} (the path with its query string) on the
-        component called C{audience}.
+        component called C{audience}. C{digest} (L{body_digest} of a body streamed from a
+        file) stands in for C{body}.
         """
         timestamp = str(int(self.clock.seconds()))
         nonce = secrets.token_hex(16)
-        digest = body_digest(body)
+        if digest is None:
+            digest = body_digest(body)
         signature = self.key.sign(
             _canonical(self.name, audience, method, target, timestamp, nonce, digest)
         )
@@ -125,13 +145,22 @@ class RequestVerifier:
         self._audience = audience
         self._keys = dict(public_keys)
         self._clock = clock
+        self.clock = clock
         self._max_skew = max_skew
         self._nonces = NonceCache(clock, max_skew)
 
-    def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> str:
+    def verify(
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        digest_of_body: str | None = None,
+    ) -> str:
         """
         Return the name of the component that signed this request, or raise
-        L{AuthenticationError} saying why it is refused.
+        L{AuthenticationError} saying why it is refused. C{digest_of_body} (computed
+        without holding the body in memory) stands in for C{body}.
         """
         present = [h for h in SIGNED_HEADERS if headers.get(h)]
         if not present:
@@ -152,7 +181,8 @@ class RequestVerifier:
         if not 16 <= len(nonce) <= 128:
             raise AuthenticationError("malformed_credentials", "bad nonce")
         digest = headers[HEADER_DIGEST]
-        if not secrets.compare_digest(digest, body_digest(body)):
+        actual = digest_of_body if digest_of_body is not None else body_digest(body)
+        if not secrets.compare_digest(digest, actual):
             raise AuthenticationError("tampered", "body does not match its signed digest")
         try:
             signature = _unb64(headers[HEADER_SIGNATURE])

@@ -8,6 +8,10 @@ from typing import Any
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 
+# The largest websocket message (and frame) any Director websocket accepts; a larger one
+# fails the connection with close code 1009 before it is buffered.
+MAX_MESSAGE_SIZE = 1024 * 1024
+
 
 def websocket_resource(protocol: type[WebSocketServerProtocol], **attributes: Any) -> Any:
     """
@@ -16,7 +20,15 @@ def websocket_resource(protocol: type[WebSocketServerProtocol], **attributes: An
     """
     factory = WebSocketServerFactory()
     factory.protocol = protocol
-    factory.setProtocolOptions(autoPingInterval=30, autoPingTimeout=30, webStatus=False)
+    factory.setProtocolOptions(
+        autoPingInterval=30,
+        autoPingTimeout=30,
+        webStatus=False,
+        maxFramePayloadSize=MAX_MESSAGE_SIZE,
+        maxMessagePayloadSize=MAX_MESSAGE_SIZE,
+        # Say why (1009 for a message too big) before closing, rather than just dropping.
+        failByDrop=False,
+    )
     for name, value in attributes.items():
         setattr(factory, name, value)
     return WebSocketResource(factory)

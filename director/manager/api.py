@@ -6,6 +6,7 @@ a non-member gets 404 for another user's site, and nothing changes.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
@@ -18,7 +19,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from director.common.client import Caller, ComponentCallError, connect_websocket
+from director.common.client import (
+    Caller,
+    ComponentCallError,
+    connect_websocket,
+    file_digest,
+    stream_body,
+)
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.web import render_json
@@ -231,10 +238,19 @@ class ManagerAPI:
         return updated, op
 
     async def _site_changed(self, site: Site, user: User) -> None:
-        """Tell browsers (and their membership checks) that the site's record changed."""
+        """
+        Tell browsers (and their membership checks) that the site's record changed. The
+        raw record goes on the bus; each socket renders it for its own reader.
+        """
         try:
             await self.bus.publish(
-                f"site:{site.name}", {"type": "site", "site": self.site_json(site, user)}
+                f"site:{site.id}",
+                {
+                    "type": "site",
+                    "site_id": site.id,
+                    "members": list(site.members),
+                    "site": models.site_record(site, self.sites_domain),
+                },
             )
         except Exception:
             self.log.failure("publishing a site change")
@@ -246,10 +262,7 @@ class ManagerAPI:
         )
 
     def site_json(self, site: Site, user: User) -> dict[str, Any]:
-        data = site.to_json(self.sites_domain)
-        if user.is_admin:
-            data["admin_comments"] = site.admin_comments
-        return data
+        return models.site_view(models.site_record(site, self.sites_domain), user.is_admin)
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
@@ -660,19 +673,42 @@ class ManagerAPI:
         data: bytes | None = None,
         json_body: Any = None,
         params: dict[str, str] | None = None,
+        body_file: Any = None,
+        body_digest: str | None = None,
     ) -> bytes:
+        """
+        The orchestrator's answer to a file call, streamed to the client as it arrives (a
+        download is never held whole; a slow client slows the orchestrator's side down).
+        """
         response: Any = await self.orchestrator.request(
-            method, target, data=data, json=json_body, params=params, timeout=300
+            method,
+            target,
+            data=data,
+            json=json_body,
+            params=params,
+            timeout=300,
+            body_file=body_file,
+            body_digest=body_digest,
+            stream=True,
         )
-        body: bytes = await response.content()
         request.setResponseCode(response.code)
         for header in (b"content-type", b"content-disposition"):
             values = response.headers.getRawHeaders(header)
             if values:
                 request.setHeader(header, values[0])
+        if isinstance(response.length, int):
+            request.setHeader(b"content-length", str(response.length).encode())
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"cache-control", b"no-store")
-        return body
+        try:
+            await stream_body(response, request, self._reactor)
+        except Exception as e:
+            # The status line has gone out: all that is left is to cut the transfer short.
+            self.log.warn("a file transfer broke off: {e}", e=e)
+            transport = getattr(request.channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        return b""
 
     @app.route("/api/v1/sites/<name>/files/", methods=["GET"], branch=True)
     async def get_file(self, request: Any, name: str) -> bytes:
@@ -690,15 +726,26 @@ class ManagerAPI:
         length = request.getHeader(b"content-length")
         if length and length.isdigit() and int(length) > MAX_UPLOAD:
             raise APIError(413, "too_large", f"uploads are limited to {MAX_UPLOAD} bytes")
-        data = request.content.read(MAX_UPLOAD + 1)
-        if len(data) > MAX_UPLOAD:
+        # twisted.web has spooled a large body to a temporary file: it is hashed and sent on
+        # from there in chunks, never read into memory whole.
+        content = request.content if request.content is not None else io.BytesIO()
+        content.seek(0, io.SEEK_END)
+        if content.tell() > MAX_UPLOAD:
             raise APIError(413, "too_large", f"uploads are limited to {MAX_UPLOAD} bytes")
         params = {}
         for key in (b"mode", b"exclusive"):
             if request.args.get(key):
                 params[key.decode()] = request.args[key][0].decode("utf-8", "replace")
         target = self._files_path(site, path) + ("/" if request.path.endswith(b"/") else "")
-        return await self._relay(request, "PUT", target, data=data, params=params or None)
+        digest = await file_digest(self._reactor, content)
+        return await self._relay(
+            request,
+            "PUT",
+            target,
+            params=params or None,
+            body_file=content,
+            body_digest=digest,
+        )
 
     @app.route("/api/v1/sites/<name>/files/", methods=["PATCH"], branch=True)
     async def patch_file(self, request: Any, name: str) -> bytes:

@@ -6,7 +6,7 @@ The manager's browser websockets: the dashboard's live views.
     /ws/sites/<name>/files/monitor   relay of the orchestrator's file monitor (JSON both ways)
     /ws/sites/<name>/status          the site's status ({"site": name, "status": {...}})
     /ws/sites/status                 first message: a JSON list of site names; then statuses
-    /ws/events                       operation progress for the user's sites (the event bus)
+    /ws/events                       operation progress and record changes of the user's sites
 
 Browsers send cookies with websocket handshakes from any page, so the Origin must be the
 manager's own before anything else happens (403, no upgrade). The session cookie names the
@@ -41,7 +41,7 @@ from director.common.signing import RequestSigner
 from director.common.websocket import websocket_resource
 from director.manager.dashboard.security import SESSION_COOKIE, Origin
 from director.manager.events import IEventBus
-from director.manager.models import SITE_NAME, Site, User
+from director.manager.models import SITE_NAME, Site, User, site_view
 from director.manager.store import Store
 
 log = Logger()
@@ -277,8 +277,11 @@ class BrowserProtocol(WebSocketServerProtocol):
         self.started()
 
     def watch_site(self, site_id: int, name: str) -> None:
-        """Re-check access whenever something happens to site C{name}."""
-        self._unsubscribes.append(self.sockets.bus.subscribe(f"site:{name}", self._site_event))
+        """
+        Re-check access whenever something happens to the site (its channel is by id: a
+        rename keeps it, and a later site of the same name is another channel).
+        """
+        self._unsubscribes.append(self.sockets.bus.subscribe(f"site:{site_id}", self._site_event))
 
     def _site_event(self, channel: str, message: dict[str, Any]) -> None:
         self.recheck()
@@ -533,18 +536,40 @@ class StatusListProtocol(StatusRelayProtocol):
         self.connect_upstream(self.factory.upstream)
 
 
+def render_event(message: dict[str, Any], user: User) -> dict[str, Any] | None:
+    """
+    What C{user} is sent of a raw bus event, or None if they may not see it. Events carry
+    their site's members as they were when published, so access is decided per event: a
+    member removed from a site gets nothing more of it, and members never see admin-only
+    fields of the site's record.
+    """
+    members = message.get("members")
+    if not isinstance(members, list):
+        return None
+    if not (user.is_admin or user.username in members):
+        return None
+    kind = message.get("type")
+    if kind == "site" and isinstance(message.get("site"), dict):
+        return {"type": "site", "site": site_view(message["site"], user.is_admin)}
+    if kind == "operation" and isinstance(message.get("operation"), dict):
+        return {"type": "operation", "operation": message["operation"]}
+    return None
+
+
 class EventsProtocol(BrowserProtocol):
     """
-    Operation progress for the user's sites as it happens. The user's own sites are
-    watched from the start; {"subscribe": [names]} adds others they may see (an admin's
-    look at any site, a site created after the page loaded).
+    Operation progress and record changes for the user's sites as they happen, each
+    rendered for this socket's user (L{render_event}). The user's own sites are watched
+    from the start; {"subscribe": [names]} adds others they may see (an admin's look at
+    any site, a site created after the page loaded).
     """
 
     _sites: list[int]
 
     def started(self) -> None:
         self._sites = []
-        self._watched: set[str] = set()
+        self._user: User = self.factory.user
+        self._watched: set[int] = set()
         d = Deferred.fromCoroutine(self._watch_own())
         d.addErrback(lambda f: log.failure("listing a user's sites for events", f))
 
@@ -553,21 +578,36 @@ class EventsProtocol(BrowserProtocol):
             self._watch(site)
 
     def _watch(self, site: Site) -> None:
-        if self._closing or site.name in self._watched:
+        if self._closing or site.id in self._watched:
             return
-        self._watched.add(site.name)
+        self._watched.add(site.id)
         self.watch_site(site.id, site.name)
 
     def site_event(self, channel: str, message: dict[str, Any]) -> None:
-        if not self._closing:
-            self.send_json(message)
+        if self._closing:
+            return
+        rendered = render_event(message, self._user)
+        if rendered is not None:
+            self.send_json(rendered)
 
     def recheck(self) -> None:
-        # Sites come and go (a deleted site's last event must still arrive), so only the
-        # session is re-checked here; each subscription was authorised when it was made.
-        if not self._closing:
-            self._sites = []
-            super().recheck()
+        # Sites come and go (a deleted site's last event must still arrive), so the session
+        # and the user's role are re-checked here; each event is checked as it is sent.
+        if self._checking or self._closing:
+            return
+        self._checking = True
+        self._last_check = self.sockets.reactor.seconds()
+        d = Deferred.fromCoroutine(self.sockets.user_of(self.factory.session_id))
+
+        def checked(user: User | None) -> None:
+            if user is None:
+                self.close(CLOSE_UNAUTHENTICATED, "signed out")
+            else:
+                self._user = user
+
+        d.addCallback(checked)
+        d.addErrback(lambda f: log.failure("re-checking a websocket's access", f))
+        d.addBoth(lambda _: setattr(self, "_checking", False))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary or len(payload) > MAX_CONTROL or self._closing:

@@ -235,6 +235,24 @@ class Site:
         }
 
 
+# Fields of a site's record that only administrators see (in the API and in events).
+ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments"})
+
+
+def site_record(site: Site, sites_domain: str) -> dict[str, Any]:
+    """The whole record of C{site} as JSON, admin-only fields included (published raw)."""
+    data = site.to_json(sites_domain)
+    data["admin_comments"] = site.admin_comments
+    return data
+
+
+def site_view(record: dict[str, Any], is_admin: bool) -> dict[str, Any]:
+    """What one reader sees of a L{site_record}: members lose the admin-only fields."""
+    if is_admin:
+        return dict(record)
+    return {k: v for k, v in record.items() if k not in ADMIN_ONLY_SITE_FIELDS}
+
+
 @dataclass(frozen=True)
 class Action:
     position: int

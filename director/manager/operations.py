@@ -144,7 +144,7 @@ class OperationEngine:
             if action.status == "succeeded":
                 continue
             await self._store.set_action(op.id, action.position, "running")
-            await self._publish_by_id(op.id)
+            await self._publish_by_id(op.id, site)
             renew = LoopingCall(self._renew, op.id)
             renew.clock = self._reactor
             renew.start(self._lease / 3, now=False).addErrback(
@@ -172,7 +172,7 @@ class OperationEngine:
                         reason=reason,
                     )
                     self._reactor.callLater(delay + 0.01, self.wake)
-                    await self._publish(released)
+                    await self._publish(released, site)
                     return
                 await self._store.set_action(op.id, action.position, "failed", reason)
                 failed = await self._store.release_operation(op.id, "failed", reason)
@@ -182,7 +182,7 @@ class OperationEngine:
                     type=op.type,
                     reason=reason,
                 )
-                await self._publish(failed)
+                await self._publish(failed, site)
                 return
             if renew.running:
                 renew.stop()
@@ -190,19 +190,32 @@ class OperationEngine:
             if op.site_id is not None and action.name != "delete_records":
                 site = await self._store.get_site_by_id(op.site_id)
         done = await self._store.release_operation(op.id, "succeeded")
-        await self._publish(done)
+        await self._publish(done, site)
 
     async def _renew(self, op_id: int) -> None:
         await self._store.renew_lease(op_id, self.worker, self._reactor.seconds() + self._lease)
 
-    async def _publish_by_id(self, op_id: int) -> None:
-        await self._publish(await self._store.get_operation(op_id))
+    async def _publish_by_id(self, op_id: int, known: Site | None = None) -> None:
+        await self._publish(await self._store.get_operation(op_id), known)
 
-    async def _publish(self, op: Operation) -> None:
+    async def _publish(self, op: Operation, known: Site | None = None) -> None:
+        """
+        Publish C{op}'s progress on its site's channel (by id: renames keep it), raw: with
+        the site's members as they are now (or, once the site is deleted, as they were
+        in C{known}), so that each socket can tell whether its reader may see it.
+        """
         try:
-            message = {"type": "operation", "operation": op.to_json()}
-            await self._bus.publish(f"site:{op.site_name}", message)
-            await self._bus.publish(f"operation:{op.id}", message)
+            if op.site_id is None:
+                return
+            site = await self._store.get_site_by_id(op.site_id) or known
+            members = site.members if site is not None else ()
+            message = {
+                "type": "operation",
+                "site_id": op.site_id,
+                "members": list(members),
+                "operation": op.to_json(),
+            }
+            await self._bus.publish(f"site:{op.site_id}", message)
         except Exception:
             self.log.failure("publishing operation progress")
 

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from director.common.threads import Runner
 from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway
-from director.orchestrator.files import FileError, SiteFiles
+from director.orchestrator.files import FileError, FileLimits, SiteFiles
 from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
 from director.orchestrator.site_nginx import NginxFiles
 from director.orchestrator.sites import (
@@ -201,8 +201,10 @@ class SiteRuntime:
         start_timeout: float = 60.0,
         reconcile_interval: float = 30.0,
         follow_timeout: float = 15.0,
+        file_limits: FileLimits | None = None,
     ) -> None:
         self._reactor = reactor
+        self._file_limits = file_limits
         self._docker = docker
         self._nginx = nginx
         self._files = files
@@ -331,7 +333,9 @@ class SiteRuntime:
         return lock.run(lambda: Deferred.fromCoroutine(f()))
 
     def site_files(self, site: Site) -> SiteFiles:
-        return SiteFiles(self.paths.site_dir(site.id), owner=(site.uid, site.uid))
+        return SiteFiles(
+            self.paths.site_dir(site.id), owner=(site.uid, site.uid), limits=self._file_limits
+        )
 
     @property
     def docker(self) -> IDockerGateway:

@@ -19,6 +19,7 @@ from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
 from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
+from director.orchestrator.files import FileLimits
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
@@ -116,6 +117,7 @@ def build_service(
         sites_domain=config.director.sites_domain,
         network=section.sites_network,
         subnet=section.sites_subnet,
+        file_limits=FileLimits(max_read_bytes=section.max_download_mb * 1024 * 1024),
     )
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)

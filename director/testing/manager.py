@@ -43,6 +43,9 @@ class FakeComponent:
         data: bytes | None = None,
         params: dict[str, str] | None = None,
         timeout: float | None = None,
+        body_file: Any = None,
+        body_digest: str | None = None,
+        stream: bool = False,
     ) -> Any:
         raise NotImplementedError("file relays are tested against the real orchestrator")
 

@@ -205,3 +205,75 @@ async def test_member_terminal_and_events(director: Director) -> None:
     d: Deferred[None] = Deferred()
     reactor.callLater(0.1, d.callback, None)
     await d
+
+
+async def _drain(client: Client, seconds: float) -> list[Any]:
+    """Whatever C{client} receives within C{seconds}."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)
+    got = list(client.messages.pending)
+    client.messages.pending.clear()
+    return got
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_reach_only_those_allowed_to_see_them(director: Director) -> None:
+    """
+    An admin's edit reaches members without the admin-only fields; a member removed from
+    a site gets none of its later events, while the remaining member does.
+    """
+    code, body = director.api(
+        "POST", "/api/v1/sites", {"name": "events-site", "users": ["alice", "bob"]}
+    )
+    assert code == 202, body
+    assert _wait_operation(director, body["operation"]["id"])["status"] == "succeeded"
+    alice = await connect(director, "/ws/events", session_cookie(director, "alice"), director.url)
+    bob = await connect(director, "/ws/events", session_cookie(director, "bob"), director.url)
+    try:
+        await _drain(alice, 0.5)
+        code, body = director.api(
+            "PATCH",
+            "/api/v1/sites/events-site",
+            {"admin_comments": "staff only: overdue", "description": "edited by an admin"},
+        )
+        assert code == 200, body
+        message = await next_message(alice)
+        assert message["type"] == "site", message
+        assert message["site"]["description"] == "edited by an admin"
+        assert "admin_comments" not in message["site"]
+        assert "staff only" not in json.dumps(message)
+
+        code, body = director.api("PATCH", "/api/v1/sites/events-site", {"users": ["bob"]})
+        assert code == 200, body
+        await _drain(alice, 0.5)
+        await _drain(bob, 0.5)
+        code, body = director.api("POST", "/api/v1/sites/events-site/repair")
+        assert code == 202, body
+        op_id = body["operation"]["id"]
+        statuses: list[str] = []
+        while "succeeded" not in statuses:
+            message = await next_message(bob)
+            if message.get("type") == "operation" and message["operation"]["id"] == op_id:
+                statuses.append(message["operation"]["status"])
+        assert [m for m in await _drain(alice, 1.0) if m.get("type") != "heartbeat"] == []
+    finally:
+        for client in (alice, bob):
+            client.sendClose(1000)
+            await client.closed
+        code, body = director.api("DELETE", "/api/v1/sites/events-site")
+        if code == 202:
+            _wait_operation(director, body["operation"]["id"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_oversize_websocket_message_closes_the_socket(director: Director) -> None:
+    """Browser messages have a size limit: a larger one closes the socket (1009)."""
+    from twisted.internet import reactor
+
+    client = await connect(director, "/ws/events", session_cookie(director, "alice"), director.url)
+    client.sendMessage(json.dumps({"heartbeat": "x" * (2 * 1024 * 1024)}).encode())
+    closed = client.closed
+    closed.addTimeout(20, reactor)
+    assert await closed == 1009

@@ -23,6 +23,19 @@ async def check_bus(publisher: Any, subscriber: Any) -> None:
     got.addTimeout(5, reactor)
     assert await got == ("site:alpha", {"type": "operation", "n": 1})
     assert other == []
+    # Events go raw (the whole record, and the members each socket decides access by):
+    # nested values arrive as they were sent.
+    raw = {
+        "type": "site",
+        "site_id": 7,
+        "members": ["alice"],
+        "site": {"name": "alpha", "admin_comments": "x", "limits": {"cpus": 0.5}},
+    }
+    nested: Deferred[Any] = Deferred()
+    subscriber.subscribe("site:7", lambda c, m: nested.callback(m))
+    await publisher.publish("site:7", raw)
+    nested.addTimeout(5, reactor)
+    assert await nested == raw
     unsubscribe()
     seen: list[Any] = []
     subscriber.subscribe("site:gamma", lambda c, m: seen.append(m))

@@ -193,3 +193,40 @@ class AccessTableTests(SynchronousTestCase):
         """A path that climbs out of /ws/shell-server/ is a 400, even for the shell."""
         code, _ = self.call("shell", "orchestrator", "/ws/shell-server/../v1/whoami")
         self.assertEqual(code, 400)
+
+    def test_large_bodies_are_checked_a_chunk_at_a_time(self) -> None:
+        """
+        A large signed body (an upload) is hashed over several reactor turns, not in one
+        go, and still refused if it was tampered with.
+        """
+        body = b"u" * (3 * 1024 * 1024)
+        signer = self.keys.signer("manager", self.clock)
+        http = self.stubs["orchestrator"]
+        headers = signer.headers("orchestrator", "PUT", "/v1/whoami", body)
+        d = http.request(
+            "PUT",
+            "http://orchestrator.test/v1/whoami",
+            data=body,
+            headers={k: [v] for k, v in headers.items()},
+        )
+        self.assertNoResult(d)  # hashing has started, not finished
+        for _ in range(200):
+            self.clock.advance(0)
+            http.flush()
+        response = self.successResultOf(d)
+        self.assertNotIn(response.code, (401, 403))  # past the guard (whoami takes GET)
+        tampered = signer.headers("orchestrator", "PUT", "/v1/whoami", body)
+        d = http.request(
+            "PUT",
+            "http://orchestrator.test/v1/whoami",
+            data=body[:-1] + b"X",
+            headers={k: [v] for k, v in tampered.items()},
+        )
+        for _ in range(200):
+            self.clock.advance(0)
+            http.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 401)
+        self.assertEqual(
+            json.loads(self.successResultOf(http.content(response)))["error"], "tampered"
+        )

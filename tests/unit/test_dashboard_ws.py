@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from director.common.websocket import MAX_MESSAGE_SIZE
 from director.manager.browser_ws import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
     BrowserSockets,
+    render_event,
 )
 from tests.unit.test_dashboard import BASE, DashboardHarness
 
@@ -191,7 +194,7 @@ class BrowserSocketTests(SynchronousTestCase):
         _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
         browser = Browser(resource).open()
         self.d.result(self.d.h.store.update_site(self.site.id, {}, members=["bob"]))
-        self.d.result(self.d.h.bus.publish("site:alice-site", {"type": "site"}))
+        self.d.result(self.d.h.bus.publish(f"site:{self.site.id}", {"type": "site"}))
         self.assertEqual(browser.closes, [CLOSE_NOT_FOUND])
         self.assertEqual(self.upstreams[0].closed, [1000])
 
@@ -238,14 +241,24 @@ class BrowserSocketTests(SynchronousTestCase):
         )
         self.assertEqual(browser.messages[-1], {"site": "alice-site", "status": status})
 
+    def op_event(self, site: Any, op_id: int, members: list[str] | None = None) -> dict[str, Any]:
+        """A raw operation event as the engine publishes it."""
+        return {
+            "type": "operation",
+            "site_id": site.id,
+            "members": list(site.members) if members is None else members,
+            "operation": {"id": op_id, "site": site.name, "status": "running"},
+        }
+
     def test_events_for_own_sites(self) -> None:
         """Operation progress of the user's sites arrives; others' only if they may see them."""
-        self.d.site("bob-site", ["bob"])
+        bob_site = self.d.site("bob-site", ["bob"])
         _, resource = self.route(self.sockets.events, "/ws", "alice")
         browser = Browser(resource).open()
-        event = {"type": "operation", "operation": {"id": 1, "site": "alice-site"}}
-        self.d.result(self.d.h.bus.publish("site:alice-site", event))
-        self.d.result(self.d.h.bus.publish("site:bob-site", {"type": "operation"}))
+        raw = self.op_event(self.site, 1)
+        event = {"type": "operation", "operation": raw["operation"]}
+        self.d.result(self.d.h.bus.publish(f"site:{self.site.id}", raw))
+        self.d.result(self.d.h.bus.publish(f"site:{bob_site.id}", self.op_event(bob_site, 2)))
         self.assertEqual(browser.messages, [event])
         browser.send({"subscribe": ["bob-site", "alice-site"]})
         self.assertEqual(
@@ -255,17 +268,121 @@ class BrowserSocketTests(SynchronousTestCase):
                 {"type": "subscribed", "site": "alice-site"},
             ],
         )
-        self.d.result(self.d.h.bus.publish("site:alice-site", event))
+        self.d.result(self.d.h.bus.publish(f"site:{self.site.id}", raw))
         self.assertEqual(browser.messages[-1], event)  # once, not twice
         self.assertEqual(len([m for m in browser.messages if m == event]), 2)
         browser.gone()
-        self.d.result(self.d.h.bus.publish("site:alice-site", event))
+        self.d.result(self.d.h.bus.publish(f"site:{self.site.id}", raw))
         self.assertEqual(len([m for m in browser.messages if m == event]), 2)
 
     def test_admin_subscribes_to_any_site(self) -> None:
         _, resource = self.route(self.sockets.events, "/ws", "root")
         browser = Browser(resource).open()
         browser.send({"subscribe": ["alice-site"]})
-        event = {"type": "operation", "operation": {"id": 2, "site": "alice-site"}}
-        self.d.result(self.d.h.bus.publish("site:alice-site", event))
-        self.assertEqual(browser.messages[-1], event)
+        raw = self.op_event(self.site, 2)
+        self.d.result(self.d.h.bus.publish(f"site:{self.site.id}", raw))
+        self.assertEqual(browser.messages[-1], {"type": "operation", "operation": raw["operation"]})
+
+    def api(self, method: str, path: str, token: str, body: Any) -> tuple[int, Any]:
+        http: Any = StubTreq(self.d.h.api.app.resource())
+        response = self.d.result(
+            http.request(
+                method,
+                f"http://manager.test{path}",
+                data=json.dumps(body).encode(),
+                headers={"Authorization": [f"Bearer {token}"]},
+            )
+        )
+        return response.code, json.loads(self.d.result(http.content(response)))
+
+    def token(self, username: str) -> str:
+        user = self.d.result(self.d.h.store.get_user(username))
+        token: str = self.d.result(self.d.h.store.create_token(user.id, "test"))
+        return token
+
+    def test_each_reader_gets_the_site_as_the_api_shows_it_to_them(self) -> None:
+        """An admin's edit reaches members without the admin-only fields; admins see them."""
+        _, resource = self.route(self.sockets.events, "/ws", "alice")
+        member = Browser(resource).open()
+        _, resource = self.route(self.sockets.events, "/ws", "root")
+        admin = Browser(resource).open()
+        admin.send({"subscribe": ["alice-site"]})
+        code, _ = self.api(
+            "PATCH",
+            "/api/v1/sites/alice-site",
+            self.token("root"),
+            {"admin_comments": "watch this one", "description": "new words"},
+        )
+        self.assertEqual(code, 200)
+        seen = [m for m in member.messages if m.get("type") == "site"]
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0]["site"]["description"], "new words")
+        self.assertNotIn("admin_comments", seen[0]["site"])
+        self.assertNotIn("watch this one", json.dumps(member.messages))
+        shown = [m for m in admin.messages if m.get("type") == "site"]
+        self.assertEqual(shown[0]["site"]["admin_comments"], "watch this one")
+
+    def test_a_removed_member_gets_no_more_events(self) -> None:
+        """Access is checked for each event as it is sent, not only at subscription."""
+        _, resource = self.route(self.sockets.events, "/ws", "alice")
+        alice = Browser(resource).open()
+        _, resource = self.route(self.sockets.events, "/ws", "bob")
+        bob = Browser(resource).open()
+        code, _ = self.api(
+            "PATCH", "/api/v1/sites/alice-site", self.token("root"), {"users": ["bob"]}
+        )
+        self.assertEqual(code, 200)
+        bob.send({"subscribe": ["alice-site"]})
+        before = list(alice.messages)
+        self.d.h.engine.wake()
+        self.d.result(
+            self.d.h.bus.publish(f"site:{self.site.id}", self.op_event(self.site, 3, ["bob"]))
+        )
+        self.assertEqual(alice.messages, before)
+        self.assertIn(
+            3, [m["operation"]["id"] for m in bob.messages if m.get("type") == "operation"]
+        )
+        self.assertEqual(alice.closes, [])  # the socket stays, for the user's other sites
+
+    def test_a_new_site_with_a_deleted_sites_name_is_another_channel(self) -> None:
+        """Subscriptions follow the site (its id), not its name."""
+        _, resource = self.route(self.sockets.events, "/ws", "alice")
+        alice = Browser(resource).open()
+        self.d.site("other-site", ["bob"])
+        self.d.result(self.d.h.store.delete_site_rows(self.site.id))
+        reused = self.d.site("alice-site", ["bob"])
+        self.assertNotEqual(reused.id, self.site.id)
+        self.d.result(self.d.h.bus.publish(f"site:{reused.id}", self.op_event(reused, 4)))
+        self.assertEqual(alice.messages, [])
+
+    def test_events_keep_coming_after_a_rename(self) -> None:
+        _, resource = self.route(self.sockets.events, "/ws", "alice")
+        alice = Browser(resource).open()
+        renamed, _ = self.d.result(self.d.h.store.update_site(self.site.id, {"name": "new-name"}))
+        raw = self.op_event(renamed, 5)
+        self.d.result(self.d.h.bus.publish(f"site:{renamed.id}", raw))
+        self.assertEqual(alice.messages, [{"type": "operation", "operation": raw["operation"]}])
+
+    def test_render_event(self) -> None:
+        """Events without the facts access is decided on are dropped."""
+        alice = self.d.result(self.d.h.store.get_user("alice"))
+        root = self.d.result(self.d.h.store.get_user("root"))
+        site = {"name": "s", "admin_comments": "x", "members": ["alice"]}
+        raw = {"type": "site", "site_id": 1, "members": ["alice"], "site": site}
+        self.assertEqual(
+            render_event(raw, alice), {"type": "site", "site": {"name": "s", "members": ["alice"]}}
+        )
+        self.assertEqual(render_event(raw, root), {"type": "site", "site": site})
+        self.assertIsNone(render_event({**raw, "members": ["bob"]}, alice))
+        self.assertIsNotNone(render_event({**raw, "members": ["bob"]}, root))
+        self.assertIsNone(render_event({"type": "site", "site": site}, alice))
+        self.assertIsNone(render_event({"type": "other", "members": ["alice"]}, alice))
+
+    def test_messages_have_a_size_limit(self) -> None:
+        """Every websocket (browser and orchestrator ones share the factory) caps messages."""
+        _, resource = self.route(self.sockets.events, "/ws", "alice")
+        factory = resource._factory
+        self.assertEqual(factory.maxMessagePayloadSize, MAX_MESSAGE_SIZE)
+        self.assertEqual(factory.maxFramePayloadSize, MAX_MESSAGE_SIZE)
+        self.assertEqual(MAX_MESSAGE_SIZE, 1024 * 1024)
+        self.assertFalse(factory.failByDrop)  # closes with 1009, saying why

@@ -16,7 +16,7 @@ class EngineTests(SynchronousTestCase):
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.h.user("alice")
         self.events: list[Any] = []
-        self.h.bus.subscribe("site:web", lambda channel, message: self.events.append(message))
+        self.h.bus.subscribe("site:1", lambda channel, message: self.events.append(message))
 
     def create(self, name: str = "web") -> int:
         _, op = self.h.result(
@@ -50,6 +50,9 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(self.h.orchestrator.calls[0][:2], ("PUT", "/v1/sites/1"))
         self.assertEqual(self.h.router.calls[0][:2], ("PUT", "/v1/sites/web"))
         self.assertEqual(self.events[-1]["operation"]["status"], "succeeded")
+        # Raw events: with the site's members, so each socket decides who may see them.
+        self.assertEqual(self.events[-1]["members"], ["alice"])
+        self.assertEqual(self.events[-1]["site_id"], 1)
 
     def test_transient_failure_retried_with_backoff(self) -> None:
         """A component that is briefly down delays the operation; it then completes."""

@@ -1,14 +1,20 @@
 """Signed requests: what the verifier accepts and every way it refuses."""
 
+import io
+
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.common.client import file_digest
 from director.common.signing import (
     HEADER_CALLER,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     AuthenticationError,
     NonceCache,
+    body_digest,
+    stream_digest,
 )
 from director.testing.keys import Keyring
 
@@ -61,6 +67,32 @@ class VerifierTests(SynchronousTestCase):
         """A body that differs from the signed digest is refused."""
         headers = self.signer.headers("orchestrator", "PUT", "/v1/x", b"original")
         self.refused("tampered", "PUT", "/v1/x", headers, b"changed")
+
+    def test_streamed_body_digest(self) -> None:
+        """A body streamed from a file is signed and checked by its digest, never held whole."""
+        body = bytes(range(256)) * 5000
+        digest = stream_digest(io.BytesIO(body), chunk=1000)
+        self.assertEqual(digest, body_digest(body))
+        headers = self.signer.headers("orchestrator", "PUT", "/v1/x", digest=digest)
+        self.assertEqual(
+            self.verifier.verify("PUT", "/v1/x", headers, digest_of_body=digest), "manager"
+        )
+        headers = self.signer.headers("orchestrator", "PUT", "/v1/x", digest=digest)
+        with self.assertRaises(AuthenticationError) as cm:
+            self.verifier.verify("PUT", "/v1/x", headers, digest_of_body=body_digest(b"other"))
+        self.assertEqual(cm.exception.code, "tampered")
+
+    def test_file_digest_leaves_the_file_at_its_start(self) -> None:
+        """The manager hashes an upload's spool a chunk at a time, off the reactor's back."""
+        body = b"x" * 100_000
+        stream = io.BytesIO(body)
+        stream.seek(500)
+        d = Deferred.fromCoroutine(file_digest(self.clock, stream, chunk=4096))
+        self.clock.advance(0)
+        for _ in range(50):
+            self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d), body_digest(body))
+        self.assertEqual(stream.tell(), 0)
 
     def test_tampered_path_method_time_and_caller(self) -> None:
         """Changing the path, method, timestamp or claimed caller breaks the signature."""
