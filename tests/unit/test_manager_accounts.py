@@ -33,7 +33,7 @@ from director.manager.store import make_engine
 from director.testing.manager import ManagerHarness
 from tests.unit.test_dashboard import DashboardHarness, login_token
 
-PASSWORD = "correct horse"  # noqa: S105
+PASSWORD = "correct horse"
 
 
 class Client:
@@ -88,7 +88,7 @@ class TokenTests(SynchronousTestCase):
     def session(self, age: timedelta = timedelta(0)) -> tuple[str, str]:
         session = self.h.result(self.h.store.create_session(self.alice.id, timedelta(hours=2)))
         age_sessions(self.h, self.alice.id, age)
-        return tuple(session)  # type: ignore[return-value]
+        return tuple(session)
 
     def test_a_token_alone_cannot_make_another(self) -> None:
         """A stolen token must not mint more: a token needs the password or a recent sign-in."""
@@ -246,7 +246,7 @@ class DashboardHostTests(SynchronousTestCase):
 
 def request_from(peer: str, headers: dict[bytes, bytes] | None = None) -> DummyRequest:
     request = DummyRequest([b""])
-    request.client = type("Address", (), {"host": peer})()  # type: ignore[assignment]
+    request.client = type("Address", (), {"host": peer})()
     for name, value in (headers or {}).items():
         request.requestHeaders.setRawHeaders(name, [value])
     return request
