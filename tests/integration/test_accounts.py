@@ -495,3 +495,48 @@ def test_config_and_database_are_private(manager: Manager) -> None:
         path = state / name
         if path.exists() or name == "director.db":
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+
+
+def test_account_page_lists_creates_and_revokes_tokens(manager: Manager) -> None:
+    """In Chromium: create a token on the account page, see it listed, revoke it."""
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, CHROMIUM_FLAGS
+
+    manager.add_user("otto")
+    token = manager.director("token", "create", "otto", "--label", "old-script").stdout.strip()
+    manager.api("PATCH", "/api/v1/me", {"accepted_guidelines": True}, token=token)
+    url = f"http://127.0.0.1:{manager.port}"
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_context().new_page()
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(url + "/login")
+            page.fill("#username", "otto")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
+            page.goto(url + "/account")
+            assert "old-script" in page.inner_text("ul.tokens")
+            page.fill("#token-name", "deploy")
+            page.fill("#token-days", "30")
+            page.click("text=Create token")
+            output = page.locator("[data-token-output]")
+            output.wait_for(state="visible")
+            new_token = output.inner_text().split()[0]
+            assert new_token.startswith("dir_")
+            assert manager.api("GET", "/api/v1/me", token=new_token).status == 200
+            page.reload()
+            listed = page.inner_text("ul.tokens")
+            assert "deploy" in listed and "expires" in listed and new_token not in listed
+            page.locator("ul.tokens li", has_text="old-script").locator("text=Revoke").click()
+            page.wait_for_load_state()
+            page.wait_for_function("!document.body.innerText.includes('old-script')")
+        finally:
+            browser.close()
+    assert problems == []
+    assert manager.api("GET", "/api/v1/me", token=token).status == 401
+    assert manager.api("GET", "/api/v1/me", token=new_token).status == 200
