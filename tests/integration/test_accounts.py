@@ -540,3 +540,55 @@ def test_account_page_lists_creates_and_revokes_tokens(manager: Manager) -> None
     assert problems == []
     assert manager.api("GET", "/api/v1/me", token=token).status == 401
     assert manager.api("GET", "/api/v1/me", token=new_token).status == 200
+
+
+def test_accounts_on_postgresql(postgres_server: Any) -> None:
+    """The migration and the account queries on the manager's other database, PostgreSQL."""
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from director.common.threads import InlineRunner
+    from director.manager.schema import metadata
+    from director.manager.store import Store, make_engine, migrate
+
+    name = "accounts_" + secrets.token_hex(4)
+    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = (
+        f"postgresql+psycopg://postgres:{postgres_server.admin_password}"
+        f"@127.0.0.1:{postgres_server.port}/{name}"
+    )
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        store = Store(engine, InlineRunner())
+
+        def result(d: Any) -> Any:
+            out: list[Any] = []
+            d.addBoth(out.append)
+            if hasattr(out[0], "raiseException"):
+                out[0].raiseException()
+            return out[0]
+
+        result(store.create_user("admin", "admin"))
+        user = result(
+            store.create_oidc_user(["admin"], "student", "a@s.test", "", "https://id", "sub-1")
+        )
+        assert user.username == "admin-2"
+        assert result(store.oidc_user("https://id", "sub-1")).username == "admin-2"
+        expired = result(
+            store.create_token(user.id, "old", datetime.now(UTC) - timedelta(seconds=1))
+        )
+        live = result(store.create_token(user.id, "new", datetime.now(UTC) + timedelta(days=1)))
+        assert result(store.user_for_token(expired)) is None
+        assert result(store.user_for_token(live)).username == "admin-2"
+        assert [t["expired"] for t in result(store.list_tokens(user.id))] == [False, True]
+    finally:
+        engine.dispose()
+        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"DROP DATABASE {name}")
