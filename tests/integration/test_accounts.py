@@ -555,8 +555,8 @@ def test_accounts_on_postgresql(postgres_server: Any) -> None:
     from director.manager.store import Store, make_engine, migrate
 
     name = "accounts_" + secrets.token_hex(4)
-    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
     url = (
         f"postgresql+psycopg://postgres:{postgres_server.admin_password}"
         f"@127.0.0.1:{postgres_server.port}/{name}"
@@ -590,5 +590,5 @@ def test_accounts_on_postgresql(postgres_server: Any) -> None:
         assert [t["expired"] for t in result(store.list_tokens(user.id))] == [False, True]
     finally:
         engine.dispose()
-        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f"DROP DATABASE {name}")
+        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f"DROP DATABASE {name}")
