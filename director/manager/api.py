@@ -293,6 +293,12 @@ class ManagerAPI:
                 and not (isinstance(current, str) and await self.passwords.check(current, found[1]))
             ):
                 raise APIError(403, "wrong_password", "the current password is wrong")
+            if not has_password and not await self._recently_authenticated(request, user, None):
+                # An account that signs in through the school has no password to confirm:
+                # giving it one needs a fresh sign-in instead.
+                raise APIError(
+                    403, "reauthenticate", "setting a first password needs a recent sign-in"
+                )
             values["password_hash"] = await self.passwords.hash(validate_password(body["password"]))
         updated = await self.store.update_user(user.username, **values) if values else user
         if "password_hash" in values:

@@ -434,3 +434,22 @@ class PrivateFilesTests(SynchronousTestCase):
         with contextlib.redirect_stdout(out):
             director_main(["token", "list", "admin", "--config", config])
         self.assertEqual(out.getvalue(), "")
+
+
+class FirstPasswordTests(SynchronousTestCase):
+    def test_a_first_password_needs_a_recent_sign_in(self) -> None:
+        """An account without a password (school sign-in) gets one only from a fresh session."""
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        api = Client(h, self)
+        token = h.user("sso")  # no password
+        user = h.result(h.store.get_user("sso"))
+        body = {"password": "my first password"}
+        code, answer = api.call("PATCH", "/api/v1/me", body, token=token)
+        self.assertEqual((code, answer["error"]), (403, "reauthenticate"))
+        session = h.result(h.store.create_session(user.id, timedelta(hours=1)))
+        age_sessions(h, user.id, timedelta(hours=1))
+        self.assertEqual(api.call("PATCH", "/api/v1/me", body, session=session)[0], 403)
+        self.assertIsNone(h.result(h.store.password_hash("sso"))[1])
+        fresh = h.result(h.store.create_session(user.id, timedelta(hours=1)))
+        self.assertEqual(api.call("PATCH", "/api/v1/me", body, session=fresh)[0], 200)
+        self.assertIsNotNone(h.result(h.store.password_hash("sso"))[1])
