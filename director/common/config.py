@@ -329,10 +329,13 @@ class ShellSection:
     max_auth_tries: int = field(default=6, metadata=_check(_positive))
     # Seconds before a wrong password is answered.
     failure_delay: float = field(default=2.0, metadata=_check(_positive))
-    # Failed logins within failure_window after which a user name, or a source address, is
-    # refused until its oldest failure is older than the window.
+    # Failed logins within failure_window after which a user name from one address, a source
+    # address, or a user name from all addresses together is refused until its oldest failure
+    # is older than the window. The last is kept above max_failures_per_address, so one
+    # address can never lock a user out everywhere.
     max_failures_per_user: int = field(default=10, metadata=_check(_positive))
     max_failures_per_address: int = field(default=50, metadata=_check(_positive))
+    max_failures_per_account: int = field(default=200, metadata=_check(_positive))
     failure_window: float = field(default=900.0, metadata=_check(_positive))
     # Connections from one address that may be logging in at the same time.
     max_unauthenticated_per_address: int = field(default=10, metadata=_check(_positive))

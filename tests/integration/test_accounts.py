@@ -260,6 +260,8 @@ def manager() -> Iterator[Manager]:
         'manager.oidc_client_secret="s3cret"',
         'manager.oidc_new_user_role="student"',
         'manager.oidc_allowed_domains="school.test"',
+        "shell.max_failures_per_user=3",
+        "shell.failure_delay=0.1",
     )
     daemon = start_daemon(config, plugin="director-manager")
     try:
@@ -592,3 +594,44 @@ def test_accounts_on_postgresql(postgres_server: Any) -> None:
         engine.dispose()
         with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
             admin.execute(f"DROP DATABASE {name}")
+
+
+def test_shell_failures_from_one_address_do_not_lock_the_user_out(manager: Manager) -> None:
+    """
+    The real shell server (against the real manager) and the OpenSSH client: wrong passwords
+    from one address lock that address out of the account, not the user connecting from
+    another address.
+    """
+    import os
+
+    config = manager.daemon.config
+    assert config.source is not None
+    shell = start_daemon(Path(config.source), plugin="director-shell")
+    try:
+        wait_listening(shell, [config.shell.port])
+        manager.add_user("sam")
+
+        def ssh(password: str, source: str) -> subprocess.CompletedProcess[str]:
+            args = [
+                "sshpass", "-p", password, "ssh", "-F", "/dev/null",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
+                "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+                "-o", "NumberOfPasswordPrompts=1",
+                "-b", source, "-p", str(config.shell.port), "sam@127.0.0.1",
+            ]  # fmt: skip
+            env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+            return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+
+        for _ in range(3):
+            wrong = ssh("wrong", "127.0.0.1")
+            assert wrong.returncode == 255 and "Permission denied" in wrong.stderr, wrong
+        locked = ssh(PASSWORD, "127.0.0.1")
+        assert locked.returncode != 0
+        assert "too many failed logins" in locked.stdout + locked.stderr
+        elsewhere = ssh(PASSWORD, "127.0.0.8")
+        output = elsewhere.stdout + elsewhere.stderr
+        assert "too many failed logins" not in output, output
+        assert "You have no sites yet." in output, output
+    finally:
+        stop_daemon(shell)
