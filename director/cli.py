@@ -82,7 +82,8 @@ def init(args: argparse.Namespace) -> int:
         # Validate everything before writing anything.
         config = parse_config(text, config_path.resolve().parent)
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(render_config(config), encoding="utf-8")
+        # The config may hold secrets (the OIDC client secret, a database URL's password).
+        write_private(config_path, render_config(config).encode("utf-8"))
         print(f"wrote {config_path}")
     state = config.director.state_dir
     for sub in ("", "secrets", "sites", "nginx", "certs"):
@@ -135,7 +136,8 @@ def _init_database(config: Config, args: argparse.Namespace) -> None:
         _result(store.put_image(BASE_IMAGE, "Debian", "Debian 12 (bookworm), minimal", None, False))
     if _result(store.list_users()) == []:
         password = secrets.token_urlsafe(12)
-        _result(store.create_user("admin", "admin", hash_password(password)))
+        rounds = config.manager.bcrypt_rounds
+        _result(store.create_user("admin", "admin", hash_password(password, rounds)))
         _result(store.update_user("admin", accepted_guidelines=True))
         path = config.director.state_dir / "secrets" / "admin-password"
         write_private(path, password.encode())
@@ -204,7 +206,9 @@ def user_add(args: argparse.Namespace) -> int:
     role = "admin" if args.admin else "teacher" if args.teacher else "student"
     password_hash = None
     if args.password_stdin:
-        password_hash = hash_password(validate_password(sys.stdin.readline().rstrip("\n")))
+        password_hash = hash_password(
+            validate_password(sys.stdin.readline().rstrip("\n")), config.manager.bcrypt_rounds
+        )
     user = _result(
         store.create_user(validate_username(args.name), role, password_hash, email=args.email or "")
     )
@@ -213,14 +217,47 @@ def user_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def token_create(args: argparse.Namespace) -> int:
+def _token_user(args: argparse.Namespace) -> tuple[Any, Any]:
     config = load_config(args.config)
     store = _store(config)
     user = _result(store.get_user(args.name))
     if user is None:
-        print(f"director: no user {args.name}", file=sys.stderr)
-        return 1
-    print(_result(store.create_token(user.id, args.label)))
+        raise StartupError(f"no user {args.name}")
+    return store, user
+
+
+def token_create(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    if args.expires_days is not None and not 1 <= args.expires_days <= 3650:
+        raise StartupError("--expires-days: a whole number of days from 1 to 3650")
+    store, user = _token_user(args)
+    expires = (
+        datetime.now(UTC) + timedelta(days=args.expires_days)
+        if args.expires_days is not None
+        else None
+    )
+    print(_result(store.create_token(user.id, args.label, expires)))
+    return 0
+
+
+def token_list(args: argparse.Namespace) -> int:
+    store, user = _token_user(args)
+    for token in _result(store.list_tokens(user.id)):
+        expires = token["expires_at"] or "never"
+        state = " (expired)" if token["expired"] else ""
+        print(
+            f"{token['id']:<6} {token['name'][:30]:<30} created {token['created_at'][:16]}  "
+            f"expires {expires[:16]}{state}  last used {(token['last_used_at'] or 'never')[:16]}"
+        )
+    return 0
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    store, user = _token_user(args)
+    if not _result(store.delete_token(user.id, args.id)):
+        raise StartupError(f"{args.name} has no token {args.id} (see `director token list`)")
+    print(f"revoked token {args.id} of {user.username}")
     return 0
 
 
@@ -331,8 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = tokens.add_parser("create", help="print a new API token for a user")
     p.add_argument("name")
     p.add_argument("--label", default="cli")
+    p.add_argument("--expires-days", type=int, help="the token stops working after this")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=token_create)
+    p = tokens.add_parser("list", help="a user's API tokens (never the secrets)")
+    p.add_argument("name")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=token_list)
+    p = tokens.add_parser("revoke", help="revoke one of a user's API tokens")
+    p.add_argument("name")
+    p.add_argument("id", type=int, help="the token's id (see `director token list`)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=token_revoke)
 
     p = sub.add_parser("database-host", help="database servers for site databases")
     hosts = p.add_subparsers(dest="host_command", required=True, metavar="COMMAND")

@@ -106,6 +106,28 @@ def _optional_host(key: str, value: object) -> None:
         _host(key, value)
 
 
+def _networks(key: str, value: object) -> None:
+    """Comma-separated IP addresses or networks (CIDR); empty is none."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        for item in (i for i in re.split(r"[,\s]+", value) if i):
+            ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"{key}: expected IP addresses or networks separated by commas "
+            f"(like '127.0.0.1, 10.0.0.0/8'), or empty; got {value!r}"
+        ) from None
+
+
+def _domains(key: str, value: object) -> None:
+    """Comma-separated DNS names; empty is none."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected DNS names separated by commas, got {value!r}")
+    for item in (i for i in re.split(r"[,\s]+", value) if i):
+        _domain(key, item)
+
+
 def _mail_address(key: str, value: object) -> None:
     address = r"[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}"
     if not isinstance(value, str) or not re.fullmatch(address, value):
@@ -167,8 +189,20 @@ class ManagerSection:
     oidc_client_id: str = ""
     oidc_client_secret: str = ""
     oidc_username_claim: str = "preferred_username"
-    # Role of accounts created at their first sign-in; empty: only existing accounts.
+    # The provider's issuer identifier; identities are linked by (issuer, subject). Empty:
+    # the origin (scheme://host[:port]) of oidc_authorize_url.
+    oidc_issuer: str = ""
+    # Role of accounts created at their first sign-in; empty: only linked accounts.
     oidc_new_user_role: str = field(default="", metadata=_check(_optional_role))
+    # E-mail domains whose (verified) addresses may get a new account; empty: any domain.
+    oidc_allowed_domains: str = field(default="", metadata=_check(_domains))
+    # The dashboard's own host name: never accepted as a site's custom domain.
+    dashboard_host: str = field(default="director.localhost", metadata=_check(_domain))
+    # Proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are
+    # believed; empty: none, the connection's peer is the client.
+    trusted_proxies: str = field(default="", metadata=_check(_networks))
+    # Creating an API token needs a sign-in at most this many minutes old, or the password.
+    reauth_minutes: float = field(default=10.0, metadata=_check(_positive))
     # SMTP server for notifications (site requests); empty host: no mail is sent.
     smtp_host: str = field(default="", metadata=_check(_optional_host))
     smtp_port: int = field(default=25, metadata=_check(_port))
@@ -298,10 +332,13 @@ class ShellSection:
     max_auth_tries: int = field(default=6, metadata=_check(_positive))
     # Seconds before a wrong password is answered.
     failure_delay: float = field(default=2.0, metadata=_check(_positive))
-    # Failed logins within failure_window after which a user name, or a source address, is
-    # refused until its oldest failure is older than the window.
+    # Failed logins within failure_window after which a user name from one address, a source
+    # address, or a user name from all addresses together is refused until its oldest failure
+    # is older than the window. The last is kept above max_failures_per_address, so one
+    # address can never lock a user out everywhere.
     max_failures_per_user: int = field(default=10, metadata=_check(_positive))
     max_failures_per_address: int = field(default=50, metadata=_check(_positive))
+    max_failures_per_account: int = field(default=200, metadata=_check(_positive))
     failure_window: float = field(default=900.0, metadata=_check(_positive))
     # Connections from one address that may be logging in at the same time.
     max_unauthenticated_per_address: int = field(default=10, metadata=_check(_positive))

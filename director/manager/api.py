@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,7 @@ from director.manager.mail import Mailer, NullMailer
 from director.manager.models import Site, User, ValidationError
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import Passwords, validate_password
+from director.manager.proxies import Proxies, get_cookie
 from director.manager.ratelimit import RateLimiter
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 
@@ -116,6 +118,10 @@ class ManagerAPI:
         router: Caller | None = None,
         limiter: RateLimiter | None = None,
         mailer: Mailer | None = None,
+        *,
+        proxies: Proxies | None = None,
+        reauth: timedelta = timedelta(minutes=10),
+        reserved_hosts: tuple[str, ...] = ("director.localhost",),
     ) -> None:
         self._reactor = reactor
         self.store = store
@@ -129,6 +135,10 @@ class ManagerAPI:
         self.limiter = limiter or RateLimiter(reactor)
         self._router = router
         self.mailer: Mailer = mailer or NullMailer()
+        self.proxies = proxies or Proxies()
+        self.reauth = reauth
+        # The dashboard's own host names: never a site's custom domain.
+        self.reserved_hosts = tuple(h.lower() for h in reserved_hosts if h)
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -173,12 +183,13 @@ class ManagerAPI:
                 raise APIError(401, "unauthenticated", "use Authorization: Bearer <token>")
             user = await self.store.user_for_token(token.strip())
         else:
-            cookie = request.getCookie(SESSION_COOKIE)
+            cookie = get_cookie(request, SESSION_COOKIE, self.proxies)
             if cookie:
                 found = await self.store.session(cookie.decode("latin-1"))
                 if found is not None:
                     user, csrf = found
                     via_session = True
+                    request.director_session_id = cookie.decode("latin-1")
                     unsafe = request.method not in (b"GET", b"HEAD", b"OPTIONS")
                     sent = (request.getHeader(b"x-csrf-token") or b"").decode("latin-1")
                     if unsafe and not secrets.compare_digest(sent, csrf):
@@ -295,20 +306,84 @@ class ManagerAPI:
                 and not (isinstance(current, str) and await self.passwords.check(current, found[1]))
             ):
                 raise APIError(403, "wrong_password", "the current password is wrong")
+            if not has_password and not await self._recently_authenticated(request, user, None):
+                # An account that signs in through the school has no password to confirm:
+                # giving it one needs a fresh sign-in instead.
+                raise APIError(
+                    403, "reauthenticate", "setting a first password needs a recent sign-in"
+                )
             values["password_hash"] = await self.passwords.hash(validate_password(body["password"]))
         updated = await self.store.update_user(user.username, **values) if values else user
+        if "password_hash" in values:
+            # Whoever else was signed in as this user (with the old password) is signed out.
+            ended = await self.store.delete_sessions(
+                user.id, keep=getattr(request, "director_session_id", None)
+            )
+            await self.store.audit(
+                user, "change_password", user.username, {"sessions_ended": ended}
+            )
         return render_json(request, updated.to_json())
+
+    async def _recently_authenticated(self, request: Any, user: User, password: object) -> bool:
+        """A dashboard session signed in within C{reauth}, or the account's password."""
+        session_id = getattr(request, "director_session_id", None)
+        if session_id is not None:
+            started = await self.store.session_started(session_id)
+            if started is not None and datetime.now(UTC) - started <= self.reauth:
+                return True
+        if password is None:
+            return False
+        found = await self.store.password_hash(user.username)
+        return (
+            isinstance(password, str)
+            and len(password) <= 256
+            and found is not None
+            and found[1] is not None
+            and await self.passwords.check(password, found[1])
+        )
+
+    @app.route("/api/v1/tokens", methods=["GET"])
+    async def list_tokens(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        return render_json(request, {"tokens": await self.store.list_tokens(user.id)})
 
     @app.route("/api/v1/tokens", methods=["POST"])
     async def create_token(self, request: IRequest) -> bytes:
         user = await self.user(request)
-        body = read_object(request, {"name"})
+        body = read_object(request, {"name", "expires_in_days", "password"})
         name = body.get("name", "api")
         if not isinstance(name, str) or not 1 <= len(name) <= 100:
             raise ValidationError("name", "1 to 100 characters")
-        token = await self.store.create_token(user.id, name)
-        await self.store.audit(user, "create_token", user.username, {"name": name})
-        return render_json(request, {"token": token, "name": name}, 201)
+        days = body.get("expires_in_days")
+        if days is not None and (
+            not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650
+        ):
+            raise ValidationError("expires_in_days", "a whole number of days from 1 to 3650")
+        if not await self._recently_authenticated(request, user, body.get("password")):
+            raise APIError(
+                403,
+                "reauthenticate",
+                "creating a token needs a recent sign-in: sign in again, or send your "
+                "current password as password",
+            )
+        expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
+        token = await self.store.create_token(user.id, name, expires)
+        await self.store.audit(
+            user, "create_token", user.username, {"name": name, "expires_in_days": days}
+        )
+        return render_json(
+            request,
+            {"token": token, "name": name, "expires_at": expires.isoformat() if expires else None},
+            201,
+        )
+
+    @app.route("/api/v1/tokens/<int(max=2147483647):token_id>", methods=["DELETE"])
+    async def delete_token(self, request: IRequest, token_id: int) -> bytes:
+        user = await self.user(request)
+        if not await self.store.delete_token(user.id, token_id):
+            raise not_found("no such token")
+        await self.store.audit(user, "revoke_token", user.username, {"id": token_id})
+        return render_json(request, {"deleted": token_id})
 
     @app.route("/api/v1/me/keys", methods=["GET"])
     async def list_keys(self, request: IRequest) -> bytes:
@@ -539,6 +614,11 @@ class ManagerAPI:
             raise ValidationError("domain", "not a valid domain name")
         if domain == self.sites_domain or domain.endswith("." + self.sites_domain):
             raise ValidationError("domain", f"{self.sites_domain} names are not custom domains")
+        if any(domain == h or domain.endswith("." + h) for h in self.reserved_hosts):
+            raise Conflict(
+                "domain_reserved",
+                f"{domain} is Director's own dashboard address; it cannot be a site's domain",
+            )
         if domain in site.domains:
             raise Conflict("domain_exists", f"{domain} is already on this site")
         if len(site.domains) >= 10:
@@ -884,6 +964,8 @@ class ManagerAPI:
         if not values:
             raise APIError(400, "nothing_to_change", "send role, is_active or password")
         updated = await self.store.update_user(username, **values)
+        if "password_hash" in values or values.get("is_active") is False:
+            await self.store.delete_sessions(updated.id)
         await self.store.audit(
             user, "edit_user", username, {k: v for k, v in values.items() if k != "password_hash"}
         )

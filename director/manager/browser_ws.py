@@ -39,7 +39,7 @@ from director.common.client import SignedClientProtocol, connect_websocket
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.websocket import websocket_resource
-from director.manager.dashboard.security import SESSION_COOKIE, Origin
+from director.manager.dashboard.security import SESSION_COOKIE, Origin, Proxies, get_cookie
 from director.manager.events import IEventBus
 from director.manager.models import SITE_NAME, Site, User, site_view
 from director.manager.store import Store
@@ -79,6 +79,7 @@ class BrowserSockets:
         recheck_interval: float = 60.0,
         message_recheck: float = 5.0,
         upstream_timeout: float = 15.0,
+        proxies: Proxies | None = None,
     ) -> None:
         self.reactor = reactor
         self.store = store
@@ -86,6 +87,7 @@ class BrowserSockets:
         self._signer = signer
         self._ws_base = "ws" + orchestrator_url.rstrip("/")[4:]
         self.origin = Origin.from_url(manager_url)
+        self.proxies = proxies or Proxies(https_url=self.origin.secure)
         self._connect = connect or connect_websocket
         self.recheck_interval = recheck_interval
         self.message_recheck = message_recheck
@@ -147,9 +149,8 @@ class BrowserSockets:
             return None
         return render_error(request, 403, "bad_origin", "websockets must come from the dashboard")
 
-    @staticmethod
-    def _session_id(request: Any) -> str | None:
-        cookie = request.getCookie(SESSION_COOKIE)
+    def _session_id(self, request: Any) -> str | None:
+        cookie = get_cookie(request, SESSION_COOKIE, self.proxies)
         try:
             return cookie.decode("ascii") if cookie else None
         except UnicodeDecodeError:

@@ -72,13 +72,21 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         ),
         200,
     ),
+    ("get", "/api/v1/tokens", "Your API tokens (never their secrets)", None, 200),
     (
         "post",
         "/api/v1/tokens",
-        "Create an API token for yourself",
-        _obj({"name": {"type": "string", "maxLength": 100}}),
+        "Create an API token for yourself (needs a recent sign-in or your password: else 403)",
+        _obj(
+            {
+                "name": {"type": "string", "maxLength": 100},
+                "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+                "password": {"type": "string"},
+            }
+        ),
         201,
     ),
+    ("delete", "/api/v1/tokens/{token_id}", "Revoke one of your API tokens", None, 200),
     ("get", "/api/v1/me/keys", "Your SSH public keys", None, 200),
     (
         "post",
@@ -312,9 +320,20 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     ("get", "/api/v1/openapi.json", "This document", None, 200),
 ]
 
+# Answers besides success, 400, 401 and 404 that a client should expect, by route.
+EXTRA_RESPONSES: dict[tuple[str, str], dict[str, str]] = {
+    ("post", "/api/v1/tokens"): {
+        "403": "reauthenticate: no sign-in within manager.reauth_minutes and no right password",
+    },
+    ("post", "/api/v1/sites/{name}/domains"): {
+        "409": "domain_taken, domain_exists, or domain_reserved (the dashboard's own host name)",
+    },
+}
+
 PATH_PARAMETERS = {
     "name": NAME,
     "key_id": {"type": "integer"},
+    "token_id": {"type": "integer"},
     "op_id": {"type": "integer"},
     "request_id": {"type": "integer"},
     "username": {"type": "string"},
@@ -345,6 +364,11 @@ def document() -> dict[str, Any]:
                 "404": {"description": "no such thing, or not yours"},
             },
         }
+        for code, description in EXTRA_RESPONSES.get((method, path), {}).items():
+            operation["responses"][code] = {
+                "description": description,
+                "content": {"application/json": {"schema": ERROR}},
+            }
         if status == 202:
             operation["responses"]["202"] = {
                 "description": "accepted: an operation applies the change",

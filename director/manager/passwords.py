@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import bcrypt
 from twisted.internet.defer import Deferred
 
@@ -9,8 +11,20 @@ from director.common.threads import Runner
 
 MIN_LENGTH = 8
 MAX_LENGTH = 256  # bcrypt uses the first 72 bytes; longer input is pre-hashed below
-# A valid hash to compare against when the user does not exist, so timing reveals nothing.
-_DUMMY = bcrypt.hashpw(b"not a real password", bcrypt.gensalt(rounds=4)).decode()
+_DUMMIES: dict[int, str] = {}
+_DUMMIES_LOCK = threading.Lock()
+
+
+def dummy_hash(rounds: int) -> str:
+    """
+    A valid hash with C{rounds} to check against when the account does not exist or has no
+    password: the check then costs as much as a real one, so timing tells nothing.
+    """
+    with _DUMMIES_LOCK:
+        if rounds not in _DUMMIES:
+            salt = bcrypt.gensalt(rounds=rounds)
+            _DUMMIES[rounds] = bcrypt.hashpw(b"not a real password", salt).decode()
+        return _DUMMIES[rounds]
 
 
 def _prepare(password: str) -> bytes:
@@ -24,9 +38,12 @@ def hash_password(password: str, rounds: int = 12) -> str:
     return bcrypt.hashpw(_prepare(password), bcrypt.gensalt(rounds=rounds)).decode()
 
 
-def check_password(password: str, hashed: str | None) -> bool:
+def check_password(password: str, hashed: str | None, rounds: int = 12) -> bool:
+    """Whether C{password} matches C{hashed}; C{None} costs the same as a real hash of C{rounds}."""
     try:
-        return bcrypt.checkpw(_prepare(password), (hashed or _DUMMY).encode()) and bool(hashed)
+        return bcrypt.checkpw(_prepare(password), (hashed or dummy_hash(rounds)).encode()) and bool(
+            hashed
+        )
     except ValueError:
         return False
 
@@ -42,7 +59,7 @@ class Passwords:
         return self._runner.run(hash_password, password, self._rounds)
 
     def check(self, password: str, hashed: str | None) -> Deferred[bool]:
-        return self._runner.run(check_password, password, hashed)
+        return self._runner.run(check_password, password, hashed, self._rounds)
 
 
 def validate_password(password: object) -> str:

@@ -54,6 +54,19 @@ api_tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),  # null: never
+)
+
+# Identities at the OpenID Connect provider, linked to accounts by issuer and subject.
+oidc_identities = Table(
+    "oidc_identities",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("issuer", String(500), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("issuer", "subject", name="uq_oidc_identities_issuer_subject"),
 )
 
 ssh_keys = Table(

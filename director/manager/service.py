@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
@@ -27,6 +30,7 @@ from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.mail import NullMailer, SMTPMailer
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
+from director.manager.proxies import Proxies
 from director.manager.ratelimit import RateLimiter
 from director.manager.reconcile import Reconciler
 from director.manager.shell_server import ShellServerAPI
@@ -112,6 +116,16 @@ class _EngineService(Service):
         self._reconciler.stop()
 
 
+def _dns_name(url: str) -> str:
+    """The host name of C{url}, or "" if it is an IP address."""
+    host = (urlsplit(url).hostname or "").lower()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return ""
+
+
 def _oidc(reactor: Any, config: Config, http: Any) -> OIDCProvider | None:
     m = config.manager
     if not m.oidc_authorize_url:
@@ -131,6 +145,8 @@ def _oidc(reactor: Any, config: Config, http: Any) -> OIDCProvider | None:
         m.url.rstrip("/") + "/login/oidc/callback",
         m.oidc_username_claim,
         m.oidc_new_user_role,
+        m.oidc_issuer,
+        tuple(d for d in re.split(r"[,\s]+", m.oidc_allowed_domains.lower()) if d),
     )
     return OIDCProvider(settings, http, reactor)
 
@@ -167,6 +183,10 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         lease=config.manager.operation_lease,
     )
     passwords = Passwords(crypto_pool, config.manager.bcrypt_rounds)
+    proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
+    reauth = timedelta(minutes=config.manager.reauth_minutes)
+    # The dashboard's own names: its configured host, and its URL's unless that is an address.
+    reserved_hosts = (config.manager.dashboard_host, _dns_name(config.manager.url))
     api = ManagerAPI(
         reactor,
         store,
@@ -184,6 +204,9 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         )
         if config.manager.smtp_host
         else NullMailer(),
+        proxies=proxies,
+        reauth=reauth,
+        reserved_hosts=reserved_hosts,
     )
     shell = ShellServerAPI(
         reactor,
@@ -196,7 +219,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     # (their requests never finish).
     queries = DashboardQueries(engine, db_pool)
     sockets = BrowserSockets(
-        reactor, store, bus, signer, config.orchestrator.url, config.manager.url
+        reactor, store, bus, signer, config.orchestrator.url, config.manager.url, proxies=proxies
     )
     metrics = Metrics(reactor, queries, sockets.counts)
     dashboard = Dashboard(
@@ -213,6 +236,8 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         router=router,
         authenticate=api.user,
         oidc=_oidc(reactor, config, http.http),
+        proxies=proxies,
+        reauth=reauth,
     )
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
     root.add(b"/healthz", ManagerWeb().app.resource())

@@ -7,6 +7,7 @@ thread; each public method is one transaction.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,8 @@ from director.manager.models import (
 
 T = TypeVar("T")
 TOKEN_PREFIX = "dir_"  # noqa: S105 (a prefix, not a secret)
+# A token's last use is recorded this coarsely (one write per token per interval at most).
+TOKEN_USE_GRANULARITY = timedelta(minutes=5)
 
 
 class Keep:
@@ -64,13 +67,40 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _private_sqlite_file(url: str) -> None:
+    """
+    Create the SQLite file 0600 (or make it so): it holds password hashes, session and token
+    hashes and database passwords. SQLite gives its -wal and -shm files the same mode.
+    """
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for extra in ("", "-wal", "-shm"):
+        candidate = Path(str(path) + extra)
+        if candidate.exists():
+            candidate.chmod(0o600)
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for C{url}; SQLite gets WAL and foreign keys."""
+    """An engine for C{url}; SQLite gets WAL and foreign keys, and a file only we may read."""
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -203,13 +233,19 @@ class Store:
 
     # -- API tokens and SSH keys ---------------------------------------------------------------
 
-    def create_token(self, user_id: int, name: str) -> Deferred[str]:
+    def create_token(
+        self, user_id: int, name: str, expires_at: datetime | None = None
+    ) -> Deferred[str]:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
 
         def create(conn: Connection) -> str:
             conn.execute(
                 insert(t.api_tokens).values(
-                    user_id=user_id, name=name, token_hash=_hash(token), created_at=now()
+                    user_id=user_id,
+                    name=name,
+                    token_hash=_hash(token),
+                    created_at=now(),
+                    expires_at=expires_at,
                 )
             )
             return token
@@ -217,15 +253,187 @@ class Store:
         return self._tx(create)
 
     def user_for_token(self, token: str) -> Deferred[User | None]:
+        """The token's user, unless the token is unknown, revoked or expired."""
+
+        def get(conn: Connection) -> User | None:
+            row = conn.execute(
+                select(
+                    t.users,
+                    t.api_tokens.c.id.label("token_id"),
+                    t.api_tokens.c.expires_at.label("token_expires_at"),
+                    t.api_tokens.c.last_used_at.label("token_last_used_at"),
+                )
+                .join(t.api_tokens, t.api_tokens.c.user_id == t.users.c.id)
+                .where(t.api_tokens.c.token_hash == _hash(token))
+            ).first()
+            if row is None:
+                return None
+            moment = now()
+            expires = _aware(row.token_expires_at)
+            if expires is not None and expires <= moment:
+                return None
+            last = _aware(row.token_last_used_at)
+            if last is None or moment - last > TOKEN_USE_GRANULARITY:
+                conn.execute(
+                    update(t.api_tokens)
+                    .where(t.api_tokens.c.id == row.token_id)
+                    .values(last_used_at=moment)
+                )
+            return self._user(row)
+
+        return self._tx(get)
+
+    def list_tokens(self, user_id: int) -> Deferred[list[dict[str, Any]]]:
+        """The user's tokens (never the secrets), newest first, expired ones included."""
+
+        def list_(conn: Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                select(t.api_tokens)
+                .where(t.api_tokens.c.user_id == user_id)
+                .order_by(t.api_tokens.c.id.desc())
+            )
+            moment = now()
+            out = []
+            for r in rows:
+                expires = _aware(r.expires_at)
+                last = _aware(r.last_used_at)
+                out.append(
+                    {
+                        "id": r.id,
+                        "name": r.name,
+                        "created_at": _aware(r.created_at).isoformat(),  # type: ignore[union-attr]
+                        "expires_at": expires.isoformat() if expires else None,
+                        "last_used_at": last.isoformat() if last else None,
+                        "expired": expires is not None and expires <= moment,
+                    }
+                )
+            return out
+
+        return self._tx(list_)
+
+    def delete_token(self, user_id: int, token_id: int) -> Deferred[bool]:
+        """Revoke one of the user's tokens; False if the user has no such token."""
+        return self._tx(
+            lambda conn: (
+                conn.execute(
+                    delete(t.api_tokens).where(
+                        and_(t.api_tokens.c.user_id == user_id, t.api_tokens.c.id == token_id)
+                    )
+                ).rowcount
+                > 0
+            )
+        )
+
+    # -- identities at the OpenID Connect provider -------------------------------------------
+
+    def oidc_user(self, issuer: str, subject: str) -> Deferred[User | None]:
+        """The account linked to the provider's identity (issuer, subject), if any."""
+
         def get(conn: Connection) -> User | None:
             row = conn.execute(
                 select(t.users)
-                .join(t.api_tokens, t.api_tokens.c.user_id == t.users.c.id)
-                .where(t.api_tokens.c.token_hash == _hash(token))
+                .join(t.oidc_identities, t.oidc_identities.c.user_id == t.users.c.id)
+                .where(
+                    and_(
+                        t.oidc_identities.c.issuer == issuer,
+                        t.oidc_identities.c.subject == subject,
+                    )
+                )
             ).first()
             return self._user(row) if row else None
 
         return self._tx(get)
+
+    def link_oidc(self, user_id: int, issuer: str, subject: str) -> Deferred[None]:
+        """Link an identity to an account; Conflict if it is linked to another one."""
+
+        def link(conn: Connection) -> None:
+            row = conn.execute(
+                select(t.oidc_identities.c.user_id).where(
+                    and_(
+                        t.oidc_identities.c.issuer == issuer,
+                        t.oidc_identities.c.subject == subject,
+                    )
+                )
+            ).first()
+            if row is not None:
+                if row.user_id != user_id:
+                    raise Conflict(
+                        "identity_linked", "this sign-in is already linked to another account"
+                    )
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(t.oidc_identities).values(
+                            user_id=user_id, issuer=issuer, subject=subject, created_at=now()
+                        )
+                    )
+            except IntegrityError:
+                raise Conflict(
+                    "identity_linked", "this sign-in is already linked to another account"
+                ) from None
+
+        return self._tx(link)
+
+    def create_oidc_user(
+        self, names: list[str], role: str, email: str, full_name: str, issuer: str, subject: str
+    ) -> Deferred[User]:
+        """
+        A new account linked to the identity, named after the first of C{names} that no
+        account has (with -2, -3, ... appended when every one is taken). If the identity
+        got linked meanwhile (two sign-ins at once), that account.
+        """
+
+        def create(conn: Connection) -> User:
+            def free(name: str) -> bool:
+                found = conn.execute(select(t.users.c.id).where(t.users.c.username == name))
+                return found.first() is None
+
+            username = next((n for n in names if free(n)), None)
+            suffix = 2
+            while username is None:
+                tail = f"-{suffix}"
+                name = names[0][: 32 - len(tail)].rstrip(".-_") + tail
+                username = name if free(name) else None
+                suffix += 1
+            try:
+                with conn.begin_nested():
+                    result = conn.execute(
+                        insert(t.users).values(
+                            username=username,
+                            role=role,
+                            password_hash=None,
+                            full_name=full_name,
+                            email=email,
+                            is_active=True,
+                            accepted_guidelines=False,
+                            created_at=now(),
+                        )
+                    )
+                    user_id = _new_id(result)
+                    conn.execute(
+                        insert(t.oidc_identities).values(
+                            user_id=user_id, issuer=issuer, subject=subject, created_at=now()
+                        )
+                    )
+            except IntegrityError:
+                row = conn.execute(
+                    select(t.users)
+                    .join(t.oidc_identities, t.oidc_identities.c.user_id == t.users.c.id)
+                    .where(
+                        and_(
+                            t.oidc_identities.c.issuer == issuer,
+                            t.oidc_identities.c.subject == subject,
+                        )
+                    )
+                ).first()
+                if row is None:
+                    raise Conflict("username_taken", "try signing in again") from None
+                return self._user(row)
+            return self._user(conn.execute(select(t.users).where(t.users.c.id == user_id)).one())
+
+        return self._tx(create)
 
     def add_ssh_key(
         self, user_id: int, public_key: str, fingerprint: str, comment: str
@@ -330,6 +538,28 @@ class Store:
             conn.execute(delete(t.sessions).where(t.sessions.c.id_hash == _hash(session_id)))
 
         return self._tx(remove)
+
+    def delete_sessions(self, user_id: int, keep: str | None = None) -> Deferred[int]:
+        """End every session of the user except C{keep}; how many ended."""
+
+        def remove(conn: Connection) -> int:
+            where = t.sessions.c.user_id == user_id
+            if keep is not None:
+                where = and_(where, t.sessions.c.id_hash != _hash(keep))
+            return int(conn.execute(delete(t.sessions).where(where)).rowcount)
+
+        return self._tx(remove)
+
+    def session_started(self, session_id: str) -> Deferred[datetime | None]:
+        """When the session's user signed in (its creation), if the session exists."""
+
+        def get(conn: Connection) -> datetime | None:
+            value = conn.execute(
+                select(t.sessions.c.created_at).where(t.sessions.c.id_hash == _hash(session_id))
+            ).scalar()
+            return _aware(value)
+
+        return self._tx(get)
 
     # -- images and database hosts -------------------------------------------------------------
 

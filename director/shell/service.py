@@ -38,6 +38,7 @@ def build_ssh_factory(
         section.max_failures_per_user,
         section.max_failures_per_address,
         section.failure_window,
+        section.max_failures_per_account,
     )
     limits = LoginLimits(
         section.login_grace_time, section.max_auth_tries, section.max_unauthenticated_per_address

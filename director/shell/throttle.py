@@ -1,5 +1,6 @@
 """
-How many failed logins a user name or a source address may have before it is refused.
+How many failed logins a user name (from one address, and from all addresses together) or a
+source address may have before it is refused.
 
 Each counter is a sliding window of failure times. An attempt counts as a failure from the
 moment it starts until it succeeds, so a client that sends many guesses at once (on several
@@ -19,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 class Refusal:
     """Why a login is refused without asking anyone, and for how long still."""
 
-    what: str  # "user" or "address"
+    what: str  # "user" (from this address), "account" (from everywhere) or "address"
     retry_after: float
 
     def message(self) -> str:
@@ -83,18 +84,32 @@ class Attempt:
 
 class LoginThrottle:
     """
-    Limits failed logins per user name (password attempts only: a key cannot be guessed,
-    and counting keys would let anyone lock a user out) and per source address (every
-    attempt), within a sliding window of C{window} seconds.
+    Limits failed logins within a sliding window of C{window} seconds, per user name from
+    one address (C{max_per_user}; password attempts only: a key cannot be guessed, and
+    counting keys would let anyone lock a user out), per source address (C{max_per_address},
+    every attempt), and per user name from all addresses together (C{max_per_account}, for
+    guessing spread over many addresses). The account-wide limit is kept above the
+    per-address one, so failures from one address never lock a user out everywhere.
     """
 
     def __init__(
-        self, clock: IReactorTime, max_per_user: int, max_per_address: int, window: float
+        self,
+        clock: IReactorTime,
+        max_per_user: int,
+        max_per_address: int,
+        window: float,
+        max_per_account: int | None = None,
     ) -> None:
         self._clock = clock
         self._users = _Window(max_per_user, window)
         self._addresses = _Window(max_per_address, window)
+        account = max_per_account if max_per_account is not None else 4 * max_per_address
+        self._accounts = _Window(max(account, max_per_address + 1), window)
         self._next_sweep = 0.0
+
+    @staticmethod
+    def _pair(user: str, address: str) -> str:
+        return f"{user}\0{address}"
 
     def _now(self) -> float:
         now = self._clock.seconds()
@@ -102,6 +117,7 @@ class LoginThrottle:
             # Keys that are only ever tried once would otherwise stay forever.
             self._users.sweep(now)
             self._addresses.sweep(now)
+            self._accounts.sweep(now)
             self._next_sweep = now + self._users.window / 4
         return now
 
@@ -115,9 +131,12 @@ class LoginThrottle:
         if wait is not None:
             return Refusal("address", wait)
         if user is not None:
-            wait = self._users.retry_after(user, now)
+            wait = self._users.retry_after(self._pair(user, address), now)
             if wait is not None:
                 return Refusal("user", wait)
+            wait = self._accounts.retry_after(user, now)
+            if wait is not None:
+                return Refusal("account", wait)
         return None
 
     def begin(self, user: str | None, address: str) -> Attempt:
@@ -125,14 +144,16 @@ class LoginThrottle:
         now = self._now()
         self._addresses.add(address, now)
         if user is not None:
-            self._users.add(user, now)
+            self._users.add(self._pair(user, address), now)
+            self._accounts.add(user, now)
         return Attempt(self, user, address, now)
 
     def _forget(self, user: str | None, address: str, when: float) -> None:
         self._addresses.remove(address, when)
         if user is not None:
-            self._users.remove(user, when)
+            self._users.remove(self._pair(user, address), when)
+            self._accounts.remove(user, when)
 
     def tracked(self) -> int:
-        """How many user names and addresses are remembered (memory is bounded by this)."""
-        return len(self._users.times) + len(self._addresses.times)
+        """How many keys are remembered (memory is bounded by this)."""
+        return len(self._users.times) + len(self._addresses.times) + len(self._accounts.times)

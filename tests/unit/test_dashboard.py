@@ -139,14 +139,24 @@ class SignInTests(SynchronousTestCase):
         self.d.user("alice")
         self.d.user("newbie", accepted=False)
 
-    def sign_in(self, username: str, password: str, next_url: str = "/") -> Any:
-        _, page = self.d.request("GET", "/login")
+    def sign_in(
+        self,
+        username: str,
+        password: str,
+        next_url: str = "/",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        form, page = self.d.request("GET", "/login", headers=headers)
         token = login_token(page)
+        # The login cookie's name as the server set it (__Host- prefixed over HTTPS).
+        set_cookie = form.headers.getRawHeaders("set-cookie")[0]
+        name = set_cookie.split("=", 1)[0]
         return self.d.request(
             "POST",
             "/login",
             data={"username": username, "password": password, "csrf": token, "next": next_url},
-            cookies={"director_login": token},
+            cookies={name: token},
+            headers=headers,
         )
 
     def test_anonymous_pages_redirect_to_sign_in(self) -> None:
@@ -172,13 +182,25 @@ class SignInTests(SynchronousTestCase):
         self.assertNotIn("Secure", value)
 
     def test_secure_cookie_on_https(self) -> None:
-        """When the manager's URL is https, the session cookie is Secure."""
+        """
+        When the manager's URL is https, the session cookie is Secure with the __Host-
+        prefix (so no sibling host can plant one), and only that name signs in.
+        """
         self.d = DashboardHarness("https://director.example.org")
         self.d.user("carol")
         response, _ = self.sign_in("carol", "password123")
-        value = cookie(response, "director_session")
+        self.assertIsNone(cookie(response, "director_session"))
+        value = cookie(response, "__Host-director_session")
         assert value is not None
         self.assertIn("Secure", value)
+        self.assertIn("Path=/", value)
+        self.assertNotIn("Domain", value)
+        session = value.split(";")[0].split("=", 1)[1]
+        # A plain cookie (as a sibling host could set) is not a session over HTTPS.
+        plain, _ = self.d.request("GET", "/", session)
+        self.assertEqual(plain.code, 303)
+        signed_in, _ = self.d.request("GET", "/", cookies={"__Host-director_session": session})
+        self.assertEqual(signed_in.code, 200)
 
     def test_wrong_password_keeps_the_username(self) -> None:
         """A wrong password re-shows the form with a message and the typed username."""

@@ -235,21 +235,41 @@ class GateTests(SynchronousTestCase):
         return self.failureResultOf(d).value
 
     def test_user_limit(self) -> None:
-        """After 3 failures for a user name (any case, any address) it is refused unasked."""
-        for user, source in (
-            (b"alice", "10.0.0.1"),
-            (b"ALICE", "10.0.0.2"),
-            (b"alice/x", "10.0.0.3"),
-        ):
-            self.assertIsInstance(self.failed(user, source), LoginRefused)
+        """
+        After 3 failures for a user name (any case) from one address, it is refused unasked
+        from that address; the user still logs in from elsewhere.
+        """
+        for user in (b"alice", b"ALICE", b"alice/x"):
+            self.assertIsInstance(self.failed(user, "10.0.0.1"), LoginRefused)
         calls = len(self.fake.calls)
-        d = self.login(b"alice", b"right", "10.0.0.4")
+        d = self.login(b"alice", b"right", "10.0.0.1")
         self.clock.advance(2)
         error = self.failureResultOf(d, TooManyFailures).value
         self.assertEqual(str(error), "too many failed logins; try again in 10 minutes")
         self.assertEqual(len(self.fake.calls), calls)
+        self.successResultOf(self.login(b"alice", b"right", "10.0.0.4"))
         self.clock.advance(600)
         self.successResultOf(self.login(b"alice", b"right"))
+
+    def test_one_address_cannot_lock_a_user_out_everywhere(self) -> None:
+        """
+        Guessing from one address stops at its address limit, below the account-wide one;
+        guessing from many addresses together reaches the account-wide one.
+        """
+        for _ in range(10):
+            self.failed(b"alice", "10.0.0.66")
+        self.successResultOf(self.login(b"alice", b"right", "10.0.0.9"))
+        throttle = LoginThrottle(self.clock, 3, 5, 600, max_per_account=8)
+        for n in range(8):
+            throttle.begin("bob", f"10.0.2.{n}")
+        refusal = throttle.refusal("bob", "10.0.3.1")
+        assert refusal is not None
+        self.assertEqual(refusal.what, "account")
+        # The account-wide limit is never below what one address may fail.
+        low = LoginThrottle(self.clock, 3, 5, 600, max_per_account=2)
+        for _ in range(5):
+            low.begin("carol", "10.0.4.1")
+        self.assertIsNone(low.refusal("carol", "10.0.4.2"))
 
     def test_address_limit(self) -> None:
         """After 5 failures from one address every user is refused from there, not elsewhere."""
@@ -262,7 +282,7 @@ class GateTests(SynchronousTestCase):
 
     def test_concurrent_guesses_count_at_once(self) -> None:
         """Guesses sent together cannot get past the limit before the first answers arrive."""
-        pending = [self.login(b"alice", b"wrong", f"10.0.1.{n}") for n in range(5)]
+        pending = [self.login(b"alice", b"wrong", "10.0.1.1") for n in range(5)]
         self.clock.advance(2)
         outcomes = [type(self.failureResultOf(d).value) for d in pending]
         self.assertEqual(outcomes, [LoginRefused] * 3 + [TooManyFailures] * 2)
@@ -301,11 +321,12 @@ class ThrottleTests(SynchronousTestCase):
         throttle.begin("u", "a")
         clock.advance(30)
         throttle.begin("u", "a")
-        refusal = throttle.refusal("u", "b")
+        refusal = throttle.refusal("u", "a")
         assert refusal is not None
         self.assertEqual((refusal.what, refusal.retry_after), ("user", 30))
-        clock.advance(30)
         self.assertIsNone(throttle.refusal("u", "b"))
+        clock.advance(30)
+        self.assertIsNone(throttle.refusal("u", "a"))
 
     def test_keys_count_only_per_address(self) -> None:
         """Key attempts (no user name) never lock a user out."""
@@ -321,7 +342,7 @@ class ThrottleTests(SynchronousTestCase):
         throttle = LoginThrottle(clock, 5, 5, 60)
         for n in range(1000):
             throttle.begin(f"user{n}", f"10.0.{n // 256}.{n % 256}")
-        self.assertEqual(throttle.tracked(), 2000)
+        self.assertEqual(throttle.tracked(), 3000)
         clock.advance(61)
         throttle.refusal("x", "y")
         self.assertEqual(throttle.tracked(), 0)

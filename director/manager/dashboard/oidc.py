@@ -2,6 +2,10 @@
 Sign-in through the school's OAuth2 / OpenID Connect provider (authorization code flow with
 PKCE). The user's identity comes from the provider's userinfo endpoint, fetched over the
 provider's TLS with the access token, so no ID-token signature handling is needed here.
+
+An identity is the provider's issuer and its subject (the "sub" claim), which the provider
+never gives to anyone else; names and e-mail addresses are only suggestions for a new
+account, never a way into an existing one.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from director.manager.models import USERNAME
 
@@ -30,7 +34,39 @@ class OIDCSettings:
     client_secret: str
     redirect_url: str  # <manager url>/login/oidc/callback
     username_claim: str = "preferred_username"
-    new_user_role: str = ""  # "" : only existing accounts may sign in this way
+    new_user_role: str = ""  # "" : only identities linked to an account may sign in
+    issuer: str = ""  # "" : the origin of authorize_url
+    allowed_domains: tuple[str, ...] = ()  # e-mail domains that may get accounts; () : any
+
+    @property
+    def issuer_id(self) -> str:
+        if self.issuer:
+            return self.issuer
+        parts = urlsplit(self.authorize_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the provider says signed in."""
+
+    issuer: str
+    subject: str
+    names: tuple[str, ...]  # usable user names for a new account, best first
+    email: str  # "" unless the provider gave one
+    email_verified: bool
+    full_name: str = ""
+
+    def may_get_account(self, allowed_domains: tuple[str, ...]) -> str | None:
+        """Why no account may be created for this identity, or None if one may."""
+        if not self.email or not self.email_verified:
+            return "the sign-in service did not confirm your e-mail address"
+        domain = self.email.rpartition("@")[2].lower()
+        if allowed_domains and domain not in allowed_domains:
+            return f"accounts are not created for {domain} addresses"
+        if not self.names:
+            return "the sign-in service did not name a usable account"
+        return None
 
 
 @dataclass(frozen=True)
@@ -39,20 +75,23 @@ class Attempt:
 
     state: str
     verifier: str
+    link: bool = False  # link the identity to the signed-in account instead of signing in
 
     @staticmethod
-    def new() -> Attempt:
-        return Attempt(secrets.token_urlsafe(24), secrets.token_urlsafe(48))
+    def new(link: bool = False) -> Attempt:
+        return Attempt(secrets.token_urlsafe(24), secrets.token_urlsafe(48), link)
 
     def cookie(self) -> str:
-        return f"{self.state}.{self.verifier}"
+        return f"{self.state}.{self.verifier}" + (".link" if self.link else "")
 
     @staticmethod
     def from_cookie(value: str | None) -> Attempt | None:
-        if not value or value.count(".") != 1:
+        if not value or value.count(".") not in (1, 2):
             return None
-        state, verifier = value.split(".")
-        return Attempt(state, verifier) if state and verifier else None
+        state, verifier, *rest = value.split(".")
+        if rest not in ([], ["link"]) or not state or not verifier:
+            return None
+        return Attempt(state, verifier, bool(rest))
 
 
 class OIDCProvider:
@@ -92,10 +131,8 @@ class OIDCProvider:
             raise OIDCError("the sign-in service refused; try again")
         return data
 
-    async def identify(
-        self, attempt: Attempt, state: str | None, code: str | None
-    ) -> tuple[str, str]:
-        """The (username, e-mail) the provider vouches for, after the browser came back."""
+    async def identify(self, attempt: Attempt, state: str | None, code: str | None) -> Identity:
+        """The identity the provider vouches for, after the browser came back."""
         if not state or not code or not secrets.compare_digest(state, attempt.state):
             raise OIDCError("the sign-in expired or came from elsewhere; start again")
         tokens = await self._json(
@@ -119,10 +156,32 @@ class OIDCProvider:
                 self.settings.userinfo_url, headers={"Authorization": [f"Bearer {access}"]}
             )
         )
-        username = str(claims.get(self.settings.username_claim, "")).strip().lower()
-        if "@" in username:
-            username = username.split("@", 1)[0]
-        if not USERNAME.match(username):
-            raise OIDCError("the sign-in service did not name a usable account")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject or len(subject) > 255:
+            raise OIDCError("the sign-in service did not say who you are")
         email = claims.get("email")
-        return username, email if isinstance(email, str) and len(email) <= 254 else ""
+        email = email.strip().lower() if isinstance(email, str) and len(email) <= 254 else ""
+        if email.count("@") != 1:
+            email = ""
+        verified = claims.get("email_verified")
+        full_name = claims.get("name")
+        return Identity(
+            self.settings.issuer_id,
+            subject,
+            tuple(self._names(claims.get(self.settings.username_claim), email)),
+            email,
+            verified is True or verified == "true",
+            full_name[:200] if isinstance(full_name, str) else "",
+        )
+
+    @staticmethod
+    def _names(claim: object, email: str) -> list[str]:
+        """User names a new account could have: the claim's, then the e-mail's local part."""
+        names = []
+        for value in (claim, email):
+            if not isinstance(value, str):
+                continue
+            name = value.strip().lower().split("@", 1)[0][:32]
+            if USERNAME.match(name) and name not in names:
+                names.append(name)
+        return names

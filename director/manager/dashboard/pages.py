@@ -34,6 +34,8 @@ from director.manager.dashboard.security import (
     SESSION_COOKIE,
     LoginThrottle,
     Origin,
+    Proxies,
+    get_cookie,
     new_nonce,
     safe_next,
     set_cookie,
@@ -42,7 +44,7 @@ from director.manager.dashboard.security import (
 )
 from director.manager.models import SITE_NAME, Operation, Site, User
 from director.manager.passwords import Passwords
-from director.manager.store import Store
+from director.manager.store import Conflict, Store
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -170,6 +172,8 @@ class Dashboard:
         static_dir: Path = STATIC,
         login_throttle: LoginThrottle | None = None,
         oidc: OIDCProvider | None = None,
+        proxies: Proxies | None = None,
+        reauth: timedelta = timedelta(minutes=10),
     ) -> None:
         self._reactor = reactor
         self.store = store
@@ -178,6 +182,8 @@ class Dashboard:
         self.guide = guide
         self.metrics = metrics
         self.origin = Origin.from_url(manager_url)
+        self.proxies = proxies or Proxies(https_url=self.origin.secure)
+        self.reauth = reauth
         self.sites_domain = sites_domain
         self.session_lifetime = session_lifetime
         self.sites_port = sites_port
@@ -214,7 +220,7 @@ class Dashboard:
         cached = getattr(request, "dashboard_viewer", None)
         if cached is not None:
             return cached
-        cookie = request.getCookie(SESSION_COOKIE)
+        cookie = get_cookie(request, SESSION_COOKIE, self.proxies)
         if not cookie:
             return None
         try:
@@ -318,9 +324,14 @@ class Dashboard:
 
     # -- sign-in -----------------------------------------------------------------------------------
 
+    def _cookie(
+        self, request: Any, name: bytes, value: str, max_age: int, same_site: str = "Lax"
+    ) -> None:
+        set_cookie(request, name, value, self.origin, max_age, same_site, self.proxies)
+
     def _login_token(self, request: Any) -> str:
         token = new_nonce()
-        set_cookie(request, LOGIN_CSRF_COOKIE, token, self.origin, 3600, same_site="Strict")
+        self._cookie(request, LOGIN_CSRF_COOKIE, token, 3600, same_site="Strict")
         return token
 
     @app.route("/login", methods=["GET"])
@@ -344,7 +355,7 @@ class Dashboard:
         password = _arg(request, "password") or ""
         next_url = safe_next(_arg(request, "next"))
         sent = _arg(request, "csrf")
-        expected = request.getCookie(LOGIN_CSRF_COOKIE)
+        expected = get_cookie(request, LOGIN_CSRF_COOKIE, self.proxies)
 
         async def again(status: int, error: str) -> bytes:
             return await self.render(
@@ -364,59 +375,74 @@ class Dashboard:
             )
         if not username or not password:
             return await again(400, "Enter your username and password.")
-        address = getattr(request.getClientAddress(), "host", "?")
-        keys = ("user:" + username, "addr:" + address)
-        if self.login_throttle.blocked(*keys):
+        address = self.proxies.client(request)
+        if self.login_throttle.blocked(username, address):
             return await again(429, "Too many failed attempts. Wait a few minutes and try again.")
         found = await self.store.password_hash(username)
+        # A missing account is checked against a dummy hash: it takes as long as a real one.
         ok = await self.passwords.check(password, found[1] if found else None)
         if not ok or found is None:
-            self.login_throttle.failed(*keys)
+            self.login_throttle.failed(username, address)
             return await again(401, "Wrong username or password.")
         user = found[0]
-        self.login_throttle.succeeded(keys[0])
+        self.login_throttle.succeeded(username, address)
         if not user.is_active:
             return await again(403, "This account is deactivated. Ask an administrator.")
-        set_cookie(request, LOGIN_CSRF_COOKIE, "", self.origin, 0, same_site="Strict")
+        self._cookie(request, LOGIN_CSRF_COOKIE, "", 0, same_site="Strict")
         return await self._sign_in(request, user, next_url, "password")
 
     async def _sign_in(self, request: Any, user: User, next_url: str, how: str) -> bytes:
         """Start a session for C{user} and send the browser on."""
         session_id, _ = await self.store.create_session(user.id, self.session_lifetime)
-        set_cookie(
-            request,
-            SESSION_COOKIE,
-            session_id,
-            self.origin,
-            int(self.session_lifetime.total_seconds()),
+        self._cookie(
+            request, SESSION_COOKIE, session_id, int(self.session_lifetime.total_seconds())
         )
-        address = getattr(request.getClientAddress(), "host", "?")
+        address = self.proxies.client(request)
         await self.store.audit(user, "sign_in", user.username, {"address": address, "via": how})
         if not user.accepted_guidelines:
             raise Redirect("/guidelines?" + urlencode({"next": next_url}))
         raise Redirect(next_url)
 
     @app.route("/login/oidc", methods=["GET"])
-    def login_oidc(self, request: Any) -> bytes:
-        """Send the browser to the school's sign-in service."""
+    async def login_oidc(self, request: Any) -> bytes:
+        """
+        Send the browser to the school's sign-in service: to sign in, or (C{?link=1}, from
+        the account page, signed in recently) to link that identity to this account.
+        """
         if self.oidc is None:
             raise not_found()
-        attempt = Attempt.new()
-        set_cookie(request, OIDC_COOKIE, attempt.cookie(), self.origin, 600, same_site="Lax")
+        link = _arg(request, "link") == "1"
+        if link:
+            viewer = await self.require(request, guidelines=False)
+            if not await self._recently_signed_in(viewer):
+                raise PageError(
+                    403,
+                    "Sign in again",
+                    "Linking a sign-in needs a recent sign-in: sign out, sign in, and try again.",
+                )
+        attempt = Attempt.new(link)
+        self._cookie(request, OIDC_COOKIE, attempt.cookie(), 600, same_site="Lax")
         raise Redirect(self.oidc.authorization_url(attempt))
+
+    async def _recently_signed_in(self, viewer: Viewer) -> bool:
+        started = await self.store.session_started(viewer.session_id)
+        return started is not None and datetime.now(UTC) - started <= self.reauth
 
     @app.route("/login/oidc/callback", methods=["GET"])
     async def login_oidc_callback(self, request: Any) -> bytes:
-        """The sign-in service sent the browser back: find or create the account."""
+        """
+        The sign-in service sent the browser back: sign into the account linked to the
+        identity, link it (when asked from the account page), or create a new account.
+        """
         if self.oidc is None:
             raise not_found()
-        cookie = request.getCookie(OIDC_COOKIE)
+        cookie = get_cookie(request, OIDC_COOKIE, self.proxies)
         attempt = Attempt.from_cookie(cookie.decode("latin-1") if cookie else None)
-        set_cookie(request, OIDC_COOKIE, "", self.origin, 0, same_site="Lax")
+        self._cookie(request, OIDC_COOKIE, "", 0, same_site="Lax")
         if attempt is None:
             raise PageError(400, "Sign-in expired", "Start signing in again.")
         try:
-            username, email = await self.oidc.identify(
+            identity = await self.oidc.identify(
                 attempt, _arg(request, "state"), _arg(request, "code")
             )
         except OIDCError as e:
@@ -426,20 +452,50 @@ class Dashboard:
             raise PageError(
                 502, "Could not sign in", "The school's sign-in service did not answer; try again."
             ) from None
-        user = await self.store.get_user(username)
+        if attempt.link:
+            return await self._link_identity(request, identity)
+        user = await self.store.oidc_user(identity.issuer, identity.subject)
         if user is None:
-            role = self.oidc.settings.new_user_role
-            if not role:
+            settings = self.oidc.settings
+            if not settings.new_user_role:
                 raise PageError(
                     403,
                     "No account",
-                    f"There is no Director account for {username}; ask an "
-                    "administrator to create one.",
+                    "No Director account is linked to this sign-in. Sign in with your "
+                    "password and link it on your account page, or ask an administrator.",
                 )
-            user = await self.store.create_user(username, role, None, email=email)
+            refusal = identity.may_get_account(settings.allowed_domains)
+            if refusal is not None:
+                raise PageError(403, "No account", f"Cannot create an account: {refusal}.")
+            user = await self.store.create_oidc_user(
+                list(identity.names),
+                settings.new_user_role,
+                identity.email,
+                identity.full_name,
+                identity.issuer,
+                identity.subject,
+            )
+            await self.store.audit(
+                user, "create_user", user.username, {"role": user.role, "via": "oidc"}
+            )
         if not user.is_active:
             raise PageError(403, "Account deactivated", "Ask an administrator.")
         return await self._sign_in(request, user, "/", "oidc")
+
+    async def _link_identity(self, request: Any, identity: Any) -> bytes:
+        viewer = await self.require(request, guidelines=False)
+        if not await self._recently_signed_in(viewer):
+            raise PageError(403, "Sign in again", "Linking a sign-in needs a recent sign-in.")
+        try:
+            await self.store.link_oidc(viewer.user.id, identity.issuer, identity.subject)
+        except Conflict:
+            raise PageError(
+                409, "Already linked", "This sign-in is already linked to another account."
+            ) from None
+        await self.store.audit(
+            viewer.user, "link_oidc", viewer.user.username, {"issuer": identity.issuer}
+        )
+        raise Redirect("/account")
 
     @app.route("/logout", methods=["POST"])
     async def logout(self, request: Any) -> bytes:
@@ -448,7 +504,7 @@ class Dashboard:
             if not tokens_match(_arg(request, "csrf"), viewer.csrf):
                 raise PageError(403, "Expired form", "Reload the page and sign out again.")
             await self.store.delete_session(viewer.session_id)
-        set_cookie(request, SESSION_COOKIE, "", self.origin, 0)
+        self._cookie(request, SESSION_COOKIE, "", 0)
         raise Redirect("/login")
 
     @app.route("/guidelines", methods=["GET"])
@@ -671,7 +727,8 @@ class Dashboard:
     async def account(self, request: Any) -> bytes:
         viewer = await self.require(request)
         keys = await self.store.ssh_keys(viewer.user.id)
-        return await self.render(request, "account.html", title="Account", keys=keys)
+        tokens = await self.store.list_tokens(viewer.user.id)
+        return await self.render(request, "account.html", title="Account", keys=keys, tokens=tokens)
 
     # -- admin -------------------------------------------------------------------------------------
 

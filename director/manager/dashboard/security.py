@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from director.manager.proxies import HOST_PREFIX, Proxies
+from director.manager.proxies import get_cookie as get_cookie  # re-exported for the pages
+
 SESSION_COOKIE = b"director_session"
 LOGIN_CSRF_COOKIE = b"director_login"
 
@@ -100,16 +103,20 @@ def set_cookie(
     origin: Origin,
     max_age: int,
     same_site: str = "Lax",
-    path: bytes = b"/",
+    proxies: Proxies | None = None,
 ) -> None:
-    """HttpOnly, SameSite and (on an https manager) Secure; C{max_age} 0 deletes it."""
+    """
+    HttpOnly, SameSite, Path=/ and no Domain; over HTTPS (an https manager URL, TLS, or a
+    trusted proxy's X-Forwarded-Proto) Secure with the __Host- prefix. C{max_age} 0 deletes it.
+    """
+    https = origin.secure or (proxies is not None and proxies.https(request))
     request.addCookie(
-        name,
+        HOST_PREFIX + name if https else name,
         value.encode("ascii"),
-        path=path,
+        path=b"/",
         max_age=str(max_age).encode(),
         httpOnly=True,
-        secure=origin.secure,
+        secure=https,
         sameSite=same_site.lower(),
     )
 
@@ -137,19 +144,39 @@ def safe_next(value: str | None) -> str:
 
 class LoginThrottle:
     """
-    Refuses sign-in for a user name or an address after C{max_failures} wrong passwords
-    within C{window} seconds, until the oldest of them is older than the window. Checked
-    before the (costly) password hash, so guessing costs the guesser time, not our CPU.
+    Refuses sign-in after too many wrong passwords within C{window} seconds, until the
+    oldest of them is older than the window. Checked before the (costly) password hash, so
+    guessing costs the guesser time, not our CPU. Failures count against three keys:
+
+    - the account from one address (C{max_failures}): what stops one guesser;
+    - the address (C{max_per_address}): one address guessing at many accounts;
+    - the account from everywhere (C{max_per_account}, above C{max_per_address}): many
+      addresses guessing at one account. One address alone can never reach it, so failures
+      from one address never lock an account out for everyone else.
     """
 
     def __init__(
-        self, clock: Any, max_failures: int = 10, window: float = 300.0, max_keys: int = 50_000
+        self,
+        clock: Any,
+        max_failures: int = 10,
+        window: float = 300.0,
+        max_keys: int = 50_000,
+        max_per_address: int = 50,
+        max_per_account: int = 200,
     ) -> None:
         self._clock = clock
-        self._max = max_failures
+        self._limits = {"pair": max_failures, "addr": max_per_address, "user": max_per_account}
         self._window = window
         self._max_keys = max_keys
         self._failures: dict[str, list[float]] = {}
+
+    @staticmethod
+    def keys(username: str, address: str) -> dict[str, str]:
+        return {
+            "pair": f"pair:{username}@{address}",
+            "addr": f"addr:{address}",
+            "user": f"user:{username}",
+        }
 
     def _recent(self, key: str) -> list[float]:
         cutoff = self._clock.seconds() - self._window
@@ -160,15 +187,19 @@ class LoginThrottle:
             self._failures.pop(key, None)
         return times
 
-    def blocked(self, *keys: str) -> bool:
-        return any(len(self._recent(k)) >= self._max for k in keys)
+    def blocked(self, username: str, address: str) -> bool:
+        return any(
+            len(self._recent(key)) >= self._limits[kind]
+            for kind, key in self.keys(username, address).items()
+        )
 
-    def failed(self, *keys: str) -> None:
+    def failed(self, username: str, address: str) -> None:
         if len(self._failures) >= self._max_keys:
             for key in list(self._failures):
                 self._recent(key)
-        for key in keys:
+        for key in self.keys(username, address).values():
             self._failures.setdefault(key, []).append(self._clock.seconds())
 
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+    def succeeded(self, username: str, address: str) -> None:
+        """The right password: this address's failures at this account are forgiven."""
+        self._failures.pop(self.keys(username, address)["pair"], None)
