@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
 from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
+from director.orchestrator.firewall import IFirewall, IptablesFirewall
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
@@ -65,7 +67,10 @@ class _FollowTasks(Service):
 
 
 def build_service(
-    reactor: Any, config: Config, docker: IDockerGateway | None = None
+    reactor: Any,
+    config: Config,
+    docker: IDockerGateway | None = None,
+    firewall: IFirewall | None = None,
 ) -> MultiService:
     """The orchestrator: its nginx, the site runtime, and its guarded API and websockets."""
     top = MultiService()
@@ -99,6 +104,11 @@ def build_service(
     files_pool = BlockingPool(reactor, "site-files", 4, timeout=300)
     docker_pool.setServiceParent(top)
     files_pool.setServiceParent(top)
+    if firewall is None and section.sites_firewall:
+        # one thread: changes to the firewall never race each other
+        firewall_pool = BlockingPool(reactor, "firewall", 1, timeout=120)
+        firewall_pool.setServiceParent(top)
+        firewall = IptablesFirewall(firewall_pool)
     staged = paths.nginx / "staged"
     try:
         sync_staging(staged, nginx_paths.sites)
@@ -116,6 +126,8 @@ def build_service(
         sites_domain=config.director.sites_domain,
         network=section.sites_network,
         subnet=section.sites_subnet,
+        firewall=firewall if section.sites_firewall else None,
+        blocked=tuple(n for n in re.split(r"[,\s]+", section.sites_blocked) if n),
     )
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)
