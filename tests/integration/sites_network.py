@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from twisted.python.failure import Failure
 
@@ -88,12 +89,27 @@ def create_legacy_network(name: str, subnet: str) -> None:
     )  # fmt: skip
 
 
+def _firewall_call(method: str, subnet: str) -> Any:
+    results: list[Any] = []
+    d = getattr(IptablesFirewall(InlineRunner()), method)(subnet)
+    d.addBoth(results.append)
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def firewall_installed(subnet: str) -> bool:
+    """Whether this machine has a sites firewall for C{subnet}."""
+    return bool(_firewall_call("rules", subnet) is not None)
+
+
+def remove_firewall(subnet: str) -> None:
+    _firewall_call("remove", subnet)
+
+
 def remove_network(name: str, subnet: str, timeout: float = 60) -> None:
     """Remove the firewall for C{subnet} and the network (once swarm let go of it)."""
-    failures: list[Failure] = []
-    IptablesFirewall(InlineRunner()).remove(subnet).addErrback(failures.append)
-    if failures:
-        failures[0].raiseException()
+    remove_firewall(subnet)
     deadline = time.monotonic() + timeout
     for each in (name, f"{name}-config"):
         while True:
