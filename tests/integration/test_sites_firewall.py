@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 from sites_network import free_subnet, network_name, remove_network
 
-from director.common.threads import BlockingPool
+from director.cli import main as director_main
+from director.common.threads import BlockingPool, InlineRunner
 from director.orchestrator.docker_gateway import DockerGateway
 from director.orchestrator.firewall import IptablesFirewall, SitesFirewall
 from director.testing.firewall_contract import CHECKS
@@ -104,3 +106,24 @@ async def test_new_sites_network_turns_off_inter_container_traffic(
     finally:
         pool.stopService()
         remove_network(name, subnet)
+
+
+def test_cli_show_and_remove(
+    subnet: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`director firewall show` says what sites may reach; `remove` takes it away, once."""
+    config = tmp_path / "director.toml"
+    config.write_text(f'[orchestrator]\nsites_subnet = "{subnet}"\n')
+    d = IptablesFirewall(InlineRunner()).ensure(
+        SitesFirewall(subnet, frozenset({("172.17.0.1", 5432)}))
+    )
+    assert d.result is True
+    assert director_main(["firewall", "show", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "may reach on this machine: 172.17.0.1:5432" in out
+    assert "never reach: other sites, 169.254.0.0/16" in out
+    assert director_main(["firewall", "remove", "--config", str(config)]) == 0
+    assert "removed the sites firewall" in capsys.readouterr().out
+    assert director_main(["firewall", "remove", "--config", str(config)]) == 0
+    assert "there is no sites firewall" in capsys.readouterr().out
+    assert iptables_s(subnet) == []
