@@ -27,6 +27,7 @@ import fcntl
 import ipaddress
 import re
 import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -232,7 +233,17 @@ class IptablesFirewall:
         except OSError as e:
             raise FirewallError(f"cannot open the firewall lock {self._lock_path}: {e}") from None
         with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            deadline = time.monotonic() + self._timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise FirewallError(
+                            f"another process held {self._lock_path} for {self._timeout:g} s"
+                        ) from None
+                    time.sleep(0.05)
             yield
 
     def _ensure(self, wanted: SitesFirewall) -> bool:
