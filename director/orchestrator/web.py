@@ -138,7 +138,7 @@ class OrchestratorAPI:
             request,
             503,
             "firewall",
-            "sites cannot run until the sites firewall is in place; see the orchestrator's log",
+            "sites cannot be started now: the sites firewall is not in place (the logs say why)",
         )
 
     @app.handle_errors(NginxError)

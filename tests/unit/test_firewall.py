@@ -221,3 +221,23 @@ class RuntimeFirewallTests(SynchronousTestCase):
             self.apply(Site(id=5, name="dyn", type="dynamic", image="director/python:3"))
         )
         self.assertEqual(self.firewall.ensured, before)
+
+    def test_api_answers_503_firewall(self) -> None:
+        """Through the API, a dynamic site refused for want of the firewall is a clear 503."""
+        import json
+
+        from treq.testing import StubTreq
+
+        from director.orchestrator.web import OrchestratorAPI
+
+        self.firewall.broken = "iptables: Permission denied (you must be root)"
+        api = OrchestratorAPI(self.runtime, InlineRunner(), reactor=self.reactor)
+        treq = StubTreq(api.app.resource())
+        body = {"name": "dyn", "type": "dynamic", "image": "director/python:3"}
+        response = self.successResultOf(treq.put("http://o/v1/sites/5", json=body))
+        self.assertEqual(response.code, 503)
+        answer = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(answer["error"], "firewall")
+        self.assertNotIn("iptables", answer["message"])
+        self.assertEqual(self.docker.services, {})
+        self.flushLoggedErrors(FirewallError)
