@@ -232,7 +232,7 @@ class RuntimeFirewallTests(SynchronousTestCase):
 
         self.firewall.broken = "iptables: Permission denied (you must be root)"
         api = OrchestratorAPI(self.runtime, InlineRunner(), reactor=self.reactor)
-        treq = StubTreq(api.app.resource())
+        treq: Any = StubTreq(api.app.resource())
         body = {"name": "dyn", "type": "dynamic", "image": "director/python:3"}
         response = self.successResultOf(treq.put("http://o/v1/sites/5", json=body))
         self.assertEqual(response.code, 503)
