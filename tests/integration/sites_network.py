@@ -42,10 +42,12 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     ids = subprocess.run(
         ["docker", "network", "ls", "-q"], capture_output=True, text=True, check=True
     ).stdout.split()
+    # not check=True: a network removed meanwhile makes inspect fail for that one only
     inspected = json.loads(
         subprocess.run(
-            ["docker", "network", "inspect", *ids], capture_output=True, text=True, check=True
+            ["docker", "network", "inspect", *ids], capture_output=True, text=True, check=False
         ).stdout
+        or "[]"
     )
     for network in inspected:
         for config in (network.get("IPAM") or {}).get("Config") or []:
