@@ -197,6 +197,37 @@ def images_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def firewall_command(args: argparse.Namespace) -> int:
+    """Show or remove this machine's sites firewall (the orchestrator installs it)."""
+    from twisted.python.failure import Failure
+
+    from director.common.threads import InlineRunner
+    from director.orchestrator.firewall import FirewallError, IptablesFirewall
+
+    subnet = load_config(args.config).orchestrator.sites_subnet
+    firewall = IptablesFirewall(InlineRunner())
+    results: list[Any] = []
+    d = firewall.rules(subnet) if args.firewall_command == "show" else firewall.remove(subnet)
+    d.addBoth(results.append)
+    if isinstance(results[0], Failure):
+        results[0].trap(FirewallError)
+        print(f"director: {results[0].value}", file=sys.stderr)
+        return 1
+    if args.firewall_command == "remove":
+        done = "removed the" if results[0] else "there is no"
+        print(f"{done} sites firewall for {subnet}")
+        return 0
+    rules = results[0]
+    if rules is None:
+        print(f"there is no sites firewall for {subnet} (the orchestrator installs it)")
+        return 0
+    allowed = ", ".join(f"{host}:{port}" for host, port in sorted(rules.allow)) or "nothing"
+    print(f"sites firewall for {subnet}")
+    print(f"  sites may reach on this machine: {allowed}")
+    print(f"  sites never reach: other sites, {', '.join(rules.blocked) or '-'}")
+    return 0
+
+
 def user_add(args: argparse.Namespace) -> int:
     from director.manager.models import validate_username
     from director.manager.passwords import hash_password, validate_password
@@ -427,6 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = images.add_parser("bootstrap", help="build the offline base images (debootstrap)")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     p.set_defaults(func=images_bootstrap)
+
+    p = sub.add_parser("firewall", help="the sites firewall on this machine (iptables)")
+    walls = p.add_subparsers(dest="firewall_command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("show", "what sites may and may not reach"),
+        ("remove", "remove it (the orchestrator installs it again when it starts)"),
+    ):
+        wp = walls.add_parser(name, help=text)
+        wp.add_argument("--config", default=DEFAULT_CONFIG)
+        wp.set_defaults(func=firewall_command)
 
     p = sub.add_parser("banner", help="print the dashboard, API and SSH addresses")
     p.add_argument("--config", default=DEFAULT_CONFIG)

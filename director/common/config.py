@@ -70,6 +70,23 @@ def _subnet(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected an IPv4 subnet like 172.29.0.0/16, got {value!r}")
 
 
+def _ipv4_networks(key: str, value: object) -> None:
+    """A comma-separated list of IPv4 networks (a TOML string, like the host:port lists)."""
+    items = [i for i in re.split(r"[,\s]+", value) if i] if isinstance(value, str) else None
+    try:
+        for item in items if items is not None else [None]:
+            ipaddress.IPv4Network(item)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f'{key}: expected IPv4 networks like "169.254.0.0/16, 10.0.0.0/8", got {value!r}'
+        ) from None
+
+
+def _boolean(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
 def _database_url(key: str, value: object) -> None:
     if not isinstance(value, str) or (
         value and not re.match(r"^(sqlite|postgresql(\+psycopg)?)://", value)
@@ -230,6 +247,11 @@ class OrchestratorSection:
     # The largest file the files API sends (downloads are streamed, so this is policy, not
     # memory: the original Director's 100 MB).
     max_download_mb: int = field(default=100, metadata=_check(_positive))
+    # Keep the sites firewall (iptables, as root): sites reach neither each other, nor this
+    # machine (except the database ports they are granted), nor the networks below.
+    sites_firewall: bool = field(default=True, metadata=_check(_boolean))
+    # Networks sites never reach (comma-separated); link-local holds clouds' metadata.
+    sites_blocked: str = field(default="169.254.0.0/16", metadata=_check(_ipv4_networks))
 
 
 def _optional(validator: Callable[[str, object], None]) -> Callable[[str, object], None]:

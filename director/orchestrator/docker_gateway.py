@@ -80,7 +80,8 @@ class IDockerGateway(Interface):
     def ensure_network(name: str, subnet: str | None = None) -> Deferred[None]:
         """
         Create the swarm-scoped bridge network site tasks attach to (with addresses from
-        C{subnet}, if given), if missing.
+        C{subnet}, if given, and then with traffic between its containers turned off), if
+        missing. An existing network is left as it is.
         """
 
     def get_service(name: str) -> Deferred[ServiceInfo | None]:
@@ -159,6 +160,12 @@ class IDockerGateway(Interface):
         """
 
 
+#: Options of the sites network's bridge: containers on it cannot reach each other (the host,
+#: and so nginx, still reaches them). A swarm-scoped bridge takes them from its config-only
+#: network; the sites firewall enforces the same for a network made without them.
+SITES_BRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
+
+
 def _blocking_network(client: Any, name: str, subnet: str | None) -> None:
     if any(net["Name"] == name for net in client.networks(names=[name])):
         return
@@ -173,6 +180,7 @@ def _blocking_network(client: Any, name: str, subnet: str | None) -> None:
                     "Name": config_from,
                     "ConfigOnly": True,
                     "IPAM": {"Driver": "default", "Config": [{"Subnet": subnet}]},
+                    "Options": SITES_BRIDGE_OPTIONS,
                 },
             )
             client._result(response, json=True)

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from director.common.threads import Runner
 from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway
 from director.orchestrator.files import FileError, FileLimits, SiteFiles
+from director.orchestrator.firewall import LINK_LOCAL, IFirewall, SitesFirewall, host_port
 from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
 from director.orchestrator.site_nginx import NginxFiles
 from director.orchestrator.sites import (
@@ -84,6 +85,11 @@ class RuntimePaths:
     def identity_dir(self, site_id: int) -> Path:
         """The site's /etc/passwd and /etc/group, bind-mounted read-only into its containers."""
         return self.identities / str(site_id)
+
+    @property
+    def firewall(self) -> Path:
+        """The host ports sites were allowed to reach (database servers), for the firewall."""
+        return self.base / "firewall.json"
 
 
 def _site_to_json(site: Site) -> dict[str, Any]:
@@ -172,6 +178,22 @@ def _write_identity(directory: Path, files: dict[str, str]) -> None:
         os.replace(tmp, path)
 
 
+def _load_allowed(path: Path) -> set[tuple[str, int]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    allowed = set()
+    for item in data.get("allow", []) if isinstance(data, dict) else []:
+        try:
+            allowance = host_port(str(item[0]), int(item[1]))
+        except (TypeError, ValueError, IndexError):
+            continue
+        if allowance is not None:
+            allowed.add(allowance)
+    return allowed
+
+
 def _load_applied(directory: Path) -> dict[int, Site]:
     sites = {}
     for path in directory.glob("*.json"):
@@ -202,6 +224,8 @@ class SiteRuntime:
         reconcile_interval: float = 30.0,
         follow_timeout: float = 15.0,
         file_limits: FileLimits | None = None,
+        firewall: IFirewall | None = None,
+        blocked: tuple[str, ...] = (LINK_LOCAL,),
     ) -> None:
         self._reactor = reactor
         self._file_limits = file_limits
@@ -217,6 +241,10 @@ class SiteRuntime:
         self._start_timeout = start_timeout
         self._reconcile_interval = reconcile_interval
         self._follow_timeout = follow_timeout
+        self._firewall = firewall
+        self._blocked = blocked
+        self._allowed: set[tuple[str, int]] = set()
+        self._firewall_ready = False
         self._locks: dict[int, DeferredLock] = {}
         self._refreshes: dict[int, _Refresh] = {}
         self._reconciling: Deferred[None] | None = None
@@ -233,11 +261,53 @@ class SiteRuntime:
             path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.sites, 0o755)  # noqa: S103 (nginx workers must traverse it)
         self.sites = _load_applied(self.paths.applied)
+        self._allowed = _load_allowed(self.paths.firewall)
 
     async def start(self) -> None:
-        """Make sure the sites network exists and nginx points at the running tasks."""
+        """
+        Make sure the sites network and the sites firewall exist, and nginx points at the
+        running tasks.
+        """
         await self._docker.ensure_network(self.network, self._subnet)
         await self.reconcile()
+
+    # -- the sites firewall --------------------------------------------------------------------
+
+    def firewall_rules(self) -> SitesFirewall | None:
+        """What the sites firewall must enforce, or None when there is none to keep."""
+        if self._firewall is None or self._subnet is None:
+            return None
+        return SitesFirewall(self._subnet, frozenset(self._allowed), self._blocked)
+
+    async def ensure_firewall(self) -> None:
+        """Install the sites firewall, or restore it if it changed (cheap when it did not)."""
+        rules = self.firewall_rules()
+        if rules is None or self._firewall is None:
+            return
+        if await self._firewall.ensure(rules):
+            self.log.info("sites firewall for {subnet} installed", subnet=rules.subnet)
+        self._firewall_ready = True
+
+    async def allow_host_port(self, host: str, port: int) -> None:
+        """
+        Let sites reach C{host}:C{port} (TCP) through the firewall: a database server they
+        were granted. Remembered across restarts; other sites' grants are never taken away.
+        """
+        if self.firewall_rules() is None:
+            return
+        allowance = host_port(host, port)
+        if allowance is None:
+            self.log.warn(
+                "database host {host} is not an IPv4 address: if it is this machine, the "
+                "sites firewall keeps sites from it (give its address instead)",
+                host=host,
+            )
+            return
+        if allowance not in self._allowed:
+            self._allowed.add(allowance)
+            data = {"allow": [list(a) for a in sorted(self._allowed)]}
+            await self._files.run(_write_json, self.paths.firewall, data)
+        await self.ensure_firewall()
 
     # -- following tasks -------------------------------------------------------------------
 
@@ -319,6 +389,13 @@ class SiteRuntime:
         Refresh every dynamic site (a few at a time, so the Docker pool stays available to
         API calls); one site's failure is logged and does not stop the others.
         """
+        try:
+            await self.ensure_firewall()
+        except Exception:
+            self.log.failure(
+                "the sites firewall is not in place: dynamic sites are not started or "
+                "updated until it is (set orchestrator.sites_firewall = false to run without)"
+            )
         ids = [site_id for site_id, site in self.sites.items() if site.type == "dynamic"]
         semaphore = DeferredSemaphore(concurrency)
         results = await DeferredList(
@@ -343,6 +420,8 @@ class SiteRuntime:
 
     async def terminal_container(self, site: Site) -> str:
         """The id of the site's running terminal container (created or updated as needed)."""
+        if not self._firewall_ready:
+            await self.ensure_firewall()  # the terminal joins the sites network too
         await self._prepare_site(site)
         spec = terminal_container_spec(
             site,
@@ -389,6 +468,8 @@ class SiteRuntime:
                 raise SiteError("name", f"{site.name} is already used by site {other.id}")
         if site.type == "dynamic" and not await self._docker.image_exists(site.image):
             raise SiteError("image", f"image {site.image} does not exist on this orchestrator")
+        if site.type == "dynamic" and not self._firewall_ready:
+            await self.ensure_firewall()  # never a running site without its firewall
         await self._prepare_site(site)
         upstream: list[str] = []
         if site.type == "dynamic":
@@ -463,6 +544,8 @@ class SiteRuntime:
             site = self.get(site_id)
             if site.type != "dynamic":
                 return self._status_of(site, [])
+            if not self._firewall_ready:
+                await self.ensure_firewall()
             tasks = await self._docker.tasks(site.service_name, self.network)
             before = frozenset(t.container_id for t in tasks if t.container_id)
             await self._docker.restart_service(site.service_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
 from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
 from director.orchestrator.files import FileLimits
+from director.orchestrator.firewall import IFirewall, IptablesFirewall
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
@@ -66,7 +68,10 @@ class _FollowTasks(Service):
 
 
 def build_service(
-    reactor: Any, config: Config, docker: IDockerGateway | None = None
+    reactor: Any,
+    config: Config,
+    docker: IDockerGateway | None = None,
+    firewall: IFirewall | None = None,
 ) -> MultiService:
     """The orchestrator: its nginx, the site runtime, and its guarded API and websockets."""
     top = MultiService()
@@ -100,6 +105,11 @@ def build_service(
     files_pool = BlockingPool(reactor, "site-files", 4, timeout=300)
     docker_pool.setServiceParent(top)
     files_pool.setServiceParent(top)
+    if firewall is None and section.sites_firewall:
+        # one thread: changes to the firewall never race each other
+        firewall_pool = BlockingPool(reactor, "firewall", 1, timeout=120)
+        firewall_pool.setServiceParent(top)
+        firewall = IptablesFirewall(firewall_pool)
     staged = paths.nginx / "staged"
     try:
         sync_staging(staged, nginx_paths.sites)
@@ -118,6 +128,8 @@ def build_service(
         network=section.sites_network,
         subnet=section.sites_subnet,
         file_limits=FileLimits(max_read_bytes=section.max_download_mb * 1024 * 1024),
+        firewall=firewall if section.sites_firewall else None,
+        blocked=tuple(n for n in re.split(r"[,\s]+", section.sites_blocked) if n),
     )
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)

@@ -20,6 +20,7 @@ from director.common.websocket import WhoAmIProtocol, websocket_resource
 from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
 from director.orchestrator.docker_gateway import BuildError, DockerError, ImageInUse
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
+from director.orchestrator.firewall import FirewallError
 from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.runtime import SiteRuntime, UnknownSite
@@ -129,6 +130,16 @@ class OrchestratorAPI:
     def _docker_error(self, request: IRequest, failure: Any) -> bytes:
         self.log.warn("docker: {e}", e=failure.value)
         return render_error(request, 502, "docker", f"Docker failed: {failure.value}")
+
+    @app.handle_errors(FirewallError)
+    def _firewall_error(self, request: IRequest, failure: Any) -> bytes:
+        self.log.failure("the sites firewall", failure)
+        return render_error(
+            request,
+            503,
+            "firewall",
+            "sites cannot be started now: the sites firewall is not in place (the logs say why)",
+        )
 
     @app.handle_errors(NginxError)
     def _nginx_error(self, request: IRequest, failure: Any) -> bytes:
@@ -295,6 +306,8 @@ class OrchestratorAPI:
         """Create the site's user and database, or set its password (idempotent)."""
         admin, site_db = self._database(_json_body(request))
         await admin.create(site_db)
+        if self.runtime is not None:  # sites reach the server through the firewall
+            await self.runtime.allow_host_port(site_db.host, site_db.port)
         return render_json(request, {"environment": site_db.environment()})
 
     @app.route("/v1/databases/delete", methods=["POST"])

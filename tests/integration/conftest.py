@@ -28,6 +28,9 @@ from services import (
     Services,
     check_docker_swarm,
 )
+from sites_network import firewall_installed, remove_firewall
+
+from director.common.config import OrchestratorSection
 
 _S = TypeVar("_S", bound=Service)
 
@@ -91,16 +94,25 @@ def pebble_server(services: Services) -> Iterator[PebbleServer]:
 
 
 @pytest.fixture(scope="session")
-def docker_swarm() -> DockerSwarm:
-    """dockerd reachable and swarm active, or the test fails (it never skips)."""
+def docker_swarm() -> Iterator[DockerSwarm]:
+    """
+    dockerd reachable and swarm active, or the test fails (it never skips). Orchestrators
+    started on the default sites network install its firewall; at the end of the session
+    it is removed again unless it was there before (`make run`'s).
+    """
     try:
-        return check_docker_swarm()
+        swarm = check_docker_swarm()
     except ServiceError as exc:
         pytest.fail(
             f"{exc}\nThe integration tests need dockerd with an active swarm: run `make test`, "
             "or `bash scripts/start-docker.sh` as root first.",
             pytrace=False,
         )
+    default_subnet = OrchestratorSection().sites_subnet
+    had_firewall = firewall_installed(default_subnet)
+    yield swarm
+    if not had_firewall:
+        remove_firewall(default_subnet)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

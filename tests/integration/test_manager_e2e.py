@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from services import PebbleServer, PostgresServer, Services, free_port
+from sites_network import free_subnet, network_name, remove_network
 
 from director.common.config import Config, load_config
 
@@ -176,6 +177,9 @@ def stack(
         "manager.write_burst=100000.0",
         "manager.reconcile_interval=2.0",
     ]
+    # a sites network (so a firewall) of its own: it touches no other run's sites
+    network, subnet = network_name(), free_subnet()
+    settings += [f'orchestrator.sites_network="{network}"', f'orchestrator.sites_subnet="{subnet}"']
     config_path = base / "director.toml"
     args = [
         str(BIN / "director"),
@@ -236,6 +240,7 @@ def stack(
             if line.startswith("site_") and (applied / f"{line[5:]}.json").exists():
                 subprocess.run(["docker", "service", "rm", line], capture_output=True)
         services.stop(pebble)
+        remove_network(network, subnet)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -5,9 +5,11 @@ and the real site files: sites served, restarted, scaled, contained; files confi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +23,13 @@ from typing import Any
 import pytest
 import pytest_twisted
 from services import free_port
+from sites_network import (
+    create_legacy_network,
+    free_subnet,
+    link_local,
+    network_name,
+    remove_network,
+)
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -70,7 +79,7 @@ class Orchestrator:
 
 
 #: The site ids these tests use (their services and containers are removed at the end).
-SITE_IDS = [*range(101, 111), *range(201, 204)]
+SITE_IDS = [*range(101, 113), *range(201, 204)]
 
 
 async def served(
@@ -113,6 +122,10 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
     base.chmod(0o755)
     config_path = base / "director.toml"
     api_port = free_port()
+    # A sites network of its own (made the way orchestrators made it before the firewall),
+    # so its firewall touches no other run's sites.
+    network, subnet = network_name(), free_subnet()
+    create_legacy_network(network, subnet)
     assert (
         director_main(
             [
@@ -127,6 +140,10 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
                 f'orchestrator.url="http://127.0.0.1:{api_port}"',
                 "--set",
                 f"orchestrator.nginx_port={free_port()}",
+                "--set",
+                f'orchestrator.sites_network="{network}"',
+                "--set",
+                f'orchestrator.sites_subnet="{subnet}"',
             ]
         )
         == 0
@@ -158,6 +175,7 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
         check=False,
     )
     pytest_twisted.blockon(service.stopService())
+    remove_network(network, subnet)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -287,6 +305,76 @@ async def test_containment(orchestrator: Orchestrator) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("refused") for line in lines), result
     await o.client.json("DELETE", "/v1/sites/103")
+
+
+PROBE = (
+    "import json, socket, sys\n"
+    "for host, port in json.loads(sys.argv[1]):\n"
+    "    try:\n"
+    "        socket.create_connection((host, port), timeout=3).close()\n"
+    "        print('reached', host, port)\n"
+    "    except OSError as e:\n"
+    "        print('refused', host, port, e)\n"
+)
+
+
+def _listener(host: str) -> socket.socket:
+    """A listening socket of the test's own on one of this machine's addresses."""
+    s = socket.socket()
+    s.bind((host, 0))
+    s.listen(16)
+    return s
+
+
+@pytest_twisted.ensureDeferred
+async def test_sites_cannot_reach_each_other_or_the_host(orchestrator: Orchestrator) -> None:
+    """
+    A site's container reaches neither another site's container (on a sites network made
+    before the firewall, so without Docker's own inter-container switch), nor listeners on
+    this machine's addresses (the sites network's gateway, the Docker bridge, a link-local
+    address of the host), nor a link-local address beyond the machine; nginx still serves
+    both sites. The firewall's rules are in place, link-local included.
+    """
+    o = orchestrator
+    subnet = o.config.orchestrator.sites_subnet
+    upstreams = {}
+    for site_id, name in ((111, "wall1"), (112, "wall2")):
+        await o.client.json("PUT", f"/v1/sites/{site_id}", json={"name": name, "type": "static"})
+        await put_file(o, site_id, "run.sh", RUN_SH, mode="755")
+        await put_file(o, site_id, "public/index.html", name.encode())
+        spec = {"name": name, "type": "dynamic", "image": PYTHON_IMAGE}
+        upstreams[site_id] = (await o.client.json("PUT", f"/v1/sites/{site_id}", json=spec))[
+            "upstream"
+        ]
+    gateway = str(next(ipaddress.IPv4Network(subnet).hosts()))
+    listeners = [_listener(gateway), _listener("172.17.0.1")]
+    try:
+        with link_local() as (local_address, far, far_port):
+            listeners.append(_listener(local_address))
+            targets = [
+                (upstreams[112][0], 8080),
+                *(s.getsockname() for s in listeners),
+                (far, far_port),
+            ]
+            from twisted.internet.threads import deferToThread
+
+            result = await deferToThread(
+                docker_exec, 111, "python3", "-c", PROBE, json.dumps(targets)
+            )
+    finally:
+        for s in listeners:
+            s.close()
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(targets), result
+    assert all(line.startswith("refused") for line in lines), lines
+    o.wait_for("wall1", 200, b"wall1")
+    o.wait_for("wall2", 200, b"wall2")
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout
+    assert f"-A INPUT -s {subnet} -j DIRECTOR-IN-{subnet}" in rules
+    assert f"-A DOCKER-USER -s {subnet} -j DIRECTOR-FW-{subnet}" in rules
+    assert f"-A DIRECTOR-FW-{subnet} -d 169.254.0.0/16 -j REJECT" in rules, rules
+    for site_id in (111, 112):
+        await o.client.json("DELETE", f"/v1/sites/{site_id}")
 
 
 @pytest_twisted.ensureDeferred
