@@ -231,16 +231,27 @@ class APITests(SynchronousTestCase):
 class DatabaseHostChoiceTests(SynchronousTestCase):
     """An administrator chooses the server of a new database; others get the first."""
 
-    call = APITests.call
-    create = APITests.create
-
     def setUp(self) -> None:
-        APITests.setUp(self)  # type: ignore[arg-type]
+        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        self.http: Any = StubTreq(self.h.api.app.resource())
+        self.alice = self.h.user("alice")
+        self.admin = self.h.user("root", role="admin")
         put = self.h.store.put_database_host
         self.first = self.h.result(put("postgres", "127.0.0.1", 5432, "pg", "pw", None, None))
         self.second = self.h.result(put("postgres", "10.0.0.9", 5432, "pg", "pw", None, None))
         self.mysql = self.h.result(put("mysql", "127.0.0.1", 3306, "my", "pw", None, None))
         self.assertEqual(self.create(self.alice, "dbsite")[0], 202)
+
+    def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": [f"Bearer {token}"]}
+        data = json.dumps(body).encode() if body is not None else None
+        response = self.successResultOf(
+            self.http.request(method, f"http://manager.test{path}", data=data, headers=headers)
+        )
+        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+
+    def create(self, token: str, name: str) -> tuple[int, Any]:
+        return self.call("POST", "/api/v1/sites", token, {"name": name})
 
     def database_host(self) -> Any:
         database = self.h.result(self.h.store.get_site("dbsite")).database
