@@ -175,6 +175,7 @@ def stack(
         "manager.operation_lease=3.0",
         "manager.write_burst=100000.0",
         "manager.reconcile_interval=2.0",
+        "orchestrator.bundled_databases=false",  # the test's own PostgreSQL instead
     ]
     config_path = base / "director.toml"
     args = [

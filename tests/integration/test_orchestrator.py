@@ -127,6 +127,8 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
                 f'orchestrator.url="http://127.0.0.1:{api_port}"',
                 "--set",
                 f"orchestrator.nginx_port={free_port()}",
+                "--set",
+                "orchestrator.bundled_databases=false",
             ]
         )
         == 0
