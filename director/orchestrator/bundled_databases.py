@@ -401,7 +401,9 @@ class BundledDatabase(Service):
                 what=self.what,
                 addresses=", ".join(missing),
             )
-        bindir = postgres_bin_dir() if self.settings.kind == "postgres" else None
+        bindir = None
+        if self.settings.kind == "postgres":
+            bindir = await self._files.run(postgres_bin_dir)
         if needs_init:
             log.info("bundled {what}: creating {dir}", what=self.what, dir=self.settings.data_dir)
             code = await self._run_to_end(init_argv(self.settings, bindir), self._start_timeout)
