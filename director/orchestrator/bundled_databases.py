@@ -19,6 +19,7 @@ the reactor never waits.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 import secrets
@@ -574,7 +575,11 @@ def bundled_settings(config: Any) -> list[ServerSettings]:
         return []
     base = config.director.state_dir / "databases"
     listen = ("127.0.0.1", section.databases_bridge_host)
+    networks: tuple[str, ...] = CONTAINER_NETWORKS
+    subnet = ipaddress.IPv4Network(section.sites_subnet)
+    if not any(subnet.subnet_of(ipaddress.IPv4Network(n)) for n in networks):
+        networks = (*networks, str(subnet))  # the sites network lies elsewhere
     return [
-        ServerSettings("postgres", base / "postgres", section.postgres_port, listen),
-        ServerSettings("mysql", base / "mysql", section.mysql_port, listen),
+        ServerSettings("postgres", base / "postgres", section.postgres_port, listen, networks),
+        ServerSettings("mysql", base / "mysql", section.mysql_port, listen, networks),
     ]
