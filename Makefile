@@ -42,7 +42,8 @@ images: venv docker
 	$(VENV)/bin/director images bootstrap
 
 run: deps venv frontend docker images
-	test -f $(CONFIG) || $(VENV)/bin/director init --config $(CONFIG) --state-dir $(STATE)
+	# keeps an existing config and keys; (re)registers the bundled database servers
+	$(VENV)/bin/director init --config $(CONFIG) --state-dir $(STATE)
 	$(VENV)/bin/director banner --config $(CONFIG)
 	$(VENV)/bin/twistd -n --pidfile= director --config $(CONFIG)
 

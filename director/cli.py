@@ -95,6 +95,7 @@ def init(args: argparse.Namespace) -> int:
     generate_component_keys(config.auth.keys_dir, COMPONENTS)
     generate_ssh_host_keys(config.shell.host_keys_dir)
     _init_database(config, args)
+    _register_bundled_databases(config)
     print(f"state in {state}; keys in {config.auth.keys_dir}")
     return 0
 
@@ -142,6 +143,41 @@ def _init_database(config: Config, args: argparse.Namespace) -> None:
         path = config.director.state_dir / "secrets" / "admin-password"
         write_private(path, password.encode())
         print(f"created the administrator: admin / {password} (also in {path})")
+
+
+def _register_bundled_databases(config: Config) -> None:
+    """
+    With C{orchestrator.bundled_databases}, the administrators' passwords of the PostgreSQL
+    and MariaDB that Director runs, and both registered as database hosts (so a new site's
+    first database just works). Turned off, they are unregistered unless databases use them.
+    """
+    from director.orchestrator.bundled_databases import ADMIN_USERS, KINDS, ensure_password
+
+    section = config.orchestrator
+    ports = {"postgres": section.postgres_port, "mysql": section.mysql_port}
+    store = _store(config)
+    for kind in KINDS:
+        if not section.bundled_databases:
+            if _result(store.remove_unused_database_host(kind, "127.0.0.1", ports[kind])):
+                print(f"unregistered the bundled {kind} server")
+            continue
+        password = ensure_password(config.director.state_dir, kind)
+        _result(
+            store.put_database_host(
+                kind,
+                "127.0.0.1",
+                ports[kind],
+                ADMIN_USERS[kind],
+                password,
+                section.databases_bridge_host,
+                ports[kind],
+            )
+        )
+    if section.bundled_databases:
+        print(
+            f"site databases: PostgreSQL on port {ports['postgres']}, MariaDB on port "
+            f"{ports['mysql']}, run by Director under {config.director.state_dir / 'databases'}"
+        )
 
 
 def banner(args: argparse.Namespace) -> int:

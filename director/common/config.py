@@ -252,6 +252,17 @@ class OrchestratorSection:
     sites_firewall: bool = field(default=True, metadata=_check(_boolean))
     # Networks sites never reach (comma-separated); link-local holds clouds' metadata.
     sites_blocked: str = field(default="169.254.0.0/16", metadata=_check(_ipv4_networks))
+    # Run a PostgreSQL and a MariaDB for site databases under <state_dir>/databases/ (started
+    # and stopped with Director; `director init` registers them as database hosts). false:
+    # only the servers added with `director database-host add` (the school's own).
+    bundled_databases: bool = True
+    postgres_port: int = field(default=8432, metadata=_check(_port))
+    mysql_port: int = field(default=8306, metadata=_check(_port))
+    # The Docker bridge address the bundled servers also listen on: site containers reach
+    # them there (docker0's address; dockerd must be running before Director starts).
+    databases_bridge_host: str = field(
+        default="172.17.0.1", metadata=_check(lambda key, value: _ip(key, value))
+    )
 
 
 def _optional(validator: Callable[[str, object], None]) -> Callable[[str, object], None]:
@@ -395,6 +406,8 @@ def _convert(key: str, tp: str, value: object, base: Path) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp == "int" and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp == "str" and not isinstance(value, str):

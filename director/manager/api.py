@@ -661,11 +661,23 @@ class ManagerAPI:
     async def create_database(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
         site = await self.site_for(user, name)
-        body = read_object(request, {"type"})
+        body = read_object(request, {"type", "host_id"})
         kind = models.validate_choice("type", body.get("type"), ("postgres", "mysql"))
+        chosen = body.get("host_id")
+        if chosen is not None:
+            # Administrators may pick the server among the registered ones of that type;
+            # everyone else gets the first one registered.
+            self.require_admin(user)
+            if not isinstance(chosen, int) or isinstance(chosen, bool):
+                raise ValidationError("host_id", "the id of a database host (an integer)")
         if site.database is not None:
             raise Conflict("database_exists", "the site already has a database; delete it first")
-        host = await self.store.database_host(kind=kind)
+        if chosen is not None:
+            host = await self.store.database_host(kind=kind, host_id=chosen)
+            if host is None:
+                raise ValidationError("host_id", f"no {kind} database host has this id")
+        else:
+            host = await self.store.database_host(kind=kind)
         if host is None:
             raise APIError(
                 409, "no_database_host", f"no {kind} server is configured; ask an administrator"

@@ -182,8 +182,18 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     (
         "post",
         "/api/v1/sites/{name}/database",
-        "Create the site's database",
-        _obj({"type": {"enum": ["postgres", "mysql"]}}, ("type",)),
+        "Create the site's database (admins may choose the server with host_id)",
+        _obj(
+            {
+                "type": {"enum": ["postgres", "mysql"]},
+                "host_id": {
+                    "type": "integer",
+                    "description": "a database host of that type (admins only); "
+                    "default: the first registered",
+                },
+            },
+            ("type",),
+        ),
         202,
     ),
     ("get", "/api/v1/sites/{name}/database", "The site's database and its credentials", None, 200),

@@ -262,11 +262,25 @@ class OperationEngine:
             await self._store.update_site(site.id, {"image_tag": None})
             return "no extra packages: using the catalogue image"
         tag = f"director/site-{site.id}:{op.id}"
+        # The catalogue's setup command for the parent image (admin-written) runs first.
+        setup = next(
+            (
+                i["setup_command"]
+                for i in await self._store.list_images()
+                if i["name"] == site.image
+            ),
+            None,
+        )
         try:
             await self._orchestrator.json(
                 "POST",
                 "/v1/images/build",
-                json={"tag": tag, "parent": site.image, "packages": list(site.packages)},
+                json={
+                    "tag": tag,
+                    "parent": site.image,
+                    "packages": list(site.packages),
+                    "setup_command": setup or None,
+                },
                 timeout=1800,
             )
         except ComponentCallError as e:

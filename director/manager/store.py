@@ -653,6 +653,30 @@ class Store:
 
         return self._tx(get)
 
+    def remove_unused_database_host(
+        self, kind: str, admin_host: str, admin_port: int
+    ) -> Deferred[bool]:
+        """Forget a database host no site database is on; False if it is in use or unknown."""
+
+        def remove(conn: Connection) -> bool:
+            where = and_(
+                t.database_hosts.c.kind == kind,
+                t.database_hosts.c.admin_host == admin_host,
+                t.database_hosts.c.admin_port == admin_port,
+            )
+            row = conn.execute(select(t.database_hosts.c.id).where(where)).first()
+            if row is None:
+                return False
+            used = conn.execute(
+                select(t.databases.c.host_id).where(t.databases.c.host_id == row.id).limit(1)
+            ).first()
+            if used is not None:
+                return False
+            conn.execute(t.database_hosts.delete().where(t.database_hosts.c.id == row.id))
+            return True
+
+        return self._tx(remove)
+
     def list_database_hosts(self) -> Deferred[list[dict[str, Any]]]:
         return self._tx(
             lambda conn: [

@@ -111,6 +111,13 @@ class IDockerGateway(Interface):
     def remove_image(ref: str) -> Deferred[bool]:
         """Remove image C{ref}; False if there was none. DockerError if it is in use."""
 
+    def prune_images(repository: str, keep: frozenset[str]) -> Deferred[list[str]]:
+        """
+        Remove the tags of C{repository} (like C{director/site-5}) not in C{keep}; return
+        the tags removed. A tag a running container uses stays (a later prune takes it);
+        one only stopped containers use is removed.
+        """
+
     def ensure_container(spec: dict[str, Any]) -> Deferred[str]:
         """
         Make the plain container C{spec["Name"]} (a site's terminal container) exist and run
@@ -400,6 +407,41 @@ class DockerGateway:
                 raise
 
         return self._run(remove)
+
+    def prune_images(self, repository: str, keep: frozenset[str]) -> Deferred[list[str]]:
+        def prune(client: Any) -> list[str]:
+            import docker.errors
+
+            # A forced removal of a tag only untags an image a running container uses, which
+            # would leave its service unable to start new tasks: skip every tag a live
+            # container or a service names.
+            in_use = {
+                str(c.get("Image", "")).split("@")[0]
+                for c in client.containers(all=True)
+                if c.get("State") not in ("exited", "dead")
+            }
+            for service in client.services():
+                spec = service.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {})
+                in_use.add(str(spec.get("Image", "")).split("@")[0])
+            removed = []
+            for image in client.images(name=repository):
+                for tag in image.get("RepoTags") or ():
+                    if tag in keep or tag in in_use or tag.rpartition(":")[0] != repository:
+                        continue
+                    try:
+                        # force: stopped task containers (swarm keeps a few) do not hold
+                        # an image; a running container still does (409, kept).
+                        client.remove_image(tag, force=True)
+                    except docker.errors.ImageNotFound:
+                        continue
+                    except docker.errors.APIError as e:
+                        if e.status_code == 409:
+                            continue
+                        raise
+                    removed.append(tag)
+            return sorted(removed)
+
+        return self._run(prune)
 
     def ensure_container(self, spec: dict[str, Any]) -> Deferred[str]:
         return self._run(_blocking_ensure_container, spec)

@@ -43,6 +43,10 @@ from director.orchestrator.sites import (
 
 T = TypeVar("T")
 
+#: Seconds before each attempt at removing a site's unused images (a container that still
+#: uses one may take a while to stop).
+PRUNE_RETRIES = (0.0, 5.0, 20.0, 60.0)
+
 
 class UnknownSite(LookupError):
     """No site with that id has been applied on this orchestrator."""
@@ -252,6 +256,9 @@ class SiteRuntime:
         self._loop: LoopingCall | None = None
         self.sites: dict[int, Site] = {}
         self.upstreams: dict[int, list[str]] = {}
+        #: the newest custom image built for each site (kept until it is applied or replaced)
+        self._built: dict[int, str] = {}
+        self._prunes: dict[int, Any] = {}
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -335,6 +342,10 @@ class SiteRuntime:
 
     def unfollow(self) -> None:
         """Stop following (the orchestrator is stopping)."""
+        for call in self._prunes.values():
+            if call.active():
+                call.cancel()
+        self._prunes.clear()
         if self._stop_events is not None:
             stop, self._stop_events = self._stop_events, None
             stop()
@@ -404,6 +415,43 @@ class SiteRuntime:
         for site_id, (ok, result) in zip(ids, results, strict=True):
             if not ok:
                 self.log.failure("refreshing site {id}", result, id=site_id)
+
+    # -- site images -----------------------------------------------------------------------
+
+    def image_built(self, site_id: int, tag: str) -> None:
+        """A custom image for the site was built: superseded builds can go."""
+        self._built[site_id] = tag
+        self.prune_images(site_id)
+
+    def prune_images(self, site_id: int, attempt: int = 0) -> None:
+        """
+        Remove the site's custom images (C{director/site-<id>:*}) except the one it runs and
+        the newest build not applied yet; all of them once the site is gone. A tag still
+        used by a stopping container is retried a few times (PRUNE_RETRIES), in the
+        background: the caller never waits for it.
+        """
+        pending = self._prunes.pop(site_id, None)
+        if pending is not None and pending.active():
+            pending.cancel()
+        site = self.sites.get(site_id)
+        keep = frozenset(
+            tag for tag in (site.image if site else None, self._built.get(site_id)) if tag
+        )
+        repository = f"director/site-{site_id}"
+
+        def pruned(removed: list[str]) -> None:
+            if removed:
+                self.log.info("removed unused site images {tags}", tags=", ".join(removed))
+            if attempt + 1 < len(PRUNE_RETRIES):
+                self._prunes[site_id] = self._reactor.callLater(
+                    PRUNE_RETRIES[attempt + 1], self.prune_images, site_id, attempt + 1
+                )
+
+        d = self._docker.prune_images(repository, keep)
+        d.addCallback(pruned)
+        d.addErrback(
+            lambda f: self.log.failure("removing unused images of site {id}", f, id=site_id)
+        )
 
     def _locked(self, site_id: int, f: Callable[[], Coroutine[Any, Any, T]]) -> Deferred[T]:
         lock = self._locks.setdefault(site_id, DeferredLock())
@@ -491,6 +539,10 @@ class SiteRuntime:
         await self._files.run(
             _write_json, self.paths.applied / f"{site.id}.json", _site_to_json(site)
         )
+        if self._built.get(site.id) == site.image:
+            del self._built[site.id]
+        if previous is not None and previous.image != site.image:
+            self.prune_images(site.id)  # the image it ran before is superseded
         return self._status_of(site, upstream)
 
     async def _publish(self, site: Site, previous: Site | None, upstream: list[str]) -> None:
@@ -631,6 +683,8 @@ class SiteRuntime:
             await self._files.run(_write_json, self.paths.applied / f"{site_id}.json", None)
             self.sites.pop(site_id, None)
             self.upstreams.pop(site_id, None)
+            self._built.pop(site_id, None)
+            self.prune_images(site_id)  # every image of the site is orphaned now
             return site is not None
 
         return self._locked(site_id, remove)

@@ -19,6 +19,11 @@ from director.common.nginx import NginxConfigDirectory, NginxPaths
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
+from director.orchestrator.bundled_databases import (
+    BundledDatabase,
+    bundled_settings,
+    password_file,
+)
 from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
 from director.orchestrator.files import FileLimits
 from director.orchestrator.firewall import IFirewall, IptablesFirewall
@@ -138,6 +143,10 @@ def build_service(
     tokens = TokenVerifier(manager_key, reactor) if manager_key is not None else None
     databases_pool = BlockingPool(reactor, "databases", 4, timeout=400)
     databases_pool.setServiceParent(top)
+    for server in bundled_settings(config):
+        BundledDatabase(
+            reactor, server, password_file(state, server.kind), files_pool
+        ).setServiceParent(top)
     monitor = DirectoryMonitor(reactor)
     monitor.setServiceParent(top)
     api = OrchestratorAPI(runtime, files_pool, tokens, databases_pool, reactor, monitor=monitor)

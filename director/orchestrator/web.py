@@ -366,6 +366,8 @@ class OrchestratorAPI:
             return render_json(
                 request, {"error": "build_failed", "message": str(e), "log": e.log[-20000:]}, 422
             )
+        site_id = int(tag.split("-", 1)[1].split(":", 1)[0])
+        self._rt().image_built(site_id, tag)
         return render_json(request, {"tag": tag, "log": "\n".join(lines)[-20000:]})
 
     @app.route("/v1/images/delete", methods=["POST"])

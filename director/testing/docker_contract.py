@@ -170,6 +170,42 @@ async def check_build_and_remove_image(ctx: DockerContext) -> None:
     assert not await ctx.gateway.image_exists(tag)
 
 
+async def check_prune_images(ctx: DockerContext) -> None:
+    """
+    Pruning a repository removes its tags except those kept and one a running service
+    uses; other repositories are untouched.
+    """
+    gw = ctx.gateway
+    repository = f"director/{ctx.prefix}-prune"
+    tags = [f"{repository}:{n}" for n in (1, 2, 3)]
+    other = f"director/{ctx.prefix}-other:1"
+    for tag in [*tags, other]:
+        await gw.build_image(f"FROM {ctx.base_image}\nRUN echo {tag} > /tag\n", tag, lambda _: None)
+    site = _site(ctx, id=ctx.site_id + 2, name=f"{ctx.prefix}-prune", image=tags[1])
+    await gw.ensure_network(ctx.network)
+    await gw.put_service(_spec(ctx, site))
+    try:
+
+        async def running() -> bool:
+            tasks = await gw.tasks(site.service_name, ctx.network)
+            return any(t.state == "running" for t in tasks)
+
+        await eventually(ctx, running)
+        assert await gw.prune_images(repository, frozenset({tags[2]})) == [tags[0]]
+        assert [await gw.image_exists(t) for t in tags] == [False, True, True]
+        assert await gw.image_exists(other)
+        assert await gw.prune_images(repository, frozenset({tags[2]})) == []
+    finally:
+        await gw.remove_service(site.service_name)
+        await gw.remove_image(other)
+
+        async def all_gone() -> bool:
+            await gw.prune_images(repository, frozenset())
+            return not any([await gw.image_exists(t) for t in tags])
+
+        await eventually(ctx, all_gone)
+
+
 async def check_exec_output_and_status(ctx: DockerContext) -> None:
     """A command run in a site's terminal container gives its output and exit status."""
     from director.orchestrator.sites import terminal_container_spec
@@ -279,6 +315,7 @@ CHECKS = [
     check_image_exists,
     check_build_failure_reports_log,
     check_build_and_remove_image,
+    check_prune_images,
     check_exec_output_and_status,
     check_exec_kill,
     check_events_follow_tasks,

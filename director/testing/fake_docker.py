@@ -264,6 +264,18 @@ class FakeDockerGateway:
             on_line(line)
         return lambda: None
 
+    def prune_images(self, repository: str, keep: frozenset[str]) -> Deferred[list[str]]:
+        in_use = {
+            e["spec"]["TaskTemplate"]["ContainerSpec"]["Image"] for e in self.services.values()
+        } | {c["spec"]["Image"] for c in self.containers.values()}
+        removed = sorted(
+            ref
+            for ref in self.images
+            if ref.rpartition(":")[0] == repository and ref not in keep and ref not in in_use
+        )
+        self.images.difference_update(removed)
+        return succeed(removed)
+
     def remove_image(self, ref: str) -> Deferred[bool]:
         if any(
             e["spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == ref

@@ -64,6 +64,8 @@ def init_config(base: Path, *extra: str) -> Path:
         f"router.https_port={free_port()}",
         'shell.host="127.0.0.1"',
         f"shell.port={free_port()}",
+        # Tests that want Director's own database servers turn them on, on free ports.
+        "orchestrator.bundled_databases=false",
         *extra,
     ]
     args = [

@@ -176,6 +176,7 @@ def stack(
         "manager.operation_lease=3.0",
         "manager.write_burst=100000.0",
         "manager.reconcile_interval=2.0",
+        "orchestrator.bundled_databases=false",  # the test's own PostgreSQL instead
     ]
     # a sites network (so a firewall) of its own: it touches no other run's sites
     network, subnet = network_name(), free_subnet()

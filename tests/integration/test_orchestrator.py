@@ -79,7 +79,7 @@ class Orchestrator:
 
 
 #: The site ids these tests use (their services and containers are removed at the end).
-SITE_IDS = [*range(101, 113), *range(201, 204)]
+SITE_IDS = [*range(101, 113), *range(201, 205)]
 
 
 async def served(
@@ -144,6 +144,8 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
                 f'orchestrator.sites_network="{network}"',
                 "--set",
                 f'orchestrator.sites_subnet="{subnet}"',
+                "--set",
+                "orchestrator.bundled_databases=false",
             ]
         )
         == 0
@@ -689,18 +691,8 @@ async def test_custom_image_and_databases(
     await o.client.json("DELETE", "/v1/sites/110")
     await o.client.json("POST", "/v1/databases/delete", json=pg)
     await o.client.json("POST", "/v1/databases/delete", json=my)
-    for _ in range(100):  # swarm removes the service's containers in the background
-        try:
-            assert (await o.client.json("POST", "/v1/images/delete", json={"tag": tag}))["removed"]
-            break
-        except ComponentCallError as e:
-            assert e.status == 409, e
-            from twisted.internet import reactor
-            from twisted.internet.task import deferLater
-
-            await deferLater(reactor, 0.2, lambda: None)
-    else:
-        raise AssertionError("the image stayed in use")
+    # Deleting the site removes its images once swarm has removed its containers.
+    await eventually(lambda: not image_exists(tag), "the deleted site's image removed")
 
 
 @pytest_twisted.ensureDeferred
@@ -835,3 +827,73 @@ async def test_file_monitor(orchestrator: Orchestrator) -> None:
     proto.sendClose(1000)
     await proto.closed
     await o.client.json("DELETE", "/v1/sites/203")
+
+
+def image_exists(tag: str) -> bool:
+    inspect = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
+    return inspect.returncode == 0
+
+
+async def eventually(check: Any, what: str, timeout: float = 60) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.2, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_setup_command_runs_and_unused_images_go(orchestrator: Orchestrator) -> None:
+    """
+    A custom image runs the catalogue's setup command; the image a site ran before a switch
+    is removed once its container stops, and a deleted site's images go with it.
+    """
+    o = orchestrator
+    tags = ["director/site-204:1", "director/site-204:2"]
+
+    async def build(n: int) -> None:
+        await o.client.json(
+            "POST",
+            "/v1/images/build",
+            json={
+                "tag": tags[n - 1],
+                "parent": PYTHON_IMAGE,
+                "packages": [],
+                "setup_command": f"echo setup-{n} > /setup-ran",
+            },
+            timeout=600,
+        )
+
+    try:
+        await o.client.json("PUT", "/v1/sites/204", json={"name": "img1", "type": "static"})
+        await put_file(o, 204, "run.sh", RUN_SH, mode="755")
+        await build(1)
+        spec = {"name": "img1", "type": "dynamic", "image": tags[0]}
+        await o.client.json("PUT", "/v1/sites/204", json=spec)
+        from twisted.internet.threads import deferToThread
+
+        result = await deferToThread(docker_exec, 204, "cat", "/setup-ran")
+        assert result.stdout.strip() == "setup-1", result
+        await build(2)
+        assert image_exists(tags[0]) and image_exists(tags[1])  # running, and not yet applied
+        await o.client.json("PUT", "/v1/sites/204", json=dict(spec, image=tags[1]))
+        await eventually(lambda: not image_exists(tags[0]), "the superseded image removed")
+        assert image_exists(tags[1])
+        result = await deferToThread(docker_exec, 204, "cat", "/setup-ran")
+        assert result.stdout.strip() == "setup-2", result
+        await o.client.json("DELETE", "/v1/sites/204")
+        await eventually(lambda: not image_exists(tags[1]), "the deleted site's image removed")
+    finally:
+        subprocess.run(["docker", "service", "rm", "site_204"], capture_output=True, check=False)
+        for tag in tags:
+            if image_exists(tag):
+                await eventually(
+                    lambda t=tag: (
+                        subprocess.run(["docker", "rmi", "-f", t], capture_output=True).returncode
+                        == 0
+                    ),
+                    "cleanup",
+                )

@@ -141,6 +141,8 @@ def stack(docker_swarm: Any) -> Iterator[Stack]:
                 f"shell.port={free_port()}",
                 "--set",
                 "shell.failure_delay=0.5",
+                "--set",
+                "orchestrator.bundled_databases=false",
             ]
         )
         == 0

@@ -60,6 +60,11 @@ class ConfigTests(SynchronousTestCase):
             "[managr]\nport = 1": "[managr]: unknown section",
             "manager = 3": "[manager]: expected a table",
             "[manager\nport = 1": "not valid TOML",
+            '[orchestrator]\nbundled_databases = "no"': "orchestrator.bundled_databases: "
+            "expected true or false",
+            '[orchestrator]\ndatabases_bridge_host = "docker0"': "orchestrator."
+            "databases_bridge_host: expected an IP address",
+            "[orchestrator]\npostgres_port = 0": "orchestrator.postgres_port: expected a port",
         }
         for text, message in cases.items():
             self.assertIn(message, self.error(text), text)

@@ -226,3 +226,60 @@ class APITests(SynchronousTestCase):
         )
         keys = self.call("GET", "/api/v1/me/keys", self.alice)[1]["keys"]
         self.assertEqual(keys[0]["comment"], "laptop")
+
+
+class DatabaseHostChoiceTests(SynchronousTestCase):
+    """An administrator chooses the server of a new database; others get the first."""
+
+    def setUp(self) -> None:
+        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        self.http: Any = StubTreq(self.h.api.app.resource())
+        self.alice = self.h.user("alice")
+        self.admin = self.h.user("root", role="admin")
+        put = self.h.store.put_database_host
+        self.first = self.h.result(put("postgres", "127.0.0.1", 5432, "pg", "pw", None, None))
+        self.second = self.h.result(put("postgres", "10.0.0.9", 5432, "pg", "pw", None, None))
+        self.mysql = self.h.result(put("mysql", "127.0.0.1", 3306, "my", "pw", None, None))
+        self.assertEqual(self.create(self.alice, "dbsite")[0], 202)
+
+    def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": [f"Bearer {token}"]}
+        data = json.dumps(body).encode() if body is not None else None
+        response = self.successResultOf(
+            self.http.request(method, f"http://manager.test{path}", data=data, headers=headers)
+        )
+        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+
+    def create(self, token: str, name: str) -> tuple[int, Any]:
+        return self.call("POST", "/api/v1/sites", token, {"name": name})
+
+    def database_host(self) -> Any:
+        database = self.h.result(self.h.store.get_site("dbsite")).database
+        return None if database is None else database.host_id
+
+    def test_default_is_the_first_host_of_the_type(self) -> None:
+        code, _ = self.call(
+            "POST", "/api/v1/sites/dbsite/database", self.alice, {"type": "postgres"}
+        )
+        self.assertEqual((code, self.database_host()), (202, self.first))
+
+    def test_admin_chooses_a_host(self) -> None:
+        body = {"type": "postgres", "host_id": self.second}
+        code, _ = self.call("POST", "/api/v1/sites/dbsite/database", self.admin, body)
+        self.assertEqual((code, self.database_host()), (202, self.second))
+        put = [c for c in self.h.orchestrator.calls if c[1] == "/v1/databases"]
+        self.assertEqual(put[-1][2]["json"]["host"]["admin_host"], "10.0.0.9")
+
+    def test_others_may_not_choose(self) -> None:
+        body = {"type": "postgres", "host_id": self.second}
+        code, answer = self.call("POST", "/api/v1/sites/dbsite/database", self.alice, body)
+        self.assertEqual((code, answer["error"]), (403, "forbidden"))
+        self.assertIsNone(self.database_host())
+
+    def test_a_host_of_another_type_or_unknown_is_refused(self) -> None:
+        for host_id in (self.mysql, 999, "1", True):
+            body = {"type": "postgres", "host_id": host_id}
+            code, answer = self.call("POST", "/api/v1/sites/dbsite/database", self.admin, body)
+            self.assertEqual((code, answer["error"]), (400, "invalid"), host_id)
+            self.assertNotIn("999", answer["message"])
+        self.assertIsNone(self.database_host())

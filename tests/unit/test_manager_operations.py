@@ -104,3 +104,24 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(op.status, "succeeded")
         self.assertEqual(self.h.orchestrator.calls, [])
         self.assertEqual(op.actions[0].message, "done before the crash")
+
+    def test_custom_image_build_runs_the_catalogue_setup_command(self) -> None:
+        """The parent image's setup command (from the catalogue) goes with the build."""
+        self.h.result(
+            self.h.store.put_image("director/python:3", "Python 3", "", "pip install flask", True)
+        )
+        op_id = self.create()
+        self.h.engine.wake()
+        site = self.h.result(self.h.store.get_site("web"))
+        _, op = self.h.result(
+            self.h.store.update_site(
+                site.id,
+                {"packages": ["curl"]},
+                operation=("set_image", OPERATIONS["set_image"]),
+            )
+        )
+        self.h.engine.wake()
+        self.assertEqual(self.operation(op.id).status, "succeeded", op_id)
+        builds = [c for c in self.h.orchestrator.calls if c[1] == "/v1/images/build"]
+        self.assertEqual(builds[0][2]["json"]["setup_command"], "pip install flask")
+        self.assertEqual(builds[0][2]["json"]["packages"], ["curl"])

@@ -304,3 +304,61 @@ class IdentityTests(RuntimeTestCase):
         inode = path.stat().st_ino
         self.add_dynamic(9)
         self.assertEqual(path.stat().st_ino, inode)
+
+
+class SiteImageTests(RuntimeTestCase):
+    """Superseded and orphaned custom images of a site are removed; used ones stay."""
+
+    def build(self, tag: str) -> None:
+        self.successResultOf(
+            self.docker.build_image("FROM director/python:3\n", tag, lambda _: None)
+        )
+        self.runtime.image_built(5, tag)
+
+    def apply(self, image: str) -> None:
+        site = Site(id=5, name="dyn5", type="dynamic", image=image)
+        d = self.runtime.apply(site)
+        self.settle()
+        self.successResultOf(d)
+
+    def test_superseded_images_removed_after_build_and_switch(self) -> None:
+        self.successResultOf(
+            self.docker.build_image("FROM director/python:3\n", "director/site-6:1", lambda _: None)
+        )
+        self.build("director/site-5:1")
+        self.apply("director/site-5:1")
+        self.build("director/site-5:2")
+        # built, not applied yet: the running image and the new one both stay
+        self.assertEqual(
+            {i for i in self.docker.images if "site-5" in i},
+            {"director/site-5:1", "director/site-5:2"},
+        )
+        self.build("director/site-5:3")  # :2 was never applied and is superseded
+        self.assertNotIn("director/site-5:2", self.docker.images)
+        self.apply("director/site-5:3")
+        self.assertEqual({i for i in self.docker.images if "site-5" in i}, {"director/site-5:3"})
+        self.assertIn("director/site-6:1", self.docker.images)  # another site's image
+
+    def test_images_orphaned_by_delete_removed(self) -> None:
+        self.build("director/site-5:1")
+        self.apply("director/site-5:1")
+        self.build("director/site-5:2")
+        d = self.runtime.remove(5)
+        self.settle()
+        self.successResultOf(d)
+        self.assertEqual({i for i in self.docker.images if "site-5" in i}, set())
+        self.assertIn("director/python:3", self.docker.images)
+
+    def test_image_in_use_retried_later(self) -> None:
+        self.build("director/site-5:1")
+        self.apply("director/site-5:1")
+        # the old image is still used (a stopping container): kept, then taken by a retry
+        self.docker.containers["stopping"] = {"id": "c1", "spec": {"Image": "director/site-5:1"}}
+        self.build("director/site-5:2")
+        self.apply("director/site-5:2")
+        self.assertIn("director/site-5:1", self.docker.images)
+        del self.docker.containers["stopping"]
+        self.reactor.advance(5)
+        self.assertNotIn("director/site-5:1", self.docker.images)
+        self.runtime.unfollow()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])

@@ -1,0 +1,585 @@
+"""
+The PostgreSQL and MariaDB servers Director runs itself for site databases (the single-
+machine default, C{orchestrator.bundled_databases}).
+
+Each server keeps its data, socket, pid file and log under C{<state_dir>/databases/<kind>/},
+listens on 127.0.0.1 (where the orchestrator logs in as administrator) and on the Docker
+bridge address (where site containers reach it), and lets containers log in as site users
+only, never as the administrator. `director init` writes the administrators' passwords
+(C{<state_dir>/secrets/<kind>-admin-password}) and registers both servers as database hosts.
+
+L{BundledDatabase} supervises one server: when the service starts it adopts a server already
+running from its pid file (one started by an earlier run that was killed), or creates the
+data directory on first use and starts the server; it looks again every C{check_interval}
+seconds and starts it again if it died; stopping the service (a deliberate stop) stops the
+server. Servers are not tied to the daemon's life: a crashed daemon leaves them serving, and
+the next run adopts them. Everything runs as child processes or in the given thread pool;
+the reactor never waits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from director.common.threads import Runner
+
+log = Logger()
+
+KINDS = ("postgres", "mysql")
+#: the administrator accounts (PostgreSQL's superuser; one made for Director in MariaDB)
+ADMIN_USERS = {"postgres": "postgres", "mysql": "director"}
+#: the system users the servers run as when Director runs as root
+OS_USERS = {"postgres": "postgres", "mysql": "mysql"}
+#: any Docker network (site containers come from the sites network, terminals too)
+CONTAINER_NETWORKS = ("172.16.0.0/12",)
+SETSID = "/usr/bin/setsid"
+
+
+class BundledDatabaseError(Exception):
+    """A bundled server cannot be set up or started; the message says why."""
+
+
+def password_file(state_dir: Path, kind: str) -> Path:
+    return state_dir / "secrets" / f"{kind}-admin-password"
+
+
+def ensure_password(state_dir: Path, kind: str) -> str:
+    """The administrator's password, made (0600) on first use. For `director init`."""
+    path = password_file(state_dir, kind)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def postgres_bin_dir() -> Path | None:
+    """The newest installed PostgreSQL server's bin directory (Debian layout)."""
+    found = []
+    for bindir in Path("/usr/lib/postgresql").glob("*/bin"):
+        if (bindir / "postgres").exists() and (bindir / "initdb").exists():
+            try:
+                found.append((int(bindir.parent.name), bindir))
+            except ValueError:
+                continue
+    return max(found)[1] if found else None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where one bundled server lives and listens."""
+
+    kind: str
+    directory: Path
+    port: int
+    listen: tuple[str, ...]
+    container_networks: tuple[str, ...] = CONTAINER_NETWORKS
+
+    @property
+    def admin_user(self) -> str:
+        return ADMIN_USERS[self.kind]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.directory / "run"
+
+    @property
+    def pid_file(self) -> Path:
+        if self.kind == "postgres":
+            return self.data_dir / "postmaster.pid"
+        return self.directory / "run" / "mariadbd.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "server.log"
+
+    @property
+    def initialised(self) -> Path:
+        """Present once the data directory is complete (written last by the set-up)."""
+        return self.directory / "initialised"
+
+
+def pg_hba(settings: ServerSettings) -> str:
+    """Who may log in: local sockets and this host with a password; containers as site users."""
+    lines = [
+        "# Written by Director at every start; changes here are lost.",
+        "local all all trust",  # the socket directory is reachable by its owner only
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host all all ::1/128 scram-sha-256",
+    ]
+    for network in settings.container_networks:
+        lines.append(f"host all {settings.admin_user} {network} reject")
+        lines.append(f"host all all {network} scram-sha-256")
+    return "\n".join(lines) + "\n"
+
+
+def mysql_init_sql(settings: ServerSettings, password: str) -> str:
+    """
+    Run by mariadbd at every start (--init-file): the administrator, who may log in from
+    this host only (never from a container), with the password from the secrets directory.
+    """
+    if not all(c.isalnum() or c in "-_" for c in password):
+        raise BundledDatabaseError("the MySQL administrator password has unexpected characters")
+    user = f"'{settings.admin_user}'@'127.0.0.1'"
+    return (
+        f"CREATE USER IF NOT EXISTS {user} IDENTIFIED BY '{password}';\n"
+        f"ALTER USER {user} IDENTIFIED BY '{password}';\n"
+        f"GRANT ALL PRIVILEGES ON *.* TO {user} WITH GRANT OPTION;\n"
+    )
+
+
+def server_argv(settings: ServerSettings, bindir: Path | None = None) -> list[str]:
+    """The server's command line (it runs in the foreground; its output goes to the log)."""
+    if settings.kind == "postgres":
+        if bindir is None:
+            raise BundledDatabaseError(
+                "no PostgreSQL server installed (apt-get install postgresql)"
+            )
+        return [
+            str(bindir / "postgres"),
+            "-D", str(settings.data_dir),
+            "-p", str(settings.port),
+            "-k", str(settings.socket_dir),
+            "-c", f"listen_addresses={','.join(settings.listen)}",
+            "-c", f"hba_file={settings.directory / 'pg_hba.conf'}",
+            "-c", "max_connections=200",
+            "-c", "unix_socket_permissions=0700",
+        ]  # fmt: skip
+    return [
+        _binary("mariadbd"),
+        "--no-defaults",
+        f"--datadir={settings.data_dir}",
+        f"--socket={settings.socket_dir / 'mysqld.sock'}",
+        f"--pid-file={settings.pid_file}",
+        f"--port={settings.port}",
+        f"--bind-address={','.join(settings.listen)}",
+        f"--log-error={settings.log_file}",
+        f"--tmpdir={settings.directory / 'tmp'}",
+        f"--init-file={settings.directory / 'init.sql'}",
+        "--skip-name-resolve",
+        "--innodb-buffer-pool-size=64M",
+        "--max-connections=200",
+        "--character-set-server=utf8mb4",
+        "--collation-server=utf8mb4_unicode_ci",
+    ]
+
+
+def _binary(name: str) -> str:
+    for directory in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which(name)
+    if found is None:
+        raise BundledDatabaseError(f"{name} not found (apt-get install mariadb-server)")
+    return found
+
+
+def running_pid(settings: ServerSettings) -> int | None:
+    """The pid of this server if it runs (from its pid file, checked against /proc)."""
+    try:
+        pid = int(settings.pid_file.read_text().split()[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError, IndexError):
+        return None
+    if str(settings.data_dir) not in command:
+        return None  # a stale pid file, and the number now belongs to something else
+    return pid
+
+
+def _bindable(address: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
+def _owner(kind: str) -> pwd.struct_passwd | None:
+    """The system user to run as (only when Director runs as root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(OS_USERS[kind])
+    except KeyError:
+        raise BundledDatabaseError(
+            f"there is no {OS_USERS[kind]} system user (install the server's Debian package)"
+        ) from None
+
+
+def _chown(paths: list[Path], owner: pwd.struct_passwd | None) -> None:
+    """Give what Director wrote to the server's user (the server makes the rest itself)."""
+    if owner is None:
+        return
+    for path in paths:
+        if path.exists():
+            os.lchown(path, owner.pw_uid, owner.pw_gid)
+
+
+def prepare(settings: ServerSettings, password: str) -> tuple[list[str], bool]:
+    """
+    Blocking (run in a pool): make the directories, write the access rules, and say which
+    listen addresses exist now (the bridge appears with dockerd) and whether the data
+    directory still has to be created.
+    """
+    owner = _owner(settings.kind)
+    for path in (settings.directory, settings.socket_dir, settings.directory / "tmp"):
+        path.mkdir(parents=True, exist_ok=True)
+    settings.directory.chmod(0o700)
+    if settings.kind == "postgres":
+        (settings.directory / "pg_hba.conf").write_text(pg_hba(settings))
+    else:
+        init = settings.directory / "init.sql"
+        fd = os.open(init, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(mysql_init_sql(settings, password))
+    if not settings.initialised.exists() and settings.data_dir.exists():
+        shutil.rmtree(settings.data_dir)  # a set-up that did not finish: start again
+    if settings.kind == "postgres" and not settings.initialised.exists():
+        pwfile = settings.directory / "pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+    _chown(
+        [
+            settings.directory,
+            settings.socket_dir,
+            settings.directory / "tmp",
+            settings.directory / "pg_hba.conf",
+            settings.directory / "init.sql",
+            settings.directory / "pwfile",
+            settings.log_file,
+        ],
+        owner,
+    )
+    listen = [a for a in settings.listen if _bindable(a) or a in ("127.0.0.1", "::1")]
+    return listen, not settings.initialised.exists()
+
+
+def init_argv(settings: ServerSettings, bindir: Path | None) -> list[str]:
+    """The command that creates the data directory."""
+    if settings.kind == "postgres":
+        if bindir is None:
+            raise BundledDatabaseError(
+                "no PostgreSQL server installed (apt-get install postgresql)"
+            )
+        return [
+            str(bindir / "initdb"), "-D", str(settings.data_dir), "-U", settings.admin_user,
+            f"--pwfile={settings.directory / 'pwfile'}", "--auth-local=trust",
+            "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+        ]  # fmt: skip
+    return [
+        _binary("mariadb-install-db"),
+        "--no-defaults",
+        f"--datadir={settings.data_dir}",
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+    ]
+
+
+def _initialised(settings: ServerSettings) -> None:
+    (settings.directory / "pwfile").unlink(missing_ok=True)
+    settings.initialised.write_text("")
+
+
+class _Child(ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended: Deferred[int] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        code = 0 if reason.check(ProcessDone) else getattr(reason.value, "exitCode", None)
+        self.ended.callback(code if code is not None else -1)
+
+
+class BundledDatabase(Service):
+    """Runs (or adopts) one bundled server while the service runs; see the module docstring."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: ServerSettings,
+        password_path: Path,
+        files: Runner,
+        check_interval: float = 30.0,
+        start_timeout: float = 120.0,
+        stop_timeout: float = 60.0,
+    ) -> None:
+        self._reactor = reactor
+        self.settings = settings
+        self._password_path = password_path
+        self._files = files
+        self._check_interval = check_interval
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._loop: LoopingCall | None = None
+        self._busy: Deferred[None] | None = None
+        self._child: _Child | None = None
+        self.pid: int | None = None
+        self.setName(f"bundled-{settings.kind}")
+
+    @property
+    def what(self) -> str:
+        return "PostgreSQL" if self.settings.kind == "postgres" else "MariaDB"
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = self._reactor
+        self._reactor.callWhenRunning(self._start_loop)
+
+    def _start_loop(self) -> None:
+        if self.running and self._loop is not None and not self._loop.running:
+            d = self._loop.start(self._check_interval, now=True)
+            d.addErrback(lambda f: log.failure("the {what} supervisor stopped", f, what=self.what))
+
+    def check(self) -> Deferred[None]:
+        """Adopt or start the server if it is not running (one check at a time)."""
+        if self._busy is not None:
+            return self._busy
+        d = Deferred.fromCoroutine(self._ensure())
+        d.addErrback(
+            lambda f: log.error(
+                "bundled {what} is not running: {error}", what=self.what, error=f.getErrorMessage()
+            )
+        )
+
+        def done(_: object) -> None:
+            self._busy = None
+
+        d.addBoth(done)
+        if not d.called:
+            self._busy = d
+        return d
+
+    async def _ensure(self) -> None:
+        pid = await self._files.run(running_pid, self.settings)
+        if pid is not None:
+            if pid != self.pid:
+                log.info(
+                    "bundled {what} already running (pid {pid}): adopted", what=self.what, pid=pid
+                )
+                self.pid = pid
+            return
+        if self.pid is not None:
+            log.warn(
+                "bundled {what} (pid {pid}) is gone; starting it again",
+                what=self.what,
+                pid=self.pid,
+            )
+            self.pid = None
+        if not self.running:
+            return
+        password = await self._files.run(_read_password, self._password_path)
+        listen, needs_init = await self._files.run(prepare, self.settings, password)
+        missing = sorted(set(self.settings.listen) - set(listen))
+        if missing:
+            log.warn(
+                "bundled {what}: {addresses} does not exist yet (is dockerd running?); site "
+                "containers cannot reach the server until Director restarts",
+                what=self.what,
+                addresses=", ".join(missing),
+            )
+        bindir = None
+        if self.settings.kind == "postgres":
+            bindir = await self._files.run(postgres_bin_dir)
+        if needs_init:
+            log.info("bundled {what}: creating {dir}", what=self.what, dir=self.settings.data_dir)
+            code = await self._run_to_end(init_argv(self.settings, bindir), self._start_timeout)
+            if code != 0:
+                raise BundledDatabaseError(
+                    f"creating the data directory failed (exit {code}); "
+                    f"see {self.settings.log_file}"
+                )
+            await self._files.run(_initialised, self.settings)
+        if not self.running:
+            return
+        settings = ServerSettings(
+            self.settings.kind,
+            self.settings.directory,
+            self.settings.port,
+            tuple(listen),
+            self.settings.container_networks,
+        )
+        child = _Child()
+        process = self._spawn(child, server_argv(settings, bindir))
+        self._child = child
+        self.pid = process.pid
+        child.ended.addCallback(self._ended, process.pid)
+        waited = 0.0
+        while not await self._files.run(_ready, settings, process.pid):
+            if child.ended.called:
+                raise BundledDatabaseError(f"the server exited at start; see {settings.log_file}")
+            if waited >= self._start_timeout:
+                raise BundledDatabaseError(f"not ready after {self._start_timeout:.0f}s")
+            await deferLater(self._reactor, 0.1, lambda: None)
+            waited += 0.1
+        log.info(
+            "bundled {what} started (pid {pid}) on {listen} port {port}",
+            what=self.what,
+            pid=process.pid,
+            listen=",".join(listen),
+            port=settings.port,
+        )
+
+    def _ended(self, code: int, pid: int) -> int:
+        if self.pid == pid:
+            self.pid = None
+            if self.running:
+                log.error(
+                    "bundled {what} (pid {pid}) exited with {code}; see {log}",
+                    what=self.what,
+                    pid=pid,
+                    code=code,
+                    log=self.settings.log_file,
+                )
+        return code
+
+    def _spawn(self, protocol: ProcessProtocol, argv: list[str]) -> Any:
+        """
+        A child in its own session (a Ctrl-C on the terminal reaches the daemon, which then
+        stops the server in order), as the server's system user, output to its log.
+        """
+        owner = _owner(self.settings.kind)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        if owner is not None:
+            env.update(HOME=owner.pw_dir, USER=owner.pw_name, LOGNAME=owner.pw_name)
+        out = os.open(self.settings.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            if owner is not None:
+                os.fchown(out, owner.pw_uid, owner.pw_gid)
+            executable, args = argv[0], argv
+            if os.access(SETSID, os.X_OK):
+                executable, args = SETSID, [SETSID, *argv]
+            return self._reactor.spawnProcess(
+                protocol,
+                executable,
+                args,
+                env=env,
+                path=str(self.settings.directory),
+                uid=owner.pw_uid if owner else None,
+                gid=owner.pw_gid if owner else None,
+                childFDs={0: null, 1: out, 2: out},
+            )
+        finally:
+            os.close(out)
+            os.close(null)
+
+    async def _run_to_end(self, argv: list[str], timeout: float) -> int:
+        child = _Child()
+        process = self._spawn(child, argv)
+        ended = child.ended
+        timer = self._reactor.callLater(timeout, process.signalProcess, signal.SIGKILL)
+        try:
+            return await ended
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._busy is not None:
+            await self._busy  # a start under way finishes (or fails) first
+        # Read inline: the thread pools may already be stopping, and these are two small
+        # reads (the pid file and /proc).
+        pid = running_pid(self.settings)
+        if pid is None:
+            return
+        # PostgreSQL: SIGINT is its fast shutdown; MariaDB shuts down cleanly on SIGTERM.
+        first = signal.SIGINT if self.settings.kind == "postgres" else signal.SIGTERM
+        try:
+            os.kill(pid, first)
+        except ProcessLookupError:
+            return
+        log.info("stopping bundled {what} (pid {pid})", what=self.what, pid=pid)
+        waited = 0.0
+        while _alive(pid):
+            if waited >= self._stop_timeout:
+                log.warn("bundled {what} did not stop in time; killing it", what=self.what)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                break
+            await deferLater(self._reactor, 0.1, lambda: None)
+            waited += 0.1
+        self.pid = None
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a child we have not reaped yet counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rpartition(")")[2].split()[0] != "Z"
+
+
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise BundledDatabaseError(f"{path}: {e.strerror}; run `director init`") from None
+
+
+def _ready(settings: ServerSettings, pid: int) -> bool:
+    """Blocking, quick: the server answers on 127.0.0.1 and says it is ready."""
+    if settings.kind == "postgres":
+        try:
+            lines = settings.pid_file.read_text().splitlines()
+        except OSError:
+            return False
+        if len(lines) < 8 or lines[0].strip() != str(pid) or lines[7].strip() != "ready":
+            return False
+    elif not (settings.socket_dir / "mysqld.sock").exists():
+        return False
+    try:
+        socket.create_connection(("127.0.0.1", settings.port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def bundled_settings(config: Any) -> list[ServerSettings]:
+    """The bundled servers C{config} asks for (none when C{bundled_databases} is off)."""
+    section = config.orchestrator
+    if not section.bundled_databases:
+        return []
+    base = config.director.state_dir / "databases"
+    listen = ("127.0.0.1", section.databases_bridge_host)
+    networks: tuple[str, ...] = CONTAINER_NETWORKS
+    subnet = ipaddress.IPv4Network(section.sites_subnet)
+    if not any(subnet.subnet_of(ipaddress.IPv4Network(n)) for n in networks):
+        networks = (*networks, str(subnet))  # the sites network lies elsewhere
+    return [
+        ServerSettings("postgres", base / "postgres", section.postgres_port, listen, networks),
+        ServerSettings("mysql", base / "mysql", section.mysql_port, listen, networks),
+    ]
