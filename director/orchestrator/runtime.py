@@ -14,6 +14,7 @@ coalesce: however many events arrive while one is queued, it runs once.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -73,6 +74,11 @@ class RuntimePaths:
     @property
     def nginx(self) -> Path:
         return self.base / "nginx"
+
+    @property
+    def pages(self) -> Path:
+        """nginx's own pages (served under /__director/, see nginx_config.PAGES)."""
+        return self.nginx / "pages"
 
     def site_dir(self, site_id: int) -> Path:
         return self.sites / str(site_id)
@@ -386,6 +392,8 @@ class SiteRuntime:
         if site.type == "dynamic" and not await self._docker.image_exists(site.image):
             raise SiteError("image", f"image {site.image} does not exist on this orchestrator")
         await self._prepare_site(site)
+        if previous is None and site.type == "static":
+            await self._files.run(_welcome, self.site_files(site), site.name)
         upstream: list[str] = []
         if site.type == "dynamic":
             await self._docker.put_service(self._service_spec(site))
@@ -415,7 +423,9 @@ class SiteRuntime:
         if previous is not None and previous.name != site.name:
             await self._files.run(_set_link, self.paths.hosts, previous.name, None)
         if needs_own_file(site):
-            text = site_config(site, self._listen, self._domain, site_dir, upstream)
+            text = site_config(
+                site, self._listen, self._domain, site_dir, upstream, self.paths.pages
+            )
             await self._nginx.apply({name: text})
             await self._files.run(_set_link, self.paths.hosts, site.name, None)
         else:
@@ -524,7 +534,14 @@ class SiteRuntime:
             await self._set_upstream(site, upstream)
 
     async def _set_upstream(self, site: Site, upstream: list[str]) -> None:
-        text = site_config(site, self._listen, self._domain, self.paths.site_dir(site.id), upstream)
+        text = site_config(
+            site,
+            self._listen,
+            self._domain,
+            self.paths.site_dir(site.id),
+            upstream,
+            self.paths.pages,
+        )
         await self._nginx.apply({site_file_name(site.id): text})
         self.upstreams[site.id] = upstream
 
@@ -610,6 +627,33 @@ class SiteRuntime:
             "served": site.availability == "enabled",
             "upstream": upstream,
         }
+
+
+WELCOME_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{name}</title></head>
+<body>
+<h1>Welcome to {name}</h1>
+<p>This site is new, and this is its first page: the file <code>public/index.html</code>.</p>
+<p>To change it, open the site in the dashboard and edit <code>public/index.html</code> in the
+file editor (or upload your own files to <code>public/</code>, over SFTP or git). Everything
+in <code>public/</code> is on the web as soon as you save it.</p>
+</body>
+</html>
+"""
+
+
+def _welcome(files: SiteFiles, name: str) -> None:
+    """
+    A new static site's first page, unless its public/ already has something in it (files
+    kept from before, or put there first): never replaces or adds to a user's files.
+    """
+    try:
+        if files.list_dir("public"):
+            return
+        files.create("public/index.html", WELCOME_PAGE.format(name=html.escape(name)).encode())
+    except FileError:
+        pass  # something appeared meanwhile, or public/ is not a directory: leave it
 
 
 def _run_sh_exists(files: SiteFiles) -> bool:
