@@ -207,6 +207,7 @@ class SiteRuntime:
         start_timeout: float = 60.0,
         reconcile_interval: float = 30.0,
         follow_timeout: float = 15.0,
+        link_grace: float = 5.0,
     ) -> None:
         self._reactor = reactor
         self._docker = docker
@@ -221,6 +222,8 @@ class SiteRuntime:
         self._start_timeout = start_timeout
         self._reconcile_interval = reconcile_interval
         self._follow_timeout = follow_timeout
+        self._link_grace = link_grace
+        self._stream_broken = False
         self._locks: dict[int, DeferredLock] = {}
         self._refreshes: dict[int, _Refresh] = {}
         self._reconciling: Deferred[None] | None = None
@@ -300,6 +303,7 @@ class SiteRuntime:
     def _events_broken(self, message: str) -> None:
         """The event stream broke: events may have been lost, so look at every site."""
         self.log.warn("{message}; reconciling every site", message=message)
+        self._stream_broken = True  # until Docker answers again (see _unreachable)
         if self._stop_events is not None:
             self._reconcile_logged()
 
@@ -427,13 +431,34 @@ class SiteRuntime:
                 site, self._listen, self._domain, site_dir, upstream, self.paths.pages
             )
             await self._nginx.apply({name: text})
-            await self._files.run(_set_link, self.paths.hosts, site.name, None)
+            if previous is not None and previous.name == site.name and not needs_own_file(previous):
+                # nginx's old workers still serve from the link until the reload is through:
+                # removing it now would answer "no such site" for a moment.
+                self._drop_link_later(site.id, site.name)
+            else:
+                await self._files.run(_set_link, self.paths.hosts, site.name, None)
         else:
             await self._files.run(
                 _set_link, self.paths.hosts, site.name, Path("..") / ".." / "sites" / str(site.id)
             )
             if previous is not None and needs_own_file(previous):
                 await self._nginx.apply({name: None})
+
+    def _drop_link_later(self, site_id: int, name: str) -> None:
+        """
+        Remove the static fast path's link C{name} once nginx's reload is surely through
+        (after C{link_grace} seconds; in turn with the site's operations), unless a site on
+        the fast path has it by then.
+        """
+
+        async def drop() -> None:
+            if any(s.name == name and not needs_own_file(s) for s in self.sites.values()):
+                return
+            await self._files.run(_set_link, self.paths.hosts, name, None)
+
+        d = deferLater(self._reactor, self._link_grace, lambda: None)
+        d.addCallback(lambda _: self._locked(site_id, drop))
+        d.addErrback(lambda f: self.log.failure("removing the static link {name}", f, name=name))
 
     async def _wait_running(self, site: Site, replaced: frozenset[str] = frozenset()) -> list[str]:
         """
@@ -511,7 +536,12 @@ class SiteRuntime:
             return
         waited = 0.0
         while True:
-            tasks = await self._docker.tasks(site.service_name, self.network)
+            try:
+                tasks = await self._docker.tasks(site.service_name, self.network)
+            except Exception:
+                await self._unreachable(site, request)
+                raise
+            self._stream_broken = False
             running = {
                 t.container_id: t.address
                 for t in tasks
@@ -532,6 +562,21 @@ class SiteRuntime:
                 "site {id} now runs at {upstream}", id=site_id, upstream=upstream or "nowhere"
             )
             await self._set_upstream(site, upstream)
+
+    async def _unreachable(self, site: Site, request: _Refresh) -> None:
+        """
+        Docker did not answer about the site's tasks. If one of its containers just died, or
+        the event stream broke (dockerd restarting: swarm has no live restore, so the
+        containers are gone), the addresses nginx has may be dead, or soon another site's
+        container's: show "not running" (503) until Docker answers again.
+        """
+        if self.upstreams.get(site.id) and (request.died or self._stream_broken):
+            self.log.warn(
+                "site {id}: Docker does not answer after its container stopped or the event "
+                "stream broke; showing the site as not running until it does",
+                id=site.id,
+            )
+            await self._set_upstream(site, [])
 
     async def _set_upstream(self, site: Site, upstream: list[str]) -> None:
         text = site_config(

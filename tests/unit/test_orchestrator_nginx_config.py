@@ -58,7 +58,8 @@ class SiteConfigTests(SynchronousTestCase):
 
     def test_static_folder_without_index_gets_a_page(self) -> None:
         text = render(Site(7, "seven", "static", limits=Limits(client_max_body_size="5m")))
-        self.assertIn("error_page 403 =404 /__director/no-index.html;", text)
+        self.assertIn("index index.html index.htm /__director/no-index;", text)
+        self.assertIn("error_page 404 /__director/no-index.html;", text)
         self.assertIn(f"root {PAGES_DIR};", text)
         self.assertIn("internal;", text)
 
@@ -89,5 +90,6 @@ class MainConfigTests(SynchronousTestCase):
             Path("/srv/var/orchestrator/hosts"),
             Path("/srv/var/orchestrator/nginx/sites"),
         )
-        self.assertIn("error_page 403 =404 /__director/no-index.html;", text)
+        self.assertIn("index index.html index.htm /__director/no-index;", text)
+        self.assertIn("error_page 404 /__director/no-index.html;", text)
         self.assertIn("root /srv/var/orchestrator/nginx/pages;", text)
