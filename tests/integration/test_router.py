@@ -576,6 +576,43 @@ async def test_failed_issuance_is_reported_and_retried(router: RouterUnderTest) 
 
 
 @pytest_twisted.ensureDeferred
+async def test_own_address_redirects_only_once_the_domain_has_its_certificate(
+    router: RouterUnderTest,
+) -> None:
+    """
+    Adding a custom domain never stops the site's own address from answering: while the
+    domain has no certificate (issuance failing here), <name>.<sites_domain> is served as
+    itself; once the certificate is served, it redirects to https://<domain>/ (which works).
+    """
+    domain = "primary.example.test"
+    own = f"delta.{SITES}"
+    router.challtestsrv("/add-a", {"host": domain, "addresses": ["127.0.0.2"]})
+    try:
+        code, _ = await router.put("delta", {"domains": [domain]})
+        assert code == 200
+        reply = await eventually(lambda: (r := http(router.http_port, own, "/x")).status and r)
+        assert (reply.status, reply.body) == (200, f"page of {own} at /x")
+        await router.wait_for(domain, lambda s: s["state"] == "failed")
+        reply = http(router.http_port, own, "/y")
+        assert (reply.status, reply.body) == (200, f"page of {own} at /y")
+        assert http(router.http_port, domain, "/z").body == f"page of {own} at /z"
+    finally:
+        router.challtestsrv("/clear-a", {"host": domain})
+    await router.wait_for(domain, lambda s: s["state"] == "valid")
+    redirect = await eventually(
+        lambda: (r := http(router.http_port, own, "/a?b=c")).status == 302 and r
+    )
+    assert redirect.headers["Location"] == f"https://{domain}:{router.https_port}/a?b=c"
+    page, _ = await served_over_https(router, domain, "/after")
+    assert f"page of {own} at /after" in page
+    challenge = http(router.http_port, own, "/.well-known/acme-challenge/nothing-here")
+    assert challenge.status == 404
+    # The domain removed: the own address is served as itself again.
+    await router.put("delta", {"domains": []})
+    await eventually(lambda: http(router.http_port, own, "/back").status == 200)
+
+
+@pytest_twisted.ensureDeferred
 async def test_bad_domains_refused_and_config_unchanged(router: RouterUnderTest) -> None:
     await router.put("owner", {"domains": ["owned.example.test"]})
     files = router.site_files()
