@@ -315,7 +315,10 @@ async def test_files_api_confined(orchestrator: Orchestrator) -> None:
     await o.client.json("PUT", "/v1/sites/104", json={"name": "files1", "type": "static"})
     await put_file(o, 104, "public/a.txt", b"A")
     listing = await o.client.json("GET", "/v1/sites/104/files/public")
-    assert [e["name"] for e in listing["entries"]] == ["a.txt"]
+    assert [e["name"] for e in listing["entries"]] == [
+        "a.txt",
+        "index.html",
+    ]  # index.html: the welcome page
     site_dir = o.base / "var" / "sites" / "104"
     os.symlink("/etc", site_dir / "public" / "evil")
     for path in ("public/evil/passwd", "../105/x", "public/../../etc/passwd"):
