@@ -231,6 +231,8 @@ def test_student_static_site_from_creation_to_deletion(browser: Any, director: D
     page.wait_for_selector(".cm-content:has-text('Welcome to')")
     page.click(".cm-content")
     page.keyboard.press("Control+a")
+    page.keyboard.press("Backspace")  # (the editor's own delete: typing over a selection of
+    # several lines lets Chromium's contenteditable add inline styles, which the CSP blocks)
     page.keyboard.insert_text("<h1>Hello from the Director editor</h1>\n")
     page.wait_for_selector("[data-save-state]:has-text('Unsaved changes')")
     page.keyboard.press("Control+s")
