@@ -27,8 +27,8 @@ NO_INDEX_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>No page here yet</title></head>
 <body><h1>No page here yet</h1><p>This folder of the site has no <code>index.html</code>.</p>
 <p>If this is your site: open it in the dashboard and create <code>public/index.html</code>
-(or an <code>index.html</code> in this folder), in the file editor or over SFTP. It is
-served as soon as you save it.</p></body></html>
+(or an <code>index.html</code> in this folder) in the file editor. It is served as soon
+as you save it.</p></body></html>
 """
 
 #: The 503 page of a dynamic site whose process is not running (inline in its nginx file:

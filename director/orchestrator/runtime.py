@@ -681,8 +681,8 @@ WELCOME_PAGE = """<!doctype html>
 <h1>Welcome to {name}</h1>
 <p>This site is new, and this is its first page: the file <code>public/index.html</code>.</p>
 <p>To change it, open the site in the dashboard and edit <code>public/index.html</code> in the
-file editor (or upload your own files to <code>public/</code>, over SFTP or git). Everything
-in <code>public/</code> is on the web as soon as you save it.</p>
+file editor, or upload your own files to <code>public/</code>. Everything in
+<code>public/</code> is on the web as soon as you save it.</p>
 </body>
 </html>
 """
