@@ -802,7 +802,10 @@ async def test_custom_domain_keeps_the_own_address(orchestrator: Orchestrator) -
         assert o.get("domains1", forwarded_host=forwarded) == (200, b"domains one")
     await put_file(o, 301, "run.sh", RUN_SH, mode="755")
     await o.client.json("PUT", "/v1/sites/301", json=dict(spec, type="dynamic", image=PYTHON_IMAGE))
-    o.wait_for("domains1", 200, b"domains one")
+    # (the process may still be starting, and nginx's old workers answer for a moment)
+    for forwarded in (own, "www.domains1.test"):
+        o.wait_for("domains1", 200, b"domains one", 30, forwarded_host=forwarded)
+    time.sleep(1)  # the reload is through: only the dynamic site's configuration answers
     for forwarded in (own, "www.domains1.test"):
         assert o.get("domains1", forwarded_host=forwarded) == (200, b"domains one")
     await o.client.json("DELETE", "/v1/sites/301")
