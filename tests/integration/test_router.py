@@ -82,7 +82,11 @@ class _BackendHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = f"page of {self.headers.get('Host')} at {self.path}".encode()
-        self.send_response(200)
+        if self.path.startswith("/down"):  # as the orchestrator's nginx for a site that is down
+            body = b"This site is not running"
+            self.send_response(503)
+        else:
+            self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -610,6 +614,22 @@ async def test_own_address_redirects_only_once_the_domain_has_its_certificate(
     # The domain removed: the own address is served as itself again.
     await router.put("delta", {"domains": []})
     await eventually(lambda: http(router.http_port, own, "/back").status == 200)
+
+
+@pytest_twisted.ensureDeferred
+async def test_site_down_passes_through(router: RouterUnderTest) -> None:
+    """
+    The orchestrator's 503 "not running" for a site that is down reaches the visitor as it
+    is, on the site's host and its custom domains: never retried elsewhere, never a 404 or
+    a 502 of the router's own.
+    """
+    code, _ = await router.put("epsilon", {"domains": ["down.epsilon.test"]})
+    assert code == 200
+    for host in (f"epsilon.{SITES}", "down.epsilon.test", f"undescribed.{SITES}"):
+        reply = await eventually(
+            lambda h=host: (r := http(router.http_port, h, "/down")).status != 404 and r
+        )
+        assert (reply.status, reply.body) == (503, "This site is not running"), host
 
 
 @pytest_twisted.ensureDeferred
