@@ -196,8 +196,8 @@ class Site:
             "image": self.running_image,
             "env": self.database_env(),
             "limits": self.limits,
+            # Redirects to a custom domain are the router's (once its certificate is served).
             "custom_domains": list(self.domains),
-            "primary_url": f"https://{self.domains[0]}" if self.domains else None,
         }
 
     def database_env(self) -> dict[str, str]:

@@ -22,6 +22,25 @@ NOT_FOUND_PAGE = """<!doctype html>
 <body><h1>Nothing here</h1><p>There is no site or page at this address.</p></body></html>
 """
 
+#: What a folder without an index.html shows (a new site's public/ emptied, say).
+NO_INDEX_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>No page here yet</title></head>
+<body><h1>No page here yet</h1><p>This folder of the site has no <code>index.html</code>.</p>
+<p>If this is your site: open it in the dashboard and create <code>public/index.html</code>
+(or an <code>index.html</code> in this folder) in the file editor. It is served as soon
+as you save it.</p></body></html>
+"""
+
+#: The 503 page of a dynamic site whose process is not running (inline in its nginx file:
+#: no quote, backslash or dollar sign).
+NOT_RUNNING_PAGE = (
+    "<!doctype html><title>Site not running</title><h1>This site is not running</h1>"
+    "<p>It may be starting, stopped, or missing a run.sh. Check its log in the dashboard.</p>"
+)
+
+#: The pages nginx serves from its pages directory (under /__director/, internal only).
+PAGES = {"not-found.html": NOT_FOUND_PAGE, "no-index.html": NO_INDEX_PAGE}
+
 
 def _environment() -> Environment:
     # Not HTML: autoescape would be wrong; values are validated and quoted instead.
@@ -75,23 +94,31 @@ def main_config(
 
 
 def needs_own_file(site: Site) -> bool:
-    """Only plain, enabled static sites are served by the shared static server."""
+    """
+    Only plain, enabled static sites are served by the shared static server (custom domains
+    need nothing here: the router sends them under the site's own host).
+    """
     return not (
         site.type == "static"
         and site.availability == "enabled"
-        and not site.custom_domains
         and site.limits.client_max_body_size == "1m"
     )
 
 
 def site_config(
-    site: Site, listen: str, sites_domain: str, site_dir: Path, upstream: list[str]
+    site: Site,
+    listen: str,
+    sites_domain: str,
+    site_dir: Path,
+    upstream: list[str],
+    pages_dir: Path | None = None,
 ) -> str:
-    redirect_hosts = ""
-    primary_url = ""
-    if site.custom_domains and site.primary_url:
-        redirect_hosts = "|".join(re.escape(d) for d in site.custom_domains)
-        primary_url = nginx_string(site.primary_url)[1:-1]  # validated: no quotes, no $
+    """
+    One site's server block. Every address of the site is served alike: the router sends
+    custom domains here under the site's host, and redirects to a custom domain (once its
+    certificate is served) are the router's. C{pages_dir}: where L{PAGES} are, for the
+    friendly 404 pages of a static site.
+    """
     for address in upstream:
         if not re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", address):
             raise ValueError(f"not an IPv4 address: {address!r}")
@@ -102,7 +129,7 @@ def site_config(
         "site_dir": site_dir,
         "upstream": upstream,
         "port": SITE_PORT,
-        "redirect_hosts": redirect_hosts,
-        "primary_url": primary_url,
+        "pages_dir": pages_dir,
+        "not_running": NOT_RUNNING_PAGE,
     }
     return _ENV.get_template("orchestrator-site.conf.j2").render(**context)

@@ -14,6 +14,7 @@ coalesce: however many events arrive while one is queued, it runs once.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -78,6 +79,11 @@ class RuntimePaths:
     @property
     def nginx(self) -> Path:
         return self.base / "nginx"
+
+    @property
+    def pages(self) -> Path:
+        """nginx's own pages (served under /__director/, see nginx_config.PAGES)."""
+        return self.nginx / "pages"
 
     def site_dir(self, site_id: int) -> Path:
         return self.sites / str(site_id)
@@ -230,6 +236,7 @@ class SiteRuntime:
         file_limits: FileLimits | None = None,
         firewall: IFirewall | None = None,
         blocked: tuple[str, ...] = (LINK_LOCAL,),
+        link_grace: float = 5.0,
     ) -> None:
         self._reactor = reactor
         self._file_limits = file_limits
@@ -249,6 +256,8 @@ class SiteRuntime:
         self._blocked = blocked
         self._allowed: set[tuple[str, int]] = set()
         self._firewall_ready = False
+        self._link_grace = link_grace
+        self._stream_broken = False
         self._locks: dict[int, DeferredLock] = {}
         self._refreshes: dict[int, _Refresh] = {}
         self._reconciling: Deferred[None] | None = None
@@ -377,6 +386,7 @@ class SiteRuntime:
     def _events_broken(self, message: str) -> None:
         """The event stream broke: events may have been lost, so look at every site."""
         self.log.warn("{message}; reconciling every site", message=message)
+        self._stream_broken = True  # until Docker answers again (see _unreachable)
         if self._stop_events is not None:
             self._reconcile_logged()
 
@@ -519,6 +529,8 @@ class SiteRuntime:
         if site.type == "dynamic" and not self._firewall_ready:
             await self.ensure_firewall()  # never a running site without its firewall
         await self._prepare_site(site)
+        if previous is None and site.type == "static":
+            await self._files.run(_welcome, self.site_files(site), site.name)
         upstream: list[str] = []
         if site.type == "dynamic":
             await self._docker.put_service(self._service_spec(site))
@@ -552,15 +564,38 @@ class SiteRuntime:
         if previous is not None and previous.name != site.name:
             await self._files.run(_set_link, self.paths.hosts, previous.name, None)
         if needs_own_file(site):
-            text = site_config(site, self._listen, self._domain, site_dir, upstream)
+            text = site_config(
+                site, self._listen, self._domain, site_dir, upstream, self.paths.pages
+            )
             await self._nginx.apply({name: text})
-            await self._files.run(_set_link, self.paths.hosts, site.name, None)
+            if previous is not None and previous.name == site.name and not needs_own_file(previous):
+                # nginx's old workers still serve from the link until the reload is through:
+                # removing it now would answer "no such site" for a moment.
+                self._drop_link_later(site.id, site.name)
+            else:
+                await self._files.run(_set_link, self.paths.hosts, site.name, None)
         else:
             await self._files.run(
                 _set_link, self.paths.hosts, site.name, Path("..") / ".." / "sites" / str(site.id)
             )
             if previous is not None and needs_own_file(previous):
                 await self._nginx.apply({name: None})
+
+    def _drop_link_later(self, site_id: int, name: str) -> None:
+        """
+        Remove the static fast path's link C{name} once nginx's reload is surely through
+        (after C{link_grace} seconds; in turn with the site's operations), unless a site on
+        the fast path has it by then.
+        """
+
+        async def drop() -> None:
+            if any(s.name == name and not needs_own_file(s) for s in self.sites.values()):
+                return
+            await self._files.run(_set_link, self.paths.hosts, name, None)
+
+        d = deferLater(self._reactor, self._link_grace, lambda: None)
+        d.addCallback(lambda _: self._locked(site_id, drop))
+        d.addErrback(lambda f: self.log.failure("removing the static link {name}", f, name=name))
 
     async def _wait_running(self, site: Site, replaced: frozenset[str] = frozenset()) -> list[str]:
         """
@@ -640,7 +675,12 @@ class SiteRuntime:
             return
         waited = 0.0
         while True:
-            tasks = await self._docker.tasks(site.service_name, self.network)
+            try:
+                tasks = await self._docker.tasks(site.service_name, self.network)
+            except Exception:
+                await self._unreachable(site, request)
+                raise
+            self._stream_broken = False
             running = {
                 t.container_id: t.address
                 for t in tasks
@@ -662,8 +702,30 @@ class SiteRuntime:
             )
             await self._set_upstream(site, upstream)
 
+    async def _unreachable(self, site: Site, request: _Refresh) -> None:
+        """
+        Docker did not answer about the site's tasks. If one of its containers just died, or
+        the event stream broke (dockerd restarting: swarm has no live restore, so the
+        containers are gone), the addresses nginx has may be dead, or soon another site's
+        container's: show "not running" (503) until Docker answers again.
+        """
+        if self.upstreams.get(site.id) and (request.died or self._stream_broken):
+            self.log.warn(
+                "site {id}: Docker does not answer after its container stopped or the event "
+                "stream broke; showing the site as not running until it does",
+                id=site.id,
+            )
+            await self._set_upstream(site, [])
+
     async def _set_upstream(self, site: Site, upstream: list[str]) -> None:
-        text = site_config(site, self._listen, self._domain, self.paths.site_dir(site.id), upstream)
+        text = site_config(
+            site,
+            self._listen,
+            self._domain,
+            self.paths.site_dir(site.id),
+            upstream,
+            self.paths.pages,
+        )
         await self._nginx.apply({site_file_name(site.id): text})
         self.upstreams[site.id] = upstream
 
@@ -751,6 +813,33 @@ class SiteRuntime:
             "served": site.availability == "enabled",
             "upstream": upstream,
         }
+
+
+WELCOME_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{name}</title></head>
+<body>
+<h1>Welcome to {name}</h1>
+<p>This site is new, and this is its first page: the file <code>public/index.html</code>.</p>
+<p>To change it, open the site in the dashboard and edit <code>public/index.html</code> in the
+file editor, or upload your own files to <code>public/</code>. Everything in
+<code>public/</code> is on the web as soon as you save it.</p>
+</body>
+</html>
+"""
+
+
+def _welcome(files: SiteFiles, name: str) -> None:
+    """
+    A new static site's first page, unless its public/ already has something in it (files
+    kept from before, or put there first): never replaces or adds to a user's files.
+    """
+    try:
+        if files.list_dir("public"):
+            return
+        files.create("public/index.html", WELCOME_PAGE.format(name=html.escape(name)).encode())
+    except FileError:
+        pass  # something appeared meanwhile, or public/ is not a directory: leave it
 
 
 def _run_sh_exists(files: SiteFiles) -> bool:

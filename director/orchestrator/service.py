@@ -28,7 +28,7 @@ from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
 from director.orchestrator.files import FileLimits
 from director.orchestrator.firewall import IFirewall, IptablesFirewall
 from director.orchestrator.monitor import DirectoryMonitor
-from director.orchestrator.nginx_config import NOT_FOUND_PAGE, main_config
+from director.orchestrator.nginx_config import PAGES, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
 from director.orchestrator.site_nginx import SiteNginxFiles, StagedNginx, sync_staging
 from director.orchestrator.web import OrchestratorAPI
@@ -99,8 +99,10 @@ def build_service(
 
     try:
         nginx_paths.create()
-        (nginx_paths.prefix / "pages" / "__director").mkdir(parents=True, exist_ok=True)
-        (nginx_paths.prefix / "pages" / "__director" / "not-found.html").write_text(NOT_FOUND_PAGE)
+        pages = paths.pages / "__director"
+        pages.mkdir(parents=True, exist_ok=True)
+        for name, text in PAGES.items():
+            (pages / name).write_text(text)
         nginx_paths.conf.write_text(render_main())
     except OSError as e:
         raise StartupError(

@@ -57,6 +57,7 @@ class Site:
     env: dict[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
     custom_domains: tuple[str, ...] = ()
+    #: Accepted from older managers and ignored: the router redirects to a custom domain.
     primary_url: str | None = None
 
     @property

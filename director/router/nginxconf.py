@@ -147,9 +147,12 @@ def render_site(
 ) -> str:
     """
     One site's servers: its canonical host, its custom domains over HTTP, and over HTTPS
-    those in C{secured} (domain -> version of its installed certificate).
+    those in C{secured} (domain -> version of its installed certificate). The canonical
+    host redirects to the primary (first) custom domain once that one is secured, and is
+    served as itself until then: a redirect never leads to an address without a certificate.
     """
     secured_domains = [d for d in entry.domains if d in secured]
+    primary = entry.domains[0] if entry.domains else None
     return _ENV.get_template("router-site.conf.j2").render(
         **_common(settings, layout),
         name=entry.name,
@@ -157,6 +160,7 @@ def render_site(
         max_body_size=entry.max_body_size,
         plain_domains=[d for d in entry.domains if d not in secured],
         secured_domains=secured_domains,
+        redirect_to=primary if primary in secured else None,
         certificates={
             d: (str(layout.installed_cert(d, secured[d])), str(layout.installed_key(d, secured[d])))
             for d in secured_domains

@@ -46,40 +46,64 @@ class Orchestrator:
     config: Config
     client: ComponentClient
     base: Path
+    service: Any = None
 
     @property
     def nginx_port(self) -> int:
         return self.config.orchestrator.nginx_port
 
     def get(
-        self, name: str, path: str = "/", host: str | None = None, timeout: float = 10
+        self,
+        name: str,
+        path: str = "/",
+        host: str | None = None,
+        timeout: float = 10,
+        forwarded_host: str | None = None,
     ) -> tuple[int, bytes]:
-        """GET through the orchestrator's nginx, as the router would."""
+        """
+        GET through the orchestrator's nginx, as the router would (which sends custom
+        domains under the site's host, with the domain in X-Forwarded-Host).
+        """
+        headers = {"Host": host or f"{name}.{self.config.director.sites_domain}"}
+        if forwarded_host is not None:
+            headers["X-Forwarded-Host"] = forwarded_host
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.nginx_port}{path}",
-            headers={"Host": host or f"{name}.{self.config.director.sites_domain}"},
+            f"http://127.0.0.1:{self.nginx_port}{path}", headers=headers
         )
+        opener = urllib.request.build_opener(_NoRedirect)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with opener.open(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
         except OSError:
             return 0, b""
 
-    def wait_for(self, name: str, status: int, body: bytes | None = None, timeout: float = 30):
+    def wait_for(
+        self,
+        name: str,
+        status: int,
+        body: bytes | None = None,
+        timeout: float = 30,
+        forwarded_host: str | None = None,
+    ):
         deadline = time.monotonic() + timeout
         got: tuple[int, bytes] = (0, b"")
         while time.monotonic() < deadline:
-            got = self.get(name)
+            got = self.get(name, forwarded_host=forwarded_host)
             if got[0] == status and (body is None or body in got[1]):
                 return got
             time.sleep(0.05)
         raise AssertionError(f"{name}: wanted {status} {body!r}, last got {got!r}")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 #: The site ids these tests use (their services and containers are removed at the end).
-SITE_IDS = [*range(101, 113), *range(201, 205)]
+SITE_IDS = [*range(101, 113), *range(201, 205), *range(301, 307)]
 
 
 async def served(
@@ -164,7 +188,7 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
         HTTPClient(Agent(reactor, pool=pool)),
         timeout=120,
     )
-    yield Orchestrator(config, client, base)
+    yield Orchestrator(config, client, base, service)
     for site_id in list(os.listdir(base / "var" / "orchestrator" / "applied")):
         subprocess.run(
             ["docker", "service", "rm", f"site_{site_id.split('.')[0]}"],
@@ -386,7 +410,10 @@ async def test_files_api_confined(orchestrator: Orchestrator) -> None:
     await o.client.json("PUT", "/v1/sites/104", json={"name": "files1", "type": "static"})
     await put_file(o, 104, "public/a.txt", b"A")
     listing = await o.client.json("GET", "/v1/sites/104/files/public")
-    assert [e["name"] for e in listing["entries"]] == ["a.txt"]
+    assert [e["name"] for e in listing["entries"]] == [
+        "a.txt",
+        "index.html",
+    ]  # index.html: the welcome page
     site_dir = o.base / "var" / "sites" / "104"
     os.symlink("/etc", site_dir / "public" / "evil")
     for path in ("public/evil/passwd", "../105/x", "public/../../etc/passwd"):
@@ -897,3 +924,169 @@ async def test_setup_command_runs_and_unused_images_go(orchestrator: Orchestrato
                     ),
                     "cleanup",
                 )
+
+
+def _runtime(o: Orchestrator) -> Any:
+    """The orchestrator's site runtime (to stop it following Docker, as if dockerd were away)."""
+    from director.orchestrator.service import _FollowTasks
+
+    for child in o.service:
+        if isinstance(child, _FollowTasks):
+            return child._runtime
+    raise AssertionError("no runtime in the orchestrator service")
+
+
+@pytest_twisted.ensureDeferred
+async def test_custom_domain_keeps_the_own_address(orchestrator: Orchestrator) -> None:
+    """
+    A site with a custom domain answers 200 on its own address (the router decides about
+    redirects, once the domain has a certificate) and on the domain, for static and dynamic
+    sites, whatever primary_url an older manager sends.
+    """
+    o = orchestrator
+    own = f"domains1.{o.config.director.sites_domain}"
+    spec = {
+        "name": "domains1",
+        "type": "static",
+        "custom_domains": ["www.domains1.test"],
+        "primary_url": "https://www.domains1.test",
+    }
+    await o.client.json("PUT", "/v1/sites/301", json=spec)
+    await put_file(o, 301, "public/index.html", b"domains one")
+    for forwarded in (own, "www.domains1.test"):
+        assert o.get("domains1", forwarded_host=forwarded) == (200, b"domains one")
+    await put_file(o, 301, "run.sh", RUN_SH, mode="755")
+    await o.client.json("PUT", "/v1/sites/301", json=dict(spec, type="dynamic", image=PYTHON_IMAGE))
+    # (the process may still be starting, and nginx's old workers answer for a moment)
+    for forwarded in (own, "www.domains1.test"):
+        o.wait_for("domains1", 200, b"domains one", 30, forwarded_host=forwarded)
+    time.sleep(1)  # the reload is through: only the dynamic site's configuration answers
+    for forwarded in (own, "www.domains1.test"):
+        assert o.get("domains1", forwarded_host=forwarded) == (200, b"domains one")
+    await o.client.json("DELETE", "/v1/sites/301")
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_static_site_has_a_page(orchestrator: Orchestrator) -> None:
+    """
+    A new static site answers 200 with a welcome page (public/index.html, saying how to
+    edit it); the user's own index.html replaces it and is live within 1 s. A site whose
+    public/ already had files gets no page added; a folder without an index gets a page
+    that says so, not nginx's bare 403, on the fast path and with a file of its own.
+    """
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/302", json={"name": "fresh1", "type": "static"})
+    status, body = o.get("fresh1")
+    assert status == 200 and b"Welcome to fresh1" in body and b"public/index.html" in body
+    listing = await o.client.json("GET", "/v1/sites/302/files/public")
+    assert [e["name"] for e in listing["entries"]] == ["index.html"], listing
+    started = time.monotonic()
+    await put_file(o, 302, "public/index.html", b"my own page")
+    o.wait_for("fresh1", 200, b"my own page", timeout=1)
+    assert time.monotonic() - started < 1
+    # Files already there (kept from before): nothing is added to them.
+    public = o.base / "var" / "sites" / "303" / "public"
+    public.mkdir(parents=True)
+    (public / "other.html").write_text("other")
+    public.chmod(0o755)
+    (public / "other.html").chmod(0o644)
+    await o.client.json("PUT", "/v1/sites/303", json={"name": "kept1", "type": "static"})
+    assert not (public / "index.html").exists()
+    assert o.get("kept1", "/other.html") == (200, b"other")
+    for spec in ({}, {"limits": {"client_max_body_size": "5m"}}):
+        await o.client.json(
+            "PUT", "/v1/sites/303", json={"name": "kept1", "type": "static", **spec}
+        )
+        # (nginx may still be reloading when the site moves to a file of its own)
+        o.wait_for("kept1", 404, b"No page here yet", timeout=5)
+    await o.client.json("DELETE", "/v1/sites/302")
+    await o.client.json("DELETE", "/v1/sites/303")
+
+
+@pytest_twisted.ensureDeferred
+async def test_availability_on_every_address(orchestrator: Orchestrator) -> None:
+    """
+    not-served: the "not served" page (503) on the site's host and its custom domains, for a
+    static site as for a dynamic one; disabled: the disabled page (403) everywhere.
+    """
+    o = orchestrator
+    own = f"avail1.{o.config.director.sites_domain}"
+    addresses = (own, "www.avail1.test")
+    spec: dict[str, Any] = {"name": "avail1", "custom_domains": ["www.avail1.test"]}
+    await o.client.json("PUT", "/v1/sites/304", json=dict(spec, type="static"))
+    await put_file(o, 304, "public/index.html", b"available")
+    await put_file(o, 304, "run.sh", RUN_SH, mode="755")
+    dynamic = dict(spec, type="dynamic", image=PYTHON_IMAGE)
+    for kind in (dict(spec, type="static"), dynamic):
+        await o.client.json("PUT", "/v1/sites/304", json=kind)
+        o.wait_for("avail1", 200, b"available")
+        # (nginx's old workers may answer for a moment after each change: polled)
+        await o.client.json("PUT", "/v1/sites/304", json=dict(kind, availability="not-served"))
+        for forwarded in addresses:
+            o.wait_for("avail1", 503, b"not being served", 5, forwarded_host=forwarded)
+        await o.client.json("PUT", "/v1/sites/304", json=dict(kind, availability="disabled"))
+        for forwarded in addresses:
+            o.wait_for("avail1", 403, b"disabled", 5, forwarded_host=forwarded)
+    await o.client.json("PUT", "/v1/sites/304", json=dynamic)
+    o.wait_for("avail1", 200, b"available")
+    await o.client.json("DELETE", "/v1/sites/304")
+
+
+class _DockerAway:
+    """The real gateway, except that Docker does not answer about tasks (dockerd restarting)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.asked = 0
+
+    def tasks(self, name: str, network: str) -> Any:
+        from twisted.internet.defer import fail
+
+        from director.orchestrator.docker_gateway import DockerError
+
+        self.asked += 1
+        return fail(DockerError("Cannot connect to the Docker daemon"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_site_down_says_not_running(orchestrator: Orchestrator) -> None:
+    """
+    A dynamic site whose container dies while Docker does not answer (dockerd restarting)
+    answers 503 "not running", never a bare 502, and never whatever now has its old address
+    (another site's container, say); once Docker answers, the site is served again.
+    """
+    from twisted.internet.threads import deferToThread
+
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/305", json={"name": "down1", "type": "static"})
+    await put_file(o, 305, "run.sh", RUN_SH, mode="755")
+    await put_file(o, 305, "public/index.html", b"up again")
+    spec = {"name": "down1", "type": "dynamic", "image": PYTHON_IMAGE}
+    await o.client.json("PUT", "/v1/sites/305", json=spec)
+    await served(o, "down1", 200, b"up again")
+    runtime = _runtime(o)
+    real = runtime._docker
+    away = runtime._docker = _DockerAway(real)
+    try:
+        subprocess.run(
+            ["docker", "service", "scale", "--detach", "site_305=0"],
+            capture_output=True,
+            check=True,
+        )
+        deadline = time.monotonic() + 30
+        while running_container(305) and time.monotonic() < deadline:
+            await deferToThread(time.sleep, 0.1)
+        assert not running_container(305)
+        await served(o, "down1", 503, b"not running", timeout=10)
+        assert away.asked  # the die event was followed, and Docker did not answer
+        for _ in range(3):
+            status, body = await deferToThread(o.get, "down1", "/", None, 15)
+            assert status == 503 and b"not running" in body, (status, body)
+    finally:
+        runtime._docker = real
+    await o.client.json("PUT", "/v1/sites/305", json=spec)  # what the manager's repair does
+    await served(o, "down1", 200, b"up again")
+    await o.client.json("DELETE", "/v1/sites/305")

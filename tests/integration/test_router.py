@@ -82,7 +82,11 @@ class _BackendHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = f"page of {self.headers.get('Host')} at {self.path}".encode()
-        self.send_response(200)
+        if self.path.startswith("/down"):  # as the orchestrator's nginx for a site that is down
+            body = b"This site is not running"
+            self.send_response(503)
+        else:
+            self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -584,6 +588,59 @@ async def test_failed_issuance_is_reported_and_retried(router: RouterUnderTest) 
         router.challtestsrv("/clear-a", {"host": bad})
     await router.wait_for(bad, lambda s: s["state"] == "valid")
     await eventually(lambda: http(router.http_port, bad, "/").status == 301)
+
+
+@pytest_twisted.ensureDeferred
+async def test_own_address_redirects_only_once_the_domain_has_its_certificate(
+    router: RouterUnderTest,
+) -> None:
+    """
+    Adding a custom domain never stops the site's own address from answering: while the
+    domain has no certificate (issuance failing here), <name>.<sites_domain> is served as
+    itself; once the certificate is served, it redirects to https://<domain>/ (which works).
+    """
+    domain = "primary.example.test"
+    own = f"delta.{SITES}"
+    router.challtestsrv("/add-a", {"host": domain, "addresses": ["127.0.0.2"]})
+    try:
+        code, _ = await router.put("delta", {"domains": [domain]})
+        assert code == 200
+        reply = await eventually(lambda: (r := http(router.http_port, own, "/x")).status and r)
+        assert (reply.status, reply.body) == (200, f"page of {own} at /x")
+        await router.wait_for(domain, lambda s: s["state"] == "failed")
+        reply = http(router.http_port, own, "/y")
+        assert (reply.status, reply.body) == (200, f"page of {own} at /y")
+        assert http(router.http_port, domain, "/z").body == f"page of {own} at /z"
+    finally:
+        router.challtestsrv("/clear-a", {"host": domain})
+    await router.wait_for(domain, lambda s: s["state"] == "valid")
+    redirect = await eventually(
+        lambda: (r := http(router.http_port, own, "/a?b=c")).status == 302 and r
+    )
+    assert redirect.headers["Location"] == f"https://{domain}:{router.https_port}/a?b=c"
+    page, _ = await served_over_https(router, domain, "/after")
+    assert f"page of {own} at /after" in page
+    challenge = http(router.http_port, own, "/.well-known/acme-challenge/nothing-here")
+    assert challenge.status == 404
+    # The domain removed: the own address is served as itself again.
+    await router.put("delta", {"domains": []})
+    await eventually(lambda: http(router.http_port, own, "/back").status == 200)
+
+
+@pytest_twisted.ensureDeferred
+async def test_site_down_passes_through(router: RouterUnderTest) -> None:
+    """
+    The orchestrator's 503 "not running" for a site that is down reaches the visitor as it
+    is, on the site's host and its custom domains: never retried elsewhere, never a 404 or
+    a 502 of the router's own.
+    """
+    code, _ = await router.put("epsilon", {"domains": ["down.epsilon.test"]})
+    assert code == 200
+    for host in (f"epsilon.{SITES}", "down.epsilon.test", f"undescribed.{SITES}"):
+        reply = await eventually(
+            lambda h=host: (r := http(router.http_port, h, "/down")).status != 404 and r
+        )
+        assert (reply.status, reply.body) == (503, "This site is not running"), host
 
 
 @pytest_twisted.ensureDeferred

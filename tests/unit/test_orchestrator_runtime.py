@@ -18,6 +18,7 @@ from director.common.threads import InlineRunner
 from director.orchestrator.docker_gateway import DockerError
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
 from director.orchestrator.sites import (
+    Limits,
     Site,
     identity_files,
     service_spec,
@@ -304,6 +305,101 @@ class IdentityTests(RuntimeTestCase):
         inode = path.stat().st_ino
         self.add_dynamic(9)
         self.assertEqual(path.stat().st_ino, inode)
+
+
+class ServingTests(RuntimeTestCase):
+    def apply(self, site: Site) -> None:
+        d = self.runtime.apply(site)
+        self.settle()
+        self.successResultOf(d)
+
+    def test_new_static_site_gets_a_welcome_page(self) -> None:
+        """A new static site's public/ gets an index.html that says how to edit it, once."""
+        site = Site(id=11, name="blog", type="static")
+        self.apply(site)
+        index = self.paths.site_dir(11) / "public" / "index.html"
+        text = index.read_text()
+        self.assertIn("Welcome to blog", text)
+        self.assertIn("public/index.html", text)
+        index.unlink()
+        self.apply(Site(id=11, name="blog", type="static", limits=Limits(memory_mb=200)))
+        self.assertFalse(index.exists())  # the user deleted it: not put back
+
+    def test_files_already_there_are_left_alone(self) -> None:
+        public = self.paths.site_dir(12) / "public"
+        public.mkdir(parents=True)
+        (public / "page.html").write_text("mine")
+        self.apply(Site(id=12, name="kept", type="static"))
+        self.assertEqual(sorted(p.name for p in public.iterdir()), ["page.html"])
+
+    def test_dynamic_site_gets_no_page(self) -> None:
+        self.add_dynamic(13)
+        self.assertEqual(list((self.paths.site_dir(13) / "public").iterdir()), [])
+
+    def test_static_link_outlives_the_reload(self) -> None:
+        """
+        Moving from the static fast path to a file of its own, the site's link stays until
+        nginx's reload is surely through (old workers still serve from it), then goes.
+        """
+        site = Site(id=14, name="moving", type="static")
+        self.apply(site)
+        link = self.paths.hosts / "moving"
+        self.assertTrue(link.is_symlink())
+        self.apply(Site(id=14, name="moving", type="static", availability="not-served"))
+        self.assertTrue((self.nginx_dir / "site-14.conf").exists())
+        self.assertTrue(link.is_symlink())
+        self.reactor.advance(5)
+        self.settle()
+        self.assertFalse(link.exists())
+
+    def test_link_kept_when_back_on_the_fast_path_meanwhile(self) -> None:
+        site = Site(id=15, name="back", type="static")
+        self.apply(site)
+        self.apply(Site(id=15, name="back", type="static", availability="disabled"))
+        self.apply(site)
+        self.reactor.advance(5)
+        self.settle()
+        self.assertTrue((self.paths.hosts / "back").is_symlink())
+        self.assertFalse((self.nginx_dir / "site-15.conf").exists())
+
+    def docker_away(self) -> None:
+        self.docker.tasks = lambda name, network: fail(DockerError("dockerd went away"))  # type: ignore[method-assign]
+
+    def test_died_while_docker_away_shows_not_running(self) -> None:
+        """
+        A container died and Docker does not answer: its address may go to another
+        container, so nginx shows "not running" rather than keep proxying there.
+        """
+        site = self.add_dynamic()
+        (task,) = self.running(site)
+        self.docker_away()
+        d = self.runtime.refresh(site.id, died=task.container_id)
+        self.settle()
+        self.failureResultOf(d, DockerError)
+        self.assertEqual(self.runtime.upstreams[site.id], [])
+        self.assertIn("This site is not running", self.config(site))
+
+    def test_broken_stream_while_docker_away_shows_not_running(self) -> None:
+        """The event stream broke and Docker does not answer (dockerd restarting)."""
+        site = self.add_dynamic()
+        self.runtime.follow()
+        self.docker_away()
+        self.docker.break_events()
+        self.settle()
+        self.flushLoggedErrors(DockerError)
+        self.assertEqual(self.runtime.upstreams[site.id], [])
+        self.assertIn("This site is not running", self.config(site))
+
+    def test_docker_error_alone_keeps_the_upstream(self) -> None:
+        """A failed periodic look with nothing suspicious changes nothing."""
+        site = self.add_dynamic()
+        before = self.runtime.upstreams[site.id]
+        self.runtime.follow()
+        self.docker_away()
+        self.reactor.advance(30)
+        self.settle()
+        self.assertEqual(len(self.flushLoggedErrors(DockerError)), 1)
+        self.assertEqual(self.runtime.upstreams[site.id], before)
 
 
 class SiteImageTests(RuntimeTestCase):

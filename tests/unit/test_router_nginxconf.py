@@ -149,6 +149,26 @@ class SiteConfigTests(SynchronousTestCase):
         self.assertIn("proxy_set_header Host alpha.sites.test;", tls)
         self.assertIn("client_max_body_size 10m;", tls)
 
+    def test_own_address_served_until_the_primary_domain_is_secured(self) -> None:
+        """
+        Without a certificate for the primary (first) domain, the site's own address is
+        proxied like any other; a certificate for another domain changes nothing there.
+        """
+        for secured in ({}, {"b.example.test": "0123456789abcdef"}):
+            own = servers(render_site(self.entry, SETTINGS, LAYOUT, secured))[0]
+            self.assertIn("server_name alpha.sites.test;", own)
+            self.assertIn("proxy_pass http://director_orchestrators;", own)
+            self.assertNotIn("return 302", own)
+
+    def test_own_address_redirects_once_the_primary_domain_is_secured(self) -> None:
+        """With the primary domain's certificate served, the own address sends visitors there."""
+        secured = {"www.example.test": "0123456789abcdef"}
+        own = servers(render_site(self.entry, SETTINGS, LAYOUT, secured))[0]
+        self.assertIn("server_name alpha.sites.test;", own)
+        self.assertIn("return 302 https://www.example.test:8443$request_uri;", own)
+        self.assertNotIn("proxy_pass", own)
+        self.assertIn("location ^~ /.well-known/acme-challenge/", own)
+
     def test_standard_https_port_has_no_suffix(self) -> None:
         settings = FrontSettings(**{**SETTINGS.__dict__, "https_port": 443})
         text = render_site(self.entry, settings, LAYOUT, {"www.example.test": "0123456789abcdef"})
