@@ -244,16 +244,24 @@ class OperationEngine:
         return "restarted"
 
     async def _build_image(self, op: Operation, site: Site | None) -> str:
+        """
+        Build the image asked for in the operation's params; the site's record takes the
+        new image and packages only once it is built (a failed build changes nothing).
+        """
         site = self._site(site)
-        if not site.packages:
-            await self._store.update_site(site.id, {"image_tag": None})
+        image = op.params.get("image", site.image)
+        packages = list(op.params.get("packages", site.packages))
+        if not packages:
+            await self._store.update_site(
+                site.id, {"image": image, "packages": [], "image_tag": None}
+            )
             return "no extra packages: using the catalogue image"
         tag = f"director/site-{site.id}:{op.id}"
         try:
             await self._orchestrator.json(
                 "POST",
                 "/v1/images/build",
-                json={"tag": tag, "parent": site.image, "packages": list(site.packages)},
+                json={"tag": tag, "parent": image, "packages": packages},
                 timeout=1800,
             )
         except ComponentCallError as e:
@@ -262,7 +270,9 @@ class OperationEngine:
                     f"the image could not be built (check the package names): {e.detail}"
                 ) from None
             raise
-        await self._store.update_site(site.id, {"image_tag": tag})
+        await self._store.update_site(
+            site.id, {"image": image, "packages": packages, "image_tag": tag}
+        )
         return f"built {tag}"
 
     async def _database_host(self, host_id: int) -> dict[str, Any]:

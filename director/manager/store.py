@@ -501,6 +501,7 @@ class Store:
                 domains=tuple(domain_map.get(r.id, [])),
                 database=dbs.get(r.id),
                 admin_comments=r.admin_comments,
+                public_comment=r.public_comment,
                 created_at=r.created_at,
             )
             for r in rows
@@ -597,10 +598,12 @@ class Store:
         def create(conn: Connection) -> tuple[Site, Operation]:
             values = dict(fields)
             limits = values.pop("limits", DEFAULT_LIMITS)
+            site_id = _new_id(conn.execute(insert(t.site_ids)))
             try:
-                result = conn.execute(
+                conn.execute(
                     insert(t.sites).values(
                         **values,
+                        id=site_id,
                         cpus=limits["cpus"],
                         memory_mb=limits["memory_mb"],
                         pids=limits["pids"],
@@ -610,7 +613,6 @@ class Store:
                 )
             except IntegrityError:
                 raise Conflict("name_taken", f"the name {fields['name']} is taken") from None
-            site_id = _new_id(result)
             for user_id in self._user_ids(conn, members):
                 conn.execute(insert(t.site_members).values(site_id=site_id, user_id=user_id))
             op = self._create_operation(
