@@ -558,6 +558,16 @@ class Store:
             .where(t.users.c.username == username)
         )
 
+    def highest_site_id(self) -> Deferred[int]:
+        """The highest site id this database ever gave (0 for none)."""
+
+        def get(conn: Connection) -> int:
+            given = conn.execute(select(func.max(t.site_ids.c.id))).scalar()
+            seen = conn.execute(select(func.max(t.operations.c.site_id))).scalar()
+            return max(int(given or 0), int(seen or 0))
+
+        return self._tx(get)
+
     def count_sites(self) -> Deferred[int]:
         return self._tx(
             lambda conn: int(conn.execute(select(func.count(t.sites.c.id))).scalar() or 0)

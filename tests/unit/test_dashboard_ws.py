@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from director.manager.browser_ws import (
+    CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
     BrowserSockets,
@@ -166,6 +167,18 @@ class BrowserSocketTests(SynchronousTestCase):
         browser.gone()
         self.assertEqual(upstream.closed, [1000])
         self.assertEqual(self.sockets.counts(), {})
+
+    def test_terminal_of_a_disabled_site_is_for_admins_only(self) -> None:
+        """A member's terminal on a disabled site closes with 4403; nothing is opened."""
+        self.d.result(self.d.h.store.update_site(self.site.id, {"availability": "disabled"}))
+        self.d.result(self.d.h.store.update_site(self.site.id, {}, members=["alice", "root"]))
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        self.assertEqual(browser.closes, [CLOSE_FORBIDDEN])
+        self.assertEqual(self.connects, [])
+        _, resource = self.route(self.sockets.terminal, "/ws", "root", "alice-site")
+        Browser(resource).open()
+        self.assertEqual(self.connects, [f"ws://127.0.0.1:8100/ws/sites/{self.site.id}/terminal"])
 
     def test_upstream_close_is_passed_on(self) -> None:
         _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
