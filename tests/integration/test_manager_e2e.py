@@ -427,6 +427,41 @@ def test_failed_build_changes_nothing(stack: Stack) -> None:
     s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-build"))
 
 
+def test_reconcile_removes_a_leftover_site_with_its_files(stack: Stack) -> None:
+    """
+    A site the orchestrator still runs after its records went (a deletion cut short) is
+    removed by the reconcile with its files; the next site gets a new id.
+    """
+    import sqlite3
+
+    s = stack
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-left", "type": "dynamic"}))
+    s.api("PUT", "/api/v1/sites/e2e-left/files/public/index.html", raw=b"left")
+    site_id = s.api("GET", "/api/v1/sites/e2e-left")["id"]
+    files = s.base / "var" / "sites" / str(site_id)
+    assert files.exists()
+    db = sqlite3.connect(s.base / "var" / "director.db", timeout=30)
+    try:
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("DELETE FROM sites WHERE id = ?", (site_id,))
+        db.commit()
+    finally:
+        db.close()
+
+    def removed() -> bool:
+        names = subprocess.run(
+            ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+        ).stdout.split()
+        return f"site_{site_id}" not in names and not files.exists()
+
+    wait(removed, "the leftover service and files to go", 60, s.log_tail)
+    created = s.wait_operation(
+        s.api("POST", "/api/v1/sites", {"name": "e2e-left", "type": "static"})
+    )
+    assert s.api("GET", "/api/v1/sites/e2e-left")["id"] > site_id, created
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-left"))
+
+
 def test_drift_is_repaired(stack: Stack) -> None:
     """A service and an nginx file removed by hand come back without anyone asking."""
     s = stack
