@@ -26,7 +26,14 @@ from director.common.web import render_json
 from director.manager import models
 from director.manager.events import IEventBus
 from director.manager.mail import Mailer, NullMailer
-from director.manager.models import Site, User, UserLimits, ValidationError
+from director.manager.models import (
+    USER_ERROR_CODES,
+    Site,
+    User,
+    UserLimits,
+    ValidationError,
+    public_error,
+)
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import Passwords, validate_password
 from director.manager.ratelimit import RateLimiter
@@ -46,34 +53,6 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.extra = extra or {}
-
-
-# Error codes of the orchestrator whose messages are written for the person (file and SQL
-# errors naming the user's own paths and statements): relayed as they are. Any other
-# refusal is answered without the component's words, which may name internal ids.
-USER_ERROR_CODES = frozenset(
-    {
-        "not_found", "exists", "not_a_directory", "is_a_directory", "is_a_symlink",
-        "not_a_file", "bad_path", "too_large", "bad_mode", "directory_not_empty",
-        "limit_exceeded", "permission_denied", "no_space", "bad_request", "bad_json",
-        "query_failed", "query_timeout", "access_denied",
-    }
-)  # fmt: skip
-
-
-def public_error(status: int, code: str, detail: str) -> tuple[int, str, str]:
-    """What a user is told when a component answers C{status}/C{code}/C{detail}."""
-    if code == "unknown_site":
-        return (
-            409,
-            "site_not_ready",
-            "the site is not set up yet; try again in a moment (an administrator can repair it)",
-        )
-    if 400 <= status < 500 and code in USER_ERROR_CODES:
-        return status, code, detail
-    if 400 <= status < 500:
-        return status, "refused", "Director could not do this; an administrator can see why"
-    return 502, "server_error", "something failed on Director's side; try again shortly"
 
 
 def not_found(what: str = "no such site") -> APIError:

@@ -344,3 +344,32 @@ def purpose_refusal(user: User, current: str | None, wanted: str) -> str | None:
     if wanted == "activity" and not user.is_teacher:
         return "students request activity sites (see /requests); a teacher sponsors them"
     return None
+
+
+# Error codes of the orchestrator whose messages are written for the person (file and SQL
+# errors naming the user's own paths and statements): relayed as they are. Any other
+# refusal is answered without the component's words, which may name internal ids.
+USER_ERROR_CODES = frozenset(
+    {
+        "not_found", "exists", "not_a_directory", "is_a_directory", "is_a_symlink",
+        "not_a_file", "bad_path", "too_large", "bad_mode", "directory_not_empty",
+        "limit_exceeded", "permission_denied", "no_space", "bad_request", "bad_json",
+        "query_failed", "query_timeout", "access_denied", "invalid_domain", "reserved_domain",
+        "build_failed", "bad_packages",
+    }
+)  # fmt: skip
+
+
+def public_error(status: int, code: str, detail: str) -> tuple[int, str, str]:
+    """What a user is told when a component answers C{status}/C{code}/C{detail}."""
+    if code == "unknown_site":
+        return (
+            409,
+            "site_not_ready",
+            "the site is not set up yet; try again in a moment (an administrator can repair it)",
+        )
+    if 400 <= status < 500 and code in USER_ERROR_CODES:
+        return status, code, detail
+    if 400 <= status < 500:
+        return status, "refused", "Director could not do this; an administrator can see why"
+    return 502, "server_error", "something failed on Director's side; try again shortly"

@@ -22,7 +22,7 @@ from twisted.web.client import ResponseFailed
 
 from director.common.client import Caller, ComponentCallError
 from director.manager.events import IEventBus
-from director.manager.models import Operation, Site
+from director.manager.models import Operation, Site, public_error
 from director.manager.store import Store
 
 # Operation types and their actions, in order. Every action is idempotent.
@@ -157,10 +157,11 @@ class OperationEngine:
                 if renew.running:
                     renew.stop()
                 reason = _describe(e)
+                shown = _public_reason(e)
                 if is_transient(e) and op.attempts + 1 < self._max_attempts:
                     delay = min(self._backoff * 2**op.attempts, 300)
                     await self._store.set_action(
-                        op.id, action.position, "pending", f"retrying in {delay:.0f}s: {reason}"
+                        op.id, action.position, "pending", f"retrying in {delay:.0f}s: {shown}"
                     )
                     released = await self._store.release_operation(
                         op.id, "pending", None, self._reactor.seconds() + delay
@@ -174,8 +175,8 @@ class OperationEngine:
                     self._reactor.callLater(delay + 0.01, self.wake)
                     await self._publish(released)
                     return
-                await self._store.set_action(op.id, action.position, "failed", reason)
-                failed = await self._store.release_operation(op.id, "failed", reason)
+                await self._store.set_action(op.id, action.position, "failed", shown)
+                failed = await self._store.release_operation(op.id, "failed", shown)
                 self.log.error(
                     "operation {id} ({type}) failed: {reason}",
                     id=op.id,
@@ -344,6 +345,17 @@ class OperationEngine:
         if op.site_id is not None:
             await self._store.delete_site_rows(op.site_id)
         return "deleted"
+
+
+def _public_reason(error: BaseException) -> str:
+    """What members are told of a failed action (the log has L{_describe}'s full reason)."""
+    if isinstance(error, ComponentCallError):
+        return public_error(error.status, error.code, error.detail)[2]
+    if isinstance(error, PermanentError):
+        return str(error)
+    if isinstance(error, TRANSIENT):
+        return "a part of Director did not answer"
+    return "something failed on Director's side"
 
 
 def _describe(error: BaseException) -> str:

@@ -186,6 +186,33 @@ class RulesTests(SynchronousTestCase):
             for word in ("orchestrator", "Docker", "docker", "component", str(site_id)):
                 self.assertNotIn(word, body["message"])
 
+    def test_failed_operations_name_no_internal_ids_or_components(self) -> None:
+        """What a failed or retried action says to members hides the components' words."""
+        self.create(self.alice, "opsite")
+        site_id = self.site("opsite").id
+        for status, code_, message in [
+            (404, "unknown_site", f"site {site_id} is not on this orchestrator"),
+            (502, "docker", f"Docker failed: no such service site_{site_id}"),
+        ]:
+            refusal = error(status, code_, message)
+
+            def refuse(m: str, p: str, k: dict[str, Any], e: Exception = refusal) -> Any:
+                raise e
+
+            self.h.orchestrator.answers = refuse
+            code, body = self.call("POST", "/api/v1/sites/opsite/restart", self.alice)
+            self.assertEqual(code, 202)
+            op = self.call("GET", f"/api/v1/operations/{body['operation']['id']}", self.alice)[1]
+            shown = [op["error"] or "", *(a["message"] for a in op["actions"])]
+            self.assertTrue(any(shown))
+            for text in shown:
+                for word in ("orchestrator", "Docker", "site_", f"site {site_id}"):
+                    self.assertNotIn(word, text)
+            for _ in range(4):  # let the retries of the 502 run out
+                self.h.clock.advance(400)
+            self.h.orchestrator.answers = lambda m, p, k: {}
+            self.h.clock.advance(400)
+
     # -- item 4: availability ------------------------------------------------------------------
 
     def test_disabled_site_refuses_members_changes_not_admins(self) -> None:
