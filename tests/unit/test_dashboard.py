@@ -422,6 +422,14 @@ class SitePageTests(SynchronousTestCase):
         self.assertIn("An administrator disabled this site", page)
         self.assertNotIn("private note", page)
 
+    def test_personal_sites_offer_deletion_to_admins_only(self) -> None:
+        self.d.site("alice", ["alice"], purpose="personal")
+        _, page = self.d.request("GET", "/sites/alice", self.alice)
+        self.assertNotIn('data-confirm-name="alice"', page)
+        self.assertIn("deleted by the administrators", page)
+        _, page = self.d.request("GET", "/sites/alice", self.root)
+        self.assertIn('data-confirm-name="alice"', page)
+
     def test_settings_after_a_failed_build_show_what_was_asked(self) -> None:
         """The site still runs its old packages; the form offers the failed request again."""
         self.d.h.engine.wake()
