@@ -484,6 +484,8 @@ class ManagerAPI:
         params: dict[str, Any] = {}
         kind = "update_site"
         if "name" in body and body["name"] != site.name:
+            if site.purpose == "personal" and not user.is_admin:
+                raise APIError(403, "forbidden", "personal sites keep their owner's name")
             values["name"] = models.validate_site_name(body["name"])
             params["old_name"] = site.name
             kind = "rename_site"

@@ -353,6 +353,10 @@ class RulesTests(SynchronousTestCase):
         code, body = self.call("PATCH", "/api/v1/sites/bob", self.bob, {"users": ["bob", "alice"]})
         self.assertEqual((code, body["error"]), (409, "limit_reached"))
         self.assertEqual(self.site("bob").members, ("bob",))
+        # A personal site keeps its owner's name.
+        code, body = self.call("PATCH", "/api/v1/sites/alice", self.alice, {"name": "other"})
+        self.assertEqual((code, body["error"]), (403, "forbidden"))
+        self.assertIsNotNone(self.site("alice"))
         # Administrators are not limited.
         self.assertEqual(
             self.create(self.admin, "alice3", purpose="personal", users=["alice"])[0], 202
