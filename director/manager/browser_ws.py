@@ -128,10 +128,13 @@ class BrowserSockets:
             return None
         return site
 
-    async def still_allowed(self, session_id: str, site_ids: list[int]) -> int | None:
+    async def still_allowed(
+        self, session_id: str, site_ids: list[int], kind: str = ""
+    ) -> int | None:
         """
         None if the session is still valid and its user may still see every site in
-        C{site_ids}; otherwise the close code to use.
+        C{site_ids} (and, for a terminal, the site is not disabled for them); otherwise the
+        close code to use.
         """
         user = await self.user_of(session_id)
         if user is None:
@@ -140,6 +143,8 @@ class BrowserSockets:
             site = await self.store.get_site_by_id(site_id)
             if site is None or not (user.is_admin or user.username in site.members):
                 return CLOSE_NOT_FOUND
+            if kind == "terminal" and site.availability == "disabled" and not user.is_admin:
+                return CLOSE_FORBIDDEN
         return None
 
     # -- routes ----------------------------------------------------------------------------
@@ -312,12 +317,13 @@ class BrowserProtocol(WebSocketServerProtocol):
         self._checking = True
         self._last_check = self.sockets.reactor.seconds()
         d = Deferred.fromCoroutine(
-            self.sockets.still_allowed(self.factory.session_id, self.site_ids)
+            self.sockets.still_allowed(self.factory.session_id, self.site_ids, self.factory.kind)
         )
 
         def checked(code: int | None) -> None:
+            reasons = {CLOSE_UNAUTHENTICATED: "signed out", CLOSE_FORBIDDEN: "site disabled"}
             if code is not None:
-                self.close(code, "signed out" if code == CLOSE_UNAUTHENTICATED else "no such site")
+                self.close(code, reasons.get(code, "no such site"))
 
         d.addCallback(checked)
         d.addErrback(lambda f: log.failure("re-checking a websocket's access", f))

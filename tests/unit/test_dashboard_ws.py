@@ -180,6 +180,14 @@ class BrowserSocketTests(SynchronousTestCase):
         Browser(resource).open()
         self.assertEqual(self.connects, [f"ws://127.0.0.1:8100/ws/sites/{self.site.id}/terminal"])
 
+    def test_open_terminal_closes_when_the_site_is_disabled(self) -> None:
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        self.d.result(self.d.h.store.update_site(self.site.id, {"availability": "disabled"}))
+        self.d.result(self.d.h.bus.publish("site:alice-site", {"type": "site"}))
+        self.assertEqual(browser.closes, [CLOSE_FORBIDDEN])
+        self.assertEqual(self.upstreams[0].closed, [1000])
+
     def test_upstream_close_is_passed_on(self) -> None:
         _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
         browser = Browser(resource).open()
