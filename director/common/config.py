@@ -156,6 +156,21 @@ def _positive(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected a positive number, got {value!r}")
 
 
+def _count(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100_000:
+        raise ConfigError(f"{key}: expected a whole number from 0 to 100000, got {value!r}")
+
+
+def _zero_or_one(key: str, value: object) -> None:
+    if value not in (0, 1) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected 0 or 1, got {value!r}")
+
+
+def _text(key: str, value: object) -> None:
+    if not isinstance(value, str) or not 1 <= len(value) <= 200 or "\n" in value:
+        raise ConfigError(f"{key}: expected one line of text (at most 200 characters)")
+
+
 def _choice(*choices: str) -> Callable[[str, object], None]:
     def check(key: str, value: object) -> None:
         if value not in choices:
@@ -233,6 +248,20 @@ class ManagerSection:
     operation_lease: float = field(default=60.0, metadata=_check(_positive))
     # bcrypt work factor for passwords (each check costs about 2^rounds * 0.05 ms).
     bcrypt_rounds: int = field(default=12, metadata=_check(_bcrypt_rounds))
+    # What one user may take (administrators are not limited). Sites a student is a member of:
+    max_sites_per_student: int = field(default=10, metadata=_check(_count))
+    # Personal sites a student or teacher is a member of:
+    max_personal_sites_per_user: int = field(default=1, metadata=_check(_count))
+    # Dynamic sites (not disabled) a student or teacher is a member of:
+    max_dynamic_sites_per_user: int = field(default=3, metadata=_check(_count))
+    # Custom domains on one site:
+    max_domains_per_site: int = field(default=10, metadata=_check(_count))
+    # Databases on one site: 1, or 0 for "only administrators add databases".
+    max_databases_per_site: int = field(default=1, metadata=_check(_zero_or_one))
+    # Whom members of a disabled site are told to contact.
+    admin_contact: str = field(default="the administrators", metadata=_check(_text))
+    # Seconds a request on a site still being created waits for the creation to end.
+    creation_wait: float = field(default=30.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from klein import Klein
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -33,7 +34,14 @@ from director.common.web import render_json
 from director.manager import models
 from director.manager.events import IEventBus
 from director.manager.mail import Mailer, NullMailer
-from director.manager.models import Site, User, ValidationError
+from director.manager.models import (
+    USER_ERROR_CODES,
+    Site,
+    User,
+    UserLimits,
+    ValidationError,
+    public_error,
+)
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import Passwords, validate_password
 from director.manager.proxies import Proxies, get_cookie
@@ -48,9 +56,12 @@ DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]
 
 
 class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.extra = extra or {}
 
 
 def not_found(what: str = "no such site") -> APIError:
@@ -118,12 +129,14 @@ class ManagerAPI:
         router: Caller | None = None,
         limiter: RateLimiter | None = None,
         mailer: Mailer | None = None,
+        limits: UserLimits | None = None,
         *,
         proxies: Proxies | None = None,
         reauth: timedelta = timedelta(minutes=10),
         reserved_hosts: tuple[str, ...] = ("director.localhost",),
     ) -> None:
         self._reactor = reactor
+        self.limits = limits or UserLimits()
         self.store = store
         self.engine = engine
         self.passwords = passwords
@@ -145,6 +158,9 @@ class ManagerAPI:
     @app.handle_errors(APIError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
         e = failure.value
+        if e.extra:
+            body = {"error": e.code, "message": e.message, **e.extra}
+            return render_json(request, body, e.status)
         return render_error(request, e.status, e.code, e.message)
 
     @app.handle_errors(ValidationError)
@@ -163,12 +179,9 @@ class ManagerAPI:
     @app.handle_errors(ComponentCallError)
     def _component_error(self, request: IRequest, failure: Any) -> bytes:
         e = failure.value
-        if 400 <= e.status < 500:
-            return render_error(request, e.status, e.code, e.detail)
-        self.log.warn("component call failed: {e}", e=e)
-        return render_error(
-            request, 502, "component_error", f"a Director component failed: {e.detail}"
-        )
+        if not (400 <= e.status < 500 and e.code in USER_ERROR_CODES):
+            self.log.warn("component call failed: {e}", e=e)
+        return render_error(request, *public_error(e.status, e.code, e.detail))
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -213,6 +226,70 @@ class ManagerAPI:
         if site is None or not (user.is_admin or user.username in site.members):
             raise not_found()
         return site
+
+    async def site_ready(self, user: User, name: str, change: bool = True) -> Site:
+        """
+        The site C{name} for an action of C{user}'s (404 as L{site_for}): refused (403) to
+        members when an administrator disabled it and C{change}; once its creation ended
+        (waited for up to C{limits.creation_wait} seconds, then 409 with the operation).
+        """
+        site = await self.site_for(user, name)
+        if change and site.availability == "disabled" and not user.is_admin:
+            raise APIError(
+                403,
+                "site_disabled",
+                f"an administrator disabled this site; contact {self.limits.admin_contact} "
+                "to have it enabled (the site's page shows their comment)",
+            )
+        op = await self.store.active_operation(site.id)
+        if op is None or op.type != "create_site":
+            return site
+        deadline = self._reactor.seconds() + self.limits.creation_wait
+        while op.status in ("pending", "running") and self._reactor.seconds() < deadline:
+            await deferLater(self._reactor, 0.2, lambda: None)
+            op = await self.store.get_operation(op.id)
+        if op.status in ("pending", "running"):
+            raise APIError(
+                409,
+                "site_creating",
+                "the site is still being set up; try again when its operation has finished",
+                {"operation": op.to_json()},
+            )
+        if op.status == "failed":
+            raise APIError(
+                409,
+                "site_not_created",
+                "setting up the site failed; retry its operation (or ask an administrator)",
+                {"operation": op.to_json()},
+            )
+        return await self.site_for(user, name)
+
+    async def check_members(
+        self,
+        actor: User,
+        usernames: list[str],
+        purpose: str,
+        kind: str,
+        availability: str,
+        site_id: int | None = None,
+    ) -> None:
+        """409 limit_reached if one of C{usernames} would hold more than the limits allow."""
+        if actor.is_admin:
+            return
+        for username in usernames:
+            member = await self.store.get_user(username)
+            if member is None:
+                continue  # the store refuses unknown members with a clear message
+            others = [
+                s
+                for s in await self.store.list_sites(member=username, limit=100_000)
+                if s.id != site_id
+            ]
+            refusal = models.membership_refusal(
+                self.limits, member, others, purpose, kind, availability
+            )
+            if refusal:
+                raise APIError(409, "limit_reached", refusal)
 
     def require_admin(self, user: User) -> None:
         if not user.is_admin:
@@ -446,6 +523,7 @@ class ManagerAPI:
             if not user.is_admin or not users
             else sorted(set(users))
         )
+        await self.check_members(user, members, purpose, kind, "enabled")
         image = await self.store.default_image() or FALLBACK_IMAGE
         site, op = await self.store.create_site(
             {
@@ -480,18 +558,22 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>", methods=["PATCH"])
     async def patch_site(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
-        admin_fields = {"availability", "limits", "admin_comments"}
+        site = await self.site_ready(user, name)
+        admin_fields = {"availability", "limits", "admin_comments", "public_comment"}
         body = read_object(
             request,
             {"name", "description", "type", "users", "image", "packages", "purpose"} | admin_fields,
         )
         if set(body) & admin_fields and not user.is_admin:
-            raise APIError(403, "forbidden", "only administrators change availability and limits")
+            raise APIError(
+                403, "forbidden", "only administrators change availability, limits and comments"
+            )
         values: dict[str, Any] = {}
         params: dict[str, Any] = {}
         kind = "update_site"
         if "name" in body and body["name"] != site.name:
+            if site.purpose == "personal" and not user.is_admin:
+                raise APIError(403, "forbidden", "personal sites keep their owner's name")
             values["name"] = models.validate_site_name(body["name"])
             params["old_name"] = site.name
             kind = "rename_site"
@@ -501,6 +583,9 @@ class ManagerAPI:
             values["type"] = models.validate_choice("type", body["type"], models.SITE_TYPES)
         if "purpose" in body:
             values["purpose"] = models.validate_choice("purpose", body["purpose"], models.PURPOSES)
+            refusal = models.purpose_refusal(user, site.purpose, values["purpose"])
+            if refusal:
+                raise APIError(403, "forbidden", refusal)
         if "availability" in body:
             values["availability"] = models.validate_choice(
                 "availability", body["availability"], models.AVAILABILITY
@@ -509,6 +594,8 @@ class ManagerAPI:
             values["limits"] = models.validate_limits(body["limits"])
         if "admin_comments" in body:
             values["admin_comments"] = models.validate_description(body["admin_comments"])
+        if "public_comment" in body:
+            values["public_comment"] = models.validate_description(body["public_comment"])
         if "image" in body or "packages" in body:
             if kind == "rename_site":
                 raise APIError(400, "one_change", "rename the site and change its image separately")
@@ -516,8 +603,10 @@ class ManagerAPI:
             image = body.get("image", site.image)
             if image not in images:
                 raise ValidationError("image", "choose an image from the catalogue")
-            values["image"] = image
-            values["packages"] = models.validate_packages(body.get("packages", list(site.packages)))
+            # The record keeps the image it runs until the build succeeds: the request
+            # travels in the operation's params (and stays there if the build fails).
+            params["image"] = image
+            params["packages"] = models.validate_packages(body.get("packages", list(site.packages)))
             kind = "set_image"
         members = None
         if "users" in body:
@@ -529,7 +618,25 @@ class ManagerAPI:
             ):
                 raise ValidationError("users", "a non-empty list of usernames")
             members = sorted(set(users))
-        only_records = set(values) <= {"description", "purpose", "admin_comments"}
+        added = [m for m in members or () if m not in site.members]
+        # Every member is counted again when the site becomes dynamic or personal.
+        changed = (values.get("type") == "dynamic" != site.type) or (
+            values.get("purpose") == "personal" != site.purpose
+        )
+        await self.check_members(
+            user,
+            list(members or site.members) if changed else added,
+            values.get("purpose", site.purpose),
+            values.get("type", site.type),
+            values.get("availability", site.availability),
+            site.id,
+        )
+        only_records = kind != "set_image" and set(values) <= {
+            "description",
+            "purpose",
+            "admin_comments",
+            "public_comment",
+        }
         if only_records:
             updated, _ = await self.store.update_site(site.id, values, members=members)
             await self.store.audit(user, "edit_site", site.name, {"values": _plain(values)})
@@ -545,7 +652,11 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>", methods=["DELETE"])
     async def delete_site(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
+        if site.purpose in models.ADMIN_PURPOSES and not user.is_admin:
+            raise APIError(
+                403, "forbidden", f"only administrators delete {site.purpose} sites; ask them"
+            )
         params: dict[str, Any] = {"name": site.name, "purge_files": True}
         if site.database is not None:
             db = site.database
@@ -556,7 +667,7 @@ class ManagerAPI:
     async def _site_operation(self, request: IRequest, name: str, kind: str) -> bytes:
         """An operation that changes nothing in the record, only applies it (202)."""
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         _, op = await self.start(site, kind, {}, user)
         return render_json(request, {"operation": op.to_json()}, 202)
 
@@ -571,7 +682,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/regenerate-secrets", methods=["POST"])
     async def regenerate_secrets(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         if site.database is None:
             raise APIError(409, "no_database", "the site has no database secrets to regenerate")
         database = {
@@ -601,7 +712,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/domains", methods=["POST"])
     async def add_domain(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         body = read_object(request, {"domain"})
         domain = body.get("domain")
         if not isinstance(domain, str):
@@ -621,8 +732,12 @@ class ManagerAPI:
             )
         if domain in site.domains:
             raise Conflict("domain_exists", f"{domain} is already on this site")
-        if len(site.domains) >= 10:
-            raise ValidationError("domain", "at most 10 custom domains per site")
+        if len(site.domains) >= self.limits.domains_per_site and not user.is_admin:
+            raise APIError(
+                409,
+                "limit_reached",
+                f"a site may have at most {self.limits.domains_per_site} custom domains",
+            )
         updated, op = await self.start(
             site, "set_domains", {}, user, domains=[*site.domains, domain]
         )
@@ -647,7 +762,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/domains/<domain>", methods=["DELETE"])
     async def delete_domain(self, request: IRequest, name: str, domain: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         if domain not in site.domains:
             raise not_found("the site has no such domain")
         updated, op = await self.start(
@@ -660,7 +775,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/database", methods=["POST"])
     async def create_database(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         body = read_object(request, {"type", "host_id"})
         kind = models.validate_choice("type", body.get("type"), ("postgres", "mysql"))
         chosen = body.get("host_id")
@@ -672,6 +787,10 @@ class ManagerAPI:
                 raise ValidationError("host_id", "the id of a database host (an integer)")
         if site.database is not None:
             raise Conflict("database_exists", "the site already has a database; delete it first")
+        if self.limits.databases_per_site < 1 and not user.is_admin:
+            raise APIError(
+                403, "limit_reached", "only administrators add databases; ask them for one"
+            )
         if chosen is not None:
             host = await self.store.database_host(kind=kind, host_id=chosen)
             if host is None:
@@ -703,10 +822,16 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/database", methods=["DELETE"])
     async def delete_database(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         db = site.database
         if db is None:
             raise not_found("the site has no database")
+        if site.purpose in models.ADMIN_PURPOSES and not user.is_admin:
+            raise APIError(
+                403,
+                "forbidden",
+                f"only administrators delete the database of a {site.purpose} site; ask them",
+            )
         params = {"database": {"host_id": db.host_id, "name": db.name, "username": db.username}}
         updated, op = await self.start(site, "delete_database", {}, user, params, database=None)
         return self.accepted(request, updated, op, user)
@@ -714,7 +839,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/database/query", methods=["POST"])
     async def query_database(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request, write=True)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         db = site.database
         if db is None:
             raise not_found("the site has no database")
@@ -783,6 +908,20 @@ class ManagerAPI:
             body_digest=body_digest,
             stream=True,
         )
+        if response.code >= 400:
+            # Refusals are small JSON: read whole, and told in words for the user.
+            body: bytes = await response.content()
+            try:
+                found = json.loads(body)
+                code, detail = str(found["error"]), str(found.get("message", ""))
+            except (ValueError, KeyError, TypeError):
+                code, detail = "error", ""
+            status, public_code, message = public_error(response.code, code, detail)
+            if (status, public_code, message) != (response.code, code, detail):
+                self.log.warn(
+                    "relayed call answered {status}: {body!r}", status=response.code, body=body
+                )
+            return render_error(request, status, public_code, message)
         request.setResponseCode(response.code)
         for header in (b"content-type", b"content-disposition"):
             values = response.headers.getRawHeaders(header)
@@ -805,7 +944,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/files/", methods=["GET"], branch=True)
     async def get_file(self, request: Any, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name, change=False)
         path = self._path_after(request, name)
         params = {"zip": "1"} if (request.args.get(b"zip") or [b""])[0] == b"1" else None
         return await self._relay(request, "GET", self._files_path(site, path), params=params)
@@ -813,7 +952,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/files/", methods=["PUT"], branch=True)
     async def put_file(self, request: Any, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         path = self._path_after(request, name)
         length = request.getHeader(b"content-length")
         if length and length.isdigit() and int(length) > MAX_UPLOAD:
@@ -842,7 +981,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/files/", methods=["PATCH"], branch=True)
     async def patch_file(self, request: Any, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         body = read_object(request, {"mode", "move_to"})
         return await self._relay(
             request,
@@ -854,7 +993,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/files/", methods=["DELETE"], branch=True)
     async def delete_file(self, request: Any, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_for(user, name)
+        site = await self.site_ready(user, name)
         params = (
             {"recursive": "1"} if (request.args.get(b"recursive") or [b""])[0] == b"1" else None
         )
@@ -923,7 +1062,13 @@ class ManagerAPI:
         user = await self.user(request)
         op = await self._operation_for(user, op_id)
         if not user.is_admin:
-            if op.type not in ("set_image", "create_database", "restart", "set_domains"):
+            if op.type not in (
+                "set_image",
+                "create_database",
+                "restart",
+                "set_domains",
+                "create_site",
+            ):
                 raise APIError(403, "forbidden", "ask an administrator to retry this operation")
         retried = await self.store.retry_operation(op_id)
         await self.store.audit(user, "retry_operation", op.site_name, {"operation": op_id})

@@ -12,9 +12,10 @@ Browsers send cookies with websocket handshakes from any page, so the Origin mus
 manager's own before anything else happens (403, no upgrade). The session cookie names the
 user; a socket without a valid session is closed with 4401, and one for a site the user may
 not see with 4404 (the websocket form of the API's 404) before anything is opened on the
-orchestrator. Membership is checked again whenever the site changes (an event on its bus
-channel), every C{recheck_interval} seconds, and on browser messages at most every few
-seconds: a member removed from a site, or a user signed out, loses the socket.
+orchestrator; a terminal on a site an administrator disabled is closed with 4403 (unless the
+user is an administrator). Membership is checked again whenever the site changes (an event
+on its bus channel), every C{recheck_interval} seconds, and on browser messages at most
+every few seconds: a member removed from a site, or a user signed out, loses the socket.
 
 Relays open the orchestrator's websocket signed as the manager. Each side's transport is
 registered as the other's producer, so a browser that reads slowly pauses reading from the
@@ -48,6 +49,7 @@ log = Logger()
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_FORBIDDEN = 4403
 CLOSE_UPSTREAM = 4502
 MAX_PENDING = 1024 * 1024
 MAX_CONTROL = 4096
@@ -128,10 +130,13 @@ class BrowserSockets:
             return None
         return site
 
-    async def still_allowed(self, session_id: str, site_ids: list[int]) -> int | None:
+    async def still_allowed(
+        self, session_id: str, site_ids: list[int], kind: str = ""
+    ) -> int | None:
         """
         None if the session is still valid and its user may still see every site in
-        C{site_ids}; otherwise the close code to use.
+        C{site_ids} (and, for a terminal, the site is not disabled for them); otherwise the
+        close code to use.
         """
         user = await self.user_of(session_id)
         if user is None:
@@ -140,6 +145,8 @@ class BrowserSockets:
             site = await self.store.get_site_by_id(site_id)
             if site is None or not (user.is_admin or user.username in site.members):
                 return CLOSE_NOT_FOUND
+            if kind == "terminal" and site.availability == "disabled" and not user.is_admin:
+                return CLOSE_FORBIDDEN
         return None
 
     # -- routes ----------------------------------------------------------------------------
@@ -172,6 +179,10 @@ class BrowserSockets:
         site = await self.visible_site(user, name)
         if site is None:
             return self._refused(kind, CLOSE_NOT_FOUND, "no such site")
+        if kind == "terminal" and site.availability == "disabled" and not user.is_admin:
+            return self._refused(
+                kind, CLOSE_FORBIDDEN, "an administrator disabled this site; ask them to enable it"
+            )
         return websocket_resource(
             protocol,
             sockets=self,
@@ -310,12 +321,13 @@ class BrowserProtocol(WebSocketServerProtocol):
         self._checking = True
         self._last_check = self.sockets.reactor.seconds()
         d = Deferred.fromCoroutine(
-            self.sockets.still_allowed(self.factory.session_id, self.site_ids)
+            self.sockets.still_allowed(self.factory.session_id, self.site_ids, self.factory.kind)
         )
 
         def checked(code: int | None) -> None:
+            reasons = {CLOSE_UNAUTHENTICATED: "signed out", CLOSE_FORBIDDEN: "site disabled"}
             if code is not None:
-                self.close(code, "signed out" if code == CLOSE_UNAUTHENTICATED else "no such site")
+                self.close(code, reasons.get(code, "no such site"))
 
         d.addCallback(checked)
         d.addErrback(lambda f: log.failure("re-checking a websocket's access", f))
@@ -344,7 +356,7 @@ class BrowserProtocol(WebSocketServerProtocol):
 
 
 class RefusedProtocol(BrowserProtocol):
-    """Accepts the handshake only to say why it closes (4401 or 4404)."""
+    """Accepts the handshake only to say why it closes (4401, 4403 or 4404)."""
 
 
 class UpstreamProtocol(SignedClientProtocol):

@@ -27,6 +27,9 @@ RESERVED_SITE_NAMES = frozenset(
     }
 )  # fmt: skip
 
+# The operation parameters a member may see (what they asked for), in operation JSON.
+PUBLIC_PARAMS = frozenset({"image", "packages", "old_name"})
+
 DEFAULT_LIMITS = {"cpus": 0.6, "memory_mb": 100, "pids": 256, "client_max_body_size": "1m"}
 
 
@@ -179,6 +182,7 @@ class Site:
     database: Database | None = None
     admin_comments: str = ""
     created_at: datetime | None = None
+    public_comment: str = ""
 
     def url(self, sites_domain: str, scheme: str = "http") -> str:
         return f"{scheme}://{self.name}.{sites_domain}/"
@@ -232,6 +236,7 @@ class Site:
             "domains": list(self.domains),
             "database": self.database.to_json(show_secrets) if self.database else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
+            "public_comment": self.public_comment,
         }
 
 
@@ -285,7 +290,104 @@ class Operation:
             "type": self.type,
             "status": self.status,
             "error": self.error,
+            # What was asked (the image and packages of a set_image, kept if it fails).
+            "params": {k: v for k, v in self.params.items() if k in PUBLIC_PARAMS},
             "actions": [a.to_json() for a in self.actions],
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
+
+
+@dataclass(frozen=True)
+class UserLimits:
+    """What one user may take (manager.max_* in the config); administrators are not limited."""
+
+    sites_per_student: int = 10
+    personal_sites_per_user: int = 1
+    dynamic_sites_per_user: int = 3
+    domains_per_site: int = 10
+    databases_per_site: int = 1
+    admin_contact: str = "the administrators"
+    creation_wait: float = 30.0
+
+
+def membership_refusal(
+    limits: UserLimits,
+    user: User,
+    others: list[Site],
+    purpose: str,
+    kind: str,
+    availability: str,
+) -> str | None:
+    """
+    Why C{user}, already a member of the sites C{others}, may not also be a member of a site
+    with this purpose, type and availability; None if they may.
+    """
+    if user.is_admin:
+        return None
+    if user.role == "student" and len(others) + 1 > limits.sites_per_student:
+        return (
+            f"{user.username} is already a member of {len(others)} sites, "
+            f"the most a student may have ({limits.sites_per_student})"
+        )
+    personal = sum(s.purpose == "personal" for s in others)
+    if purpose == "personal" and personal + 1 > limits.personal_sites_per_user:
+        return (
+            f"{user.username} already has {personal} personal site(s), "
+            f"the most allowed ({limits.personal_sites_per_user})"
+        )
+    dynamic = sum(s.type == "dynamic" and s.availability != "disabled" for s in others)
+    if (
+        kind == "dynamic"
+        and availability != "disabled"
+        and dynamic + 1 > limits.dynamic_sites_per_user
+    ):
+        return (
+            f"{user.username} already has {dynamic} dynamic site(s), "
+            f"the most allowed ({limits.dynamic_sites_per_user}); make one static first"
+        )
+    return None
+
+
+# Purposes whose sites only administrators delete, or move to another purpose.
+ADMIN_PURPOSES = ("personal", "activity")
+
+
+def purpose_refusal(user: User, current: str | None, wanted: str) -> str | None:
+    """Why C{user} may not give a site (now of purpose C{current}) the purpose C{wanted}."""
+    if user.is_admin or current == wanted:
+        return None
+    if current in ADMIN_PURPOSES:
+        return f"only administrators change the purpose of a {current} site"
+    if wanted == "activity" and not user.is_teacher:
+        return "students request activity sites (see /requests); a teacher sponsors them"
+    return None
+
+
+# Error codes of the orchestrator whose messages are written for the person (file and SQL
+# errors naming the user's own paths and statements): relayed as they are. Any other
+# refusal is answered without the component's words, which may name internal ids.
+USER_ERROR_CODES = frozenset(
+    {
+        "not_found", "exists", "not_a_directory", "is_a_directory", "is_a_symlink",
+        "not_a_file", "bad_path", "too_large", "bad_mode", "directory_not_empty",
+        "limit_exceeded", "permission_denied", "no_space", "bad_request", "bad_json",
+        "query_failed", "query_timeout", "access_denied", "invalid_domain", "reserved_domain",
+        "build_failed", "bad_packages",
+    }
+)  # fmt: skip
+
+
+def public_error(status: int, code: str, detail: str) -> tuple[int, str, str]:
+    """What a user is told when a component answers C{status}/C{code}/C{detail}."""
+    if code == "unknown_site":
+        return (
+            409,
+            "site_not_ready",
+            "the site is not set up yet; try again in a moment (an administrator can repair it)",
+        )
+    if 400 <= status < 500 and code in USER_ERROR_CODES:
+        return status, code, detail
+    if 400 <= status < 500:
+        return status, "refused", "Director could not do this; an administrator can see why"
+    return 502, "server_error", "something failed on Director's side; try again shortly"

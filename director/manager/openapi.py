@@ -22,6 +22,15 @@ OPERATION = {
         "type": {"type": "string"},
         "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed"]},
         "error": {"type": ["string", "null"]},
+        # What was asked: a set_image's image and packages (kept there if the build fails).
+        "params": {
+            "type": "object",
+            "properties": {
+                "image": {"type": "string"},
+                "packages": {"type": "array", "items": {"type": "string"}},
+                "old_name": {"type": "string"},
+            },
+        },
         "actions": {
             "type": "array",
             "items": {
@@ -33,6 +42,17 @@ OPERATION = {
                 },
             },
         },
+    },
+}
+# A refusal on a site: 403 site_disabled / forbidden, 409 site_creating / site_not_created
+# (with the operation to wait for or retry), limit_reached, operation_running, ...
+SITE_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "operation": OPERATION,
     },
 }
 LIMITS = {
@@ -137,6 +157,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "availability": {"enum": ["enabled", "not-served", "disabled"]},
                 "limits": LIMITS,
                 "admin_comments": {"type": "string"},
+                "public_comment": {"type": "string", "maxLength": 2000},
             }
         ),
         202,
@@ -374,6 +395,19 @@ def document() -> dict[str, Any]:
                 "404": {"description": "no such thing, or not yours"},
             },
         }
+        if path.startswith("/api/v1/sites") and (method != "get" or "/files/" in path):
+            refused = {"application/json": {"schema": SITE_ERROR}}
+            operation["responses"]["403"] = {
+                "description": "not allowed: site_disabled (an administrator disabled the "
+                "site), forbidden (a rule of roles or purposes)",
+                "content": refused,
+            }
+            operation["responses"]["409"] = {
+                "description": "conflict: site_creating (still being set up after the wait; "
+                "wait for the operation given), site_not_created, operation_running, "
+                "limit_reached, name_taken, ...",
+                "content": refused,
+            }
         for code, description in EXTRA_RESPONSES.get((method, path), {}).items():
             operation["responses"][code] = {
                 "description": description,

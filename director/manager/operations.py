@@ -22,7 +22,7 @@ from twisted.web.client import ResponseFailed
 
 from director.common.client import Caller, ComponentCallError
 from director.manager.events import IEventBus
-from director.manager.models import Operation, Site
+from director.manager.models import Operation, Site, public_error
 from director.manager.store import Store
 
 # Operation types and their actions, in order. Every action is idempotent.
@@ -157,10 +157,11 @@ class OperationEngine:
                 if renew.running:
                     renew.stop()
                 reason = _describe(e)
+                shown = _public_reason(e)
                 if is_transient(e) and op.attempts + 1 < self._max_attempts:
                     delay = min(self._backoff * 2**op.attempts, 300)
                     await self._store.set_action(
-                        op.id, action.position, "pending", f"retrying in {delay:.0f}s: {reason}"
+                        op.id, action.position, "pending", f"retrying in {delay:.0f}s: {shown}"
                     )
                     released = await self._store.release_operation(
                         op.id, "pending", None, self._reactor.seconds() + delay
@@ -174,8 +175,8 @@ class OperationEngine:
                     self._reactor.callLater(delay + 0.01, self.wake)
                     await self._publish(released, site)
                     return
-                await self._store.set_action(op.id, action.position, "failed", reason)
-                failed = await self._store.release_operation(op.id, "failed", reason)
+                await self._store.set_action(op.id, action.position, "failed", shown)
+                failed = await self._store.release_operation(op.id, "failed", shown)
                 self.log.error(
                     "operation {id} ({type}) failed: {reason}",
                     id=op.id,
@@ -257,18 +258,22 @@ class OperationEngine:
         return "restarted"
 
     async def _build_image(self, op: Operation, site: Site | None) -> str:
+        """
+        Build the image asked for in the operation's params; the site's record takes the
+        new image and packages only once it is built (a failed build changes nothing).
+        """
         site = self._site(site)
-        if not site.packages:
-            await self._store.update_site(site.id, {"image_tag": None})
+        image = op.params.get("image", site.image)
+        packages = list(op.params.get("packages", site.packages))
+        if not packages:
+            await self._store.update_site(
+                site.id, {"image": image, "packages": [], "image_tag": None}
+            )
             return "no extra packages: using the catalogue image"
         tag = f"director/site-{site.id}:{op.id}"
         # The catalogue's setup command for the parent image (admin-written) runs first.
         setup = next(
-            (
-                i["setup_command"]
-                for i in await self._store.list_images()
-                if i["name"] == site.image
-            ),
+            (i["setup_command"] for i in await self._store.list_images() if i["name"] == image),
             None,
         )
         try:
@@ -277,8 +282,8 @@ class OperationEngine:
                 "/v1/images/build",
                 json={
                     "tag": tag,
-                    "parent": site.image,
-                    "packages": list(site.packages),
+                    "parent": image,
+                    "packages": packages,
                     "setup_command": setup or None,
                 },
                 timeout=1800,
@@ -289,7 +294,9 @@ class OperationEngine:
                     f"the image could not be built (check the package names): {e.detail}"
                 ) from None
             raise
-        await self._store.update_site(site.id, {"image_tag": tag})
+        await self._store.update_site(
+            site.id, {"image": image, "packages": packages, "image_tag": tag}
+        )
         return f"built {tag}"
 
     async def _database_host(self, host_id: int) -> dict[str, Any]:
@@ -361,6 +368,17 @@ class OperationEngine:
         if op.site_id is not None:
             await self._store.delete_site_rows(op.site_id)
         return "deleted"
+
+
+def _public_reason(error: BaseException) -> str:
+    """What members are told of a failed action (the log has L{_describe}'s full reason)."""
+    if isinstance(error, ComponentCallError):
+        return public_error(error.status, error.code, error.detail)[2]
+    if isinstance(error, PermanentError):
+        return str(error)
+    if isinstance(error, TRANSIENT):
+        return "a part of Director did not answer"
+    return "something failed on Director's side"
 
 
 def _describe(error: BaseException) -> str:

@@ -2,7 +2,8 @@
 The periodic reconcile: compare what the database says with what the orchestrator and
 router report, and start a `repair` operation for each site that drifted (a service or an
 nginx file removed by hand, a router entry lost, a site the components never heard of).
-Sites the components still have but the database does not are removed.
+Sites the components still have but the database does not are removed, with their files
+when the database once had them (ids are never given twice, so such a site was deleted).
 """
 
 from __future__ import annotations
@@ -119,9 +120,22 @@ class Reconciler:
                 self.log.warn("reconcile: {site} drifted; repairing it", site=name)
             except Conflict:
                 pass  # an operation started meanwhile; it applies the whole state anyway
+        highest = await self._store.highest_site_id() if drift.orphans_orchestrator else 0
         for site_id in drift.orphans_orchestrator:
-            self.log.warn("reconcile: removing unknown site {id} from the orchestrator", id=site_id)
-            await self._orchestrator.json("DELETE", f"/v1/sites/{site_id}", timeout=120)
+            # A site this database once had (and deleted) goes with its files; an id it never
+            # gave (another database, a restored backup) loses its service but keeps its files.
+            purge = site_id <= highest
+            self.log.warn(
+                "reconcile: removing unknown site {id} from the orchestrator"
+                + (" with its files" if purge else " (its files are kept: never known here)"),
+                id=site_id,
+            )
+            await self._orchestrator.json(
+                "DELETE",
+                f"/v1/sites/{site_id}",
+                params={"purge": "1" if purge else "0"},
+                timeout=120,
+            )
         for name in drift.orphans_router:
             self.log.warn("reconcile: removing unknown site {name} from the router", name=name)
             await self._router.json("DELETE", f"/v1/sites/{name}", timeout=60)

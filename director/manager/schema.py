@@ -119,8 +119,20 @@ sites = Table(
     Column("memory_mb", Integer, nullable=False),
     Column("pids", Integer, nullable=False),
     Column("client_max_body_size", String(16), nullable=False),
-    Column("admin_comments", Text, nullable=False, default=""),
+    Column("admin_comments", Text, nullable=False, default=""),  # for administrators only
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The administrators' comment every member sees on the site's page (why it is disabled).
+    Column("public_comment", Text, nullable=False, default="", server_default=""),
+)
+
+# Site ids are taken from here, never from the sites table: an id, once given, is never
+# given again (SQLite would reuse the highest id of a deleted site), so a new site never
+# sees an old site's operations, files or database.
+site_ids = Table(
+    "site_ids",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    sqlite_autoincrement=True,
 )
 
 site_members = Table(

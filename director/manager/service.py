@@ -28,6 +28,7 @@ from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.mail import NullMailer, SMTPMailer
+from director.manager.models import UserLimits
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
@@ -38,6 +39,20 @@ from director.manager.store import Store, make_engine, migrate
 from director.manager.web import ManagerWeb, PrefixDispatch
 
 log = Logger()
+
+
+def user_limits(config: Config) -> UserLimits:
+    """The manager.max_* settings as the API's limits."""
+    m = config.manager
+    return UserLimits(
+        sites_per_student=m.max_sites_per_student,
+        personal_sites_per_user=m.max_personal_sites_per_user,
+        dynamic_sites_per_user=m.max_dynamic_sites_per_user,
+        domains_per_site=m.max_domains_per_site,
+        databases_per_site=m.max_databases_per_site,
+        admin_contact=m.admin_contact,
+        creation_wait=m.creation_wait,
+    )
 
 
 def database_url(config: Config) -> str:
@@ -204,6 +219,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         )
         if config.manager.smtp_host
         else NullMailer(),
+        user_limits(config),
         proxies=proxies,
         reauth=reauth,
         reserved_hosts=reserved_hosts,
@@ -214,6 +230,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         passwords,
         load_private_key(config.auth.keys_dir, "manager"),
         config.orchestrator.url,
+        config.manager.admin_contact,
     )
     # The dashboard gets every path no other part claims; websockets are not counted
     # (their requests never finish).

@@ -34,8 +34,10 @@ class ShellServerAPI:
         passwords: Passwords,
         token_key: Any,
         orchestrator_url: str,
+        admin_contact: str = "the administrators",
     ) -> None:
         self._reactor = reactor
+        self._admin_contact = admin_contact
         self._store = store
         self._passwords = passwords
         self._key = token_key
@@ -108,8 +110,13 @@ class ShellServerAPI:
             raise unknown
         if not user.is_active:
             raise APIError(403, "inactive", "this account is deactivated")
-        if site.availability == "disabled":
-            raise APIError(403, "site_disabled", f"{site.name} is disabled")
+        if site.availability == "disabled" and not user.is_admin:
+            raise APIError(
+                403,
+                "site_disabled",
+                f"an administrator disabled {site.name}; contact {self._admin_contact} "
+                "to have it enabled",
+            )
         token = mint(self._key, self._reactor, site.id, user.username, TOKEN_TTL)
         self.log.info("shell session token for {user} on {site}", user=username, site=site.name)
         return render_json(

@@ -755,6 +755,7 @@ class Store:
                 domains=tuple(domain_map.get(r.id, [])),
                 database=dbs.get(r.id),
                 admin_comments=r.admin_comments,
+                public_comment=r.public_comment,
                 created_at=r.created_at,
             )
             for r in rows
@@ -811,6 +812,16 @@ class Store:
             .where(t.users.c.username == username)
         )
 
+    def highest_site_id(self) -> Deferred[int]:
+        """The highest site id this database ever gave (0 for none)."""
+
+        def get(conn: Connection) -> int:
+            given = conn.execute(select(func.max(t.site_ids.c.id))).scalar()
+            seen = conn.execute(select(func.max(t.operations.c.site_id))).scalar()
+            return max(int(given or 0), int(seen or 0))
+
+        return self._tx(get)
+
     def count_sites(self) -> Deferred[int]:
         return self._tx(
             lambda conn: int(conn.execute(select(func.count(t.sites.c.id))).scalar() or 0)
@@ -851,10 +862,12 @@ class Store:
         def create(conn: Connection) -> tuple[Site, Operation]:
             values = dict(fields)
             limits = values.pop("limits", DEFAULT_LIMITS)
+            site_id = _new_id(conn.execute(insert(t.site_ids)))
             try:
-                result = conn.execute(
+                conn.execute(
                     insert(t.sites).values(
                         **values,
+                        id=site_id,
                         cpus=limits["cpus"],
                         memory_mb=limits["memory_mb"],
                         pids=limits["pids"],
@@ -864,7 +877,6 @@ class Store:
                 )
             except IntegrityError:
                 raise Conflict("name_taken", f"the name {fields['name']} is taken") from None
-            site_id = _new_id(result)
             for user_id in self._user_ids(conn, members):
                 conn.execute(insert(t.site_members).values(site_id=site_id, user_id=user_id))
             op = self._create_operation(

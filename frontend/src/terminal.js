@@ -91,7 +91,7 @@ export class SiteTerminal {
   }
 
   closed(event) {
-    if (this.exited || event.code === 4401 || event.code === 4404) return;
+    if (this.exited || event.code === 4401 || event.code === 4403 || event.code === 4404) return;
     this.onState("bad", "Disconnected. Reconnecting…");
     clearTimeout(this.retry);
     this.retry = setTimeout(() => this.connect(), 2000);

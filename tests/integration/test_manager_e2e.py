@@ -371,6 +371,103 @@ def test_sites_through_the_api(stack: Stack) -> None:
     assert s.api("GET", "/api/v1/sites/e2e-dyn", ok=(404,))["error"] == "not_found"
 
 
+def test_acting_on_a_site_right_after_creating_it(stack: Stack) -> None:
+    """
+    Files written and a restart asked for at once after `POST /api/v1/sites`, while the
+    creation still runs (a dynamic site's service takes seconds), succeed once it ends.
+    """
+    s = stack
+    created = s.api("POST", "/api/v1/sites", {"name": "e2e-fresh", "type": "dynamic"})
+    s.api("PUT", "/api/v1/sites/e2e-fresh/files/run.sh?mode=755", raw=RUN_SH)
+    s.api("PUT", "/api/v1/sites/e2e-fresh/files/public/index.html", raw=b"fresh e2e")
+    creation = s.api("GET", f"/api/v1/operations/{created['operation']['id']}")
+    assert creation["status"] == "succeeded", creation
+    s.wait_operation(s.api("POST", "/api/v1/sites/e2e-fresh/restart"))
+    wait(lambda: s.front(f"e2e-fresh.{SITES}") == (200, b"fresh e2e"), "the new site", 30)
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-fresh"))
+
+
+def test_failed_build_changes_nothing(stack: Stack) -> None:
+    """
+    A build that fails (the catalogue image is missing from Docker) leaves the site's
+    recorded image and packages, and the image its service runs, as they were; the request
+    stays on the failed operation. A repair afterwards still applies the old image.
+    """
+    s = stack
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-build", "type": "dynamic"}))
+    before = s.api("GET", "/api/v1/sites/e2e-build")
+    s.api("PUT", "/api/v1/images", {"name": "director/absent:1", "friendly_name": "Absent"})
+    answer = s.api(
+        "PATCH", "/api/v1/sites/e2e-build", {"image": "director/absent:1", "packages": ["git"]}
+    )
+    op_id = answer["operation"]["id"]
+    op: dict[str, Any] = {}
+
+    def finished() -> bool:
+        op.update(s.api("GET", f"/api/v1/operations/{op_id}"))
+        return op["status"] in ("succeeded", "failed")
+
+    wait(finished, "the build", 120, s.log_tail)
+    assert op["status"] == "failed", op
+    site = s.api("GET", "/api/v1/sites/e2e-build")
+    assert (site["image"], site["packages"]) == (before["image"], before["packages"])
+    assert op["params"] == {"image": "director/absent:1", "packages": ["git"]}
+    s.wait_operation(s.api("POST", "/api/v1/sites/e2e-build/repair"))
+
+    def service_image() -> str:
+        return subprocess.run(
+            [
+                "docker",
+                "service",
+                "inspect",
+                f"site_{site['id']}",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    assert service_image().startswith(before["image"]), service_image()
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-build"))
+
+
+def test_reconcile_removes_a_leftover_site_with_its_files(stack: Stack) -> None:
+    """
+    A site the orchestrator still runs after its records went (a deletion cut short) is
+    removed by the reconcile with its files; the next site gets a new id.
+    """
+    import sqlite3
+
+    s = stack
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-left", "type": "dynamic"}))
+    s.api("PUT", "/api/v1/sites/e2e-left/files/public/index.html", raw=b"left")
+    site_id = s.api("GET", "/api/v1/sites/e2e-left")["id"]
+    files = s.base / "var" / "sites" / str(site_id)
+    assert files.exists()
+    db = sqlite3.connect(s.base / "var" / "director.db", timeout=30)
+    try:
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("DELETE FROM sites WHERE id = ?", (site_id,))
+        db.commit()
+    finally:
+        db.close()
+
+    def removed() -> bool:
+        names = subprocess.run(
+            ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+        ).stdout.split()
+        return f"site_{site_id}" not in names and not files.exists()
+
+    wait(removed, "the leftover service and files to go", 60, s.log_tail)
+    created = s.wait_operation(
+        s.api("POST", "/api/v1/sites", {"name": "e2e-left", "type": "static"})
+    )
+    assert s.api("GET", "/api/v1/sites/e2e-left")["id"] > site_id, created
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-left"))
+
+
 def test_drift_is_repaired(stack: Stack) -> None:
     """A service and an nginx file removed by hand come back without anyone asking."""
     s = stack

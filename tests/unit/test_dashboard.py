@@ -428,6 +428,53 @@ class SitePageTests(SynchronousTestCase):
         self.assertIn("Last operation failed", page)
         self.assertIn("Unable to locate package", page)
 
+    def test_site_page_shows_the_public_comment_not_the_admin_notes(self) -> None:
+        self.d.result(
+            self.d.h.store.update_site(
+                self.site.id,
+                {
+                    "availability": "disabled",
+                    "public_comment": "Disabled <b>for now</b>",
+                    "admin_comments": "private note",
+                },
+            )
+        )
+        _, page = self.d.request("GET", "/sites/alice-site", self.alice)
+        self.assertIn("Disabled &lt;b&gt;for now&lt;/b&gt;", page)
+        self.assertIn("An administrator disabled this site", page)
+        self.assertNotIn("private note", page)
+
+    def test_personal_sites_offer_deletion_to_admins_only(self) -> None:
+        self.d.site("alice", ["alice"], purpose="personal")
+        _, page = self.d.request("GET", "/sites/alice", self.alice)
+        self.assertNotIn('data-confirm-name="alice"', page)
+        self.assertIn("deleted by the administrators", page)
+        _, page = self.d.request("GET", "/sites/alice", self.root)
+        self.assertIn('data-confirm-name="alice"', page)
+
+    def test_settings_after_a_failed_build_show_what_was_asked(self) -> None:
+        """The site still runs its old packages; the form offers the failed request again."""
+        self.d.h.engine.wake()
+        self.d.h.orchestrator.answers = lambda m, p, k: (_ for _ in ()).throw(
+            __import__("director.testing.manager", fromlist=["error"]).error(
+                422, "build_failed", "E: Unable to locate package pyton3"
+            )
+        )
+        self.d.result(
+            self.d.h.store.create_operation(
+                self.site.id,
+                "alice-site",
+                "set_image",
+                ["build_image"],
+                {"image": "director/python:3", "packages": ["pyton3"]},
+            )
+        )
+        self.d.h.engine.wake()
+        _, page = self.d.request("GET", "/sites/alice-site/settings", self.alice)
+        self.assertIn("The last image change failed", page)
+        self.assertIn('value="pyton3"', page)
+        self.assertEqual(self.d.result(self.d.h.store.get_site("alice-site")).packages, ())
+
     def test_settings_show_images_and_certificates(self) -> None:
         self.d.result(
             self.d.h.store.put_image("director/python:3", "Python 3", "Debian with Python", None)

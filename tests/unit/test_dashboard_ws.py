@@ -17,6 +17,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from director.common.websocket import MAX_MESSAGE_SIZE
 from director.manager.browser_ws import (
+    CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
     BrowserSockets,
@@ -77,6 +78,9 @@ class BrowserSocketTests(SynchronousTestCase):
         self.d.user("bob")
         self.d.user("root", role="admin")
         self.site = self.d.site("alice-site", ["alice"])
+        # Its creation runs to the end: API calls on a site wait for its creation.
+        self.d.h.engine.wake()
+        self.d.h.clock.advance(1)
         self.connects: list[str] = []
         self.upstreams: list[FakeUpstream] = []
         self.sockets = BrowserSockets(
@@ -169,6 +173,26 @@ class BrowserSocketTests(SynchronousTestCase):
         browser.gone()
         self.assertEqual(upstream.closed, [1000])
         self.assertEqual(self.sockets.counts(), {})
+
+    def test_terminal_of_a_disabled_site_is_for_admins_only(self) -> None:
+        """A member's terminal on a disabled site closes with 4403; nothing is opened."""
+        self.d.result(self.d.h.store.update_site(self.site.id, {"availability": "disabled"}))
+        self.d.result(self.d.h.store.update_site(self.site.id, {}, members=["alice", "root"]))
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        self.assertEqual(browser.closes, [CLOSE_FORBIDDEN])
+        self.assertEqual(self.connects, [])
+        _, resource = self.route(self.sockets.terminal, "/ws", "root", "alice-site")
+        Browser(resource).open()
+        self.assertEqual(self.connects, [f"ws://127.0.0.1:8100/ws/sites/{self.site.id}/terminal"])
+
+    def test_open_terminal_closes_when_the_site_is_disabled(self) -> None:
+        _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
+        browser = Browser(resource).open()
+        self.d.result(self.d.h.store.update_site(self.site.id, {"availability": "disabled"}))
+        self.d.result(self.d.h.bus.publish(f"site:{self.site.id}", {"type": "site"}))
+        self.assertEqual(browser.closes, [CLOSE_FORBIDDEN])
+        self.assertEqual(self.upstreams[0].closed, [1000])
 
     def test_upstream_close_is_passed_on(self) -> None:
         _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")

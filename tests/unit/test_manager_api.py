@@ -100,10 +100,11 @@ class APITests(SynchronousTestCase):
         self.assertEqual(self.h.orchestrator.calls, [])
 
     def test_name_taken_and_operation_running(self) -> None:
-        self.h.engine.wake = lambda: None  # type: ignore[method-assign]  # keep it pending
         self.assertEqual(self.create(self.alice, "taken")[0], 202)
         code, body = self.create(self.bob, "taken")
         self.assertEqual((code, body["error"]), (409, "name_taken"))
+        self.h.engine.wake = lambda: None  # type: ignore[method-assign]  # keep it pending
+        self.assertEqual(self.call("POST", "/api/v1/sites/taken/restart", self.alice)[0], 202)
         code, body = self.call("POST", "/api/v1/sites/taken/restart", self.alice)
         self.assertEqual((code, body["error"]), (409, "operation_running"))
 
@@ -114,8 +115,9 @@ class APITests(SynchronousTestCase):
                 "postgres", "127.0.0.1", 5432, "postgres", "pw", None, None
             )
         )
-        self.h.engine.wake = lambda: None  # type: ignore[method-assign]  # keep it pending
         self.assertEqual(self.create(self.alice, "busy")[0], 202)
+        self.h.engine.wake = lambda: None  # type: ignore[method-assign]  # keep it pending
+        self.assertEqual(self.call("POST", "/api/v1/sites/busy/restart", self.alice)[0], 202)
         code, body = self.call(
             "POST", "/api/v1/sites/busy/database", self.alice, {"type": "postgres"}
         )

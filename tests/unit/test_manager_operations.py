@@ -84,7 +84,7 @@ class EngineTests(SynchronousTestCase):
         self.h.engine.wake()
         op = self.operation(op_id)
         self.assertEqual(op.status, "failed")
-        self.assertEqual(op.error, "invalid_domain: bad domain")
+        self.assertEqual(op.error, "bad domain")  # the component's message for the person
         self.assertEqual([a.status for a in op.actions], ["succeeded", "failed"])
         self.h.router.answers = lambda m, p, k: {}
         self.h.result(self.h.store.retry_operation(op_id))

@@ -87,3 +87,37 @@ class ReconcileTests(SynchronousTestCase):
         calls = self.h.orchestrator.calls[before:]
         self.assertIn(("DELETE", "/v1/sites/999"), [c[:2] for c in calls])
         self.assertIn(("DELETE", "/v1/sites/stray2"), [c[:2] for c in self.h.router.calls])
+
+    def test_unknown_site_removed_with_its_files_when_it_was_known(self) -> None:
+        """
+        A site the database once had (deleted since) is removed with its files; an id the
+        database never gave (another database's site) loses its service but keeps its files.
+        """
+        gone = self.sites["gone"]
+        self.h.result(self.h.store.delete_site_rows(gone.id))
+        orchestrator = [
+            {"id": s.id, "name": s.name, "type": "static", "availability": "enabled"}
+            for s in self.sites.values()
+            if s.name != "gone"
+        ]
+        orchestrator += [
+            {"id": gone.id, "name": "gone", "type": "static", "availability": "enabled"},
+            {"id": 999, "name": "stray", "type": "static", "availability": "enabled"},
+        ]
+        router = [{"name": s.name, "domains": []} for s in self.sites.values() if s.name != "gone"]
+        self.h.orchestrator.answers = lambda m, p, k: (
+            {"sites": orchestrator} if (m, p) == ("GET", "/v1/sites") else {}
+        )
+        self.h.router.answers = lambda m, p, k: {"sites": router} if m == "GET" else {}
+        reconciler = Reconciler(
+            self.h.clock, self.h.store, self.h.engine, self.h.orchestrator, self.h.router
+        )
+        before = len(self.h.orchestrator.calls)
+        self.successResultOf(Deferred.fromCoroutine(reconciler.run_once()))
+        deletes = {
+            p: k.get("params") for m, p, k in self.h.orchestrator.calls[before:] if m == "DELETE"
+        }
+        self.assertEqual(
+            deletes,
+            {f"/v1/sites/{gone.id}": {"purge": "1"}, "/v1/sites/999": {"purge": "0"}},
+        )

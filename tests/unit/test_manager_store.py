@@ -45,6 +45,71 @@ class StoreTests(SynchronousTestCase):
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
         self.assertEqual(diff, [])
 
+    def test_site_ids_are_never_given_twice(self) -> None:
+        """A site created after the newest site was deleted gets a new id, not the old one."""
+        self.h.user("alice")
+        first = self.site("first", ["alice"])
+        newest = self.site("newest", ["alice"])
+        self.h.result(self.store.delete_site_rows(newest))
+        again = self.site("again", ["alice"])
+        self.assertNotIn(again, (first, newest))
+        self.assertGreater(again, newest)
+        self.assertEqual(
+            self.h.result(self.store.list_operations(site_id=again))[0].site_name, "again"
+        )
+        self.assertEqual(len(self.h.result(self.store.list_operations(site_id=again))), 1)
+
+    def test_migration_starts_site_ids_above_every_id_given(self) -> None:
+        """On a database from before 0002, new ids start above live and deleted sites' ids."""
+        from alembic import command
+        from alembic.config import Config
+        from sqlalchemy import text
+
+        import director.manager.migrations as migrations
+        from director.manager.store import make_engine
+
+        engine = make_engine(f"sqlite:///{tempfile.mkdtemp()}/old.db")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "0001")
+            connection.execute(
+                text(
+                    "INSERT INTO operations (site_id, site_name, type, status, params,"
+                    " created_at, updated_at, attempts, next_attempt_at)"
+                    " VALUES (7, 'deleted', 'delete_site', 'succeeded', '{}',"
+                    " '2026-01-01', '2026-01-01', 0, 0)"
+                )
+            )
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+        from director.common.threads import InlineRunner
+        from director.manager.store import Store
+
+        store = Store(engine, InlineRunner())
+        self.assertEqual(self.h.result(store.highest_site_id()), 7)
+        self.h.result(store.create_user("alice", "student"))
+        site, _ = self.h.result(
+            store.create_site(
+                {
+                    "name": "fresh",
+                    "type": "static",
+                    "purpose": "project",
+                    "availability": "enabled",
+                    "description": "",
+                    "image": "director/python:3",
+                    "packages": [],
+                    "limits": dict(DEFAULT_LIMITS),
+                },
+                ["alice"],
+                ("create_site", ["apply_orchestrator"]),
+                None,
+            )
+        )
+        self.assertEqual(site.id, 8)
+
     def test_unique_usernames_and_site_names(self) -> None:
         self.h.user("alice")
         with self.assertRaises(Conflict):

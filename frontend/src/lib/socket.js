@@ -4,6 +4,7 @@ import { connectionLost } from "./ui.js";
 const FINAL = new Map([
   [4401, "Your session ended. Sign in again."],
   [4404, "No such site, or you are no longer one of its members."],
+  [4403, "An administrator disabled this site; ask them to enable it."],
   [4400, "The request was not understood."],
 ]);
 
