@@ -712,7 +712,7 @@ class ManagerAPI:
     @app.route("/api/v1/sites/<name>/domains", methods=["POST"])
     async def add_domain(self, request: IRequest, name: str) -> bytes:
         user = await self.user(request)
-        site = await self.site_ready(user, name)
+        await self.site_for(user, name)  # 404 before anything is said about the input
         body = read_object(request, {"domain"})
         domain = body.get("domain")
         if not isinstance(domain, str):
@@ -730,6 +730,7 @@ class ManagerAPI:
                 "domain_reserved",
                 f"{domain} is Director's own dashboard address; it cannot be a site's domain",
             )
+        site = await self.site_ready(user, name)  # bad input is refused without waiting
         if domain in site.domains:
             raise Conflict("domain_exists", f"{domain} is already on this site")
         if len(site.domains) >= self.limits.domains_per_site and not user.is_admin:
