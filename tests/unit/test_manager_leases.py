@@ -243,8 +243,6 @@ class LeaseTests(SynchronousTestCase):
             )
         )
         claimed = self.h.result(
-            store.claim_operation(
-                "manager-abcd/33333333", now + 1, LEASE, identity="manager-abcd"
-            )
+            store.claim_operation("manager-abcd/33333333", now + 1, LEASE, identity="manager-abcd")
         )
         self.assertEqual(claimed.id, op_id)
