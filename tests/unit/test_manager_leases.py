@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.threads import InlineRunner
@@ -17,28 +16,9 @@ from director.manager.identity import FILE_NAME, claim_identity
 from director.manager.models import DEFAULT_LIMITS
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.store import Store, make_engine
-from director.testing.manager import FakeComponent, ManagerHarness
+from director.testing.manager import FakeComponent, HangingComponent, ManagerHarness
 
 LEASE = 60.0
-
-
-class HangingComponent(FakeComponent):
-    """A component whose calls never answer until C{finish()} (a manager stuck mid-action)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.pending: list[Deferred[Any]] = []
-
-    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        self.calls.append((method, path, kwargs))
-        d: Deferred[Any] = Deferred()
-        self.pending.append(d)
-        return await d
-
-    def finish(self) -> None:
-        for d in self.pending:
-            d.callback({})
-        self.pending = []
 
 
 class IdentityFileTests(SynchronousTestCase):
