@@ -5,12 +5,14 @@ A change that touches other components is an operation: ordered, idempotent acti
 in the database, at most one active per site. Workers claim operations with a lease (several
 manager processes can run), run the actions not yet done, retry transient failures (a
 component briefly down) with backoff, and resume after a restart because the lease of a dead
-worker expires. Progress is published on the event bus for browsers.
+worker expires. A worker is C{<identity>/<incarnation>}: a manager restarted with the same
+identity (kept under var/, see L{director.manager.identity}) takes back the operations its
+earlier incarnation held at once, without waiting for their leases. Progress is published on
+the event bus for browsers.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ from twisted.web.client import ResponseFailed
 
 from director.common.client import Caller, ComponentCallError
 from director.manager.events import IEventBus
+from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
 from director.manager.store import Store
 
@@ -70,6 +73,7 @@ class OperationEngine:
         lease: float = 60.0,
         max_attempts: int = 8,
         backoff: float = 1.0,
+        identity: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -81,7 +85,10 @@ class OperationEngine:
         self._lease = lease
         self._max_attempts = max_attempts
         self._backoff = backoff
-        self.worker = f"manager-{secrets.token_hex(6)}"
+        # Stable across restarts when given (the state directory's); this run's own otherwise.
+        self.identity = identity or new_identity()
+        self.incarnation = new_incarnation()
+        self.worker = worker_name(self.identity, self.incarnation)
         self._loop: LoopingCall | None = None
         self._busy = False
         self._again = False
@@ -126,7 +133,7 @@ class OperationEngine:
             while True:
                 self._again = False
                 op = await self._store.claim_operation(
-                    self.worker, self._reactor.seconds(), self._lease
+                    self.worker, self._reactor.seconds(), self._lease, identity=self.identity
                 )
                 if op is None:
                     if not self._again:
@@ -144,6 +151,13 @@ class OperationEngine:
             if action.status == "succeeded":
                 continue
             await self._store.set_action(op.id, action.position, "running")
+            self.log.info(
+                "operation {id} ({type}): {action} by {worker}",
+                id=op.id,
+                type=op.type,
+                action=action.name,
+                worker=self.worker,
+            )
             await self._publish_by_id(op.id, site)
             renew = LoopingCall(self._renew, op.id)
             renew.clock = self._reactor

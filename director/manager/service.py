@@ -27,6 +27,7 @@ from director.manager.dashboard.metrics import CountingResource, Metrics
 from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
+from director.manager.identity import claim_identity
 from director.manager.mail import NullMailer, SMTPMailer
 from director.manager.models import UserLimits
 from director.manager.operations import OperationEngine
@@ -188,6 +189,8 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     )
     router = ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
     bus = _RedisBusProxy()
+    # Held (flocked) for the process's lifetime: a restart takes back its own leases at once.
+    identity = claim_identity(config.director.state_dir)
     operations = OperationEngine(
         reactor,
         store,
@@ -196,7 +199,9 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         bus,
         config.director.sites_domain,
         lease=config.manager.operation_lease,
+        identity=identity.name,
     )
+    top.identity = identity  # type: ignore[attr-defined]
     passwords = Passwords(crypto_pool, config.manager.bcrypt_rounds)
     proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
     reauth = timedelta(minutes=config.manager.reauth_minutes)

@@ -1086,13 +1086,28 @@ class Store:
         return self._tx(get)
 
     def claim_operation(
-        self, worker: str, clock_now: float, lease: float
+        self, worker: str, clock_now: float, lease: float, identity: str | None = None
     ) -> Deferred[Operation | None]:
         """
-        Claim the oldest runnable operation for C{worker}: pending ones, and running ones
-        whose claimant's lease expired (a manager that died mid-operation). Safe with
-        several managers: the conditional UPDATE succeeds for one claimant only.
+        Claim the oldest runnable operation for C{worker}: pending ones, running ones whose
+        claimant's lease expired (a manager that died mid-operation), and, with C{identity},
+        running ones leased by an earlier incarnation of that identity (C{<identity>/...}
+        but not C{worker}: this manager before its restart), whatever their lease. Safe with
+        several managers: the conditional UPDATE succeeds for one claimant only, and a live
+        manager's unexpired lease is never taken by another identity.
         """
+        claimable = or_(
+            t.operations.c.claimed_by.is_(None),
+            t.operations.c.lease_until < clock_now,
+        )
+        if identity is not None:
+            claimable = or_(
+                claimable,
+                and_(
+                    t.operations.c.claimed_by.startswith(f"{identity}/", autoescape=True),
+                    t.operations.c.claimed_by != worker,
+                ),
+            )
 
         def claim(conn: Connection) -> Operation | None:
             candidates = conn.execute(
@@ -1101,10 +1116,7 @@ class Store:
                     and_(
                         t.operations.c.status.in_(("pending", "running")),
                         t.operations.c.next_attempt_at <= clock_now,
-                        or_(
-                            t.operations.c.claimed_by.is_(None),
-                            t.operations.c.lease_until < clock_now,
-                        ),
+                        claimable,
                     )
                 )
                 .order_by(t.operations.c.id)
@@ -1116,10 +1128,7 @@ class Store:
                     .where(
                         and_(
                             t.operations.c.id == candidate.id,
-                            or_(
-                                t.operations.c.claimed_by.is_(None),
-                                t.operations.c.lease_until < clock_now,
-                            ),
+                            claimable,
                         )
                     )
                     .values(

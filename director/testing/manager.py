@@ -50,6 +50,25 @@ class FakeComponent:
         raise NotImplementedError("file relays are tested against the real orchestrator")
 
 
+class HangingComponent(FakeComponent):
+    """A component whose calls never answer until C{finish()} (a manager stuck mid-action)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.pending: list[Deferred[Any]] = []
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.calls.append((method, path, kwargs))
+        d: Deferred[Any] = Deferred()
+        self.pending.append(d)
+        return await d
+
+    def finish(self) -> None:
+        for d in self.pending:
+            d.callback({})
+        self.pending = []
+
+
 def error(status: int, code: str = "error", message: str = "failed") -> ComponentCallError:
     import json
 

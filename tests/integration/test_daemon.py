@@ -446,3 +446,112 @@ def test_nginx_does_not_outlive_a_killed_daemon(public_tmp: Path) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"nginx {nginx} still runs after its daemon was killed")
+
+
+def _api(config: Config, token: str, method: str, path: str, body: Any = None) -> Any:
+    import urllib.request
+
+    request = urllib.request.Request(
+        config.manager.url + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+ACTION_LINE = r"operation (\d+) \(create_site\): (\w+) by (manager-[0-9a-f]+)/([0-9a-f]+)"
+
+
+def test_restarted_manager_resumes_its_operations_at_once(public_tmp: Path) -> None:
+    """
+    Ten site creations in flight, the manager killed with SIGKILL in the middle of one of
+    its actions: started again, it takes back the operations it held (same identity, a new
+    incarnation) at once rather than after their leases (60 s) run out, and every action
+    runs once, apart from the one the kill interrupted, which runs again.
+    """
+    import re
+
+    config_path = init_config(public_tmp)
+    config = load_config(config_path)
+    assert config.manager.operation_lease == 60.0
+    token = subprocess.run(
+        [str(BIN / "director"), "token", "create", "admin", "--config", str(config_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    running: list[Daemon] = []
+    orchestrator = start_daemon(config_path, plugin="director-orchestrator")
+    running.append(orchestrator)
+    try:
+        wait_listening(orchestrator, [config.orchestrator.port])
+        router = start_daemon(config_path, plugin="director-router")
+        running.append(router)
+        wait_listening(router, [config.router.port])
+        manager = start_daemon(config_path, plugin="director-manager")
+        running.append(manager)
+        wait_listening(manager, [config.manager.port])
+        # The orchestrator stops answering: the first operation's first action is in flight
+        # (its lease renewed) when the manager is killed.
+        os.kill(orchestrator.process.pid, signal.SIGSTOP)
+        try:
+            ops = [
+                _api(
+                    config,
+                    token,
+                    "POST",
+                    "/api/v1/sites",
+                    {"name": f"resume-{i}", "type": "static"},
+                )["operation"]["id"]
+                for i in range(10)
+            ]
+            deadline = time.monotonic() + 20
+            while True:
+                first = _api(config, token, "GET", f"/api/v1/operations/{ops[0]}")
+                if first["actions"][0]["status"] == "running":
+                    break
+                assert time.monotonic() < deadline, first
+                time.sleep(0.1)
+            manager.process.kill()
+            manager.process.wait(10)
+        finally:
+            os.kill(orchestrator.process.pid, signal.SIGCONT)
+        before = manager.log_text()
+        manager.log.rename(manager.log.with_suffix(".killed.log"))
+        restarted_at = time.monotonic()
+        manager = start_daemon(config_path, plugin="director-manager")
+        running.append(manager)
+        wait_listening(manager, [config.manager.port])
+        # Far less than the 60 s lease the killed manager had just renewed.
+        deadline = restarted_at + 15
+        statuses: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            statuses = {
+                op: _api(config, token, "GET", f"/api/v1/operations/{op}")["status"] for op in ops
+            }
+            if all(s in ("succeeded", "failed") for s in statuses.values()):
+                break
+            time.sleep(0.2)
+        took = time.monotonic() - restarted_at
+        assert all(s == "succeeded" for s in statuses.values()), (
+            f"{took:.1f}s after the restart: {statuses}\n{manager.log_text()}"
+        )
+        after = manager.log_text()
+        runs_before = re.findall(ACTION_LINE, before)
+        runs_after = re.findall(ACTION_LINE, after)
+        # Killed in the first operation's first action; nothing else had started.
+        assert [(int(o), a) for o, a, _, _ in runs_before] == [(ops[0], "apply_orchestrator")]
+        # The restart: the same identity, another incarnation, each action once.
+        workers = {(i, n) for _, _, i, n in runs_before + runs_after}
+        assert len({i for i, _ in workers}) == 1 and len(workers) == 2, workers
+        assert sorted((int(o), a) for o, a, _, _ in runs_after) == sorted(
+            (op, action) for op in ops for action in ("apply_orchestrator", "apply_router")
+        )
+        for i in range(10):
+            site = _api(config, token, "GET", f"/api/v1/sites/resume-{i}")
+            assert site["name"] == f"resume-{i}"
+    finally:
+        for d in reversed(running):
+            stop_daemon(d)

@@ -1,0 +1,138 @@
+"""
+Operation leases on the manager's shared database, PostgreSQL: two managers (distinct
+identities, each with its own connection pool) and a restarted one, on one fake clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from twisted.internet.task import Clock
+
+from director.common.threads import InlineRunner
+from director.manager.events import MemoryBus
+from director.manager.models import DEFAULT_LIMITS
+from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.store import Store, make_engine, migrate
+from director.testing.manager import FakeComponent, HangingComponent
+
+LEASE = 60.0
+
+
+def result(d: Any) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "the Deferred did not fire"
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+@pytest.fixture
+def database_url(postgres_server: Any) -> Iterator[str]:
+    name = "leases_" + secrets.token_hex(4)
+    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield (
+            f"postgresql+psycopg://postgres:{postgres_server.admin_password}"
+            f"@127.0.0.1:{postgres_server.port}/{name}"
+        )
+    finally:
+        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+class Manager:
+    """One manager process's engine: its own engine (connection pool) on the database."""
+
+    def __init__(
+        self, url: str, clock: Clock, identity: str, orchestrator: FakeComponent | None = None
+    ) -> None:
+        self.db = make_engine(url)
+        self.store = Store(self.db, InlineRunner())
+        self.orchestrator = orchestrator or FakeComponent("orchestrator")
+        self.router = FakeComponent("router")
+        self.engine = OperationEngine(
+            clock,
+            self.store,
+            self.orchestrator,
+            self.router,
+            MemoryBus(),
+            "sites.test",
+            lease=LEASE,
+            identity=identity,
+        )
+
+
+def create_site(store: Store, name: str) -> int:
+    _, op = result(
+        store.create_site(
+            {
+                "name": name,
+                "type": "static",
+                "purpose": "project",
+                "availability": "enabled",
+                "description": "",
+                "image": "director/python:3",
+                "packages": [],
+                "limits": dict(DEFAULT_LIMITS),
+            },
+            ["alice"],
+            ("create_site", OPERATIONS["create_site"]),
+            None,
+        )
+    )
+    return int(op.id)
+
+
+def test_two_managers_and_a_restart_on_postgresql(database_url: str) -> None:
+    """
+    A live manager's operation is never taken by another manager, however long its action
+    runs (it renews its lease), while the other manager runs the rest of the work; the first
+    manager, restarted with its identity, takes its operation back at once and finishes it:
+    each action ran once, apart from the one the crash interrupted.
+    """
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    hanging = HangingComponent("orchestrator")
+    a = Manager(database_url, clock, "manager-aaaaaaaaaaaa", hanging)
+    b = Manager(database_url, clock, "manager-bbbbbbbbbbbb")
+    restarted: Manager | None = None
+    try:
+        migrate(a.db)
+        result(a.store.create_user("alice", "student", None))
+        held = create_site(a.store, "held")
+        a.engine.wake()
+        assert len(hanging.calls) == 1  # A is in the middle of apply_orchestrator
+        other = create_site(a.store, "other")
+        for _ in range(12):  # three leases' worth of time, A renewing all along
+            clock.advance(LEASE / 4)
+            b.engine.wake()
+            assert result(b.store.get_operation(held)).status == "running"
+        # B did the other site's work and none of the held one's.
+        assert result(b.store.get_operation(other)).status == "succeeded"
+        other_site = result(b.store.get_site("other")).id
+        assert [c[:2] for c in b.orchestrator.calls] == [("PUT", f"/v1/sites/{other_site}")]
+        assert [c[:2] for c in b.router.calls] == [("PUT", "/v1/sites/other")]
+        # A is killed (its call never answers) and started again a second later.
+        clock.advance(1.0)
+        restarted = Manager(database_url, clock, "manager-aaaaaaaaaaaa")
+        b.engine.wake()  # B still may not take it: the lease has not run out
+        assert result(b.store.get_operation(held)).status == "running"
+        restarted.engine.wake()
+        op = result(restarted.store.get_operation(held))
+        assert op.status == "succeeded", op
+        held_site = result(b.store.get_site("held")).id
+        assert [c[:2] for c in restarted.orchestrator.calls] == [("PUT", f"/v1/sites/{held_site}")]
+        assert [c[:2] for c in restarted.router.calls] == [("PUT", "/v1/sites/held")]
+        assert len(b.orchestrator.calls) == 1 and len(b.router.calls) == 1
+    finally:
+        for m in (a, b, restarted):
+            if m is not None:
+                m.engine.stop()
+                m.db.dispose()
