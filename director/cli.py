@@ -242,6 +242,29 @@ def stop(args: argparse.Namespace) -> int:
     return code
 
 
+def nginx_run(args: argparse.Namespace) -> int:
+    """
+    Run one of Director's nginx instances in the foreground (for its systemd unit): exec
+    nginx on the configuration the daemon wrote. Nothing to do before the daemon first
+    wrote it, or while that nginx already runs (the daemon started it).
+    """
+    from director.common import pidfiles
+
+    config = load_config(args.config)
+    instances = dict(zip(("orchestrator", "router"), nginx_instances(config), strict=True))
+    what, paths = instances[args.instance]
+    if not paths.conf.exists():
+        print(f"director: no {what} configuration yet ({paths.conf}); the daemon starts it")
+        return 0
+    pid = pidfiles.running_pid(paths.pid, str(paths.conf))
+    if pid is not None:
+        print(f"director: the {what} already runs (pid {pid})")
+        return 0
+    argv = paths.argv()
+    os.execv(argv[0], argv)  # noqa: S606 (nginx on our own paths, no shell)
+    return 1  # not reached
+
+
 def check(args: argparse.Namespace) -> int:
     from twisted.internet.task import react
 
@@ -464,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", help="the daemon's pid file (default: <state_dir>/director.pid)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each")
     p.set_defaults(func=stop)
+
+    p = sub.add_parser("nginx", help="Director's nginx instances")
+    instances = p.add_subparsers(dest="nginx_command", required=True, metavar="COMMAND")
+    p = instances.add_parser("run", help="run one in the foreground (its systemd unit)")
+    p.add_argument("instance", choices=("orchestrator", "router"))
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=nginx_run)
 
     p = sub.add_parser("check", help="health and credentials of every component")
     p.add_argument("--config", default=DEFAULT_CONFIG)
