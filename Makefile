@@ -45,7 +45,7 @@ run: deps venv frontend docker images
 	# keeps an existing config and keys; (re)registers the bundled database servers
 	$(VENV)/bin/director init --config $(CONFIG) --state-dir $(STATE)
 	$(VENV)/bin/director banner --config $(CONFIG)
-	$(VENV)/bin/twistd -n --pidfile= director --config $(CONFIG)
+	$(VENV)/bin/twistd -n --pidfile=$(STATE)/director.pid director --config $(CONFIG)
 
 lint: venv
 	$(VENV)/bin/ruff check director twisted tests bench

@@ -195,6 +195,76 @@ def banner(args: argparse.Namespace) -> int:
     return 0
 
 
+def nginx_instances(config: Config) -> list[tuple[str, Any]]:
+    """The nginx instances Director runs with C{config}: (what, L{NginxPaths})."""
+    from director.common.nginx import NginxPaths
+    from director.orchestrator.runtime import RuntimePaths
+    from director.router.layout import RouterLayout
+
+    state = config.director.state_dir
+    return [
+        ("orchestrator nginx", NginxPaths(RuntimePaths(state).nginx)),
+        ("router front nginx", NginxPaths(RouterLayout.from_config(config).nginx_prefix)),
+    ]
+
+
+def stop(args: argparse.Namespace) -> int:
+    """
+    A deliberate stop of what `make run` started: the daemon by its pid file (SIGTERM: it
+    stops its nginx and database servers itself), then whatever a daemon that was killed
+    left running, by their own pid files.
+    """
+    import signal
+
+    from director.common import pidfiles
+    from director.common.nginx import stop_instance
+    from director.orchestrator.bundled_databases import bundled_settings, running_pid
+
+    config = load_config(args.config)
+    pid_file = Path(args.pidfile) if args.pidfile else config.director.state_dir / "director.pid"
+    code = 0
+    pid = pidfiles.running_pid(pid_file, "twistd")
+    if pid is not None:
+        print(f"stopping the Director daemon (pid {pid})")
+        if not pidfiles.stop_pid_blocking(pid, signal.SIGTERM, args.timeout):
+            print(f"director: the daemon did not stop within {args.timeout:.0f}s; killed it")
+            code = 1
+    for what, paths in nginx_instances(config):
+        stopped = stop_instance(paths, timeout=args.timeout)
+        if stopped is not None:
+            print(f"stopped the {what} (pid {stopped})")
+    for server in bundled_settings(config):
+        server_pid = running_pid(server)
+        if server_pid is not None:
+            first = signal.SIGINT if server.kind == "postgres" else signal.SIGTERM
+            pidfiles.stop_pid_blocking(server_pid, first, args.timeout)
+            print(f"stopped the bundled {server.kind} server (pid {server_pid})")
+    return code
+
+
+def nginx_run(args: argparse.Namespace) -> int:
+    """
+    Run one of Director's nginx instances in the foreground (for its systemd unit): exec
+    nginx on the configuration the daemon wrote. Nothing to do before the daemon first
+    wrote it, or while that nginx already runs (the daemon started it).
+    """
+    from director.common import pidfiles
+
+    config = load_config(args.config)
+    instances = dict(zip(("orchestrator", "router"), nginx_instances(config), strict=True))
+    what, paths = instances[args.instance]
+    if not paths.conf.exists():
+        print(f"director: no {what} configuration yet ({paths.conf}); the daemon starts it")
+        return 0
+    pid = pidfiles.running_pid(paths.pid, str(paths.conf))
+    if pid is not None:
+        print(f"director: the {what} already runs (pid {pid})")
+        return 0
+    argv = paths.argv()
+    os.execv(argv[0], argv)  # noqa: S606 (nginx on our own paths, no shell)
+    return 1  # not reached
+
+
 def check(args: argparse.Namespace) -> int:
     from twisted.internet.task import react
 
@@ -411,6 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="a setting")
     p.add_argument("--force", action="store_true", help="rewrite an existing config file")
     p.set_defaults(func=init)
+
+    p = sub.add_parser("stop", help="stop the daemon `make run` started, and its nginx")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--pidfile", help="the daemon's pid file (default: <state_dir>/director.pid)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each")
+    p.set_defaults(func=stop)
+
+    p = sub.add_parser("nginx", help="Director's nginx instances")
+    instances = p.add_subparsers(dest="nginx_command", required=True, metavar="COMMAND")
+    p = instances.add_parser("run", help="run one in the foreground (its systemd unit)")
+    p.add_argument("instance", choices=("orchestrator", "router"))
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=nginx_run)
 
     p = sub.add_parser("check", help="health and credentials of every component")
     p.add_argument("--config", default=DEFAULT_CONFIG)

@@ -1,7 +1,9 @@
 """
 Running an nginx of our own and changing its configuration safely.
 
-L{NginxProcess} runs one nginx master as a child process (own C{-c} config, own error log).
+L{NginxProcess} runs one nginx master (own C{-c} config, own pid file, own error log) that
+outlives the daemon: a daemon that starts finds a running one through its pid file and
+adopts it (check, reload) instead of starting another; a deliberate stop ends it.
 L{NginxConfigDirectory} owns a directory of per-site files: changes that arrive together are
 written together, checked with C{nginx -t}, and applied with one reload; a batch that fails
 the check is rolled back and retried one change at a time, so a bad change fails alone and
@@ -21,12 +23,14 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from director.common import pidfiles
 from director.common.errors import StartupError
 from director.common.threads import Runner
 
-SETPRIV = "/usr/bin/setpriv"  # util-linux, on every Debian system
+SETSID = "/usr/bin/setsid"  # util-linux, on every Debian system
 SAFE_FILENAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,120}\.conf$")
 
 
@@ -100,21 +104,39 @@ class NginxPaths:
 
 class NginxProcess(Service):
     """
-    Runs nginx (with C{daemon off}) as a child process; C{reload} sends SIGHUP to the
-    master, C{check} runs `nginx -t`. Stopping sends SIGQUIT (graceful), then SIGKILL.
+    One nginx master (with C{daemon off}) that outlives this daemon. Starting the service
+    adopts the nginx named by the pid file if it still runs this configuration (one left by
+    a daemon that was killed or crashed): its configuration is checked (`nginx -t`) and
+    reloaded, and it keeps its pid and its connections. Otherwise nginx is started in its
+    own session, its output going to its error log, so it survives this daemon and a
+    Ctrl-C on the daemon's terminal does not reach it. While the service runs it looks every
+    C{check_interval} seconds and starts nginx again if it is gone. C{reload} sends SIGHUP
+    to the master, C{check} runs `nginx -t`. Stopping the service (a deliberate stop) sends
+    SIGQUIT (graceful: requests being served finish), then SIGKILL after C{stop_timeout}.
     """
 
     log = Logger()
 
     def __init__(
-        self, reactor: Any, paths: NginxPaths, what: str, stop_timeout: float = 10
+        self,
+        reactor: Any,
+        paths: NginxPaths,
+        what: str,
+        stop_timeout: float = 10,
+        check_interval: float = 5.0,
     ) -> None:
         self._reactor = reactor
         self.paths = paths
         self.what = what
         self._stop_timeout = stop_timeout
-        self._process: Any = None
-        self._ended: Deferred[int] | None = None
+        self._check_interval = check_interval
+        self._pid: int | None = None
+        self._watch: LoopingCall | None = None
+        self.adopted = False  # True when this run found nginx already running
+
+    def running_pid(self) -> int | None:
+        """The pid of the nginx running this configuration (from its pid file), if any."""
+        return pidfiles.running_pid(self.paths.pid, str(self.paths.conf))
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -122,37 +144,102 @@ class NginxProcess(Service):
             raise StartupError(
                 f"{self.what}: {self.paths.binary} not found (apt-get install nginx)"
             )
-        proto = _Collect()
-        self._ended = proto.done
-        self._ended.addCallback(self._exited, proto)
-        executable, argv = self.paths.binary, self.paths.argv()
-        if os.access(SETPRIV, os.X_OK):
-            # If this daemon dies without stopping nginx (SIGKILL, a crash), the kernel ends
-            # nginx too, instead of leaving it serving an old configuration on our ports.
-            executable, argv = SETPRIV, [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
-        self._process = self._reactor.spawnProcess(proto, executable, argv, env=os.environ.copy())
-        self.log.info("{what} nginx started (pid {pid})", what=self.what, pid=self._process.pid)
+        pid = self.running_pid()
+        if pid is not None:
+            self._adopt(pid)
+        else:
+            self._spawn()
 
-    def _exited(self, code: int, proto: _Collect) -> int:
-        if self.running:
-            self.log.error(
-                "{what} nginx exited unexpectedly with {code}: {output}",
-                what=self.what,
-                code=code,
-                output=proto.output.decode("utf-8", "replace")[-2000:],
+    def startService(self) -> None:
+        super().startService()
+        self._watch = LoopingCall(self._look)
+        self._watch.clock = self._reactor
+        self._watch.start(self._check_interval, now=False).addErrback(
+            lambda f: self.log.failure("{what} nginx: the watch stopped", f, what=self.what)
+        )
+
+    def _adopt(self, pid: int) -> None:
+        parent = pidfiles.parent_pid(pid)
+        if parent not in (None, 1, os.getpid()) and "twistd" in pidfiles.command_line(parent):
+            raise StartupError(
+                f"{self.what}: another Director process (pid {parent}) runs this nginx "
+                f"({self.paths.prefix}); stop it first"
             )
-        self._process = None
+        check_blocking(self.paths, self.what)
+        os.kill(pid, signal.SIGHUP)
+        self._pid = pid
+        self.adopted = True
+        self.log.info(
+            "{what} nginx already running (pid {pid}): adopted, configuration reloaded",
+            what=self.what,
+            pid=pid,
+        )
+
+    def _spawn(self) -> None:
+        proto = _Collect()
+        out = os.open(self.paths.error_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        executable, argv = self.paths.binary, self.paths.argv()
+        if os.access(SETSID, os.X_OK):
+            executable, argv = SETSID, [SETSID, *argv]
+        try:
+            process = self._reactor.spawnProcess(
+                proto, executable, argv, env=os.environ.copy(), childFDs={0: null, 1: out, 2: out}
+            )
+        finally:
+            os.close(out)
+            os.close(null)
+        self._pid = process.pid
+        proto.done.addCallback(self._exited, process.pid)
+        self.log.info("{what} nginx started (pid {pid})", what=self.what, pid=process.pid)
+
+    def _exited(self, code: int, pid: int) -> int:
+        if self.running and self._pid == pid:
+            self.log.error(
+                "{what} nginx (pid {pid}) exited unexpectedly with {code}; see {log}",
+                what=self.what,
+                pid=pid,
+                code=code,
+                log=self.paths.error_log,
+            )
         return code
+
+    def _look(self) -> None:
+        """Start nginx again if it is gone (killed, or it crashed) while the service runs."""
+        if not self.running or (self._pid is not None and pidfiles.alive(self._pid)):
+            return
+        self.log.warn("{what} nginx is not running; starting it again", what=self.what)
+        try:
+            self._spawn()
+        except Exception:
+            self.log.failure("{what} nginx did not start", what=self.what)
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._pid
 
     def reload(self) -> None:
         """Ask the master to re-read its configuration (after a successful check)."""
-        if self._process is None:
+        if self._pid is None or not pidfiles.alive(self._pid):
             raise NginxError(f"{self.what} nginx is not running")
-        self._process.signalProcess(signal.SIGHUP)
+        if self.running_pid() != self._pid:
+            # Just started: nginx installs its signal handlers before it writes its pid
+            # file, and a SIGHUP before that would end it. Send it once the file is there.
+            self._reactor.callLater(0.05, self._reload_later, self._pid, 100)
+            return
+        os.kill(self._pid, signal.SIGHUP)
+
+    def _reload_later(self, pid: int, tries: int) -> None:
+        if self._pid != pid or not pidfiles.alive(pid):
+            return
+        if self.running_pid() == pid:
+            os.kill(pid, signal.SIGHUP)
+        elif tries > 0:
+            self._reactor.callLater(0.05, self._reload_later, pid, tries - 1)
+        else:
+            self.log.error(
+                "{what} nginx (pid {pid}) did not write its pid file", what=self.what, pid=pid
+            )
 
     async def check(self) -> None:
         """Run `nginx -t`; raise L{NginxError} with nginx's message when it fails."""
@@ -169,25 +256,45 @@ class NginxProcess(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._process is None or self._ended is None:
+        if self._watch is not None and self._watch.running:
+            self._watch.stop()
+        pid = self._pid if self._pid is not None and pidfiles.alive(self._pid) else None
+        pid = pid or self.running_pid()
+        self._pid = None
+        if pid is None:
             return succeed(None)
-        ended = self._ended
-        try:
-            self._process.signalProcess(signal.SIGQUIT)
-        except Exception:
-            return succeed(None)
+        self.log.info("stopping {what} nginx (pid {pid})", what=self.what, pid=pid)
+        return Deferred.fromCoroutine(self._stop(pid))
 
-        def kill() -> None:
-            if self._process is not None:
-                self._process.signalProcess(signal.SIGKILL)
+    async def _stop(self, pid: int) -> None:
+        if not await pidfiles.stop_pid(self._reactor, pid, signal.SIGQUIT, self._stop_timeout):
+            self.log.warn("{what} nginx did not stop in time; killed it", what=self.what)
 
-        timer = self._reactor.callLater(self._stop_timeout, kill)
 
-        def stopped(_: object) -> None:
-            if timer.active():
-                timer.cancel()
+def check_blocking(paths: NginxPaths, what: str) -> None:
+    """`nginx -t` at start-up (blocks): a broken configuration stops the daemon."""
+    import subprocess
 
-        return ended.addBoth(stopped)
+    try:
+        result = subprocess.run(
+            paths.argv("-t", "-q"), capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise StartupError(f"{what}: cannot run {paths.binary}: {e}") from None
+    if result.returncode != 0:
+        output = (result.stderr + result.stdout).strip()
+        raise StartupError(f"{what}: nginx refused the configuration: {output}")
+
+
+def stop_instance(paths: NginxPaths, timeout: float = 10) -> int | None:
+    """
+    Stop the nginx running C{paths}' configuration, found by its pid file (blocks; for
+    `director stop` and test harnesses). The pid it stopped, or None if none ran.
+    """
+    pid = pidfiles.running_pid(paths.pid, str(paths.conf))
+    if pid is not None:
+        pidfiles.stop_pid_blocking(pid, signal.SIGQUIT, timeout)
+    return pid
 
 
 @dataclass

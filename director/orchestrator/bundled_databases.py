@@ -38,6 +38,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from director.common import pidfiles
 from director.common.threads import Runner
 
 log = Logger()
@@ -199,14 +200,7 @@ def _binary(name: str) -> str:
 
 def running_pid(settings: ServerSettings) -> int | None:
     """The pid of this server if it runs (from its pid file, checked against /proc)."""
-    try:
-        pid = int(settings.pid_file.read_text().split()[0])
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, ValueError, IndexError):
-        return None
-    if str(settings.data_dir) not in command:
-        return None  # a stale pid file, and the number now belongs to something else
-    return pid
+    return pidfiles.running_pid(settings.pid_file, str(settings.data_dir))
 
 
 def _bindable(address: str) -> bool:
@@ -515,32 +509,10 @@ class BundledDatabase(Service):
             return
         # PostgreSQL: SIGINT is its fast shutdown; MariaDB shuts down cleanly on SIGTERM.
         first = signal.SIGINT if self.settings.kind == "postgres" else signal.SIGTERM
-        try:
-            os.kill(pid, first)
-        except ProcessLookupError:
-            return
         log.info("stopping bundled {what} (pid {pid})", what=self.what, pid=pid)
-        waited = 0.0
-        while _alive(pid):
-            if waited >= self._stop_timeout:
-                log.warn("bundled {what} did not stop in time; killing it", what=self.what)
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                break
-            await deferLater(self._reactor, 0.1, lambda: None)
-            waited += 0.1
+        if not await pidfiles.stop_pid(self._reactor, pid, first, self._stop_timeout):
+            log.warn("bundled {what} did not stop in time; killed it", what=self.what)
         self.pid = None
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (a child we have not reaped yet counts as gone)."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rpartition(")")[2].split()[0] != "Z"
 
 
 def _read_password(path: Path) -> str:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,12 @@ from twisted.logger import Logger
 
 from director.common.config import Config
 from director.common.errors import StartupError
-from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
+from director.common.nginx import (
+    NginxConfigDirectory,
+    NginxPaths,
+    NginxProcess,
+    check_blocking,
+)
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.router.certificates import CertificateKeeper
@@ -47,16 +48,17 @@ class FrontConfiguration(Service):
         except OSError as e:
             raise StartupError(f"router: cannot write the front nginx configuration: {e}") from e
         if self._nginx is not None:
-            _stop_orphaned_nginx(self._nginx.paths)
             _check_synchronously(self._nginx.paths)
-            _check_ports(self._router.settings)
+            if self._nginx.running_pid() is None:
+                # An nginx left running by an earlier router holds the ports: it is adopted.
+                _check_ports(self._router.settings)
 
 
 class StartWhenRunning(Service):
     """
     Starts C{child} (the front nginx) once the reactor runs. twistd starts services before
-    it installs its signal handlers; a SIGTERM in between would kill the daemon outright and
-    leave nginx running with nobody to stop it.
+    it installs its signal handlers; a SIGTERM in between would kill the daemon outright,
+    without the deliberate stop that ends nginx.
     """
 
     def __init__(self, reactor: Any, child: Service) -> None:
@@ -81,39 +83,6 @@ class StartWhenRunning(Service):
         if self._child.running:
             return self._child.stopService()
         return None
-
-
-def _stop_orphaned_nginx(paths: NginxPaths) -> None:
-    """
-    An nginx still running with this router's configuration was left by a router that was
-    killed. If it was adopted (its parent is no Director process), stop it; if a live
-    router still runs it, refuse to start rather than fight over the state directory.
-    """
-    try:
-        pid = int(paths.pid.read_text().strip())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (OSError, ValueError):
-        return
-    if "nginx" not in command or str(paths.conf) not in command:
-        return
-    ppid = int(re.search(r"^PPid:\s*(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
-    try:
-        parent = Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        parent = ""
-    if "twistd" in parent or "python" in parent:
-        raise StartupError(
-            f"router: another router (pid {ppid}) is running with this state directory "
-            f"({paths.prefix}); stop it first"
-        )
-    log.warn("router: stopping an orphaned front nginx (pid {pid}) left by an earlier run", pid=pid)
-    os.kill(pid, signal.SIGQUIT)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if Path(f"/proc/{pid}").exists():
-        os.kill(pid, signal.SIGKILL)
 
 
 def _check_ports(settings: FrontSettings) -> None:
@@ -142,17 +111,7 @@ def _check_ports(settings: FrontSettings) -> None:
 
 def _check_synchronously(paths: NginxPaths) -> None:
     """`nginx -t` at start-up: a broken configuration stops the router with nginx's words."""
-    import subprocess
-
-    try:
-        result = subprocess.run(
-            paths.argv("-t", "-q"), capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise StartupError(f"router: cannot run {paths.binary}: {e}") from None
-    if result.returncode != 0:
-        output = (result.stderr + result.stdout).strip()
-        raise StartupError(f"router: nginx refused the front configuration: {output}")
+    check_blocking(paths, "router front")
 
 
 def _has_ipv6() -> bool:

@@ -26,9 +26,12 @@ from services import free_port
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from director.cli import nginx_instances
+from director.common import pidfiles
 from director.common.client import ComponentClient, connect_websocket
 from director.common.config import Config, load_config
 from director.common.keys import load_private_key
+from director.common.nginx import stop_instance
 from director.common.signing import RequestSigner
 
 BIN = Path(sys.executable).parent
@@ -141,15 +144,37 @@ CLEAN_EXIT = (0, -signal.SIGTERM)
 
 
 def stop_daemon(daemon: Daemon, timeout: float = 15.0) -> int:
-    if daemon.process.poll() is None:
-        daemon.process.send_signal(signal.SIGTERM)
-        try:
-            daemon.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            daemon.process.kill()
-            daemon.process.wait()
-            pytest.fail(f"daemon did not stop on SIGTERM within {timeout}s")
+    """
+    SIGTERM (a deliberate stop: the daemon ends its nginx itself); then, by their pid files,
+    any nginx a daemon of this config left running (one killed outright, or stopped before
+    its signal handlers were in place), so no test's nginx outlives its test.
+    """
+    try:
+        if daemon.process.poll() is None:
+            daemon.process.send_signal(signal.SIGTERM)
+            try:
+                daemon.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                daemon.process.wait()
+                pytest.fail(f"daemon did not stop on SIGTERM within {timeout}s")
+    finally:
+        stop_nginx(daemon.config)
     return daemon.process.returncode
+
+
+def nginx_pids(config: Config) -> dict[str, int | None]:
+    """The running nginx of each instance of C{config} (from their pid files)."""
+    return {
+        what: pidfiles.running_pid(paths.pid, str(paths.conf))
+        for what, paths in nginx_instances(config)
+    }
+
+
+def stop_nginx(config: Config) -> list[int]:
+    """Stop, by pid, every nginx of C{config} still running; the pids it stopped."""
+    stopped = [stop_instance(paths) for _, paths in nginx_instances(config)]
+    return [pid for pid in stopped if pid is not None]
 
 
 @pytest.fixture(scope="module")
@@ -422,30 +447,6 @@ def test_plugins_listed_by_twistd() -> None:
     ):
         assert name in out
     assert os.path.exists(BIN / "director")
-
-
-def test_nginx_does_not_outlive_a_killed_daemon(public_tmp: Path) -> None:
-    """If the daemon is killed outright, the kernel ends its nginx too (no orphan serving)."""
-    import re
-
-    config_path = init_config(public_tmp)
-    config = load_config(config_path)
-    d = start_daemon(config_path, plugin="director-orchestrator")
-    wait_listening(d, [config.orchestrator.port])
-    found = re.search(r"nginx started \(pid (\d+)\)", d.log_text())
-    assert found, d.log_text()
-    nginx = int(found.group(1))
-    os.kill(nginx, 0)  # running
-    d.process.kill()
-    d.process.wait(10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(nginx, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nginx {nginx} still runs after its daemon was killed")
 
 
 def _api(config: Config, token: str, method: str, path: str, body: Any = None) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from services import PebbleServer, PostgresServer, Services, free_port
 from sites_network import free_subnet, network_name, remove_network
+from test_daemon import stop_nginx
 
 from director.common.config import Config, load_config
 
@@ -235,6 +236,7 @@ def stack(
     finally:
         for component in list(stack.processes):
             stack.stop(component)
+        stop_nginx(stack.config)  # any a component left running (one that did not stop)
         for line in subprocess.run(
             ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
         ).stdout.split():

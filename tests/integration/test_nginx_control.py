@@ -125,3 +125,72 @@ async def test_remove_and_stop(nginx: Any) -> None:
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_process_adopts_the_running_nginx(nginx: Any) -> None:
+    """
+    A second controller on the same paths (the next daemon, after one was killed without
+    stopping nginx) adopts the running master: same pid, reloaded, no second nginx; its
+    changes go live; stopping it ends nginx.
+    """
+    from twisted.internet import reactor
+
+    port, paths, first, directory = nginx
+    await directory.apply({"site-d.conf": site(port, "d.test", "before")})
+    pid = first.pid
+    assert pid is not None and first.running_pid() == pid
+    first.running = False  # forgotten, as by a daemon killed outright: nginx runs on
+    if first._watch is not None:
+        first._watch.stop()
+    second = NginxProcess(reactor, paths, "test")
+    second.privilegedStartService()
+    second.startService()
+    try:
+        assert second.adopted and second.pid == pid
+        pool = BlockingPool(reactor, "nginx-files-2", 1)
+        pool.startService()
+        try:
+            again = NginxConfigDirectory(reactor, paths.sites, second, pool)
+            await again.apply({"site-d.conf": site(port, "d.test", "after")})
+            assert await wait_for(port, "d.test", (200, "after")) == (200, "after")
+        finally:
+            pool.stopService()
+        assert second.running_pid() == pid
+    finally:
+        await second.stopService()
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nginx_started_again_when_it_dies(tmp_path: Path) -> None:
+    """While the service runs, an nginx that ended (stopped by someone else) is started again."""
+    import os
+    import signal
+
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    port = free_port()
+    paths = NginxPaths(tmp_path / "nginx")
+    paths.create()
+    paths.conf.write_text(MAIN.format(prefix=paths.prefix, port=port))
+    process = NginxProcess(reactor, paths, "test", check_interval=0.1)
+    process.privilegedStartService()
+    process.startService()
+    try:
+        first = process.pid
+        assert first is not None
+        assert await wait_for(port, "x", (404, "")) == (404, "")
+        os.kill(first, signal.SIGTERM)  # fast shutdown: the master ends its workers
+        for _ in range(200):
+            if process.pid != first and process.running_pid() == process.pid:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        assert process.pid != first and process.running_pid() == process.pid
+        assert await wait_for(port, "x", (404, "")) == (404, "")
+    finally:
+        await process.stopService()

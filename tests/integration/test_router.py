@@ -11,7 +11,6 @@ time. The manager's signed client calls its API over a real socket.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import ssl
@@ -732,11 +731,133 @@ def test_front_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in output
 
 
-def test_restart_after_a_crash_stops_the_orphaned_nginx(public_tmp: Path) -> None:
+class _Backend(ThreadingHTTPServer):
+    """An upstream for the front nginx: C{/} answers C{body}, C{/slow} streams for ~3 s."""
+
+    daemon_threads = True
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                data = outer.body if self.path != "/slow" else b"x" * 30 * 65536
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                step = 65536 if self.path == "/slow" else len(data)
+                for start in range(0, len(data), step):
+                    self.wfile.write(data[start : start + step])
+                    if self.path == "/slow":
+                        time.sleep(0.1)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+def test_killed_router_leaves_its_nginx_serving_and_is_adopted(public_tmp: Path) -> None:
     """
-    A router killed outright leaves its nginx behind; the next start stops that orphan
-    (found through the pid file and its configuration path) and serves again.
+    The router alone (`twistd -n director-router`) killed outright while visitors load a
+    site through its front nginx, one slow request in flight: no request fails. The next
+    router adopts the same nginx (same pid, its configuration checked and reloaded: a
+    changed upstream goes live); SIGTERM, a deliberate stop, ends it.
     """
+    from request_loop import RequestLoop, SlowDownload
+
+    from director.common import pidfiles
+
+    one, two = _Backend(b"one"), _Backend(b"two")
+    http_port = free_port()
+    config = public_tmp / "director.toml"
+    init = ["init", "--config", str(config), "--state-dir", str(public_tmp / "var")]
+    for s in [
+        f"router.port={free_port()}",
+        f"router.http_port={http_port}",
+        f"router.https_port={free_port()}",
+        'router.public_host="127.0.0.1"',
+        f'router.upstreams="127.0.0.1:{one.port}"',
+    ]:
+        init += ["--set", s]
+    assert director_main(init) == 0
+    twistd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "director-router",
+              "--config", str(config)]  # fmt: skip
+    pid_file = public_tmp / "var" / "router" / "nginx" / "nginx.pid"
+    host = "site.sites.localhost"
+    log = public_tmp / "router.log"
+    with log.open("wb") as out:
+        router = subprocess.Popen(twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(http_port)
+        nginx = _read_pid(pid_file)
+        deadline = time.monotonic() + 10
+        while http(http_port, host).body != "one":
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        loop = RequestLoop(http_port, host, b"one").start()
+        slow = SlowDownload(http_port, host, "/slow").start()
+        try:
+            assert slow.started.wait(10) and slow.status == 200, slow.error
+            router.kill()  # no shutdown
+            router.wait(10)
+            assert slow.running
+            time.sleep(1)
+            slow.join(30)
+        finally:
+            loop.stop()
+        assert loop.failures == [] and loop.ok > 50, (loop.ok, loop.failures[:10])
+        assert slow.error == "" and slow.received == 30 * 65536, (slow.error, slow.received)
+        assert pidfiles.alive(nginx)
+
+        # The next router adopts it, checks and reloads the configuration it writes.
+        config.write_text(
+            config.read_text().replace(f"127.0.0.1:{one.port}", f"127.0.0.1:{two.port}")
+        )
+        with log.open("ab") as out:
+            router = subprocess.Popen(twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while http(http_port, host).body != "two":
+            assert router.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert _read_pid(pid_file) == nginx
+        assert f"already running (pid {nginx}): adopted" in log.read_text()
+        assert "orphan" not in log.read_text()
+
+        router.send_signal(signal.SIGTERM)
+        router.wait(30)
+        deadline = time.monotonic() + 5
+        while pidfiles.alive(nginx):
+            assert time.monotonic() < deadline, "a deliberate stop must end the front nginx"
+            time.sleep(0.05)
+    finally:
+        if router.poll() is None:
+            router.send_signal(signal.SIGTERM)
+            router.wait(30)
+        from director.common.nginx import NginxPaths, stop_instance
+
+        stop_instance(NginxPaths(public_tmp / "var" / "router" / "nginx"))
+        one.shutdown()
+        two.shutdown()
+
+
+def test_nginx_started_by_its_unit_is_adopted(public_tmp: Path) -> None:
+    """
+    `director nginx run router` (what the director-nginx@router unit runs) execs the front
+    nginx on the configuration the router wrote; a router started next adopts it (same
+    pid); a second `nginx run` does nothing; the router's deliberate stop ends it.
+    """
+    from director.common import pidfiles
+
     http_port = free_port()
     config = public_tmp / "director.toml"
     init = ["init", "--config", str(config), "--state-dir", str(public_tmp / "var")]
@@ -748,65 +869,42 @@ def test_restart_after_a_crash_stops_the_orphaned_nginx(public_tmp: Path) -> Non
     ]:
         init += ["--set", s]
     assert director_main(init) == 0
+    director = [str(Path(sys.executable).parent / "director"), "nginx", "run", "router",
+                "--config", str(config)]  # fmt: skip
+    early = subprocess.run(director, capture_output=True, text=True, timeout=30, check=False)
+    assert early.returncode == 0 and "the daemon starts it" in early.stdout, early
     twistd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "director-router",
               "--config", str(config)]  # fmt: skip
     pid_file = public_tmp / "var" / "router" / "nginx" / "nginx.pid"
-    first = subprocess.Popen(twistd, cwd=public_tmp, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.STDOUT)  # fmt: skip
+    log = public_tmp / "router.log"
+    unit: subprocess.Popen[bytes] | None = None
+    with log.open("wb") as out:
+        router = subprocess.Popen(twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_listening(http_port)
-        first_nginx = _read_pid(pid_file)
-    finally:
-        first.kill()  # no shutdown
-        first.wait(10)
-    # The kernel ends the killed router's nginx (setpriv --pdeathsig) ...
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{first_nginx}").exists():
-        assert time.monotonic() < deadline, "the killed router's nginx is still running"
-        time.sleep(0.05)
-    # ... but an nginx started some other way (an older version, a machine without setpriv)
-    # on the same configuration is an orphan the next router must stop.
-    nginx_dir = public_tmp / "var" / "router" / "nginx"
-    # Started through a shell that exits at once, so it is adopted by init like a real orphan.
-    subprocess.run(
-        ["sh", "-c", f"/usr/sbin/nginx -c {nginx_dir / 'nginx.conf'} "
-         f"-e {public_tmp / 'leftover-error.log'} >/dev/null 2>&1 &"],
-        check=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    orphan = 0
-    while not orphan or not Path(f"/proc/{orphan}").exists():
-        assert time.monotonic() < deadline, "the leftover nginx did not start"
-        time.sleep(0.05)
-        try:
-            orphan = int(pid_file.read_text().strip() or 0)
-        except (FileNotFoundError, ValueError):
-            orphan = 0
-        if orphan == first_nginx:
-            orphan = 0
-    _wait_listening(http_port)
-    assert Path(f"/proc/{orphan}").exists()
-    log = public_tmp / "second.log"
-    with log.open("wb") as out:
-        second = subprocess.Popen(twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def current_pid() -> int:
-            try:
-                return int(pid_file.read_text().strip() or 0)
-            except FileNotFoundError:
-                return 0
-
-        deadline = time.monotonic() + 20
-        while Path(f"/proc/{orphan}").exists() or current_pid() in (0, orphan):
-            assert second.poll() is None, log.read_text()
+        router.send_signal(signal.SIGTERM)  # writes the configuration, then a deliberate stop
+        router.wait(30)
+        unit = subprocess.Popen(director, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        _wait_listening(http_port)
+        assert _read_pid(pid_file) == unit.pid  # exec'd: the unit's main process is nginx
+        with log.open("ab") as out:
+            router = subprocess.Popen(twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while f"already running (pid {unit.pid}): adopted" not in log.read_text():
+            assert router.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        _wait_listening(http_port)
-        assert "stopping an orphaned front nginx" in log.read_text()
+        again = subprocess.run(director, capture_output=True, text=True, timeout=30, check=False)
+        assert again.returncode == 0 and f"already runs (pid {unit.pid})" in again.stdout
         assert http(http_port, "nobody.example", "/").status == 404
+        router.send_signal(signal.SIGTERM)
+        router.wait(30)
+        assert unit.wait(10) == 0  # nginx ended gracefully: its unit is stopped, not failed
+        assert not pidfiles.alive(unit.pid)
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(15)
-        if Path(f"/proc/{orphan}").exists():
-            os.kill(orphan, signal.SIGKILL)
+        if router.poll() is None:
+            router.send_signal(signal.SIGTERM)
+            router.wait(30)
+        if unit is not None and unit.poll() is None:
+            unit.send_signal(signal.SIGQUIT)
+            unit.wait(10)
