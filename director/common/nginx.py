@@ -333,7 +333,7 @@ class NginxConfigDirectory:
     def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
         """Fires when the changes are live, or fails with L{NginxError} (nothing changed)."""
         for name in changes:
-            if not SAFE_FILENAME.match(name):
+            if not SAFE_FILENAME.fullmatch(name):
                 raise ValueError(f"bad nginx config file name {name!r}")
         d: Deferred[None] = Deferred()
         self._pending.changes.update(changes)

@@ -220,7 +220,7 @@ class ManagerAPI:
 
     async def site_for(self, user: User, name: str) -> Site:
         """The site C{name} if C{user} may act on it; 404 otherwise (existence not revealed)."""
-        if not isinstance(name, str) or not models.SITE_NAME.match(name):
+        if not isinstance(name, str) or not models.SITE_NAME.fullmatch(name):
             raise not_found()
         site = await self.store.get_site(name)
         if site is None or not (user.is_admin or user.username in site.members):
@@ -602,7 +602,7 @@ class ManagerAPI:
             images = {i["name"] for i in await self.store.list_images()} | {FALLBACK_IMAGE}
             image = body.get("image", site.image)
             if image not in images:
-                raise ValidationError("image", "choose an image from the catalogue")
+                raise Conflict("unknown_image", "choose an image from the catalogue")
             # The record keeps the image it runs until the build succeeds: the request
             # travels in the operation's params (and stays there if the build fails).
             params["image"] = image
@@ -721,10 +721,12 @@ class ManagerAPI:
             domain = domain.strip().lower().encode("idna").decode("ascii")
         except UnicodeError:
             raise ValidationError("domain", "not a valid domain name") from None
-        if not DOMAIN.match(domain):
+        if not DOMAIN.fullmatch(domain):
             raise ValidationError("domain", "not a valid domain name")
         if domain == self.sites_domain or domain.endswith("." + self.sites_domain):
-            raise ValidationError("domain", f"{self.sites_domain} names are not custom domains")
+            raise Conflict(
+                "domain_reserved", f"{self.sites_domain} names are sites' own, not custom domains"
+            )
         if any(domain == h or domain.endswith("." + h) for h in self.reserved_hosts):
             raise Conflict(
                 "domain_reserved",
@@ -1099,8 +1101,8 @@ class ManagerAPI:
             username,
             role,
             password_hash,
-            str(body.get("full_name", ""))[:200],
-            str(body.get("email", ""))[:254],
+            _text(body, "full_name", 200),
+            _text(body, "email", 254),
         )
         await self.store.audit(user, "create_user", username, {"role": role})
         return render_json(request, created.to_json(), 201)
@@ -1148,13 +1150,17 @@ class ManagerAPI:
             r"[a-z0-9][a-z0-9._/-]{0,100}:[A-Za-z0-9._-]{1,60}", name
         ):
             raise ValidationError("name", "a local image reference like director/python:3")
-        await self.store.put_image(
-            name,
-            str(body.get("friendly_name", name))[:100],
-            str(body.get("description", "")),
-            body.get("setup_command"),
-            bool(body.get("is_default", False)),
-        )
+        friendly = body.get("friendly_name", name)
+        if not isinstance(friendly, str) or not 1 <= len(friendly) <= 100:
+            raise ValidationError("friendly_name", "text of 1 to 100 characters")
+        description = models.validate_description(body.get("description", ""))
+        setup = body.get("setup_command")
+        if setup is not None and (not isinstance(setup, str) or len(setup) > 10_000):
+            raise ValidationError("setup_command", "a shell command of at most 10000 characters")
+        is_default = body.get("is_default", False)
+        if not isinstance(is_default, bool):
+            raise ValidationError("is_default", "true or false")
+        await self.store.put_image(name, friendly, description, setup, is_default)
         await self.store.audit(user, "put_image", name, {})
         return render_json(request, {"images": await self.store.list_images()})
 
@@ -1184,20 +1190,35 @@ class ManagerAPI:
             },
         )
         kind = models.validate_choice("kind", body.get("kind"), ("postgres", "mysql"))
-        try:
-            host_id = await self.store.put_database_host(
-                kind,
-                str(body["admin_host"]),
-                int(body["admin_port"]),
-                str(body["admin_user"]),
-                str(body["admin_password"]),
-                body.get("container_host"),
-                int(body["container_port"]) if body.get("container_port") else None,
-            )
-        except (KeyError, ValueError, TypeError):
-            raise ValidationError(
-                "host", "admin_host, admin_port, admin_user, admin_password are required"
-            ) from None
+        for key in ("admin_host", "admin_user", "admin_password"):
+            value = body.get(key)
+            if not isinstance(value, str) or not value or len(value) > 253:
+                raise ValidationError(key, "required: text of 1 to 253 characters")
+        container_host = body.get("container_host")
+        if container_host is not None and (
+            not isinstance(container_host, str) or not 1 <= len(container_host) <= 253
+        ):
+            raise ValidationError("container_host", "text of 1 to 253 characters, or null")
+        ports: dict[str, int | None] = {}
+        for key in ("admin_port", "container_port"):
+            value = body.get(key)
+            if value is None and key == "container_port":
+                ports[key] = None
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+                raise ValidationError(key, "a port number from 1 to 65535")
+            ports[key] = value
+        admin_port = ports["admin_port"]
+        assert admin_port is not None
+        host_id = await self.store.put_database_host(
+            kind,
+            body["admin_host"],
+            admin_port,
+            body["admin_user"],
+            body["admin_password"],
+            container_host,
+            ports["container_port"],
+        )
         await self.store.audit(user, "put_database_host", f"{kind}:{body['admin_host']}", {})
         return render_json(request, {"id": host_id})
 
@@ -1240,9 +1261,12 @@ class ManagerAPI:
         activity = body.get("activity")
         if not isinstance(activity, str) or not 1 <= len(activity) <= 200:
             raise ValidationError("activity", "the club or activity, 1 to 200 characters")
-        teacher = await self.store.get_user(str(body.get("teacher", "")))
-        if teacher is None or not teacher.is_teacher:
+        teacher_name = body.get("teacher")
+        if not isinstance(teacher_name, str) or not models.USERNAME.fullmatch(teacher_name):
             raise ValidationError("teacher", "the username of a teacher who sponsors the site")
+        teacher = await self.store.get_user(teacher_name)
+        if teacher is None or not teacher.is_teacher:
+            raise Conflict("unknown_teacher", f"{teacher_name} is not a teacher's username")
         request_id = await self.store.create_request(
             user.id,
             teacher.id,
@@ -1359,6 +1383,14 @@ def _query_body(db: Any, host: dict[str, Any], sql: str) -> dict[str, Any]:
         "timeout": 10,
         "max_rows": 1000,
     }
+
+
+def _text(body: dict[str, Any], key: str, longest: int) -> str:
+    """An optional text field of C{body} ("" when absent), at most C{longest} characters."""
+    value = body.get(key, "")
+    if not isinstance(value, str) or len(value) > longest:
+        raise ValidationError(key, f"text of at most {longest} characters")
+    return value
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -123,7 +123,7 @@ class BrowserSockets:
 
     async def visible_site(self, user: User, name: str) -> Site | None:
         """The site C{name} if C{user} may act on it (a member, or an admin)."""
-        if not isinstance(name, str) or not SITE_NAME.match(name):
+        if not isinstance(name, str) or not SITE_NAME.fullmatch(name):
             return None
         site = await self.store.get_site(name)
         if site is None or not (user.is_admin or user.username in site.members):

@@ -82,7 +82,7 @@ def claim_identity(state_dir: Path) -> ManagerIdentity:
         )
         return ManagerIdentity(new_identity(), persistent=False)
     name = handle.read(64).decode("ascii", "replace").strip()
-    if not _VALID.match(name):
+    if not _VALID.fullmatch(name):
         name = new_identity()
         handle.seek(0)
         handle.truncate()

@@ -44,7 +44,7 @@ class ValidationError(ValueError):
 
 
 def validate_site_name(name: object) -> str:
-    if not isinstance(name, str) or not SITE_NAME.match(name):
+    if not isinstance(name, str) or not SITE_NAME.fullmatch(name):
         raise ValidationError(
             "name",
             "2-32 characters of a-z, 0-9 and -, not starting or ending with -",
@@ -55,7 +55,7 @@ def validate_site_name(name: object) -> str:
 
 
 def validate_username(name: object) -> str:
-    if not isinstance(name, str) or not USERNAME.match(name):
+    if not isinstance(name, str) or not USERNAME.fullmatch(name):
         raise ValidationError("username", "1-32 characters of a-z, 0-9, '.', '_' and '-'")
     return name
 
@@ -77,7 +77,7 @@ def validate_packages(value: object) -> list[str]:
     if not isinstance(value, list) or len(value) > 100:
         raise ValidationError("packages", "a list of at most 100 Debian package names")
     for package in value:
-        if not isinstance(package, str) or not PACKAGE.match(package):
+        if not isinstance(package, str) or not PACKAGE.fullmatch(package):
             raise ValidationError("packages", f"not a Debian package name: {str(package)[:70]!r}")
     return sorted(set(value))
 

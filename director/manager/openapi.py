@@ -8,7 +8,35 @@ from __future__ import annotations
 
 from typing import Any
 
-NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])$"}
+from director.manager import models
+from director.manager.passwords import MAX_LENGTH, MIN_LENGTH
+
+# Each constraint below is the one the route checks (models.py, api.py), so that input the
+# document allows is accepted and input it forbids is refused (schemathesis -c all checks both).
+NAME = {
+    "type": "string",
+    "pattern": models.SITE_NAME.pattern,
+    "not": {"enum": sorted(models.RESERVED_SITE_NAMES)},
+}
+USERNAME = {"type": "string", "pattern": models.USERNAME.pattern}
+PASSWORD = {"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
+TEXT = {"type": "string", "maxLength": 2000}
+HOST_TEXT = {"type": "string", "minLength": 1, "maxLength": 253}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+# A custom domain (the route lower-cases it): ASCII labels (IDNs as xn--), a top-level label.
+DOMAIN = {
+    "type": "string",
+    "pattern": "^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\.)+[a-zA-Z]{2,63}$",
+    "minLength": 4,
+    "maxLength": 253,
+}
+# A path inside the site: no NUL or backslash, no "." or ".." segment.
+PATH = {
+    "type": "string",
+    "pattern": "^(?!(.*/)?\\.\\.?(/|$))[^\\\\\\x00]*$",
+    "minLength": 1,
+    "maxLength": 1024,
+}
 ERROR = {
     "type": "object",
     "required": ["error", "message"],
@@ -85,9 +113,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "Accept the guidelines or change your password",
         _obj(
             {
-                "accepted_guidelines": {"type": "boolean"},
-                "password": {"type": "string"},
-                "current_password": {"type": "string"},
+                "accepted_guidelines": {"const": True},
+                "password": PASSWORD,
+                "current_password": {"type": "string", "maxLength": MAX_LENGTH},
             }
         ),
         200,
@@ -99,9 +127,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "Create an API token for yourself (needs a recent sign-in or your password: else 403)",
         _obj(
             {
-                "name": {"type": "string", "maxLength": 100},
+                "name": {"type": "string", "minLength": 1, "maxLength": 100},
                 "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
-                "password": {"type": "string"},
+                "password": {"type": "string", "maxLength": MAX_LENGTH},
             }
         ),
         201,
@@ -112,7 +140,18 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "post",
         "/api/v1/me/keys",
         "Register an SSH public key (for the shell server)",
-        _obj({"public_key": {"type": "string"}}, ("public_key",)),
+        _obj(
+            {
+                "public_key": {
+                    "type": "string",
+                    "format": "ssh-public-key",
+                    "description": "an OpenSSH public key line: ssh-ed25519, ECDSA, or RSA of "
+                    "2048 bits or more",
+                    "maxLength": 16384,
+                }
+            },
+            ("public_key",),
+        ),
         201,
     ),
     ("delete", "/api/v1/me/keys/{key_id}", "Remove an SSH key", None, 200),
@@ -131,9 +170,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
             {
                 "name": NAME,
                 "type": {"enum": ["static", "dynamic"]},
-                "description": {"type": "string", "maxLength": 2000},
+                "description": TEXT,
                 "purpose": {"enum": ["personal", "project", "activity", "other"]},
-                "users": {"type": "array", "items": {"type": "string"}},
+                "users": {"type": "array", "items": USERNAME, "maxItems": 50},
             },
             ("name",),
         ),
@@ -148,18 +187,24 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         _obj(
             {
                 "name": NAME,
-                "description": {"type": "string"},
+                "description": TEXT,
                 "type": {"enum": ["static", "dynamic"]},
                 "purpose": {"enum": ["personal", "project", "activity", "other"]},
-                "users": {"type": "array", "items": {"type": "string"}},
-                "image": {"type": "string"},
-                "packages": {"type": "array", "items": {"type": "string"}},
+                "users": {"type": "array", "items": USERNAME, "minItems": 1, "maxItems": 50},
+                "image": {"type": "string", "maxLength": 200},
+                "packages": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": models.PACKAGE.pattern},
+                    "maxItems": 100,
+                },
                 "availability": {"enum": ["enabled", "not-served", "disabled"]},
                 "limits": LIMITS,
-                "admin_comments": {"type": "string"},
-                "public_comment": {"type": "string", "maxLength": 2000},
+                "admin_comments": TEXT,
+                "public_comment": TEXT,
             }
-        ),
+        )
+        # a rename goes alone: the image and packages change in an operation of their own
+        | {"not": {"anyOf": [{"required": ["name", "image"]}, {"required": ["name", "packages"]}]}},
         202,
     ),
     (
@@ -189,7 +234,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "post",
         "/api/v1/sites/{name}/domains",
         "Add a custom domain",
-        _obj({"domain": {"type": "string", "maxLength": 253}}, ("domain",)),
+        _obj({"domain": DOMAIN}, ("domain",)),
         202,
     ),
     (
@@ -223,7 +268,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "post",
         "/api/v1/sites/{name}/database/query",
         "Run one SQL statement as the site",
-        _obj({"sql": {"type": "string", "maxLength": 100000}}, ("sql",)),
+        _obj({"sql": {"type": "string", "pattern": "\\S", "maxLength": 100000}}, ("sql",)),
         200,
     ),
     (
@@ -244,7 +289,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "patch",
         "/api/v1/sites/{name}/files/{path}",
         "Change mode and/or move",
-        _obj({"mode": {"type": "string"}, "move_to": {"type": "string"}}),
+        _obj({"mode": {"type": "string", "pattern": "^[0-7]{3,4}$"}, "move_to": PATH})
+        | {"minProperties": 1},
         200,
     ),
     (
@@ -265,11 +311,11 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "Create a user (admins)",
         _obj(
             {
-                "username": {"type": "string"},
+                "username": USERNAME,
                 "role": {"enum": ["student", "teacher", "admin"]},
-                "password": {"type": "string"},
-                "full_name": {"type": "string"},
-                "email": {"type": "string"},
+                "password": {"oneOf": [PASSWORD, {"type": "null"}]},
+                "full_name": {"type": "string", "maxLength": 200},
+                "email": {"type": "string", "maxLength": 254},
             },
             ("username",),
         ),
@@ -283,9 +329,10 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
             {
                 "role": {"enum": ["student", "teacher", "admin"]},
                 "is_active": {"type": "boolean"},
-                "password": {"type": "string"},
+                "password": PASSWORD,
             }
-        ),
+        )
+        | {"minProperties": 1},
         200,
     ),
     ("get", "/api/v1/images", "The image catalogue", None, 200),
@@ -295,10 +342,13 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "Add or change a catalogue image (admins)",
         _obj(
             {
-                "name": {"type": "string"},
-                "friendly_name": {"type": "string"},
-                "description": {"type": "string"},
-                "setup_command": {"type": ["string", "null"]},
+                "name": {
+                    "type": "string",
+                    "pattern": "^[a-z0-9][a-z0-9._/-]{0,100}:[A-Za-z0-9._-]{1,60}$",
+                },
+                "friendly_name": {"type": "string", "minLength": 1, "maxLength": 100},
+                "description": TEXT,
+                "setup_command": {"type": ["string", "null"], "maxLength": 10000},
                 "is_default": {"type": "boolean"},
             },
             ("name",),
@@ -313,12 +363,12 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         _obj(
             {
                 "kind": {"enum": ["postgres", "mysql"]},
-                "admin_host": {"type": "string"},
-                "admin_port": {"type": "integer"},
-                "admin_user": {"type": "string"},
-                "admin_password": {"type": "string"},
-                "container_host": {"type": "string"},
-                "container_port": {"type": "integer"},
+                "admin_host": HOST_TEXT,
+                "admin_port": PORT,
+                "admin_user": HOST_TEXT,
+                "admin_password": HOST_TEXT,
+                "container_host": {"oneOf": [HOST_TEXT, {"type": "null"}]},
+                "container_port": {"oneOf": [PORT, {"type": "null"}]},
             },
             ("kind", "admin_host", "admin_port", "admin_user", "admin_password"),
         ),
@@ -333,9 +383,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         _obj(
             {
                 "name": NAME,
-                "activity": {"type": "string"},
-                "description": {"type": "string"},
-                "teacher": {"type": "string"},
+                "activity": {"type": "string", "minLength": 1, "maxLength": 200},
+                "description": TEXT,
+                "teacher": USERNAME,
             },
             ("name", "activity", "teacher"),
         ),
@@ -367,11 +417,48 @@ PATH_PARAMETERS = {
     "token_id": {"type": "integer"},
     "op_id": {"type": "integer"},
     "request_id": {"type": "integer"},
-    "username": {"type": "string"},
-    "domain": {"type": "string"},
-    "path": {"type": "string"},
+    "username": USERNAME,
+    "domain": {"type": "string", "minLength": 1, "maxLength": 253},
+    "path": PATH,
     "action": {"enum": ["approve", "reject", "create"]},
 }
+
+
+# Routes that also answer a second success (PATCH of a site's records only: 200, no operation).
+ALSO_SUCCEEDS = {("patch", "/api/v1/sites/{name}"): 200}
+
+
+def _responses(method: str, path: str, status: int, has_body: bool) -> dict[str, Any]:
+    """Every answer a route can give: each holds for every authenticated route unless noted."""
+    error = {"application/json": {"schema": ERROR}}
+    site_error = {"application/json": {"schema": SITE_ERROR}}
+    on_site = path.startswith("/api/v1/sites/{name}")
+    responses: dict[str, Any] = {
+        str(status): {"description": "success"},
+        "400": {"description": "bad input: the message (and field) say what", "content": error},
+        "401": {"description": "not signed in, or the token is unknown or expired"},
+        "403": {
+            "description": "not allowed: inactive (a deactivated account), csrf (a dashboard "
+            "session without its token), forbidden (a rule of roles or purposes), "
+            "site_disabled (an administrator disabled the site)",
+            "content": site_error if on_site else error,
+        },
+        "404": {"description": "no such thing, or not yours", "content": error},
+    }
+    if (method, path) in ALSO_SUCCEEDS:
+        responses[str(ALSO_SUCCEEDS[method, path])] = {"description": "success"}
+    if method != "get" or on_site:
+        responses["409"] = {
+            "description": "conflict with what exists: site_creating (still being set up "
+            "after the wait; wait for the operation given), site_not_created, "
+            "operation_running, limit_reached, name_taken, unknown_user, ...",
+            "content": site_error if on_site else error,
+        }
+    if has_body or method == "put":
+        responses["413"] = {"description": "too_large: the body is over the limit"}
+    if method != "get":
+        responses["429"] = {"description": "rate_limited: too many changes at once"}
+    return responses
 
 
 def document() -> dict[str, Any]:
@@ -385,34 +472,16 @@ def document() -> dict[str, Any]:
         operation: dict[str, Any] = {
             "summary": summary,
             "parameters": parameters,
-            "responses": {
-                str(status): {"description": "success"},
-                "400": {
-                    "description": "bad input",
-                    "content": {"application/json": {"schema": ERROR}},
-                },
-                "401": {"description": "not signed in"},
-                "404": {"description": "no such thing, or not yours"},
-            },
+            "responses": _responses(method, path, status, body is not None),
         }
-        if path.startswith("/api/v1/sites") and (method != "get" or "/files/" in path):
-            refused = {"application/json": {"schema": SITE_ERROR}}
-            operation["responses"]["403"] = {
-                "description": "not allowed: site_disabled (an administrator disabled the "
-                "site), forbidden (a rule of roles or purposes)",
-                "content": refused,
-            }
-            operation["responses"]["409"] = {
-                "description": "conflict: site_creating (still being set up after the wait; "
-                "wait for the operation given), site_not_created, operation_running, "
-                "limit_reached, name_taken, ...",
-                "content": refused,
-            }
         for code, description in EXTRA_RESPONSES.get((method, path), {}).items():
             operation["responses"][code] = {
                 "description": description,
                 "content": {"application/json": {"schema": ERROR}},
             }
+        if path == "/api/v1/openapi.json":
+            operation["security"] = []  # public, like the dashboard's guide
+            operation["responses"] = {"200": {"description": "this document"}}
         if status == 202:
             operation["responses"]["202"] = {
                 "description": "accepted: an operation applies the change",

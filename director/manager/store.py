@@ -28,7 +28,6 @@ from director.manager.models import (
     Operation,
     Site,
     User,
-    ValidationError,
 )
 
 T = TypeVar("T")
@@ -847,7 +846,7 @@ class Store:
         ).all()
         missing = sorted(set(usernames) - {r.username for r in rows})
         if missing:
-            raise ValidationError("users", f"no such user: {missing[0]}")
+            raise Conflict("unknown_user", f"no such user: {missing[0]}")
         return [r.id for r in rows]
 
     def create_site(

@@ -46,7 +46,7 @@ class ImageRequest:
 
     def dockerfile(self) -> str:
         """The Dockerfile for this image. Package names are validated; nothing else is user text."""
-        bad = [p for p in self.packages if not PACKAGE.match(p)]
+        bad = [p for p in self.packages if not PACKAGE.fullmatch(p)]
         if bad:
             raise ImageError(f"not a Debian package name: {bad[0]!r}")
         if len(self.packages) > 100:

@@ -93,7 +93,7 @@ def parse_limits(data: object) -> Limits:
     if unknown:
         raise SiteError(f"limits.{sorted(unknown)[0]}", "unknown limit")
     body = data.get("client_max_body_size", Limits.client_max_body_size)
-    if not isinstance(body, str) or not BODY_SIZE.match(body):
+    if not isinstance(body, str) or not BODY_SIZE.fullmatch(body):
         raise SiteError("limits.client_max_body_size", "expected a size like 1m, 512k or 0")
     return Limits(
         cpus=_number(data, "cpus", Limits.cpus, 0.01, 64),
@@ -126,7 +126,7 @@ def parse_site(site_id: int, data: object) -> Site:
     if not 1 <= site_id <= 10_000_000:
         raise SiteError("id", "expected a positive site id")
     name = data.get("name")
-    if not isinstance(name, str) or not SITE_NAME.match(name):
+    if not isinstance(name, str) or not SITE_NAME.fullmatch(name):
         raise SiteError("name", "2-32 characters of a-z, 0-9 and -, not starting or ending with -")
     kind = data.get("type")
     if kind not in ("static", "dynamic"):
@@ -135,19 +135,19 @@ def parse_site(site_id: int, data: object) -> Site:
     if availability not in AVAILABILITY:
         raise SiteError("availability", f"expected one of {', '.join(AVAILABILITY)}")
     image = data.get("image", Site.image)
-    if not isinstance(image, str) or not IMAGE_NAME.match(image):
+    if not isinstance(image, str) or not IMAGE_NAME.fullmatch(image):
         raise SiteError("image", "expected a local image name like director/python:3")
     env = data.get("env", {})
     if not isinstance(env, dict):
         raise SiteError("env", "expected an object of strings")
     for key, value in env.items():
-        if not ENV_NAME.match(key) or key in RESERVED_ENV:
+        if not ENV_NAME.fullmatch(key) or key in RESERVED_ENV:
             raise SiteError(f"env.{key}", "not an allowed variable name")
         if not isinstance(value, str) or "\x00" in value or len(value) > 4096:
             raise SiteError(f"env.{key}", "expected a string of at most 4096 characters")
     domains = data.get("custom_domains", [])
     if not isinstance(domains, list) or not all(
-        isinstance(d, str) and DOMAIN.match(d) for d in domains
+        isinstance(d, str) and DOMAIN.fullmatch(d) for d in domains
     ):
         raise SiteError("custom_domains", "expected a list of lower-case domain names")
     primary = data.get("primary_url")

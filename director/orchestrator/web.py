@@ -343,9 +343,9 @@ class OrchestratorAPI:
             raise BadRequest("bad_request", 'expected {"tag", "parent", "packages"}')
         tag, parent = body.get("tag"), body.get("parent")
         packages = body.get("packages", [])
-        if not isinstance(tag, str) or not CUSTOM_TAG.match(tag):
+        if not isinstance(tag, str) or not CUSTOM_TAG.fullmatch(tag):
             raise BadRequest("bad_tag", "tag must look like director/site-<id>:<n>")
-        if not isinstance(parent, str) or not IMAGE_NAME.match(parent):
+        if not isinstance(parent, str) or not IMAGE_NAME.fullmatch(parent):
             raise BadRequest("bad_parent", "parent must be an image from the catalogue")
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             raise BadRequest("bad_packages", "packages must be a list of Debian package names")
@@ -374,7 +374,7 @@ class OrchestratorAPI:
     async def delete_image(self, request: IRequest) -> bytes:
         body = _json_body(request)
         tag = body.get("tag") if isinstance(body, dict) else None
-        if not isinstance(tag, str) or not CUSTOM_TAG.match(tag):
+        if not isinstance(tag, str) or not CUSTOM_TAG.fullmatch(tag):
             raise BadRequest("bad_tag", "only site images (director/site-<id>:<n>) are removed")
         in_use = [s.id for s in self._rt().sites.values() if s.image == tag]
         if in_use:

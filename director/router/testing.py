@@ -140,7 +140,7 @@ class FakeConfigDirectory:
 
     def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
         for name, text in changes.items():
-            if not SAFE_FILENAME.match(name):
+            if not SAFE_FILENAME.fullmatch(name):
                 raise ValueError(f"bad nginx config file name {name!r}")
             if text is not None and self.reject is not None:
                 message = self.reject(name, text)

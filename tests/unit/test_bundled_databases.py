@@ -137,7 +137,7 @@ class SupervisorTests(SynchronousTestCase):
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)  # a no-op once it has ended
         server.pid_file.write_text(f"{process.pid}\n")
-        for _ in range(100):  # until its exec has finished
+        for _ in range(500):  # until its exec has finished (slow on a loaded machine)
             if running_pid(server) == process.pid:
                 break
             time.sleep(0.02)

@@ -88,7 +88,8 @@ class APITests(SynchronousTestCase):
             ({"name": "-x"}, 400),
             ({"name": "ok-name", "type": "php"}, 400),
             ({"name": "ok-name", "bogus": 1}, 400),
-            ({"name": "ok-name", "users": ["nobody"]}, 400),
+            ({"name": "ok-name\n"}, 400),  # the name pattern holds to the end, newline too
+            ({"name": "ok-name", "users": ["nobody"]}, 409),  # valid, but no such user
             ("not an object", 400),
         ]
         for body, status in cases:
@@ -185,10 +186,15 @@ class APITests(SynchronousTestCase):
     def test_custom_domain_rules(self) -> None:
         self.create(self.alice, "dom")
         self.create(self.bob, "dom2")
-        bad = ["not a domain", "a;b.org", "x.sites.test", "sites.test", "$x.org", "a" * 300]
+        bad = ["not a domain", "a;b.org", "$x.org", "a" * 300]
         for domain in bad:
             code, _ = self.call("POST", "/api/v1/sites/dom/domains", self.alice, {"domain": domain})
             self.assertEqual(code, 400, domain)
+        for domain in ["x.sites.test", "sites.test"]:  # well-formed, but the sites' own names
+            code, body = self.call(
+                "POST", "/api/v1/sites/dom/domains", self.alice, {"domain": domain}
+            )
+            self.assertEqual((code, body["error"]), (409, "domain_reserved"), domain)
         self.assertEqual(
             self.call(
                 "POST", "/api/v1/sites/dom/domains", self.alice, {"domain": "www.example.org"}

@@ -79,7 +79,7 @@ class RequestTests(SynchronousTestCase):
             self.student,
             {"name": "chess", "activity": "Chess", "teacher": "stu"},
         )
-        self.assertEqual((code, body["field"]), (400, "teacher"))
+        self.assertEqual((code, body["error"]), (409, "unknown_teacher"))
         self.assertEqual(self.mail.sent, [])
 
     def test_rejection_is_mailed_to_the_student(self) -> None:

@@ -122,7 +122,7 @@ class StoreTests(SynchronousTestCase):
     def test_site_with_unknown_member_is_not_created(self) -> None:
         """Creating a site is all or nothing: an unknown member leaves no site behind."""
         self.h.user("alice")
-        with self.assertRaises(ValueError):
+        with self.assertRaises(Conflict):
             self.site("two", ["alice", "nobody"])
         self.assertIsNone(self.h.result(self.store.get_site("two")))
 

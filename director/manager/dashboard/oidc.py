@@ -182,6 +182,6 @@ class OIDCProvider:
             if not isinstance(value, str):
                 continue
             name = value.strip().lower().split("@", 1)[0][:32]
-            if USERNAME.match(name) and name not in names:
+            if USERNAME.fullmatch(name) and name not in names:
                 names.append(name)
         return names

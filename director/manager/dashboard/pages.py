@@ -131,7 +131,7 @@ class Viewer:
 def personal_site_name(username: str) -> str | None:
     """The personal site's name for C{username} (dots and underscores become dashes)."""
     name = re.sub(r"[^a-z0-9-]", "-", username.lower()).strip("-")[:32].strip("-")
-    return name if SITE_NAME.match(name) else None
+    return name if SITE_NAME.fullmatch(name) else None
 
 
 def _when(value: Any) -> str:
@@ -249,7 +249,7 @@ class Dashboard:
 
     async def site_for(self, viewer: Viewer, name: str) -> Site:
         """The site if the viewer is a member or an admin; 404 otherwise (never 403)."""
-        if not SITE_NAME.match(name):
+        if not SITE_NAME.fullmatch(name):
             raise not_found()
         site = await self.store.get_site(name)
         if site is None or not (viewer.user.is_admin or viewer.user.username in site.members):
