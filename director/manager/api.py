@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
 
 from director.common.client import (
     Caller,
@@ -171,6 +172,14 @@ class ManagerAPI:
     @app.handle_errors(Conflict)
     def _conflict(self, request: IRequest, failure: Any) -> bytes:
         return render_error(request, 409, failure.value.code, failure.value.message)
+
+    @app.handle_errors(HTTPException)
+    def _routing_error(self, request: IRequest, failure: Any) -> bytes:
+        """No route (or method) for the request: JSON like every other answer under /api/."""
+        e = failure.value
+        if e.code == 405:
+            return render_error(request, 405, "method_not_allowed", "this method is not allowed")
+        return render_error(request, e.code or 404, "not_found", "not found")
 
     @app.handle_errors(NotFound)
     def _not_found(self, request: IRequest, failure: Any) -> bytes:
@@ -431,10 +440,8 @@ class ManagerAPI:
         name = body.get("name", "api")
         if not isinstance(name, str) or not 1 <= len(name) <= 100:
             raise ValidationError("name", "1 to 100 characters")
-        days = body.get("expires_in_days")
-        if days is not None and (
-            not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650
-        ):
+        days = _whole(body.get("expires_in_days"))
+        if body.get("expires_in_days") is not None and (days is None or not 1 <= days <= 3650):
             raise ValidationError("expires_in_days", "a whole number of days from 1 to 3650")
         if not await self._recently_authenticated(request, user, body.get("password")):
             raise APIError(
@@ -781,12 +788,12 @@ class ManagerAPI:
         site = await self.site_ready(user, name)
         body = read_object(request, {"type", "host_id"})
         kind = models.validate_choice("type", body.get("type"), ("postgres", "mysql"))
-        chosen = body.get("host_id")
-        if chosen is not None:
+        chosen = _whole(body.get("host_id"))
+        if body.get("host_id") is not None:
             # Administrators may pick the server among the registered ones of that type;
             # everyone else gets the first one registered.
             self.require_admin(user)
-            if not isinstance(chosen, int) or isinstance(chosen, bool):
+            if chosen is None:
                 raise ValidationError("host_id", "the id of a database host (an integer)")
         if site.database is not None:
             raise Conflict("database_exists", "the site already has a database; delete it first")
@@ -797,7 +804,7 @@ class ManagerAPI:
         if chosen is not None:
             host = await self.store.database_host(kind=kind, host_id=chosen)
             if host is None:
-                raise ValidationError("host_id", f"no {kind} database host has this id")
+                raise Conflict("unknown_database_host", f"no {kind} database host has this id")
         else:
             host = await self.store.database_host(kind=kind)
         if host is None:
@@ -1201,11 +1208,11 @@ class ManagerAPI:
             raise ValidationError("container_host", "text of 1 to 253 characters, or null")
         ports: dict[str, int | None] = {}
         for key in ("admin_port", "container_port"):
-            value = body.get(key)
-            if value is None and key == "container_port":
+            if body.get(key) is None and key == "container_port":
                 ports[key] = None
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+            value = _whole(body.get(key))
+            if value is None or not 1 <= value <= 65535:
                 raise ValidationError(key, "a port number from 1 to 65535")
             ports[key] = value
         admin_port = ports["admin_port"]
@@ -1383,6 +1390,17 @@ def _query_body(db: Any, host: dict[str, Any], sql: str) -> dict[str, Any]:
         "timeout": 10,
         "max_rows": 1000,
     }
+
+
+def _whole(value: object) -> int | None:
+    """C{value} as an int if it is a JSON integer (1 or 1.0, as JSON Schema counts), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _text(body: dict[str, Any], key: str, longest: int) -> str:

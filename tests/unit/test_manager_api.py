@@ -285,9 +285,11 @@ class DatabaseHostChoiceTests(SynchronousTestCase):
         self.assertIsNone(self.database_host())
 
     def test_a_host_of_another_type_or_unknown_is_refused(self) -> None:
-        for host_id in (self.mysql, 999, "1", True):
+        cases = [(self.mysql, 409, "unknown_database_host"), (999, 409, "unknown_database_host")]
+        cases += [("1", 400, "invalid"), (True, 400, "invalid")]
+        for host_id, status, error in cases:
             body = {"type": "postgres", "host_id": host_id}
             code, answer = self.call("POST", "/api/v1/sites/dbsite/database", self.admin, body)
-            self.assertEqual((code, answer["error"]), (400, "invalid"), host_id)
+            self.assertEqual((code, answer["error"]), (status, error), host_id)
             self.assertNotIn("999", answer["message"])
         self.assertIsNone(self.database_host())
