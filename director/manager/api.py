@@ -44,6 +44,7 @@ from director.manager.models import (
     public_error,
 )
 from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from director.manager.passwords import Passwords, validate_password
 from director.manager.proxies import Proxies, get_cookie
 from director.manager.ratelimit import RateLimiter
@@ -383,9 +384,13 @@ class ManagerAPI:
             if body["accepted_guidelines"] is not True:
                 raise ValidationError("accepted_guidelines", "can only be set to true")
             values["accepted_guidelines"] = True
+        current = body.get("current_password")
+        if current is not None and (
+            not isinstance(current, str) or len(current) > MAX_PASSWORD_LENGTH
+        ):
+            raise ValidationError("current_password", "your current password, as text")
         if "password" in body:
             found = await self.store.password_hash(user.username)
-            current = body.get("current_password")
             has_password = found is not None and found[1] is not None
             if found is None or (
                 has_password
@@ -864,6 +869,15 @@ class ManagerAPI:
                 "POST", "/v1/databases/query", json=_query_body(db, host, sql), timeout=30
             )
         except ComponentCallError as e:
+            if e.code == "access_denied":
+                # The record's password is not (yet) the database's: a change of it is still
+                # being applied, or someone changed it inside the database.
+                raise APIError(
+                    409,
+                    "database_login_failed",
+                    "the site's database refused the site's login: wait for the site's "
+                    "operation to finish, or regenerate the database password",
+                ) from None
             if e.code in ("unavailable", "server_error"):
                 # The server the administrators configured is down or refuses: not a fault
                 # of Director's, and nothing the site's owner can fix by retrying at once.

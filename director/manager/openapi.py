@@ -20,7 +20,7 @@ NAME = {
 }
 USERNAME = {"type": "string", "pattern": models.USERNAME.pattern}
 PASSWORD = {"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
-TEXT = {"type": "string", "maxLength": 2000}
+TEXT = {"type": "string", "maxLength": 2000, "pattern": "^[^\\x00]*$"}  # no NUL
 HOST_TEXT = {"type": "string", "minLength": 1, "maxLength": 253}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 # A custom domain (the route lower-cases it): ASCII labels (IDNs as xn--), a top-level label.
@@ -289,7 +289,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "patch",
         "/api/v1/sites/{name}/files/{path}",
         "Change mode and/or move",
-        _obj({"mode": {"type": "string", "pattern": "^[0-7]{3,4}$"}, "move_to": PATH})
+        _obj({"mode": {"type": "string", "pattern": "^0?[0-7]{3}$"}, "move_to": PATH})
         | {"minProperties": 1},
         200,
     ),
@@ -418,11 +418,16 @@ PATH_PARAMETERS = {
     "op_id": {"type": "integer"},
     "request_id": {"type": "integer"},
     "username": USERNAME,
-    "domain": {"type": "string", "minLength": 1, "maxLength": 253},
+    "domain": DOMAIN,
     "path": PATH,
     "action": {"enum": ["approve", "reject", "create"]},
 }
 
+
+# The SQL console: a statement the database refuses is 422 with the database's words.
+EXTRA_RESPONSES[("post", "/api/v1/sites/{name}/database/query")] = {
+    "422": "query_failed or query_timeout: the database refused or cut off the statement",
+}
 
 # Routes that also answer a second success (PATCH of a site's records only: 200, no operation).
 ALSO_SUCCEEDS = {("patch", "/api/v1/sites/{name}"): 200}

@@ -586,5 +586,6 @@ def test_api_keeps_to_its_openapi_document(stack: Stack, role: str) -> None:
         cwd=Path(__file__).parent,
     )
     if os.environ.get("DIRECTOR_SCHEMATHESIS_OUT"):
-        Path(os.environ["DIRECTOR_SCHEMATHESIS_OUT"]).write_text(result.stdout + result.stderr)
+        out = Path(os.environ["DIRECTOR_SCHEMATHESIS_OUT"] + f".{role}")
+        out.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
