@@ -19,6 +19,7 @@ from typing import Any
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import ConchError
 from twisted.conch.interfaces import IConchUser, ISession
+from twisted.conch.ssh import common
 from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED
 from twisted.conch.ssh.session import SSHSession, SSHSessionProcessProtocol
 from twisted.conch.ssh.transport import DISCONNECT_BY_APPLICATION
@@ -37,6 +38,7 @@ from director.shell.accounts import (
     SiteSummary,
 )
 from director.shell.bridge import OpenBridge, SiteBridge
+from director.shell.git import GIT_REQUEST, git_command
 from director.shell.login import ShellLogin
 from director.shell.menu import (
     Chosen,
@@ -64,6 +66,16 @@ MAX_PENDING_INPUT = 1024 * 1024
 LOGIN_SHELL = (
     "umask 022; cd /site; if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi"
 )
+#: The `sftp` subsystem (sftp, and scp, which speaks SFTP): the image's own sftp-server, run
+#: in the site's container as the site's user like any command, starting in /site.
+SFTP_COMMAND = (
+    "for p in /usr/lib/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server"
+    ' /usr/libexec/openssh/sftp-server; do if [ -x "$p" ]; then exec "$p" -d /site -u 022; fi;'
+    " done; echo \"This site's image has no SFTP server (the openssh-sftp-server package);"
+    ' ask an administrator to add it." >&2; exit 127'
+)
+#: Subsystems a session may ask for, and the command each runs in the site.
+SUBSYSTEMS = {b"sftp": SFTP_COMMAND}
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class ShellRealm:
 class ShellUser(ConchUser):
     """
     A logged-in user on one connection. Only session channels are offered (no port
-    forwarding, agent forwarding or subsystems such as SFTP), a few at a time, and a
+    forwarding or agent forwarding; of the subsystems, only SFTP), a few at a time, and a
     connection with no session open for C{idle_timeout} is closed.
     """
 
@@ -167,6 +179,21 @@ class SiteSessionChannel(SSHSession):
         super().channelOpen(specificData)
         self.avatar.channel_opened(self)
 
+    def request_subsystem(self, data: bytes) -> int:
+        """SFTP runs the image's sftp-server in the site (see L{SFTP_COMMAND}); no others."""
+        name, _ = common.getNS(data)
+        if name not in SUBSYSTEMS:
+            log.info("shell: refusing subsystem {name!r}", name=name)
+            return 0
+        session = self._session
+        if not isinstance(session, ShellSession):
+            return 0
+
+        def complete(pp: SSHSessionProcessProtocol, subsystem: bytes) -> None:
+            session.execSubsystem(pp, subsystem)
+
+        return self._shellOrCommand(prepare=lambda: name, complete=complete)
+
     def stopWriting(self) -> None:
         if isinstance(self.session, ShellSession):
             self.session.output_paused(True)
@@ -202,6 +229,8 @@ class ShellSession:
         self._paused = False
         self._site: str | None = None
         self._what = "shell"
+        self._subsystem: str | None = None
+        self._git: str | None = None  # upload-pack, receive-pack, upload-archive
         self._opened_at = 0.0
         self._last_activity = self._clock.seconds()
         self._idle: IDelayedCall | None = None
@@ -223,6 +252,11 @@ class ShellSession:
 
     def execCommand(self, proto: Any, command: bytes) -> None:
         self._begin(proto, command)
+
+    def execSubsystem(self, proto: Any, name: bytes) -> None:
+        """A subsystem (only C{sftp}): its command, run like an exec but named in the logs."""
+        self._subsystem = name.decode("ascii")
+        self._begin(proto, SUBSYSTEMS[name].encode("utf-8"))
 
     def eofReceived(self) -> None:
         self._eof = True
@@ -292,6 +326,20 @@ class ShellSession:
                 command = raw_command.decode("utf-8")
             except UnicodeDecodeError:
                 self._refuse("The command is not valid UTF-8.")
+                return
+            git = GIT_REQUEST.match(command) if self._subsystem is None else None
+            if git is not None:
+                # git names the site in the path (its URLs cannot carry USER/SITE).
+                if login.site is not None and login.site != git["site"]:
+                    self._refuse(
+                        f"That repository is the site {git['site']}'s, not {login.site}'s."
+                    )
+                    return
+                self._git = git["service"]
+                self._choose(git["site"], None, True)
+                return
+            if login.site is None and self._subsystem == "sftp":
+                self._refuse("Name the site in the user name: sftp -P PORT USER/SITE@HOST")
                 return
             if login.site is None:
                 self._refuse("Name the site to run it in: ssh USER/SITE@HOST 'command'")
@@ -364,12 +412,16 @@ class ShellSession:
             self._log_refused(name, "site disabled")
             self._refuse(f"The site {name} is disabled.")
         else:
+            if self._git is not None:
+                command = git_command(self._git, site.type)
             self._connect(site, command, exec_request)
 
     def _connect(self, site: SiteSummary, command: str | None, exec_request: bool) -> None:
         self._stage = "connecting"
         self._site = site.name
-        self._what = "command" if exec_request else "shell"
+        self._what = self._subsystem or ("command" if exec_request else "shell")
+        if self._git is not None:
+            self._what = f"git-{self._git}"
         d = Deferred.fromCoroutine(self._open(site, command))
         d.addErrback(self._open_failed)
 
@@ -434,6 +486,8 @@ class ShellSession:
 
     def bridge_exited(self, code: int | None) -> None:
         self._bridge = None
+        if self._git == "receive-pack" and self._stage == "bridged":
+            self._log_deploy(code)
         self._log_end("exited", code)
         self._finish(code)
 
@@ -559,6 +613,18 @@ class ShellSession:
             detail=f" ({detail})" if detail else "",
             shell_event="session",
             shell_result=result,
+        )
+
+    def _log_deploy(self, code: int | None) -> None:
+        log.info(
+            "shell git push {result}: user={user} site={site} source={source} (exit status {code})",
+            result="deployed" if code == 0 else "refused or failed",
+            user=self._user.login.username,
+            site=self._site,
+            source=self._user.source,
+            code="-" if code is None else code,
+            shell_event="deploy",
+            shell_result="deployed" if code == 0 else "failed",
         )
 
     def _log_end(self, how: str, code: int | None, message: str | None = None) -> None:
