@@ -83,7 +83,9 @@ exit $status
 def git_command(service: str, site_type: str) -> str:
     """The script run in the site's container for C{git-<service>} (see the module doc)."""
     target = "/site/public" if site_type == "static" else "/site"
-    hook = PRE_RECEIVE.format(target=shlex.quote(target), kind=shlex.quote(site_type))
+    hook = PRE_RECEIVE.replace("{target}", shlex.quote(target)).replace(
+        "{kind}", shlex.quote(site_type)
+    )
     repo = shlex.quote(REPOSITORY)
     return (
         "umask 022; cd /site || exit 1;"
