@@ -214,6 +214,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         passwords,
         load_private_key(config.auth.keys_dir, "manager"),
         config.orchestrator.url,
+        operations.wake,
     )
     # The dashboard gets every path no other part claims; websockets are not counted
     # (their requests never finish).

@@ -10,7 +10,9 @@ then runs the image's own git server on it.
 
 The hook deploys a push of `main`: it checks the pushed commit out into /site/public (static
 sites) or /site (dynamic sites) before the branch moves, so a deploy that fails leaves the
-branch and the files as they were and the push fails with the reason.
+branch and the files as they were and the push fails with the reason. After a deploy, the
+shell server asks the manager for a deploy operation (in the site's history; it restarts a
+dynamic site) and tells the pusher how it went.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ GIT_REQUEST = re.compile(
 )
 
 REPOSITORY = "/site/private/git/site.git"
+COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+#: A line on stderr after git-receive-pack: the commit its hook deployed (not shown to the
+#: user). Anything in the site could print it, which only gets it a deploy of its own site.
+DEPLOYED_MARKER = "@director-deployed "
 
 #: The deploy, in the repository's hooks/pre-receive. {target} and {kind} are filled in.
 PRE_RECEIVE = r"""#!/bin/sh
@@ -64,6 +70,13 @@ while read old new ref; do
                 "repository (git update-index --chmod=+x run.sh)."
             continue
         fi
+        shell=sh
+        git show "$new:run.sh" | head -n 1 | grep -q bash && shell=bash
+        if ! git show "$new:run.sh" | "$shell" -n 2>/tmp/director-run-sh.err; then
+            sed 's/^/    /' /tmp/director-run-sh.err >&2
+            fail "run.sh has a syntax error ($shell -n), so the site would not start."
+            continue
+        fi
     fi
     mkdir -p "$target" || { status=1; continue; }
     if ! GIT_INDEX_FILE="$GIT_DIR/deploy-index" git --work-tree="$target" \
@@ -72,9 +85,7 @@ while read old new ref; do
         continue
     fi
     echo "Director: deployed $short to $target."
-    if [ "$kind" = dynamic ]; then
-        echo "Director: restart the site (dashboard or 'director' API) to run the new version."
-    fi
+    echo "$new" > "$GIT_DIR/director-deployed"
 done
 exit $status
 """
@@ -93,5 +104,14 @@ def git_command(service: str, site_type: str) -> str:
         f" && git --git-dir={repo} symbolic-ref HEAD refs/heads/main || exit 1; fi;"
         f" printf '%s' {shlex.quote(hook)} > {repo}/hooks/pre-receive"
         f" && chmod 755 {repo}/hooks/pre-receive || exit 1;"
-        f" exec git-{service} {repo}"
+        + (
+            f" exec git-{service} {repo}"
+            if service != "receive-pack"
+            # After the push, tell the shell server (on stderr) what the hook deployed, so
+            # it can record the deploy and restart the site (see DEPLOYED_MARKER).
+            else f" rm -f {repo}/director-deployed; git-receive-pack {repo}; status=$?;"
+            f" if [ -s {repo}/director-deployed ]; then"
+            f" printf '{DEPLOYED_MARKER}%s\\n' \"$(cat {repo}/director-deployed)\" >&2;"
+            f" rm -f {repo}/director-deployed; fi; exit $status"
+        )
     )

@@ -38,7 +38,7 @@ from director.shell.accounts import (
     SiteSummary,
 )
 from director.shell.bridge import OpenBridge, SiteBridge
-from director.shell.git import GIT_REQUEST, git_command
+from director.shell.git import COMMIT, DEPLOYED_MARKER, GIT_REQUEST, git_command
 from director.shell.login import ShellLogin
 from director.shell.menu import (
     Chosen,
@@ -231,6 +231,8 @@ class ShellSession:
         self._what = "shell"
         self._subsystem: str | None = None
         self._git: str | None = None  # upload-pack, receive-pack, upload-archive
+        self._stderr_tail = b""  # receive-pack: stderr after the last newline
+        self._deployed: str | None = None  # receive-pack: the commit its hook deployed
         self._opened_at = 0.0
         self._last_activity = self._clock.seconds()
         self._idle: IDelayedCall | None = None
@@ -479,6 +481,10 @@ class ShellSession:
         self._touch()
         if self._proto is None or self._stage != "bridged":
             return
+        if stream == 2 and self._git == "receive-pack":
+            data = self._filter_deployed(data)
+            if not data:
+                return
         if stream == 2:
             self._proto.errReceived(data)
         else:
@@ -487,9 +493,82 @@ class ShellSession:
     def bridge_exited(self, code: int | None) -> None:
         self._bridge = None
         if self._git == "receive-pack" and self._stage == "bridged":
-            self._log_deploy(code)
+            tail, self._stderr_tail = self._stderr_tail, b""
+            if tail and self._proto is not None:
+                self._proto.errReceived(tail)
+            if code == 0 and self._deployed is not None:
+                self._log_end("exited", code)
+                self._stage = "deploying"
+                d = Deferred.fromCoroutine(self._record_deploy(self._deployed))
+                d.addErrback(self._deploy_failed)
+                return
+            self._log_deploy(code, None)
         self._log_end("exited", code)
         self._finish(code)
+
+    # -- after a git push: the deploy operation ------------------------------------------
+
+    def _filter_deployed(self, data: bytes) -> bytes:
+        """git-receive-pack's stderr, without the marker line naming the deployed commit."""
+        data = self._stderr_tail + data
+        complete, newline, tail = data.rpartition(b"\n")
+        out: list[bytes] = []
+        if newline:
+            for line in complete.split(b"\n"):
+                text = line.decode("ascii", "replace")
+                if text.startswith(DEPLOYED_MARKER):
+                    commit = text[len(DEPLOYED_MARKER) :].strip()
+                    self._deployed = commit if COMMIT.match(commit) else None
+                else:
+                    out.append(line + b"\n")
+        if len(tail) > 4096:  # not a marker: nothing to hold back
+            out.append(tail)
+            tail = b""
+        self._stderr_tail = tail
+        return b"".join(out)
+
+    async def _record_deploy(self, commit: str) -> None:
+        site = self._site or ""
+        self._say(f"Director: recording the deploy of {commit[:7]} and restarting {site} ...")
+        try:
+            result = await self._context.accounts.deploy(self._user.login.username, site, commit)
+        except SessionRefused as e:
+            self._log_deploy(1, e.code)
+            self._say(f"Director: {e.message}")
+            self._finish(EXIT_REFUSED)
+            return
+        except ManagerUnavailable as e:
+            log.error("shell deploy for {site}: manager: {error}", site=site, error=str(e))
+            self._log_deploy(EXIT_FAILED, "manager unavailable")
+            self._say(
+                "Director: the files are deployed, but the site could not be restarted now;"
+                " restart it from the dashboard."
+            )
+            self._finish(EXIT_FAILED)
+            return
+        if result.status == "succeeded":
+            self._log_deploy(0, None)
+            self._say(f"Director: {site} now runs {commit[:7]}.")
+            self._finish(0)
+        elif result.status == "failed":
+            self._log_deploy(1, "restart failed")
+            self._say(
+                f"Director: the files are deployed, but restarting {site} failed; see the"
+                " site's page in the dashboard."
+            )
+            self._finish(EXIT_REFUSED)
+        else:
+            self._log_deploy(0, "restart still running")
+            self._say(f"Director: {site} is still restarting; see its page in the dashboard.")
+            self._finish(0)
+
+    def _deploy_failed(self, failure: Failure) -> None:
+        log.failure("shell deploy for {site}", failure, site=self._site)
+        self._log_deploy(EXIT_FAILED, "error")
+        self._say(
+            "Director: the deploy could not be recorded; restart the site from the dashboard."
+        )
+        self._finish(EXIT_FAILED)
 
     def bridge_failed(self, message: str) -> None:
         self._bridge = None
@@ -615,16 +694,21 @@ class ShellSession:
             shell_result=result,
         )
 
-    def _log_deploy(self, code: int | None) -> None:
+    def _log_deploy(self, code: int | None, detail: str | None) -> None:
+        deployed = code == 0 and self._deployed is not None
+        result = "deployed" if deployed else ("pushed" if code == 0 else "failed")
         log.info(
-            "shell git push {result}: user={user} site={site} source={source} (exit status {code})",
-            result="deployed" if code == 0 else "refused or failed",
+            "shell git push {result}: user={user} site={site} source={source}"
+            " commit={commit} (exit status {code}{detail})",
+            result=result,
             user=self._user.login.username,
             site=self._site,
             source=self._user.source,
+            commit=(self._deployed or "-")[:12],
             code="-" if code is None else code,
+            detail=f", {detail}" if detail else "",
             shell_event="deploy",
-            shell_result="deployed" if code == 0 else "failed",
+            shell_result=result,
         )
 
     def _log_end(self, how: str, code: int | None, message: str | None = None) -> None:

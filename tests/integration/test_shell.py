@@ -686,12 +686,28 @@ async def test_git_push_deploys_a_static_site(stack: Stack, alice_key: Path) -> 
     pushed = time.monotonic()
     assert result.returncode == 0, result.stderr
     assert b"remote: Director: deployed" in result.stderr
+    assert b"Director: shellsite now runs" in result.stderr  # the deploy operation's outcome
+    assert b"@director-deployed" not in result.stderr
+    commit = (await _git(stack, alice_key, "rev-parse", "main", cwd=work)).stdout.strip()
+    deploy_calls = [body for path, body in stack.manager.calls if path == "deploy"]
+    assert deploy_calls[-1] == {"username": "alice", "site": "shellsite", "commit": commit.decode()}
     while (got := await deferToThread(_get, stack, "shellsite", "/deployed.html"))[0] != 200:
         assert time.monotonic() - pushed < 2, got
         await deferLater(reactor, 0.05, lambda: None)
     assert got == (200, b"<p>deployed by git</p>\n")
     deploys = stack.session_events("shell git push deployed: user=alice site=shellsite")
     assert deploys
+    # When the deploy operation fails, so does the push.
+    stack.manager.deploy_outcome = ("failed", "restart_process: the site did not start")
+    try:
+        (work / "again.html").write_bytes(b"again\n")
+        await _git(stack, alice_key, "add", ".", cwd=work)
+        await _git(stack, alice_key, "commit", "-q", "-m", "again", cwd=work)
+        result = await _git(stack, alice_key, "push", url, "main", cwd=work)
+        assert result.returncode != 0
+        assert b"restarting shellsite failed" in result.stderr
+    finally:
+        stack.manager.deploy_outcome = ("succeeded", None)
     # clone and pull
     clone = stack.base / "git-clone"
     result = await _git(stack, alice_key, "clone", "-q", url, str(clone))
@@ -710,7 +726,7 @@ async def test_git_push_deploys_a_static_site(stack: Stack, alice_key: Path) -> 
         assert result.returncode != 0
         assert b"Director: deploy failed" in result.stderr
         heads = await _git(stack, alice_key, "ls-remote", url, "main")
-        first = await _git(stack, alice_key, "rev-parse", "main~1", cwd=work)
+        first = await _git(stack, alice_key, "rev-parse", "main~1", cwd=work)  # "again"
         assert heads.stdout.split()[0] == first.stdout.strip()
     finally:
         locked.chmod(0o755)
