@@ -520,5 +520,6 @@ def test_git_push_deploys_a_dynamic_site(stack: Stack) -> None:
         assert pushed.returncode != 0
         assert "Director: deploy failed: run.sh has a syntax error" in pushed.stderr
         assert s.front(f"e2e-git.{SITES}") == (200, b"git v2")
+        s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-git"))
     finally:
         s.stop("shell")
