@@ -56,7 +56,7 @@ class DeployTests(SynchronousTestCase):
 
     def test_refusals_change_nothing(self) -> None:
         before = len(self.h.result(self.h.store.list_operations(1)))
-        cases = [
+        cases: list[tuple[dict[str, Any], int, str | None]] = [
             ({"username": "bob", "site": "blog", "commit": COMMIT}, 404, "unknown_site"),
             ({"username": "alice", "site": "nope", "commit": COMMIT}, 404, "unknown_site"),
             ({"username": "alice", "site": "blog", "commit": "HEAD; rm"}, 400, "bad_commit"),
