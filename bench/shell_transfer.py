@@ -58,7 +58,17 @@ def serve(config_path: str, shell_port: int, manager_port: int, public_key: str)
     shell.privilegedStartService()
     shell.startService()
     print("ready", flush=True)
-    reactor.run()
+    profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile the shell server into it
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        reactor.run()
+        profiler.disable()
+        profiler.dump_stats(profile)
+    else:
+        reactor.run()
 
 
 def rss_kb(pid: int) -> int:

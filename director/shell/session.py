@@ -56,6 +56,8 @@ log = Logger(namespace="director.shell.session")
 EXIT_REFUSED = 1
 EXIT_FAILED = 255
 EXIT_INTERRUPTED = 130
+#: Bytes a client may send on a session channel before we acknowledge them.
+CHANNEL_WINDOW = 2 * 1024 * 1024
 #: Session channels one connection may have open at once.
 MAX_SESSIONS_PER_CONNECTION = 4
 MAX_TERMINAL_SIDE = 1000
@@ -174,6 +176,12 @@ class SiteSessionChannel(SSHSession):
     """
 
     avatar: ShellUser
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Conch's default window (128 KiB) holds bulk transfers (sftp, scp, rsync, git) to
+        # one round trip through the bridge per 64 KiB; OpenSSH's own server offers 2 MiB.
+        kwargs.setdefault("localWindow", CHANNEL_WINDOW)
+        super().__init__(*args, **kwargs)
 
     def channelOpen(self, specificData: bytes) -> None:
         super().channelOpen(specificData)
