@@ -734,3 +734,30 @@ async def test_git_push_deploys_a_static_site(stack: Stack, alice_key: Path) -> 
     # bob is no member of shellsite; an unknown site is refused too
     result = await _git(stack, alice_key, "ls-remote", url.replace("shellsite", "bobsite"))
     assert result.returncode != 0 and b"You have no site called bobsite." in result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_sftp_upload_wakes_the_file_monitor(stack: Stack, alice_key: Path) -> None:
+    """A file put over SFTP shows up on the orchestrator's file monitor like any change."""
+    from twisted.internet import reactor
+
+    signer = component_signer(reactor, stack.config, "manager")
+    url = "ws" + stack.config.orchestrator.url[4:] + f"/ws/sites/{SITE}/files/monitor"
+    proto = await connect_websocket(reactor, signer, "orchestrator", url, timeout=30)
+    try:
+        proto.sendMessage(json.dumps({"action": "add", "path": "public"}).encode(), False)
+        while json.loads(await proto.next_message(10)).get("event") != "watched":
+            pass
+        page = stack.base / "monitored.html"
+        page.write_bytes(b"<p>watched</p>\n")
+        result = await _sftp(stack, alice_key, f"put {page} public/monitored.html\n")
+        assert result.returncode == 0, result.stderr
+        while True:
+            event = json.loads(await proto.next_message(10))
+            if event.get("path") == "public/monitored.html" and event["event"] in (
+                "create",
+                "update",
+            ):
+                break
+    finally:
+        proto.sendClose(1000)
