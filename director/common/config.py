@@ -118,6 +118,11 @@ def _optional_role(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected student, teacher or empty, got {value!r}")
 
 
+def _optional_port(key: str, value: object) -> None:
+    if value != 0:
+        _port(key, value)
+
+
 def _optional_host(key: str, value: object) -> None:
     if value != "":
         _host(key, value)
@@ -386,6 +391,10 @@ class ShellSection:
 
     host: str = field(default="0.0.0.0", metadata=_check(_host))  # noqa: S104 (SSH is public)
     port: int = field(default=2322, metadata=_check(_port))
+    # The host name (and port) users connect to, shown on site pages and in the sites' API
+    # representation (sftp_url, git_url); empty: manager.dashboard_host. public_port 0: port.
+    public_host: str = field(default="", metadata=_check(_optional_host))
+    public_port: int = field(default=0, metadata=_check(_optional_port))
     # ssh_host_ed25519_key and ssh_host_rsa_key, written by `director init`.
     host_keys_dir: Path = Path("var/keys")
     # Seconds a connection may take to log in (from its first byte) before it is closed.

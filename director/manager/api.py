@@ -136,6 +136,7 @@ class ManagerAPI:
         proxies: Proxies | None = None,
         reauth: timedelta = timedelta(minutes=10),
         reserved_hosts: tuple[str, ...] = ("director.localhost",),
+        shell_address: tuple[str, int] = ("director.localhost", 2322),
     ) -> None:
         self._reactor = reactor
         self.limits = limits or UserLimits()
@@ -154,6 +155,8 @@ class ManagerAPI:
         self.reauth = reauth
         # The dashboard's own host names: never a site's custom domain.
         self.reserved_hosts = tuple(h.lower() for h in reserved_hosts if h)
+        # Where users reach the shell server (host, port): for sftp_url and git_url.
+        self.shell_address = shell_address
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -360,7 +363,9 @@ class ManagerAPI:
         )
 
     def site_json(self, site: Site, user: User) -> dict[str, Any]:
-        return models.site_view(models.site_record(site, self.sites_domain), user.is_admin)
+        data = models.site_view(models.site_record(site, self.sites_domain), user.is_admin)
+        data.update(models.ssh_access(site.name, user.username, *self.shell_address))
+        return data
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:

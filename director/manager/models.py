@@ -240,6 +240,22 @@ class Site:
         }
 
 
+def ssh_access(site_name: str, username: str, host: str, port: int) -> dict[str, str]:
+    """
+    Where C{username} reaches the site through the shell server: an SFTP URL (the site after
+    an escaped slash in the user name; scp and rsync use the same) and the git remote for
+    deploys (the site in the path, since git cannot take a slash in the user name).
+    """
+    from urllib.parse import quote
+
+    user = quote(username, safe="")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "sftp_url": f"sftp://{user}%2F{site_name}@{address}/site",
+        "git_url": f"ssh://{user}@{address}/{site_name}.git",
+    }
+
+
 # Fields of a site's record that only administrators see (in the API and in events).
 ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments"})
 

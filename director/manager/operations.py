@@ -35,6 +35,8 @@ OPERATIONS: dict[str, list[str]] = {
     "rename_site": ["remove_old_router_name", "apply_orchestrator", "apply_router"],
     "set_domains": ["apply_router", "apply_orchestrator"],
     "restart": ["restart_process"],
+    # A `git push` put new files in place (see /shell-server/deploy): restart to run them.
+    "deploy": ["restart_process"],
     "set_image": ["build_image", "apply_orchestrator"],
     "create_database": ["create_database", "apply_orchestrator"],
     "delete_database": ["apply_orchestrator", "drop_database"],

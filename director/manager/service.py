@@ -207,6 +207,10 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     reauth = timedelta(minutes=config.manager.reauth_minutes)
     # The dashboard's own names: its configured host, and its URL's unless that is an address.
     reserved_hosts = (config.manager.dashboard_host, _dns_name(config.manager.url))
+    shell_address = (
+        config.shell.public_host or config.manager.dashboard_host,
+        config.shell.public_port or config.shell.port,
+    )
     api = ManagerAPI(
         reactor,
         store,
@@ -228,6 +232,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         proxies=proxies,
         reauth=reauth,
         reserved_hosts=reserved_hosts,
+        shell_address=shell_address,
     )
     shell = ShellServerAPI(
         reactor,
@@ -236,6 +241,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         load_private_key(config.auth.keys_dir, "manager"),
         config.orchestrator.url,
         config.manager.admin_contact,
+        operations.wake,
     )
     # The dashboard gets every path no other part claims; websockets are not counted
     # (their requests never finish).
@@ -260,6 +266,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         oidc=_oidc(reactor, config, http.http),
         proxies=proxies,
         reauth=reauth,
+        shell_address=shell_address,
     )
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
     root.add(b"/healthz", ManagerWeb().app.resource())

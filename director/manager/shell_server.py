@@ -1,11 +1,14 @@
 """
 /shell-server/: what the SSH shell server may ask the manager (signed requests from the
 shell component only, enforced by the guard): is this password or public key right, which
-sites may this user enter, and a single-use token for one user and one site.
+sites may this user enter, a single-use token for one user and one site, and (after a
+`git push` deployed a site) the deploy operation that records it and restarts the site.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
@@ -17,10 +20,14 @@ from director.common.tokens import mint
 from director.common.web import render_json
 from director.manager.api import APIError, parse_public_key, read_object
 from director.manager.models import ValidationError
+from director.manager.operations import OPERATIONS, wait_for
 from director.manager.passwords import Passwords
 from director.manager.store import Store
 
 TOKEN_TTL = 60.0
+#: How long /shell-server/deploy waits for its operation (the shell server waits a bit longer).
+DEPLOY_WAIT = 240.0
+COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 
 
 class ShellServerAPI:
@@ -35,9 +42,11 @@ class ShellServerAPI:
         token_key: Any,
         orchestrator_url: str,
         admin_contact: str = "the administrators",
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self._reactor = reactor
         self._admin_contact = admin_contact
+        self._wake = wake
         self._store = store
         self._passwords = passwords
         self._key = token_key
@@ -128,3 +137,46 @@ class ShellServerAPI:
                 "websocket_url": f"{self._ws_base}/ws/shell-server/{site.id}/ssh-shell",
             },
         )
+
+    @app.route("/shell-server/deploy", methods=["POST"])
+    async def deploy(self, request: IRequest) -> bytes:
+        """
+        A `git push` by C{username} has just put C{commit} in place in C{site}: record a
+        deploy operation (which restarts a dynamic site) and answer once it has finished,
+        with the operation (its status and error say how it went).
+        """
+        body = read_object(request, {"username", "site", "commit"})
+        username, name, commit = body.get("username"), body.get("site"), body.get("commit")
+        unknown = APIError(404, "unknown_site", "no such site, or you are not a member")
+        if not isinstance(username, str) or not isinstance(name, str) or len(name) > 64:
+            raise unknown
+        if not isinstance(commit, str) or not COMMIT.match(commit):
+            raise APIError(400, "bad_commit", "commit must be a hexadecimal commit id")
+        user = await self._store.get_user(username)
+        site = await self._store.get_site(name)
+        if user is None or site is None or username not in site.members:
+            raise unknown
+        if not user.is_active:
+            raise APIError(403, "inactive", "this account is deactivated")
+        if site.availability == "disabled":
+            raise APIError(403, "site_disabled", f"{site.name} is disabled")
+        params = {"commit": commit, "via": "git push"}
+        _, op = await self._store.update_site(
+            site.id,
+            {},
+            operation=("deploy", OPERATIONS["deploy"]),
+            params=params,
+            created_by=user.id,
+        )
+        await self._store.audit(user, "deploy", site.name, {"values": {}, "params": params})
+        if self._wake is not None:
+            self._wake()
+        assert op is not None
+        self.log.info(
+            "git push deploy of {site} by {user} ({commit})",
+            site=site.name,
+            user=username,
+            commit=commit,
+        )
+        done = await wait_for(self._reactor, self._store, op.id, timeout=DEPLOY_WAIT)
+        return render_json(request, {"operation": done.to_json()})

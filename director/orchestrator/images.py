@@ -8,6 +8,7 @@ and everything else is built locally on top of it.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,6 +20,13 @@ BASE_IMAGE = "director/debian:bookworm"
 PYTHON_IMAGE = "director/python:3"
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,62}$")
 CUSTOM_TAG = re.compile(r"^director/site-[0-9]{1,8}:[0-9]{1,12}$")
+#: What the base images contain, as a label on both: `bootstrap` rebuilds images whose label
+#: differs (bump it whenever BASE_PACKAGES or the Python image change).
+IMAGE_VERSION = "2"
+VERSION_LABEL = "director.image-version"
+#: Besides minbase: Python, and the servers the shell server runs in a site's container for
+#: SFTP/scp (sftp-server), rsync and git (upload-pack/receive-pack).
+BASE_PACKAGES = ("python3", "ca-certificates", "openssh-sftp-server", "rsync", "git")
 
 SOURCES = """deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-updates main
@@ -26,6 +34,7 @@ deb http://deb.debian.org/debian-security bookworm-security main
 """
 
 PYTHON_DOCKERFILE = f"""FROM {BASE_IMAGE}
+LABEL {VERSION_LABEL}={IMAGE_VERSION}
 RUN apt-get update \\
  && apt-get install -y --no-install-recommends python3-pip python3-venv \\
  && apt-get clean && rm -rf /var/lib/apt/lists/*
@@ -66,18 +75,26 @@ class ImageRequest:
 
 
 def _docker_has(tag: str) -> bool:
-    return (
-        subprocess.run(
-            ["docker", "image", "inspect", tag], capture_output=True, check=False
-        ).returncode
-        == 0
+    """Whether the image exists and was built from the current recipe (its version label)."""
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", tag],
+        capture_output=True,
+        check=False,
     )
+    if result.returncode != 0:
+        return False
+    try:
+        labels = json.loads(result.stdout) or {}
+    except ValueError:
+        return False
+    return isinstance(labels, dict) and labels.get(VERSION_LABEL) == IMAGE_VERSION
 
 
 def bootstrap(force: bool = False, log: object = print) -> list[str]:
     """
-    Build the base images if missing: debootstrap -> docker import for Debian with Python 3,
-    then docker build for the Python image (pip, venv). Blocking: for the CLI only.
+    Build the base images if missing or older than L{IMAGE_VERSION}: debootstrap -> docker
+    import for Debian with L{BASE_PACKAGES}, then docker build for the Python image (pip,
+    venv). Blocking: for the CLI only.
     """
     say = log if callable(log) else print
     built = []
@@ -85,12 +102,12 @@ def bootstrap(force: bool = False, log: object = print) -> list[str]:
         work = Path(tempfile.mkdtemp(prefix="director-rootfs-"))
         root = work / "rootfs"
         try:
-            say(f"debootstrap bookworm (minbase + python3) into {root} ...")
+            say(f"debootstrap bookworm (minbase + {', '.join(BASE_PACKAGES)}) into {root} ...")
             subprocess.run(
                 [
                     "debootstrap",
                     "--variant=minbase",
-                    "--include=python3,ca-certificates",
+                    "--include=" + ",".join(BASE_PACKAGES),
                     "bookworm",
                     str(root),
                     "http://deb.debian.org/debian",
@@ -122,6 +139,8 @@ def bootstrap(force: bool = False, log: object = print) -> list[str]:
                     'CMD ["/bin/bash"]',
                     "-c",
                     "ENV LANG=C.UTF-8",
+                    "-c",
+                    f"LABEL {VERSION_LABEL}={IMAGE_VERSION}",
                     "-",
                     BASE_IMAGE,
                 ],
@@ -134,7 +153,7 @@ def bootstrap(force: bool = False, log: object = print) -> list[str]:
             built.append(BASE_IMAGE)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    if force or not _docker_has(PYTHON_IMAGE):
+    if force or BASE_IMAGE in built or not _docker_has(PYTHON_IMAGE):
         say(f"docker build {PYTHON_IMAGE} ...")
         subprocess.run(
             ["docker", "build", "-q", "-t", PYTHON_IMAGE, "-"],

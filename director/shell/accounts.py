@@ -21,6 +21,8 @@ from twisted.cred.error import UnauthorizedLogin
 from director.common.client import ComponentCallError, ComponentClient
 
 #: Seconds allowed for each call to the manager.
+#: The manager answers a deploy once its operation has finished (a restart of the site).
+DEPLOY_TIMEOUT = 300.0
 MANAGER_TIMEOUT = 15.0
 
 _AVAILABILITIES = ("enabled", "not-served", "disabled")
@@ -148,9 +150,9 @@ class ShellAccounts:
     def __init__(self, manager: ComponentClient) -> None:
         self._manager = manager
 
-    async def _call(self, path: str, body: dict[str, str]) -> Any:
+    async def _call(self, path: str, body: dict[str, str], timeout: float = MANAGER_TIMEOUT) -> Any:
         try:
-            return await self._manager.json("POST", path, json=body, timeout=MANAGER_TIMEOUT)
+            return await self._manager.json("POST", path, json=body, timeout=timeout)
         except ComponentCallError:
             raise
         except Exception as e:
@@ -193,3 +195,30 @@ class ShellAccounts:
                 raise SessionRefused("forbidden", f"You may not use the site {site}.") from None
             raise ManagerUnavailable(str(e)) from None
         return _grant(answer)
+
+    async def deploy(self, username: str, site: str, commit: str) -> DeployResult:
+        """
+        Record the deploy of C{commit} that a git push by C{username} just made in C{site}
+        (the manager restarts a dynamic site) and wait for it; L{SessionRefused} when the
+        manager does not allow it, L{ManagerUnavailable} when it cannot be asked.
+        """
+        body = {"username": username, "site": site, "commit": commit}
+        try:
+            answer = await self._call("/shell-server/deploy", body, timeout=DEPLOY_TIMEOUT)
+        except ComponentCallError as e:
+            if e.status in (403, 404):
+                raise SessionRefused(e.code or "forbidden", "The deploy was refused.") from None
+            raise ManagerUnavailable(str(e)) from None
+        op = answer.get("operation") if isinstance(answer, dict) else None
+        if not isinstance(op, dict) or not isinstance(op.get("status"), str):
+            raise ManagerUnavailable("the manager's deploy answer has no operation")
+        error = op.get("error")
+        return DeployResult(op["status"], error if isinstance(error, str) else None)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """How the deploy operation ended: succeeded, failed, or still running (it was slow)."""
+
+    status: str
+    error: str | None

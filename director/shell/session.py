@@ -19,6 +19,7 @@ from typing import Any
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import ConchError
 from twisted.conch.interfaces import IConchUser, ISession
+from twisted.conch.ssh import common
 from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED
 from twisted.conch.ssh.session import SSHSession, SSHSessionProcessProtocol
 from twisted.conch.ssh.transport import DISCONNECT_BY_APPLICATION
@@ -37,6 +38,7 @@ from director.shell.accounts import (
     SiteSummary,
 )
 from director.shell.bridge import OpenBridge, SiteBridge
+from director.shell.git import COMMIT, DEPLOYED_MARKER, GIT_REQUEST, git_command
 from director.shell.login import ShellLogin
 from director.shell.menu import (
     Chosen,
@@ -54,6 +56,8 @@ log = Logger(namespace="director.shell.session")
 EXIT_REFUSED = 1
 EXIT_FAILED = 255
 EXIT_INTERRUPTED = 130
+#: Bytes a client may send on a session channel before we acknowledge them.
+CHANNEL_WINDOW = 2 * 1024 * 1024
 #: Session channels one connection may have open at once.
 MAX_SESSIONS_PER_CONNECTION = 4
 MAX_TERMINAL_SIDE = 1000
@@ -64,6 +68,16 @@ MAX_PENDING_INPUT = 1024 * 1024
 LOGIN_SHELL = (
     "umask 022; cd /site; if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi"
 )
+#: The `sftp` subsystem (sftp, and scp, which speaks SFTP): the image's own sftp-server, run
+#: in the site's container as the site's user like any command, starting in /site.
+SFTP_COMMAND = (
+    "for p in /usr/lib/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server"
+    ' /usr/libexec/openssh/sftp-server; do if [ -x "$p" ]; then exec "$p" -d /site -u 022; fi;'
+    " done; echo \"This site's image has no SFTP server (the openssh-sftp-server package);"
+    ' ask an administrator to add it." >&2; exit 127'
+)
+#: Subsystems a session may ask for, and the command each runs in the site.
+SUBSYSTEMS = {b"sftp": SFTP_COMMAND}
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,7 @@ class ShellRealm:
 class ShellUser(ConchUser):
     """
     A logged-in user on one connection. Only session channels are offered (no port
-    forwarding, agent forwarding or subsystems such as SFTP), a few at a time, and a
+    forwarding or agent forwarding; of the subsystems, only SFTP), a few at a time, and a
     connection with no session open for C{idle_timeout} is closed.
     """
 
@@ -163,9 +177,30 @@ class SiteSessionChannel(SSHSession):
 
     avatar: ShellUser
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Conch's default window (128 KiB) holds bulk transfers (sftp, scp, rsync, git) to
+        # one round trip through the bridge per 64 KiB; OpenSSH's own server offers 2 MiB.
+        kwargs.setdefault("localWindow", CHANNEL_WINDOW)
+        super().__init__(*args, **kwargs)
+
     def channelOpen(self, specificData: bytes) -> None:
         super().channelOpen(specificData)
         self.avatar.channel_opened(self)
+
+    def request_subsystem(self, data: bytes) -> int:
+        """SFTP runs the image's sftp-server in the site (see L{SFTP_COMMAND}); no others."""
+        name, _ = common.getNS(data)
+        if name not in SUBSYSTEMS:
+            log.info("shell: refusing subsystem {name!r}", name=name)
+            return 0
+        session = self._session
+        if not isinstance(session, ShellSession):
+            return 0
+
+        def complete(pp: SSHSessionProcessProtocol, subsystem: bytes) -> None:
+            session.execSubsystem(pp, subsystem)
+
+        return self._shellOrCommand(prepare=lambda: name, complete=complete)
 
     def stopWriting(self) -> None:
         if isinstance(self.session, ShellSession):
@@ -202,6 +237,10 @@ class ShellSession:
         self._paused = False
         self._site: str | None = None
         self._what = "shell"
+        self._subsystem: str | None = None
+        self._git: str | None = None  # upload-pack, receive-pack, upload-archive
+        self._stderr_tail = b""  # receive-pack: stderr after the last newline
+        self._deployed: str | None = None  # receive-pack: the commit its hook deployed
         self._opened_at = 0.0
         self._last_activity = self._clock.seconds()
         self._idle: IDelayedCall | None = None
@@ -223,6 +262,11 @@ class ShellSession:
 
     def execCommand(self, proto: Any, command: bytes) -> None:
         self._begin(proto, command)
+
+    def execSubsystem(self, proto: Any, name: bytes) -> None:
+        """A subsystem (only C{sftp}): its command, run like an exec but named in the logs."""
+        self._subsystem = name.decode("ascii")
+        self._begin(proto, SUBSYSTEMS[name].encode("utf-8"))
 
     def eofReceived(self) -> None:
         self._eof = True
@@ -292,6 +336,20 @@ class ShellSession:
                 command = raw_command.decode("utf-8")
             except UnicodeDecodeError:
                 self._refuse("The command is not valid UTF-8.")
+                return
+            git = GIT_REQUEST.match(command) if self._subsystem is None else None
+            if git is not None:
+                # git names the site in the path (its URLs cannot carry USER/SITE).
+                if login.site is not None and login.site != git["site"]:
+                    self._refuse(
+                        f"That repository is the site {git['site']}'s, not {login.site}'s."
+                    )
+                    return
+                self._git = git["service"]
+                self._choose(git["site"], None, True)
+                return
+            if login.site is None and self._subsystem == "sftp":
+                self._refuse("Name the site in the user name: sftp -P PORT USER/SITE@HOST")
                 return
             if login.site is None:
                 self._refuse("Name the site to run it in: ssh USER/SITE@HOST 'command'")
@@ -364,12 +422,16 @@ class ShellSession:
             self._log_refused(name, "site disabled")
             self._refuse(f"The site {name} is disabled.")
         else:
+            if self._git is not None:
+                command = git_command(self._git, site.type)
             self._connect(site, command, exec_request)
 
     def _connect(self, site: SiteSummary, command: str | None, exec_request: bool) -> None:
         self._stage = "connecting"
         self._site = site.name
-        self._what = "command" if exec_request else "shell"
+        self._what = self._subsystem or ("command" if exec_request else "shell")
+        if self._git is not None:
+            self._what = f"git-{self._git}"
         d = Deferred.fromCoroutine(self._open(site, command))
         d.addErrback(self._open_failed)
 
@@ -427,6 +489,10 @@ class ShellSession:
         self._touch()
         if self._proto is None or self._stage != "bridged":
             return
+        if stream == 2 and self._git == "receive-pack":
+            data = self._filter_deployed(data)
+            if not data:
+                return
         if stream == 2:
             self._proto.errReceived(data)
         else:
@@ -434,8 +500,83 @@ class ShellSession:
 
     def bridge_exited(self, code: int | None) -> None:
         self._bridge = None
+        if self._git == "receive-pack" and self._stage == "bridged":
+            tail, self._stderr_tail = self._stderr_tail, b""
+            if tail and self._proto is not None:
+                self._proto.errReceived(tail)
+            if code == 0 and self._deployed is not None:
+                self._log_end("exited", code)
+                self._stage = "deploying"
+                d = Deferred.fromCoroutine(self._record_deploy(self._deployed))
+                d.addErrback(self._deploy_failed)
+                return
+            self._log_deploy(code, None)
         self._log_end("exited", code)
         self._finish(code)
+
+    # -- after a git push: the deploy operation ------------------------------------------
+
+    def _filter_deployed(self, data: bytes) -> bytes:
+        """git-receive-pack's stderr, without the marker line naming the deployed commit."""
+        data = self._stderr_tail + data
+        complete, newline, tail = data.rpartition(b"\n")
+        out: list[bytes] = []
+        if newline:
+            for line in complete.split(b"\n"):
+                text = line.decode("ascii", "replace")
+                if text.startswith(DEPLOYED_MARKER):
+                    commit = text[len(DEPLOYED_MARKER) :].strip()
+                    self._deployed = commit if COMMIT.match(commit) else None
+                else:
+                    out.append(line + b"\n")
+        if len(tail) > 4096:  # not a marker: nothing to hold back
+            out.append(tail)
+            tail = b""
+        self._stderr_tail = tail
+        return b"".join(out)
+
+    async def _record_deploy(self, commit: str) -> None:
+        site = self._site or ""
+        self._say(f"Director: recording the deploy of {commit[:7]} and restarting {site} ...")
+        try:
+            result = await self._context.accounts.deploy(self._user.login.username, site, commit)
+        except SessionRefused as e:
+            self._log_deploy(1, e.code)
+            self._say(f"Director: {e.message}")
+            self._finish(EXIT_REFUSED)
+            return
+        except ManagerUnavailable as e:
+            log.error("shell deploy for {site}: manager: {error}", site=site, error=str(e))
+            self._log_deploy(EXIT_FAILED, "manager unavailable")
+            self._say(
+                "Director: the files are deployed, but the site could not be restarted now;"
+                " restart it from the dashboard."
+            )
+            self._finish(EXIT_FAILED)
+            return
+        if result.status == "succeeded":
+            self._log_deploy(0, None)
+            self._say(f"Director: {site} now runs {commit[:7]}.")
+            self._finish(0)
+        elif result.status == "failed":
+            self._log_deploy(1, "restart failed")
+            self._say(
+                f"Director: the files are deployed, but restarting {site} failed; see the"
+                " site's page in the dashboard."
+            )
+            self._finish(EXIT_REFUSED)
+        else:
+            self._log_deploy(0, "restart still running")
+            self._say(f"Director: {site} is still restarting; see its page in the dashboard.")
+            self._finish(0)
+
+    def _deploy_failed(self, failure: Failure) -> None:
+        log.failure("shell deploy for {site}", failure, site=self._site)
+        self._log_deploy(EXIT_FAILED, "error")
+        self._say(
+            "Director: the deploy could not be recorded; restart the site from the dashboard."
+        )
+        self._finish(EXIT_FAILED)
 
     def bridge_failed(self, message: str) -> None:
         self._bridge = None
@@ -558,6 +699,23 @@ class ShellSession:
             pty="yes" if self._size is not None else "no",
             detail=f" ({detail})" if detail else "",
             shell_event="session",
+            shell_result=result,
+        )
+
+    def _log_deploy(self, code: int | None, detail: str | None) -> None:
+        deployed = code == 0 and self._deployed is not None
+        result = "deployed" if deployed else ("pushed" if code == 0 else "failed")
+        log.info(
+            "shell git push {result}: user={user} site={site} source={source}"
+            " commit={commit} (exit status {code}{detail})",
+            result=result,
+            user=self._user.login.username,
+            site=self._site,
+            source=self._user.source,
+            commit=(self._deployed or "-")[:12],
+            code="-" if code is None else code,
+            detail=f", {detail}" if detail else "",
+            shell_event="deploy",
             shell_result=result,
         )
 

@@ -77,6 +77,8 @@ class FakeShellManager:
         self.sites: dict[str, FakeSite] = {}
         #: (path, JSON body) of every call that reached the routes, in order.
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        #: How /shell-server/deploy answers: the deploy operation's status and error.
+        self.deploy_outcome: tuple[str, str | None] = ("succeeded", None)
         #: When set, every call fails with this HTTP status (the manager is in trouble).
         self.failing: int | None = None
         #: Every session answer given, in order (tests replay the tokens).
@@ -168,6 +170,18 @@ class FakeShellManager:
         }
         self.grants.append(grant)
         return render_json(request, grant)
+
+    @app.route("/shell-server/deploy", methods=["POST"])
+    def deploy(self, request: IRequest) -> bytes:
+        assert caller_of(request) == "shell"
+        body = self._body(request, "deploy") or {}
+        user = self.users.get(body.get("username", ""))
+        site = self.sites.get(body.get("site", ""))
+        if user is None or site is None or site.name not in user.sites:
+            return render_error(request, 404, "unknown_site", "no such site")
+        status, error = self.deploy_outcome
+        operation = {"id": 1, "site": site.name, "type": "deploy", "status": status}
+        return render_json(request, {"operation": {**operation, "error": error}})
 
 
 class FakeBridgeSocket:

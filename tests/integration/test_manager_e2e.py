@@ -589,3 +589,72 @@ def test_api_keeps_to_its_openapi_document(stack: Stack, role: str) -> None:
         out = Path(os.environ["DIRECTOR_SCHEMATHESIS_OUT"] + f".{role}")
         out.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+
+
+def _git(
+    s: Stack, key: Path, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    ssh = (
+        f"ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+        f" -o LogLevel=ERROR -o BatchMode=yes -o IdentitiesOnly=yes -i {key}"
+    )
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "GIT_SSH_COMMAND": ssh, "HOME": str(s.base)}
+    ident = ["-c", "user.name=Test", "-c", "user.email=test@example.org"]
+    return subprocess.run(
+        ["git", *ident, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_git_push_deploys_a_dynamic_site(stack: Stack) -> None:
+    """
+    With the real shell server and manager: a push to a dynamic site deploys it, restarts it
+    (a deploy operation in the site's history) and the new run.sh serves; a push with a
+    broken run.sh fails with the reason and the old version keeps serving.
+    """
+    s = stack
+    s.start("shell")
+    try:
+        keys = s.base / "git-keys"
+        keys.mkdir()
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "k")])
+        s.api("POST", "/api/v1/me/keys", {"public_key": (keys / "k.pub").read_text().strip()})
+        s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-git", "type": "dynamic"}))
+        url = f"ssh://admin@127.0.0.1:{s.config.shell.port}/e2e-git.git"
+        work = s.base / "git-work"
+        (work / "v1").mkdir(parents=True)
+        (work / "v1/index.html").write_text("git v1")
+        (work / "run.sh").write_text(
+            '#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/v1\n'
+        )
+        (work / "run.sh").chmod(0o755)
+        assert _git(s, keys / "k", "init", "-q", "-b", "main", cwd=work).returncode == 0
+        _git(s, keys / "k", "add", ".", cwd=work)
+        _git(s, keys / "k", "commit", "-q", "-m", "v1", cwd=work)
+        pushed = _git(s, keys / "k", "push", url, "main", cwd=work)
+        assert pushed.returncode == 0, pushed.stderr
+        assert "Director: e2e-git now runs" in pushed.stderr, pushed.stderr
+        wait(lambda: s.front(f"e2e-git.{SITES}") == (200, b"git v1"), "git v1", 30)
+        # a new run.sh: the site restarts with it
+        (work / "v2").mkdir()
+        (work / "v2/index.html").write_text("git v2")
+        (work / "run.sh").write_text(
+            '#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/v2\n'
+        )
+        _git(s, keys / "k", "add", ".", cwd=work)
+        _git(s, keys / "k", "commit", "-q", "-m", "v2", cwd=work)
+        pushed = _git(s, keys / "k", "push", url, "main", cwd=work)
+        assert pushed.returncode == 0, pushed.stderr
+        wait(lambda: s.front(f"e2e-git.{SITES}") == (200, b"git v2"), "git v2", 30)
+        ops = s.api("GET", "/api/v1/operations")["operations"]
+        deploys = [o for o in ops if o["site"] == "e2e-git" and o["type"] == "deploy"]
+        assert len(deploys) == 2 and all(o["status"] == "succeeded" for o in deploys)
+        # a broken run.sh: refused with the reason, v2 keeps serving
+        (work / "run.sh").write_text("#!/bin/sh\nif then fi (\n")
+        _git(s, keys / "k", "commit", "-q", "-am", "broken", cwd=work)
+        pushed = _git(s, keys / "k", "push", url, "main", cwd=work)
+        assert pushed.returncode != 0
+        assert "Director: deploy failed: run.sh has a syntax error" in pushed.stderr
+        assert s.front(f"e2e-git.{SITES}") == (200, b"git v2")
+        s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-git"))
+    finally:
+        s.stop("shell")

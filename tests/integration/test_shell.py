@@ -460,3 +460,304 @@ async def test_ssh_audit_finds_nothing_failing(stack: Stack) -> None:
     assert report["cves"] == []
     assert report["compression"] == ["none"]
     assert result.returncode in (0, 2), result.stdout  # 2: warnings only; 3 would be a failure
+
+
+# -- files over SSH: sftp, scp, rsync (the image's own servers, through the exec bridge) ------
+
+
+def _tool_options(stack: Stack, key: Path) -> list[str]:
+    return [
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-i",
+        str(key),
+    ]
+
+
+@pytest.fixture(scope="module")
+def alice_key(stack: Stack) -> Path:
+    """A key registered for alice (sftp -b and rsync/git need a login without prompts)."""
+    keys = stack.base / "tool-keys"
+    keys.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "alice")])
+    line = (keys / "alice.pub").read_text()
+    stack.manager.users["alice"].keys.add(" ".join(line.split()[:2]))
+    return keys / "alice"
+
+
+async def _run(
+    args: list[str], stdin: bytes = b"", cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    result: subprocess.CompletedProcess[bytes] = await deferToThread(
+        subprocess.run,
+        args,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+    return result
+
+
+async def _sftp(
+    stack: Stack, key: Path, batch: str, user: str = "alice/shellsite"
+) -> subprocess.CompletedProcess[bytes]:
+    args = ["sftp", *_tool_options(stack, key), "-P", str(stack.port), "-b", "-"]
+    return await _run([*args, f"{user}@127.0.0.1"], stdin=batch.encode())
+
+
+def _site_dir(stack: Stack, site_id: int = SITE) -> Path:
+    from director.orchestrator.runtime import RuntimePaths
+
+    return RuntimePaths(stack.config.director.state_dir).site_dir(site_id)
+
+
+def _get(stack: Stack, name: str, path: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.config.orchestrator.nginx_port}{path}",
+        headers={"Host": f"{name}.{stack.config.director.sites_domain}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sftp_upload_download_rename_delete_mkdir(stack: Stack, alice_key: Path) -> None:
+    """The real `sftp` client works in /site as the site's user: put, get, rename, rm, mkdir."""
+    work = stack.base / "sftp-work"
+    work.mkdir()
+    data = os.urandom(300 * 1024)
+    (work / "up.bin").write_bytes(data)
+    result = await _sftp(
+        stack,
+        alice_key,
+        f"pwd\nmkdir private/made\nput {work}/up.bin private/made/up.bin\n"
+        f"rename private/made/up.bin private/made/moved.bin\n"
+        f"get private/made/moved.bin {work}/down.bin\nls -l private/made\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"Remote working directory: /site" in result.stdout
+    assert (work / "down.bin").read_bytes() == data
+    stored = _site_dir(stack) / "private/made/moved.bin"
+    assert stored.read_bytes() == data
+    assert not (_site_dir(stack) / "private/made/up.bin").exists()
+    # owned by the site's user, as anything the site writes
+    assert stored.stat().st_uid == _site_dir(stack).stat().st_uid != 0
+    result = await _sftp(stack, alice_key, "rm private/made/moved.bin\nrmdir private/made\n")
+    assert result.returncode == 0, result.stderr
+    assert not (_site_dir(stack) / "private/made").exists()
+    # Nothing outside /site is writable (the container's root is read-only).
+    result = await _sftp(stack, alice_key, f"put {work}/up.bin /etc/up.bin\n")
+    assert result.returncode != 0
+    opened = stack.session_events("shell session opened: user=alice site=shellsite")
+    assert any("sftp pty=no" in m for m in opened)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sftp_planted_symlink_reaches_no_host_file(stack: Stack, alice_key: Path) -> None:
+    """A symlink in the site to a file of the host is neither read nor written over SFTP."""
+    work = stack.base / "symlink-work"
+    work.mkdir()
+    secret = stack.base / "host-secret.txt"
+    secret.write_bytes(b"host secret\n")
+    secret.chmod(0o644)
+    (_site_dir(stack) / "private/link").symlink_to(secret)
+    (work / "evil.txt").write_bytes(b"overwritten\n")
+    try:
+        result = await _sftp(stack, alice_key, f"get private/link {work}/got.txt\n")
+        assert result.returncode != 0
+        assert (
+            not (work / "got.txt").exists() or b"host secret" not in (work / "got.txt").read_bytes()
+        )
+        result = await _sftp(stack, alice_key, f"put {work}/evil.txt private/link\n")
+        assert secret.read_bytes() == b"host secret\n"
+        result = await _sftp(stack, alice_key, f"get ../../../../{secret} {work}/got2.txt\n")
+        assert result.returncode != 0 and not (work / "got2.txt").exists()
+    finally:
+        (_site_dir(stack) / "private/link").unlink()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sftp_refusals(stack: Stack, alice_key: Path) -> None:
+    """A disabled site, a site that is not yours, and no site named are refused."""
+    result = await _sftp(stack, alice_key, "ls\n", user="alice/shelloff")
+    assert result.returncode != 0 and b"The site shelloff is disabled." in result.stderr
+    result = await _sftp(stack, alice_key, "ls\n", user="alice/bobsite")
+    assert result.returncode != 0 and b"You have no site called bobsite." in result.stderr
+    result = await _sftp(stack, alice_key, "ls\n", user="alice")
+    assert result.returncode != 0 and b"Name the site in the user name" in result.stderr
+    # bob's password gets him nothing in alice's site either
+    args = ["sshpass", "-p", "bob-pw", "sftp", "-F", "/dev/null", "-P", str(stack.port)]
+    args += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    args += ["-o", "PubkeyAuthentication=no", "bob/shellsite@127.0.0.1"]
+    result = await _run(args, stdin=b"ls\n")
+    assert result.returncode != 0 and b"You have no site called shellsite." in result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_scp_upload_is_served(stack: Stack, alice_key: Path) -> None:
+    """`scp` (SFTP underneath) puts a page in public/, which the site then serves."""
+    page = stack.base / "scp-page.html"
+    page.write_bytes(b"<p>copied with scp</p>\n")
+    args = ["scp", *_tool_options(stack, alice_key), "-P", str(stack.port)]
+    result = await _run([*args, "-o", "User=alice/shellsite", str(page), "127.0.0.1:public/"])
+    assert result.returncode == 0, result.stderr
+    assert await deferToThread(_get, stack, "shellsite", "/scp-page.html") == (
+        200,
+        b"<p>copied with scp</p>\n",
+    )
+    # The URI form with the site in the (escaped) user name works too, both ways.
+    target = f"scp://alice%2Fshellsite@127.0.0.1:{stack.port}/public/scp-page.html"
+    result = await _run(["scp", *_tool_options(stack, alice_key), target, str(page) + ".back"])
+    assert result.returncode == 0, result.stderr
+    assert Path(str(page) + ".back").read_bytes() == b"<p>copied with scp</p>\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_rsync_twice_moves_nothing_the_second_time(stack: Stack, alice_key: Path) -> None:
+    """`rsync -e ssh` uploads a directory; run again, it transfers no file."""
+    tree = stack.base / "rsync-tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_bytes(b"a\n" * 1000)
+    (tree / "sub/b.bin").write_bytes(os.urandom(100_000))
+    ssh = " ".join(["ssh", *_tool_options(stack, alice_key), "-p", str(stack.port)])
+    ssh += " -l alice/shellsite"
+    args = ["rsync", "-a", "--stats", "-e", ssh, f"{tree}/", "127.0.0.1:/site/public/synced/"]
+    result = await _run(args)
+    assert result.returncode == 0, result.stderr
+    assert b"Number of regular files transferred: 2" in result.stdout
+    assert (_site_dir(stack) / "public/synced/sub/b.bin").read_bytes() == (
+        tree / "sub/b.bin"
+    ).read_bytes()
+    result = await _run(args)
+    assert result.returncode == 0, result.stderr
+    assert b"Number of regular files transferred: 0" in result.stdout
+
+
+# -- git push deploys ---------------------------------------------------------------------
+
+
+async def _git(
+    stack: Stack, key: Path, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    ssh = " ".join(["ssh", *_tool_options(stack, key)])
+    env = ["env", f"GIT_SSH_COMMAND={ssh}", "GIT_TERMINAL_PROMPT=0"]
+    ident = ["-c", "user.name=Test", "-c", "user.email=test@example.org"]
+    return await _run([*env, "git", *ident, *args], cwd=cwd)
+
+
+@pytest_twisted.ensureDeferred
+async def test_git_push_deploys_a_static_site(stack: Stack, alice_key: Path) -> None:
+    """
+    `git push ssh://alice@host:PORT/shellsite.git main` deploys into public/ (served within
+    2 s), prints the deploy; a clone gets the commit back; a failing deploy fails the push
+    and leaves main where it was; a non-member is refused.
+    """
+    from twisted.internet import reactor
+
+    url = f"ssh://alice@127.0.0.1:{stack.port}/shellsite.git"
+    work = stack.base / "git-work"
+    work.mkdir()
+    assert (await _git(stack, alice_key, "init", "-q", "-b", "main", cwd=work)).returncode == 0
+    (work / "deployed.html").write_bytes(b"<p>deployed by git</p>\n")
+    await _git(stack, alice_key, "add", ".", cwd=work)
+    await _git(stack, alice_key, "commit", "-q", "-m", "first", cwd=work)
+    result = await _git(stack, alice_key, "push", url, "main", cwd=work)
+    pushed = time.monotonic()
+    assert result.returncode == 0, result.stderr
+    assert b"remote: Director: deployed" in result.stderr
+    assert b"Director: shellsite now runs" in result.stderr  # the deploy operation's outcome
+    assert b"@director-deployed" not in result.stderr
+    commit = (await _git(stack, alice_key, "rev-parse", "main", cwd=work)).stdout.strip()
+    deploy_calls = [body for path, body in stack.manager.calls if path == "deploy"]
+    assert deploy_calls[-1] == {"username": "alice", "site": "shellsite", "commit": commit.decode()}
+    while (got := await deferToThread(_get, stack, "shellsite", "/deployed.html"))[0] != 200:
+        assert time.monotonic() - pushed < 2, got
+        await deferLater(reactor, 0.05, lambda: None)
+    assert got == (200, b"<p>deployed by git</p>\n")
+    deploys = stack.session_events("shell git push deployed: user=alice site=shellsite")
+    assert deploys
+    # When the deploy operation fails, so does the push.
+    stack.manager.deploy_outcome = ("failed", "restart_process: the site did not start")
+    try:
+        (work / "again.html").write_bytes(b"again\n")
+        await _git(stack, alice_key, "add", ".", cwd=work)
+        await _git(stack, alice_key, "commit", "-q", "-m", "again", cwd=work)
+        result = await _git(stack, alice_key, "push", url, "main", cwd=work)
+        assert result.returncode != 0
+        assert b"restarting shellsite failed" in result.stderr
+    finally:
+        stack.manager.deploy_outcome = ("succeeded", None)
+    # clone and pull
+    clone = stack.base / "git-clone"
+    result = await _git(stack, alice_key, "clone", "-q", url, str(clone))
+    assert result.returncode == 0, result.stderr
+    assert (clone / "deployed.html").read_bytes() == b"<p>deployed by git</p>\n"
+    # A deploy that cannot write its files fails the push, with the reason; main stays.
+    locked = _site_dir(stack) / "public/locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        (work / "locked").mkdir()
+        (work / "locked/page.html").write_bytes(b"x\n")
+        await _git(stack, alice_key, "add", ".", cwd=work)
+        await _git(stack, alice_key, "commit", "-q", "-m", "second", cwd=work)
+        result = await _git(stack, alice_key, "push", url, "main", cwd=work)
+        assert result.returncode != 0
+        assert b"Director: deploy failed" in result.stderr
+        heads = await _git(stack, alice_key, "ls-remote", url, "main")
+        first = await _git(stack, alice_key, "rev-parse", "main~1", cwd=work)  # "again"
+        assert heads.stdout.split()[0] == first.stdout.strip()
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(locked)
+    # bob is no member of shellsite; an unknown site is refused too
+    result = await _git(stack, alice_key, "ls-remote", url.replace("shellsite", "bobsite"))
+    assert result.returncode != 0 and b"You have no site called bobsite." in result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_sftp_upload_wakes_the_file_monitor(stack: Stack, alice_key: Path) -> None:
+    """A file put over SFTP shows up on the orchestrator's file monitor like any change."""
+    from twisted.internet import reactor
+
+    signer = component_signer(reactor, stack.config, "manager")
+    url = "ws" + stack.config.orchestrator.url[4:] + f"/ws/sites/{SITE}/files/monitor"
+    proto = await connect_websocket(reactor, signer, "orchestrator", url, timeout=30)
+    try:
+        proto.sendMessage(json.dumps({"action": "add", "path": "public"}).encode(), False)
+        while json.loads(await proto.next_message(10)).get("event") != "watched":
+            pass
+        page = stack.base / "monitored.html"
+        page.write_bytes(b"<p>watched</p>\n")
+        result = await _sftp(stack, alice_key, f"put {page} public/monitored.html\n")
+        assert result.returncode == 0, result.stderr
+        while True:
+            event = json.loads(await proto.next_message(10))
+            if event.get("path") == "public/monitored.html" and event["event"] in (
+                "create",
+                "update",
+            ):
+                break
+    finally:
+        proto.sendClose(1000)

@@ -381,6 +381,15 @@ class SitePageTests(SynchronousTestCase):
             self.assertEqual(response.code, 200, suffix)
             self.assertNotIn(XSS, page, suffix)
 
+    def test_site_page_shows_sftp_and_git_addresses(self) -> None:
+        """The SFTP host, port and user, and the git URL (with copy buttons)."""
+        response, page = self.d.request("GET", "/sites/alice-site", self.alice)
+        self.assertEqual(response.code, 200)
+        self.assertIn("<code>director.localhost</code>", page)
+        self.assertIn("<code>2322</code>", page)
+        self.assertIn("<code>alice/alice-site</code>", page)
+        self.assertIn('data-copy="ssh://alice@director.localhost:2322/alice-site.git"', page)
+
     def test_non_member_gets_404_everywhere(self) -> None:
         """Another user's site pages are 404, the same as a site that does not exist."""
         for suffix in ("", "/settings", "/files", "/terminal", "/database"):

@@ -73,7 +73,7 @@ class RecordingProcess:
         return None
 
 
-class SessionTests(SynchronousTestCase):
+class SessionHarness(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.fake, self.accounts = in_memory_manager(self.clock)
@@ -108,6 +108,8 @@ class SessionTests(SynchronousTestCase):
     def session_logs(self) -> list[str]:
         return [formatEvent(e) for e in self.events if e.get("shell_event") == "session"]
 
+
+class SessionTests(SessionHarness):
     def test_menu_to_shell_to_exit_status(self) -> None:
         """
         `ssh alice@host`: the menu lists her sites; choosing one opens the bridge with a
@@ -444,3 +446,99 @@ class ConnectionTests(SynchronousTestCase):
             self.user.lookupChannel(b"session", 65536, 32768, b"")
         with self.assertRaises(ConchError):
             self.user.lookupChannel(b"direct-tcpip", 65536, 32768, b"")
+
+
+class FilesAndGitTests(SessionHarness):
+    """The sftp subsystem and git's commands, against the fake manager and bridge."""
+
+    def test_sftp_runs_the_images_sftp_server_in_the_site(self) -> None:
+        from director.shell.session import SFTP_COMMAND
+
+        session, process = self.session(site="blog", pty=None)
+        session.execSubsystem(process, b"sftp")
+        self.clock.advance(0)
+        self.assertEqual(self.bridges.opened[0].command, SFTP_COMMAND)
+        self.assertIn("sftp-server", SFTP_COMMAND)
+        self.assertIn("-d /site", SFTP_COMMAND)
+        self.bridges.last.connected()
+        self.bridges.last.exit(0)
+        self.assertEqual(process.exit_status, 0)
+        self.assertIn("sftp pty=no", self.session_logs()[0])
+
+    def test_sftp_needs_a_site(self) -> None:
+        session, process = self.session(pty=None)
+        session.execSubsystem(process, b"sftp")
+        self.clock.advance(0)
+        self.assertEqual(self.bridges.opened, [])
+        self.assertIn(b"Name the site in the user name", process.err)
+        self.assertEqual(process.exit_status, 1)
+
+    def test_git_names_the_site_in_the_path(self) -> None:
+        """`git-receive-pack '/shop.git'` as plain alice: the deploy script for shop."""
+        from director.shell.git import git_command
+
+        session, process = self.session(pty=None)
+        session.execCommand(process, b"git-receive-pack '/shop.git'")
+        self.clock.advance(0)
+        opened = self.bridges.opened[0]
+        self.assertEqual(opened.grant.site_name, "shop")
+        self.assertEqual(opened.command, git_command("receive-pack", "dynamic"))
+        self.assertIn('--work-tree="$target"', opened.command or "")
+
+    def test_git_refusals(self) -> None:
+        for login, command, message in [
+            (None, b"git-upload-pack '/nosuch.git'", b"You have no site called nosuch."),
+            (None, b"git-upload-pack '/old.git'", b"The site old is disabled."),
+            ("blog", b"git-upload-pack '/shop.git'", b"That repository is the site shop's"),
+            (None, b"git-upload-pack '/../etc.git'", b"Name the site to run it in"),
+        ]:
+            session, process = self.session(site=login, pty=None)
+            session.execCommand(process, command)
+            self.clock.advance(0)
+            self.assertIn(message, process.err, command)
+            self.assertEqual(process.exit_status, 1)
+        self.assertEqual(self.bridges.opened, [])
+
+    def test_push_records_the_deploy_and_hides_the_marker(self) -> None:
+        commit = "ab" * 20
+        session, process = self.session(pty=None)
+        session.execCommand(process, b"git-receive-pack '/shop.git'")
+        self.clock.advance(0)
+        socket = self.bridges.last
+        socket.connected()
+        socket.output(b"pack data", stream=1)
+        socket.output(b"warning: x\n@director-dep", stream=2)
+        socket.output(b"loyed " + commit.encode() + b"\n", stream=2)
+        socket.exit(0)
+        self.assertEqual(process.out, b"pack data")
+        self.assertTrue(process.err.startswith(b"warning: x\n"))
+        self.assertNotIn(b"@director-deployed", process.err)
+        self.assertEqual(
+            self.fake.calls[-1],
+            ("deploy", {"username": "alice", "site": "shop", "commit": commit}),
+        )
+        self.assertIn(b"Director: shop now runs abababa.", process.err)
+        self.assertEqual(process.exit_status, 0)
+
+    def test_failed_deploy_operation_fails_the_push(self) -> None:
+        self.fake.deploy_outcome = ("failed", "restart_process: boom")
+        session, process = self.session(pty=None)
+        session.execCommand(process, b"git-receive-pack '/shop.git'")
+        self.clock.advance(0)
+        socket = self.bridges.last
+        socket.connected()
+        socket.output(b"@director-deployed " + b"cd" * 20 + b"\n", stream=2)
+        socket.exit(0)
+        self.assertIn(b"restarting shop failed", process.err)
+        self.assertNotIn(b"boom", process.err)  # no internal detail for the user
+        self.assertEqual(process.exit_status, 1)
+
+    def test_push_without_deploy_asks_nothing(self) -> None:
+        session, process = self.session(pty=None)
+        session.execCommand(process, b"git-receive-pack '/shop.git'")
+        self.clock.advance(0)
+        socket = self.bridges.last
+        socket.connected()
+        socket.exit(1)
+        self.assertNotIn("deploy", [path for path, _ in self.fake.calls])
+        self.assertEqual(process.exit_status, 1)

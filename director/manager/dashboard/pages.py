@@ -42,7 +42,7 @@ from director.manager.dashboard.security import (
     set_security_headers,
     tokens_match,
 )
-from director.manager.models import SITE_NAME, Operation, Site, User
+from director.manager.models import SITE_NAME, Operation, Site, User, ssh_access
 from director.manager.passwords import Passwords
 from director.manager.store import Conflict, Store
 
@@ -87,6 +87,7 @@ OPERATION_NAMES = {
     "rename_site": "Renaming the site",
     "set_domains": "Updating custom domains",
     "restart": "Restarting",
+    "deploy": "Deploying (git push)",
     "set_image": "Changing the image",
     "create_database": "Adding a database",
     "delete_database": "Deleting the database",
@@ -174,8 +175,10 @@ class Dashboard:
         oidc: OIDCProvider | None = None,
         proxies: Proxies | None = None,
         reauth: timedelta = timedelta(minutes=10),
+        shell_address: tuple[str, int] = ("director.localhost", 2322),
     ) -> None:
         self._reactor = reactor
+        self.shell_address = shell_address
         self.store = store
         self.passwords = passwords
         self.queries = queries
@@ -602,6 +605,10 @@ class Dashboard:
             section="sites",
             site=site,
             url=self.site_url(site),
+            ssh_host=self.shell_address[0],
+            ssh_port=self.shell_address[1],
+            ssh_user=f"{viewer.user.username}/{site.name}",
+            ssh=ssh_access(site.name, viewer.user.username, *self.shell_address),
             active=active,
             failed=failed,
             recoverable=failed is not None

@@ -156,6 +156,15 @@ function updateConfirm(form) {
   if (input && button) button.disabled = input.value !== form.dataset.confirmName;
 }
 
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("Copied", "ok", 2);
+  } catch {
+    toast("The browser refused clipboard access; select the text and copy it", "error");
+  }
+}
+
 export function startForms(root = document) {
   root.addEventListener("submit", (event) => {
     const form = event.target.closest("form[data-api]");
@@ -164,6 +173,8 @@ export function startForms(root = document) {
   root.addEventListener("click", (event) => {
     const button = event.target.closest("[data-api-action]");
     if (button) clickAction(button);
+    const copy = event.target.closest("[data-copy]");
+    if (copy) copyText(copy.dataset.copy);
   });
   root.addEventListener("change", (event) => {
     const control = event.target.closest("[data-api-change]");

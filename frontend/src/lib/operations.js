@@ -24,6 +24,7 @@ const TYPES = {
   rename_site: "Renaming the site",
   set_domains: "Updating custom domains",
   restart: "Restarting",
+  deploy: "Deploying (git push)",
   set_image: "Changing the image",
   create_database: "Adding a database",
   delete_database: "Deleting the database",

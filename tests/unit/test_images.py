@@ -1,0 +1,48 @@
+"""`director images bootstrap` rebuilds base images whose recipe version label is stale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.orchestrator import images
+
+
+class StalenessTests(SynchronousTestCase):
+    def inspect(self, answers: dict[str, Any]) -> list[list[str]]:
+        """Make `docker image inspect` answer from C{answers}; record every command run."""
+        commands: list[list[str]] = []
+
+        def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+            commands.append(argv)
+            if argv[:3] == ["docker", "image", "inspect"]:
+                labels = answers.get(argv[-1])
+                if labels is None:
+                    return subprocess.CompletedProcess(argv, 1, b"", b"No such image")
+                return subprocess.CompletedProcess(argv, 0, json.dumps(labels).encode(), b"")
+            return subprocess.CompletedProcess(argv, 0, b"", b"")
+
+        self.patch(images.subprocess, "run", run)
+        return commands
+
+    def test_current_images_are_kept(self) -> None:
+        current = {images.VERSION_LABEL: images.IMAGE_VERSION}
+        commands = self.inspect({images.BASE_IMAGE: current, images.PYTHON_IMAGE: current})
+        self.assertEqual(images.bootstrap(log=lambda *_: None), [])
+        self.assertTrue(all(c[:3] == ["docker", "image", "inspect"] for c in commands))
+
+    def test_unlabelled_python_image_is_rebuilt_alone(self) -> None:
+        current = {images.VERSION_LABEL: images.IMAGE_VERSION}
+        commands = self.inspect({images.BASE_IMAGE: current, images.PYTHON_IMAGE: {}})
+        self.assertEqual(images.bootstrap(log=lambda *_: None), [images.PYTHON_IMAGE])
+        self.assertIn(["docker", "build", "-q", "-t", images.PYTHON_IMAGE, "-"], commands)
+
+    def test_recipe_has_the_transfer_tools_and_the_label(self) -> None:
+        for package in ("openssh-sftp-server", "rsync", "git", "python3"):
+            self.assertIn(package, images.BASE_PACKAGES)
+        self.assertIn(
+            f"LABEL {images.VERSION_LABEL}={images.IMAGE_VERSION}", images.PYTHON_DOCKERFILE
+        )
