@@ -312,12 +312,14 @@ class Store:
 
     def delete_token(self, user_id: int, token_id: int) -> Deferred[bool]:
         """Revoke one of the user's tokens; False if the user has no such token."""
+        return self._delete_owned(t.api_tokens, user_id, token_id)
+
+    def _delete_owned(self, table: Any, user_id: int, row_id: int) -> Deferred[bool]:
+        """Delete row C{row_id} of C{table} if it is C{user_id}'s; whether there was one."""
         return self._tx(
             lambda conn: (
                 conn.execute(
-                    delete(t.api_tokens).where(
-                        and_(t.api_tokens.c.user_id == user_id, t.api_tokens.c.id == token_id)
-                    )
+                    delete(table).where(and_(table.c.user_id == user_id, table.c.id == row_id))
                 ).rowcount
                 > 0
             )
@@ -467,16 +469,7 @@ class Store:
         )
 
     def delete_ssh_key(self, user_id: int, key_id: int) -> Deferred[bool]:
-        return self._tx(
-            lambda conn: (
-                conn.execute(
-                    delete(t.ssh_keys).where(
-                        and_(t.ssh_keys.c.user_id == user_id, t.ssh_keys.c.id == key_id)
-                    )
-                ).rowcount
-                > 0
-            )
-        )
+        return self._delete_owned(t.ssh_keys, user_id, key_id)
 
     def has_ssh_key(self, username: str, fingerprint: str) -> Deferred[bool]:
         return self._tx(
