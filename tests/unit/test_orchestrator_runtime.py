@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from twisted.internet.defer import DeferredLock, fail
+from twisted.internet.defer import DeferredLock, fail, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -57,6 +57,7 @@ class RuntimeTestCase(SynchronousTestCase):
         self.nginx_dir = base / "nginx-sites"
         self.nginx_dir.mkdir(parents=True)
         self.nginx = AcceptingNginx()
+        self.not_listening: set[str] = set()
         self.runtime = SiteRuntime(
             self.reactor,
             self.docker,
@@ -70,6 +71,7 @@ class RuntimeTestCase(SynchronousTestCase):
             network=NETWORK,
             reconcile_interval=30,
             follow_timeout=2,
+            ready_check=lambda address, port: succeed(address not in self.not_listening),
         )
         self.runtime.prepare()
         self.successResultOf(self.docker.ensure_network(NETWORK))
