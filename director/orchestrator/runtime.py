@@ -858,7 +858,18 @@ class SiteRuntime:
             "start_time": running[0].timestamp if running else None,
             "run_sh_exists": run_sh,
             "error": next((t.error for t in tasks if t.error), None),
+            "log": await self._why_not_running(site, tasks) if not running else [],
         }
+
+    async def _why_not_running(self, site: Site, tasks: list[TaskInfo]) -> list[str]:
+        """The last log lines of the site's newest container, when it should run but does not."""
+        if not site.served:
+            return []
+        newest = next((t for t in tasks if t.container_id), None)
+        if newest is None or newest.container_id is None:
+            return []
+        lines: list[str] = await self._docker.container_logs(newest.container_id, 10)
+        return lines
 
     async def report(self) -> list[dict[str, Any]]:
         """
