@@ -80,7 +80,7 @@ class Orchestrator:
 
 
 #: The site ids these tests use (their services and containers are removed at the end).
-SITE_IDS = [*range(101, 113), *range(201, 208)]
+SITE_IDS = [*range(101, 113), *range(201, 209)]
 
 
 async def served(
@@ -1073,3 +1073,33 @@ async def test_sigterm_stops_the_process_at_once(orchestrator: Orchestrator) -> 
     logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
     assert "DIRECTOR: Stopped server" in logs, logs
     await o.client.json("DELETE", "/v1/sites/207")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_site_that_cannot_run_says_why(orchestrator: Orchestrator) -> None:
+    """
+    Where a gap cannot be avoided (the only process exits), visitors get the 503 "not
+    running" page and the site's status gives the reason: the task's error and its log.
+    """
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/208", json={"name": "cannotrun1", "type": "static"})
+    await put_file(
+        o, 204, "run.sh", b'#!/bin/sh\necho "SECRET_KEY is missing"\nexit 3\n', mode="755"
+    )
+    spec = {"name": "cannotrun1", "type": "dynamic", "image": PYTHON_IMAGE}
+    await o.client.json("PUT", "/v1/sites/208", json=spec)
+    await served(o, "cannotrun1", 503, b"This site is not running", timeout=20)
+    status: dict[str, Any] = {}
+
+    async def says_why() -> bool:
+        status.update(await o.client.json("GET", "/v1/sites/208"))
+        return any("SECRET_KEY is missing" in line for line in status["log"])
+
+    for _ in range(100):
+        if await says_why():
+            break
+        await deferLater_(0.2)
+    assert not status["running"], status
+    assert any("SECRET_KEY is missing" in line for line in status["log"]), status
+    assert any("exited with status 3" in line for line in status["log"]), status
+    await o.client.json("DELETE", "/v1/sites/208")
