@@ -659,7 +659,7 @@ class SiteRuntime:
                 (t for t in new if t.state in ("failed", "complete", "rejected", "shutdown")),
                 None,
             )
-            if ended is not None and protect:
+            if ended is not None and (protect or not live):
                 break  # a new process exited before serving (swarm would only retry it)
             if live:
                 candidate = live[0]
@@ -686,6 +686,8 @@ class SiteRuntime:
                 state=gone.state if gone else "never started",
             )
             raise NotReady(_not_ready_message(candidate is None, ended, lines, self._ready_timeout))
+        if ended is not None and not ready:
+            candidate = None  # nothing to keep and it exited: swarm retries, events follow
         if candidate is None or candidate.address is None or candidate.container_id is None:
             self.log.warn("site {id} did not start within {s}s", id=site.id, s=self._ready_timeout)
             await self._set_upstream(site, [])
@@ -728,7 +730,14 @@ class SiteRuntime:
                 await self.ensure_firewall()
             tasks = await self._docker.tasks(site.service_name, self.network)
             protect = await self._serving(tasks)
-            await self._docker.restart_service(site.service_name)
+            spec = self._service_spec(site)
+            digest = spec["TaskTemplate"]["ContainerSpec"]["Labels"]["director.spec"]
+            if any(t.spec == digest for t in tasks if t.desired == "running"):
+                await self._docker.restart_service(site.service_name)
+            else:
+                # a service made by an older orchestrator (no readiness gate): bringing its
+                # spec up to date replaces the task the same way
+                await self._docker.put_service(spec)
             if not site.served:
                 await self._set_upstream(site, [])
                 return self._status_of(site, [])

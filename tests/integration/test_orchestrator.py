@@ -1084,7 +1084,7 @@ async def test_a_site_that_cannot_run_says_why(orchestrator: Orchestrator) -> No
     o = orchestrator
     await o.client.json("PUT", "/v1/sites/208", json={"name": "cannotrun1", "type": "static"})
     await put_file(
-        o, 204, "run.sh", b'#!/bin/sh\necho "SECRET_KEY is missing"\nexit 3\n', mode="755"
+        o, 208, "run.sh", b'#!/bin/sh\necho "SECRET_KEY is missing"\nexit 3\n', mode="755"
     )
     spec = {"name": "cannotrun1", "type": "dynamic", "image": PYTHON_IMAGE}
     await o.client.json("PUT", "/v1/sites/208", json=spec)
