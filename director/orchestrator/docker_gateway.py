@@ -110,7 +110,10 @@ class IDockerGateway(Interface):
         """Services carrying label C{label}."""
 
     def tasks(name: str, network: str) -> Deferred[list[TaskInfo]]:
-        """The service's tasks, newest first, with their address on C{network}."""
+        """
+        The service's tasks, newest first, with their address on C{network} (when starting
+        or running); none if there is no such service.
+        """
 
     def image_exists(ref: str) -> Deferred[bool]:
         """Whether image C{ref} is present locally."""
@@ -358,8 +361,14 @@ class DockerGateway:
 
     def tasks(self, name: str, network: str) -> Deferred[list[TaskInfo]]:
         def tasks(client: Any) -> list[TaskInfo]:
+            import docker.errors
+
             result = []
-            for task in client.tasks(filters={"service": name}):
+            try:
+                listed = client.tasks(filters={"service": name})
+            except docker.errors.NotFound:
+                return []  # no such service (removed by hand, say): no tasks
+            for task in listed:
                 status = task.get("Status", {})
                 container = status.get("ContainerStatus", {}).get("ContainerID")
                 address = None
