@@ -281,6 +281,9 @@ class OrchestratorSection:
     # The largest file the files API sends (downloads are streamed, so this is policy, not
     # memory: the original Director's 100 MB).
     max_download_mb: int = field(default=100, metadata=_check(_positive))
+    # How long a dynamic site's new process (restart, image or settings change) may take to
+    # accept connections on $PORT before the change fails and the old process keeps serving.
+    ready_timeout: int = field(default=60, metadata=_check(_positive))
     # Keep the sites firewall (iptables, as root): sites reach neither each other, nor this
     # machine (except the database ports they are granted), nor the networks below.
     sites_firewall: bool = field(default=True, metadata=_check(_boolean))

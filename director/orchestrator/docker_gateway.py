@@ -49,6 +49,7 @@ class TaskInfo:
     timestamp: str
     error: str | None = None
     spec: str | None = None  # the director.spec label of the template the task was made from
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,15 @@ class IDockerGateway(Interface):
     def restart_service(name: str) -> Deferred[None]:
         """Replace the service's tasks with new ones (DockerError if there is no service)."""
 
+    def rollback_service(name: str) -> Deferred[None]:
+        """
+        Put the service's previous spec back (undo the last put or restart): tasks made from
+        the undone spec go, a task still running from the previous one stays.
+        """
+
+    def container_logs(container: str, tail: int) -> Deferred[list[str]]:
+        """The last C{tail} lines a container wrote (stdout and stderr); [] if it is gone."""
+
     def remove_service(name: str) -> Deferred[bool]:
         """Remove the service; False if there was none."""
 
@@ -100,7 +110,10 @@ class IDockerGateway(Interface):
         """Services carrying label C{label}."""
 
     def tasks(name: str, network: str) -> Deferred[list[TaskInfo]]:
-        """The service's tasks, newest first, with their address on C{network}."""
+        """
+        The service's tasks, newest first, with their address on C{network} (when starting
+        or running); none if there is no such service.
+        """
 
     def image_exists(ref: str) -> Deferred[bool]:
         """Whether image C{ref} is present locally."""
@@ -303,6 +316,39 @@ class DockerGateway:
 
         return self._run(restart)
 
+    def rollback_service(self, name: str) -> Deferred[None]:
+        def rollback(client: Any) -> None:
+            found = _find(client, name)
+            if found is None:
+                raise DockerError(f"no service {name}")
+            spec = found.get("PreviousSpec")
+            if not spec:
+                return
+            client.update_service(
+                found["ID"],
+                found["Version"]["Index"],
+                task_template=spec["TaskTemplate"],
+                name=name,
+                labels=spec.get("Labels"),
+                mode=spec.get("Mode"),
+                update_config=spec.get("UpdateConfig"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            )
+
+        return self._run(rollback)
+
+    def container_logs(self, container: str, tail: int) -> Deferred[list[str]]:
+        def logs(client: Any) -> list[str]:
+            import docker.errors
+
+            try:
+                raw = client.logs(container, stdout=True, stderr=True, tail=tail)
+            except docker.errors.NotFound:
+                return []
+            return [line for line in raw.decode("utf-8", "replace").splitlines()]
+
+        return self._run(logs)
+
     def remove_service(self, name: str) -> Deferred[bool]:
         def remove(client: Any) -> bool:
             found = _find(client, name)
@@ -315,12 +361,18 @@ class DockerGateway:
 
     def tasks(self, name: str, network: str) -> Deferred[list[TaskInfo]]:
         def tasks(client: Any) -> list[TaskInfo]:
+            import docker.errors
+
             result = []
-            for task in client.tasks(filters={"service": name}):
+            try:
+                listed = client.tasks(filters={"service": name})
+            except docker.errors.NotFound:
+                return []  # no such service (removed by hand, say): no tasks
+            for task in listed:
                 status = task.get("Status", {})
                 container = status.get("ContainerStatus", {}).get("ContainerID")
                 address = None
-                if container and status.get("State") == "running":
+                if container and status.get("State") in ("starting", "running"):
                     try:
                         networks = client.inspect_container(container)["NetworkSettings"][
                             "Networks"
@@ -339,6 +391,7 @@ class DockerGateway:
                         spec=(
                             task.get("Spec", {}).get("ContainerSpec", {}).get("Labels") or {}
                         ).get("director.spec"),
+                        task_id=task.get("ID"),
                     )
                 )
             return sorted(result, key=lambda t: t.timestamp, reverse=True)

@@ -28,12 +28,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from director.common.threads import Runner
-from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway
+from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway, TaskInfo
 from director.orchestrator.files import FileError, FileLimits, SiteFiles
 from director.orchestrator.firewall import LINK_LOCAL, IFirewall, SitesFirewall, host_port
 from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
 from director.orchestrator.site_nginx import NginxFiles
 from director.orchestrator.sites import (
+    SITE_PORT,
     Limits,
     Site,
     SiteError,
@@ -51,6 +52,33 @@ PRUNE_RETRIES = (0.0, 5.0, 20.0, 60.0)
 
 class UnknownSite(LookupError):
     """No site with that id has been applied on this orchestrator."""
+
+
+class NotReady(Exception):
+    """
+    A site's new process did not start serving, so the old one was kept. The message is
+    for the site's members: what happened and the new process's last log lines.
+    """
+
+
+#: How many of a new process's log lines a failed restart or update reports.
+LOG_LINES = 20
+
+
+def accepts_connections(reactor: Any, address: str, port: int, timeout: float) -> Deferred[bool]:
+    """Whether C{address}:C{port} accepts a TCP connection within C{timeout} (then closed)."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    d = connectProtocol(TCP4ClientEndpoint(reactor, address, port, timeout=timeout), Protocol())
+
+    def connected(protocol: Protocol) -> bool:
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
+        return True
+
+    d.addCallbacks(connected, lambda _: False)
+    return d
 
 
 @dataclass(frozen=True)
@@ -95,6 +123,10 @@ class RuntimePaths:
     def identity_dir(self, site_id: int) -> Path:
         """The site's /etc/passwd and /etc/group, bind-mounted read-only into its containers."""
         return self.identities / str(site_id)
+
+    def gate_dir(self, site_id: int) -> Path:
+        """The go-ahead files of the site's new tasks (see L{sites.GATE_SCRIPT}), read-only."""
+        return self.base / "gates" / str(site_id)
 
     @property
     def firewall(self) -> Path:
@@ -237,8 +269,16 @@ class SiteRuntime:
         firewall: IFirewall | None = None,
         blocked: tuple[str, ...] = (LINK_LOCAL,),
         link_grace: float = 5.0,
+        ready_timeout: float = 60.0,
+        ready_check: Callable[[str, int], Deferred[bool]] | None = None,
+        drain_timeout: float = 5.0,
     ) -> None:
         self._reactor = reactor
+        self._ready_timeout = ready_timeout
+        self._ready_check = ready_check or (
+            lambda address, port: accepts_connections(reactor, address, port, 0.5)
+        )
+        self._drain_timeout = drain_timeout
         self._file_limits = file_limits
         self._docker = docker
         self._nginx = nginx
@@ -497,6 +537,7 @@ class SiteRuntime:
         await self._files.run(
             _write_identity, self.paths.identity_dir(site.id), identity_files(site)
         )
+        await self._files.run(_make_gate_dir, self.paths.gate_dir(site.id))
 
     def _service_spec(self, site: Site) -> dict[str, Any]:
         return service_spec(
@@ -505,6 +546,9 @@ class SiteRuntime:
             self.network,
             self._tz,
             self.paths.identity_dir(site.id),
+            self.paths.gate_dir(site.id),
+            # the gate's own bound: later than the orchestrator gives up on a new task
+            gate_bound=self._ready_timeout + 60,
         )
 
     def get(self, site_id: int) -> Site:
@@ -533,9 +577,13 @@ class SiteRuntime:
             await self._files.run(_welcome, self.site_files(site), site.name)
         upstream: list[str] = []
         if site.type == "dynamic":
+            before: list[TaskInfo] = []
+            if previous is not None and previous.type == "dynamic":
+                before = await self._docker.tasks(site.service_name, self.network)
+            protect = await self._serving(before)
             await self._docker.put_service(self._service_spec(site))
             if site.served:
-                upstream = await self._wait_running(site)
+                upstream = await self._roll_out(site, before, protect)
         elif previous is not None and previous.type == "dynamic":
             await self._docker.remove_service(site.service_name)
         try:
@@ -597,32 +645,114 @@ class SiteRuntime:
         d.addCallback(lambda _: self._locked(site_id, drop))
         d.addErrback(lambda f: self.log.failure("removing the static link {name}", f, name=name))
 
-    async def _wait_running(self, site: Site, replaced: frozenset[str] = frozenset()) -> list[str]:
+    async def _serving(self, tasks: list[TaskInfo]) -> list[str]:
+        """The addresses of C{tasks} that run and accept connections: what a change keeps."""
+        serving = []
+        for task in tasks:
+            if task.state == "running" and task.desired == "running" and task.address:
+                if await self._ready_check(task.address, SITE_PORT):
+                    serving.append(task.address)
+        return serving
+
+    async def _roll_out(
+        self, site: Site, before: list[TaskInfo], protect: list[str], restart: bool = False
+    ) -> list[str]:
         """
-        The addresses of the site's current tasks once running: made from the spec just
-        applied, and not among the C{replaced} containers (a restart). Empty after the
-        start timeout (nginx then shows "not running" until the task comes up).
+        Bring the task made from the spec just applied into service, without a gap. The
+        service updates start-first and its new task waits at the readiness gate (swarm
+        keeps the old task meanwhile): once the new process accepts connections on the
+        site port (at most the ready timeout), nginx moves to it, the nginx workers that
+        still use the old configuration finish their requests, and then the gate opens, so
+        swarm stops the old task. The new task's addresses are returned.
+
+        When it does not get there and C{protect} (old tasks serving now) is not empty,
+        the spec is rolled back, the old task keeps serving, and L{NotReady} says why with
+        the new process's log. With nothing to keep, the new task is let through as it is.
+        A task of C{before} running the same spec (nothing changed) is the new task.
         """
-        template = self._service_spec(site)["TaskTemplate"]
-        digest = template["ContainerSpec"]["Labels"]["director.spec"]
-        waited = 0.0
-        while waited < self._start_timeout:
+        digest = self._service_spec(site)["TaskTemplate"]["ContainerSpec"]["Labels"][
+            "director.spec"
+        ]
+        old = {t.task_id for t in before if restart or t.spec != digest or t.desired != "running"}
+        wait = bool(protect) or await self._files.run(_run_sh_exists, self.site_files(site))
+        started = self._reactor.seconds()
+        candidate: TaskInfo | None = None
+        ended: TaskInfo | None = None
+        ready = False
+        while True:
             tasks = await self._docker.tasks(site.service_name, self.network)
-            addresses = sorted(
-                t.address
-                for t in tasks
-                if t.state == "running"
-                and t.desired == "running"
+            new = [t for t in tasks if t.spec == digest and t.task_id not in old]
+            live = [
+                t
+                for t in new
+                if t.desired == "running"
+                and t.state in ("starting", "running")
                 and t.address
-                and t.spec == digest
-                and t.container_id not in replaced
+                and t.container_id
+            ]
+            ended = ended or next(
+                (t for t in new if t.state in ("failed", "complete", "rejected", "shutdown")),
+                None,
             )
-            if addresses:
-                return addresses
-            await deferLater(self._reactor, 0.1, lambda: None)
-            waited += 0.1
-        self.log.warn("site {id} did not start within {s}s", id=site.id, s=self._start_timeout)
-        return []
+            if ended is not None and (protect or not live):
+                break  # a new process exited before serving (swarm would only retry it)
+            if live:
+                candidate = live[0]
+                unchanged = any(t.task_id == candidate.task_id for t in before)
+                if (
+                    not wait
+                    or unchanged
+                    or await self._ready_check(candidate.address or "", SITE_PORT)
+                ):
+                    ready = True
+                    break
+            if self._reactor.seconds() - started >= self._ready_timeout:
+                break
+            await deferLater(self._reactor, 0.05, lambda: None)
+        if not ready and protect:
+            gone = ended or candidate
+            lines = []
+            if gone is not None and gone.container_id:
+                lines = await self._docker.container_logs(gone.container_id, LOG_LINES)
+            await self._docker.rollback_service(site.service_name)
+            self.log.warn(
+                "site {id}: the new task did not serve ({state}); rolled back",
+                id=site.id,
+                state=gone.state if gone else "never started",
+            )
+            raise NotReady(_not_ready_message(candidate is None, ended, lines, self._ready_timeout))
+        if ended is not None and not ready:
+            candidate = None  # nothing to keep and it exited: swarm retries, events follow
+        if candidate is None or candidate.address is None or candidate.container_id is None:
+            self.log.warn("site {id} did not start within {s}s", id=site.id, s=self._ready_timeout)
+            await self._set_upstream(site, [])
+            return []
+        upstream = [candidate.address]
+        if upstream != self.upstreams.get(site.id):
+            await self._set_upstream(site, upstream)
+            drained = getattr(self._nginx, "drained", None)
+            if drained is not None:
+                await drained(self._drain_timeout)
+        await self._open_gate(site, candidate)
+        return upstream
+
+    async def _open_gate(self, site: Site, task: TaskInfo) -> None:
+        """
+        Let the task through its readiness gate (swarm then reports it running and stops
+        the task it replaces); the go-ahead file goes once swarm did.
+        """
+        if task.state == "running" or task.container_id is None:
+            return
+        name = task.container_id[:12]  # the container's host name
+        await self._files.run(_touch, self.paths.gate_dir(site.id) / name)
+        waited = 0.0
+        while waited < 10:
+            tasks = await self._docker.tasks(site.service_name, self.network)
+            if any(t.task_id == task.task_id and t.state != "starting" for t in tasks):
+                break
+            await deferLater(self._reactor, 0.05, lambda: None)
+            waited += 0.05
+        await self._files.run(_remove_gates, self.paths.gate_dir(site.id), name)
 
     def restart(self, site_id: int) -> Deferred[dict[str, Any]]:
         """Replace a dynamic site's task (new process) and follow it with nginx."""
@@ -634,10 +764,19 @@ class SiteRuntime:
             if not self._firewall_ready:
                 await self.ensure_firewall()
             tasks = await self._docker.tasks(site.service_name, self.network)
-            before = frozenset(t.container_id for t in tasks if t.container_id)
-            await self._docker.restart_service(site.service_name)
-            upstream = await self._wait_running(site, before) if site.served else []
-            await self._set_upstream(site, upstream)
+            protect = await self._serving(tasks)
+            spec = self._service_spec(site)
+            digest = spec["TaskTemplate"]["ContainerSpec"]["Labels"]["director.spec"]
+            if any(t.spec == digest for t in tasks if t.desired == "running"):
+                await self._docker.restart_service(site.service_name)
+            else:
+                # a service made by an older orchestrator (no readiness gate): bringing its
+                # spec up to date replaces the task the same way
+                await self._docker.put_service(spec)
+            if not site.served:
+                await self._set_upstream(site, [])
+                return self._status_of(site, [])
+            upstream = await self._roll_out(site, tasks, protect, restart=True)
             return self._status_of(site, upstream)
 
         return self._locked(site_id, restart)
@@ -681,16 +820,31 @@ class SiteRuntime:
                 await self._unreachable(site, request)
                 raise
             self._stream_broken = False
-            running = {
-                t.container_id: t.address
+            live = [
+                t
                 for t in tasks
-                if t.state == "running"
+                if t.state in ("starting", "running")
                 and t.desired == "running"
                 and t.address
                 and t.container_id
                 and t.container_id not in request.died
+            ]
+            running = {t.container_id: t.address for t in live if t.state == "running"}
+            for task in live:
+                # A task waiting at the gate that no operation is bringing in (swarm
+                # replaced a crashed one, or an orchestrator stopped mid-change): let it
+                # through when it serves, or at once when nothing else runs.
+                if task.state == "starting" and site.served:
+                    ready = await self._ready_check(task.address or "", SITE_PORT)
+                    if ready or not running:
+                        await self._open_gate(site, task)
+                        running[task.container_id or ""] = task.address
+            # (a task still at its gate is not waited for: it is let through or left)
+            # nor one swarm is stopping (a change rolled back)
+            settled = {t.container_id for t in live} | {
+                t.container_id for t in tasks if t.desired != "running"
             }
-            awaited = request.started - request.died - set(running)
+            awaited = request.started - request.died - settled
             if not awaited or not site.served or waited >= self._follow_timeout:
                 break
             await deferLater(self._reactor, 0.1, lambda: None)
@@ -740,6 +894,7 @@ class SiteRuntime:
             if site is not None:
                 await self._files.run(_set_link, self.paths.hosts, site.name, None)
             await self._files.run(_remove_tree, self.paths.identity_dir(site_id))
+            await self._files.run(_remove_tree, self.paths.gate_dir(site_id))
             if purge:
                 await self._files.run(_remove_tree, self.paths.site_dir(site_id))
             await self._files.run(_write_json, self.paths.applied / f"{site_id}.json", None)
@@ -774,7 +929,18 @@ class SiteRuntime:
             "start_time": running[0].timestamp if running else None,
             "run_sh_exists": run_sh,
             "error": next((t.error for t in tasks if t.error), None),
+            "log": await self._why_not_running(site, tasks) if not running else [],
         }
+
+    async def _why_not_running(self, site: Site, tasks: list[TaskInfo]) -> list[str]:
+        """The last log lines of the site's newest container, when it should run but does not."""
+        if not site.served:
+            return []
+        newest = next((t for t in tasks if t.container_id), None)
+        if newest is None or newest.container_id is None:
+            return []
+        lines: list[str] = await self._docker.container_logs(newest.container_id, 10)
+        return lines
 
     async def report(self) -> list[dict[str, Any]]:
         """
@@ -852,6 +1018,45 @@ def _run_sh_exists(files: SiteFiles) -> bool:
         if entry.type == "file" and int(entry.mode, 8) & 0o111:
             return True
     return False
+
+
+def _not_ready_message(
+    never_started: bool, ended: TaskInfo | None, lines: list[str], timeout: float
+) -> str:
+    if never_started and ended is not None and ended.container_id is None:
+        what = "The new process could not be started"
+    elif ended is not None and ended.state in ("failed", "complete"):
+        what = f"The new process exited before it accepted connections on port {SITE_PORT}"
+    else:
+        what = (
+            f"The new process did not accept connections on port {SITE_PORT} within {timeout:g} s"
+        )
+    text = f"{what}, so the running one was kept."
+    if lines:
+        text += " Its last log lines:\n" + "\n".join(lines)
+    return text
+
+
+def _make_gate_dir(path: Path) -> None:
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path.chmod(0o755)
+
+
+def _touch(path: Path) -> None:
+    path.touch(mode=0o644)
+
+
+def _remove_gates(directory: Path, *names: str) -> None:
+    """Remove the go-ahead files C{names} (every one, without names)."""
+    try:
+        paths = [directory / n for n in names] if names else list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _remove_tree(path: Path) -> None:

@@ -137,6 +137,7 @@ def build_service(
         file_limits=FileLimits(max_read_bytes=section.max_download_mb * 1024 * 1024),
         firewall=firewall if section.sites_firewall else None,
         blocked=tuple(n for n in re.split(r"[,\s]+", section.sites_blocked) if n),
+        ready_timeout=section.ready_timeout,
     )
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)

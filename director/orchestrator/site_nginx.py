@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 
 from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
 from director.common.threads import Runner
@@ -94,6 +95,39 @@ def sync_staging(staged: Path, live: Path) -> None:
     _publish(live, staged, sorted(wanted))
 
 
+def _master_pid(paths: NginxPaths, known: int | None) -> int | None:
+    try:
+        return int(paths.pid.read_text().strip())
+    except (OSError, ValueError):
+        return known
+
+
+def serving_workers(master: int | None) -> set[int]:
+    """
+    The pids of the master's workers that accept connections (not those shutting down
+    after a reload). Reads /proc only (memory, no disk).
+    """
+    if master is None:
+        return set()
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return set()
+    serving = set()
+    for child in children:
+        try:
+            title = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"nginx: worker process") and b"shutting down" not in title:
+            serving.add(int(child))
+    return serving
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
 class StagedNginx(NginxProcess):
     """
     The orchestrator's nginx process as its config directory sees it (the directory works
@@ -118,6 +152,30 @@ class StagedNginx(NginxProcess):
         self._checker = NginxProcess(reactor, _CheckPaths(paths.prefix, paths.binary), what)
         self._in_flight: Counter[str] = Counter()
         self.checked: list[list[str]] = []  # the names each successful check covered
+        #: the workers that were serving when the last reload was asked for
+        self._before_reload: set[int] = set()
+
+    def reload(self) -> None:
+        self._before_reload |= serving_workers(_master_pid(self.paths, self.pid))
+        super().reload()
+
+    async def drained(self, timeout: float = 5.0) -> bool:
+        """
+        Wait until every worker that was serving when the last reload was asked for has
+        exited (it finished its requests under the old configuration), C{timeout} at most.
+        """
+        waited = 0.0
+        while True:
+            self._before_reload = await self._files.run(_alive, self._before_reload)
+            if not self._before_reload:
+                return True
+            if waited >= timeout:
+                # shutting down, they take no new request: only their long ones (websockets)
+                # are left, and later reloads need not wait for them again
+                self._before_reload = set()
+                return False
+            await deferLater(self._reactor, 0.02, lambda: None)
+            waited += 0.02
 
     def track(self, names: list[str], done: Deferred[None]) -> Deferred[None]:
         """Cover C{names} in every check until C{done} fires; fires with its result."""
@@ -149,3 +207,7 @@ class SiteNginxFiles:
 
     def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
         return self._nginx.track(list(changes), self._directory.apply(changes))
+
+    def drained(self, timeout: float = 5.0) -> Deferred[bool]:
+        """Fires once no nginx worker serves with a configuration older than the last reload."""
+        return Deferred.fromCoroutine(self._nginx.drained(timeout))

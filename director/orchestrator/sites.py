@@ -202,6 +202,39 @@ while :; do sleep 3600 & wait $!; done
 """
 
 
+#: Where a dynamic site's container sees the orchestrator's go-ahead files (read-only).
+GATE_DIR = "/run/director"
+
+#: A new task's readiness gate (its Docker health check; see docs/orchestrator.md). A
+#: container with a health check stays "starting" for swarm until the check first passes, and
+#: a start-first update stops the old task only then. The check passes once the orchestrator
+#: writes GATE_DIR/<the container's host name>: it does so after the new process accepts
+#: connections and nginx has moved to it. If nobody does within %(bound)d s (the orchestrator
+#: is down), it passes anyway. Later runs of the check only sleep: no exec every interval.
+GATE_SCRIPT = r"""
+[ -e /tmp/.director-started ] && command -v sleep >/dev/null && exec sleep 86400
+read h < /etc/hostname
+i=0
+while [ ! -e "%(dir)s/$h" ] && [ "$i" -lt %(ticks)d ]; do
+  sleep 0.02 || break
+  i=$((i+1))
+done
+: > /tmp/.director-started
+exit 0
+"""
+
+
+def gate_healthcheck(bound: float) -> dict[str, Any]:
+    """The HealthConfig of a site's container: the gate above, passing after C{bound} s at most."""
+    script = GATE_SCRIPT % {"dir": GATE_DIR, "ticks": int(bound / 0.02), "bound": bound}
+    return {
+        "Test": ["CMD", "sh", "-c", script],
+        "Interval": 1_000_000,  # 1 ms: the first run starts at once (later ones sleep a day)
+        "Timeout": 2 * 86400 * 1_000_000_000,
+        "Retries": 3,
+    }
+
+
 def site_environment(site: Site, timezone: str) -> dict[str, str]:
     """What a site's processes (service and terminals) see in their environment."""
     env = dict(site.env)
@@ -303,10 +336,25 @@ def spec_digest(template: dict[str, Any]) -> str:
 
 
 def service_spec(
-    site: Site, site_dir: Path, network: str, timezone: str, identity_dir: Path | None = None
+    site: Site,
+    site_dir: Path,
+    network: str,
+    timezone: str,
+    identity_dir: Path | None = None,
+    gate_dir: Path | None = None,
+    gate_bound: float = 120.0,
 ) -> dict[str, Any]:
-    """The whole swarm service definition for a dynamic site."""
+    """
+    The whole swarm service definition for a dynamic site. With C{gate_dir} (the
+    orchestrator's go-ahead files for the site), new tasks wait at the readiness gate.
+    """
     spec = _service_spec(site, site_dir, network, timezone, identity_dir)
+    if gate_dir is not None:
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        container["Mounts"].append(
+            {"Type": "bind", "Source": str(gate_dir), "Target": GATE_DIR, "ReadOnly": True}
+        )
+        container["Healthcheck"] = gate_healthcheck(gate_bound)
     template = spec["TaskTemplate"]
     template["ContainerSpec"]["Labels"]["director.spec"] = spec_digest(template)
     return spec
@@ -335,7 +383,7 @@ def _service_spec(
             "LogDriver": {"Name": "json-file", "Options": {"max-size": "1m", "max-file": "2"}},
         },
         "Mode": {"Replicated": {"Replicas": 1 if site.served else 0}},
-        "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
+        "UpdateConfig": {"Parallelism": 1, "Order": "start-first", "FailureAction": "pause"},
         "EndpointSpec": {"Mode": "dnsrr"},
     }
 

@@ -23,7 +23,7 @@ from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.firewall import FirewallError
 from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest
 from director.orchestrator.monitor import DirectoryMonitor
-from director.orchestrator.runtime import SiteRuntime, UnknownSite
+from director.orchestrator.runtime import NotReady, SiteRuntime, UnknownSite
 from director.orchestrator.sites import IMAGE_NAME, SiteError, parse_site
 from director.orchestrator.streams import (
     FileMonitorProtocol,
@@ -116,6 +116,10 @@ class OrchestratorAPI:
             "unknown_site",
             f"site {failure.value.args[0]} is not on this orchestrator",
         )
+
+    @app.handle_errors(NotReady)
+    def _not_ready(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 422, "not_ready", str(failure.value))
 
     @app.handle_errors(FileError)
     def _file_error(self, request: IRequest, failure: Any) -> bytes:

@@ -139,6 +139,12 @@ async def check_restart_unknown(ctx: DockerContext) -> None:
     raise AssertionError("restarting a missing service must fail")
 
 
+async def check_tasks_of_a_missing_service(ctx: DockerContext) -> None:
+    """A service that does not exist (removed by hand, say) has no tasks; no error."""
+    assert await ctx.gateway.tasks(f"{ctx.prefix}-missing", ctx.network) == []
+    assert await ctx.gateway.container_logs("0123456789ab-no-such-container", 10) == []
+
+
 async def check_image_exists(ctx: DockerContext) -> None:
     """The orchestrator checks images before using them (swarm would accept a missing one)."""
     assert not await ctx.gateway.image_exists("director/none:1")
@@ -312,6 +318,7 @@ CHECKS = [
     check_service_lifecycle,
     check_restart_replaces_task,
     check_restart_unknown,
+    check_tasks_of_a_missing_service,
     check_image_exists,
     check_build_failure_reports_log,
     check_build_and_remove_image,

@@ -83,6 +83,7 @@ class FakeDockerGateway:
                 f"172.31.{n % 250}.{i + 2}",
                 f"{n:020d}",
                 spec=digest,
+                task_id=f"t{n}-{i}",
             )
             for i in range(info.replicas if replicas is None else replicas)
         ]
@@ -134,6 +135,7 @@ class FakeDockerGateway:
         self.calls.append(f"put {name}")
         if name in self.services:
             entry = self.services[name]
+            entry["previous"] = entry["spec"]
             entry["spec"] = copy.deepcopy(spec)
             entry["version"] += 1
         else:
@@ -152,6 +154,21 @@ class FakeDockerGateway:
         self.services[name]["version"] += 1
         self._start_tasks(name)
         return succeed(None)
+
+    def rollback_service(self, name: str) -> Deferred[None]:
+        """The previous spec back; its tasks start again (the fake keeps no task running)."""
+        if name not in self.services:
+            return fail(DockerError(f"no service {name}"))
+        self.calls.append(f"rollback {name}")
+        entry = self.services[name]
+        if "previous" in entry:
+            entry["spec"] = entry.pop("previous")
+            entry["version"] += 1
+            self._start_tasks(name)
+        return succeed(None)
+
+    def container_logs(self, container: str, tail: int) -> Deferred[list[str]]:
+        return succeed(self.logs.get(container, [])[-tail:] if tail else [])
 
     def remove_service(self, name: str) -> Deferred[bool]:
         if name in self.services:

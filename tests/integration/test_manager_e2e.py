@@ -505,6 +505,70 @@ def test_drift_is_repaired(stack: Stack) -> None:
     s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-drift"))
 
 
+def test_restarts_through_the_router_drop_no_request(stack: Stack) -> None:
+    """
+    A request loop through the router's front nginx sees every request answered while a
+    dynamic site restarts several times through the manager. A restart whose new process
+    exits fails, with the process's own log lines in the operation's error (no internal
+    ids), and the old process keeps serving.
+    """
+    import threading
+
+    s = stack
+    host = f"e2e-nogap.{SITES}"
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-nogap", "type": "static"}))
+    s.api("PUT", "/api/v1/sites/e2e-nogap/files/run.sh?mode=755", raw=RUN_SH)
+    s.api("PUT", "/api/v1/sites/e2e-nogap/files/public/index.html", raw=b"no gap")
+    s.wait_operation(s.api("PATCH", "/api/v1/sites/e2e-nogap", {"type": "dynamic"}))
+    wait(lambda: s.front(host) == (200, b"no gap"), "the site", 30)
+    failed: list[tuple[int, bytes]] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def loop() -> None:
+        for _ in range(20_000):  # bounded
+            if stop.is_set():
+                return
+            got = s.front(host)
+            if got == (200, b"no gap"):
+                answered[0] += 1
+            else:
+                failed.append(got)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        for _ in range(3):
+            s.wait_operation(s.api("POST", "/api/v1/sites/e2e-nogap/restart"))
+        s.api(
+            "PUT",
+            "/api/v1/sites/e2e-nogap/files/run.sh?mode=755",
+            raw=b'#!/bin/sh\necho "DATABASE_URL is not set"\nexit 3\n',
+        )
+        op_id = s.api("POST", "/api/v1/sites/e2e-nogap/restart")["operation"]["id"]
+        result: dict[str, Any] = {}
+
+        def finished() -> bool:
+            result.update(s.api("GET", f"/api/v1/operations/{op_id}"))
+            return result["status"] in ("succeeded", "failed")
+
+        wait(finished, "the failing restart", 60, s.log_tail)
+        time.sleep(1)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert result["status"] == "failed", result
+    assert "DATABASE_URL is not set" in result["error"], result
+    assert "the running one was kept" in result["error"], result
+    site_id = s.api("GET", "/api/v1/sites/e2e-nogap")["id"]
+    assert f"site_{site_id}" not in result["error"] and "orchestrator" not in result["error"]
+    assert failed == [], failed[:5]
+    assert answered[0] > 50, answered
+    assert s.front(host) == (200, b"no gap")
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-nogap"))
+
+
 def test_cli_create_list_show_delete(stack: Stack) -> None:
     """The same site lifecycle through the `director` command."""
     created = stack.director("site", "create", "e2e-cli", "--type", "static")

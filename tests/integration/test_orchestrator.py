@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -103,7 +104,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 #: The site ids these tests use (their services and containers are removed at the end).
-SITE_IDS = [*range(101, 113), *range(201, 205), *range(301, 307)]
+SITE_IDS = [*range(101, 113), *range(201, 209), *range(301, 307)]
 
 
 async def served(
@@ -170,6 +171,8 @@ def orchestrator(docker_swarm: Any) -> Iterator[Orchestrator]:
                 f'orchestrator.sites_subnet="{subnet}"',
                 "--set",
                 "orchestrator.bundled_databases=false",
+                "--set",
+                "orchestrator.ready_timeout=10",
             ]
         )
         == 0
@@ -1090,3 +1093,206 @@ async def test_site_down_says_not_running(orchestrator: Orchestrator) -> None:
     await o.client.json("PUT", "/v1/sites/305", json=spec)  # what the manager's repair does
     await served(o, "down1", 200, b"up again")
     await o.client.json("DELETE", "/v1/sites/305")
+
+
+class RequestLoop:
+    """
+    GETs through the orchestrator's nginx from a thread, one new connection each, until
+    stopped (at most C{limit}); counts the answers that were not 200 with C{body}.
+    """
+
+    def __init__(self, o: Orchestrator, name: str, body: bytes, limit: int = 20_000) -> None:
+        self.o, self.name, self.body, self.limit = o, name, body, limit
+        self.ok = 0
+        self.failed: list[tuple[int, bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for _ in range(self.limit):
+            if self._stop.is_set():
+                return
+            status, body = self.o.get(self.name, timeout=10)
+            if status == 200 and self.body in body:
+                self.ok += 1
+            else:
+                self.failed.append((status, body[:200]))
+            time.sleep(0.005)
+
+    async def stop(self) -> None:
+        from twisted.internet.threads import deferToThread
+
+        self._stop.set()
+        await deferToThread(self._thread.join, 30)
+
+
+def container_address(container: str) -> str:
+    return subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            container,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+async def dynamic_site(o: Orchestrator, site_id: int, name: str, page: bytes) -> dict[str, Any]:
+    await o.client.json("PUT", f"/v1/sites/{site_id}", json={"name": name, "type": "static"})
+    await put_file(o, site_id, "run.sh", RUN_SH, mode="755")
+    await put_file(o, site_id, "public/index.html", page)
+    spec = {"name": name, "type": "dynamic", "image": PYTHON_IMAGE}
+    await o.client.json("PUT", f"/v1/sites/{site_id}", json=spec)
+    await served(o, name, 200, page)
+    return spec
+
+
+@pytest_twisted.ensureDeferred
+async def test_restarts_and_changes_drop_no_request(orchestrator: Orchestrator) -> None:
+    """
+    A request loop through nginx sees every request answered by the site while it is
+    restarted several times and its settings change: the new task serves before the old
+    one stops, and each time a different container serves.
+    """
+    o = orchestrator
+    spec = await dynamic_site(o, 205, "nogap1", b"always here")
+    seen = {running_container(205)}
+    loop = RequestLoop(o, "nogap1", b"always here")
+    try:
+        for _ in range(4):
+            status = await o.client.json("POST", "/v1/sites/205/restart")
+            assert len(status["upstream"]) == 1, status
+            seen.add(running_container(205).split()[0])
+        status = await o.client.json(
+            "PUT", "/v1/sites/205", json=dict(spec, env={"CHANGED": "yes"})
+        )
+        assert status["upstream"], status
+        result = docker_exec(205, "sh", "-c", 'echo "$CHANGED"')
+        assert result.stdout.strip() == "yes", result
+    finally:
+        await loop.stop()
+    assert loop.failed == [], loop.failed[:5]
+    assert loop.ok > 50, loop.ok
+    assert len(seen) >= 5, seen
+    # the old tasks are gone: one container serves, at the address nginx uses
+    await eventually(lambda: len(running_container(205).split()) == 1, "old tasks stopped", 30)
+    assert [container_address(running_container(205))] == status["upstream"]
+    await o.client.json("DELETE", "/v1/sites/205")
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_that_never_serves_keeps_the_old_task(orchestrator: Orchestrator) -> None:
+    """
+    A restart whose new process never listens on $PORT fails with the process's own log
+    lines (and no internal id), and the old process keeps serving throughout; so does one
+    whose new process exits, which fails without waiting out the timeout.
+    """
+    o = orchestrator
+    await dynamic_site(o, 206, "keepold1", b"the old one")
+    old = running_container(206)
+    loop = RequestLoop(o, "keepold1", b"the old one")
+    try:
+        await put_file(
+            o, 206, "run.sh", b'#!/bin/sh\necho "warming the caches"\nexec sleep 600\n', mode="755"
+        )
+        started = time.monotonic()
+        with pytest.raises(ComponentCallError) as caught:
+            await o.client.json("POST", "/v1/sites/206/restart")
+        assert caught.value.status == 422 and caught.value.code == "not_ready"
+        assert "warming the caches" in caught.value.detail, caught.value.detail
+        assert "did not accept connections on port 8080 within 10 s" in caught.value.detail
+        assert old[:12] not in caught.value.detail
+        assert time.monotonic() - started < 30
+        await put_file(o, 206, "run.sh", b'#!/bin/sh\necho "bad config"\nexit 3\n', mode="755")
+        started = time.monotonic()
+        with pytest.raises(ComponentCallError) as caught:
+            await o.client.json("POST", "/v1/sites/206/restart")
+        assert "exited before it accepted connections" in caught.value.detail
+        assert "bad config" in caught.value.detail, caught.value.detail
+        assert time.monotonic() - started < 8
+        await deferLater_(2)  # the loop goes on meanwhile
+    finally:
+        await loop.stop()
+    assert loop.failed == [], loop.failed[:5]
+    # (a retry swarm started for the exited process before the rollback goes away)
+    await eventually(lambda: running_container(206) == old, "only the old container runs", 30)
+    listing = await o.client.json("GET", "/v1/sites")
+    (site,) = [s for s in listing["sites"] if s["id"] == 206]
+    assert site["upstream"] == [container_address(old)]
+    await o.client.json("DELETE", "/v1/sites/206")
+
+
+async def deferLater_(seconds: float) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_stops_the_process_at_once(orchestrator: Orchestrator) -> None:
+    """
+    The site's process runs under Docker's init (PID 1 is docker-init, not the site's
+    shell), so a SIGTERM to the container reaches it and python's http.server stops at
+    once, cleanly, rather than after the grace period.
+    """
+    o = orchestrator
+    await dynamic_site(o, 207, "sigterm1", b"stops")
+    container = running_container(207)
+    pid1 = docker_exec(207, "cat", "/proc/1/cmdline").stdout
+    assert pid1.split("\0")[0].endswith("docker-init"), pid1
+    started = time.monotonic()
+    subprocess.run(
+        ["docker", "kill", "--signal", "TERM", container], check=True, capture_output=True
+    )
+    while time.monotonic() - started < 10:
+        state = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if state[0] == "false":
+            break
+        await deferLater_(0.02)
+    elapsed = time.monotonic() - started
+    assert state == ["false", "0"], state
+    assert elapsed < 1.0, elapsed
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+    assert "DIRECTOR: Stopped server" in logs, logs
+    await o.client.json("DELETE", "/v1/sites/207")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_site_that_cannot_run_says_why(orchestrator: Orchestrator) -> None:
+    """
+    Where a gap cannot be avoided (the only process exits), visitors get the 503 "not
+    running" page and the site's status gives the reason: the task's error and its log.
+    """
+    o = orchestrator
+    await o.client.json("PUT", "/v1/sites/208", json={"name": "cannotrun1", "type": "static"})
+    await put_file(
+        o, 208, "run.sh", b'#!/bin/sh\necho "SECRET_KEY is missing"\nexit 3\n', mode="755"
+    )
+    spec = {"name": "cannotrun1", "type": "dynamic", "image": PYTHON_IMAGE}
+    await o.client.json("PUT", "/v1/sites/208", json=spec)
+    await served(o, "cannotrun1", 503, b"This site is not running", timeout=20)
+    status: dict[str, Any] = {}
+
+    async def says_why() -> bool:
+        status.update(await o.client.json("GET", "/v1/sites/208"))
+        return any("SECRET_KEY is missing" in line for line in status["log"])
+
+    for _ in range(100):
+        if await says_why():
+            break
+        await deferLater_(0.2)
+    assert not status["running"], status
+    assert any("SECRET_KEY is missing" in line for line in status["log"]), status
+    assert any("exited with status 3" in line for line in status["log"]), status
+    await o.client.json("DELETE", "/v1/sites/208")

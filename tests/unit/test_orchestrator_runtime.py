@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from twisted.internet.defer import DeferredLock, fail
+from twisted.internet.defer import DeferredLock, fail, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.nginx import NginxConfigDirectory
 from director.common.threads import InlineRunner
 from director.orchestrator.docker_gateway import DockerError
-from director.orchestrator.runtime import RuntimePaths, SiteRuntime
+from director.orchestrator.runtime import NotReady, RuntimePaths, SiteRuntime
 from director.orchestrator.sites import (
     Limits,
     Site,
@@ -58,6 +58,7 @@ class RuntimeTestCase(SynchronousTestCase):
         self.nginx_dir = base / "nginx-sites"
         self.nginx_dir.mkdir(parents=True)
         self.nginx = AcceptingNginx()
+        self.not_listening: set[str] = set()
         self.runtime = SiteRuntime(
             self.reactor,
             self.docker,
@@ -71,6 +72,7 @@ class RuntimeTestCase(SynchronousTestCase):
             network=NETWORK,
             reconcile_interval=30,
             follow_timeout=2,
+            ready_check=lambda address, port: succeed(address not in self.not_listening),
         )
         self.runtime.prepare()
         self.successResultOf(self.docker.ensure_network(NETWORK))
@@ -458,3 +460,51 @@ class SiteImageTests(RuntimeTestCase):
         self.assertNotIn("director/site-5:1", self.docker.images)
         self.runtime.unfollow()
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class GapFreeTests(RuntimeTestCase):
+    """Restarts and changes bring the new task in before the old one goes, or undo."""
+
+    def test_spec_starts_first_behind_the_gate(self) -> None:
+        """New tasks start before old ones stop and wait at the gate (a health check)."""
+        site = Site(id=42, name="blog", type="dynamic")
+        spec = service_spec(site, Path("/s/42"), NETWORK, "UTC", Path("/id/42"), Path("/g/42"))
+        self.assertEqual(spec["UpdateConfig"]["Order"], "start-first")
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        self.assertTrue(container["Init"])
+        self.assertIn(
+            {"Type": "bind", "Source": "/g/42", "Target": "/run/director", "ReadOnly": True},
+            container["Mounts"],
+        )
+        check = container["Healthcheck"]
+        self.assertEqual(check["Test"][:3], ["CMD", "sh", "-c"])
+        self.assertIn('"/run/director/$h"', check["Test"][3])
+        self.assertGreater(check["Timeout"], 86400 * 1_000_000_000)  # later runs sleep a day
+
+    def test_restart_that_never_serves_is_undone(self) -> None:
+        """
+        When the new task never accepts connections, the service is rolled back, nginx
+        keeps the old address, and the error says why, with the new process's log.
+        """
+        site = self.add_dynamic()
+        old = list(self.runtime.upstreams[site.id])
+        self.runtime._ready_check = lambda address, port: succeed(address in old)
+        d = self.runtime.restart(site.id)
+        self.settle(61)
+        failure = self.failureResultOf(d, NotReady)
+        self.assertIn("did not accept connections on port 8080 within 60 s", str(failure.value))
+        self.assertIn("the running one was kept", str(failure.value))
+        self.assertIn(f"rollback {site.service_name}", self.docker.calls)
+        self.assertEqual(self.runtime.upstreams[site.id], old)
+        self.assertIn(f"server {old[0]}:8080", self.config(site))
+
+    def test_restart_serves_the_new_task(self) -> None:
+        """A restart whose new task serves moves nginx to it; nothing is rolled back."""
+        site = self.add_dynamic()
+        old = list(self.runtime.upstreams[site.id])
+        d = self.runtime.restart(site.id)
+        self.settle()
+        status = self.successResultOf(d)
+        self.assertNotEqual(status["upstream"], old)
+        self.assertEqual(status["upstream"], [t.address for t in self.running(site)])
+        self.assertNotIn(f"rollback {site.service_name}", self.docker.calls)

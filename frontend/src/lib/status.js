@@ -13,8 +13,11 @@ export function describe(status) {
   }
   if (status.starting) return ["starting", "starting…"];
   if (status.type === "dynamic" && status.run_sh_exists === false) return ["down", "not running: no executable run.sh"];
-  if (status.error) return ["down", `not running: ${status.error}`];
-  return ["down", "not running"];
+  // why it does not run: the process's last log line (status.log, newest last)
+  const log = Array.isArray(status.log) ? status.log.filter((line) => line.trim()) : [];
+  const last = log.length ? ` (last log line: ${log[log.length - 1]})` : "";
+  if (status.error) return ["down", `not running: ${status.error}${last}`];
+  return ["down", `not running${last}`];
 }
 
 export function startStatusDots() {
