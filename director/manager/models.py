@@ -389,7 +389,7 @@ USER_ERROR_CODES = frozenset(
         "not_a_file", "bad_path", "too_large", "bad_mode", "directory_not_empty",
         "limit_exceeded", "permission_denied", "no_space", "bad_request", "bad_json",
         "query_failed", "query_timeout", "access_denied", "invalid_domain", "reserved_domain",
-        "build_failed", "bad_packages",
+        "build_failed", "bad_packages", "not_ready",
     }
 )  # fmt: skip
 

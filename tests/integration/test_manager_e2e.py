@@ -585,77 +585,6 @@ def test_cli_create_list_show_delete(stack: Stack) -> None:
     assert bad.returncode == 1 and "name" in bad.stderr
 
 
-def _role_token(stack: Stack, role: str) -> str:
-    """
-    An API token of a new user with C{role} who accepted the guidelines: schemathesis may
-    revoke it, or change that user's password, without touching the stack's own admin.
-    """
-    name = f"st-{role}"
-    subprocess.run(
-        [str(BIN / "director"), "user", "add", name, f"--{role}", "--password-stdin",
-         "--config", str(stack.config_path)],
-        input="a long enough password\n", capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    token = subprocess.run(
-        [str(BIN / "director"), "token", "create", name, "--config", str(stack.config_path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    request = urllib.request.Request(
-        stack.config.manager.url + "/api/v1/me",
-        data=json.dumps({"accepted_guidelines": True}).encode(),
-        method="PATCH",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-    return token
-
-
-@pytest.mark.parametrize("role", ["student", "admin"])
-def test_api_keeps_to_its_openapi_document(stack: Stack, role: str) -> None:
-    """
-    schemathesis with every check (`-c all`), driven by /api/v1/openapi.json, finds no
-    failure as a student or as an admin: no 5xx, no status code or response the document
-    does not list, no schema-valid input refused, no schema-violating input accepted.
-    DIRECTOR_SCHEMATHESIS_EXAMPLES raises the budget (the larger runs quoted in docs/api.md).
-    """
-    examples = os.environ.get("DIRECTOR_SCHEMATHESIS_EXAMPLES", "25")
-    token = _role_token(stack, role)
-    result = subprocess.run(
-        [
-            str(BIN / "schemathesis"),
-            "run",
-            f"{stack.config.manager.url}/api/v1/openapi.json",
-            "--checks",
-            "all",
-            "-n",
-            examples,
-            "--seed",
-            "1",
-            "--workers",
-            "1",
-            "--phases",
-            "examples,fuzzing",
-            "--request-timeout",
-            "60",
-            "-H",
-            f"Authorization: Bearer {token}",
-            "--exclude-path-regex",
-            "/logs$",
-            "--no-color",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks"},
-        cwd=Path(__file__).parent,
-    )
-    if os.environ.get("DIRECTOR_SCHEMATHESIS_OUT"):
-        out = Path(os.environ["DIRECTOR_SCHEMATHESIS_OUT"] + f".{role}")
-        out.write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-
-
 def _git(
     s: Stack, key: Path, *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -723,3 +652,76 @@ def test_git_push_deploys_a_dynamic_site(stack: Stack) -> None:
         s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-git"))
     finally:
         s.stop("shell")
+
+
+def _role_token(stack: Stack, role: str) -> str:
+    """
+    An API token of a new user with C{role} who accepted the guidelines: schemathesis may
+    revoke it, or change that user's password, without touching the stack's own admin.
+    """
+    name = f"st-{role}"
+    subprocess.run(
+        [str(BIN / "director"), "user", "add", name, f"--{role}", "--password-stdin",
+         "--config", str(stack.config_path)],
+        input="a long enough password\n", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    token = subprocess.run(
+        [str(BIN / "director"), "token", "create", name, "--config", str(stack.config_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    request = urllib.request.Request(
+        stack.config.manager.url + "/api/v1/me",
+        data=json.dumps({"accepted_guidelines": True}).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    return token
+
+
+@pytest.mark.parametrize("role", ["student", "admin"])
+def test_api_keeps_to_its_openapi_document(stack: Stack, role: str) -> None:
+    """
+    schemathesis with every check (`-c all`), driven by /api/v1/openapi.json, finds no
+    failure as a student or as an admin: no 5xx, no status code or response the document
+    does not list, no schema-valid input refused, no schema-violating input accepted.
+    DIRECTOR_SCHEMATHESIS_EXAMPLES raises the budget (the larger runs quoted in docs/api.md).
+    Last in this module: as an admin it changes the catalogue's default image, database hosts
+    and users, which the tests before it rely on.
+    """
+    examples = os.environ.get("DIRECTOR_SCHEMATHESIS_EXAMPLES", "25")
+    token = _role_token(stack, role)
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{stack.config.manager.url}/api/v1/openapi.json",
+            "--checks",
+            "all",
+            "-n",
+            examples,
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--phases",
+            "examples,fuzzing",
+            "--request-timeout",
+            "60",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "--exclude-path-regex",
+            "/logs$",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks"},
+        cwd=Path(__file__).parent,
+    )
+    if os.environ.get("DIRECTOR_SCHEMATHESIS_OUT"):
+        out = Path(os.environ["DIRECTOR_SCHEMATHESIS_OUT"] + f".{role}")
+        out.write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
