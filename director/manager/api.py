@@ -54,6 +54,10 @@ MAX_JSON = 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024
 SESSION_COOKIE = b"director_session"
 FALLBACK_IMAGE = "director/python:3"
+# A database server's address: a host name (labels of letters, digits and -) or an IP address.
+HOST = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+|[0-9a-fA-F:.]{2,45}"
+)
 DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -1216,15 +1220,17 @@ class ManagerAPI:
             },
         )
         kind = models.validate_choice("kind", body.get("kind"), ("postgres", "mysql"))
-        for key in ("admin_host", "admin_user", "admin_password"):
+        for key in ("admin_user", "admin_password"):
             value = body.get(key)
             if not isinstance(value, str) or not value or len(value) > 253:
                 raise ValidationError(key, "required: text of 1 to 253 characters")
+        if not isinstance(body.get("admin_host"), str) or not HOST.fullmatch(body["admin_host"]):
+            raise ValidationError("admin_host", "required: a host name or an IP address")
         container_host = body.get("container_host")
         if container_host is not None and (
-            not isinstance(container_host, str) or not 1 <= len(container_host) <= 253
+            not isinstance(container_host, str) or not HOST.fullmatch(container_host)
         ):
-            raise ValidationError("container_host", "text of 1 to 253 characters, or null")
+            raise ValidationError("container_host", "a host name or an IP address, or null")
         ports: dict[str, int | None] = {}
         for key in ("admin_port", "container_port"):
             if body.get(key) is None and key == "container_port":

@@ -23,6 +23,12 @@ PASSWORD = {"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
 TEXT = {"type": "string", "maxLength": 2000, "pattern": "^[^\\x00]*$"}  # no NUL
 HOST_TEXT = {"type": "string", "minLength": 1, "maxLength": 253}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+# A database server's address: a host name or an IP address (the pattern of api.HOST).
+HOST = {
+    "type": "string",
+    "pattern": "^((?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?)+"
+    "|[0-9a-fA-F:.]{2,45})$",
+}
 # A custom domain (the route lower-cases it): ASCII labels (IDNs as xn--), a top-level label.
 DOMAIN = {
     "type": "string",
@@ -363,11 +369,11 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         _obj(
             {
                 "kind": {"enum": ["postgres", "mysql"]},
-                "admin_host": HOST_TEXT,
+                "admin_host": HOST,
                 "admin_port": PORT,
                 "admin_user": HOST_TEXT,
                 "admin_password": HOST_TEXT,
-                "container_host": {"oneOf": [HOST_TEXT, {"type": "null"}]},
+                "container_host": {"oneOf": [HOST, {"type": "null"}]},
                 "container_port": {"oneOf": [PORT, {"type": "null"}]},
             },
             ("kind", "admin_host", "admin_port", "admin_user", "admin_password"),

@@ -528,7 +528,7 @@ class PostgresAdmin(DatabaseAdminBase):
                 application_name="director-query",
                 options=f"-c statement_timeout={max(1, int(timeout_seconds * 1000))}",
             )
-        except psycopg.Error as e:
+        except (psycopg.Error, UnicodeError) as e:  # UnicodeError: a host name IDNA refuses
             raise _postgres_login_error(site_db, e) from e
         try:
             with conn:
@@ -714,7 +714,7 @@ class MySQLAdmin(DatabaseAdminBase):
         try:
             # No CLIENT.MULTI_STATEMENTS flag: the server refuses a second statement.
             conn = pymysql.connect(database=site_db.name, cursorclass=SSCursor, **args)
-        except pymysql.MySQLError as e:
+        except (pymysql.MySQLError, UnicodeError) as e:  # UnicodeError: a bad host name
             raise _mysql_login_error(site_db, e) from e
         thread_id = conn.thread_id()
         started = time.monotonic()
