@@ -813,7 +813,7 @@ async def test_file_monitor(orchestrator: Orchestrator) -> None:
         other changes, such as a new directory's attributes, in between)."""
         seen: list[dict[str, Any]] = []
         while not seen or (seen[-1].get("event"), seen[-1].get("path")) != (event, path):
-            seen.append(json.loads(await proto.next_message(10)))
+            seen.append(json.loads(await proto.next_message(30)))
         return seen
 
     def send(message: dict[str, Any]) -> None:
