@@ -330,20 +330,20 @@ class Store:
     def oidc_user(self, issuer: str, subject: str) -> Deferred[User | None]:
         """The account linked to the provider's identity (issuer, subject), if any."""
 
-        def get(conn: Connection) -> User | None:
-            row = conn.execute(
-                select(t.users)
-                .join(t.oidc_identities, t.oidc_identities.c.user_id == t.users.c.id)
-                .where(
-                    and_(
-                        t.oidc_identities.c.issuer == issuer,
-                        t.oidc_identities.c.subject == subject,
-                    )
-                )
-            ).first()
-            return self._user(row) if row else None
+        return self._tx(lambda conn: self._linked_user(conn, issuer, subject))
 
-        return self._tx(get)
+    def _linked_user(self, conn: Connection, issuer: str, subject: str) -> User | None:
+        row = conn.execute(
+            select(t.users)
+            .join(t.oidc_identities, t.oidc_identities.c.user_id == t.users.c.id)
+            .where(
+                and_(
+                    t.oidc_identities.c.issuer == issuer,
+                    t.oidc_identities.c.subject == subject,
+                )
+            )
+        ).first()
+        return self._user(row) if row else None
 
     def link_oidc(self, user_id: int, issuer: str, subject: str) -> Deferred[None]:
         """Link an identity to an account; Conflict if it is linked to another one."""
@@ -419,19 +419,10 @@ class Store:
                         )
                     )
             except IntegrityError:
-                row = conn.execute(
-                    select(t.users)
-                    .join(t.oidc_identities, t.oidc_identities.c.user_id == t.users.c.id)
-                    .where(
-                        and_(
-                            t.oidc_identities.c.issuer == issuer,
-                            t.oidc_identities.c.subject == subject,
-                        )
-                    )
-                ).first()
-                if row is None:
+                linked = self._linked_user(conn, issuer, subject)
+                if linked is None:
                     raise Conflict("username_taken", "try signing in again") from None
-                return self._user(row)
+                return linked
             return self._user(conn.execute(select(t.users).where(t.users.c.id == user_id)).one())
 
         return self._tx(create)
