@@ -69,6 +69,31 @@ class HangingComponent(FakeComponent):
         self.pending = []
 
 
+def static_site_fields(name: str) -> dict[str, Any]:
+    """The fields of a plain static site, as the API would pass them to the store."""
+    from director.manager.models import DEFAULT_LIMITS
+
+    return {
+        "name": name,
+        "type": "static",
+        "purpose": "project",
+        "availability": "enabled",
+        "description": "",
+        "image": "director/python:3",
+        "packages": [],
+        "limits": dict(DEFAULT_LIMITS),
+    }
+
+
+def create_static_site(store: Store, name: str, owner: str = "alice") -> Deferred[Any]:
+    """Record a static site of C{owner}'s and its pending create operation: (site, op)."""
+    from director.manager.operations import OPERATIONS
+
+    return store.create_site(
+        static_site_fields(name), [owner], ("create_site", OPERATIONS["create_site"]), None
+    )
+
+
 def error(status: int, code: str = "error", message: str = "failed") -> ComponentCallError:
     import json
 

@@ -15,10 +15,9 @@ from twisted.internet.task import Clock
 
 from director.common.threads import InlineRunner
 from director.manager.events import MemoryBus
-from director.manager.models import DEFAULT_LIMITS
-from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.operations import OperationEngine
 from director.manager.store import Store, make_engine, migrate
-from director.testing.manager import FakeComponent, HangingComponent
+from director.testing.manager import FakeComponent, HangingComponent, create_static_site
 
 LEASE = 60.0
 
@@ -70,23 +69,7 @@ class Manager:
 
 
 def create_site(store: Store, name: str) -> int:
-    _, op = result(
-        store.create_site(
-            {
-                "name": name,
-                "type": "static",
-                "purpose": "project",
-                "availability": "enabled",
-                "description": "",
-                "image": "director/python:3",
-                "packages": [],
-                "limits": dict(DEFAULT_LIMITS),
-            },
-            ["alice"],
-            ("create_site", OPERATIONS["create_site"]),
-            None,
-        )
-    )
+    _, op = result(create_static_site(store, name))
     return int(op.id)
 
 

@@ -13,10 +13,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.threads import InlineRunner
 from director.manager.identity import FILE_NAME, claim_identity
-from director.manager.models import DEFAULT_LIMITS
-from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.operations import OperationEngine
 from director.manager.store import Store, make_engine
-from director.testing.manager import FakeComponent, HangingComponent, ManagerHarness
+from director.testing.manager import (
+    FakeComponent,
+    HangingComponent,
+    ManagerHarness,
+    create_static_site,
+)
 
 LEASE = 60.0
 
@@ -87,23 +91,7 @@ class LeaseTests(SynchronousTestCase):
         return engine, orchestrator, router
 
     def create(self, name: str) -> int:
-        _, op = self.h.result(
-            self.h.store.create_site(
-                {
-                    "name": name,
-                    "type": "static",
-                    "purpose": "project",
-                    "availability": "enabled",
-                    "description": "",
-                    "image": "director/python:3",
-                    "packages": [],
-                    "limits": dict(DEFAULT_LIMITS),
-                },
-                ["alice"],
-                ("create_site", OPERATIONS["create_site"]),
-                None,
-            )
-        )
+        _, op = self.h.result(create_static_site(self.h.store, name))
         return int(op.id)
 
     def operation(self, op_id: int) -> Any:

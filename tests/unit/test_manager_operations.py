@@ -6,9 +6,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.manager.models import DEFAULT_LIMITS
 from director.manager.operations import OPERATIONS
-from director.testing.manager import ManagerHarness, error
+from director.testing.manager import ManagerHarness, create_static_site, error
 
 
 class EngineTests(SynchronousTestCase):
@@ -19,23 +18,7 @@ class EngineTests(SynchronousTestCase):
         self.h.bus.subscribe("site:1", lambda channel, message: self.events.append(message))
 
     def create(self, name: str = "web") -> int:
-        _, op = self.h.result(
-            self.h.store.create_site(
-                {
-                    "name": name,
-                    "type": "static",
-                    "purpose": "project",
-                    "availability": "enabled",
-                    "description": "",
-                    "image": "director/python:3",
-                    "packages": [],
-                    "limits": dict(DEFAULT_LIMITS),
-                },
-                ["alice"],
-                ("create_site", OPERATIONS["create_site"]),
-                None,
-            )
-        )
+        _, op = self.h.result(create_static_site(self.h.store, name))
         return int(op.id)
 
     def operation(self, op_id: int) -> Any:

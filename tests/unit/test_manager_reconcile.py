@@ -7,10 +7,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.manager.models import DEFAULT_LIMITS
-from director.manager.operations import OPERATIONS
 from director.manager.reconcile import Reconciler, find_drift
-from director.testing.manager import ManagerHarness
+from director.testing.manager import ManagerHarness, create_static_site
 
 
 class ReconcileTests(SynchronousTestCase):
@@ -18,23 +16,7 @@ class ReconcileTests(SynchronousTestCase):
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.h.user("alice")
         for name in ("fine", "gone", "broken"):
-            self.h.result(
-                self.h.store.create_site(
-                    {
-                        "name": name,
-                        "type": "static",
-                        "purpose": "project",
-                        "availability": "enabled",
-                        "description": "",
-                        "image": "director/python:3",
-                        "packages": [],
-                        "limits": dict(DEFAULT_LIMITS),
-                    },
-                    ["alice"],
-                    ("create_site", OPERATIONS["create_site"]),
-                    None,
-                )
-            )
+            self.h.result(create_static_site(self.h.store, name))
         self.h.engine.wake()
         self.sites = {s.name: s for s in self.h.result(self.h.store.list_sites())}
 
