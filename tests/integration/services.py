@@ -31,6 +31,7 @@ import ssl
 import stat
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,30 @@ __all__ = [
 DOCKER_BRIDGE_IP = "172.17.0.1"
 INSTALL_HINT = "run `make deps` (scripts/install-deps.sh) as root"
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def api_request(
+    base_url: str,
+    token: str,
+    method: str,
+    path: str,
+    body: object = None,
+    raw: bytes | None = None,
+    timeout: float = 60,
+) -> tuple[int, bytes]:
+    """One call to Director's JSON API with a bearer token: (status, body), errors included."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        base_url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 class ServiceError(RuntimeError):

@@ -28,6 +28,7 @@ from typing import Any
 
 import playwright.sync_api as playwright_api
 import pytest
+from services import api_request
 from test_daemon import BIN, Daemon, init_config, start_daemon, stop_daemon, wait_listening
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,21 +56,8 @@ class Director:
     suffix: str = field(default_factory=lambda: secrets.token_hex(3))
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.admin_token}",
-                "Content-Type": "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        status, content = api_request(self.url, self.admin_token, method, path, body, timeout=30)
+        return status, json.loads(content or b"null")
 
     def through_router(self, site: str) -> tuple[int, str]:
         """GET / of a site through the router's front nginx, by Host header."""

@@ -11,13 +11,11 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services import DOCKER_BRIDGE_IP, free_port, pid_alive
+from services import DOCKER_BRIDGE_IP, api_request, free_port, pid_alive
 from test_daemon import BIN, Daemon, init_config, start_daemon, stop_daemon, wait_listening
 
 RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'
@@ -39,18 +37,9 @@ class API:
     def __call__(
         self, method: str, path: str, body: Any = None, raw: bytes | None = None
     ) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(
-            self.daemon.config.manager.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}"},
+        status, content = api_request(
+            self.daemon.config.manager.url, self.token, method, path, body, raw
         )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                status, content = response.status, response.read()
-        except urllib.error.HTTPError as e:
-            status, content = e.code, e.read()
         try:
             return status, json.loads(content)
         except ValueError:

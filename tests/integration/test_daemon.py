@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from services import free_port
+from services import api_request, free_port
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -450,16 +450,9 @@ def test_plugins_listed_by_twistd() -> None:
 
 
 def _api(config: Config, token: str, method: str, path: str, body: Any = None) -> Any:
-    import urllib.request
-
-    request = urllib.request.Request(
-        config.manager.url + path,
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    status, content = api_request(config.manager.url, token, method, path, body, timeout=30)
+    assert status < 400, (method, path, status, content[:300])
+    return json.loads(content)
 
 
 ACTION_LINE = r"operation (\d+) \(create_site\): (\w+) by (manager-[0-9a-f]+)/([0-9a-f]+)"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import PebbleServer, PostgresServer, Services, free_port
+from services import PebbleServer, PostgresServer, Services, api_request, free_port
 from sites_network import free_subnet, network_name, remove_network
 from test_daemon import stop_nginx
 
@@ -79,18 +79,7 @@ class Stack:
         raw: bytes | None = None,
         ok: tuple[int, ...] = (200, 201, 202),
     ) -> Any:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(
-            self.config.manager.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                status, content = response.status, response.read()
-        except urllib.error.HTTPError as e:
-            status, content = e.code, e.read()
+        status, content = api_request(self.config.manager.url, self.token, method, path, body, raw)
         assert status in ok, (method, path, status, content[:500])
         try:
             return json.loads(content)

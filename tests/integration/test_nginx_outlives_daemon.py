@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from request_loop import RequestLoop, SlowDownload
+from services import api_request
 from test_daemon import (
     BIN,
     Daemon,
@@ -41,18 +42,9 @@ class API:
         self.token = token
 
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                content = response.read()
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"{method} {path}: {e.code} {e.read()[:300]!r}") from None
+        status, content = api_request(self.url, self.token, method, path, body, raw)
+        if status >= 400:
+            raise AssertionError(f"{method} {path}: {status} {content[:300]!r}")
         return json.loads(content) if content else None
 
     def finish(self, answer: dict[str, Any], timeout: float = 120) -> None:
