@@ -35,6 +35,8 @@ class ShellToken:
     user: str
     expires: float
     nonce: str
+    #: Minted for an administrator: may enter a site an administrator disabled.
+    admin: bool = False
 
 
 def _b64(data: bytes) -> str:
@@ -45,16 +47,23 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def mint(key: Ed25519PrivateKey, clock: IReactorTime, site_id: int, user: str, ttl: float) -> str:
-    payload = json.dumps(
-        {
-            "site": site_id,
-            "user": user,
-            "exp": clock.seconds() + ttl,
-            "nonce": secrets.token_hex(16),
-        },
-        separators=(",", ":"),
-    ).encode()
+def mint(
+    key: Ed25519PrivateKey,
+    clock: IReactorTime,
+    site_id: int,
+    user: str,
+    ttl: float,
+    admin: bool = False,
+) -> str:
+    claims: dict[str, Any] = {
+        "site": site_id,
+        "user": user,
+        "exp": clock.seconds() + ttl,
+        "nonce": secrets.token_hex(16),
+    }
+    if admin:
+        claims["admin"] = True
+    payload = json.dumps(claims, separators=(",", ":")).encode()
     signature = key.sign(PREFIX.encode() + b"." + payload)
     return f"{PREFIX}.{_b64(payload)}.{_b64(signature)}"
 
@@ -77,7 +86,11 @@ class TokenVerifier:
             self._key.verify(_unb64(signature_text), PREFIX.encode() + b"." + payload)
             data: dict[str, Any] = json.loads(payload)
             parsed = ShellToken(
-                int(data["site"]), str(data["user"]), float(data["exp"]), str(data["nonce"])
+                int(data["site"]),
+                str(data["user"]),
+                float(data["exp"]),
+                str(data["nonce"]),
+                data.get("admin", False) is True,
             )
         except (ValueError, KeyError, TypeError, InvalidSignature):
             raise TokenError("bad_token", "the token is not valid") from None

@@ -100,7 +100,13 @@ class ShellServerAPI:
             {
                 "username": user.username,
                 "sites": [
-                    {"id": s.id, "name": s.name, "type": s.type, "availability": s.availability}
+                    {
+                        "id": s.id,
+                        "name": s.name,
+                        "type": s.type,
+                        "availability": s.availability,
+                        "locked": s.availability == "disabled" and not user.is_admin,
+                    }
                     for s in sites
                 ],
             },
@@ -126,7 +132,9 @@ class ShellServerAPI:
                 f"an administrator disabled {site.name}; contact {self._admin_contact} "
                 "to have it enabled",
             )
-        token = mint(self._key, self._reactor, site.id, user.username, TOKEN_TTL)
+        token = mint(
+            self._key, self._reactor, site.id, user.username, TOKEN_TTL, admin=user.is_admin
+        )
         self.log.info("shell session token for {user} on {site}", user=username, site=site.name)
         return render_json(
             request,

@@ -60,10 +60,17 @@ class SiteSummary:
     name: str
     type: str
     availability: str
+    #: Closed to this user: an administrator disabled the site (admins may still enter).
+    #: The manager decides; an answer without the field treats every disabled site so.
+    locked: bool | None = None
 
     @property
     def disabled(self) -> bool:
         return self.availability == "disabled"
+
+    @property
+    def closed(self) -> bool:
+        return self.disabled if self.locked is None else self.locked
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,10 @@ def _site(raw: Any) -> SiteSummary:
         raise ValueError("bad site name")
     if not isinstance(kind, str) or availability not in _AVAILABILITIES:
         raise ValueError("bad site type or availability")
-    return SiteSummary(site_id, name, kind, availability)
+    locked = raw.get("locked")
+    if locked is not None and not isinstance(locked, bool):
+        raise ValueError("bad site lock")
+    return SiteSummary(site_id, name, kind, availability, locked)
 
 
 def _account(username: str, raw: Any) -> Account:

@@ -165,7 +165,7 @@ class SiteMenu:
         if not text and not line.overlong:
             return None
         site = None if line.overlong else self._lookup(text)
-        if site is not None and not site.disabled:
+        if site is not None and not site.closed:
             return Chosen(site)
         if line.overlong:
             message = f"That is too long: type a number from 1 to {len(self.sites)} or a site name."

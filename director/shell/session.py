@@ -418,7 +418,7 @@ class ShellSession:
         if site is None:
             self._log_refused(name, "not a member or no such site")
             self._refuse(f"You have no site called {name}.")
-        elif site.disabled:
+        elif site.closed:
             self._log_refused(name, "site disabled")
             self._refuse(f"The site {name} is disabled.")
         else:

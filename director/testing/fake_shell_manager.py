@@ -7,13 +7,14 @@ learns no more than it needs.
 
 Contract:
   POST /shell-server/login {"username", "password"} or {"username", "public_key"}
-    200 {"username", "sites": [{"id", "name", "type", "availability"}]}
+    200 {"username", "sites": [{"id", "name", "type", "availability", "locked"}]}
+    (locked: disabled by an administrator, and the user is not one)
     401 bad_credentials (unknown user, wrong password, unregistered key: indistinguishable)
     403 inactive
   POST /shell-server/session {"username", "site"}
     200 {"site_id", "site_name", "token", "websocket_url"}
     404 unknown_site (no such site, or not a member: indistinguishable)
-    403 site_disabled
+    403 site_disabled (not for administrators, whose token says so)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FakeUser:
     keys: set[str] = field(default_factory=set)
     active: bool = True
     sites: set[str] = field(default_factory=set)
+    admin: bool = False
 
 
 @dataclass
@@ -100,9 +102,10 @@ class FakeShellManager:
         keys: tuple[str, ...] = (),
         sites: tuple[str, ...] = (),
         active: bool = True,
+        admin: bool = False,
     ) -> FakeUser:
         user = self.users[username] = FakeUser(
-            username, password, {normalized_key(k) for k in keys}, active, set(sites)
+            username, password, {normalized_key(k) for k in keys}, active, set(sites), admin
         )
         return user
 
@@ -141,7 +144,13 @@ class FakeShellManager:
         if not user.active:
             return render_error(request, 403, "inactive", "this account is deactivated")
         sites = [
-            {"id": s.id, "name": s.name, "type": s.type, "availability": s.availability}
+            {
+                "id": s.id,
+                "name": s.name,
+                "type": s.type,
+                "availability": s.availability,
+                "locked": s.availability == "disabled" and not user.admin,
+            }
             for s in self.sites.values()
             if s.name in user.sites
         ]
@@ -159,9 +168,11 @@ class FakeShellManager:
         site = self.sites.get(name) if isinstance(name, str) else None
         if user is None or site is None or site.name not in user.sites or not user.active:
             return render_error(request, 404, "unknown_site", "no such site")
-        if site.availability == "disabled":
+        if site.availability == "disabled" and not user.admin:
             return render_error(request, 403, "site_disabled", "the site is disabled")
-        token = mint(self._token_key, self._clock, site.id, user.username, self._ttl)
+        token = mint(
+            self._token_key, self._clock, site.id, user.username, self._ttl, admin=user.admin
+        )
         grant = {
             "site_id": site.id,
             "site_name": site.name,

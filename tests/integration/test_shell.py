@@ -196,6 +196,7 @@ def stack(docker_swarm: Any) -> Iterator[Stack]:
     fake.add_user("alice", "alice-pw", sites=("shellsite", "shelloff"))
     fake.add_user("bob", "bob-pw", sites=("bobsite",))
     fake.add_user("carol", "carol-pw", sites=("shellsite",), active=False)
+    fake.add_user("dora", "dora-pw", sites=("shelloff",), admin=True)
     try:
         pytest_twisted.blockon(Deferred.fromCoroutine(create_sites()))
         yield s
@@ -285,6 +286,9 @@ async def test_refusals(stack: Stack) -> None:
     assert (result.returncode, result.stderr) == (1, b"The site shelloff is disabled.\n")
     result = await stack.ssh("carol/shellsite", "true", password="carol-pw")
     assert result.returncode == 5 and b"Permission denied" in result.stderr
+    # An administrator still enters a disabled site (to look into why it was disabled).
+    result = await stack.ssh("dora/shelloff", "echo in", password="dora-pw")
+    assert (result.returncode, result.stdout) == (0, b"in\n"), result.stderr
     result = await stack.ssh("x" * 300, "true")
     assert result.returncode == 255 and b"user name too long" in result.stderr
     # The manager was asked about users, never told the site in the user name.

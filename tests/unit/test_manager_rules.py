@@ -307,11 +307,12 @@ class RulesTests(SynchronousTestCase):
     def test_shell_session_refused_on_a_disabled_site_except_for_admins(self) -> None:
         self.create(self.alice, "shelly", users=["alice", "root"])
         self.call("PATCH", "/api/v1/sites/shelly", self.admin, {"availability": "disabled"})
+        keys = Keyring()
         shell = ShellServerAPI(
             self.h.clock,
             self.h.store,
             self.h.passwords,
-            Keyring().private["manager"],
+            keys.private["manager"],
             "http://orchestrator.test",
             "the sysadmins",
         )
@@ -331,6 +332,11 @@ class RulesTests(SynchronousTestCase):
         self.assertIn("the sysadmins", body["message"])
         code, body = session("root")
         self.assertEqual((code, body["site_name"]), (200, "shelly"))
+        # The token tells the orchestrator an administrator may enter the disabled site.
+        from director.common.tokens import TokenVerifier
+
+        verifier = TokenVerifier(keys.private["manager"].public_key(), self.h.clock)
+        self.assertTrue(verifier.verify(body["token"], self.site("shelly").id).admin)
 
     # -- item 10: students stay students -----------------------------------------------------
 

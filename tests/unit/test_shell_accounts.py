@@ -52,9 +52,9 @@ class AccountsTests(SynchronousTestCase):
             Account(
                 "alice",
                 (
-                    SiteSummary(1, "alpha", "static", "enabled"),
-                    SiteSummary(2, "off", "static", "disabled"),
-                    SiteSummary(3, "zeta", "dynamic", "enabled"),
+                    SiteSummary(1, "alpha", "static", "enabled", False),
+                    SiteSummary(2, "off", "static", "disabled", True),
+                    SiteSummary(3, "zeta", "dynamic", "enabled", False),
                 ),
             ),
         )
@@ -101,6 +101,16 @@ class AccountsTests(SynchronousTestCase):
         self.assertEqual(
             (error.code, error.message), ("site_disabled", "The site off is disabled.")
         )
+
+    def test_administrators_enter_disabled_sites(self) -> None:
+        """For an administrator a disabled site is not locked, and the token says why."""
+        self.fake.add_user("root", "pw", sites=("off",), admin=True)
+        account = self.result(self.accounts.check_password("root", "pw"))
+        self.assertEqual(account.sites, (SiteSummary(2, "off", "static", "disabled", False),))
+        self.assertFalse(account.sites[0].closed)
+        grant = self.result(self.accounts.open_session("root", "off"))
+        verifier = TokenVerifier(self.fake.token_public_key, self.clock)
+        self.assertTrue(verifier.verify(grant.token, 2).admin)
 
     def test_manager_errors_are_unavailable(self) -> None:
         """A failing manager is reported as unavailable, not as a refusal."""

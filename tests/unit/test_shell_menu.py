@@ -101,6 +101,16 @@ class SiteMenuTests(SynchronousTestCase):
         for line, message in cases.items():
             self.assertEqual(SiteMenu(SITES, max_tries=5).choose(line), Retry(message))
 
+    def test_a_disabled_site_open_to_this_user_can_be_chosen(self) -> None:
+        """The manager decides: a disabled site it does not lock (an admin's) is chosen."""
+        unlocked = SiteSummary(3, "off", "static", "disabled", False)
+        menu = SiteMenu((SITES[0], unlocked))
+        self.assertEqual(menu.choose(Line("off")), Chosen(unlocked))
+        locked = SiteSummary(3, "off", "static", "disabled", True)
+        self.assertEqual(
+            SiteMenu((SITES[0], locked)).choose(Line("off")), Retry("The site off is disabled.")
+        )
+
     def test_gives_up_after_three_wrong_answers(self) -> None:
         """The third wrong answer ends the menu."""
         menu = SiteMenu(SITES)
