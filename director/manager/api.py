@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 from klein import Klein
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
@@ -33,6 +32,7 @@ from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.web import render_json
 from director.manager import models
+from director.manager.creation import unfinished_creation
 from director.manager.events import IEventBus
 from director.manager.mail import Mailer, NullMailer
 from director.manager.models import (
@@ -258,20 +258,11 @@ class ManagerAPI:
                 f"an administrator disabled this site; contact {self.limits.admin_contact} "
                 "to have it enabled (the site's page shows their comment)",
             )
-        op = await self.store.active_operation(site.id)
-        if op is None or op.type != "create_site":
-            return site
-        deadline = self._reactor.seconds() + self.limits.creation_wait
-        while op.status in ("pending", "running") and self._reactor.seconds() < deadline:
-            await deferLater(self._reactor, 0.2, lambda: None)
-            op = await self.store.get_operation(op.id)
-        if op.status in ("pending", "running"):
-            raise APIError(
-                409,
-                "site_creating",
-                "the site is still being set up; try again when its operation has finished",
-                {"operation": op.to_json()},
-            )
+        op = await unfinished_creation(
+            self._reactor, self.store, site.id, self.limits.creation_wait
+        )
+        if op is None:
+            return await self.site_for(user, name)  # as its creation left it
         if op.status == "failed":
             raise APIError(
                 409,
@@ -279,7 +270,12 @@ class ManagerAPI:
                 "setting up the site failed; retry its operation (or ask an administrator)",
                 {"operation": op.to_json()},
             )
-        return await self.site_for(user, name)
+        raise APIError(
+            409,
+            "site_creating",
+            "the site is still being set up; try again when its operation has finished",
+            {"operation": op.to_json()},
+        )
 
     async def check_members(
         self,

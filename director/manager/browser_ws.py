@@ -13,7 +13,9 @@ manager's own before anything else happens (403, no upgrade). The session cookie
 user; a socket without a valid session is closed with 4401, and one for a site the user may
 not see with 4404 (the websocket form of the API's 404) before anything is opened on the
 orchestrator; a terminal on a site an administrator disabled is closed with 4403 (unless the
-user is an administrator). Membership is checked again whenever the site changes (an event
+user is an administrator). A terminal, log or file view of a site still being created waits
+for it (up to C{creation_wait} seconds), then closes with 4409 (the dashboard tries again).
+Membership is checked again whenever the site changes (an event
 on its bus channel), every C{recheck_interval} seconds, and on browser messages at most
 every few seconds: a member removed from a site, or a user signed out, loses the socket.
 
@@ -40,6 +42,7 @@ from director.common.client import SignedClientProtocol, connect_websocket
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.websocket import websocket_resource
+from director.manager.creation import unfinished_creation
 from director.manager.dashboard.security import SESSION_COOKIE, Origin, Proxies, get_cookie
 from director.manager.events import IEventBus
 from director.manager.models import SITE_NAME, Site, User, site_view
@@ -50,7 +53,10 @@ log = Logger()
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_READY = 4409
 CLOSE_UPSTREAM = 4502
+# Views of the site's container, which its creation makes: they wait for it to be set up.
+NEED_CREATED = frozenset({"terminal", "files-monitor", "logs"})
 MAX_PENDING = 1024 * 1024
 MAX_CONTROL = 4096
 MAX_STATUS_SITES = 500
@@ -82,8 +88,10 @@ class BrowserSockets:
         message_recheck: float = 5.0,
         upstream_timeout: float = 15.0,
         proxies: Proxies | None = None,
+        creation_wait: float = 30.0,
     ) -> None:
         self.reactor = reactor
+        self.creation_wait = creation_wait
         self.store = store
         self.bus = bus
         self._signer = signer
@@ -183,6 +191,17 @@ class BrowserSockets:
             return self._refused(
                 kind, CLOSE_FORBIDDEN, "an administrator disabled this site; ask them to enable it"
             )
+        if kind in NEED_CREATED:
+            creating = await unfinished_creation(
+                self.reactor, self.store, site.id, self.creation_wait
+            )
+            if creating is not None:
+                reason = (
+                    "setting up the site failed"
+                    if creating.status == "failed"
+                    else "the site is still being set up"
+                )
+                return self._refused(kind, CLOSE_NOT_READY, reason)
         return websocket_resource(
             protocol,
             sockets=self,

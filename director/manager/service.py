@@ -247,7 +247,14 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     # (their requests never finish).
     queries = DashboardQueries(engine, db_pool)
     sockets = BrowserSockets(
-        reactor, store, bus, signer, config.orchestrator.url, config.manager.url, proxies=proxies
+        reactor,
+        store,
+        bus,
+        signer,
+        config.orchestrator.url,
+        config.manager.url,
+        proxies=proxies,
+        creation_wait=config.manager.creation_wait,
     )
     metrics = Metrics(reactor, queries, sockets.counts)
     dashboard = Dashboard(

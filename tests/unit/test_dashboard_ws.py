@@ -19,6 +19,7 @@ from director.common.websocket import MAX_MESSAGE_SIZE
 from director.manager.browser_ws import (
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
+    CLOSE_NOT_READY,
     CLOSE_UNAUTHENTICATED,
     BrowserSockets,
     render_event,
@@ -185,6 +186,29 @@ class BrowserSocketTests(SynchronousTestCase):
         _, resource = self.route(self.sockets.terminal, "/ws", "root", "alice-site")
         Browser(resource).open()
         self.assertEqual(self.connects, [f"ws://127.0.0.1:8100/ws/sites/{self.site.id}/terminal"])
+
+    def test_views_of_a_site_being_created_wait_for_it(self) -> None:
+        """
+        A terminal, log or file view of a site still being created waits for the creation
+        (nothing opened meanwhile), then opens; past the wait it closes with 4409.
+        """
+        fresh = self.d.site("fresh-site", ["alice"])
+        for method in (self.sockets.terminal, self.sockets.logs, self.sockets.files_monitor):
+            waiting = Deferred.fromCoroutine(method(self.request("/ws", "alice"), "fresh-site"))
+            self.d.h.clock.advance(31)
+            self.assertEqual(self.connects, [])
+            browser = Browser(self.d.result(waiting)).open()
+            self.assertEqual(browser.closes, [CLOSE_NOT_READY])
+            browser.gone()
+        waiting = Deferred.fromCoroutine(
+            self.sockets.terminal(self.request("/ws", "alice"), "fresh-site")
+        )
+        self.d.h.clock.advance(1)
+        self.assertNoResult(waiting)
+        self.d.h.engine.wake()
+        self.d.h.clock.advance(1)
+        Browser(self.d.result(waiting)).open()
+        self.assertEqual(self.connects, [f"ws://127.0.0.1:8100/ws/sites/{fresh.id}/terminal"])
 
     def test_open_terminal_closes_when_the_site_is_disabled(self) -> None:
         _, resource = self.route(self.sockets.terminal, "/ws", "alice", "alice-site")
