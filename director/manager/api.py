@@ -100,21 +100,6 @@ def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-def parse_query(q: str) -> dict[str, str]:
-    """`name:foo user:bar desc:baz rest` -> qualifiers (unqualified words match name/desc)."""
-    search: dict[str, str] = {}
-    words = []
-    for word in q.split()[:10]:
-        key, sep, value = word.partition(":")
-        if sep and key in ("name", "user", "desc") and value:
-            search[key] = value[:100]
-        else:
-            words.append(word)
-    if words:
-        search["any"] = " ".join(words)[:100]
-    return search
-
-
 class ManagerAPI:
     """Routes under /api/v1/ and /shell-server/; mounted by L{director.manager.web}."""
 
@@ -506,15 +491,17 @@ class ManagerAPI:
     @app.route("/api/v1/sites", methods=["GET"])
     async def list_sites(self, request: Any) -> bytes:
         user = await self.user(request)
-        q = (request.args.get(b"q") or [b""])[0].decode("utf-8", "replace")
+        q = (request.args.get(b"q") or [b""])[0].decode("utf-8", "replace")[:1000]
         everyone = user.is_admin and (request.args.get(b"all") or [b"0"])[0] in (b"1", b"true")
-        try:
-            limit = min(int((request.args.get(b"limit") or [b"500"])[0]), 5000)
-            offset = max(int((request.args.get(b"offset") or [b"0"])[0]), 0)
-        except ValueError:
-            raise APIError(400, "bad_query", "limit and offset must be numbers") from None
+        raw_limit = (request.args.get(b"limit") or [b"500"])[0]
+        raw_offset = (request.args.get(b"offset") or [b"0"])[0]
+        if not (raw_limit.isdigit() and 1 <= int(raw_limit) <= 5000):
+            raise APIError(400, "bad_query", "limit must be a whole number from 1 to 5000")
+        if not (raw_offset.isdigit() and int(raw_offset) <= 1_000_000_000):
+            raise APIError(400, "bad_query", "offset must be a whole number from 0")
+        limit, offset = int(raw_limit), int(raw_offset)
         sites = await self.store.list_sites(
-            None if everyone else user.username, parse_query(q), limit, offset
+            None if everyone else user.username, models.parse_query(q), limit, offset
         )
         return render_json(request, {"sites": [self.site_json(s, user) for s in sites]})
 

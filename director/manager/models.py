@@ -6,6 +6,7 @@ roles and limits. No I/O.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,6 +53,30 @@ def validate_site_name(name: object) -> str:
     if name in RESERVED_SITE_NAMES:
         raise ValidationError("name", f"{name!r} is reserved; choose another name")
     return name
+
+
+SEARCH_KEYS = ("name", "user", "desc", "id")
+MAX_SEARCH_TERMS = 10
+
+
+def parse_query(q: str) -> list[tuple[str, str]]:
+    """
+    A sites search (`robotics name:blog user:alice desc:"science club" id:12 "two words"`)
+    as terms that must all match: qualified ones their field, the rest (a word, or words in
+    quotes) the name or the description. Unbalanced quotes count as plain characters.
+    """
+    try:
+        words = shlex.split(q)
+    except ValueError:
+        words = q.replace('"', " ").replace("'", " ").split()
+    terms: list[tuple[str, str]] = []
+    for word in words[:MAX_SEARCH_TERMS]:
+        key, sep, value = word.partition(":")
+        if sep and key in SEARCH_KEYS and value:
+            terms.append((key, value[:100]))
+        elif word.strip():
+            terms.append(("any", word.strip()[:100]))
+    return terms
 
 
 def validate_username(name: object) -> str:

@@ -164,7 +164,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     (
         "get",
         "/api/v1/sites",
-        "Your sites (admins: ?all=1); ?q= with name:, user:, desc:",
+        'Your sites (admins: ?all=1); ?q= terms, all matching: words, "quoted words", '
+        "name:, user:, desc:, id:; ?limit= and ?offset= page through",
         None,
         200,
     ),
@@ -472,6 +473,17 @@ def _responses(method: str, path: str, status: int, has_body: bool) -> dict[str,
     return responses
 
 
+# Query parameters a route takes (name, schema).
+QUERY_PARAMETERS: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {
+    ("get", "/api/v1/sites"): [
+        ("q", {"type": "string", "maxLength": 1000}),
+        ("all", {"type": "string", "enum": ["0", "1", "true", "false"]}),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 5000}),
+        ("offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}),
+    ],
+}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for method, path, summary, body, status in ROUTES:
@@ -479,6 +491,10 @@ def document() -> dict[str, Any]:
             {"name": p, "in": "path", "required": True, "schema": PATH_PARAMETERS[p]}
             for p in PATH_PARAMETERS
             if "{" + p + "}" in path
+        ]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in QUERY_PARAMETERS.get((method, path), [])
         ]
         operation: dict[str, Any] = {
             "summary": summary,

@@ -14,7 +14,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import (
+    and_,
+    create_engine,
+    delete,
+    event,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
@@ -761,28 +772,35 @@ class Store:
     def list_sites(
         self,
         member: str | None = None,
-        search: dict[str, str] | None = None,
+        search: list[tuple[str, str]] | None = None,
         limit: int = 500,
         offset: int = 0,
     ) -> Deferred[list[Site]]:
-        """Sites (only C{member}'s when given), filtered by name/user/desc qualifiers."""
+        """
+        Sites (only C{member}'s when given) matching every search term (see
+        L{models.parse_query}): name, description (any case) and member, exact id.
+        """
 
         def list_(conn: Connection) -> list[Site]:
             clauses: list[Any] = []
             if member is not None:
                 clauses.append(t.sites.c.id.in_(self._member_sites(member)))
-            for key, value in (search or {}).items():
-                pattern = f"%{value.replace('%', '').replace('_', '')}%"
+            for key, value in search or ():
+                escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                pattern = f"%{escaped}%"
+                name = t.sites.c.name.ilike(pattern, escape="\\")
+                description = t.sites.c.description.ilike(pattern, escape="\\")
                 if key == "name":
-                    clauses.append(t.sites.c.name.like(pattern))
+                    clauses.append(name)
                 elif key == "desc":
-                    clauses.append(t.sites.c.description.like(pattern))
+                    clauses.append(description)
                 elif key == "user":
                     clauses.append(t.sites.c.id.in_(self._member_sites(value)))
+                elif key == "id":
+                    number = int(value) if value.isdigit() and len(value) <= 12 else None
+                    clauses.append(t.sites.c.id == number if number is not None else false())
                 elif key == "any":
-                    clauses.append(
-                        or_(t.sites.c.name.like(pattern), t.sites.c.description.like(pattern))
-                    )
+                    clauses.append(or_(name, description))
             return self._load_sites(conn, and_(*clauses) if clauses else None, limit, offset)
 
         return self._tx(list_)

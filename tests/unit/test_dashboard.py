@@ -22,10 +22,9 @@ from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import CountingResource, Metrics
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.dashboard.security import LoginThrottle, Origin, safe_next
-from director.manager.models import DEFAULT_LIMITS
 from director.manager.operations import OPERATIONS
 from director.manager.passwords import hash_password
-from director.testing.manager import ManagerHarness
+from director.testing.manager import ManagerHarness, static_site_fields
 
 BASE = "http://127.0.0.1:8000"
 XSS = "<script>alert(1)</script>"
@@ -79,17 +78,7 @@ class DashboardHarness:
         return tuple(self.result(self.h.store.create_session(user.id, timedelta(hours=1))))
 
     def site(self, name: str, members: list[str], **fields: Any) -> Any:
-        values = {
-            "name": name,
-            "type": "static",
-            "purpose": "project",
-            "availability": "enabled",
-            "description": "",
-            "image": "director/python:3",
-            "packages": [],
-            "limits": dict(DEFAULT_LIMITS),
-            **fields,
-        }
+        values = {**static_site_fields(name), **fields}
         site, _ = self.result(
             self.h.store.create_site(
                 values, members, ("create_site", OPERATIONS["create_site"]), None
@@ -418,6 +407,25 @@ class SitePageTests(SynchronousTestCase):
         self.assertIn("bob-site", page)
         _, page = self.d.request("GET", "/?q=name:zzz", self.alice)
         self.assertIn("No site matches", page)
+
+    def test_sites_come_30_a_page(self) -> None:
+        for i in range(65):
+            self.d.site(f"many-{i:02d}", ["bob"])
+        names = []
+        for page in (1, 2, 3):
+            _, html = self.d.request("GET", f"/?page={page}&q=name:many", self.bob)
+            found = re.findall(r'data-site-card="(many-\d+)"', html)
+            self.assertEqual(len(found), 30 if page < 3 else 5, page)
+            names += found
+            self.assertEqual('rel="next"' in html, page < 3)
+            self.assertEqual('rel="prev"' in html, page > 1)
+        self.assertEqual(names, [f"many-{i:02d}" for i in range(65)])
+        self.assertIn('href="/?q=name%3Amany&amp;page=2"', html)
+        _, html = self.d.request("GET", "/?page=9", self.bob)
+        self.assertIn("There are no more sites", html)
+        response, html = self.d.request("GET", "/?page=-1", self.bob)
+        self.assertEqual(response.code, 200)
+        self.assertIn('data-site-card="bob-site"', html)
 
     def test_site_page_shows_the_live_operation(self) -> None:
         _, page = self.d.request("GET", "/sites/alice-site", self.alice)

@@ -23,7 +23,6 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from director.manager.api import parse_query
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import Metrics
@@ -42,13 +41,14 @@ from director.manager.dashboard.security import (
     set_security_headers,
     tokens_match,
 )
-from director.manager.models import SITE_NAME, Operation, Site, User, ssh_access
+from director.manager.models import SITE_NAME, Operation, Site, User, parse_query, ssh_access
 from director.manager.passwords import Passwords
 from director.manager.store import Conflict, Store
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
+SITES_PER_PAGE = 30  # as the original Director
 # Operation types a member may retry after a failure they can fix themselves.
 USER_RECOVERABLE = ("set_image", "create_database", "restart", "set_domains")
 # run.sh templates offered on the settings page, by image name prefix.
@@ -554,24 +554,44 @@ class Dashboard:
         q = (_arg(request, "q") or "").strip()[:200]
         search = parse_query(q)
         show_all = user.is_admin and _arg(request, "all") == "1"
-        own = await self.store.list_sites(user.username, search, 300)
-        others: list[Site] = []
-        if user.is_admin and (show_all or (q and not own)):
-            mine = {s.id for s in own}
-            others = [s for s in await self.store.list_sites(None, search, 300) if s.id not in mine]
+        raw_page = _arg(request, "page") or "1"
+        page = int(raw_page) if raw_page.isdigit() and 0 < int(raw_page) < 100_000 else 1
+        offset = (page - 1) * SITES_PER_PAGE
+        # One more than a page tells whether there is a next one.
+        member = None if show_all else user.username
+        sites = await self.store.list_sites(member, search, SITES_PER_PAGE + 1, offset)
+        everyone = show_all
+        if not sites and page == 1 and q and user.is_admin and not show_all:
+            # An admin's search that matches none of their own sites looks at every site.
+            sites = await self.store.list_sites(None, search, SITES_PER_PAGE + 1, offset)
+            everyone = True
+        has_next, sites = len(sites) > SITES_PER_PAGE, sites[:SITES_PER_PAGE]
         personal = personal_site_name(user.username)
-        has_personal = any(s.purpose == "personal" for s in own) or any(
-            s.name == personal for s in own
-        )
+        mine = sites if not everyone and page == 1 and not q and not has_next else None
+        if mine is None:
+            mine = await self.store.list_sites(user.username, None, 1000)
+        has_personal = any(s.purpose == "personal" or s.name == personal for s in mine)
         return await self.render(
             request,
             "sites.html",
             title="Sites",
             section="sites",
             q=q,
-            own=own,
-            others=others,
+            sites=sites,
+            everyone=everyone,
             show_all=show_all,
+            page=page,
+            has_next=has_next,
+            page_url=lambda n: (
+                "/?"
+                + urlencode(
+                    {
+                        k: v
+                        for k, v in (("q", q), ("all", "1" if show_all else ""), ("page", n))
+                        if v
+                    }
+                )
+            ),
             personal_name=personal if not has_personal else None,
             site_url=self.site_url,
         )
