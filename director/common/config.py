@@ -176,6 +176,30 @@ def _text(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected one line of text (at most 200 characters)")
 
 
+def _long_text(key: str, value: object) -> None:
+    if not isinstance(value, str) or len(value) > 2000 or "\x00" in value:
+        raise ConfigError(f"{key}: expected text of at most 2000 characters")
+
+
+def _optional_line(key: str, value: object) -> None:
+    if value != "":
+        _text(key, value)
+
+
+def _regex(key: str, value: object) -> None:
+    try:
+        re.compile(value if isinstance(value, str) else "(")
+    except re.error as e:
+        raise ConfigError(f"{key}: not a regular expression ({e})") from None
+
+
+def _site_names(key: str, value: object) -> None:
+    names = re.split(r"[,\s]+", value) if isinstance(value, str) else ["?"]
+    for name in filter(None, names):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,61}[a-z0-9]?", name):
+            raise ConfigError(f"{key}: {name!r} is not a site name")
+
+
 def _choice(*choices: str) -> Callable[[str, object], None]:
     def check(key: str, value: object) -> None:
         if value not in choices:
@@ -267,6 +291,15 @@ class ManagerSection:
     admin_contact: str = field(default="the administrators", metadata=_check(_text))
     # Seconds a request on a site still being created waits for the creation to end.
     creation_wait: float = field(default=30.0, metadata=_check(_positive))
+    # The school's site-name rules for everyone but administrators (personal sites, named
+    # after their owner, are exempt): names nobody else may take (comma-separated; on top
+    # of the built-in www, admin, api, ...), and a regular expression every name must match
+    # in full, with the sentence that explains it to a student.
+    reserved_site_names: str = field(default="", metadata=_check(_site_names))
+    site_name_pattern: str = field(default="", metadata=_check(_regex))
+    site_name_rule: str = field(default="", metadata=_check(_optional_line))
+    # The agreement students tick when they create or request a site (empty: no box).
+    student_agreement: str = field(default="", metadata=_check(_long_text))
 
 
 @dataclass(frozen=True)

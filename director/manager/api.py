@@ -229,6 +229,19 @@ class ManagerAPI:
             raise not_found()
         return site
 
+    def _check_name_and_agreement(
+        self, user: User, name: str, purpose: str, agreed: object
+    ) -> None:
+        """The school's name rules, and its student agreement, for a new site or request."""
+        refusal = self.limits.names.refusal(user, name, purpose)
+        if refusal:
+            raise ValidationError("name", refusal)
+        if agreed is not None and not isinstance(agreed, bool):
+            raise ValidationError("agreement", "true when the agreement is ticked")
+        refusal = self.limits.agreement_refusal(user, agreed)
+        if refusal:
+            raise ValidationError("agreement", refusal)
+
     async def site_ready(self, user: User, name: str, change: bool = True) -> Site:
         """
         The site C{name} for an action of C{user}'s (404 as L{site_for}): refused (403) to
@@ -510,10 +523,13 @@ class ManagerAPI:
         user = await self.user(request)
         if not user.accepted_guidelines and not user.is_admin:
             raise APIError(403, "guidelines", "accept the guidelines before creating sites")
-        body = read_object(request, {"name", "type", "description", "users", "purpose"})
+        body = read_object(
+            request, {"name", "type", "description", "users", "purpose", "agreement"}
+        )
         name = models.validate_site_name(body.get("name"))
         kind = models.validate_choice("type", body.get("type", "static"), models.SITE_TYPES)
         purpose = models.validate_choice("purpose", body.get("purpose", "project"), models.PURPOSES)
+        self._check_name_and_agreement(user, name, purpose, body.get("agreement"))
         description = models.validate_description(body.get("description", ""))
         users = body.get("users", [])
         if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
@@ -579,6 +595,9 @@ class ManagerAPI:
             if site.purpose == "personal" and not user.is_admin:
                 raise APIError(403, "forbidden", "personal sites keep their owner's name")
             values["name"] = models.validate_site_name(body["name"])
+            refusal = self.limits.names.refusal(user, values["name"], site.purpose)
+            if refusal:
+                raise ValidationError("name", refusal)
             params["old_name"] = site.name
             kind = "rename_site"
         if "description" in body:
@@ -1271,8 +1290,9 @@ class ManagerAPI:
     @app.route("/api/v1/requests", methods=["POST"])
     async def create_request(self, request: IRequest) -> bytes:
         user = await self.user(request)
-        body = read_object(request, {"name", "activity", "description", "teacher"})
+        body = read_object(request, {"name", "activity", "description", "teacher", "agreement"})
         name = models.validate_site_name(body.get("name"))
+        self._check_name_and_agreement(user, name, "activity", body.get("agreement"))
         activity = body.get("activity")
         if not isinstance(activity, str) or not 1 <= len(activity) <= 200:
             raise ValidationError("activity", "the club or activity, 1 to 200 characters")

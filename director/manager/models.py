@@ -149,6 +149,10 @@ class User:
     def is_teacher(self) -> bool:
         return self.role in ("teacher", "admin")
 
+    @property
+    def is_student(self) -> bool:
+        return self.role == "student"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -340,6 +344,35 @@ class Operation:
 
 
 @dataclass(frozen=True)
+class SiteNameRules:
+    """
+    A school's own rules for the site names people other than administrators choose
+    (manager.reserved_site_names, manager.site_name_pattern): on top of the built-in ones,
+    which bind everyone. Personal sites are named after their owner and are exempt.
+    """
+
+    reserved: frozenset[str] = frozenset()
+    pattern: re.Pattern[str] | None = None
+    #: How the pattern reads to a person ("start with your graduation year").
+    rule: str = ""
+
+    @classmethod
+    def from_config(cls, reserved: str, pattern: str, rule: str) -> SiteNameRules:
+        names = frozenset(n for n in re.split(r"[,\s]+", reserved) if n)
+        return cls(names, re.compile(pattern) if pattern else None, rule)
+
+    def refusal(self, user: User, name: str, purpose: str) -> str | None:
+        """Why C{user} may not give a C{purpose} site the name C{name}, or None."""
+        if user.is_admin or purpose == "personal":
+            return None
+        if name in self.reserved:
+            return f"{name!r} is reserved; choose another name"
+        if self.pattern is not None and not self.pattern.fullmatch(name):
+            return self.rule or f"the name must match {self.pattern.pattern}"
+        return None
+
+
+@dataclass(frozen=True)
 class UserLimits:
     """What one user may take (manager.max_* in the config); administrators are not limited."""
 
@@ -350,6 +383,15 @@ class UserLimits:
     databases_per_site: int = 1
     admin_contact: str = "the administrators"
     creation_wait: float = 30.0
+    names: SiteNameRules = field(default_factory=SiteNameRules)
+    #: What students agree to when they create or request a site (empty: nothing to tick).
+    student_agreement: str = ""
+
+    def agreement_refusal(self, user: User, agreed: object) -> str | None:
+        """Why C{user}'s creation or request needs C{agreed} ticked, or None."""
+        if not self.student_agreement or not user.is_student or agreed is True:
+            return None
+        return "tick the box to agree to the student agreement: " + self.student_agreement
 
 
 def membership_refusal(

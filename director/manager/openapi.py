@@ -110,6 +110,9 @@ def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str
     }
 
 
+# Students tick the school's agreement (manager.student_agreement) when there is one.
+AGREEMENT = {"type": "boolean", "description": "the student agreement is ticked"}
+
 # (method, path, summary, request body schema or None, success status, extra parameters)
 ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     ("get", "/api/v1/me", "The signed-in user", None, 200),
@@ -180,6 +183,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "description": TEXT,
                 "purpose": {"enum": ["personal", "project", "activity", "other"]},
                 "users": {"type": "array", "items": USERNAME, "maxItems": 50},
+                "agreement": AGREEMENT,
             },
             ("name",),
         ),
@@ -393,6 +397,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "activity": {"type": "string", "minLength": 1, "maxLength": 200},
                 "description": TEXT,
                 "teacher": USERNAME,
+                "agreement": AGREEMENT,
             },
             ("name", "activity", "teacher"),
         ),

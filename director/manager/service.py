@@ -29,7 +29,7 @@ from director.manager.dashboard.queries import DashboardQueries
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.identity import claim_identity
 from director.manager.mail import NullMailer, SMTPMailer
-from director.manager.models import UserLimits
+from director.manager.models import SiteNameRules, UserLimits
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
@@ -53,6 +53,10 @@ def user_limits(config: Config) -> UserLimits:
         databases_per_site=m.max_databases_per_site,
         admin_contact=m.admin_contact,
         creation_wait=m.creation_wait,
+        names=SiteNameRules.from_config(
+            m.reserved_site_names, m.site_name_pattern, m.site_name_rule
+        ),
+        student_agreement=m.student_agreement,
     )
 
 
@@ -274,6 +278,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         proxies=proxies,
         reauth=reauth,
         shell_address=shell_address,
+        student_agreement=config.manager.student_agreement,
     )
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
     root.add(b"/healthz", ManagerWeb().app.resource())

@@ -408,6 +408,18 @@ class SitePageTests(SynchronousTestCase):
         _, page = self.d.request("GET", "/?q=name:zzz", self.alice)
         self.assertIn("No site matches", page)
 
+    def test_students_see_the_agreement_box_when_the_school_has_one(self) -> None:
+        for path in ("/sites/new", "/sites/new?personal=1", "/requests"):
+            _, page = self.d.request("GET", path, self.alice)
+            self.assertNotIn('name="agreement"', page)
+        self.d.dashboard.student_agreement = "I follow the <school's> rules."
+        for path in ("/sites/new", "/sites/new?personal=1", "/requests"):
+            _, page = self.d.request("GET", path, self.alice)
+            self.assertIn('<input type="checkbox" name="agreement" required>', page, path)
+            self.assertIn("I follow the &lt;school&#39;s&gt; rules.", page)
+        _, page = self.d.request("GET", "/sites/new", self.root)
+        self.assertNotIn('name="agreement"', page)  # students only
+
     def test_sites_come_30_a_page(self) -> None:
         for i in range(65):
             self.d.site(f"many-{i:02d}", ["bob"])

@@ -465,14 +465,77 @@ class RulesTests(SynchronousTestCase):
         config = replace(
             config,
             manager=replace(
-                config.manager, max_sites_per_student=4, max_domains_per_site=2, creation_wait=5.0
+                config.manager,
+                max_sites_per_student=4,
+                max_domains_per_site=2,
+                creation_wait=5.0,
+                reserved_site_names="office",
+                site_name_pattern="c-.*",
+                site_name_rule="start with c-",
+                student_agreement="I agree.",
             ),
         )
         limits = user_limits(config)
         self.assertEqual(
             (limits.sites_per_student, limits.domains_per_site, limits.creation_wait), (4, 2, 5.0)
         )
+        self.assertEqual(limits.names.reserved, {"office"})
+        self.assertEqual(
+            (limits.names.rule, limits.student_agreement), ("start with c-", "I agree.")
+        )
         self.assertEqual(user_limits(Config()), UserLimits())
+
+    # -- the school's own name rules and student agreement ----------------------------------------
+
+    def test_the_schools_name_rules(self) -> None:
+        from director.manager.models import SiteNameRules
+
+        self.h.api.limits = UserLimits(
+            names=SiteNameRules.from_config(
+                "office, library", "(2[0-9]|c)-[a-z0-9-]+", "start with your class year"
+            )
+        )
+        code, body = self.create(self.alice, "library")
+        self.assertEqual((code, body["error"]), (400, "invalid"))
+        self.assertIn("reserved", body["message"])
+        code, body = self.create(self.alice, "chem")
+        rule = "name: start with your class year"
+        self.assertEqual((code, body.get("field"), body["message"]), (400, "name", rule))
+        self.assertIsNone(self.site("chem"))
+        self.assertEqual(self.create(self.alice, "27-chem")[0], 202)
+        # A rename keeps to them too; administrators and personal sites are exempt.
+        code, body = self.call("PATCH", "/api/v1/sites/27-chem", self.alice, {"name": "chem"})
+        self.assertEqual((code, body.get("field")), (400, "name"))
+        self.assertEqual(self.create(self.admin, "office")[0], 202)
+        self.assertEqual(self.create(self.alice, "alice", purpose="personal")[0], 202)
+
+    def test_students_tick_the_agreement_when_the_school_has_one(self) -> None:
+        code, _ = self.create(self.alice, "no-box")
+        self.assertEqual(code, 202)  # no agreement configured: nothing to tick
+        self.h.api.limits = UserLimits(student_agreement="I will follow the school's rules.")
+        for agreed in ({}, {"agreement": False}):
+            code, body = self.create(self.alice, "unticked", **agreed)
+            self.assertEqual((code, body.get("field")), (400, "agreement"))
+            self.assertIn("I will follow the school's rules.", body["message"])
+        code, body = self.create(self.alice, "unticked", agreement="yes")
+        self.assertEqual((code, body.get("field")), (400, "agreement"))
+        self.assertIsNone(self.site("unticked"))
+        self.assertEqual(self.create(self.alice, "ticked", agreement=True)[0], 202)
+        self.assertEqual(self.create(self.teacher, "teachers-own")[0], 202)  # students only
+        code, body = self.call(
+            "POST",
+            "/api/v1/requests",
+            self.alice,
+            {"name": "robotics", "activity": "Robotics", "teacher": "tess"},
+        )
+        self.assertEqual((code, body.get("field")), (400, "agreement"))
+        code, _ = self.call(
+            "POST",
+            "/api/v1/requests",
+            self.alice,
+            {"name": "robotics", "activity": "Robotics", "teacher": "tess", "agreement": True},
+        )
+        self.assertEqual(code, 201)
 
     # -- item 7: a failed build changes nothing -------------------------------------------------
 

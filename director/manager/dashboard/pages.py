@@ -176,9 +176,11 @@ class Dashboard:
         proxies: Proxies | None = None,
         reauth: timedelta = timedelta(minutes=10),
         shell_address: tuple[str, int] = ("director.localhost", 2322),
+        student_agreement: str = "",
     ) -> None:
         self._reactor = reactor
         self.shell_address = shell_address
+        self.student_agreement = student_agreement
         self.store = store
         self.passwords = passwords
         self.queries = queries
@@ -280,6 +282,7 @@ class Dashboard:
             nonce=nonce,
             pending_requests=badge,
             sites_domain=self.sites_domain,
+            student_agreement=self.student_agreement,
             **context,
         )
         return html.encode("utf-8")
