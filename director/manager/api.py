@@ -100,6 +100,13 @@ def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
+def _check_usernames(usernames: list[str]) -> None:
+    """Members may be people who have not signed in yet, but their names must be names."""
+    for name in usernames:
+        if not models.USERNAME.fullmatch(name):
+            raise ValidationError("users", f"{name[:40]!r} is not a username")
+
+
 class ManagerAPI:
     """Routes under /api/v1/ and /shell-server/; mounted by L{director.manager.web}."""
 
@@ -290,7 +297,7 @@ class ManagerAPI:
         for username in usernames:
             member = await self.store.get_user(username)
             if member is None:
-                continue  # the store refuses unknown members with a clear message
+                continue  # not signed in yet: pending, counted from their first sign-in
             others = [
                 s
                 for s in await self.store.list_sites(member=username, limit=100_000)
@@ -301,6 +308,22 @@ class ManagerAPI:
             )
             if refusal:
                 raise APIError(409, "limit_reached", refusal)
+
+    async def _tell_added(self, actor: User, site: Site, usernames: list[str]) -> None:
+        """Mail the people C{actor} just made members of C{site} (those with an address)."""
+        added = [u for u in usernames if u != actor.username and u in site.members]
+        addresses = []
+        for username in added:
+            member = await self.store.get_user(username)
+            if member is not None and member.email:
+                addresses.append(member.email)
+        if addresses:
+            self.mailer.notify(
+                addresses,
+                f"You were added to the site {site.name}",
+                f"{actor.username} added you as a member of the site {site.name} "
+                f"({site.url(self.sites_domain)}). Open it on the Sites page of Director.",
+            )
 
     def require_admin(self, user: User) -> None:
         if not user.is_admin:
@@ -536,6 +559,7 @@ class ManagerAPI:
             raise ValidationError("users", "a list of usernames")
         if len(users) > 50:
             raise ValidationError("users", "at most 50 members")
+        _check_usernames(users)
         if purpose == "activity" and not user.is_teacher:
             raise APIError(403, "forbidden", "students request activity sites (see /requests)")
         members = (
@@ -562,6 +586,7 @@ class ManagerAPI:
         )
         await self.store.audit(user, "create_site", name, {"type": kind, "members": members})
         self.engine.wake()
+        await self._tell_added(user, site, members)
         return render_json(
             request, {"site": self.site_json(site, user), "operation": op.to_json()}, 202
         )
@@ -640,6 +665,7 @@ class ManagerAPI:
                 or not all(isinstance(u, str) for u in users)
             ):
                 raise ValidationError("users", "a non-empty list of usernames")
+            _check_usernames(users)
             members = sorted(set(users))
         added = [m for m in members or () if m not in site.members]
         # Every member is counted again when the site becomes dynamic or personal.
@@ -664,8 +690,10 @@ class ManagerAPI:
             updated, _ = await self.store.update_site(site.id, values, members=members)
             await self.store.audit(user, "edit_site", site.name, {"values": _plain(values)})
             await self._site_changed(updated, user)
+            await self._tell_added(user, updated, added)
             return render_json(request, {"site": self.site_json(updated, user), "operation": None})
         updated, op = await self.start(site, kind, values, user, params, members=members)
+        await self._tell_added(user, updated, added)
         return render_json(
             request,
             {"site": self.site_json(updated, user), "operation": op.to_json() if op else None},

@@ -207,6 +207,8 @@ class Site:
     packages: tuple[str, ...]
     limits: dict[str, Any]
     members: tuple[str, ...] = ()
+    #: Usernames added as members before they first signed in.
+    pending_members: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     database: Database | None = None
     admin_comments: str = ""
@@ -262,6 +264,7 @@ class Site:
             "packages": list(self.packages),
             "limits": self.limits,
             "members": list(self.members),
+            "pending_members": list(self.pending_members),
             "domains": list(self.domains),
             "database": self.database.to_json(show_secrets) if self.database else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,

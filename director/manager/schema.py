@@ -142,6 +142,18 @@ site_members = Table(
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
 )
 
+# People added to a site before they first signed in: attached when their account is made.
+pending_members = Table(
+    "pending_members",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("site_id", Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    Column("username", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("site_id", "username", name="uq_pending_members_site_id_username"),
+    Index("ix_pending_members_username", "username"),
+)
+
 domains = Table(
     "domains",
     metadata,

@@ -191,7 +191,9 @@ class Store:
                 )
             except IntegrityError:
                 raise Conflict("username_taken", f"user {username} already exists") from None
-            row = conn.execute(select(t.users).where(t.users.c.id == _new_id(result))).one()
+            user_id = _new_id(result)
+            self._attach_pending(conn, user_id, username)
+            row = conn.execute(select(t.users).where(t.users.c.id == user_id)).one()
             return self._user(row)
 
         return self._tx(create)
@@ -429,6 +431,7 @@ class Store:
                             user_id=user_id, issuer=issuer, subject=subject, created_at=now()
                         )
                     )
+                    self._attach_pending(conn, user_id, username)
             except IntegrityError:
                 linked = self._linked_user(conn, issuer, subject)
                 if linked is None:
@@ -701,6 +704,13 @@ class Store:
             .order_by(t.users.c.username)
         ):
             members.setdefault(m.site_id, []).append(m.username)
+        pending: dict[int, list[str]] = {}
+        for m in conn.execute(
+            select(t.pending_members.c.site_id, t.pending_members.c.username)
+            .where(t.pending_members.c.site_id.in_(ids))
+            .order_by(t.pending_members.c.username)
+        ):
+            pending.setdefault(m.site_id, []).append(m.username)
         domain_map: dict[int, list[str]] = {}
         for d in conn.execute(
             select(t.domains).where(t.domains.c.site_id.in_(ids)).order_by(t.domains.c.id)
@@ -746,6 +756,7 @@ class Store:
                     "client_max_body_size": r.client_max_body_size,
                 },
                 members=tuple(members.get(r.id, [])),
+                pending_members=tuple(pending.get(r.id, [])),
                 domains=tuple(domain_map.get(r.id, [])),
                 database=dbs.get(r.id),
                 admin_comments=r.admin_comments,
@@ -842,14 +853,35 @@ class Store:
             )
         )
 
-    def _user_ids(self, conn: Connection, usernames: list[str]) -> list[int]:
+    def _set_members(self, conn: Connection, site_id: int, usernames: list[str]) -> None:
+        """
+        The site's members are C{usernames}: those with an account now, the others when
+        they first sign in (pending). At least one of a non-empty list must have an account.
+        """
         rows = conn.execute(
             select(t.users.c.id, t.users.c.username).where(t.users.c.username.in_(usernames))
         ).all()
-        missing = sorted(set(usernames) - {r.username for r in rows})
-        if missing:
-            raise Conflict("unknown_user", f"no such user: {missing[0]}")
-        return [r.id for r in rows]
+        if usernames and not rows:
+            raise Conflict(
+                "no_member", "a site needs at least one member who has signed in to Director"
+            )
+        conn.execute(delete(t.site_members).where(t.site_members.c.site_id == site_id))
+        for row in rows:
+            conn.execute(insert(t.site_members).values(site_id=site_id, user_id=row.id))
+        conn.execute(delete(t.pending_members).where(t.pending_members.c.site_id == site_id))
+        for username in sorted(set(usernames) - {r.username for r in rows}):
+            conn.execute(
+                insert(t.pending_members).values(
+                    site_id=site_id, username=username, created_at=now()
+                )
+            )
+
+    def _attach_pending(self, conn: Connection, user_id: int, username: str) -> None:
+        """A new account joins the sites it was added to before it existed."""
+        pending = t.pending_members
+        for row in conn.execute(select(pending.c.site_id).where(pending.c.username == username)):
+            conn.execute(insert(t.site_members).values(site_id=row.site_id, user_id=user_id))
+        conn.execute(delete(pending).where(pending.c.username == username))
 
     def create_site(
         self,
@@ -878,8 +910,7 @@ class Store:
                 )
             except IntegrityError:
                 raise Conflict("name_taken", f"the name {fields['name']} is taken") from None
-            for user_id in self._user_ids(conn, members):
-                conn.execute(insert(t.site_members).values(site_id=site_id, user_id=user_id))
+            self._set_members(conn, site_id, members)
             op = self._create_operation(
                 conn, site_id, fields["name"], operation[0], operation[1], {}, created_by
             )
@@ -935,10 +966,7 @@ class Store:
                 except IntegrityError:
                     raise Conflict("name_taken", "that name is taken") from None
             if members is not None:
-                ids = self._user_ids(conn, members)
-                conn.execute(delete(t.site_members).where(t.site_members.c.site_id == site_id))
-                for user_id in ids:
-                    conn.execute(insert(t.site_members).values(site_id=site_id, user_id=user_id))
+                self._set_members(conn, site_id, members)
             if domains is not None:
                 conn.execute(delete(t.domains).where(t.domains.c.site_id == site_id))
                 for domain in domains:

@@ -69,6 +69,16 @@ class HangingComponent(FakeComponent):
         self.pending = []
 
 
+class RecordingMailer:
+    """A Mailer that keeps what it was asked to send: (to, subject, body)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[list[str], str, str]] = []
+
+    def notify(self, to: list[str], subject: str, body: str) -> None:
+        self.sent.append((to, subject, body))
+
+
 def static_site_fields(name: str) -> dict[str, Any]:
     """The fields of a plain static site, as the API would pass them to the store."""
     from director.manager.models import DEFAULT_LIMITS

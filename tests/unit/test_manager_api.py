@@ -89,7 +89,8 @@ class APITests(SynchronousTestCase):
             ({"name": "ok-name", "type": "php"}, 400),
             ({"name": "ok-name", "bogus": 1}, 400),
             ({"name": "ok-name\n"}, 400),  # the name pattern holds to the end, newline too
-            ({"name": "ok-name", "users": ["nobody"]}, 409),  # valid, but no such user
+            ({"name": "ok-name", "users": ["No Body"]}, 400),  # not a username
+            # (a valid username without an account is a pending member: see test_people)
             ("not an object", 400),
         ]
         for body, status in cases:

@@ -8,15 +8,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.testing.manager import ManagerHarness
-
-
-class RecordingMailer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[list[str], str, str]] = []
-
-    def notify(self, to: list[str], subject: str, body: str) -> None:
-        self.sent.append((to, subject, body))
+from director.testing.manager import ManagerHarness, RecordingMailer
 
 
 class RequestTests(SynchronousTestCase):

@@ -119,11 +119,15 @@ class StoreTests(SynchronousTestCase):
             self.site("one", ["alice"])
         self.assertEqual(cm.exception.code, "name_taken")
 
-    def test_site_with_unknown_member_is_not_created(self) -> None:
-        """Creating a site is all or nothing: an unknown member leaves no site behind."""
+    def test_site_without_a_member_who_signed_in_is_not_created(self) -> None:
+        """
+        Creating a site is all or nothing: members who all have no account yet (only
+        pending ones) leave no site behind.
+        """
         self.h.user("alice")
-        with self.assertRaises(Conflict):
-            self.site("two", ["alice", "nobody"])
+        with self.assertRaises(Conflict) as cm:
+            self.site("two", ["nobody", "noone"])
+        self.assertEqual(cm.exception.code, "no_member")
         self.assertIsNone(self.h.result(self.store.get_site("two")))
 
     def test_one_active_operation_per_site(self) -> None:
