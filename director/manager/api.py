@@ -31,7 +31,7 @@ from director.common.client import (
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.web import render_json
-from director.manager import models
+from director.manager import models, notices
 from director.manager.creation import unfinished_creation
 from director.manager.events import IEventBus
 from director.manager.mail import Mailer, NullMailer
@@ -98,6 +98,17 @@ def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
             f"unknown field {unknown[0]!r}; allowed: " + ", ".join(sorted(allowed)),
         )
     return body
+
+
+def _token_request(body: dict[str, Any]) -> tuple[str, int | None]:
+    """(name, days until it expires or None) of a new API token."""
+    name = body.get("name", "api")
+    if not isinstance(name, str) or not 1 <= len(name) <= 100:
+        raise ValidationError("name", "1 to 100 characters")
+    days = _whole(body.get("expires_in_days"))
+    if body.get("expires_in_days") is not None and (days is None or not 1 <= days <= 3650):
+        raise ValidationError("expires_in_days", "a whole number of days from 1 to 3650")
+    return name, days
 
 
 def _check_usernames(usernames: list[str]) -> None:
@@ -415,6 +426,8 @@ class ManagerAPI:
             not isinstance(current, str) or len(current) > MAX_PASSWORD_LENGTH
         ):
             raise ValidationError("current_password", "your current password, as text")
+        if "password" in body and user.is_service:
+            raise ValidationError("password", "service accounts use API tokens only")
         if "password" in body:
             found = await self.store.password_hash(user.username)
             has_password = found is not None and found[1] is not None
@@ -468,12 +481,7 @@ class ManagerAPI:
     async def create_token(self, request: IRequest) -> bytes:
         user = await self.user(request)
         body = read_object(request, {"name", "expires_in_days", "password"})
-        name = body.get("name", "api")
-        if not isinstance(name, str) or not 1 <= len(name) <= 100:
-            raise ValidationError("name", "1 to 100 characters")
-        days = _whole(body.get("expires_in_days"))
-        if body.get("expires_in_days") is not None and (days is None or not 1 <= days <= 3650):
-            raise ValidationError("expires_in_days", "a whole number of days from 1 to 3650")
+        name, days = _token_request(body)
         if not await self._recently_authenticated(request, user, body.get("password")):
             raise APIError(
                 403,
@@ -1151,11 +1159,18 @@ class ManagerAPI:
     async def create_user(self, request: IRequest) -> bytes:
         user = await self.user(request)
         self.require_admin(user)
-        body = read_object(request, {"username", "role", "password", "full_name", "email"})
+        body = read_object(
+            request, {"username", "role", "password", "full_name", "email", "is_service"}
+        )
         username = models.validate_username(body.get("username"))
         role = models.validate_choice("role", body.get("role", "student"), models.ROLES)
+        service = body.get("is_service", False)
+        if not isinstance(service, bool):
+            raise ValidationError("is_service", "true for an account that only has API tokens")
         password_hash = None
         if body.get("password") is not None:
+            if service:
+                raise ValidationError("password", "service accounts use API tokens only")
             password_hash = await self.passwords.hash(validate_password(body["password"]))
         created = await self.store.create_user(
             username,
@@ -1163,8 +1178,9 @@ class ManagerAPI:
             password_hash,
             _text(body, "full_name", 200),
             _text(body, "email", 254),
+            is_service=service,
         )
-        await self.store.audit(user, "create_user", username, {"role": role})
+        await self.store.audit(user, "create_user", username, {"role": role, "is_service": service})
         return render_json(request, created.to_json(), 201)
 
     @app.route("/api/v1/users/<username>", methods=["PATCH"])
@@ -1180,6 +1196,9 @@ class ManagerAPI:
                 raise ValidationError("is_active", "true or false")
             values["is_active"] = body["is_active"]
         if "password" in body:
+            target = await self.store.get_user(username)
+            if target is not None and target.is_service:
+                raise ValidationError("password", "service accounts use API tokens only")
             values["password_hash"] = await self.passwords.hash(validate_password(body["password"]))
         if not values:
             raise APIError(400, "nothing_to_change", "send role, is_active or password")
@@ -1190,6 +1209,84 @@ class ManagerAPI:
             user, "edit_user", username, {k: v for k, v in values.items() if k != "password_hash"}
         )
         return render_json(request, updated.to_json())
+
+    @app.route("/api/v1/users/<username>/tokens", methods=["POST"])
+    async def create_service_token(self, request: IRequest, username: str) -> bytes:
+        """An API token for a service account (admins; people make their own tokens)."""
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(request, {"name", "expires_in_days"})
+        name, days = _token_request(body)
+        known = models.USERNAME.fullmatch(username)
+        target = await self.store.get_user(username) if known else None
+        if target is None:
+            raise not_found("no such user")
+        if not target.is_service:
+            raise APIError(
+                409, "not_service", "only service accounts get tokens from an administrator"
+            )
+        expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
+        token = await self.store.create_token(target.id, name, expires)
+        await self.store.audit(
+            user, "create_token", target.username, {"name": name, "expires_in_days": days}
+        )
+        return render_json(
+            request,
+            {"token": token, "name": name, "expires_at": expires.isoformat() if expires else None},
+            201,
+        )
+
+    # -- banners and mail to many (admins) -------------------------------------------------------
+
+    @app.route("/api/v1/banners", methods=["GET"])
+    async def list_banners(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        everything = user.is_admin and (request.args.get(b"all") or [b"0"])[0] == b"1"
+        found = await self.store.banners(None if everything else datetime.now(UTC))
+        return render_json(request, {"banners": found})
+
+    @app.route("/api/v1/banners", methods=["POST"])
+    async def add_banner(self, request: IRequest) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(request, {"message", "level", "expires_in_hours"})
+        message, level, hours = notices.validate_banner(body)
+        expires = datetime.now(UTC) + timedelta(hours=hours) if hours is not None else None
+        banner = await self.store.add_banner(message, level, user.id, expires)
+        await self.store.audit(user, "add_banner", str(banner["id"]), {"level": level})
+        return render_json(request, banner, 201)
+
+    @app.route("/api/v1/banners/<int(max=2147483647):banner_id>", methods=["DELETE"])
+    async def delete_banner(self, request: IRequest, banner_id: int) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        if not await self.store.delete_banner(banner_id):
+            raise not_found("no such banner")
+        await self.store.audit(user, "delete_banner", str(banner_id), {})
+        return render_json(request, {"deleted": banner_id})
+
+    @app.route("/api/v1/mail", methods=["POST"])
+    async def mail_many(self, request: IRequest) -> bytes:
+        """One e-mail to everyone of a role, or to a site's members (each gets their own)."""
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(request, {"role", "site", "subject", "body"})
+        audience, subject, text = notices.validate_mail(body)
+        if audience[0] == "site":
+            site = await self.site_for(user, audience[1])
+            people = [await self.store.get_user(name) for name in site.members]
+        else:
+            people = list(await self.store.list_users())
+        recipients = notices.recipients(people, audience)
+        for address in recipients:
+            self.mailer.notify([address], subject, text)
+        await self.store.audit(
+            user,
+            "mail",
+            f"{audience[0]}:{audience[1]}",
+            {"subject": subject, "recipients": len(recipients)},
+        )
+        return render_json(request, {"recipients": len(recipients)}, 202)
 
     # -- catalogue, database hosts, audit (admins) -----------------------------------------------
 

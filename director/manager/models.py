@@ -140,6 +140,8 @@ class User:
     accepted_guidelines: bool = False
     full_name: str = ""
     email: str = ""
+    #: For administrators' scripts: API tokens only, never a password, SSH or a sign-in.
+    is_service: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -162,6 +164,7 @@ class User:
             "accepted_guidelines": self.accepted_guidelines,
             "full_name": self.full_name,
             "email": self.email,
+            "is_service": self.is_service,
         }
 
 

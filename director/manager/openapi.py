@@ -110,6 +110,11 @@ def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str
     }
 
 
+MAIL = {
+    "subject": {"type": "string", "minLength": 1, "maxLength": 200},
+    "body": {"type": "string", "minLength": 1, "maxLength": 20000},
+}
+
 # Students tick the school's agreement (manager.student_agreement) when there is one.
 AGREEMENT = {"type": "boolean", "description": "the student agreement is ticked"}
 
@@ -327,10 +332,63 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "password": {"oneOf": [PASSWORD, {"type": "null"}]},
                 "full_name": {"type": "string", "maxLength": 200},
                 "email": {"type": "string", "maxLength": 254},
+                "is_service": {
+                    "type": "boolean",
+                    "description": "an account for scripts: API tokens only, no password",
+                },
             },
             ("username",),
         ),
         201,
+    ),
+    (
+        "post",
+        "/api/v1/users/{username}/tokens",
+        "Create an API token for a service account (admins; 409 not_service for a person)",
+        _obj(
+            {
+                "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+            }
+        ),
+        201,
+    ),
+    (
+        "get",
+        "/api/v1/banners",
+        "Notices shown to everyone (admins: ?all=1 with expired)",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/banners",
+        "Show a notice at the top of every dashboard page (admins)",
+        _obj(
+            {
+                "message": {"type": "string", "minLength": 1, "maxLength": 500},
+                "level": {"enum": ["info", "warning"]},
+                "expires_in_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
+            },
+            ("message",),
+        ),
+        201,
+    ),
+    ("delete", "/api/v1/banners/{banner_id}", "Remove a notice (admins)", None, 200),
+    (
+        "post",
+        "/api/v1/mail",
+        "E-mail everyone of a role, or a site's members, each on their own (admins)",
+        {
+            "oneOf": [
+                _obj(
+                    {"role": {"enum": ["student", "teacher", "admin", "everyone"]}, **MAIL},
+                    ("role", "subject", "body"),
+                ),
+                _obj({"site": NAME, **MAIL}, ("site", "subject", "body")),
+            ]
+        },
+        202,
     ),
     (
         "patch",
@@ -429,6 +487,7 @@ PATH_PARAMETERS = {
     "token_id": {"type": "integer"},
     "op_id": {"type": "integer"},
     "request_id": {"type": "integer"},
+    "banner_id": {"type": "integer"},
     "username": USERNAME,
     "domain": DOMAIN,
     "path": PATH,

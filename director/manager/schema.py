@@ -43,6 +43,8 @@ users = Table(
     Column("is_active", Boolean, nullable=False, default=True),
     Column("accepted_guidelines", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # An account for administrators' scripts: API tokens only (no password, SSH or sign-in).
+    Column("is_service", Boolean, nullable=False, default=False, server_default=text("false")),
 )
 
 api_tokens = Table(
@@ -140,6 +142,18 @@ site_members = Table(
     metadata,
     Column("site_id", Integer, ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# Notices from administrators shown at the top of every dashboard page until they expire.
+banners = Table(
+    "banners",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message", Text, nullable=False),
+    Column("level", String(16), nullable=False),  # info | warning
+    Column("created_by", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),  # null: until removed
 )
 
 # People added to a site before they first signed in: attached when their account is made.

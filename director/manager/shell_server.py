@@ -92,6 +92,8 @@ class ShellServerAPI:
         if not ok or found is None:
             raise refused
         user = found[0]
+        if user.is_service:
+            raise refused  # service accounts have API tokens only
         if not user.is_active:
             raise APIError(403, "inactive", "this account is deactivated")
         sites = await self._store.list_sites(member=username)

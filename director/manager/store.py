@@ -67,6 +67,17 @@ class NotFound(LookupError):
     """No such object (or the caller may not know it exists)."""
 
 
+def _banner(row: Any) -> dict[str, Any]:
+    created, expires = _aware(row.created_at), _aware(row.expires_at)
+    return {
+        "id": row.id,
+        "message": row.message,
+        "level": row.level,
+        "created_at": created.isoformat() if created else None,
+        "expires_at": expires.isoformat() if expires else None,
+    }
+
+
 def _new_id(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None
@@ -165,6 +176,7 @@ class Store:
             accepted_guidelines=row.accepted_guidelines,
             full_name=row.full_name,
             email=row.email,
+            is_service=row.is_service,
         )
 
     def create_user(
@@ -174,6 +186,7 @@ class Store:
         password_hash: str | None = None,
         full_name: str = "",
         email: str = "",
+        is_service: bool = False,
     ) -> Deferred[User]:
         def create(conn: Connection) -> User:
             try:
@@ -185,8 +198,9 @@ class Store:
                         full_name=full_name,
                         email=email,
                         is_active=True,
-                        accepted_guidelines=False,
+                        accepted_guidelines=is_service,  # scripts read no guidelines
                         created_at=now(),
+                        is_service=is_service,
                     )
                 )
             except IntegrityError:
@@ -335,6 +349,46 @@ class Store:
                     delete(table).where(and_(table.c.user_id == user_id, table.c.id == row_id))
                 ).rowcount
                 > 0
+            )
+        )
+
+    # -- banners ------------------------------------------------------------------------------
+
+    def add_banner(
+        self, message: str, level: str, created_by: int | None, expires_at: datetime | None
+    ) -> Deferred[dict[str, Any]]:
+        def add(conn: Connection) -> dict[str, Any]:
+            result = conn.execute(
+                insert(t.banners).values(
+                    message=message,
+                    level=level,
+                    created_by=created_by,
+                    created_at=now(),
+                    expires_at=expires_at,
+                )
+            )
+            row = conn.execute(select(t.banners).where(t.banners.c.id == _new_id(result))).one()
+            return _banner(row)
+
+        return self._tx(add)
+
+    def banners(self, active_at: datetime | None = None) -> Deferred[list[dict[str, Any]]]:
+        """Every banner, newest first; only those not expired at C{active_at} when given."""
+
+        def list_(conn: Connection) -> list[dict[str, Any]]:
+            query = select(t.banners).order_by(t.banners.c.id.desc())
+            if active_at is not None:
+                query = query.where(
+                    or_(t.banners.c.expires_at.is_(None), t.banners.c.expires_at > active_at)
+                )
+            return [_banner(r) for r in conn.execute(query)]
+
+        return self._tx(list_)
+
+    def delete_banner(self, banner_id: int) -> Deferred[bool]:
+        return self._tx(
+            lambda conn: (
+                conn.execute(delete(t.banners).where(t.banners.c.id == banner_id)).rowcount > 0
             )
         )
 

@@ -420,6 +420,23 @@ class SitePageTests(SynchronousTestCase):
         _, page = self.d.request("GET", "/sites/new", self.root)
         self.assertNotIn('name="agreement"', page)  # students only
 
+    def test_banners_show_on_every_page_escaped(self) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        self.d.result(self.d.h.store.add_banner("Down <b>tonight</b>", "warning", None, None))
+        past = datetime.now(UTC) - timedelta(hours=1)
+        self.d.result(self.d.h.store.add_banner("Old news", "info", None, past))
+        for path in ("/", "/sites/alice-site", "/account"):
+            _, page = self.d.request("GET", path, self.alice)
+            self.assertIn('class="banner banner-warning" role="alert"', page, path)
+            self.assertIn("Down &lt;b&gt;tonight&lt;/b&gt;", page)
+            self.assertNotIn("Old news", page)
+        response, page = self.d.request("GET", "/admin/notices", self.root)
+        self.assertEqual(response.code, 200)
+        self.assertIn("Old news", page)  # admins see expired ones to remove
+        self.assertIn('data-api="/api/v1/mail"', page)
+        self.assertEqual(self.d.request("GET", "/admin/notices", self.alice)[0].code, 404)
+
     def test_sites_come_30_a_page(self) -> None:
         for i in range(65):
             self.d.site(f"many-{i:02d}", ["bob"])

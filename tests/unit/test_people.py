@@ -75,16 +75,8 @@ class PendingMemberStoreTests(SynchronousTestCase):
         )
 
 
-class PeopleAPITests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.mail = RecordingMailer()
-        self.h.api.mailer = self.mail
-        self.http: Any = StubTreq(self.h.api.app.resource())
-        self.alice = self.h.user("alice")
-        self.h.user("bob")
-        self.admin = self.h.user("root", role="admin")
-        self.h.result(self.h.store.update_user("bob", email="bob@school.test"))
+class _APICase(SynchronousTestCase):
+    http: Any
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
         d = self.http.request(
@@ -96,6 +88,18 @@ class PeopleAPITests(SynchronousTestCase):
         self.http.flush()
         response = self.successResultOf(d)
         return response.code, json.loads(self.successResultOf(self.http.content(response)))
+
+
+class PeopleAPITests(_APICase):
+    def setUp(self) -> None:
+        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        self.mail = RecordingMailer()
+        self.h.api.mailer = self.mail
+        self.http: Any = StubTreq(self.h.api.app.resource())
+        self.alice = self.h.user("alice")
+        self.h.user("bob")
+        self.admin = self.h.user("root", role="admin")
+        self.h.result(self.h.store.update_user("bob", email="bob@school.test"))
 
     def test_members_before_they_sign_in(self) -> None:
         code, body = self.call(
@@ -129,3 +133,141 @@ class PeopleAPITests(SynchronousTestCase):
         )
         self.assertEqual(code, 200)
         self.assertEqual(self.mail.sent[-1][0], ["bob@school.test"])
+
+
+class NoticesAndServiceAccountTests(_APICase):
+    def setUp(self) -> None:
+        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        self.mail = RecordingMailer()
+        self.h.api.mailer = self.mail
+        self.http: Any = StubTreq(self.h.api.app.resource())
+        self.alice = self.h.user("alice")
+        self.bob = self.h.user("bob")
+        self.h.user("tess", role="teacher")
+        self.admin = self.h.user("root", role="admin")
+        for name in ("alice", "bob", "tess", "root"):
+            self.h.result(self.h.store.update_user(name, email=f"{name}@school.test"))
+        self.h.result(self.h.store.update_user("bob", is_active=False))
+
+    def test_banners(self) -> None:
+        code, body = self.call("POST", "/api/v1/banners", self.alice, {"message": "hi"})
+        self.assertEqual(code, 403)
+        code, first = self.call(
+            "POST", "/api/v1/banners", self.admin, {"message": "Maintenance <b>tonight</b>"}
+        )
+        self.assertEqual((code, first["level"], first["expires_at"]), (201, "info", None))
+        code, second = self.call(
+            "POST",
+            "/api/v1/banners",
+            self.admin,
+            {"message": "Soon over", "level": "warning", "expires_in_hours": 1},
+        )
+        self.assertEqual(code, 201)
+        for bad in (
+            {"message": ""},
+            {"message": "x", "level": "loud"},
+            {"message": "x", "expires_in_hours": 0},
+        ):
+            self.assertEqual(self.call("POST", "/api/v1/banners", self.admin, bad)[0], 400, bad)
+        code, body = self.call("GET", "/api/v1/banners", self.alice)
+        self.assertEqual(
+            [b["message"] for b in body["banners"]], ["Soon over", "Maintenance <b>tonight</b>"]
+        )
+        # An hour later the second one is gone for everyone; admins still list it with all=1.
+        from datetime import UTC, datetime, timedelta
+
+        later = datetime.now(UTC) + timedelta(hours=2)
+        self.assertEqual(
+            [b["id"] for b in self.h.result(self.h.store.banners(later))], [first["id"]]
+        )
+        code, body = self.call("DELETE", f"/api/v1/banners/{first['id']}", self.admin)
+        self.assertEqual(code, 200)
+        self.assertEqual(self.call("DELETE", f"/api/v1/banners/{first['id']}", self.admin)[0], 404)
+        code, body = self.call("GET", "/api/v1/banners?all=1", self.admin)
+        self.assertEqual([b["id"] for b in body["banners"]], [second["id"]])
+
+    def test_service_accounts_have_tokens_only(self) -> None:
+        code, body = self.call(
+            "POST",
+            "/api/v1/users",
+            self.admin,
+            {
+                "username": "backup-bot",
+                "role": "admin",
+                "is_service": True,
+                "password": "a-long-password-1",
+            },
+        )
+        self.assertEqual((code, body.get("field")), (400, "password"))
+        code, body = self.call(
+            "POST", "/api/v1/users", self.admin, {"username": "backup-bot", "is_service": True}
+        )
+        self.assertEqual((code, body["is_service"]), (201, True))
+        code, body = self.call("POST", "/api/v1/users/backup-bot/tokens", self.alice, {})
+        self.assertEqual(code, 403)
+        code, body = self.call("POST", "/api/v1/users/alice/tokens", self.admin, {})
+        self.assertEqual((code, body["error"]), (409, "not_service"))  # no impersonation
+        self.assertEqual(self.call("POST", "/api/v1/users/nobody/tokens", self.admin, {})[0], 404)
+        code, body = self.call(
+            "POST", "/api/v1/users/backup-bot/tokens", self.admin, {"name": "nightly"}
+        )
+        self.assertEqual(code, 201)
+        code, me = self.call("GET", "/api/v1/me", body["token"])
+        self.assertEqual((code, me["username"], me["is_service"]), (200, "backup-bot", True))
+        code, answer = self.call(
+            "PATCH", "/api/v1/users/backup-bot", self.admin, {"password": "a-long-password-1"}
+        )
+        self.assertEqual((code, answer.get("field")), (400, "password"))
+        code, answer = self.call(
+            "PATCH", "/api/v1/me", body["token"], {"password": "a-long-password-1"}
+        )
+        self.assertEqual((code, answer.get("field")), (400, "password"))
+        self.assertIsNone(self.h.result(self.h.store.password_hash("backup-bot"))[1])
+
+    def test_mail_to_a_role_or_a_sites_members(self) -> None:
+        self.h.result(self.h.store.create_user("bot", "student", is_service=True))
+        self.h.result(self.h.store.update_user("bot", email="bot@school.test"))
+        code, body = self.call(
+            "POST",
+            "/api/v1/mail",
+            self.admin,
+            {"role": "student", "subject": "Hello\nthere", "body": "Hi."},
+        )
+        self.assertEqual((code, body["recipients"]), (202, 1))
+        # Each their own copy; not bob (deactivated), not the service account; one line.
+        self.assertEqual(self.mail.sent, [(["alice@school.test"], "Hello there", "Hi.")])
+        code, body = self.call(
+            "POST", "/api/v1/mail", self.admin, {"role": "everyone", "subject": "s", "body": "b"}
+        )
+        self.assertEqual(
+            sorted(to[0] for to, _, _ in self.mail.sent[1:]),
+            ["alice@school.test", "root@school.test", "tess@school.test"],
+        )
+        self.call("POST", "/api/v1/sites", self.alice, {"name": "team", "users": ["tess"]})
+        self.mail.sent.clear()
+        code, body = self.call(
+            "POST", "/api/v1/mail", self.admin, {"site": "team", "subject": "s", "body": "b"}
+        )
+        self.assertEqual(
+            (code, sorted(to[0] for to, _, _ in self.mail.sent)),
+            (202, ["alice@school.test", "tess@school.test"]),
+        )
+        for bad in (
+            {"subject": "s", "body": "b"},
+            {"role": "student", "site": "team", "subject": "s", "body": "b"},
+            {"role": "parents", "subject": "s", "body": "b"},
+            {"role": "student", "subject": "", "body": "b"},
+        ):
+            self.assertEqual(self.call("POST", "/api/v1/mail", self.admin, bad)[0], 400, bad)
+        self.assertEqual(
+            self.call(
+                "POST", "/api/v1/mail", self.admin, {"site": "nope", "subject": "s", "body": "b"}
+            )[0],
+            404,
+        )
+        self.assertEqual(
+            self.call(
+                "POST", "/api/v1/mail", self.alice, {"role": "student", "subject": "s", "body": "b"}
+            )[0],
+            403,
+        )

@@ -274,8 +274,15 @@ class Dashboard:
                 badge = await self.queries.pending_requests(viewer.user.id, viewer.user.is_admin)
             except Exception:
                 self.log.failure("counting pending requests")
+        banners: list[dict[str, Any]] = []
+        if viewer is not None:
+            try:
+                banners = await self.store.banners(datetime.now(UTC))
+            except Exception:
+                self.log.failure("reading banners")
         context.setdefault("section", "")
         html = self.env.get_template(template).render(
+            banners=banners,
             viewer=viewer,
             user=viewer.user if viewer else None,
             csrf=viewer.csrf if viewer else "",
@@ -827,6 +834,19 @@ class Dashboard:
             section="admin",
             tab="database-hosts",
             hosts=[{k: v for k, v in h.items() if k != "admin_password"} for h in hosts],
+        )
+
+    @app.route("/admin/notices", methods=["GET"])
+    async def admin_notices(self, request: Any) -> bytes:
+        self.require_admin(await self.require(request))
+        return await self.render(
+            request,
+            "admin/notices.html",
+            title="Notices and mail",
+            section="admin",
+            tab="notices",
+            all_banners=await self.store.banners(),
+            now=datetime.now(UTC).isoformat(),
         )
 
     @app.route("/admin/audit", methods=["GET"])
