@@ -201,12 +201,20 @@ def main() -> None:
         ours = []
         for path in applied.glob("*.json"):
             label = f"label=com.docker.swarm.service.name=site_{path.stem}"
-            ours += subprocess.run(
+            found = subprocess.run(
                 ["docker", "ps", "-q", "--no-trunc", "--filter", label],
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout.split()
+            if len(found) != 1:
+                tasks = subprocess.run(
+                    ["docker", "service", "ps", "--no-trunc", f"site_{path.stem}"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                print(f"site {path.stem}: {len(found)} containers running\n{tasks}")
+            ours += found
         per_container = [container_memory(c) for c in ours]
         shims = shim_memory(ours)
         available_after = mem_available()
@@ -232,16 +240,18 @@ def main() -> None:
             f"median {statistics.median(samples) * 1000:.0f} ms (n={len(samples)})"
         )
         samples = []
-        failed = 0
+        failed: list[str] = []
         for _ in range(args.requests):
             host = f"{random.choice(names)}.sites.localhost"
             t = time.monotonic()
             status, _ = get(stack, host)
             samples.append(time.monotonic() - t)
-            failed += status != 200
+            if status != 200:
+                failed.append(f"{host} {status}")
         print(
             f"a site's page through the router: p99 {p99(samples) * 1000:.1f} ms, median "
-            f"{statistics.median(samples) * 1000:.1f} ms, {failed} failed (n={len(samples)})"
+            f"{statistics.median(samples) * 1000:.1f} ms, {len(failed)} failed "
+            f"(n={len(samples)})" + (f": {sorted(set(failed))}" if failed else "")
         )
 
         # one site's restart
