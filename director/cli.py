@@ -245,21 +245,30 @@ def stop(args: argparse.Namespace) -> int:
 def nginx_run(args: argparse.Namespace) -> int:
     """
     Run one of Director's nginx instances in the foreground (for its systemd unit): exec
-    nginx on the configuration the daemon wrote. Nothing to do before the daemon first
-    wrote it, or while that nginx already runs (the daemon started it).
+    nginx on the configuration the daemon wrote. Until the daemon first wrote it, or while
+    another nginx runs it (one a daemon started itself), wait for that, then start.
     """
+    import time
+
     from director.common import pidfiles
 
     config = load_config(args.config)
     instances = dict(zip(("orchestrator", "router"), nginx_instances(config), strict=True))
     what, paths = instances[args.instance]
-    if not paths.conf.exists():
-        print(f"director: no {what} configuration yet ({paths.conf}); the daemon starts it")
-        return 0
-    pid = pidfiles.running_pid(paths.pid, str(paths.conf))
-    if pid is not None:
-        print(f"director: the {what} already runs (pid {pid})")
-        return 0
+    said = ""
+    while True:
+        pid = pidfiles.running_pid(paths.pid, str(paths.conf))
+        if paths.conf.exists() and pid is None:
+            break
+        why = (
+            f"no {what} configuration yet ({paths.conf}); waiting for the daemon to write it"
+            if pid is None
+            else f"the {what} already runs (pid {pid}); waiting for it to end"
+        )
+        if why != said:
+            print(f"director: {why}", flush=True)
+            said = why
+        time.sleep(0.2)
     argv = paths.argv()
     os.execv(argv[0], argv)  # noqa: S606 (nginx on our own paths, no shell)
     return 1  # not reached

@@ -31,6 +31,10 @@ from director.common.errors import StartupError
 from director.common.threads import Runner
 
 SETSID = "/usr/bin/setsid"  # util-linux, on every Debian system
+#: ``DIRECTOR_NGINX=supervised`` in the daemon's environment (the systemd units set it): each
+#: nginx runs under a service of its own (`director nginx run`), which starts and stops it;
+#: the daemon adopts it, reloads it, and never starts or stops it itself.
+SUPERVISED_ENV = "DIRECTOR_NGINX"
 SAFE_FILENAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,120}\.conf$")
 
 
@@ -113,6 +117,12 @@ class NginxProcess(Service):
     C{check_interval} seconds and starts nginx again if it is gone. C{reload} sends SIGHUP
     to the master, C{check} runs `nginx -t`. Stopping the service (a deliberate stop) sends
     SIGQUIT (graceful: requests being served finish), then SIGKILL after C{stop_timeout}.
+
+    C{supervised} (default: L{SUPERVISED_ENV} is C{supervised}): nginx belongs to a service
+    of its own (its systemd unit). The daemon adopts the nginx that service runs (waiting
+    for it, every C{supervised_interval} seconds, when there is none yet, and following it
+    when the service starts it again), but never starts nor stops it: stopping or
+    restarting the daemon leaves nginx serving.
     """
 
     log = Logger()
@@ -124,12 +134,18 @@ class NginxProcess(Service):
         what: str,
         stop_timeout: float = 10,
         check_interval: float = 5.0,
+        supervised: bool | None = None,
+        supervised_interval: float = 0.2,
     ) -> None:
         self._reactor = reactor
         self.paths = paths
         self.what = what
         self._stop_timeout = stop_timeout
-        self._check_interval = check_interval
+        if supervised is None:
+            supervised = os.environ.get(SUPERVISED_ENV) == "supervised"
+        self.supervised = supervised
+        self._check_interval = supervised_interval if supervised else check_interval
+        self._waiting = False  # supervised, and its service runs no nginx (logged once)
         self._pid: int | None = None
         self._watch: LoopingCall | None = None
         self.adopted = False  # True when this run found nginx already running
@@ -147,6 +163,8 @@ class NginxProcess(Service):
         pid = self.running_pid()
         if pid is not None:
             self._adopt(pid)
+        elif self.supervised:
+            self._wait_for_service()
         else:
             self._spawn()
 
@@ -204,9 +222,30 @@ class NginxProcess(Service):
             )
         return code
 
+    def _wait_for_service(self) -> None:
+        if not self._waiting:
+            self._waiting = True
+            self.log.warn(
+                "{what} nginx is not running; waiting for its own service to start it",
+                what=self.what,
+            )
+
     def _look(self) -> None:
-        """Start nginx again if it is gone (killed, or it crashed) while the service runs."""
+        """
+        Start nginx again if it is gone (killed, or it crashed) while the service runs; a
+        supervised one is followed instead (adopted once its service runs it again).
+        """
         if not self.running or (self._pid is not None and pidfiles.alive(self._pid)):
+            return
+        pid = self.running_pid()
+        if pid is not None:
+            self._pid = pid
+            self._waiting = False
+            os.kill(pid, signal.SIGHUP)  # it reads the configuration as it is now
+            self.log.info("{what} nginx (pid {pid}) adopted", what=self.what, pid=pid)
+            return
+        if self.supervised:
+            self._wait_for_service()
             return
         self.log.warn("{what} nginx is not running; starting it again", what=self.what)
         try:
@@ -220,6 +259,12 @@ class NginxProcess(Service):
 
     def reload(self) -> None:
         """Ask the master to re-read its configuration (after a successful check)."""
+        if self.supervised and (self._pid is None or not pidfiles.alive(self._pid)):
+            self._pid = self.running_pid()
+            if self._pid is None:
+                # Its service starts it on the configuration as written (checked already).
+                self._wait_for_service()
+                return
         if self._pid is None or not pidfiles.alive(self._pid):
             raise NginxError(f"{self.what} nginx is not running")
         if self.running_pid() != self._pid:
@@ -262,6 +307,13 @@ class NginxProcess(Service):
         pid = pid or self.running_pid()
         self._pid = None
         if pid is None:
+            return succeed(None)
+        if self.supervised:
+            self.log.info(
+                "leaving {what} nginx (pid {pid}) serving: its own service stops it",
+                what=self.what,
+                pid=pid,
+            )
             return succeed(None)
         self.log.info("stopping {what} nginx (pid {pid})", what=self.what, pid=pid)
         return Deferred.fromCoroutine(self._stop(pid))

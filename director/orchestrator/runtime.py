@@ -65,6 +65,12 @@ class NotReady(Exception):
 LOG_LINES = 20
 
 
+#: While a new task runs but does not accept connections yet: how often its port is tried,
+#: and how often swarm's task list is read again (to notice a process that exited).
+TRY_INTERVAL = 0.01
+LIST_INTERVAL = 0.25
+
+
 def accepts_connections(reactor: Any, address: str, port: int, timeout: float) -> Deferred[bool]:
     """Whether C{address}:C{port} accepts a TCP connection within C{timeout} (then closed)."""
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -679,23 +685,31 @@ class SiteRuntime:
         candidate: TaskInfo | None = None
         ended: TaskInfo | None = None
         ready = False
+        live: list[TaskInfo] = []
+        listed_at: float | None = None
         while True:
-            tasks = await self._docker.tasks(site.service_name, self.network)
-            new = [t for t in tasks if t.spec == digest and t.task_id not in old]
-            live = [
-                t
-                for t in new
-                if t.desired == "running"
-                and t.state in ("starting", "running")
-                and t.address
-                and t.container_id
-            ]
-            ended = ended or next(
-                (t for t in new if t.state in ("failed", "complete", "rejected", "shutdown")),
-                None,
-            )
-            if ended is not None and (protect or not live):
-                break  # a new process exited before serving (swarm would only retry it)
+            now = self._reactor.seconds()
+            # Until a new task runs, swarm's view is what changes: list the tasks every
+            # round. Once one runs, only its port does: try it every TRY_INTERVAL and list
+            # the tasks (has the process exited?) every LIST_INTERVAL.
+            if not live or listed_at is None or now - listed_at >= LIST_INTERVAL:
+                listed_at = now
+                tasks = await self._docker.tasks(site.service_name, self.network)
+                new = [t for t in tasks if t.spec == digest and t.task_id not in old]
+                live = [
+                    t
+                    for t in new
+                    if t.desired == "running"
+                    and t.state in ("starting", "running")
+                    and t.address
+                    and t.container_id
+                ]
+                ended = ended or next(
+                    (t for t in new if t.state in ("failed", "complete", "rejected", "shutdown")),
+                    None,
+                )
+                if ended is not None and (protect or not live):
+                    break  # a new process exited before serving (swarm would only retry it)
             if live:
                 candidate = live[0]
                 unchanged = any(t.task_id == candidate.task_id for t in before)
@@ -708,7 +722,7 @@ class SiteRuntime:
                     break
             if self._reactor.seconds() - started >= self._ready_timeout:
                 break
-            await deferLater(self._reactor, 0.05, lambda: None)
+            await deferLater(self._reactor, TRY_INTERVAL if live else 0.05, lambda: None)
         if not ready and protect:
             gone = ended or candidate
             lines = []

@@ -103,7 +103,10 @@ def build_service(
         pages.mkdir(parents=True, exist_ok=True)
         for name, text in PAGES.items():
             (pages / name).write_text(text)
-        nginx_paths.conf.write_text(render_main())
+        # whole or not at all: nginx's own service may start nginx as soon as it is there
+        partial = nginx_paths.conf.with_name(".nginx.conf.tmp")
+        partial.write_text(render_main())
+        os.replace(partial, nginx_paths.conf)
     except OSError as e:
         raise StartupError(
             f"{paths.nginx}: cannot write the orchestrator's nginx config: {e}"

@@ -49,8 +49,9 @@ class FrontConfiguration(Service):
             raise StartupError(f"router: cannot write the front nginx configuration: {e}") from e
         if self._nginx is not None:
             _check_synchronously(self._nginx.paths)
-            if self._nginx.running_pid() is None:
+            if self._nginx.running_pid() is None and not self._nginx.supervised:
                 # An nginx left running by an earlier router holds the ports: it is adopted.
+                # (A supervised one may be starting now, its service having seen the file.)
                 _check_ports(self._router.settings)
 
 

@@ -85,7 +85,12 @@ def init_config(base: Path, *extra: str) -> Path:
     return config
 
 
-def start_daemon(config_path: Path, *twistd_args: str, plugin: str = "director") -> Daemon:
+def start_daemon(
+    config_path: Path,
+    *twistd_args: str,
+    plugin: str = "director",
+    env: dict[str, str] | None = None,
+) -> Daemon:
     log = config_path.parent / f"{plugin}.log"
     out = log.open("wb")
     process = subprocess.Popen(
@@ -101,6 +106,7 @@ def start_daemon(config_path: Path, *twistd_args: str, plugin: str = "director")
         stdout=out,
         stderr=subprocess.STDOUT,
         cwd=config_path.parent,
+        env=env,
     )
     out.close()
     return Daemon(load_config(config_path), process, log)

@@ -190,3 +190,67 @@ async def test_nginx_started_again_when_it_dies(tmp_path: Path) -> None:
         assert await wait_for(port, "x", (404, "")) == (404, "")
     finally:
         await process.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_supervised_nginx_is_followed_and_never_stopped(tmp_path: Path) -> None:
+    """
+    Supervised (nginx under a service of its own, as its systemd unit runs it): with no
+    nginx running the controller waits and starts none, and a change applied meanwhile is
+    served once the service starts nginx; it adopts that nginx, follows the next one when
+    the service starts nginx again (new pid), and stopping the controller leaves it serving.
+    """
+    import signal
+    import subprocess
+
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    port = free_port()
+    paths = NginxPaths(tmp_path / "nginx")
+    paths.create()
+    paths.conf.write_text(MAIN.format(prefix=paths.prefix, port=port))
+    pool = BlockingPool(reactor, "nginx-files-s", 1)
+    pool.startService()
+    process = NginxProcess(reactor, paths, "test", supervised=True, supervised_interval=0.05)
+    process.privilegedStartService()
+    process.startService()
+    units: list[subprocess.Popen[bytes]] = []
+
+    def unit() -> subprocess.Popen[bytes]:
+        units.append(subprocess.Popen(paths.argv(), start_new_session=True))
+        return units[-1]
+
+    async def adopted(pid: int) -> bool:
+        for _ in range(300):
+            if process.pid == pid:
+                return True
+            await deferLater(reactor, 0.05, lambda: None)
+        return False
+
+    try:
+        await deferLater(reactor, 0.5, lambda: None)
+        assert process.pid is None and process.running_pid() is None  # started none
+        directory = NginxConfigDirectory(reactor, paths.sites, process, pool)
+        await directory.apply({"site-s.conf": site(port, "s.test", "meanwhile")})
+        first = unit()
+        assert await adopted(first.pid)
+        assert await wait_for(port, "s.test", (200, "meanwhile")) == (200, "meanwhile")
+        first.send_signal(signal.SIGQUIT)  # its service stops it, then starts it again
+        assert first.wait(10) == 0
+        second = unit()
+        assert await adopted(second.pid)
+        await directory.apply({"site-s.conf": site(port, "s.test", "followed")})
+        assert await wait_for(port, "s.test", (200, "followed")) == (200, "followed")
+        await process.stopService()
+        assert second.poll() is None and pidfiles.alive(second.pid)  # left serving
+        assert await wait_for(port, "s.test", (200, "followed")) == (200, "followed")
+        assert first.returncode == 0 and second.poll() is None
+    finally:
+        if process.running:
+            await process.stopService()
+        for u in units:
+            if u.poll() is None:
+                u.send_signal(signal.SIGQUIT)
+                u.wait(10)
+        pool.stopService()

@@ -856,10 +856,14 @@ def test_killed_router_leaves_its_nginx_serving_and_is_adopted(public_tmp: Path)
 
 def test_nginx_started_by_its_unit_is_adopted(public_tmp: Path) -> None:
     """
-    `director nginx run router` (what the director-nginx@router unit runs) execs the front
-    nginx on the configuration the router wrote; a router started next adopts it (same
-    pid); a second `nginx run` does nothing; the router's deliberate stop ends it.
+    `director nginx run router` (what the director-nginx@router unit runs) waits for the
+    configuration, then execs the front nginx on it; a router started next adopts it (same
+    pid). A supervised router (DIRECTOR_NGINX=supervised, as the units run it) never stops
+    it: a deliberate stop leaves it serving, and the next router adopts it again. A second
+    `nginx run` waits while that nginx runs; nginx ends when its own service stops it.
     """
+    import os
+
     from director.common import pidfiles
 
     http_port = free_port()
@@ -875,22 +879,40 @@ def test_nginx_started_by_its_unit_is_adopted(public_tmp: Path) -> None:
     assert director_main(init) == 0
     director = [str(Path(sys.executable).parent / "director"), "nginx", "run", "router",
                 "--config", str(config)]  # fmt: skip
-    early = subprocess.run(director, capture_output=True, text=True, timeout=30, check=False)
-    assert early.returncode == 0 and "the daemon starts it" in early.stdout, early
     twistd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "director-router",
               "--config", str(config)]  # fmt: skip
+    supervised = {**os.environ, "DIRECTOR_NGINX": "supervised"}
     pid_file = public_tmp / "var" / "router" / "nginx" / "nginx.pid"
     log = public_tmp / "router.log"
-    unit: subprocess.Popen[bytes] | None = None
-    with log.open("wb") as out:
-        router = subprocess.Popen(twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT)
+    unit_out = public_tmp / "unit.out"
+    second: subprocess.Popen[bytes] | None = None
+    router: subprocess.Popen[bytes] | None = None
+    with unit_out.open("wb") as out:
+        unit = subprocess.Popen(director, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_listening(http_port)
-        router.send_signal(signal.SIGTERM)  # writes the configuration, then a deliberate stop
-        router.wait(30)
-        unit = subprocess.Popen(director, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while "waiting for the daemon to write it" not in unit_out.read_text():
+            assert unit.poll() is None and time.monotonic() < deadline, unit_out.read_text()
+            time.sleep(0.05)
+        with log.open("wb") as out:
+            router = subprocess.Popen(
+                twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT, env=supervised
+            )
         _wait_listening(http_port)
         assert _read_pid(pid_file) == unit.pid  # exec'd: the unit's main process is nginx
+        deadline = time.monotonic() + 30
+        while f"(pid {unit.pid}) adopted" not in log.read_text():
+            assert router.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert "router front nginx started" not in log.read_text()
+        assert http(http_port, "nobody.example", "/").status == 404
+        router.send_signal(signal.SIGTERM)  # a deliberate stop of the supervised router
+        router.wait(30)
+        assert f"leaving router front nginx (pid {unit.pid}) serving" in log.read_text()
+        assert unit.poll() is None and http(http_port, "nobody.example", "/").status == 404
+
+        log.write_bytes(b"")
         with log.open("ab") as out:
             router = subprocess.Popen(twistd, cwd=public_tmp, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -898,17 +920,24 @@ def test_nginx_started_by_its_unit_is_adopted(public_tmp: Path) -> None:
             assert router.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        again = subprocess.run(director, capture_output=True, text=True, timeout=30, check=False)
-        assert again.returncode == 0 and f"already runs (pid {unit.pid})" in again.stdout
+        second_out = public_tmp / "second.out"
+        with second_out.open("wb") as out:
+            second = subprocess.Popen(director, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while f"already runs (pid {unit.pid}" not in second_out.read_text():
+            assert second.poll() is None and time.monotonic() < deadline, second_out.read_text()
+            time.sleep(0.05)
+        second.terminate()
+        second.wait(10)
         assert http(http_port, "nobody.example", "/").status == 404
-        router.send_signal(signal.SIGTERM)
-        router.wait(30)
+        unit.send_signal(signal.SIGQUIT)  # its own service stops it
         assert unit.wait(10) == 0  # nginx ended gracefully: its unit is stopped, not failed
         assert not pidfiles.alive(unit.pid)
     finally:
-        if router.poll() is None:
-            router.send_signal(signal.SIGTERM)
-            router.wait(30)
-        if unit is not None and unit.poll() is None:
+        for process in (router, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+        if unit.poll() is None:
             unit.send_signal(signal.SIGQUIT)
             unit.wait(10)

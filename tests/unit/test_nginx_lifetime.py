@@ -64,9 +64,44 @@ def test_daemon_units_leave_nginx_to_its_own_unit() -> None:
     ):
         unit = _unit(name)
         assert unit["Service"]["KillMode"] == "process", name
+        # nginx is its own unit's: the daemon never starts or stops it (a restart of this
+        # unit leaves it serving), and nothing binds nginx's unit to this one
+        assert unit["Service"]["Environment"] == "DIRECTOR_NGINX=supervised", name
         for instance in instances:
             assert f"director-nginx@{instance}.service" in unit["Unit"]["Wants"].split()
             assert f"director-nginx@{instance}.service" in unit["Unit"]["After"].split()
+            for binding in ("Requires", "Requisite", "BindsTo", "PartOf"):
+                assert "director-nginx" not in unit["Unit"].get(binding, ""), (name, binding)
+    nginx = _unit("director-nginx@.service")
+    for binding in ("Requires", "Requisite", "BindsTo", "PartOf"):
+        assert "director" not in nginx["Unit"].get(binding, ""), binding
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """
+    Every unit passes `systemd-analyze verify` with no complaint at all (an unknown key is
+    only a warning there, so the output must be empty too), its paths pointed at this
+    checkout's virtualenv.
+    """
+    here = str(Path(sys.executable).parent)
+    for unit in sorted((ROOT / "etc" / "systemd").glob("*.service")):
+        text = unit.read_text().replace("/opt/director/.venv/bin", here)
+        text = text.replace("/opt/director", str(ROOT))
+        names = [unit.name]
+        if unit.name.endswith("@.service"):
+            names = [unit.name.replace("@", f"@{i}") for i in ("orchestrator", "router")]
+        for name in names:
+            (tmp_path / name).write_text(text)
+    units = sorted(p.name for p in tmp_path.iterdir())
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *(f"./{u}" for u in units)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, ""), units
 
 
 def test_nginx_unit_runs_a_real_command() -> None:
