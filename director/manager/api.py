@@ -1303,9 +1303,7 @@ class ManagerAPI:
             request, {"name", "friendly_name", "description", "setup_command", "is_default"}
         )
         name = body.get("name")
-        if not isinstance(name, str) or not re.fullmatch(
-            r"[a-z0-9][a-z0-9._/-]{0,100}:[A-Za-z0-9._-]{1,60}", name
-        ):
+        if not isinstance(name, str) or not models.IMAGE_REFERENCE.fullmatch(name):
             raise ValidationError("name", "a local image reference like director/python:3")
         friendly = body.get("friendly_name", name)
         if not isinstance(friendly, str) or not 1 <= len(friendly) <= 100:
@@ -1320,6 +1318,37 @@ class ManagerAPI:
         await self.store.put_image(name, friendly, description, setup, is_default)
         await self.store.audit(user, "put_image", name, {})
         return render_json(request, {"images": await self.store.list_images()})
+
+    @app.route("/api/v1/images", methods=["DELETE"])
+    async def delete_image(self, request: IRequest) -> bytes:
+        """Take ?name= out of the catalogue (409 while it is the default or in use)."""
+        user = await self.user(request)
+        self.require_admin(user)
+        name = (request.args.get(b"name") or [b""])[0].decode("utf-8", "replace")
+        if not models.IMAGE_REFERENCE.fullmatch(name):
+            raise ValidationError("name", "a local image reference like director/python:3")
+        try:
+            await self.store.delete_image(name)
+        except NotFound:
+            raise not_found("no such image in the catalogue") from None
+        await self.store.audit(user, "delete_image", name, {})
+        return render_json(request, {"images": await self.store.list_images()})
+
+    @app.route("/api/v1/database-hosts/<int(max=2147483647):host_id>", methods=["DELETE"])
+    async def delete_database_host(self, request: IRequest, host_id: int) -> bytes:
+        user = await self.user(request)
+        self.require_admin(user)
+        try:
+            host = await self.store.delete_database_host(host_id)
+        except NotFound:
+            raise not_found("no such database host") from None
+        await self.store.audit(
+            user,
+            "delete_database_host",
+            f"{host['kind']}://{host['admin_host']}:{host['admin_port']}",
+            {},
+        )
+        return render_json(request, {"deleted": host_id})
 
     @app.route("/api/v1/database-hosts", methods=["GET"])
     async def list_database_hosts(self, request: IRequest) -> bytes:
@@ -1410,7 +1439,25 @@ class ManagerAPI:
     async def list_requests(self, request: IRequest) -> bytes:
         user = await self.user(request)
         requests_ = await self.store.list_requests(None if user.is_admin else user.id)
+        if not user.is_admin:
+            for item in requests_:
+                del item["admin_comment"]
         return render_json(request, {"requests": requests_})
+
+    @app.route("/api/v1/requests/<int(max=2147483647):request_id>", methods=["PATCH"])
+    async def comment_request(self, request: IRequest, request_id: int) -> bytes:
+        """Administrators' comments on a request: public (its student and teacher see it)."""
+        user = await self.user(request)
+        self.require_admin(user)
+        body = read_object(request, {"public_comment", "admin_comment"})
+        values = {k: models.validate_description(v) for k, v in body.items()}
+        if not values:
+            raise APIError(400, "nothing_to_change", "send public_comment or admin_comment")
+        if not await self.store.set_request_comments(request_id, values):
+            raise not_found("no such request")
+        await self.store.audit(user, "comment_request", str(request_id), {})
+        found = [r for r in await self.store.list_requests() if r["id"] == request_id]
+        return render_json(request, found[0])
 
     @app.route("/api/v1/requests", methods=["POST"])
     async def create_request(self, request: IRequest) -> bytes:

@@ -55,6 +55,9 @@ def validate_site_name(name: object) -> str:
     return name
 
 
+# A local Docker image reference of the catalogue (director/python:3).
+IMAGE_REFERENCE = re.compile(r"[a-z0-9][a-z0-9._/-]{0,100}:[A-Za-z0-9._-]{1,60}")
+
 SEARCH_KEYS = ("name", "user", "desc", "id")
 MAX_SEARCH_TERMS = 10
 

@@ -406,6 +406,20 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     ),
     ("get", "/api/v1/images", "The image catalogue", None, 200),
     (
+        "delete",
+        "/api/v1/images",
+        "Take ?name= out of the catalogue (admins; 409 while the default or in use)",
+        None,
+        200,
+    ),
+    (
+        "delete",
+        "/api/v1/database-hosts/{host_id}",
+        "Forget a database host (admins; 409 host_in_use while site databases are on it)",
+        None,
+        200,
+    ),
+    (
         "put",
         "/api/v1/images",
         "Add or change a catalogue image (admins)",
@@ -413,7 +427,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
             {
                 "name": {
                     "type": "string",
-                    "pattern": "^[a-z0-9][a-z0-9._/-]{0,100}:[A-Za-z0-9._-]{1,60}$",
+                    "pattern": "^" + models.IMAGE_REFERENCE.pattern + "$",
                 },
                 "friendly_name": {"type": "string", "minLength": 1, "maxLength": 100},
                 "description": TEXT,
@@ -445,6 +459,14 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     ),
     ("get", "/api/v1/audit", "Who changed what (admins)", None, 200),
     ("get", "/api/v1/requests", "Site requests you made, sponsor, or (admins) all", None, 200),
+    (
+        "patch",
+        "/api/v1/requests/{request_id}",
+        "Comment on a request (admins): public_comment its student and teacher see, "
+        "admin_comment for administrators",
+        _obj({"public_comment": TEXT, "admin_comment": TEXT}) | {"minProperties": 1},
+        200,
+    ),
     (
         "post",
         "/api/v1/requests",
@@ -488,6 +510,7 @@ PATH_PARAMETERS = {
     "op_id": {"type": "integer"},
     "request_id": {"type": "integer"},
     "banner_id": {"type": "integer"},
+    "host_id": {"type": "integer"},
     "username": USERNAME,
     "domain": DOMAIN,
     "path": PATH,
@@ -537,8 +560,12 @@ def _responses(method: str, path: str, status: int, has_body: bool) -> dict[str,
     return responses
 
 
-# Query parameters a route takes (name, schema).
+# Query parameters a route takes (name, schema); those named here are required.
+REQUIRED_QUERY = {("delete", "/api/v1/images", "name")}
 QUERY_PARAMETERS: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {
+    ("delete", "/api/v1/images"): [
+        ("name", {"type": "string", "pattern": "^" + models.IMAGE_REFERENCE.pattern + "$"}),
+    ],
     ("get", "/api/v1/sites"): [
         ("q", {"type": "string", "maxLength": 1000}),
         ("all", {"type": "string", "enum": ["0", "1", "true", "false"]}),
@@ -557,7 +584,12 @@ def document() -> dict[str, Any]:
             if "{" + p + "}" in path
         ]
         parameters += [
-            {"name": name, "in": "query", "required": False, "schema": schema}
+            {
+                "name": name,
+                "in": "query",
+                "required": (method, path, name) in REQUIRED_QUERY,
+                "schema": schema,
+            }
             for name, schema in QUERY_PARAMETERS.get((method, path), [])
         ]
         operation: dict[str, Any] = {

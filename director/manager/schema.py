@@ -219,6 +219,9 @@ site_requests = Table(
     Column("status", String(16), nullable=False),
     Column("site_id", Integer, ForeignKey("sites.id", ondelete="SET NULL"), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # From administrators: one the student and teacher see, one for administrators only.
+    Column("public_comment", Text, nullable=False, default="", server_default=""),
+    Column("admin_comment", Text, nullable=False, default="", server_default=""),
 )
 
 operations = Table(

@@ -648,6 +648,52 @@ class Store:
 
         return self._tx(put)
 
+    def delete_image(self, name: str) -> Deferred[None]:
+        """
+        Take an image out of the catalogue: NotFound if it is not in it, Conflict while it
+        is the default or any site is built on it (nothing is changed then).
+        """
+
+        def delete_(conn: Connection) -> None:
+            row = conn.execute(select(t.images).where(t.images.c.name == name)).first()
+            if row is None:
+                raise NotFound(name)
+            if row.is_default:
+                raise Conflict(
+                    "default_image", "make another image the default before deleting this one"
+                )
+            users = conn.execute(
+                select(func.count(t.sites.c.id)).where(t.sites.c.image == name)
+            ).scalar()
+            if users:
+                raise Conflict(
+                    "image_in_use", f"{users} site(s) use this image; move them to another first"
+                )
+            conn.execute(delete(t.images).where(t.images.c.id == row.id))
+
+        return self._tx(delete_)
+
+    def delete_database_host(self, host_id: int) -> Deferred[dict[str, Any]]:
+        """Forget a database host (the one it was): NotFound, or Conflict while in use."""
+
+        def delete_(conn: Connection) -> dict[str, Any]:
+            row = conn.execute(
+                select(t.database_hosts).where(t.database_hosts.c.id == host_id)
+            ).first()
+            if row is None:
+                raise NotFound(host_id)
+            used = conn.execute(
+                select(func.count(t.databases.c.site_id)).where(t.databases.c.host_id == host_id)
+            ).scalar()
+            if used:
+                raise Conflict(
+                    "host_in_use", f"{used} site database(s) are on this host; remove them first"
+                )
+            conn.execute(delete(t.database_hosts).where(t.database_hosts.c.id == host_id))
+            return dict(row._mapping)
+
+        return self._tx(delete_)
+
     def default_image(self) -> Deferred[str | None]:
         return self._tx(
             lambda conn: conn.execute(
@@ -1369,11 +1415,26 @@ class Store:
                     "teacher": r.teacher,
                     "site_id": r.site_id,
                     "created_at": r.created_at.isoformat(),
+                    "public_comment": r.public_comment,
+                    "admin_comment": r.admin_comment,
                 }
                 for r in conn.execute(query)
             ]
 
         return self._tx(list_)
+
+    def set_request_comments(self, request_id: int, values: dict[str, str]) -> Deferred[bool]:
+        """Set a request's public_comment and/or admin_comment; False if there is none."""
+        return self._tx(
+            lambda conn: (
+                conn.execute(
+                    update(t.site_requests)
+                    .where(t.site_requests.c.id == request_id)
+                    .values(**values)
+                ).rowcount
+                > 0
+            )
+        )
 
     def set_request_status(
         self, request_id: int, status: str, site_id: int | None = None

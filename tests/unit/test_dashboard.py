@@ -437,6 +437,24 @@ class SitePageTests(SynchronousTestCase):
         self.assertIn('data-api="/api/v1/mail"', page)
         self.assertEqual(self.d.request("GET", "/admin/notices", self.alice)[0].code, 404)
 
+    def test_request_comments_public_and_for_admins(self) -> None:
+        alice = self.d.result(self.d.h.store.get_user("alice"))
+        tina = self.d.result(self.d.h.store.get_user("tina"))
+        request_id = self.d.result(
+            self.d.h.store.create_request(alice.id, tina.id, "robots", "Robotics", "")
+        )
+        self.d.result(
+            self.d.h.store.set_request_comments(
+                request_id, {"public_comment": "Which <room>?", "admin_comment": "secret note"}
+            )
+        )
+        _, page = self.d.request("GET", "/requests", self.alice)
+        self.assertIn("Which &lt;room&gt;?", page)
+        self.assertNotIn("secret note", page)
+        _, page = self.d.request("GET", "/requests", self.root)
+        self.assertIn("secret note", page)
+        self.assertIn(f'data-api="/api/v1/requests/{request_id}" data-method="PATCH"', page)
+
     def test_sites_come_30_a_page(self) -> None:
         for i in range(65):
             self.d.site(f"many-{i:02d}", ["bob"])

@@ -1,4 +1,5 @@
-"""people: members added before they first sign in, banners, service accounts
+"""people: members added before they first sign in, banners, service accounts, comments on
+site requests
 
 Revision ID: 0004_people
 Revises: 0003_site_rules
@@ -50,9 +51,15 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("is_service", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+    with op.batch_alter_table("site_requests") as batch:
+        batch.add_column(sa.Column("public_comment", sa.Text(), nullable=False, server_default=""))
+        batch.add_column(sa.Column("admin_comment", sa.Text(), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("site_requests") as batch:
+        batch.drop_column("admin_comment")
+        batch.drop_column("public_comment")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("is_service")
     op.drop_table("banners")
