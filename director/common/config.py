@@ -317,6 +317,11 @@ class OrchestratorSection:
     # How long a dynamic site's new process (restart, image or settings change) may take to
     # accept connections on $PORT before the change fails and the old process keeps serving.
     ready_timeout: int = field(default=60, metadata=_check(_positive))
+    # Site image builds (extra packages): how many run at once (each in a thread of its
+    # own, apart from other Docker calls), and the time and memory one may take.
+    max_builds: int = field(default=2, metadata=_check(_positive))
+    build_timeout: int = field(default=900, metadata=_check(_positive))
+    build_memory_mb: int = field(default=1024, metadata=_check(_positive))
     # Keep the sites firewall (iptables, as root): sites reach neither each other, nor this
     # machine (except the database ports they are granted), nor the networks below.
     sites_firewall: bool = field(default=True, metadata=_check(_boolean))

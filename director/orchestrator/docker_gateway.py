@@ -8,10 +8,12 @@ same contract tests (L{director.testing.docker_contract}).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -231,14 +233,30 @@ def _service_info(raw: dict[str, Any]) -> ServiceInfo:
     return ServiceInfo(spec["Name"], raw["ID"], replicas, image, raw["Version"]["Index"], spec)
 
 
+@dataclass(frozen=True)
+class BuildLimits:
+    """Where image builds run (a bounded pool of their own) and what one may take."""
+
+    runner: Runner
+    timeout: float = 900
+    memory: int = 1024 * 1024 * 1024  # bytes, swap included
+
+
 @implementer(IDockerGateway)
 class DockerGateway:
     """The real gateway: the docker SDK's low-level client, called only from C{runner}."""
 
-    def __init__(self, runner: Runner, client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        client_factory: Callable[[], Any] | None = None,
+        builds: BuildLimits | None = None,
+    ) -> None:
         self._runner = runner
         self._factory = client_factory or _default_client
         self._client: Any = None
+        self._builds = builds or BuildLimits(runner)
+        self._build_client: Any = None
 
     def _c(self) -> Any:
         if self._client is None:
@@ -413,7 +431,46 @@ class DockerGateway:
     def build_image(
         self, dockerfile: str, tag: str, on_line: Callable[[str], None]
     ) -> Deferred[None]:
-        def build(client: Any) -> None:
+        limits = self._builds
+
+        def build() -> None:
+            import docker.errors
+            import requests.exceptions
+
+            if self._build_client is None:
+                # Reads wait as long as a build may take: a quiet step is not a dead daemon.
+                self._build_client = (
+                    _default_client(timeout=limits.timeout)
+                    if self._factory is _default_client
+                    else self._factory()
+                )
+            try:
+                _build(self._build_client)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+                _abandon()
+                raise BuildError(
+                    f"building {tag} took longer than {limits.timeout:g} s", ""
+                ) from None
+            except BuildError as e:
+                if "took longer than" in str(e):
+                    _abandon()
+                raise
+            except docker.errors.APIError as e:
+                raise DockerError(str(e.explanation or e)) from None
+
+        def _abandon() -> None:
+            """Hang up (the daemon cancels a build whose client went away) and untag."""
+            client, self._build_client = self._build_client, None
+            import docker.errors
+
+            with contextlib.suppress(Exception):  # only closing its sockets
+                client.close()
+
+            with contextlib.suppress(docker.errors.DockerException):  # never tagged: usual
+                self._c().remove_image(tag, force=True)
+
+        def _build(client: Any) -> None:
+            deadline = time.monotonic() + limits.timeout
             context = io.BytesIO()
             with tarfile.open(fileobj=context, mode="w") as tar:
                 data = dockerfile.encode("utf-8")
@@ -430,8 +487,13 @@ class DockerGateway:
                 forcerm=True,
                 pull=False,
                 decode=True,
+                container_limits={"memory": limits.memory, "memswap": limits.memory},
             )
             for chunk in stream:
+                if time.monotonic() > deadline:
+                    raise BuildError(
+                        f"building {tag} took longer than {limits.timeout:g} s", "\n".join(log)
+                    )
                 text = chunk.get("stream") or chunk.get("status") or ""
                 if "error" in chunk:
                     text = chunk["error"]
@@ -443,7 +505,7 @@ class DockerGateway:
                         f"building {tag} failed: {chunk['error'].strip()}", "\n".join(log)
                     )
 
-        return self._run(build)
+        return limits.runner.run(build)
 
     def remove_image(self, ref: str) -> Deferred[bool]:
         def remove(client: Any) -> bool:
@@ -761,7 +823,7 @@ def _blocking_ensure_container(client: Any, spec: dict[str, Any]) -> str:
     return str(created["Id"])
 
 
-def _default_client() -> Any:
+def _default_client(timeout: float = 60) -> Any:
     import docker
 
-    return docker.APIClient(version="1.41", timeout=60)
+    return docker.APIClient(version="1.41", timeout=timeout)

@@ -65,13 +65,51 @@ class ImageRequest:
             # Admin-provided (image catalogue), never from students.
             lines.append(f"RUN {self.setup_command}")
         if self.packages:
+            names = " ".join(sorted(set(self.packages)))
+            # Every name is checked against the image's own package index before anything
+            # is downloaded, so a misspelt one fails at once and is named (MISSING_MARK).
             lines.append(
-                "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-                "--no-install-recommends "
-                + " ".join(sorted(set(self.packages)))
+                "RUN apt-get update"
+                f" && missing='' && for p in {names}; do"
+                ' apt-cache show "$p" >/dev/null 2>&1 || missing="$missing $p"; done'
+                f' && if [ -n "$missing" ]; then echo "{MISSING_MARK}$missing"; exit 100; fi'
+                " && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                + names
                 + " && apt-get clean && rm -rf /var/lib/apt/lists/*"
             )
         return "\n".join(lines) + "\n"
+
+
+#: How the package check names the packages the image's index does not have.
+MISSING_MARK = "director: no such package:"
+_MISSING = re.compile(re.escape(MISSING_MARK) + r"((?: [a-z0-9][a-z0-9+.-]*)+)")
+_UNABLE = re.compile(r"E: (?:Unable to locate package |Package '?)([a-z0-9][a-z0-9+.-]*)")
+
+
+def build_failure(message: str, log: str, memory_mb: int) -> str:
+    """What went wrong with a site image build, in words a student can act on."""
+    found = _MISSING.findall(log)
+    names = sorted(set(found[-1].split())) if found else sorted(set(_UNABLE.findall(log)))
+    if names:
+        listed = ", ".join(names)
+        which = "package" if len(names) == 1 else "packages"
+        return (
+            f"Debian has no {which} called {listed} (for this image's Debian version); "
+            "check the spelling, for example on packages.debian.org. Nothing was changed."
+        )
+    if "took longer than" in message:
+        return (
+            f"The image {message.split('building ', 1)[-1]} and was stopped; try fewer "
+            "packages at once. Nothing was changed."
+        )
+    if "code: 137" in message or "returned a non-zero code: 137" in log:
+        return (
+            f"The build ran out of memory (it may use {memory_mb} MB); try fewer packages at "
+            "once. Nothing was changed."
+        )
+    if "Temporary failure resolving" in log or "Could not resolve" in log:
+        return "The build could not reach the Debian mirror; try again later. Nothing was changed."
+    return f"The image could not be built ({message}). Nothing was changed."
 
 
 def _docker_has(tag: str) -> bool:

@@ -24,7 +24,7 @@ from director.orchestrator.bundled_databases import (
     bundled_settings,
     password_file,
 )
-from director.orchestrator.docker_gateway import DockerGateway, IDockerGateway
+from director.orchestrator.docker_gateway import BuildLimits, DockerGateway, IDockerGateway
 from director.orchestrator.files import FileLimits
 from director.orchestrator.firewall import IFirewall, IptablesFirewall
 from director.orchestrator.monitor import DirectoryMonitor
@@ -112,8 +112,13 @@ def build_service(
             f"{paths.nginx}: cannot write the orchestrator's nginx config: {e}"
         ) from None
     docker_pool = BlockingPool(reactor, "docker", 4, timeout=300)
+    # Builds take minutes: threads of their own, so they never hold up other Docker calls.
+    builds_pool = BlockingPool(
+        reactor, "image-builds", section.max_builds, timeout=section.build_timeout + 60
+    )
     files_pool = BlockingPool(reactor, "site-files", 4, timeout=300)
     docker_pool.setServiceParent(top)
+    builds_pool.setServiceParent(top)
     files_pool.setServiceParent(top)
     if firewall is None and section.sites_firewall:
         # one thread: changes to the firewall never race each other
@@ -129,7 +134,13 @@ def build_service(
     nginx.setServiceParent(top)
     runtime = SiteRuntime(
         reactor,
-        docker or DockerGateway(docker_pool),
+        docker
+        or DockerGateway(
+            docker_pool,
+            builds=BuildLimits(
+                builds_pool, section.build_timeout, section.build_memory_mb * 1024 * 1024
+            ),
+        ),
         SiteNginxFiles(NginxConfigDirectory(reactor, staged, nginx, files_pool), nginx),
         files_pool,
         paths,
@@ -155,7 +166,15 @@ def build_service(
         ).setServiceParent(top)
     monitor = DirectoryMonitor(reactor)
     monitor.setServiceParent(top)
-    api = OrchestratorAPI(runtime, files_pool, tokens, databases_pool, reactor, monitor=monitor)
+    api = OrchestratorAPI(
+        runtime,
+        files_pool,
+        tokens,
+        databases_pool,
+        reactor,
+        monitor=monitor,
+        build_memory_mb=section.build_memory_mb,
+    )
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()
     ).setServiceParent(top)

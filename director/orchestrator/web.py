@@ -21,7 +21,7 @@ from director.orchestrator.databases import DatabaseError, DatabaseHost, make_da
 from director.orchestrator.docker_gateway import BuildError, DockerError, ImageInUse
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.firewall import FirewallError
-from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest
+from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest, build_failure
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.runtime import NotReady, SiteRuntime, UnknownSite
 from director.orchestrator.sites import IMAGE_NAME, SiteError, parse_site
@@ -86,8 +86,10 @@ class OrchestratorAPI:
         max_lifetime: float = 12 * 3600,
         monitor: DirectoryMonitor | None = None,
         max_watches: int = 256,
+        build_memory_mb: int = 1024,
     ) -> None:
         self.runtime = runtime
+        self._build_memory_mb = build_memory_mb
         self._files = files
         self._tokens = tokens
         self._databases = databases
@@ -367,8 +369,9 @@ class OrchestratorAPI:
         try:
             await docker.build_image(dockerfile, tag, lines.append)
         except BuildError as e:
+            message = build_failure(str(e), e.log, self._build_memory_mb)
             return render_json(
-                request, {"error": "build_failed", "message": str(e), "log": e.log[-20000:]}, 422
+                request, {"error": "build_failed", "message": message, "log": e.log[-20000:]}, 422
             )
         site_id = int(tag.split("-", 1)[1].split(":", 1)[0])
         self._rt().image_built(site_id, tag)

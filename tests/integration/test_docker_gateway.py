@@ -47,3 +47,45 @@ def context(docker_swarm: Any, tmp_path: Path) -> Any:
 @pytest_twisted.ensureDeferred
 async def test_contract(context: DockerContext, check: Any) -> None:
     await check(context)
+
+
+@pytest_twisted.ensureDeferred
+async def test_builds_keep_to_their_time_and_memory(docker_swarm: Any) -> None:
+    """
+    A build that runs past its time limit is stopped and reported as such; one that needs
+    more memory than it may take fails (the kernel ends it) instead of taking the machine's.
+    Neither leaves an image behind.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from director.orchestrator.docker_gateway import BuildError, BuildLimits
+
+    pool = BlockingPool(reactor, "docker-test", 2, timeout=120)
+    builds = BlockingPool(reactor, "builds-test", 1, timeout=120)
+    pool.startService()
+    builds.startService()
+    gateway = DockerGateway(pool, builds=BuildLimits(builds, timeout=3, memory=64 * 1024 * 1024))
+    prefix = f"director/t{os.getpid()}-limits"
+    try:
+        with pytest.raises(BuildError) as slow:
+            # (a step of its own each run: a cached step would take no time)
+            nonce = os.urandom(8).hex()
+            await gateway.build_image(
+                f"FROM {BASE_IMAGE}\nRUN echo {nonce} && sleep 30\n", f"{prefix}:slow", print
+            )
+        assert "took longer than 3 s" in str(slow.value)
+        with pytest.raises(BuildError) as hungry:
+            # 200 MB held in memory by the image's own Python, over the 64 MB the build may use
+            await gateway.build_image(
+                f'FROM {BASE_IMAGE}\nRUN python3 -c "b = bytearray(200 * 2**20); print(len(b))"\n',
+                f"{prefix}:hungry",
+                print,
+            )
+        assert "137" in str(hungry.value) or "137" in hungry.value.log
+        await deferLater(reactor, 30, lambda: None)  # past the sleep: was it cancelled?
+        assert not await gateway.image_exists(f"{prefix}:slow")
+        assert not await gateway.image_exists(f"{prefix}:hungry")
+    finally:
+        pool.stopService()
+        builds.stopService()
