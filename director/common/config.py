@@ -284,6 +284,11 @@ class OrchestratorSection:
     # How long a dynamic site's new process (restart, image or settings change) may take to
     # accept connections on $PORT before the change fails and the old process keeps serving.
     ready_timeout: int = field(default=60, metadata=_check(_positive))
+    # Each site's disk quota in MB unless an administrator set its own (limits.disk_quota_mb);
+    # 0: no quota. Writes through the API, the editor and SFTP that would pass it are refused.
+    disk_quota_mb: int = field(default=1024, metadata=_check(_count))
+    # Seconds between two measurements of every site's disk use (in the background).
+    disk_interval: float = field(default=600.0, metadata=_check(_positive))
     # Keep the sites firewall (iptables, as root): sites reach neither each other, nor this
     # machine (except the database ports they are granted), nor the networks below.
     sites_firewall: bool = field(default=True, metadata=_check(_boolean))
