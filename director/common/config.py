@@ -267,6 +267,9 @@ class ManagerSection:
     admin_contact: str = field(default="the administrators", metadata=_check(_text))
     # Seconds a request on a site still being created waits for the creation to end.
     creation_wait: float = field(default=30.0, metadata=_check(_positive))
+    # Seconds between two copies of the sites' disk use from the orchestrator (shown on the
+    # site's page and in the API as disk_usage_bytes; also a few seconds after each upload).
+    disk_poll_interval: float = field(default=60.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
