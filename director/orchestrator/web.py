@@ -188,7 +188,10 @@ class OrchestratorAPI:
     @app.route("/v1/sites/<int:site_id>", methods=["PUT"])
     async def put_site(self, request: IRequest, site_id: int) -> bytes:
         site = parse_site(site_id, _json_body(request))
-        return render_json(request, await self._rt().apply(site))
+        applied = await self._rt().apply(site)
+        if self._disk is not None and self._disk.used(site_id) is None:
+            self._disk.changed(site_id)  # a new site: measured now, not at the next round
+        return render_json(request, applied)
 
     @app.route("/v1/sites/<int:site_id>", methods=["GET"])
     async def get_site(self, request: IRequest, site_id: int) -> bytes:

@@ -248,3 +248,12 @@ class QuotaAPITests(SynchronousTestCase):
         self.assertEqual(response.code, 413)
         self.assertEqual(self.put("public/tiny.txt", b"x")[0], 413)
         self.assertFalse((self.paths.site_dir(7) / "public" / "d").exists())
+
+    def test_a_new_site_is_measured_soon_after_it_is_applied(self) -> None:
+        response = self.successResultOf(
+            self.http.put("http://o/v1/sites/8", json={"name": "new8", "type": "static"})
+        )
+        self.assertEqual(response.code, 200)
+        self.assertIsNone(self.disk.used(8))
+        self.reactor.advance(2)
+        self.assertGreater(self.disk.used(8) or 0, 0)
