@@ -280,8 +280,10 @@ class TerminalProtocol(ExecWebSocket):
         self.sendClose(4011)
 
 
-#: The SFTP requests refused while a site is over its disk quota: whatever adds data.
-SFTP_DENIED_OVER_QUOTA = "write,mkdir,symlink,hardlink,copy-data"
+#: The SFTP requests refused while a site is over its disk quota: whatever adds data, and
+#: opening files at all (an upload over an existing file would truncate it before its first
+#: write is refused); listing, renaming and removing still work.
+SFTP_DENIED_OVER_QUOTA = "open,write,mkdir,symlink,hardlink,copy-data"
 
 
 def sftp_quota_env(used: int | None, quota: int | None) -> dict[str, str]:
@@ -292,8 +294,9 @@ def sftp_quota_env(used: int | None, quota: int | None) -> dict[str, str]:
         "DIRECTOR_SFTP_DENY": SFTP_DENIED_OVER_QUOTA,
         "DIRECTOR_QUOTA_MESSAGE": (
             f"This site uses {used // (1024 * 1024)} MB of its {quota // (1024 * 1024)} MB disk "
-            "quota, so uploads are refused. Delete files you no longer need (you can still "
-            "remove files here), or ask an administrator for a bigger quota."
+            "quota, so uploads (and, until there is room, downloads) are refused here. Delete "
+            "files you no longer need (rm still works), or ask an administrator for a bigger "
+            "quota."
         ),
     }
 

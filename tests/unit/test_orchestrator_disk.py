@@ -95,7 +95,10 @@ class QuotaDecisionTests(SynchronousTestCase):
         self.assertEqual(sftp_quota_env(None, 20 * MB), {})
         env = sftp_quota_env(20 * MB, 20 * MB)
         self.assertEqual(env["DIRECTOR_SFTP_DENY"], SFTP_DENIED_OVER_QUOTA)
-        self.assertIn("uploads are refused", env["DIRECTOR_QUOTA_MESSAGE"])
+        self.assertIn(
+            "uploads (and, until there is room, downloads) are refused",
+            env["DIRECTOR_QUOTA_MESSAGE"],
+        )
 
     def test_site_limit(self) -> None:
         self.assertIsNone(parse_limits({}).disk_quota_mb)
