@@ -233,6 +233,9 @@ class DiskUsage:
 
     def _remeasure(self, site_id: int) -> None:
         self._pending.pop(site_id, None)
+        if site_id not in set(self._sites()):
+            self.usage.pop(site_id, None)  # removed meanwhile
+            return
         d = Deferred.fromCoroutine(self.measure(site_id))
         d.addErrback(
             lambda f: self.log.failure("measuring the disk usage of site {id}", f, id=site_id)
