@@ -300,6 +300,9 @@ class ManagerSection:
     site_name_rule: str = field(default="", metadata=_check(_optional_line))
     # The agreement students tick when they create or request a site (empty: no box).
     student_agreement: str = field(default="", metadata=_check(_long_text))
+    # Seconds between two copies of the sites' disk use from the orchestrator (shown on the
+    # site's page and in the API as disk_usage_bytes; also a few seconds after each upload).
+    disk_poll_interval: float = field(default=60.0, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,11 @@ class OrchestratorSection:
     max_builds: int = field(default=2, metadata=_check(_positive))
     build_timeout: int = field(default=900, metadata=_check(_positive))
     build_memory_mb: int = field(default=1024, metadata=_check(_positive))
+    # Each site's disk quota in MB unless an administrator set its own (limits.disk_quota_mb);
+    # 0: no quota. Writes through the API, the editor and SFTP that would pass it are refused.
+    disk_quota_mb: int = field(default=1024, metadata=_check(_count))
+    # Seconds between two measurements of every site's disk use (in the background).
+    disk_interval: float = field(default=600.0, metadata=_check(_positive))
     # Keep the sites firewall (iptables, as root): sites reach neither each other, nor this
     # machine (except the database ports they are granted), nor the networks below.
     sites_firewall: bool = field(default=True, metadata=_check(_boolean))

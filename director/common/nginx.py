@@ -35,6 +35,9 @@ SETSID = "/usr/bin/setsid"  # util-linux, on every Debian system
 #: nginx runs under a service of its own (`director nginx run`), which starts and stops it;
 #: the daemon adopts it, reloads it, and never starts or stops it itself.
 SUPERVISED_ENV = "DIRECTOR_NGINX"
+#: nginx's access and error logs are rotated past this size, and this many old ones kept.
+LOG_MAX_BYTES = 16 * 1024 * 1024
+LOG_KEEP = 3
 SAFE_FILENAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,120}\.conf$")
 
 
@@ -136,6 +139,9 @@ class NginxProcess(Service):
         check_interval: float = 5.0,
         supervised: bool | None = None,
         supervised_interval: float = 0.2,
+        log_max_bytes: int = LOG_MAX_BYTES,
+        log_keep: int = LOG_KEEP,
+        log_check_interval: float = 60.0,
     ) -> None:
         self._reactor = reactor
         self.paths = paths
@@ -146,8 +152,12 @@ class NginxProcess(Service):
         self.supervised = supervised
         self._check_interval = supervised_interval if supervised else check_interval
         self._waiting = False  # supervised, and its service runs no nginx (logged once)
+        self._log_max = log_max_bytes
+        self._log_keep = log_keep
+        self._log_interval = log_check_interval
         self._pid: int | None = None
         self._watch: LoopingCall | None = None
+        self._rotation: LoopingCall | None = None
         self.adopted = False  # True when this run found nginx already running
 
     def running_pid(self) -> int | None:
@@ -175,6 +185,31 @@ class NginxProcess(Service):
         self._watch.start(self._check_interval, now=False).addErrback(
             lambda f: self.log.failure("{what} nginx: the watch stopped", f, what=self.what)
         )
+        self._rotation = LoopingCall(self._rotate_logged)
+        self._rotation.clock = self._reactor
+        self._rotation.start(self._log_interval, now=True).addErrback(
+            lambda f: self.log.failure("{what} nginx: log rotation stopped", f, what=self.what)
+        )
+
+    def _rotate_logged(self) -> None:
+        try:
+            self.rotate_logs()
+        except Exception:
+            self.log.failure("{what} nginx: rotating its logs", what=self.what)
+
+    def rotate_logs(self) -> list[str]:
+        """
+        Rotate every log in the prefix's C{logs/} that grew past C{log_max_bytes}: it
+        becomes C{.1} (older ones move up, at most C{log_keep} are kept) and the master is
+        told to reopen its logs (SIGUSR1), so each log takes at most about
+        (C{log_keep} + 1) x C{log_max_bytes}. A handful of stat and rename calls on local
+        files: cheap enough for the reactor thread. Returns the names rotated.
+        """
+        rotated = rotate_files(self.paths.prefix / "logs", self._log_max, self._log_keep)
+        if rotated and self._pid is not None and pidfiles.alive(self._pid):
+            os.kill(self._pid, signal.SIGUSR1)
+            self.log.info("{what} nginx: rotated {logs}", what=self.what, logs=", ".join(rotated))
+        return rotated
 
     def _adopt(self, pid: int) -> None:
         parent = pidfiles.parent_pid(pid)
@@ -303,6 +338,8 @@ class NginxProcess(Service):
         super().stopService()
         if self._watch is not None and self._watch.running:
             self._watch.stop()
+        if self._rotation is not None and self._rotation.running:
+            self._rotation.stop()
         pid = self._pid if self._pid is not None and pidfiles.alive(self._pid) else None
         pid = pid or self.running_pid()
         self._pid = None
@@ -321,6 +358,36 @@ class NginxProcess(Service):
     async def _stop(self, pid: int) -> None:
         if not await pidfiles.stop_pid(self._reactor, pid, signal.SIGQUIT, self._stop_timeout):
             self.log.warn("{what} nginx did not stop in time; killed it", what=self.what)
+
+
+def rotate_files(directory: Path, max_bytes: int, keep: int) -> list[str]:
+    """
+    Each C{*.log} in C{directory} bigger than C{max_bytes} moves to C{.1}, C{.1} to C{.2}
+    and so on; the C{keep}-th is dropped. The names rotated.
+    """
+    rotated = []
+    try:
+        logs = sorted(p for p in directory.iterdir() if p.name.endswith(".log"))
+    except FileNotFoundError:
+        return []
+    for log in logs:
+        try:
+            if not log.is_file() or log.is_symlink() or log.stat().st_size <= max_bytes:
+                continue
+        except FileNotFoundError:
+            continue
+        for n in range(keep, 0, -1):
+            older = log.with_name(f"{log.name}.{n}")
+            if n == keep:
+                older.unlink(missing_ok=True)
+            elif older.exists():
+                older.rename(log.with_name(f"{log.name}.{n + 1}"))
+        if keep > 0:
+            log.rename(log.with_name(f"{log.name}.1"))
+        else:
+            log.unlink()
+        rotated.append(log.name)
+    return rotated
 
 
 def check_blocking(paths: NginxPaths, what: str) -> None:

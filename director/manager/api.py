@@ -33,6 +33,7 @@ from director.common.signing import RequestSigner
 from director.common.web import render_json
 from director.manager import models, notices
 from director.manager.creation import unfinished_creation
+from director.manager.disk import DiskPoller
 from director.manager.events import IEventBus
 from director.manager.mail import Mailer, NullMailer
 from director.manager.models import (
@@ -78,10 +79,10 @@ def read_json(request: Any) -> Any:
     body = request.content.read(MAX_JSON + 1) if request.content is not None else b""
     if len(body) > MAX_JSON:
         raise APIError(413, "too_large", f"JSON bodies are limited to {MAX_JSON} bytes")
-    if not body.strip():
-        return {}
+    if not body:
+        return {}  # no body: the routes whose body is optional
     try:
-        return json.loads(body)
+        return json.loads(body)  # (only whitespace is not JSON: 400, as the document says)
     except (ValueError, UnicodeDecodeError):
         raise APIError(400, "bad_json", "the request body is not valid JSON") from None
 
@@ -144,8 +145,11 @@ class ManagerAPI:
         reauth: timedelta = timedelta(minutes=10),
         reserved_hosts: tuple[str, ...] = ("director.localhost",),
         shell_address: tuple[str, int] = ("director.localhost", 2322),
+        disk: DiskPoller | None = None,
     ) -> None:
         self._reactor = reactor
+        # Reads the sites' disk use again soon after a write through the files API.
+        self._disk = disk
         self.limits = limits or UserLimits()
         self.store = store
         self.engine = engine
@@ -1040,7 +1044,7 @@ class ManagerAPI:
                 params[key.decode()] = request.args[key][0].decode("utf-8", "replace")
         target = self._files_path(site, path) + ("/" if request.path.endswith(b"/") else "")
         digest = await file_digest(self._reactor, content)
-        return await self._relay(
+        answer = await self._relay(
             request,
             "PUT",
             target,
@@ -1048,6 +1052,9 @@ class ManagerAPI:
             body_file=content,
             body_digest=digest,
         )
+        if self._disk is not None:
+            self._disk.soon()  # disk_usage_bytes follows the write within seconds
+        return answer
 
     @app.route("/api/v1/sites/<name>/files/", methods=["PATCH"], branch=True)
     async def patch_file(self, request: Any, name: str) -> bytes:
@@ -1147,6 +1154,34 @@ class ManagerAPI:
         return render_json(request, retried.to_json(), 202)
 
     # -- users (admins) ------------------------------------------------------------------------
+
+    @app.route("/api/v1/admin/disk-usage", methods=["GET"])
+    async def disk_usage(self, request: Any) -> bytes:
+        """Administrators: the sites using the most disk, largest first."""
+        user = await self.user(request)
+        self.require_admin(user)
+        try:
+            limit = int((request.args.get(b"limit") or [b"20"])[0])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            raise APIError(400, "bad_query", "limit must be a number from 1 to 1000")
+        sites = await self.store.largest_sites(limit)
+        return render_json(
+            request,
+            {
+                "sites": [
+                    {
+                        "name": s.name,
+                        "type": s.type,
+                        "members": list(s.members),
+                        "disk_usage_bytes": s.disk_usage_bytes,
+                        "disk_quota_bytes": s.disk_quota,
+                    }
+                    for s in sites
+                ]
+            },
+        )
 
     @app.route("/api/v1/users", methods=["GET"])
     async def list_users(self, request: IRequest) -> bytes:

@@ -31,7 +31,15 @@ RESERVED_SITE_NAMES = frozenset(
 # The operation parameters a member may see (what they asked for), in operation JSON.
 PUBLIC_PARAMS = frozenset({"image", "packages", "old_name"})
 
-DEFAULT_LIMITS = {"cpus": 0.6, "memory_mb": 100, "pids": 256, "client_max_body_size": "1m"}
+DEFAULT_LIMITS: dict[str, Any] = {
+    "cpus": 0.6,
+    "memory_mb": 100,
+    "pids": 256,
+    "client_max_body_size": "1m",
+    # MB; None: the orchestrator's default quota (orchestrator.disk_quota_mb)
+    "disk_quota_mb": None,
+}
+MAX_DISK_QUOTA_MB = 10_000_000
 
 
 class ValidationError(ValueError):
@@ -112,7 +120,9 @@ def validate_packages(value: object) -> list[str]:
 
 def validate_limits(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ValidationError("limits", "an object of cpus, memory_mb, pids, client_max_body_size")
+        raise ValidationError(
+            "limits", "an object of cpus, memory_mb, pids, client_max_body_size, disk_quota_mb"
+        )
     limits = dict(DEFAULT_LIMITS)
     ranges = {"cpus": (0.05, 16.0), "memory_mb": (32, 16384), "pids": (32, 8192)}
     for key, item in value.items():
@@ -128,6 +138,17 @@ def validate_limits(value: object) -> dict[str, Any]:
         elif key == "client_max_body_size":
             if not isinstance(item, str) or not re.fullmatch(r"[0-9]{1,4}[km]?", item):
                 raise ValidationError(f"limits.{key}", "a size like 1m or 512k")
+            limits[key] = item
+        elif key == "disk_quota_mb":
+            if item is not None and (
+                not isinstance(item, int)
+                or isinstance(item, bool)
+                or not 1 <= item <= MAX_DISK_QUOTA_MB
+            ):
+                raise ValidationError(
+                    f"limits.{key}",
+                    f"a whole number of MB from 1 to {MAX_DISK_QUOTA_MB}, or null for the default",
+                )
             limits[key] = item
         else:
             raise ValidationError(f"limits.{key}", "unknown limit")
@@ -220,6 +241,16 @@ class Site:
     admin_comments: str = ""
     created_at: datetime | None = None
     public_comment: str = ""
+    #: bytes, as the orchestrator last measured them (None: not measured yet)
+    disk_usage_bytes: int | None = None
+    #: the quota the orchestrator last reported (its default unless the site has its own)
+    disk_quota_bytes: int | None = None
+
+    @property
+    def disk_quota(self) -> int | None:
+        """The site's quota in bytes: its own if an administrator set one, else as reported."""
+        own = self.limits.get("disk_quota_mb")
+        return own * 1024 * 1024 if own else self.disk_quota_bytes
 
     def url(self, sites_domain: str, scheme: str = "http") -> str:
         return f"{scheme}://{self.name}.{sites_domain}/"
@@ -275,6 +306,8 @@ class Site:
             "database": self.database.to_json(show_secrets) if self.database else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "public_comment": self.public_comment,
+            "disk_usage_bytes": self.disk_usage_bytes,
+            "disk_quota_bytes": self.disk_quota,
         }
 
 
@@ -464,6 +497,7 @@ USER_ERROR_CODES = frozenset(
         "not_found", "exists", "not_a_directory", "is_a_directory", "is_a_symlink",
         "not_a_file", "bad_path", "too_large", "bad_mode", "directory_not_empty",
         "limit_exceeded", "permission_denied", "no_space", "bad_request", "bad_json",
+        "quota_exceeded",
         "query_failed", "query_timeout", "access_denied", "invalid_domain", "reserved_domain",
         "build_failed", "bad_packages", "not_ready",
     }

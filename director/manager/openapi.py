@@ -96,8 +96,55 @@ LIMITS = {
         "memory_mb": {"type": "integer", "minimum": 32, "maximum": 16384},
         "pids": {"type": "integer", "minimum": 32, "maximum": 8192},
         "client_max_body_size": {"type": "string", "pattern": "^[0-9]{1,4}[km]?$"},
+        # The site's own disk quota; null: the orchestrator's default (orchestrator.disk_quota_mb)
+        "disk_quota_mb": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": models.MAX_DISK_QUOTA_MB,
+        },
     },
     "additionalProperties": False,
+}
+# Bytes, as last measured (in the background: a few seconds behind an upload); null: not
+# measured yet, or (quota) no quota.
+DISK_BYTES = {"type": ["integer", "null"], "minimum": 0}
+# What every site's representation holds (more fields may follow; admins see admin_comments).
+SITE = {
+    "type": "object",
+    "required": ["id", "name", "type", "limits", "disk_usage_bytes", "disk_quota_bytes"],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "type": {"enum": ["static", "dynamic"]},
+        "limits": {"type": "object"},
+        "sftp_url": {"type": "string"},
+        "git_url": {"type": "string"},
+        "members": {"type": "array", "items": {"type": "string"}},
+        # Added before they first signed in: members from their first sign-in.
+        "pending_members": {"type": "array", "items": {"type": "string"}},
+        "disk_usage_bytes": DISK_BYTES,
+        "disk_quota_bytes": DISK_BYTES,
+    },
+}
+DISK_USAGE = {
+    "type": "object",
+    "required": ["sites"],
+    "properties": {
+        "sites": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "disk_usage_bytes", "disk_quota_bytes"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"enum": ["static", "dynamic"]},
+                    "members": {"type": "array", "items": {"type": "string"}},
+                    "disk_usage_bytes": DISK_BYTES,
+                    "disk_quota_bytes": DISK_BYTES,
+                },
+            },
+        }
+    },
 }
 
 
@@ -320,6 +367,13 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     ("get", "/api/v1/operations", "All operations, failed first (admins)", None, 200),
     ("get", "/api/v1/operations/{op_id}", "An operation and its actions", None, 200),
     ("post", "/api/v1/operations/{op_id}/retry", "Retry a failed operation", None, 202),
+    (
+        "get",
+        "/api/v1/admin/disk-usage",
+        "The sites using the most disk, largest first (admins; ?limit=N, 1 to 1000)",
+        None,
+        200,
+    ),
     ("get", "/api/v1/users", "Users (teachers and admins)", None, 200),
     (
         "post",
@@ -523,6 +577,24 @@ EXTRA_RESPONSES[("post", "/api/v1/sites/{name}/database/query")] = {
     "422": "query_failed or query_timeout: the database refused or cut off the statement",
 }
 
+# Writes that would take a site over its disk quota.
+EXTRA_RESPONSES[("put", "/api/v1/sites/{name}/files/{path}")] = {
+    "413": "too_large (the upload is over the size limit) or quota_exceeded (the site would "
+    "pass its disk quota: the message says by how much and what to do)",
+}
+EXTRA_RESPONSES[("get", "/api/v1/admin/disk-usage")] = {"403": "forbidden: administrators only"}
+
+# The JSON a successful answer carries, where the document describes it.
+SUCCESS_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("get", "/api/v1/sites/{name}"): SITE,
+    ("get", "/api/v1/sites"): {
+        "type": "object",
+        "required": ["sites"],
+        "properties": {"sites": {"type": "array", "items": SITE}},
+    },
+    ("get", "/api/v1/admin/disk-usage"): DISK_USAGE,
+}
+
 # Routes that also answer a second success (PATCH of a site's records only: 200, no operation).
 ALSO_SUCCEEDS = {("patch", "/api/v1/sites/{name}"): 200}
 
@@ -601,6 +673,10 @@ def document() -> dict[str, Any]:
             operation["responses"][code] = {
                 "description": description,
                 "content": {"application/json": {"schema": ERROR}},
+            }
+        if (method, path) in SUCCESS_SCHEMAS:
+            operation["responses"][str(status)]["content"] = {
+                "application/json": {"schema": SUCCESS_SCHEMAS[method, path]}
             }
         if path == "/api/v1/openapi.json":
             operation["security"] = []  # public, like the dashboard's guide

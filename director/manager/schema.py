@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -125,6 +126,11 @@ sites = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # The administrators' comment every member sees on the site's page (why it is disabled).
     Column("public_comment", Text, nullable=False, default="", server_default=""),
+    # The site's own disk quota (MB) set by an administrator; null: the orchestrator's default.
+    Column("disk_quota_mb", Integer, nullable=True),
+    # The site's disk use and quota (bytes) as its orchestrator last reported them.
+    Column("disk_usage_bytes", BigInteger, nullable=True),
+    Column("disk_quota_bytes", BigInteger, nullable=True),
 )
 
 # Site ids are taken from here, never from the sites table: an id, once given, is never

@@ -26,6 +26,7 @@ from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import CountingResource, Metrics
 from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
+from director.manager.disk import DiskPoller
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.identity import claim_identity
 from director.manager.mail import NullMailer, SMTPMailer
@@ -96,6 +97,21 @@ class _RedisBusProxy:
                 entry[2]()
 
         return unsubscribe
+
+
+class _DiskService(Service):
+    """Copies the sites' disk use from the orchestrator while the manager runs."""
+
+    def __init__(self, disk: DiskPoller) -> None:
+        self._disk = disk
+
+    def startService(self) -> None:
+        super().startService()
+        self._disk.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._disk.stop()
 
 
 class _EngineService(Service):
@@ -215,6 +231,8 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.shell.public_host or config.manager.dashboard_host,
         config.shell.public_port or config.shell.port,
     )
+    disk = DiskPoller(reactor, store, orchestrator, config.manager.disk_poll_interval)
+    _DiskService(disk).setServiceParent(top)
     api = ManagerAPI(
         reactor,
         store,
@@ -237,6 +255,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reauth=reauth,
         reserved_hosts=reserved_hosts,
         shell_address=shell_address,
+        disk=disk,
     )
     shell = ShellServerAPI(
         reactor,

@@ -854,6 +854,7 @@ class Store:
                     "memory_mb": r.memory_mb,
                     "pids": r.pids,
                     "client_max_body_size": r.client_max_body_size,
+                    "disk_quota_mb": r.disk_quota_mb,
                 },
                 members=tuple(members.get(r.id, [])),
                 pending_members=tuple(pending.get(r.id, [])),
@@ -862,9 +863,47 @@ class Store:
                 admin_comments=r.admin_comments,
                 public_comment=r.public_comment,
                 created_at=r.created_at,
+                disk_usage_bytes=r.disk_usage_bytes,
+                disk_quota_bytes=r.disk_quota_bytes,
             )
             for r in rows
         ]
+
+    def set_disk_usage(self, usage: dict[int, tuple[int | None, int | None]]) -> Deferred[int]:
+        """Record each site's disk use and quota (bytes) as its orchestrator reported them."""
+
+        def record(conn: Connection) -> int:
+            changed = 0
+            for site_id, (used, quota) in usage.items():
+                result = conn.execute(
+                    update(t.sites)
+                    .where(t.sites.c.id == site_id)
+                    .values(disk_usage_bytes=used, disk_quota_bytes=quota)
+                )
+                changed += result.rowcount
+            return changed
+
+        return self._tx(record)
+
+    def largest_sites(self, limit: int = 20) -> Deferred[list[Site]]:
+        """The sites using the most disk, largest first (sites not measured yet left out)."""
+
+        def largest(conn: Connection) -> list[Site]:
+            ids = [
+                r.id
+                for r in conn.execute(
+                    select(t.sites.c.id)
+                    .where(t.sites.c.disk_usage_bytes.is_not(None))
+                    .order_by(t.sites.c.disk_usage_bytes.desc(), t.sites.c.name)
+                    .limit(limit)
+                )
+            ]
+            if not ids:
+                return []
+            by_id = {s.id: s for s in self._load_sites(conn, t.sites.c.id.in_(ids))}
+            return [by_id[i] for i in ids if i in by_id]
+
+        return self._tx(largest)
 
     def get_site(self, name: str) -> Deferred[Site | None]:
         def get(conn: Connection) -> Site | None:
@@ -1005,6 +1044,7 @@ class Store:
                         memory_mb=limits["memory_mb"],
                         pids=limits["pids"],
                         client_max_body_size=limits["client_max_body_size"],
+                        disk_quota_mb=limits.get("disk_quota_mb"),
                         created_at=now(),
                     )
                 )
@@ -1046,6 +1086,7 @@ class Store:
                     memory_mb=limits["memory_mb"],
                     pids=limits["pids"],
                     client_max_body_size=limits["client_max_body_size"],
+                    disk_quota_mb=limits.get("disk_quota_mb"),
                 )
             op = None
             if operation is not None:

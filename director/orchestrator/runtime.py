@@ -278,8 +278,10 @@ class SiteRuntime:
         ready_timeout: float = 60.0,
         ready_check: Callable[[str, int], Deferred[bool]] | None = None,
         drain_timeout: float = 5.0,
+        disk_quota_mb: int = 0,
     ) -> None:
         self._reactor = reactor
+        self._disk_quota_mb = disk_quota_mb
         self._ready_timeout = ready_timeout
         self._ready_check = ready_check or (
             lambda address, port: accepts_connections(reactor, address, port, 0.5)
@@ -517,6 +519,13 @@ class SiteRuntime:
         return SiteFiles(
             self.paths.site_dir(site.id), owner=(site.uid, site.uid), limits=self._file_limits
         )
+
+    def disk_quota_bytes(self, site: Site) -> int | None:
+        """The site's disk quota: its own, else the orchestrator's default; None: no quota."""
+        quota = site.limits.disk_quota_mb
+        if quota is None:
+            quota = self._disk_quota_mb or None
+        return quota * 1024 * 1024 if quota else None
 
     @property
     def docker(self) -> IDockerGateway:

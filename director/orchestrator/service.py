@@ -24,6 +24,7 @@ from director.orchestrator.bundled_databases import (
     bundled_settings,
     password_file,
 )
+from director.orchestrator.disk import DiskUsage
 from director.orchestrator.docker_gateway import BuildLimits, DockerGateway, IDockerGateway
 from director.orchestrator.files import FileLimits
 from director.orchestrator.firewall import IFirewall, IptablesFirewall
@@ -70,6 +71,21 @@ class _FollowTasks(Service):
     def stopService(self) -> None:
         super().stopService()
         self._runtime.unfollow()
+
+
+class _MeasureDisk(Service):
+    """Runs the disk usage loop while the orchestrator runs (see L{DiskUsage})."""
+
+    def __init__(self, disk: DiskUsage) -> None:
+        self._disk = disk
+
+    def startService(self) -> None:
+        super().startService()
+        self._disk.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._disk.stop()
 
 
 def build_service(
@@ -152,6 +168,7 @@ def build_service(
         firewall=firewall if section.sites_firewall else None,
         blocked=tuple(n for n in re.split(r"[,\s]+", section.sites_blocked) if n),
         ready_timeout=section.ready_timeout,
+        disk_quota_mb=section.disk_quota_mb,
     )
     runtime.prepare()
     _check_reachable_by_nginx(paths.sites)
@@ -166,6 +183,13 @@ def build_service(
         ).setServiceParent(top)
     monitor = DirectoryMonitor(reactor)
     monitor.setServiceParent(top)
+    # one thread: measuring a big site never holds up file requests, nor the disk
+    disk_pool = BlockingPool(reactor, "disk-usage", 1, timeout=1800)
+    disk_pool.setServiceParent(top)
+    disk = DiskUsage(
+        reactor, disk_pool, lambda: list(runtime.sites), paths.site_dir, section.disk_interval
+    )
+    _MeasureDisk(disk).setServiceParent(top)
     api = OrchestratorAPI(
         runtime,
         files_pool,
@@ -174,6 +198,7 @@ def build_service(
         reactor,
         monitor=monitor,
         build_memory_mb=section.build_memory_mb,
+        disk=disk,
     )
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()

@@ -43,6 +43,8 @@ class Limits:
     memory_mb: int = 100
     pids: int = 256
     client_max_body_size: str = "1m"
+    #: The site's disk quota in MB; None: the orchestrator's default (orchestrator.disk_quota_mb).
+    disk_quota_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,17 +91,23 @@ def parse_limits(data: object) -> Limits:
         return Limits()
     if not isinstance(data, dict):
         raise SiteError("limits", "expected an object")
-    unknown = set(data) - {"cpus", "memory_mb", "pids", "client_max_body_size"}
+    unknown = set(data) - {"cpus", "memory_mb", "pids", "client_max_body_size", "disk_quota_mb"}
     if unknown:
         raise SiteError(f"limits.{sorted(unknown)[0]}", "unknown limit")
     body = data.get("client_max_body_size", Limits.client_max_body_size)
     if not isinstance(body, str) or not BODY_SIZE.fullmatch(body):
         raise SiteError("limits.client_max_body_size", "expected a size like 1m, 512k or 0")
+    quota = data.get("disk_quota_mb")
+    if quota is not None and (
+        not isinstance(quota, int) or isinstance(quota, bool) or not 1 <= quota <= 10_000_000
+    ):
+        raise SiteError("limits.disk_quota_mb", "expected a number of MB from 1 to 10000000")
     return Limits(
         cpus=_number(data, "cpus", Limits.cpus, 0.01, 64),
         memory_mb=int(_number(data, "memory_mb", Limits.memory_mb, 16, 65536)),
         pids=int(_number(data, "pids", Limits.pids, 16, 32768)),
         client_max_body_size=body,
+        disk_quota_mb=quota,
     )
 
 

@@ -165,6 +165,7 @@ class ExecWebSocket(WebSocketServerProtocol):
             ]
         env = site_environment(site, "UTC")
         env["TERM"] = "xterm-256color"
+        env.update(self.exec_env(site))
         self.tty = tty
         exec_id, sock = await runtime.docker.exec_start(
             container, argv, env, f"{site.uid}:{site.uid}", "/site", tty
@@ -182,6 +183,10 @@ class ExecWebSocket(WebSocketServerProtocol):
         self._pending = []
         if not self._started.called:
             self._started.callback(None)
+
+    def exec_env(self, site: Any) -> dict[str, str]:
+        """Variables this kind of session adds to the command's environment."""
+        return {}
 
     def _output(self, stream: int, data: bytes) -> None:
         self.sendMessage(data if self.tty else bytes([stream]) + data, isBinary=True)
@@ -275,6 +280,27 @@ class TerminalProtocol(ExecWebSocket):
         self.sendClose(4011)
 
 
+#: The SFTP requests refused while a site is over its disk quota: whatever adds data, and
+#: opening files at all (an upload over an existing file would truncate it before its first
+#: write is refused); listing, renaming and removing still work.
+SFTP_DENIED_OVER_QUOTA = "open,write,mkdir,symlink,hardlink,copy-data"
+
+
+def sftp_quota_env(used: int | None, quota: int | None) -> dict[str, str]:
+    """What the shell's SFTP command is told when the site is at or over its quota."""
+    if used is None or quota is None or used < quota:
+        return {}
+    return {
+        "DIRECTOR_SFTP_DENY": SFTP_DENIED_OVER_QUOTA,
+        "DIRECTOR_QUOTA_MESSAGE": (
+            f"This site uses {used // (1024 * 1024)} MB of its {quota // (1024 * 1024)} MB disk "
+            "quota, so uploads (and, until there is room, downloads) are refused here. Delete "
+            "files you no longer need (rm still works), or ask an administrator for a bigger "
+            "quota."
+        ),
+    }
+
+
 class ShellBridgeProtocol(ExecWebSocket):
     """
     /ws/shell-server/<id>/ssh-shell: the first text frame is {"token", "command", "rows",
@@ -321,6 +347,22 @@ class ShellBridgeProtocol(ExecWebSocket):
         d.addCallback(lambda _: self.sendMessage(json.dumps({"connected": True}).encode(), False))
         d.addErrback(self._failed)
         return None
+
+    def exec_env(self, site: Any) -> dict[str, str]:
+        """
+        A site at or over its disk quota gets an SFTP server that refuses uploads (see the
+        shell's SFTP command) and a message saying why; removing files still works.
+        """
+        disk = getattr(self.factory, "disk", None)
+        if disk is None:
+            return {}
+        return sftp_quota_env(disk.used(site.id), self.factory.runtime.disk_quota_bytes(site))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        super().onClose(wasClean, code, reason)
+        disk = getattr(self.factory, "disk", None)
+        if disk is not None and self.authenticated:
+            disk.changed(self.factory.site_id)  # the session may have uploaded files
 
     def _failed(self, failure: Any) -> None:
         log.failure("starting a shell", failure)

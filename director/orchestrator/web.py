@@ -18,6 +18,7 @@ from director.common.tokens import TokenVerifier
 from director.common.web import healthz, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
 from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
+from director.orchestrator.disk import DiskUsage, quota_refusal
 from director.orchestrator.docker_gateway import BuildError, DockerError, ImageInUse
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.firewall import FirewallError
@@ -87,9 +88,11 @@ class OrchestratorAPI:
         monitor: DirectoryMonitor | None = None,
         max_watches: int = 256,
         build_memory_mb: int = 1024,
+        disk: DiskUsage | None = None,
     ) -> None:
         self.runtime = runtime
         self._build_memory_mb = build_memory_mb
+        self._disk = disk
         self._files = files
         self._tokens = tokens
         self._databases = databases
@@ -187,7 +190,10 @@ class OrchestratorAPI:
     @app.route("/v1/sites/<int:site_id>", methods=["PUT"])
     async def put_site(self, request: IRequest, site_id: int) -> bytes:
         site = parse_site(site_id, _json_body(request))
-        return render_json(request, await self._rt().apply(site))
+        applied = await self._rt().apply(site)
+        if self._disk is not None and self._disk.used(site_id) is None:
+            self._disk.changed(site_id)  # a new site: measured now, not at the next round
+        return render_json(request, applied)
 
     @app.route("/v1/sites/<int:site_id>", methods=["GET"])
     async def get_site(self, request: IRequest, site_id: int) -> bytes:
@@ -224,7 +230,7 @@ class OrchestratorAPI:
     def ws_shell(self, request: IRequest, site_id: int) -> Any:
         if self._tokens is None:
             raise BadRequest("unavailable", "shell tokens are not configured", 503)
-        return self._exec_ws(ShellBridgeProtocol, site_id, tokens=self._tokens)
+        return self._exec_ws(ShellBridgeProtocol, site_id, tokens=self._tokens, disk=self._disk)
 
     @app.route("/ws/sites/<int:site_id>/logs")
     def ws_logs(self, request: Any, site_id: int) -> Any:
@@ -428,15 +434,56 @@ class OrchestratorAPI:
         if length and length.isdigit() and int(length) > files.limits.max_write_bytes:
             raise TooLarge(f"{path}: larger than {files.limits.max_write_bytes} bytes")
         if request.path.endswith(b"/"):
+            grows = await self._fits(site_id, files, path, None)
             await self._in_files(files.mkdir, path, mode)
-            request.setResponseCode(201)
-            return render_json(request, {"created": path}, 201)
+            return render_json(request, {"created": path, **self._written(site_id, grows)}, 201)
+        request.content.seek(0, 2)
+        size = request.content.tell()
+        grows = await self._fits(site_id, files, path, size)
         request.content.seek(0)
         if _flag(request, "exclusive"):
             await self._in_files(files.create, path, _chunks(request.content), mode)
-            return render_json(request, {"created": path}, 201)
+            return render_json(request, {"created": path, **self._written(site_id, grows)}, 201)
         await self._in_files(files.write, path, _chunks(request.content), mode)
-        return render_json(request, {"written": path})
+        return render_json(request, {"written": path, **self._written(site_id, grows)})
+
+    async def _fits(self, site_id: int, files: SiteFiles, path: str, size: int | None) -> int:
+        """
+        How many bytes writing C{size} bytes (None: a new directory) at C{path} adds to the
+        site; 413 quota_exceeded if that would take it over its disk quota.
+        """
+        grows = DIRECTORY_BYTES
+        if size is not None:
+            grows = await self._in_files(_growth, files, path, size)
+        if self._disk is None:
+            return grows
+        quota = self._rt().disk_quota_bytes(self._rt().get(site_id))
+        refusal = quota_refusal(self._disk.used(site_id), quota, grows, path or "/")
+        if refusal is not None:
+            raise BadRequest("quota_exceeded", refusal, 413)
+        return grows
+
+    def _written(self, site_id: int, grows: int) -> dict[str, Any]:
+        if self._disk is None:
+            return {}
+        self._disk.changed(site_id, grows)
+        return {"disk_usage_bytes": self._disk.used(site_id)}
+
+    @app.route("/v1/disk", methods=["GET"])
+    def disk_usage(self, request: IRequest) -> bytes:
+        """Every site's last measured disk use and its quota (bytes; null: unknown / none)."""
+        runtime = self._rt()
+        sites = []
+        for site in runtime.sites.values():
+            usage = self._disk.usage.get(site.id) if self._disk is not None else None
+            sites.append(
+                {
+                    "id": site.id,
+                    "disk_usage_bytes": usage.used if usage else None,
+                    "disk_quota_bytes": runtime.disk_quota_bytes(site),
+                }
+            )
+        return render_json(request, {"sites": sites})
 
     @app.route("/v1/sites/<int:site_id>/files/", methods=["PATCH"], branch=True)
     async def patch_file(self, request: Any, site_id: int) -> bytes:
@@ -462,6 +509,19 @@ class OrchestratorAPI:
         path = _file_path(request, site_id)
         await self._in_files(files.delete, path, _flag(request, "recursive"))
         return render_json(request, {"deleted": path})
+
+
+#: What a new directory is counted as until the site is measured again (one block).
+DIRECTORY_BYTES = 4096
+
+
+def _growth(files: SiteFiles, path: str, size: int) -> int:
+    """How much bigger the site gets when C{path} becomes C{size} bytes long."""
+    try:
+        entry = files.stat(path)
+    except FileError:
+        return size
+    return size - entry.size if entry.type == "file" else size
 
 
 def _chunks(stream: Any, size: int = 64 * 1024) -> Any:

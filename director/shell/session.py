@@ -70,9 +70,13 @@ LOGIN_SHELL = (
 )
 #: The `sftp` subsystem (sftp, and scp, which speaks SFTP): the image's own sftp-server, run
 #: in the site's container as the site's user like any command, starting in /site.
+#: A site over its disk quota gets DIRECTOR_SFTP_DENY (SFTP requests sftp-server refuses:
+#: uploads) and DIRECTOR_QUOTA_MESSAGE (shown on the client's terminal) from the orchestrator.
 SFTP_COMMAND = (
-    "for p in /usr/lib/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server"
-    ' /usr/libexec/openssh/sftp-server; do if [ -x "$p" ]; then exec "$p" -d /site -u 022; fi;'
+    'if [ -n "$DIRECTOR_QUOTA_MESSAGE" ]; then echo "$DIRECTOR_QUOTA_MESSAGE" >&2; fi;'
+    " for p in /usr/lib/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server"
+    ' /usr/libexec/openssh/sftp-server; do if [ -x "$p" ]; then'
+    ' exec "$p" -d /site -u 022 ${DIRECTOR_SFTP_DENY:+-P "$DIRECTOR_SFTP_DENY"}; fi;'
     " done; echo \"This site's image has no SFTP server (the openssh-sftp-server package);"
     ' ask an administrator to add it." >&2; exit 127'
 )

@@ -363,6 +363,58 @@ def test_club_request_from_student_to_teacher_to_admin(browser: Any, director: D
         person.close()
 
 
+def test_disk_usage_for_members_and_admins(browser: Any, director: Director) -> None:
+    """
+    A member sees the site's disk use and quota on its page; an admin gives the site its own
+    quota in the settings' Administration box and sees the largest sites under Admin -> Disk.
+    """
+    name = f"disk-{director.suffix}"
+    code, body = director.api("POST", "/api/v1/sites", {"name": name, "users": ["alice"]})
+    assert code == 202, body
+    assert _wait_operation(director, body["operation"]["id"])["status"] == "succeeded"
+    status, _ = api_request(
+        director.url,
+        director.admin_token,
+        "PUT",
+        f"/api/v1/sites/{name}/files/public/photo.bin",
+        raw=secrets.token_bytes(3 * 1024 * 1024),
+        timeout=60,
+    )
+    assert status == 200
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        site = director.api("GET", f"/api/v1/sites/{name}")[1]
+        if (site["disk_usage_bytes"] or 0) >= 3 * 1024 * 1024:
+            break
+        time.sleep(0.5)
+    assert site["disk_usage_bytes"] >= 3 * 1024 * 1024, site
+    assert site["disk_quota_bytes"] == 1024 * 1024 * 1024  # the configured default
+
+    alice = Person(browser, director)
+    alice.sign_in("alice")
+    page = alice.goto(f"/sites/{name}")
+    disk = page.inner_text("[data-disk-usage]")
+    assert disk.startswith("3.0 MB of 1.0 GB"), disk
+    alice.shot("30-site-disk-usage", full_page=True)
+
+    admin = Person(browser, director)
+    admin.sign_in("admin", director.admin_password)
+    page = admin.goto(f"/sites/{name}/settings")
+    page.fill("#disk-quota", "3")
+    page.click("#admin button:has-text('Apply')")
+    page.wait_for_selector("#live-operation .status-succeeded")
+    assert director.api("GET", f"/api/v1/sites/{name}")[1]["disk_quota_bytes"] == 3 * 1024 * 1024
+    page = admin.goto("/admin/disk")
+    row = page.inner_text(f"[data-disk-usage] tr:has-text('{name}')")
+    assert "3.0 MB" in row and "over quota" in row and "own" in row, row
+    admin.shot("31-admin-disk", full_page=True)
+    page = alice.goto(f"/sites/{name}")
+    assert "over quota" in page.inner_text("[data-disk-usage]")
+    alice.shot("32-site-over-quota", full_page=True)
+    for person in (alice, admin):
+        person.close()
+
+
 def test_phone_layout(browser: Any, director: Director) -> None:
     """The site list and the menu work on a phone-sized screen."""
     bob = Person(browser, director, width=390, height=844)

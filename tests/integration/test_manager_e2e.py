@@ -167,6 +167,7 @@ def stack(
         "manager.operation_lease=3.0",
         "manager.write_burst=100000.0",
         "manager.reconcile_interval=2.0",
+        "manager.disk_poll_interval=5.0",
         "orchestrator.bundled_databases=false",  # the test's own PostgreSQL instead
     ]
     # a sites network (so a firewall) of its own: it touches no other run's sites
@@ -641,6 +642,53 @@ def test_git_push_deploys_a_dynamic_site(stack: Stack) -> None:
         s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-git"))
     finally:
         s.stop("shell")
+
+
+def test_disk_usage_and_quota(stack: Stack) -> None:
+    """
+    A site's disk_usage_bytes grows after an upload (measured by the orchestrator in the
+    background, copied by the manager); a write that would take it over its quota is 413
+    quota_exceeded, says what to do and writes nothing; once an administrator raises the
+    site's quota the same write succeeds; admins see the largest sites.
+    """
+    s = stack
+    s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-disk", "type": "static"}))
+    s.wait_operation(s.api("PATCH", "/api/v1/sites/e2e-disk", {"limits": {"disk_quota_mb": 1}}))
+    site = s.api("GET", "/api/v1/sites/e2e-disk")
+    assert site["limits"]["disk_quota_mb"] == 1
+    assert site["disk_quota_bytes"] == 1024 * 1024
+    # the first measurement arrives in the background
+    wait(
+        lambda: s.api("GET", "/api/v1/sites/e2e-disk")["disk_usage_bytes"] is not None,
+        "the first measurement",
+        60,
+        s.log_tail,
+    )
+    before = s.api("GET", "/api/v1/sites/e2e-disk")["disk_usage_bytes"]
+    s.api("PUT", "/api/v1/sites/e2e-disk/files/public/a.bin", raw=os.urandom(600_000))
+    wait(
+        lambda: s.api("GET", "/api/v1/sites/e2e-disk")["disk_usage_bytes"] >= before + 600_000,
+        "disk_usage_bytes to grow after the upload",
+        30,
+        s.log_tail,
+    )
+    refused = s.api(
+        "PUT", "/api/v1/sites/e2e-disk/files/public/b.bin", raw=os.urandom(600_000), ok=(413,)
+    )
+    assert refused["error"] == "quota_exceeded", refused
+    assert "public/b.bin" in refused["message"] and "administrator" in refused["message"]
+    assert "orchestrator" not in refused["message"].lower()
+    s.api("GET", "/api/v1/sites/e2e-disk/files/public/b.bin", ok=(404,))
+    # the editor's save of a smaller version of an existing file still goes through
+    s.api("PUT", "/api/v1/sites/e2e-disk/files/public/index.html", raw=b"<p>smaller</p>")
+    largest = s.api("GET", "/api/v1/admin/disk-usage?limit=1000")["sites"]
+    assert "e2e-disk" in [entry["name"] for entry in largest]
+    sizes = [entry["disk_usage_bytes"] for entry in largest]
+    assert sizes == sorted(sizes, reverse=True)
+    s.wait_operation(s.api("PATCH", "/api/v1/sites/e2e-disk", {"limits": {"disk_quota_mb": 5}}))
+    s.api("PUT", "/api/v1/sites/e2e-disk/files/public/b.bin", raw=os.urandom(600_000))
+    assert len(s.api("GET", "/api/v1/sites/e2e-disk/files/public/b.bin")) == 600_000
+    s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-disk"))
 
 
 def _role_token(stack: Stack, role: str) -> str:

@@ -254,3 +254,64 @@ async def test_a_supervised_nginx_is_followed_and_never_stopped(tmp_path: Path) 
                 u.send_signal(signal.SIGQUIT)
                 u.wait(10)
         pool.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_logs_are_rotated_with_bounded_size(public_tmp: Path) -> None:
+    """
+    Past the size limit the access log is rotated (by the service's own loop) and nginx,
+    told to reopen its logs, writes a fresh one; logs beyond the number kept are dropped.
+    (Its workers, as nobody, reopen the logs themselves: the directory must be reachable.)
+    """
+    tmp_path = public_tmp
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    port = free_port()
+    paths = NginxPaths(tmp_path / "nginx")
+    paths.create()
+    logged = MAIN.replace("access_log off;", "access_log {prefix}/logs/access.log;")
+    paths.conf.write_text(logged.format(prefix=paths.prefix, port=port))
+    limit, keep = 4096, 2
+    process = NginxProcess(
+        reactor, paths, "test", log_max_bytes=limit, log_keep=keep, log_check_interval=0.2
+    )
+    process.privilegedStartService()
+    process.startService()
+    logs = paths.prefix / "logs"
+    access = logs / "access.log"
+
+    async def until(condition: Any) -> None:
+        for _ in range(200):
+            if condition():
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+
+    def fill() -> None:
+        for _ in range(60):  # ~100 bytes a line: past the limit
+            get(port, "x")
+
+    try:
+        assert await wait_for(port, "x", (404, "")) == (404, "")
+        fill()
+        await until(lambda: (logs / "access.log.1").exists())  # the loop rotated it
+        assert (logs / "access.log.1").stat().st_size > limit
+        await until(lambda: access.exists())  # nginx reopened: a new file
+
+        def written() -> bool:
+            get(port, "after-rotation")  # workers reopen shortly after the master
+            return access.stat().st_size > 0
+
+        await until(written)
+        assert access.stat().st_size > 0
+        for _ in range(3):
+            await until(lambda: access.exists())
+            fill()
+            process.rotate_logs()  # (or the loop got there first)
+        await until(lambda: access.exists())
+        names = sorted(p.name for p in logs.iterdir() if p.name.startswith("access"))
+        assert names == ["access.log", "access.log.1", "access.log.2"], names
+        total = sum(p.stat().st_size for p in logs.iterdir() if p.name.startswith("access"))
+        assert total <= (keep + 1) * 2 * limit
+    finally:
+        await process.stopService()

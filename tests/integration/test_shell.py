@@ -765,3 +765,66 @@ async def test_sftp_upload_wakes_the_file_monitor(stack: Stack, alice_key: Path)
                 break
     finally:
         proto.sendClose(1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sftp_refuses_uploads_once_over_the_disk_quota(stack: Stack, alice_key: Path) -> None:
+    """
+    A session may take the site past its quota (Director sees SFTP's data only afterwards);
+    once measured, a new session refuses uploads and new directories with the quota
+    message, and removing files still works, after which uploads are accepted again.
+    """
+    from twisted.internet import reactor
+
+    work = stack.base / "sftp-quota"
+    work.mkdir()
+    (work / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    (work / "small.txt").write_bytes(b"small\n")
+    spec = {"name": "shellsite", "type": "static"}
+    await stack.orchestrator.json(
+        "PUT", f"/v1/sites/{SITE}", json={**spec, "limits": {"disk_quota_mb": 1}}
+    )
+
+    async def usage() -> tuple[int | None, int | None]:
+        report = await stack.orchestrator.json("GET", "/v1/disk")
+        mine = next(s for s in report["sites"] if s["id"] == SITE)
+        return mine["disk_usage_bytes"], mine["disk_quota_bytes"]
+
+    try:
+        result = await _sftp(stack, alice_key, f"put {work}/big.bin private/big.bin\n")
+        assert result.returncode == 0, result.stderr
+        for _ in range(300):  # measured again shortly after the session ended
+            used, quota = await usage()
+            if used is not None and quota is not None and used >= quota:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        assert quota == 1024 * 1024 and used is not None and used >= quota, (used, quota)
+        result = await _sftp(stack, alice_key, f"put {work}/small.txt public/small.txt\n")
+        assert result.returncode != 0
+        assert (
+            b"disk quota, so uploads (and, until there is room, downloads) are refused"
+            in result.stderr
+        ), result.stderr
+        assert not (_site_dir(stack) / "public/small.txt").exists()
+        result = await _sftp(stack, alice_key, "mkdir private/more\n")
+        assert result.returncode != 0
+        assert not (_site_dir(stack) / "private/more").exists()
+        # a file already there is not truncated by a refused upload over it
+        index = (_site_dir(stack) / "public/index.html").read_bytes()
+        result = await _sftp(stack, alice_key, f"put {work}/small.txt public/index.html\n")
+        assert result.returncode != 0
+        assert (_site_dir(stack) / "public/index.html").read_bytes() == index
+        result = await _sftp(stack, alice_key, "rm private/big.bin\n")
+        assert result.returncode == 0, result.stderr
+        for _ in range(300):
+            used, quota = await usage()
+            if used is not None and quota is not None and used < quota:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        result = await _sftp(stack, alice_key, f"put {work}/small.txt public/small.txt\n")
+        assert result.returncode == 0, result.stderr
+        assert (_site_dir(stack) / "public/small.txt").read_bytes() == b"small\n"
+    finally:
+        await stack.orchestrator.json("PUT", f"/v1/sites/{SITE}", json=spec)
+        for leftover in ("private/big.bin", "public/small.txt"):
+            (_site_dir(stack) / leftover).unlink(missing_ok=True)

@@ -379,6 +379,29 @@ class SitePageTests(SynchronousTestCase):
         self.assertIn("<code>alice/alice-site</code>", page)
         self.assertIn('data-copy="ssh://alice@director.localhost:2322/alice-site.git"', page)
 
+    def test_site_page_and_admins_show_disk_usage(self) -> None:
+        """Members see their site's disk use and quota; admins see the largest sites."""
+        _, page = self.d.request("GET", "/sites/alice-site", self.alice)
+        self.assertIn("not measured yet", page)
+        mb = 1024 * 1024
+        bob_site = self.d.result(self.d.h.store.get_site("bob-site"))
+        self.d.result(
+            self.d.h.store.set_disk_usage(
+                {self.site.id: (1000 * mb, 1024 * mb), bob_site.id: (3 * mb, 1024 * mb)}
+            )
+        )
+        _, page = self.d.request("GET", "/sites/alice-site", self.alice)
+        self.assertIn("1000.0 MB of 1.0 GB", page)
+        self.assertIn("nearly full", page)
+        response, page = self.d.request("GET", "/admin/disk", self.root)
+        self.assertEqual(response.code, 200)
+        self.assertLess(page.index("alice-site"), page.index("bob-site"))
+        self.assertIn("3.0 MB", page)
+        response, _ = self.d.request("GET", "/admin/disk", self.alice)
+        self.assertEqual(response.code, 404)  # (as every admin page, to others)
+        _, page = self.d.request("GET", "/sites/alice-site/settings", self.root)
+        self.assertIn('name="limits.disk_quota_mb"', page)
+
     def test_non_member_gets_404_everywhere(self) -> None:
         """Another user's site pages are 404, the same as a site that does not exist."""
         for suffix in ("", "/settings", "/files", "/terminal", "/database"):

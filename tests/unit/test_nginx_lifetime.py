@@ -112,3 +112,26 @@ def test_nginx_unit_runs_a_real_command() -> None:
     args = build_parser().parse_args(argv[1:])
     assert (args.command, args.nginx_command, args.instance) == ("nginx", "run", "router")
     assert unit["Service"]["KillSignal"] == "SIGQUIT"
+
+
+def test_logs_past_the_limit_are_rotated(tmp_path: Path) -> None:
+    """Logs past the limit move to .1, older ones up, the last one kept is dropped."""
+    from director.common.nginx import rotate_files
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "access.log").write_bytes(b"a" * 200)
+    (logs / "error.log").write_bytes(b"e" * 10)
+    (logs / "other.txt").write_bytes(b"x" * 500)
+    assert rotate_files(logs, 100, 2) == ["access.log"]
+    assert (logs / "access.log.1").read_bytes() == b"a" * 200
+    assert not (logs / "access.log").exists()
+    for letter in (b"b", b"c", b"d"):
+        (logs / "access.log").write_bytes(letter * 200)
+        assert rotate_files(logs, 100, 2) == ["access.log"]
+    assert (logs / "access.log.1").read_bytes() == b"d" * 200
+    assert (logs / "access.log.2").read_bytes() == b"c" * 200
+    assert not (logs / "access.log.3").exists()
+    assert (logs / "error.log").read_bytes() == b"e" * 10  # under the limit
+    assert (logs / "other.txt").exists()
+    assert rotate_files(tmp_path / "missing", 100, 2) == []

@@ -135,6 +135,17 @@ def personal_site_name(username: str) -> str | None:
     return name if SITE_NAME.fullmatch(name) else None
 
 
+def _size(value: Any) -> str:
+    """Bytes for a person: 512 kB, 3.4 MB, 1.2 GB ("not measured yet" for None)."""
+    if not isinstance(value, int):
+        return "not measured yet"
+    if value >= 1024**3:
+        return f"{value / 1024**3:.1f} GB"
+    if value >= 1024**2:
+        return f"{value / 1024**2:.1f} MB"
+    return f"{value / 1024:.0f} kB"
+
+
 def _when(value: Any) -> str:
     """A datetime (or ISO string) as a short UTC time for people."""
     if value is None or value == "":
@@ -205,6 +216,7 @@ class Dashboard:
             lstrip_blocks=True,
         )
         self.env.filters["when"] = _when
+        self.env.filters["size"] = _size
         self.env.filters["step"] = lambda n: STEP_NAMES.get(n, n.replace("_", " "))
         self.env.filters["optype"] = lambda n: OPERATION_NAMES.get(n, n.replace("_", " "))
         self.env.globals["asset"] = self.asset
@@ -821,6 +833,18 @@ class Dashboard:
             section="admin",
             tab="limits",
             sites=await self.queries.custom_limit_sites(),
+        )
+
+    @app.route("/admin/disk", methods=["GET"])
+    async def admin_disk(self, request: Any) -> bytes:
+        self.require_admin(await self.require(request))
+        return await self.render(
+            request,
+            "admin/disk.html",
+            title="Disk usage",
+            section="admin",
+            tab="disk",
+            sites=await self.store.largest_sites(50),
         )
 
     @app.route("/admin/database-hosts", methods=["GET"])

@@ -1,0 +1,91 @@
+"""
+The sites' disk use, as the orchestrator measures it, copied into the manager's store so
+that the API and the dashboard read it without calling the orchestrator: every C{interval}
+seconds, and a few seconds after a write through the files API (L{DiskPoller.soon}).
+Failures are logged; the next pass tries again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from director.common.client import Caller
+from director.manager.store import Store
+
+
+def parse_report(report: object) -> dict[int, tuple[int | None, int | None]]:
+    """The orchestrator's GET /v1/disk answer as {site id: (used, quota)}; junk left out."""
+    sites = report.get("sites") if isinstance(report, dict) else None
+    found: dict[int, tuple[int | None, int | None]] = {}
+    for item in sites if isinstance(sites, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), int):
+            continue
+        used, quota = item.get("disk_usage_bytes"), item.get("disk_quota_bytes")
+        found[item["id"]] = (
+            used if isinstance(used, int) and used >= 0 else None,
+            quota if isinstance(quota, int) and quota > 0 else None,
+        )
+    return found
+
+
+class DiskPoller:
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: Store,
+        orchestrator: Caller,
+        interval: float = 60.0,
+        settle: float = 3.0,
+    ) -> None:
+        self._reactor = reactor
+        self._store = store
+        self._orchestrator = orchestrator
+        self._interval = interval
+        self._settle = settle
+        self._loop: LoopingCall | None = None
+        self._soon: Any = None
+        self._running: Deferred[None] | None = None
+
+    def start(self) -> None:
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = self._reactor
+        self._loop.start(self._interval, now=False).addErrback(
+            lambda f: self.log.failure("the disk usage loop stopped", f)
+        )
+        self.soon()  # the first pass once the other components have started too
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._soon is not None and self._soon.active():
+            self._soon.cancel()
+
+    def soon(self) -> None:
+        """A site's files changed: read the figures again shortly (once for many writes)."""
+        if self._soon is None or not self._soon.active():
+            self._soon = self._reactor.callLater(self._settle, self.poll)
+
+    def poll(self) -> Deferred[None]:
+        """One pass (one at a time); never fails."""
+        if self._running is not None:
+            return self._running
+        d = Deferred.fromCoroutine(self._poll())
+        d.addErrback(lambda f: self.log.failure("reading the sites' disk usage", f))
+
+        def done(_: object) -> None:
+            self._running = None
+
+        d.addBoth(done)
+        if not d.called:
+            self._running = d
+        return d
+
+    async def _poll(self) -> None:
+        report = await self._orchestrator.json("GET", "/v1/disk", timeout=30)
+        await self._store.set_disk_usage(parse_report(report))
