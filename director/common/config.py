@@ -166,6 +166,11 @@ def _count(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected a whole number from 0 to 100000, got {value!r}")
 
 
+def _whole_positive(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
+        raise ConfigError(f"{key}: expected a whole number from 1 to 1000000, got {value!r}")
+
+
 def _zero_or_one(key: str, value: object) -> None:
     if value not in (0, 1) or isinstance(value, bool):
         raise ConfigError(f"{key}: expected 0 or 1, got {value!r}")
@@ -267,6 +272,14 @@ class ManagerSection:
     admin_contact: str = field(default="the administrators", metadata=_check(_text))
     # Seconds a request on a site still being created waits for the creation to end.
     creation_wait: float = field(default=30.0, metadata=_check(_positive))
+    # Scheduled tasks: how many one site may have (administrators are not limited), the
+    # longest time limit a task may have and the one it gets when none is given (seconds),
+    # how many runs of each task are kept, and how much of a run's output (KiB).
+    max_tasks_per_site: int = field(default=10, metadata=_check(_count))
+    task_max_timeout: int = field(default=3600, metadata=_check(_whole_positive))
+    task_default_timeout: int = field(default=300, metadata=_check(_whole_positive))
+    task_runs_kept: int = field(default=20, metadata=_check(_whole_positive))
+    task_output_kb: int = field(default=64, metadata=_check(_whole_positive))
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,10 @@ from director.orchestrator.sites import (
     SiteError,
     identity_files,
     service_spec,
+    site_environment,
     terminal_container_spec,
 )
+from director.orchestrator.tasks import NotServed, run_command
 
 T = TypeVar("T")
 
@@ -530,6 +532,28 @@ class SiteRuntime:
         )
         container: str = await self._docker.ensure_container(spec)
         return container
+
+    async def run_task(
+        self, site_id: int, command: str, timeout: float, max_output: int
+    ) -> dict[str, Any]:
+        """
+        Run a scheduled task's command in the site's terminal container, as the site's user
+        with its environment and limits (see L{run_command}); refused for a site not served.
+        """
+        site = self.get(site_id)
+        if site.availability != "enabled":
+            raise NotServed(f"site {site_id} is {site.availability}: its tasks do not run")
+        container = await self.terminal_container(site)
+        return await run_command(
+            self._reactor,
+            self._docker,
+            container,
+            command,
+            site_environment(site, self._tz),
+            f"{site.uid}:{site.uid}",
+            timeout,
+            max_output,
+        )
 
     async def _prepare_site(self, site: Site) -> None:
         """The site's directories (users may have deleted them) and identity files."""
