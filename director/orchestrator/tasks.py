@@ -19,12 +19,9 @@ from director.orchestrator.streams import ExecSession
 
 log = Logger()
 
-# The command runs as the leader of a process group of its own (setsid, where the image
-# has it), so that the time limit ends what it started too.
-WRAPPER = (
-    "umask 022; cd /site || exit 1; "
-    'if command -v setsid >/dev/null 2>&1; then exec setsid sh -c "$1"; else exec sh -c "$1"; fi'
-)
+# A docker exec's process leads a process group of its own, and the inner sh takes its place
+# (exec): the time limit ends the group, so what the command started ends too.
+WRAPPER = 'umask 022; exec sh -c "$1"'
 
 
 class NotServed(Exception):
@@ -93,7 +90,7 @@ async def run_command(
             ended.callback(None)
 
     exec_id, sock = await docker.exec_start(
-        container, ["sh", "-c", WRAPPER, "director-task", command], env, user, "/site", False
+        container, ["sh", "-c", WRAPPER, "sh", command], env, user, "/site", False
     )
     session = ExecSession(reactor, sock, lambda _stream, data: output.add(data), finished, False)
     session.close_input()  # nothing on stdin: a command that reads it gets EOF
