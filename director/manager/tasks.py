@@ -179,7 +179,9 @@ class TaskScheduler:
             self.settings.runs_kept,
         )
         if finished is None:
-            self.log.warn("task run {id} ended after another manager gave it up", id=run.id)
+            self.log.warn(
+                "task run {id} ended after it was deleted or given up as interrupted", id=run.id
+            )
 
     async def _renew(self, run_id: int) -> None:
         await self._store.renew_run(run_id, self._worker, self._reactor.seconds() + self._lease)
