@@ -832,8 +832,10 @@ class ManagerAPI:
         return values
 
     async def _task_for(self, user: User, name: str, task_id: int) -> tuple[Site, Any]:
+        # (the route takes any whole number: a bound there makes werkzeug answer 405 for
+        # the methods of a path it matched with another method)
         site = await self.site_for(user, name)
-        task = await self.store.get_task(site.id, task_id)
+        task = await self.store.get_task(site.id, task_id) if task_id <= 2**31 - 1 else None
         if task is None:
             raise not_found("the site has no such task")
         return site, task
@@ -859,13 +861,13 @@ class ManagerAPI:
         await self.store.audit(user, "create_task", site.name, {"task": task.id, **values})
         return render_json(request, {"task": task.to_json()}, 201)
 
-    @app.route("/api/v1/sites/<name>/tasks/<int(max=2147483647):task_id>", methods=["GET"])
+    @app.route("/api/v1/sites/<name>/tasks/<int:task_id>", methods=["GET"])
     async def get_task(self, request: IRequest, name: str, task_id: int) -> bytes:
         user = await self.user(request)
         _, task = await self._task_for(user, name, task_id)
         return render_json(request, {"task": task.to_json()})
 
-    @app.route("/api/v1/sites/<name>/tasks/<int(max=2147483647):task_id>", methods=["PATCH"])
+    @app.route("/api/v1/sites/<name>/tasks/<int:task_id>", methods=["PATCH"])
     async def patch_task(self, request: IRequest, name: str, task_id: int) -> bytes:
         user = await self.user(request)
         await self._task_for(user, name, task_id)
@@ -884,7 +886,7 @@ class ManagerAPI:
         await self.store.audit(user, "edit_task", site.name, {"task": task.id, **values})
         return render_json(request, {"task": updated.to_json()})
 
-    @app.route("/api/v1/sites/<name>/tasks/<int(max=2147483647):task_id>", methods=["DELETE"])
+    @app.route("/api/v1/sites/<name>/tasks/<int:task_id>", methods=["DELETE"])
     async def delete_task(self, request: IRequest, name: str, task_id: int) -> bytes:
         user = await self.user(request)
         await self._task_for(user, name, task_id)
@@ -893,14 +895,14 @@ class ManagerAPI:
         await self.store.audit(user, "delete_task", site.name, {"task": task_id})
         return render_json(request, {"deleted": task_id})
 
-    @app.route("/api/v1/sites/<name>/tasks/<int(max=2147483647):task_id>/runs", methods=["GET"])
+    @app.route("/api/v1/sites/<name>/tasks/<int:task_id>/runs", methods=["GET"])
     async def list_task_runs(self, request: IRequest, name: str, task_id: int) -> bytes:
         user = await self.user(request)
         _, task = await self._task_for(user, name, task_id)
         runs = await self.store.list_runs(task.id)
         return render_json(request, {"runs": [r.to_json() for r in runs]})
 
-    @app.route("/api/v1/sites/<name>/tasks/<int(max=2147483647):task_id>/run", methods=["POST"])
+    @app.route("/api/v1/sites/<name>/tasks/<int:task_id>/run", methods=["POST"])
     async def run_task(self, request: IRequest, name: str, task_id: int) -> bytes:
         """Run the task now (in the background): 202 with the run to follow."""
         user = await self.user(request)

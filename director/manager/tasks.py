@@ -115,7 +115,8 @@ class TaskScheduler:
             self.settings.runs_kept,
         )
         if not allowed:
-            self.log.info("task {id}: previous run still going; skipped", id=task.id)
+            if trigger == "schedule":
+                self.log.info("task {id}: previous run still going; skipped", id=task.id)
             return run, False
         d = Deferred.fromCoroutine(self._execute(task, run))
         self.running[run.id] = d

@@ -301,6 +301,7 @@ class SiteRuntime:
         self._link_grace = link_grace
         self._stream_broken = False
         self._locks: dict[int, DeferredLock] = {}
+        self._terminal_locks: dict[int, DeferredLock] = {}
         self._refreshes: dict[int, _Refresh] = {}
         self._reconciling: Deferred[None] | None = None
         self._stop_events: Callable[[], None] | None = None
@@ -518,8 +519,16 @@ class SiteRuntime:
     def docker(self) -> IDockerGateway:
         return self._docker
 
-    async def terminal_container(self, site: Site) -> str:
-        """The id of the site's running terminal container (created or updated as needed)."""
+    def terminal_container(self, site: Site) -> Deferred[str]:
+        """
+        The id of the site's running terminal container (created or updated as needed),
+        one caller at a time per site: terminals and scheduled tasks that start together
+        would otherwise create (or replace) it at once, and all but one fail.
+        """
+        lock = self._terminal_locks.setdefault(site.id, DeferredLock())
+        return lock.run(lambda: Deferred.fromCoroutine(self._terminal_container(site)))
+
+    async def _terminal_container(self, site: Site) -> str:
         if not self._firewall_ready:
             await self.ensure_firewall()  # the terminal joins the sites network too
         await self._prepare_site(site)
