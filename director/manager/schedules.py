@@ -87,12 +87,22 @@ def validate_timeout(value: object, settings: TaskSettings) -> int:
     return int(value)
 
 
+def _encodable(value: str) -> bool:
+    """Not holding a lone surrogate (JSON allows one; UTF-8, and so the database, do not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_command(value: object) -> str:
     if (
         not isinstance(value, str)
         or not value.strip()
         or len(value) > MAX_COMMAND
         or "\x00" in value
+        or not _encodable(value)
     ):
         raise ValidationError(
             "command", f"a shell command of at most {MAX_COMMAND} characters (run with sh -c)"
@@ -101,7 +111,12 @@ def validate_command(value: object) -> str:
 
 
 def validate_name(value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_NAME or "\x00" in value:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_NAME
+        or "\x00" in value
+        or not _encodable(value)
+    ):
         raise ValidationError("name", f"text of at most {MAX_NAME} characters")
     return value.strip()
 

@@ -177,6 +177,8 @@ class TaskTests(SynchronousTestCase):
             ({"schedule": "* * * * *", "command": "x", "timeout": 0}, "timeout"),
             ({"schedule": "* * * * *", "command": "x", "timeout": True}, "timeout"),
             ({"schedule": "* * * * *", "command": "x", "enabled": "yes"}, "enabled"),
+            ({"schedule": "* * * * *", "command": "echo \udabc"}, "command"),  # lone surrogate
+            ({"schedule": "* * * * *", "command": "x", "name": "\udabc"}, "name"),
         ]
         for body, field in cases:
             code, answer = self.call("POST", "/api/v1/sites/alice-site/tasks", self.alice, body)
