@@ -137,3 +137,35 @@ def test_scheduled_runs_come_on_time_but_not_on_a_disabled_site(stack: Stack) ->
     finally:
         s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-cron"))
         s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-cron-off"))
+
+
+def test_tasks_started_together_all_run(stack: Stack) -> None:  # noqa: F811
+    """
+    Runs that start at once on a site whose container must be made again (its limits
+    changed) share the one new container: none fails for another's half-made one.
+    """
+    s = stack
+    _site(s, "e2e-together")
+    try:
+        tasks = [
+            _task(s, "e2e-together", schedule="@yearly", command=f"echo task-{i}") for i in range(4)
+        ]
+        assert _run_now(s, "e2e-together", tasks[0]["id"])["status"] == "succeeded"
+        limits = {"cpus": 0.5, "memory_mb": 300, "pids": 200, "client_max_body_size": "10m"}
+        s.wait_operation(s.api("PATCH", "/api/v1/sites/e2e-together", {"limits": limits}))
+        tasks = tasks[1:]
+        started = [
+            s.api("POST", f"/api/v1/sites/e2e-together/tasks/{t['id']}/run", ok=(202,))["run"]
+            for t in tasks
+        ]
+        assert all(r["status"] == "running" for r in started)
+
+        def ended() -> bool:
+            return all(_runs(s, "e2e-together", t["id"])[0]["status"] != "running" for t in tasks)
+
+        wait(ended, "the runs", 120, s.log_tail)
+        for i, task in enumerate(tasks):
+            [run] = _runs(s, "e2e-together", task["id"])
+            assert (run["status"], run["output"]) == ("succeeded", f"task-{i + 1}\n"), run
+    finally:
+        s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-together"))
