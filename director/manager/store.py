@@ -1421,16 +1421,22 @@ class Store:
 
     @staticmethod
     def _prune_runs(conn: Connection, task_id: int, keep: int) -> None:
-        """Delete the task's finished runs but the newest C{keep}."""
-        newest = [
-            r.id
-            for r in conn.execute(
-                select(t.task_runs.c.id)
-                .where(t.task_runs.c.task_id == task_id)
-                .order_by(t.task_runs.c.id.desc())
-                .limit(keep)
-            )
-        ]
+        """
+        Delete the task's finished runs but the newest C{keep} that ran and the newest
+        C{keep} skipped ones (so that skipped runs never push out the output of real ones).
+        """
+        newest: list[int] = []
+        for skipped in (True, False):
+            kind = t.task_runs.c.status == "skipped"
+            newest += [
+                r.id
+                for r in conn.execute(
+                    select(t.task_runs.c.id)
+                    .where(and_(t.task_runs.c.task_id == task_id, kind if skipped else ~kind))
+                    .order_by(t.task_runs.c.id.desc())
+                    .limit(keep)
+                )
+            ]
         conn.execute(
             delete(t.task_runs).where(
                 and_(

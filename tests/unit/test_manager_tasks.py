@@ -338,6 +338,15 @@ class TaskTests(SynchronousTestCase):
         self.assertEqual(len(self.fake.runs()), 8)
         self.assertEqual([r["id"] for r in runs], sorted((r["id"] for r in runs), reverse=True))
 
+    def test_skipped_runs_do_not_push_out_real_ones(self) -> None:
+        task = self.add(schedule="* * * * *")
+        self.fake.answer = None
+        self.advance(60 * 8)  # one run that goes on, and 7 skipped
+        self.fake.finish({"exit_code": 0, "timed_out": False, "output": "kept\n"})
+        runs = self.runs(task["id"])
+        self.assertEqual([r["status"] for r in runs], ["skipped"] * 5 + ["succeeded"])
+        self.assertEqual(runs[-1]["output"], "kept\n")
+
     def test_an_orchestrator_failure_is_recorded_without_internals(self) -> None:
         task = self.add()
 
