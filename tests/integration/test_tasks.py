@@ -7,6 +7,7 @@ disabled site's tasks do not run.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -74,6 +75,18 @@ def test_a_task_runs_as_the_site_and_its_result_is_kept(stack: Stack) -> None:  
         assert len(run["output"]) <= 64 * 1024 + 100
         listed = s.api("GET", "/api/v1/sites/e2e-tasks/tasks")["tasks"]
         assert [t["last_run"]["status"] for t in listed] == ["failed", "succeeded"]
+        # the same from the command line
+        added = s.director(
+            "tasks", "add", "e2e-tasks", "--schedule", "@daily", "--command", "echo from-cli"
+        )
+        assert added.returncode == 0, added.stderr
+        ran = s.director("tasks", "run", "e2e-tasks", str(json.loads(added.stdout)["id"]))
+        assert ran.returncode == 0, ran.stderr
+        assert "succeeded exit 0 (manual)" in ran.stdout and "from-cli" in ran.stdout
+        listing = s.director("tasks", "list", "e2e-tasks").stdout
+        assert "@daily" in listing and "report" in listing, listing
+        refused = s.director("tasks", "add", "e2e-tasks", "--schedule", "@reboot", "--command", "x")
+        assert refused.returncode == 1 and "unknown shorthand" in refused.stderr
     finally:
         s.wait_operation(s.api("DELETE", "/api/v1/sites/e2e-tasks"))
 
