@@ -76,7 +76,7 @@ export function startTasks(root) {
       h("td", {}, statusBadge(task.last_run)),
       h(
         "td",
-        { class: "actions" },
+        { class: "task-actions" },
         h("button", { type: "button", class: "button small", onclick: (e) => act(e.target, "POST", `${base}/${id}/run`, null, "Started").then(() => showRuns(task)) }, "Run now"),
         h("button", { type: "button", class: "button small", onclick: () => showRuns(task) }, "Runs"),
         h("button", { type: "button", class: "button small", onclick: (e) => act(e.target, "PATCH", `${base}/${id}`, { enabled: !task.enabled }, task.enabled ? "Paused" : "Resumed") }, task.enabled ? "Pause" : "Resume"),
