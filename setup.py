@@ -32,6 +32,7 @@ setup(
         "SQLAlchemy>=2.0",
         "alembic>=1.13",
         "markdown-it-py>=3.0",
+        "croniter>=6.0",
     ],
     entry_points={"console_scripts": ["director = director.cli:main"]},
 )

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -480,6 +481,63 @@ def site_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def _print_run(run: dict[str, Any], output: bool) -> None:
+    code = "" if run["exit_code"] is None else f" exit {run['exit_code']}"
+    print(f"run {run['id']}: {run['status']}{code} ({run['trigger']}) {run['started_at']}")
+    if run["message"]:
+        print(f"  {run['message']}")
+    if output and run["output"]:
+        print(run["output"].rstrip("\n"))
+
+
+def tasks_command(args: argparse.Namespace) -> int:
+    from director.apiclient import APIError
+
+    api = _api(args)
+    base = f"/api/v1/sites/{args.site}/tasks"
+    try:
+        if args.tasks_command == "list":
+            for task in api.get(base)["tasks"]:
+                last = task["last_run"]["status"] if task["last_run"] else "never run"
+                state = "" if task["enabled"] else " (paused)"
+                print(
+                    f"{task['id']:>5}  {task['schedule']:<20} {task['timeout']:>5}s  "
+                    f"{last:<11} {task['name'] or task['command'][:40]}{state}"
+                )
+            return 0
+        if args.tasks_command in ("add", "set"):
+            body: dict[str, Any] = {}
+            for key in ("schedule", "command", "name", "timeout"):
+                if getattr(args, key) is not None:
+                    body[key] = getattr(args, key)
+            if args.tasks_command == "set":
+                if args.enabled is not None:
+                    body["enabled"] = args.enabled
+                task = api.call("PATCH", f"{base}/{args.id}", body)["task"]
+            else:
+                task = api.post(base, body)["task"]
+            print(json.dumps(task, indent=2))
+            return 0
+        if args.tasks_command == "delete":
+            api.delete(f"{base}/{args.id}")
+            print(f"task {args.id} deleted")
+            return 0
+        if args.tasks_command == "runs":
+            for run in api.get(f"{base}/{args.id}/runs")["runs"]:
+                _print_run(run, args.output)
+            return 0
+        run = api.post(f"{base}/{args.id}/run", {})["run"]
+        while not args.no_wait and run["status"] == "running":
+            time.sleep(1)
+            runs = api.get(f"{base}/{args.id}/runs")["runs"]
+            run = next((r for r in runs if r["id"] == run["id"]), run)
+        _print_run(run, True)
+        return 0 if run["status"] in ("succeeded", "running") else 1
+    except APIError as e:
+        print(f"director: {e}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="director", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -580,6 +638,37 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--url", help="the manager's URL (default: manager.url)")
         sp.add_argument("--config", default=DEFAULT_CONFIG)
         sp.set_defaults(func=site_command)
+
+    p = sub.add_parser("tasks", help="a site's scheduled tasks (through the API)")
+    task_parsers = p.add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("list", "the site's tasks"),
+        ("add", "add a task: --schedule and --command"),
+        ("set", "change a task (or --disable / --enable it)"),
+        ("delete", "delete a task and its runs"),
+        ("runs", "a task's last runs (--output: with what they printed)"),
+        ("run", "run a task now and print its output"),
+    ):
+        tp = task_parsers.add_parser(name, help=text)
+        tp.add_argument("site")
+        if name != "list" and name != "add":
+            tp.add_argument("id", type=int)
+        if name in ("add", "set"):
+            tp.add_argument("--schedule", help='cron schedule (UTC), e.g. "*/15 * * * *"')
+            tp.add_argument("--command", help="shell command, run in /site as the site")
+            tp.add_argument("--name")
+            tp.add_argument("--timeout", type=int, help="time limit in seconds")
+        if name == "set":
+            tp.add_argument("--enable", dest="enabled", action="store_const", const=True)
+            tp.add_argument("--disable", dest="enabled", action="store_const", const=False)
+        if name == "runs":
+            tp.add_argument("--output", action="store_true", help="print each run's output")
+        if name == "run":
+            tp.add_argument("--no-wait", action="store_true", help="do not wait for the end")
+        tp.add_argument("--token")
+        tp.add_argument("--url", help="the manager's URL (default: manager.url)")
+        tp.add_argument("--config", default=DEFAULT_CONFIG)
+        tp.set_defaults(func=tasks_command)
 
     p = sub.add_parser("images", help="site images")
     images = p.add_subparsers(dest="images_command", required=True, metavar="COMMAND")

@@ -166,6 +166,14 @@ def _count(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected a whole number from 0 to 100000, got {value!r}")
 
 
+def _whole(low: int, high: int) -> Callable[[str, object], None]:
+    def check(key: str, value: object) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"{key}: expected a whole number from {low} to {high}, got {value!r}")
+
+    return check
+
+
 def _zero_or_one(key: str, value: object) -> None:
     if value not in (0, 1) or isinstance(value, bool):
         raise ConfigError(f"{key}: expected 0 or 1, got {value!r}")
@@ -303,6 +311,14 @@ class ManagerSection:
     # Seconds between two copies of the sites' disk use from the orchestrator (shown on the
     # site's page and in the API as disk_usage_bytes; also a few seconds after each upload).
     disk_poll_interval: float = field(default=60.0, metadata=_check(_positive))
+    # Scheduled tasks: how many one site may have (administrators are not limited), the
+    # longest time limit a task may have and the one it gets when none is given (seconds),
+    # how many runs of each task are kept, and how much of a run's output (KiB).
+    max_tasks_per_site: int = field(default=10, metadata=_check(_count))
+    task_max_timeout: int = field(default=3600, metadata=_check(_whole(1, 86400)))
+    task_default_timeout: int = field(default=300, metadata=_check(_whole(1, 86400)))
+    task_runs_kept: int = field(default=20, metadata=_check(_whole(1, 1000)))
+    task_output_kb: int = field(default=64, metadata=_check(_whole(1, 16384)))
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,56 @@ DISK_USAGE = {
     },
 }
 
+# A scheduled task's fields (schedules.py checks them). A schedule is a five-field cron
+# expression or a shorthand like @daily; no regular expression says which ones come round,
+# so it is a format of its own (tests/integration/schemathesis_hooks.py generates them).
+SCHEDULE = {
+    "type": "string",
+    "format": "cron",
+    "maxLength": 100,
+    "description": "minute hour day-of-month month day-of-week (UTC), e.g. */15 * * * *; "
+    "or @hourly, @daily, @midnight, @weekly, @monthly, @yearly, @annually",
+}
+RUN = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "task_id": {"type": "integer"},
+        "trigger": {"enum": ["schedule", "manual"]},
+        "status": {
+            "enum": ["running", "succeeded", "failed", "timed_out", "skipped", "interrupted"]
+        },
+        "exit_code": {"type": ["integer", "null"]},
+        "output": {"type": "string"},
+        "output_truncated": {"type": "boolean"},
+        "message": {"type": "string"},
+        "started_at": {"type": "string"},
+        "finished_at": {"type": ["string", "null"]},
+        "duration": {"type": ["number", "null"]},
+    },
+}
+
+
+def task_fields(max_timeout: int) -> dict[str, Any]:
+    return {
+        "name": {"type": "string", "maxLength": 100, "pattern": "^[^\\x00]*$"},
+        "schedule": SCHEDULE,
+        "command": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 10000,
+            "pattern": "^[^\\x00]*\\S[^\\x00]*$",
+            "description": "run with sh -c in the site's container, in /site, as the site",
+        },
+        "timeout": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": max_timeout,
+            "description": "seconds before the run is stopped (manager.task_max_timeout at most)",
+        },
+        "enabled": {"type": "boolean"},
+    }
+
 
 def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
@@ -364,6 +414,38 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         200,
     ),
     ("get", "/api/v1/sites/{name}/logs", "The last ?tail=N lines of the site's log", None, 200),
+    ("get", "/api/v1/sites/{name}/tasks", "The site's scheduled tasks", None, 200),
+    (
+        "post",
+        "/api/v1/sites/{name}/tasks",
+        "Add a scheduled task (at most manager.max_tasks_per_site: else 409 limit_reached)",
+        {"$task_fields": ("schedule", "command")},
+        201,
+    ),
+    ("get", "/api/v1/sites/{name}/tasks/{task_id}", "A scheduled task", None, 200),
+    (
+        "patch",
+        "/api/v1/sites/{name}/tasks/{task_id}",
+        "Change a task's schedule, command, name, time limit, or pause it (enabled: false)",
+        {"$task_fields": ()},
+        200,
+    ),
+    ("delete", "/api/v1/sites/{name}/tasks/{task_id}", "Delete a task and its runs", None, 200),
+    (
+        "get",
+        "/api/v1/sites/{name}/tasks/{task_id}/runs",
+        "The task's last runs, newest first: status, exit code, output",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/sites/{name}/tasks/{task_id}/run",
+        "Run the task now (409 task_running while its previous run goes on, "
+        "site_not_served for a disabled or not-served site)",
+        None,
+        202,
+    ),
     ("get", "/api/v1/operations", "All operations, failed first (admins)", None, 200),
     ("get", "/api/v1/operations/{op_id}", "An operation and its actions", None, 200),
     ("post", "/api/v1/operations/{op_id}/retry", "Retry a failed operation", None, 202),
@@ -562,6 +644,7 @@ PATH_PARAMETERS = {
     "key_id": {"type": "integer"},
     "token_id": {"type": "integer"},
     "op_id": {"type": "integer"},
+    "task_id": {"type": "integer"},
     "request_id": {"type": "integer"},
     "banner_id": {"type": "integer"},
     "host_id": {"type": "integer"},
@@ -647,9 +730,15 @@ QUERY_PARAMETERS: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-def document() -> dict[str, Any]:
+def document(task_max_timeout: int = 3600) -> dict[str, Any]:
+    """The document; C{task_max_timeout} is manager.task_max_timeout."""
     paths: dict[str, Any] = {}
     for method, path, summary, body, status in ROUTES:
+        if body is not None and "$task_fields" in body:
+            required = body["$task_fields"]
+            body = _obj(task_fields(task_max_timeout), required)
+            if not required:
+                body["minProperties"] = 1
         parameters = [
             {"name": p, "in": "path", "required": True, "schema": PATH_PARAMETERS[p]}
             for p in PATH_PARAMETERS
@@ -688,6 +777,13 @@ def document() -> dict[str, Any]:
                     "application/json": {
                         "schema": {"type": "object", "properties": {"operation": OPERATION}}
                     }
+                },
+            }
+        if path.endswith("/tasks/{task_id}/run"):
+            operation["responses"]["202"] = {
+                "description": "accepted: the run started; follow it in the task's runs",
+                "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {"run": RUN}}}
                 },
             }
         if body is not None:

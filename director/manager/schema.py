@@ -284,3 +284,51 @@ audit_log = Table(
     Column("target", String(200), nullable=False, default=""),
     Column("details", JSON, nullable=False, default=dict),
 )
+
+# Scheduled tasks: a command run in the site's container on a cron schedule (see
+# director/manager/tasks.py). next_run_at is the reactor's clock (seconds since the epoch);
+# a manager takes a due run by moving it forward with a conditional UPDATE.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("site_id", Integer, ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False, default=""),
+    Column("schedule", String(100), nullable=False),
+    Column("command", Text, nullable=False),
+    Column("timeout", Integer, nullable=False),  # seconds
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("next_run_at", Float, nullable=False),
+    Column("created_by", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_tasks_next_run_at", "next_run_at"),
+)
+
+# The runs of each task (the last manager.task_runs_kept are kept). A running run is leased
+# like an operation (claimed_by, lease_until); at most one runs per task, enforced by the
+# database: a run due while the previous one still runs is recorded as skipped.
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("task_id", Integer, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("trigger", String(16), nullable=False),  # schedule | manual
+    # running | succeeded | failed | timed_out | skipped | interrupted
+    Column("status", String(16), nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("output", Text, nullable=False, default=""),
+    Column("output_truncated", Boolean, nullable=False, default=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Index("ix_task_runs_task_id", "task_id"),
+    Index(
+        "uq_task_runs_running_task",
+        "task_id",
+        unique=True,
+        sqlite_where=text("status = 'running'"),
+        postgresql_where=text("status = 'running'"),
+    ),
+)

@@ -36,8 +36,10 @@ from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.ratelimit import RateLimiter
 from director.manager.reconcile import Reconciler
+from director.manager.schedules import TaskSettings
 from director.manager.shell_server import ShellServerAPI
 from director.manager.store import Store, make_engine, migrate
+from director.manager.tasks import TaskScheduler, TaskSchedulerService
 from director.manager.web import ManagerWeb, PrefixDispatch
 
 log = Logger()
@@ -58,6 +60,18 @@ def user_limits(config: Config) -> UserLimits:
             m.reserved_site_names, m.site_name_pattern, m.site_name_rule
         ),
         student_agreement=m.student_agreement,
+    )
+
+
+def task_settings(config: Config) -> TaskSettings:
+    """The manager.*task* settings."""
+    m = config.manager
+    return TaskSettings(
+        max_per_site=m.max_tasks_per_site,
+        max_timeout=m.task_max_timeout,
+        default_timeout=min(m.task_default_timeout, m.task_max_timeout),
+        runs_kept=m.task_runs_kept,
+        max_output=m.task_output_kb * 1024,
     )
 
 
@@ -221,6 +235,15 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         lease=config.manager.operation_lease,
         identity=identity.name,
     )
+    scheduler = TaskScheduler(
+        reactor,
+        store,
+        orchestrator,
+        task_settings(config),
+        operations.identity,
+        operations.worker,
+        lease=config.manager.operation_lease,
+    )
     top.identity = identity  # type: ignore[attr-defined]
     passwords = Passwords(crypto_pool, config.manager.bcrypt_rounds)
     proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
@@ -256,6 +279,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reserved_hosts=reserved_hosts,
         shell_address=shell_address,
         disk=disk,
+        tasks=scheduler,
     )
     shell = ShellServerAPI(
         reactor,
@@ -308,6 +332,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
     )
     _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
+    TaskSchedulerService(scheduler).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
     top.dashboard = dashboard  # type: ignore[attr-defined]

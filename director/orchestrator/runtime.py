@@ -40,8 +40,10 @@ from director.orchestrator.sites import (
     SiteError,
     identity_files,
     service_spec,
+    site_environment,
     terminal_container_spec,
 )
+from director.orchestrator.tasks import NotServed, run_command
 
 T = TypeVar("T")
 
@@ -307,6 +309,7 @@ class SiteRuntime:
         self._link_grace = link_grace
         self._stream_broken = False
         self._locks: dict[int, DeferredLock] = {}
+        self._terminal_locks: dict[int, DeferredLock] = {}
         self._refreshes: dict[int, _Refresh] = {}
         self._reconciling: Deferred[None] | None = None
         self._stop_events: Callable[[], None] | None = None
@@ -531,8 +534,16 @@ class SiteRuntime:
     def docker(self) -> IDockerGateway:
         return self._docker
 
-    async def terminal_container(self, site: Site) -> str:
-        """The id of the site's running terminal container (created or updated as needed)."""
+    def terminal_container(self, site: Site) -> Deferred[str]:
+        """
+        The id of the site's running terminal container (created or updated as needed),
+        one caller at a time per site: terminals and scheduled tasks that start together
+        would otherwise create (or replace) it at once, and all but one fail.
+        """
+        lock = self._terminal_locks.setdefault(site.id, DeferredLock())
+        return lock.run(lambda: Deferred.fromCoroutine(self._terminal_container(site)))
+
+    async def _terminal_container(self, site: Site) -> str:
         if not self._firewall_ready:
             await self.ensure_firewall()  # the terminal joins the sites network too
         await self._prepare_site(site)
@@ -545,6 +556,28 @@ class SiteRuntime:
         )
         container: str = await self._docker.ensure_container(spec)
         return container
+
+    async def run_task(
+        self, site_id: int, command: str, timeout: float, max_output: int
+    ) -> dict[str, Any]:
+        """
+        Run a scheduled task's command in the site's terminal container, as the site's user
+        with its environment and limits (see L{run_command}); refused for a site not served.
+        """
+        site = self.get(site_id)
+        if site.availability != "enabled":
+            raise NotServed(f"site {site_id} is {site.availability}: its tasks do not run")
+        container = await self.terminal_container(site)
+        return await run_command(
+            self._reactor,
+            self._docker,
+            container,
+            command,
+            site_environment(site, self._tz),
+            f"{site.uid}:{site.uid}",
+            timeout,
+            max_output,
+        )
 
     async def _prepare_site(self, site: Site) -> None:
         """The site's directories (users may have deleted them) and identity files."""

@@ -33,6 +33,7 @@ from director.orchestrator.streams import (
     StatusProtocol,
     TerminalProtocol,
 )
+from director.orchestrator.tasks import NotServed
 
 
 class BadRequest(Exception):
@@ -126,6 +127,10 @@ class OrchestratorAPI:
     def _not_ready(self, request: IRequest, failure: Any) -> bytes:
         return render_error(request, 422, "not_ready", str(failure.value))
 
+    @app.handle_errors(NotServed)
+    def _not_served(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(request, 409, "not_served", str(failure.value))
+
     @app.handle_errors(FileError)
     def _file_error(self, request: IRequest, failure: Any) -> bytes:
         e = failure.value
@@ -207,6 +212,34 @@ class OrchestratorAPI:
     @app.route("/v1/sites/<int:site_id>/restart", methods=["POST"])
     async def restart_site(self, request: IRequest, site_id: int) -> bytes:
         return render_json(request, await self._rt().restart(site_id))
+
+    @app.route("/v1/sites/<int:site_id>/tasks/run", methods=["POST"])
+    async def run_task(self, request: IRequest, site_id: int) -> bytes:
+        """
+        Run a scheduled task's command in the site's container and answer when it ended (or
+        was stopped at its time limit): exit code, whether it timed out, bounded output.
+        """
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise BadRequest("bad_request", 'expected {"command", "timeout", "max_output"}')
+        command, timeout = body.get("command"), body.get("timeout", 300)
+        max_output = body.get("max_output", 64 * 1024)
+        if not isinstance(command, str) or not command.strip() or "\x00" in command:
+            raise BadRequest("bad_request", "command must be a shell command")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= 86400
+        ):
+            raise BadRequest("bad_request", "timeout must be a number of seconds up to 86400")
+        if (
+            isinstance(max_output, bool)
+            or not isinstance(max_output, int)
+            or not 1 <= max_output <= 16 * 1024 * 1024
+        ):
+            raise BadRequest("bad_request", "max_output must be a number of bytes up to 16 MiB")
+        result = await self._rt().run_task(site_id, command, float(timeout), max_output)
+        return render_json(request, result)
 
     # -- websockets --------------------------------------------------------------------------
 

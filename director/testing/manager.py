@@ -15,7 +15,9 @@ from director.manager.api import ManagerAPI
 from director.manager.events import MemoryBus
 from director.manager.operations import OperationEngine
 from director.manager.passwords import Passwords
+from director.manager.schedules import TaskSettings
 from director.manager.store import Store, make_engine, migrate
+from director.manager.tasks import TaskScheduler
 from director.testing.keys import Keyring
 
 
@@ -136,6 +138,16 @@ class ManagerHarness:
             max_attempts=4,
         )
         self.passwords = Passwords(InlineRunner(), rounds=4)
+        self.tasks = TaskScheduler(
+            self.clock,
+            self.store,
+            self.orchestrator,
+            TaskSettings(max_per_site=3, max_timeout=600, default_timeout=60, runs_kept=5),
+            self.engine.identity,
+            self.engine.worker,
+            interval=5.0,
+            lease=30.0,
+        )
         self.api = ManagerAPI(
             self.clock,
             self.store,
@@ -147,6 +159,7 @@ class ManagerHarness:
             self.keys.signer("manager", self.clock),
             "http://orchestrator.test",
             self.router,
+            tasks=self.tasks,
         )
 
     def result(self, d: Deferred[Any]) -> Any:

@@ -233,6 +233,14 @@ def stack(
             applied = base / "var" / "orchestrator" / "applied"
             if line.startswith("site_") and (applied / f"{line[5:]}.json").exists():
                 subprocess.run(["docker", "service", "rm", line], capture_output=True)
+        # terminal containers (terminals and scheduled tasks make them) of its sites
+        for line in subprocess.run(
+            ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
+        ).stdout.split():
+            applied = base / "var" / "orchestrator" / "applied"
+            site_id = line[5:].removesuffix("_terminal")
+            if line.endswith("_terminal") and (applied / f"{site_id}.json").exists():
+                subprocess.run(["docker", "rm", "-f", line], capture_output=True)
         services.stop(pebble)
         remove_network(network, subnet)
         shutil.rmtree(base, ignore_errors=True)

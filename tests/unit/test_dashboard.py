@@ -365,7 +365,7 @@ class SitePageTests(SynchronousTestCase):
         self.assertIn("http://alice-site.sites.test:8080/", page)
 
     def test_every_site_page_escapes_the_description(self) -> None:
-        for suffix in ("", "/settings", "/files", "/terminal", "/database"):
+        for suffix in ("", "/settings", "/files", "/terminal", "/database", "/tasks"):
             response, page = self.d.request("GET", f"/sites/alice-site{suffix}", self.alice)
             self.assertEqual(response.code, 200, suffix)
             self.assertNotIn(XSS, page, suffix)
@@ -404,7 +404,7 @@ class SitePageTests(SynchronousTestCase):
 
     def test_non_member_gets_404_everywhere(self) -> None:
         """Another user's site pages are 404, the same as a site that does not exist."""
-        for suffix in ("", "/settings", "/files", "/terminal", "/database"):
+        for suffix in ("", "/settings", "/files", "/terminal", "/database", "/tasks"):
             response, page = self.d.request("GET", f"/sites/alice-site{suffix}", self.bob)
             self.assertEqual(response.code, 404, suffix)
             self.assertNotIn("alice-site", page)

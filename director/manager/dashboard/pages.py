@@ -725,6 +725,18 @@ class Dashboard:
             site=site,
         )
 
+    @app.route("/sites/<name>/tasks", methods=["GET"])
+    async def tasks(self, request: Any, name: str) -> bytes:
+        viewer = await self.require(request)
+        site = await self.site_for(viewer, name)
+        return await self.render(
+            request,
+            "tasks.html",
+            title=f"{site.name}: scheduled tasks",
+            section="sites",
+            site=site,
+        )
+
     @app.route("/sites/<name>/database", methods=["GET"])
     async def database(self, request: Any, name: str) -> bytes:
         viewer = await self.require(request)

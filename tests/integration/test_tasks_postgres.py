@@ -1,0 +1,123 @@
+"""
+Scheduled tasks on the manager's store on a real PostgreSQL server: with several managers
+(schedulers on one database) a due run runs once, a run due while the previous one runs is
+recorded as skipped (the partial unique index), and only the last runs are kept.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import psycopg
+from services import PostgresServer
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from director.common.threads import InlineRunner
+from director.manager.models import DEFAULT_LIMITS
+from director.manager.schedules import TaskSettings
+from director.manager.store import Store, make_engine, migrate
+from director.manager.tasks import TaskScheduler
+from director.testing.manager import FakeComponent
+
+
+def _result(d: Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+class Hanging(FakeComponent):
+    """An orchestrator whose task runs end when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__("orchestrator")
+        self.pending: list[Deferred[Any]] = []
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.calls.append((method, path, kwargs))
+        d: Deferred[Any] = Deferred()
+        self.pending.append(d)
+        return await d
+
+
+def test_several_managers_on_postgresql(postgres_server: PostgresServer) -> None:
+    name = f"director_tasks_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    engine = make_engine(
+        f"postgresql+psycopg://{postgres_server.admin_user}:{postgres_server.admin_password}"
+        f"@{postgres_server.host}:{postgres_server.port}/{name}"
+    )
+    try:
+        migrate(engine)
+        store = Store(engine, InlineRunner())
+        _result(store.create_user("alice", "student"))
+        site, _ = _result(
+            store.create_site(
+                {
+                    "name": "cron",
+                    "type": "static",
+                    "purpose": "project",
+                    "availability": "enabled",
+                    "description": "",
+                    "image": "director/python:3",
+                    "packages": [],
+                    "limits": dict(DEFAULT_LIMITS),
+                },
+                ["alice"],
+                ("create_site", ["apply_orchestrator"]),
+                None,
+            )
+        )
+        task = _result(
+            store.create_task(
+                site.id,
+                {
+                    "name": "",
+                    "schedule": "* * * * *",
+                    "command": "true",
+                    "timeout": 30,
+                    "enabled": True,
+                    "next_run_at": 60.0,
+                },
+                10,
+                None,
+            )
+        )
+        clock = Clock()
+        orchestrator = Hanging()
+        managers = [
+            TaskScheduler(clock, store, orchestrator, TaskSettings(runs_kept=3), f"m{i}", f"m{i}/1")
+            for i in range(3)
+        ]
+
+        def tick_all() -> None:
+            for manager in managers:
+                manager.tick()
+
+        clock.advance(60)
+        tick_all()
+        tick_all()
+        assert len(orchestrator.calls) == 1  # one manager took the due run
+        for _ in range(4):
+            for _ in range(12):  # 5 s steps: the runner's lease renewals keep it alive
+                clock.advance(5)
+                tick_all()
+        assert len(orchestrator.calls) == 1  # the first run still goes on: no overlap
+        runs = _result(store.list_runs(task.id))
+        # the last 3 skipped ones, and the run still going
+        assert [r.status for r in runs] == ["skipped", "skipped", "skipped", "running"]
+        for d in orchestrator.pending:
+            d.callback({"exit_code": 0, "timed_out": False, "output": "ok\n"})
+        runs = _result(store.list_runs(task.id))
+        assert [r.status for r in runs] == ["skipped", "skipped", "skipped", "succeeded"]
+        assert runs[-1].output == "ok\n"
+    finally:
+        engine.dispose()
+        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
