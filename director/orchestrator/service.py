@@ -16,9 +16,11 @@ from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_public_keys
 from director.common.nginx import NginxConfigDirectory, NginxPaths
+from director.common.restic import Restic, settings_from_config
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
+from director.orchestrator.backups import SiteBackups
 from director.orchestrator.bundled_databases import (
     BundledDatabase,
     bundled_settings,
@@ -152,7 +154,16 @@ def build_service(
         ).setServiceParent(top)
     monitor = DirectoryMonitor(reactor)
     monitor.setServiceParent(top)
-    api = OrchestratorAPI(runtime, files_pool, tokens, databases_pool, reactor, monitor=monitor)
+    backups = SiteBackups(
+        reactor,
+        Restic(reactor, settings_from_config(config)),
+        state,
+        files_pool,
+        concurrency=config.backup.concurrency,
+    )
+    api = OrchestratorAPI(
+        runtime, files_pool, tokens, databases_pool, reactor, monitor=monitor, backups=backups
+    )
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()
     ).setServiceParent(top)
