@@ -17,9 +17,11 @@ from director.common.client import ComponentClient, HTTPPoolService
 from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_private_key
+from director.common.restic import Restic, settings_from_config
 from director.common.service import component_signer, guarded_http_service
 from director.common.threads import BlockingPool
 from director.manager.api import ManagerAPI
+from director.manager.backups import BackupRecords, BackupScheduler, ManagerBackup
 from director.manager.browser_ws import BrowserSockets
 from director.manager.dashboard import GUIDE_DIR, Dashboard
 from director.manager.dashboard.guide import Guide
@@ -92,6 +94,21 @@ class _RedisBusProxy:
                 entry[2]()
 
         return unsubscribe
+
+
+class _BackupService(Service):
+    """Runs the backup schedule while the manager runs."""
+
+    def __init__(self, scheduler: BackupScheduler) -> None:
+        self._scheduler = scheduler
+
+    def startService(self) -> None:
+        super().startService()
+        self._scheduler.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._scheduler.stop()
 
 
 class _EngineService(Service):
@@ -203,6 +220,27 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     )
     top.identity = identity  # type: ignore[attr-defined]
     passwords = Passwords(crypto_pool, config.manager.bcrypt_rounds)
+    restic = Restic(reactor, settings_from_config(config))
+    backup_pool = BlockingPool(reactor, "backups", 2, 3600)
+    backup_pool.setServiceParent(top)
+
+    async def _all_sites() -> list[Any]:
+        return await store.list_sites(limit=1_000_000)
+
+    async def _host(host_id: int) -> dict[str, Any]:
+        # the operation engine's view of a database host (admin login, container address)
+        return await operations._database_host(host_id)
+
+    backups = BackupScheduler(
+        reactor,
+        BackupRecords(engine, db_pool),
+        _all_sites,
+        _host,
+        orchestrator,
+        ManagerBackup(reactor, restic, config, url, backup_pool),
+        restic,
+        config.backup,
+    )
     proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
     reauth = timedelta(minutes=config.manager.reauth_minutes)
     # The dashboard's own names: its configured host, and its URL's unless that is an address.
@@ -233,6 +271,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reauth=reauth,
         reserved_hosts=reserved_hosts,
         shell_address=shell_address,
+        backups=backups,
     )
     shell = ShellServerAPI(
         reactor,
@@ -249,7 +288,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     sockets = BrowserSockets(
         reactor, store, bus, signer, config.orchestrator.url, config.manager.url, proxies=proxies
     )
-    metrics = Metrics(reactor, queries, sockets.counts)
+    metrics = Metrics(reactor, queries, sockets.counts, backups=backups.records.summary)
     dashboard = Dashboard(
         reactor,
         store,
@@ -277,7 +316,9 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
     )
     _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
+    _BackupService(backups).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
+    top.backups = backups  # type: ignore[attr-defined]
     top.dashboard = dashboard  # type: ignore[attr-defined]
     return top

@@ -60,13 +60,13 @@ def _site(state: Path, site_id: int, files: dict[str, str]) -> Path:
     return site
 
 
-def _host(kind: str, server: Any) -> DatabaseHost:
+def _host(kind: Any, server: Any) -> DatabaseHost:
     return DatabaseHost(
         kind,
         server.host,
         server.port,
         server.admin_user,
-        server.admin_password,  # type: ignore[arg-type]
+        server.admin_password,
     )
 
 
