@@ -271,7 +271,7 @@ class BackupAPITests(SynchronousTestCase):
     def test_a_whole_run_backs_every_site_up_and_metrics_report_it(self) -> None:
         self.site("one")
         self.site("two", database=False)
-        metrics = Metrics(self.h.clock, _NoCounts(), backups=self.records.summary)
+        metrics = Metrics(self.h.clock, _NoCounts(), backups=self.records.summary)  # type: ignore[arg-type]
         before = self.h.result(Deferred.fromCoroutine(metrics.render()))
         self.assertIn("director_backup_last_success_age_seconds -1", before)
         self.assertEqual(self.call("POST", "/api/v1/backups", self.alice)[0], 403)
