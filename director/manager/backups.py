@@ -342,6 +342,24 @@ class ManagerBackup:
         return {"snapshot": summary["snapshot_id"], "bytes": size}
 
 
+def _read_pending(path: Path) -> dict[str, str] | None:
+    import json
+
+    if not path.exists():
+        return None
+    sites: dict[str, str] = json.loads(path.read_text()).get("sites", {})
+    return sites
+
+
+def _write_pending(path: Path, left: dict[str, str]) -> None:
+    import json
+
+    if left:
+        path.write_text(json.dumps({"sites": left}))
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _size(top: Path) -> int:
     return sum(
         os.lstat(os.path.join(root, name)).st_size
@@ -380,6 +398,10 @@ class BackupScheduler:
         self._loop: LoopingCall | None = None
         self.running: Deferred[Any] | None = None
         self._sites_running: set[int] = set()
+        #: (whole-installation restores) makes a site's restore operation; False: not now
+        self.restore_site: Callable[[int, str], Awaitable[bool]] | None = None
+        self.pending_path: Path | None = None
+        self.files: Runner | None = None
 
     def start(self) -> None:
         self._loop = LoopingCall(self._tick)
@@ -392,7 +414,32 @@ class BackupScheduler:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 
+    async def resume_restores(self) -> None:
+        """
+        After `director restore --from`: one restore operation per site of the pending list
+        (those that cannot start yet stay listed for the next look).
+        """
+        if self.pending_path is None or self.restore_site is None or self.files is None:
+            return
+        pending = await self.files.run(_read_pending, self.pending_path)
+        if pending is None:
+            return
+        left: dict[str, str] = {}
+        for site_id, snapshot in pending.items():
+            if not await self.restore_site(int(site_id), snapshot):
+                left[site_id] = snapshot
+        await self.files.run(_write_pending, self.pending_path, left)
+        log.info(
+            "whole-installation restore: {n} site restore(s) started, {m} waiting",
+            n=len(pending) - len(left),
+            m=len(left),
+        )
+
     async def _tick(self) -> None:
+        try:
+            await self.resume_restores()
+        except Exception:
+            log.failure("starting the restores of a whole installation")
         try:
             if not self._section.enabled or self.running is not None:
                 return

@@ -413,6 +413,8 @@ class OperationEngine:
                 timeout=6 * 3600,
             )
         except ComponentCallError as e:
+            if e.code == "no_database_backup" and op.params.get("database") == "if_present":
+                return "the backup has no database"
             if e.status in (404, 409):
                 raise PermanentError(e.detail) from None
             raise

@@ -32,13 +32,13 @@ from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.identity import claim_identity
 from director.manager.mail import NullMailer, SMTPMailer
 from director.manager.models import UserLimits
-from director.manager.operations import OperationEngine
+from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.ratelimit import RateLimiter
 from director.manager.reconcile import Reconciler
 from director.manager.shell_server import ShellServerAPI
-from director.manager.store import Store, make_engine, migrate
+from director.manager.store import Conflict, Store, make_engine, migrate
 from director.manager.web import ManagerWeb, PrefixDispatch
 
 log = Logger()
@@ -241,6 +241,30 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         restic,
         config.backup,
     )
+
+    async def _restore_site(site_id: int, snapshot: str) -> bool:
+        """One site of a whole-installation restore: its restore operation (False: not now)."""
+        site = await store.get_site_by_id(site_id)
+        if site is None:
+            return True  # deleted before the manager's snapshot was taken
+        params = {"snapshot": snapshot, "files": True, "path": None, "database": "if_present"}
+        if site.database is None:
+            params["database"] = False
+        try:
+            await store.update_site(
+                site.id,
+                {},
+                operation=("restore_backup", OPERATIONS["restore_backup"]),
+                params=params,
+            )
+        except Conflict:
+            return False  # another operation of the site runs first
+        operations.wake()
+        return True
+
+    backups.restore_site = _restore_site
+    backups.pending_path = config.director.state_dir / "backups" / "restore-pending.json"
+    backups.files = backup_pool
     proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
     reauth = timedelta(minutes=config.manager.reauth_minutes)
     # The dashboard's own names: its configured host, and its URL's unless that is an address.
