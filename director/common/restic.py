@@ -10,6 +10,7 @@ credentials of a remote backend come from the environment given in the settings.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
@@ -27,6 +28,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 log = Logger()
+
+#: one repository is initialised by one L{Restic} at a time (see L{Restic.ensure_repository})
+_INIT_LOCKS: dict[str, DeferredLock] = {}
 
 #: the most of a child's stderr kept (for messages); stdout is kept whole (JSON answers)
 STDERR_LIMIT = 64 * 1024
@@ -237,10 +241,37 @@ class Restic:
             raise ResticError("failed", f"restic {args[0]} failed: {message}")
 
     async def ensure_repository(self) -> None:
-        """The password file, and the repository (C{restic init}) if it is not there yet."""
+        """
+        The password file, and the repository (C{restic init}) if it is not there yet. Two
+        C{restic init} at once would leave a repository no key opens: every L{Restic} of
+        this process, and (by a lock file next to the password) every process, takes turns.
+        """
         if self._initialised:
             return
-        ensure_password_file(self.settings.password_file)
+        lock = _INIT_LOCKS.setdefault(self.settings.repository, DeferredLock())
+        await lock.acquire()
+        try:
+            if self._initialised:
+                return
+            ensure_password_file(self.settings.password_file)
+            lock_path = self.settings.password_file.with_name(
+                self.settings.password_file.name + ".lock"
+            )
+            fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                for _ in range(3000):
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await deferLater(self._reactor, 0.1, lambda: None)
+                await self._init_repository()
+            finally:
+                os.close(fd)  # releases the lock
+        finally:
+            lock.release()
+
+    async def _init_repository(self) -> None:
         if self.settings.cache_dir is not None:
             self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
         _, _, code = await run_process(

@@ -429,11 +429,17 @@ class BackupScheduler:
             if not await self.restore_site(int(site_id), snapshot):
                 left[site_id] = snapshot
         await self.files.run(_write_pending, self.pending_path, left)
+        if left:  # another operation of theirs runs first: look again soon
+            self._reactor.callLater(5, self._resume_soon)
         log.info(
             "whole-installation restore: {n} site restore(s) started, {m} waiting",
             n=len(pending) - len(left),
             m=len(left),
         )
+
+    def _resume_soon(self) -> None:
+        d = Deferred.fromCoroutine(self.resume_restores())
+        d.addErrback(lambda f: log.failure("starting the restores of a whole installation", f))
 
     async def _tick(self) -> None:
         try:
