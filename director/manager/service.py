@@ -331,6 +331,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reauth=reauth,
         shell_address=shell_address,
     )
+    dashboard.backups = backups.records  # type: ignore[attr-defined]  # /admin/backups
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
     root.add(b"/healthz", ManagerWeb().app.resource())
     root.add(b"/api/", CountingResource(api.app.resource(), metrics, "api"))

@@ -65,6 +65,8 @@ async function startPageModules() {
   if (editor) (await import("./editor.js")).startEditor(editor);
   const terminal = document.querySelector("[data-terminal-page]");
   if (terminal) (await import("./terminal.js")).startTerminalPage(terminal);
+  const backups = document.querySelector("[data-backups]");
+  if (backups) (await import("./backups.js")).startBackups(backups);
   if (document.querySelector("[data-sql-console], [data-reveal-database]")) {
     (await import("./database.js")).startDatabase(document);
   }

@@ -293,3 +293,33 @@ class _NoCounts:
         from twisted.internet.defer import succeed
 
         return succeed({"sites": {}, "operations": {}, "users": {}})
+
+
+class DashboardBackupTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from tests.unit.test_dashboard import DashboardHarness
+
+        self.d = DashboardHarness()
+        self.d.user("alice")
+        self.d.user("root", role="admin")
+        self.d.site("alice-site", ["alice"])
+        self.alice = self.d.session("alice")[0]
+        self.root = self.d.session("root")[0]
+        self.records = BackupRecords(self.d.h.store.engine, InlineRunner())
+        self.d.dashboard.backups = self.records  # type: ignore[attr-defined]
+
+    def test_the_site_page_has_its_backups(self) -> None:
+        _, page = self.d.request("GET", "/sites/alice-site", self.alice)
+        self.assertIn('data-backups data-site="alice-site"', page)
+        self.assertIn("Restore one path", page)
+
+    def test_admins_see_failed_backups_and_why(self) -> None:
+        site = self.d.result(self.d.h.store.get_site("alice-site"))
+        run = self.d.result(self.records.start("site", site))
+        self.d.result(self.records.finish(run, "failed", 1.0, error="mysqldump: <denied>"))
+        self.assertEqual(self.d.request("GET", "/admin/backups", self.alice)[0].code, 404)
+        response, page = self.d.request("GET", "/admin/backups", self.root)
+        self.assertEqual(response.code, 200)
+        self.assertIn("1 whose latest backup failed", page)
+        self.assertIn("mysqldump: &lt;denied&gt;", page)
+        self.assertIn("never", page)
