@@ -21,6 +21,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,29 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _glob_escape(path: str) -> str:
+    """C{path} as a restic --include pattern that matches only itself."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", path)
+
+
+def _clear_parents(site_dir: Path, path: str) -> None:
+    """
+    Make the directories leading to C{path} in the live site real directories: a symlink
+    (or a file) the site put where the snapshot has a directory is removed first, so that
+    putting the path back never writes through a link out of the site.
+    """
+    current = site_dir
+    for part in Path(path).parts[:-1]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            current.unlink()
+            return
 
 
 def _tool(name: str) -> str:
@@ -253,7 +277,7 @@ class SiteBackups:
         scratch = self._state / "backups" / "restore" / f"{site_id}"
         await self._files.run(_fresh_dir, scratch)
         try:
-            inside = f"/sites/{site_id}" + (f"/{path}" if path else "")
+            inside = f"/sites/{site_id}" + (f"/{_glob_escape(path)}" if path else "")
             await self.restic.restore(chosen["id"], scratch, [inside])
             source = scratch / "sites" / str(site_id)
             if path is not None:
@@ -262,6 +286,8 @@ class SiteBackups:
             elif not source.is_dir():
                 source.mkdir(parents=True)
             await self._files.run(site_dir.mkdir, 0o755, True, True)
+            if path is not None:
+                await self._files.run(_clear_parents, site_dir, path)
             if path is None:
                 argv = ["rsync", "-a", "--delete", f"{source}/", f"{site_dir}/"]
             else:

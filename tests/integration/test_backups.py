@@ -200,3 +200,26 @@ async def test_the_repository_is_encrypted_with_a_private_password(
     assert snapshot["id"].startswith(made["snapshot"])
     assert snapshot["hostname"] == "site-3"
     assert "site:3" in snapshot["tags"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_restoring_a_path_never_writes_through_a_link_the_site_made(
+    state: Path, pool: BlockingPool
+) -> None:
+    site = _site(state, 9, {"public/img/logo[1].txt": "logo", "public/img/logo1.txt": "other"})
+    outside = state / "outside"
+    outside.mkdir()
+    backups = _backups(state, pool)
+    made = await backups.backup(9, None)
+    # the site replaces its directory with a link out of the site, and changes a file
+    shutil.rmtree(site / "public" / "img")
+    (site / "public" / "img").symlink_to(outside)
+    (outside / "logo1.txt").write_text("changed")
+
+    await backups.restore_files(9, made["snapshot"], "public/img/logo[1].txt")
+
+    assert (site / "public" / "img").is_dir() and not (site / "public" / "img").is_symlink()
+    assert (site / "public" / "img" / "logo[1].txt").read_text() == "logo"
+    # only the path named: not its look-alike, and nothing was written outside the site
+    assert not (site / "public" / "img" / "logo1.txt").exists()
+    assert sorted(p.name for p in outside.iterdir()) == ["logo1.txt"]
