@@ -150,11 +150,22 @@ async def run_process(
                 pass
 
     call = reactor.callLater(timeout, kill)
+
+    def stopping() -> None:  # a stopping daemon leaves no backup process behind
+        pid = transport.pid
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", stopping)
     try:
         result = await done
     finally:
         if call.active():
             call.cancel()
+        reactor.removeSystemEventTrigger(trigger)
     if timed_out:
         raise ResticError("timeout", f"{argv[0]} did not finish within {timeout:.0f} seconds")
     return result

@@ -103,9 +103,21 @@ def restore_choice(body: dict[str, Any], has_database: bool) -> RestoreChoice:
     return RestoreChoice(bool(files), path, bool(database))
 
 
-def backup_due(last_started: datetime | None, now: datetime, interval_hours: float) -> bool:
-    """Is the next scheduled run due (none yet, or the last started an interval ago)?"""
-    return last_started is None or now - last_started >= timedelta(hours=interval_hours)
+#: seconds after the manager starts before the first run ever is due (not at once, so that a
+#: first start, or a test, is not slowed down by it)
+FIRST_RUN_DELAY = 600.0
+
+
+def backup_due(
+    last_started: datetime | None, now: datetime, interval_hours: float, uptime: float
+) -> bool:
+    """
+    Is the next scheduled run due: the last started an interval ago, or there was none yet
+    and the manager has been up for L{FIRST_RUN_DELAY} seconds?
+    """
+    if last_started is None:
+        return uptime >= FIRST_RUN_DELAY
+    return now - last_started >= timedelta(hours=interval_hours)
 
 
 def run_view(row: dict[str, Any], admin: bool) -> dict[str, Any]:
@@ -396,6 +408,7 @@ class BackupScheduler:
         self._section = section
         self._check_interval = check_interval
         self._loop: LoopingCall | None = None
+        self._started = 0.0
         self.running: Deferred[Any] | None = None
         self._sites_running: set[int] = set()
         #: (whole-installation restores) makes a site's restore operation; False: not now
@@ -404,6 +417,7 @@ class BackupScheduler:
         self.files: Runner | None = None
 
     def start(self) -> None:
+        self._started = self._reactor.seconds()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._reactor
         self._loop.start(self._check_interval, now=True).addErrback(
@@ -450,7 +464,8 @@ class BackupScheduler:
             if not self._section.enabled or self.running is not None:
                 return
             last = await self.records.last_started()
-            if backup_due(last, datetime.now(UTC), self._section.interval_hours):
+            uptime = self._reactor.seconds() - self._started
+            if backup_due(last, datetime.now(UTC), self._section.interval_hours, uptime):
                 self.run_now()
         except Exception:
             log.failure("checking the backup schedule")

@@ -71,9 +71,10 @@ class RestoreChoiceTests(SynchronousTestCase):
 class DomainTests(SynchronousTestCase):
     def test_backup_due(self) -> None:
         now = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
-        self.assertTrue(backup_due(None, now, 24))
-        self.assertFalse(backup_due(now - timedelta(hours=23), now, 24))
-        self.assertTrue(backup_due(now - timedelta(hours=24), now, 24))
+        self.assertFalse(backup_due(None, now, 24, uptime=60))  # not at the first start
+        self.assertTrue(backup_due(None, now, 24, uptime=600))
+        self.assertFalse(backup_due(now - timedelta(hours=23), now, 24, uptime=0))
+        self.assertTrue(backup_due(now - timedelta(hours=24), now, 24, uptime=0))
 
     def test_restore_path_on_the_orchestrator(self) -> None:
         self.assertIsNone(restore_path(None))
@@ -323,3 +324,39 @@ class DashboardBackupTests(SynchronousTestCase):
         self.assertIn("1 whose latest backup failed", page)
         self.assertIn("mysqldump: &lt;denied&gt;", page)
         self.assertIn("never", page)
+
+
+class ScheduleTests(SynchronousTestCase):
+    def test_the_schedule_runs_once_due_and_then_every_interval(self) -> None:
+        from twisted.internet.task import Clock
+
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        clock = Clock()
+        records = BackupRecords(h.store.engine, InlineRunner())
+        runs: list[float] = []
+        scheduler = BackupScheduler(
+            clock,
+            records,
+            lambda: h.store.list_sites(limit=10),
+            lambda host_id: Deferred(),
+            h.orchestrator,
+            None,
+            None,
+            BackupSection(interval_hours=1.0),
+        )
+        real = scheduler.run_all
+
+        async def counted() -> bool:
+            runs.append(clock.seconds())
+            return await real()
+
+        scheduler.run_all = counted  # type: ignore[method-assign]
+        scheduler.start()
+        clock.advance(300)
+        self.assertEqual(runs, [])  # not in the first minutes
+        clock.advance(360)
+        self.assertEqual(len(runs), 1)
+        for _ in range(50):
+            clock.advance(60)
+        self.assertEqual(len(runs), 1)  # the last started less than an hour ago (wall clock)
+        scheduler.stop()
