@@ -13,6 +13,17 @@ a temporary state directory: each site has C{--mb} MB of incompressible data in 
 up C{--concurrency} at a time, as the manager's schedule does. The change rewrites whole files
 chosen at random until C{--changed} of the bytes are new (an edited picture is a new file's
 worth of bytes to restic). No databases (their dumps are files like the others).
+
+Measured on the 2-CPU development machine (restic 0.14.0, concurrency 2, loaded by other
+work), 100 sites x 10 MB = 1000 MB:
+
+    first backup:   71.3 s (14.0 MB/s, 0.71 s/site)  repository +1000.8 MB
+    second backup:  56.6 s (0.57 s/site) after 10.3 MB (1.0%) changed:
+                    repository +10.4 MB (1.01 x the changed bytes)
+
+Deduplication shows: the second run stores only the changed files. Its time is mostly
+restic's fixed cost per run (opening the repository derives the key with scrypt, and the
+index is read), about half a second a site, so many small sites cost more than their bytes.
 """
 
 from __future__ import annotations
