@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import desc, insert, select, update
+from sqlalchemy import desc, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.task import LoopingCall
@@ -223,6 +223,43 @@ class BackupRecords:
             return rows
 
         return self._tx(get)
+
+    def claim_installation(
+        self, seen: datetime | None, interval_hours: float
+    ) -> Deferred[int | None]:
+        """
+        Start a scheduled whole run unless another manager started one since C{seen} (the
+        last start this one saw): the new row's id, or None. One transaction, under a lock
+        of the table on PostgreSQL (SQLite has one writer at a time anyway).
+        """
+
+        def claim(conn: Connection) -> int | None:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("LOCK TABLE backup_runs IN SHARE ROW EXCLUSIVE MODE"))
+            latest = conn.execute(
+                select(t.backup_runs.c.started_at)
+                .where(t.backup_runs.c.kind == "installation")
+                .order_by(desc(t.backup_runs.c.id))
+                .limit(1)
+            ).scalar()
+            if latest is not None and latest.tzinfo is None:
+                latest = latest.replace(tzinfo=UTC)
+            if latest is not None and (seen is None or latest > seen):
+                return None
+            result = conn.execute(
+                insert(t.backup_runs).values(
+                    kind="installation",
+                    site_id=None,
+                    site_name="",
+                    status="running",
+                    started_at=datetime.now(UTC),
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+        return self._tx(claim)
 
     def last_started(self) -> Deferred[datetime | None]:
         def get(conn: Connection) -> datetime | None:
@@ -466,15 +503,18 @@ class BackupScheduler:
             last = await self.records.last_started()
             uptime = self._reactor.seconds() - self._started
             if backup_due(last, datetime.now(UTC), self._section.interval_hours, uptime):
-                self.run_now()
+                # several managers share the database: the one whose claim lands runs it
+                run_id = await self.records.claim_installation(last, self._section.interval_hours)
+                if run_id is not None:
+                    self.run_now(run_id)
         except Exception:
             log.failure("checking the backup schedule")
 
-    def run_now(self) -> bool:
+    def run_now(self, run_id: int | None = None) -> bool:
         """Start a whole run unless one is running (False then)."""
         if self.running is not None:
             return False
-        d = Deferred.fromCoroutine(self.run_all())
+        d = Deferred.fromCoroutine(self.run_all(run_id))
         self.running = d
 
         def done(result: Any) -> Any:
@@ -485,9 +525,10 @@ class BackupScheduler:
         d.addErrback(lambda f: log.failure("a backup run failed", f))
         return True
 
-    async def run_all(self) -> bool:
+    async def run_all(self, run_id: int | None = None) -> bool:
         started = self._reactor.seconds()
-        run_id = await self.records.start("installation")
+        if run_id is None:
+            run_id = await self.records.start("installation")
         ok = True
         errors: list[str] = []
         if self._manager is not None:

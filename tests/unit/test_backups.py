@@ -346,9 +346,9 @@ class ScheduleTests(SynchronousTestCase):
         )
         real = scheduler.run_all
 
-        async def counted() -> bool:
+        async def counted(run_id: int | None = None) -> bool:
             runs.append(clock.seconds())
-            return await real()
+            return await real(run_id)
 
         scheduler.run_all = counted  # type: ignore[method-assign]
         scheduler.start()
@@ -360,3 +360,14 @@ class ScheduleTests(SynchronousTestCase):
             clock.advance(60)
         self.assertEqual(len(runs), 1)  # the last started less than an hour ago (wall clock)
         scheduler.stop()
+
+    def test_two_managers_claim_a_scheduled_run_once(self) -> None:
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        records = BackupRecords(h.store.engine, InlineRunner())
+        seen = h.result(records.last_started())
+        first = h.result(records.claim_installation(seen, 24))
+        second = h.result(records.claim_installation(seen, 24))  # saw the same "nothing yet"
+        self.assertIsNotNone(first)
+        self.assertIsNone(second)
+        latest = h.result(records.last_started())
+        self.assertIsNotNone(h.result(records.claim_installation(latest, 24)))
