@@ -261,6 +261,23 @@ class BackupRecords:
 
         return self._tx(claim)
 
+    def end_interrupted(self, older_than: timedelta) -> Deferred[int]:
+        """
+        Mark runs still "running" that started longer ago than any run may take as failed:
+        their manager stopped (or they came back with a restored database). How many.
+        """
+
+        def end(conn: Connection) -> int:
+            cutoff = datetime.now(UTC) - older_than
+            result = conn.execute(
+                update(t.backup_runs)
+                .where(t.backup_runs.c.status == "running", t.backup_runs.c.started_at < cutoff)
+                .values(status="failed", error="interrupted: the manager stopped during it")
+            )
+            return int(result.rowcount or 0)
+
+        return self._tx(end)
+
     def last_started(self) -> Deferred[datetime | None]:
         def get(conn: Connection) -> datetime | None:
             value = conn.execute(
@@ -497,6 +514,11 @@ class BackupScheduler:
             await self.resume_restores()
         except Exception:
             log.failure("starting the restores of a whole installation")
+        try:
+            if self.running is None:
+                await self.records.end_interrupted(timedelta(seconds=SITE_BACKUP_TIMEOUT + 3600))
+        except Exception:
+            log.failure("ending interrupted backup runs")
         try:
             if not self._section.enabled or self.running is not None:
                 return

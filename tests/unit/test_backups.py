@@ -371,3 +371,24 @@ class ScheduleTests(SynchronousTestCase):
         self.assertIsNone(second)
         latest = h.result(records.last_started())
         self.assertIsNotNone(h.result(records.claim_installation(latest, 24)))
+
+    def test_runs_a_stopped_manager_left_running_end_as_interrupted(self) -> None:
+        from sqlalchemy import update
+
+        from director.manager import schema
+
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        records = BackupRecords(h.store.engine, InlineRunner())
+        old = h.result(records.start("installation"))
+        recent = h.result(records.start("installation"))
+        with h.store.engine.begin() as conn:
+            conn.execute(
+                update(schema.backup_runs)
+                .where(schema.backup_runs.c.id == old)
+                .values(started_at=datetime.now(UTC) - timedelta(hours=8))
+            )
+        self.assertEqual(h.result(records.end_interrupted(timedelta(hours=7))), 1)
+        rows = {r["id"]: r for r in h.result(records.recent())}
+        self.assertEqual(rows[old]["status"], "failed")
+        self.assertIn("interrupted", rows[old]["error"])
+        self.assertEqual(rows[recent]["status"], "running")
