@@ -327,6 +327,10 @@ class OperationEngine:
         )
         return f"built {tag}"
 
+    async def database_host(self, host_id: int) -> dict[str, Any]:
+        """How the orchestrator reaches a database host (for backups, as for operations)."""
+        return await self._database_host(host_id)
+
     async def _database_host(self, host_id: int) -> dict[str, Any]:
         host = await self._store.database_host(host_id=host_id)
         if host is None:

@@ -227,15 +227,11 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     async def _all_sites() -> list[Any]:
         return await store.list_sites(limit=1_000_000)
 
-    async def _host(host_id: int) -> dict[str, Any]:
-        # the operation engine's view of a database host (admin login, container address)
-        return await operations._database_host(host_id)
-
     backups = BackupScheduler(
         reactor,
         BackupRecords(engine, db_pool),
         _all_sites,
-        _host,
+        operations.database_host,
         orchestrator,
         ManagerBackup(reactor, restic, config, url, backup_pool),
         restic,

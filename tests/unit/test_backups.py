@@ -147,7 +147,7 @@ class BackupAPITests(SynchronousTestCase):
         )
 
     def _host(self, host_id: int) -> Deferred[dict[str, Any]]:
-        return Deferred.fromCoroutine(self.h.engine._database_host(host_id))
+        return Deferred.fromCoroutine(self.h.engine.database_host(host_id))
 
     def _answer(self, method: str, path: str, kwargs: dict[str, Any]) -> Any:
         if method == "GET" and path.endswith("/backups"):
