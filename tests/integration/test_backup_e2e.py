@@ -277,6 +277,9 @@ def test_whole_installation_restore_onto_an_empty_state_directory(
     assert out.returncode == 0, (out.stdout, out.stderr)
     assert "2 site(s) will be restored" in out.stdout, out.stdout
     new_base.chmod(0o755)
+    # step 4 of docs/operations.md: `make run` runs `director init`, which keeps all of it
+    init = _director("init", "--config", str(new_config), "--state-dir", str(new_base / "var"))
+    assert "keeping it" in init and "created the administrator" not in init, init
     restored = Stack(new_base, new_config, load_config(new_config), s.token, None, postgres_server)
     s.stacks.append(restored)
     assert restored.config.director.state_dir == (new_base / "var").resolve()
