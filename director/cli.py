@@ -538,6 +538,141 @@ def tasks_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def backup_command(args: argparse.Namespace) -> int:
+    from director.apiclient import APIError
+
+    api = _api(args)
+    try:
+        if args.backup_command == "now":
+            if args.site:
+                run = api.post(f"/api/v1/sites/{args.site}/backups", {})["backup"]
+                print(f"backing up {args.site} (backup {run['id']})")
+                if args.no_wait:
+                    return 0
+                return _wait_site_backup(api, args.site, run["id"])
+            api.post("/api/v1/backups", {})
+            print("backing up the manager and every site")
+            if args.no_wait:
+                return 0
+            return _wait_all_backups(api)
+        if args.site:
+            answer = api.get(f"/api/v1/sites/{args.site}/backups")
+            for snapshot in answer["snapshots"]:
+                size = snapshot["bytes"]
+                print(
+                    f"{snapshot['short_id']}  {snapshot['time'][:19].replace('T', ' ')}  "
+                    f"{_size(size) if size is not None else '?':>9}  "
+                    f"{'database: ' + snapshot['database'] if snapshot['database'] else ''}"
+                )
+            if not answer["snapshots"]:
+                print("no backups yet")
+            return 0
+        status = api.get("/api/v1/backups")
+        print(
+            f"last successful backup of everything: {status['last_success_at'] or 'never'}"
+            + (
+                f" ({status['last_success_duration']:.1f} s)"
+                if status["last_success_duration"] is not None
+                else ""
+            )
+        )
+        print(f"failing: {status['failing']}; running now: {'yes' if status['running'] else 'no'}")
+        for run in status["runs"][: args.limit]:
+            what = run["site"] or run["kind"]
+            extra = f"  {run['error']}" if run.get("error") else ""
+            print(f"{run['started_at'][:19]}  {what:<32} {run['status']:<10}{extra}")
+        return 0
+    except APIError as e:
+        print(f"director: {e}", file=sys.stderr)
+        return 1
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def _wait_site_backup(api: Any, site: str, run_id: int, timeout: float = 6 * 3600) -> int:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.get(f"/api/v1/sites/{site}/backups")["runs"]
+        run = next((r for r in runs if r["id"] == run_id), None)
+        if run is not None and run["status"] != "running":
+            print(f"backup {run['status']}" + (f": {run['error']}" if run.get("error") else ""))
+            return 0 if run["status"] == "succeeded" else 1
+        time.sleep(0.5)
+    print("director: still running; see `director backup list`", file=sys.stderr)
+    return 1
+
+
+def _wait_all_backups(api: Any, timeout: float = 24 * 3600) -> int:
+    import time
+
+    deadline = time.monotonic() + timeout
+    time.sleep(0.5)
+    while time.monotonic() < deadline:
+        status = api.get("/api/v1/backups")
+        if not status["running"]:
+            latest = next((r for r in status["runs"] if r["kind"] == "installation"), None)
+            if latest is None:
+                return 1
+            print(
+                f"backup {latest['status']}"
+                + (f": {latest['error']}" if latest.get("error") else "")
+            )
+            return 0 if latest["status"] == "succeeded" else 1
+        time.sleep(1)
+    print("director: still running; see `director backup list`", file=sys.stderr)
+    return 1
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    if args.from_repository:
+        from director.restore import restore_installation
+
+        if args.site or args.snapshot:
+            raise StartupError("--from restores a whole installation: give no site or backup")
+        password = Path(args.password_file) if args.password_file else None
+        if password is None:
+            raise StartupError("--from needs --password-file (the repository's password)")
+        return restore_installation(
+            args.from_repository,
+            password,
+            Path(args.config),
+            Path(args.state_dir),
+            sys.stdout,
+        )
+    from director.apiclient import APIError, show_operation
+
+    if not args.site or not args.snapshot:
+        raise StartupError("give SITE and BACKUP (see `director backup list --site SITE`)")
+    body: dict[str, Any] = {}
+    if args.path:
+        body["path"] = args.path
+    if args.files_only:
+        body["database"] = False
+    if args.database_only:
+        body["files"] = False
+    api = _api(args)
+    try:
+        answer = api.post(f"/api/v1/sites/{args.site}/backups/{args.snapshot}/restore", body)
+        op = answer["operation"]
+        if args.no_wait:
+            print(f"operation {op['id']}: {op['status']}")
+            return 0
+        final = show_operation(api, op["id"], timeout=6 * 3600)
+        return 0 if final["status"] == "succeeded" else 1
+    except APIError as e:
+        print(f"director: {e}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="director", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -669,6 +804,45 @@ def build_parser() -> argparse.ArgumentParser:
         tp.add_argument("--url", help="the manager's URL (default: manager.url)")
         tp.add_argument("--config", default=DEFAULT_CONFIG)
         tp.set_defaults(func=tasks_command)
+    p = sub.add_parser("backup", help="backups (restic): make one now, list them")
+    backup_parsers = p.add_subparsers(dest="backup_command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("now", "back up every site and the manager now (admins), or --site one site"),
+        ("list", "the latest backup runs and failures (admins), or --site a site's backups"),
+    ):
+        bp = backup_parsers.add_parser(name, help=text)
+        bp.add_argument("--site", help="one site (its members may)")
+        if name == "now":
+            bp.add_argument("--no-wait", action="store_true", help="do not wait for the backup")
+        else:
+            bp.add_argument("--limit", type=int, default=30, help="runs shown")
+        bp.add_argument("--token")
+        bp.add_argument("--url", help="the manager's URL (default: manager.url)")
+        bp.add_argument("--config", default=DEFAULT_CONFIG)
+        bp.set_defaults(func=backup_command)
+
+    p = sub.add_parser(
+        "restore",
+        help="restore a site from a backup, or (--from) a whole installation",
+        description="`director restore SITE BACKUP [--path P] [--files-only|--database-only]` "
+        "restores a site through the API; `director restore --from REPO --password-file F "
+        "--config NEW.toml --state-dir EMPTY` restores a whole installation before it starts "
+        "(docs/operations.md).",
+    )
+    p.add_argument("site", nargs="?")
+    p.add_argument("snapshot", nargs="?", metavar="BACKUP", help="a backup id (or its short id)")
+    p.add_argument("--path", help="restore only this path of the site's files")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--files-only", action="store_true", help="leave the database alone")
+    only.add_argument("--database-only", action="store_true", help="leave the files alone")
+    p.add_argument("--from", dest="from_repository", metavar="REPO", help="a restic repository")
+    p.add_argument("--password-file", help="the repository's password (with --from)")
+    p.add_argument("--state-dir", default="var", help="the empty state directory (with --from)")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the operation")
+    p.add_argument("--token")
+    p.add_argument("--url", help="the manager's URL (default: manager.url)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=restore_command)
 
     p = sub.add_parser("images", help="site images")
     images = p.add_subparsers(dest="images_command", required=True, metavar="COMMAND")

@@ -482,6 +482,38 @@ class ShellSection:
     idle_timeout: float = field(default=3600.0, metadata=_check(_positive))
 
 
+def _restic_repository(key: str, value: object) -> None:
+    if not isinstance(value, str) or "\0" in value or "\n" in value or len(value) > 1000:
+        raise ConfigError(
+            f'{key}: expected a restic repository (a path, "sftp:...", "s3:...", "rest:...") '
+            f'or "" for <state_dir>/backups/restic; got {value!r}'
+        )
+
+
+@dataclass(frozen=True)
+class BackupSection:
+    """Backups with restic: where the repository is, how often, and what is kept."""
+
+    # Back up on the schedule below (on demand backups work either way).
+    enabled: bool = field(default=True, metadata=_check(_boolean))
+    # Any restic repository; empty: the local directory <state_dir>/backups/restic.
+    repository: str = field(default="", metadata=_check(_restic_repository))
+    # The repository's password (made, 0600, on first use); empty:
+    # <state_dir>/secrets/restic-password. Keep a copy elsewhere: without it nothing restores.
+    password_file: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    # KEY=VALUE lines (0600) for the backend's credentials (AWS_ACCESS_KEY_ID, ...); empty: none.
+    environment_file: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    # Hours between scheduled backups of everything.
+    interval_hours: float = field(default=24.0, metadata=_check(_positive))
+    # Retention (restic forget --prune, per site): the last snapshot of each of so many days,
+    # weeks and months.
+    keep_daily: int = field(default=7, metadata=_check(_count))
+    keep_weekly: int = field(default=4, metadata=_check(_count))
+    keep_monthly: int = field(default=6, metadata=_check(_count))
+    # Sites backed up at the same time.
+    concurrency: int = field(default=2, metadata=_check(_positive))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; C{source} is the file it came from, if any."""
@@ -492,6 +524,7 @@ class Config:
     orchestrator: OrchestratorSection = OrchestratorSection()
     router: RouterSection = RouterSection()
     shell: ShellSection = ShellSection()
+    backup: BackupSection = BackupSection()
     source: Path | None = None
 
     def replace(self, **sections: Any) -> Config:

@@ -386,6 +386,46 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     ),
     (
         "get",
+        "/api/v1/sites/{name}/backups",
+        "The site's backups (snapshots, newest first, with time and size) and latest runs",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/sites/{name}/backups",
+        "Back the site up now (its files and database)",
+        None,
+        202,
+    ),
+    (
+        "post",
+        "/api/v1/sites/{name}/backups/{snapshot}/restore",
+        "Restore the site's files (all, or one path) and/or database from a backup",
+        {
+            "type": "object",
+            "properties": {
+                "files": {"type": "boolean"},
+                "path": PATH,
+                "database": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+            "allOf": [
+                # a path is restored with the files
+                {"not": {"required": ["path", "files"], "properties": {"files": {"const": False}}}},
+                # something must be restored
+                {
+                    "not": {
+                        "required": ["files", "database"],
+                        "properties": {"files": {"const": False}, "database": {"const": False}},
+                    }
+                },
+            ],
+        },
+        202,
+    ),
+    (
+        "get",
         "/api/v1/sites/{name}/files/{path}",
         "A file's bytes, a directory's entries (JSON), or with ?zip=1 a directory as a zip",
         None,
@@ -594,6 +634,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         200,
     ),
     ("get", "/api/v1/audit", "Who changed what (admins)", None, 200),
+    ("get", "/api/v1/backups", "Backup runs, failures and the last success (admins)", None, 200),
+    ("post", "/api/v1/backups", "Back up the manager and every site now (admins)", None, 202),
     ("get", "/api/v1/requests", "Site requests you made, sponsor, or (admins) all", None, 200),
     (
         "patch",
@@ -651,6 +693,7 @@ PATH_PARAMETERS = {
     "username": USERNAME,
     "domain": DOMAIN,
     "path": PATH,
+    "snapshot": {"type": "string", "pattern": "^[0-9a-f]{8,64}$"},
     "action": {"enum": ["approve", "reject", "create"]},
 }
 
@@ -677,6 +720,18 @@ SUCCESS_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("get", "/api/v1/admin/disk-usage"): DISK_USAGE,
 }
+
+# Backups: the repository may be out of reach for a while.
+for _route in (
+    ("get", "/api/v1/sites/{name}/backups"),
+    ("post", "/api/v1/sites/{name}/backups"),
+    ("post", "/api/v1/sites/{name}/backups/{snapshot}/restore"),
+    ("get", "/api/v1/backups"),
+    ("post", "/api/v1/backups"),
+):
+    EXTRA_RESPONSES[_route] = {
+        "503": "unavailable or backups_unavailable: the backup repository cannot be reached now"
+    }
 
 # Routes that also answer a second success (PATCH of a site's records only: 200, no operation).
 ALSO_SUCCEEDS = {("patch", "/api/v1/sites/{name}"): 200}

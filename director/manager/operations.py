@@ -43,6 +43,14 @@ OPERATIONS: dict[str, list[str]] = {
     "regenerate_secrets": ["set_database_password", "apply_orchestrator"],
     "delete_site": ["remove_router", "remove_orchestrator", "drop_database", "delete_records"],
     "repair": ["apply_orchestrator", "apply_router"],
+    # From a backup: the files (all or one path) and/or the database, then the site again.
+    "restore_backup": [
+        "apply_orchestrator",
+        "restore_files",
+        "restore_database",
+        "restart_process",
+        "apply_router",
+    ],
 }
 
 TRANSIENT = (ConnectError, ConnectionLost, TimeoutError, ResponseFailed, ConnectionRefusedError)
@@ -106,6 +114,8 @@ class OperationEngine:
             "remove_router": self._remove_router,
             "remove_orchestrator": self._remove_orchestrator,
             "delete_records": self._delete_records,
+            "restore_files": self._restore_files,
+            "restore_database": self._restore_database,
         }
 
     # -- the loop ----------------------------------------------------------------------------
@@ -270,6 +280,8 @@ class OperationEngine:
 
     async def _restart_process(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
+        if op.type == "restore_backup" and site.type != "dynamic":
+            return "a static site needs no restart"
         await self._orchestrator.json("POST", f"/v1/sites/{site.id}/restart", timeout=180)
         return "restarted"
 
@@ -314,6 +326,10 @@ class OperationEngine:
             site.id, {"image": image, "packages": packages, "image_tag": tag}
         )
         return f"built {tag}"
+
+    async def database_host(self, host_id: int) -> dict[str, Any]:
+        """How the orchestrator reaches a database host (for backups, as for operations)."""
+        return await self._database_host(host_id)
 
     async def _database_host(self, host_id: int) -> dict[str, Any]:
         host = await self._store.database_host(host_id=host_id)
@@ -367,6 +383,46 @@ class OperationEngine:
             },
         )
         return f"dropped {db['name']}"
+
+    async def _restore_files(self, op: Operation, site: Site | None) -> str:
+        site = self._site(site)
+        if not op.params.get("files"):
+            return "files left as they are"
+        path = op.params.get("path")
+        await self._orchestrator.json(
+            "POST",
+            f"/v1/sites/{site.id}/backups/{op.params['snapshot']}/restore-files",
+            json={"path": path},
+            timeout=6 * 3600,
+        )
+        return f"restored {path}" if path else "restored every file"
+
+    async def _restore_database(self, op: Operation, site: Site | None) -> str:
+        site = self._site(site)
+        if not op.params.get("database"):
+            return "database left as it is"
+        db = site.database
+        if db is None:
+            raise PermanentError("the site has no database to restore into")
+        try:
+            await self._orchestrator.json(
+                "POST",
+                f"/v1/sites/{site.id}/backups/{op.params['snapshot']}/restore-database",
+                json={
+                    "host": await self._database_host(db.host_id),
+                    "name": db.name,
+                    "username": db.username,
+                    "password": db.password,
+                },
+                timeout=6 * 3600,
+            )
+        except ComponentCallError as e:
+            if e.code == "no_database_backup" and op.params.get("database") == "if_present":
+                return "the backup has no database"
+            if e.status in (404, 409):
+                raise PermanentError(e.detail) from None
+            raise
+        return "restored the database"
 
     async def _remove_router(self, op: Operation, site: Site | None) -> str:
         name = op.params.get("name") or op.site_name

@@ -332,3 +332,21 @@ task_runs = Table(
         postgresql_where=text("status = 'running'"),
     ),
 )
+
+backup_runs = Table(
+    "backup_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # what was backed up: "site" (site_id, kept after the site is deleted) or "manager"
+    Column("kind", String(16), nullable=False),
+    Column("site_id", Integer, nullable=True),
+    Column("site_name", String(32), nullable=False, default=""),
+    Column("status", String(16), nullable=False),  # running | succeeded | failed
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("duration", Float, nullable=True),
+    Column("snapshot", String(64), nullable=True),
+    Column("bytes", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_backup_runs_site_started", "site_id", "started_at"),
+)

@@ -17,9 +17,11 @@ from director.common.client import ComponentClient, HTTPPoolService
 from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_private_key
+from director.common.restic import Restic, settings_from_config
 from director.common.service import component_signer, guarded_http_service
 from director.common.threads import BlockingPool
 from director.manager.api import ManagerAPI
+from director.manager.backups import BackupRecords, BackupScheduler, ManagerBackup
 from director.manager.browser_ws import BrowserSockets
 from director.manager.dashboard import GUIDE_DIR, Dashboard
 from director.manager.dashboard.guide import Guide
@@ -31,14 +33,14 @@ from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.identity import claim_identity
 from director.manager.mail import NullMailer, SMTPMailer
 from director.manager.models import SiteNameRules, UserLimits
-from director.manager.operations import OperationEngine
+from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.ratelimit import RateLimiter
 from director.manager.reconcile import Reconciler
 from director.manager.schedules import TaskSettings
 from director.manager.shell_server import ShellServerAPI
-from director.manager.store import Store, make_engine, migrate
+from director.manager.store import Conflict, Store, make_engine, migrate
 from director.manager.tasks import TaskScheduler, TaskSchedulerService
 from director.manager.web import ManagerWeb, PrefixDispatch
 
@@ -126,6 +128,21 @@ class _DiskService(Service):
     def stopService(self) -> None:
         super().stopService()
         self._disk.stop()
+
+
+class _BackupService(Service):
+    """Runs the backup schedule while the manager runs."""
+
+    def __init__(self, scheduler: BackupScheduler) -> None:
+        self._scheduler = scheduler
+
+    def startService(self) -> None:
+        super().startService()
+        self._scheduler.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._scheduler.stop()
 
 
 class _EngineService(Service):
@@ -246,6 +263,47 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     )
     top.identity = identity  # type: ignore[attr-defined]
     passwords = Passwords(crypto_pool, config.manager.bcrypt_rounds)
+    restic = Restic(reactor, settings_from_config(config))
+    backup_pool = BlockingPool(reactor, "backups", 2, 3600)
+    backup_pool.setServiceParent(top)
+
+    async def _all_sites() -> list[Any]:
+        return await store.list_sites(limit=1_000_000)
+
+    backups = BackupScheduler(
+        reactor,
+        BackupRecords(engine, db_pool),
+        _all_sites,
+        operations.database_host,
+        orchestrator,
+        ManagerBackup(reactor, restic, config, url, backup_pool),
+        restic,
+        config.backup,
+    )
+
+    async def _restore_site(site_id: int, snapshot: str) -> bool:
+        """One site of a whole-installation restore: its restore operation (False: not now)."""
+        site = await store.get_site_by_id(site_id)
+        if site is None:
+            return True  # deleted before the manager's snapshot was taken
+        params = {"snapshot": snapshot, "files": True, "path": None, "database": "if_present"}
+        if site.database is None:
+            params["database"] = False
+        try:
+            await store.update_site(
+                site.id,
+                {},
+                operation=("restore_backup", OPERATIONS["restore_backup"]),
+                params=params,
+            )
+        except Conflict:
+            return False  # another operation of the site runs first
+        operations.wake()
+        return True
+
+    backups.restore_site = _restore_site
+    backups.pending_path = config.director.state_dir / "backups" / "restore-pending.json"
+    backups.files = backup_pool
     proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
     reauth = timedelta(minutes=config.manager.reauth_minutes)
     # The dashboard's own names: its configured host, and its URL's unless that is an address.
@@ -280,6 +338,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         shell_address=shell_address,
         disk=disk,
         tasks=scheduler,
+        backups=backups,
     )
     shell = ShellServerAPI(
         reactor,
@@ -303,7 +362,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         proxies=proxies,
         creation_wait=config.manager.creation_wait,
     )
-    metrics = Metrics(reactor, queries, sockets.counts)
+    metrics = Metrics(reactor, queries, sockets.counts, backups=backups.records.summary)
     dashboard = Dashboard(
         reactor,
         store,
@@ -323,6 +382,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         shell_address=shell_address,
         student_agreement=config.manager.student_agreement,
     )
+    dashboard.backups = backups.records  # type: ignore[attr-defined]  # /admin/backups
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
     root.add(b"/healthz", ManagerWeb().app.resource())
     root.add(b"/api/", CountingResource(api.app.resource(), metrics, "api"))
@@ -333,7 +393,9 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     )
     _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
     TaskSchedulerService(scheduler).setServiceParent(top)
+    _BackupService(backups).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
+    top.backups = backups  # type: ignore[attr-defined]
     top.dashboard = dashboard  # type: ignore[attr-defined]
     return top

@@ -16,9 +16,11 @@ from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_public_keys
 from director.common.nginx import NginxConfigDirectory, NginxPaths
+from director.common.restic import Restic, settings_from_config
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.common.tokens import TokenVerifier
+from director.orchestrator.backups import SiteBackups
 from director.orchestrator.bundled_databases import (
     BundledDatabase,
     bundled_settings,
@@ -190,6 +192,13 @@ def build_service(
         reactor, disk_pool, lambda: list(runtime.sites), paths.site_dir, section.disk_interval
     )
     _MeasureDisk(disk).setServiceParent(top)
+    backups = SiteBackups(
+        reactor,
+        Restic(reactor, settings_from_config(config)),
+        state,
+        files_pool,
+        concurrency=config.backup.concurrency,
+    )
     api = OrchestratorAPI(
         runtime,
         files_pool,
@@ -199,6 +208,7 @@ def build_service(
         monitor=monitor,
         build_memory_mb=section.build_memory_mb,
         disk=disk,
+        backups=backups,
     )
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()

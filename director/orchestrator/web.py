@@ -13,10 +13,12 @@ from twisted.web.iweb import IRequest
 
 from director.common.guard import caller_of, render_error
 from director.common.nginx import NginxError
+from director.common.restic import ResticError
 from director.common.threads import Runner
 from director.common.tokens import TokenVerifier
 from director.common.web import healthz, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
+from director.orchestrator.backups import BackupError, DatabaseTarget, SiteBackups, restore_path
 from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
 from director.orchestrator.disk import DiskUsage, quota_refusal
 from director.orchestrator.docker_gateway import BuildError, DockerError, ImageInUse
@@ -90,6 +92,7 @@ class OrchestratorAPI:
         max_watches: int = 256,
         build_memory_mb: int = 1024,
         disk: DiskUsage | None = None,
+        backups: SiteBackups | None = None,
     ) -> None:
         self.runtime = runtime
         self._build_memory_mb = build_memory_mb
@@ -102,6 +105,7 @@ class OrchestratorAPI:
         self._lifetime = max_lifetime
         self._monitor = monitor
         self._max_watches = max_watches
+        self._backups = backups
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -310,6 +314,11 @@ class OrchestratorAPI:
 
     def _database(self, body: Any) -> tuple[Any, Any]:
         """The admin adapter for the host in C{body} and the site database it names."""
+        admin, _, site_db = self._database_server(body)
+        return admin, site_db
+
+    def _database_server(self, body: Any) -> tuple[Any, DatabaseHost, Any]:
+        """L{_database}'s adapter and site database, with the server they are on."""
         if not isinstance(body, dict) or not isinstance(body.get("host"), dict):
             raise BadRequest("bad_request", 'expected {"host": {...}, "name", "username", ...}')
         host = body["host"]
@@ -331,7 +340,7 @@ class OrchestratorAPI:
         site_db = server.site_database(
             str(body.get("name", "")), str(body.get("username", "")), str(body.get("password", ""))
         )
-        return admin, site_db
+        return admin, server, site_db
 
     @app.handle_errors(DatabaseError)
     def _database_error(self, request: IRequest, failure: Any) -> bytes:
@@ -373,6 +382,60 @@ class OrchestratorAPI:
         if not isinstance(timeout, int | float) or not isinstance(max_rows, int):
             raise BadRequest("bad_request", "timeout and max_rows must be numbers")
         return render_json(request, await admin.query(site_db, sql, float(timeout), max_rows))
+
+    # -- backups -------------------------------------------------------------------------------
+
+    @app.handle_errors(BackupError)
+    def _backup_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        return render_error(request, e.status, e.code, e.message)
+
+    @app.handle_errors(ResticError)
+    def _restic_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        self.log.warn("restic: {e}", e=e)
+        status = {"not_found": 404, "locked": 503, "timeout": 504}.get(e.code, 502)
+        return render_error(request, status, "backup_" + e.code, e.message)
+
+    def _bk(self) -> SiteBackups:
+        if self._backups is None:
+            raise BadRequest("unavailable", "this orchestrator makes no backups", 503)
+        return self._backups
+
+    def _database_target(self, body: Any) -> tuple[Any, DatabaseTarget]:
+        admin, server, site_db = self._database_server(body)
+        return admin, DatabaseTarget(server, site_db)
+
+    @app.route("/v1/sites/<int:site_id>/backups", methods=["POST"])
+    async def backup_site(self, request: IRequest, site_id: int) -> bytes:
+        """Back up the site's files, and its database when the body names it."""
+        body = _json_body(request)
+        if body is not None and not isinstance(body, dict):
+            raise BadRequest("bad_request", 'expected {"database": {...}} or nothing')
+        database = (body or {}).get("database")
+        target = self._database_target(database)[1] if database else None
+        return render_json(request, await self._bk().backup(site_id, target))
+
+    @app.route("/v1/sites/<int:site_id>/backups", methods=["GET"])
+    async def list_backups(self, request: IRequest, site_id: int) -> bytes:
+        return render_json(request, {"snapshots": await self._bk().snapshots(site_id)})
+
+    @app.route("/v1/sites/<int:site_id>/backups/<snapshot>/restore-files", methods=["POST"])
+    async def restore_files(self, request: IRequest, site_id: int, snapshot: str) -> bytes:
+        body = _json_body(request)
+        if body is not None and not isinstance(body, dict):
+            raise BadRequest("bad_request", 'expected {"path": "..."} or nothing')
+        path = restore_path((body or {}).get("path"))
+        return render_json(request, await self._bk().restore_files(site_id, snapshot, path))
+
+    @app.route("/v1/sites/<int:site_id>/backups/<snapshot>/restore-database", methods=["POST"])
+    async def restore_database(self, request: IRequest, site_id: int, snapshot: str) -> bytes:
+        admin, target = self._database_target(_json_body(request))
+        if self.runtime is not None:
+            await self.runtime.allow_host_port(target.site.host, target.site.port)
+        return render_json(
+            request, await self._bk().restore_database(site_id, snapshot, target, admin)
+        )
 
     # -- images --------------------------------------------------------------------------------
 

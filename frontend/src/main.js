@@ -67,6 +67,8 @@ async function startPageModules() {
   if (terminal) (await import("./terminal.js")).startTerminalPage(terminal);
   const tasks = document.querySelector("[data-tasks]");
   if (tasks) (await import("./tasks.js")).startTasks(tasks);
+  const backups = document.querySelector("[data-backups]");
+  if (backups) (await import("./backups.js")).startBackups(backups);
   if (document.querySelector("[data-sql-console], [data-reveal-database]")) {
     (await import("./database.js")).startDatabase(document);
   }

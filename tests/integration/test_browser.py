@@ -428,3 +428,45 @@ def test_phone_layout(browser: Any, director: Director) -> None:
     page.keyboard.press("Escape")
     assert not page.locator("#main-nav").is_visible()
     bob.close()
+
+
+def test_restore_a_deleted_page_from_yesterdays_backup(browser: Any, director: Director) -> None:
+    """
+    A member backs their site up from its page, loses public/index.html, and puts it back
+    with the backup's "Restore files" button; the site page lists the backup's time and size.
+    """
+    name = f"backed-{director.suffix}"
+    code, body = director.api("POST", "/api/v1/sites", {"name": name, "users": ["bob"]})
+    assert code == 202, body
+    _wait_operation(director, body["operation"]["id"])
+    index = f"{director.url}/api/v1/sites/{name}/files/public/index.html"
+    request = urllib.request.Request(
+        index,
+        data=b"<h1>before the accident</h1>",
+        method="PUT",
+        headers={"Authorization": f"Bearer {director.admin_token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status in (200, 201)
+    bob = Person(browser, director)
+    bob.sign_in("bob")
+    page = bob.page
+    page.on("dialog", lambda dialog: dialog.accept())
+    bob.goto(f"/sites/{name}")
+    page.wait_for_selector("[data-backup-list]:has-text('No backups yet')")
+    page.click("[data-backup-now]")
+    page.wait_for_selector("table.backups tbody tr", timeout=120_000)
+    row = page.locator("table.backups tbody tr").first
+    assert "files" in row.inner_text() and "B" in row.locator("td").nth(1).inner_text()
+    bob.shot("24-site-backups", full_page=True)
+
+    delete = urllib.request.Request(
+        index, method="DELETE", headers={"Authorization": f"Bearer {director.admin_token}"}
+    )
+    with urllib.request.urlopen(delete, timeout=30) as response:
+        assert response.status == 200
+    assert director.through_router(name)[0] in (403, 404)
+    row.locator("button:has-text('Restore files')").click()
+    page.wait_for_selector("#live-operation .status-succeeded", timeout=120_000)
+    assert director.through_router(name) == (200, "<h1>before the accident</h1>")
+    bob.close()

@@ -87,3 +87,40 @@ def test_site_ids_never_reused_on_postgresql(postgres_server: PostgresServer) ->
         engine.dispose()
         with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_backup_runs_on_postgresql(postgres_server: PostgresServer) -> None:
+    """The backups migration, and a scheduled run claimed once by two managers, on PostgreSQL."""
+    from director.manager.backups import BackupRecords
+    from director.manager.store import migrate
+
+    name = f"director_backups_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    engine = make_engine(
+        f"postgresql+psycopg://{postgres_server.admin_user}:{postgres_server.admin_password}"
+        f"@{postgres_server.host}:{postgres_server.port}/{name}"
+    )
+    try:
+        migrate(engine)
+        records = BackupRecords(engine, InlineRunner())
+
+        def result(d: Deferred[Any]) -> Any:
+            out: list[Any] = []
+            d.addBoth(out.append)
+            if isinstance(out[0], Failure):
+                out[0].raiseException()
+            return out[0]
+
+        seen = result(records.last_started())
+        first = result(records.claim_installation(seen, 24))
+        assert first is not None
+        assert result(records.claim_installation(seen, 24)) is None
+        result(records.finish(first, "succeeded", 12.5, size=3 * 1024**3))
+        summary = result(records.summary())
+        assert summary["last_success_duration"] == 12.5
+        assert result(records.recent(kind="installation"))[0]["bytes"] == 3 * 1024**3
+    finally:
+        engine.dispose()
+        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -7,7 +7,8 @@ whatever the number of sites; request counts and open websockets are in-memory c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -29,6 +30,7 @@ class Metrics:
         queries: DashboardQueries,
         websockets: Callable[[], dict[str, int]] | None = None,
         cache_seconds: float = 10.0,
+        backups: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._clock = clock
         self._queries = queries
@@ -36,6 +38,7 @@ class Metrics:
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, dict[str, Any]] | None = None
         self.requests: Counter[tuple[str, str]] = Counter()
+        self._backups = backups
 
     def count_request(self, area: str, status: int) -> None:
         self.requests[(area, f"{status // 100}xx")] += 1
@@ -83,6 +86,32 @@ class Metrics:
             lines.append(
                 f'director_http_requests_total{{area="{_label(area)}",code="{status}"}} {value}'
             )
+        if self._backups is not None:
+            backups = await self._backups()
+            last = backups["last_success_at"]
+            family(
+                "director_backup_last_success_age_seconds",
+                "gauge",
+                "Seconds since the last backup of everything that succeeded (-1: none yet).",
+            )
+            age = (datetime.now(UTC) - last).total_seconds() if last is not None else -1
+            lines.append(f"director_backup_last_success_age_seconds {age:.0f}")
+            family(
+                "director_backup_last_success_duration_seconds",
+                "gauge",
+                "How long the last successful backup of everything took (-1: none yet).",
+            )
+            duration = backups["last_success_duration"]
+            lines.append(
+                "director_backup_last_success_duration_seconds "
+                f"{duration if duration is not None else -1:.1f}"
+            )
+            family(
+                "director_backup_failing",
+                "gauge",
+                "Sites (and the manager) whose latest backup failed.",
+            )
+            lines.append(f"director_backup_failing {backups['failing']}")
         return "\n".join(lines) + "\n"
 
 

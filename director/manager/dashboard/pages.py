@@ -823,6 +823,23 @@ class Dashboard:
             operations=operations,
         )
 
+    @app.route("/admin/backups", methods=["GET"])
+    async def admin_backups(self, request: Any) -> bytes:
+        """The latest backup runs, with why the failed ones failed."""
+        self.require_admin(await self.require(request))
+        records = getattr(self, "backups", None)
+        summary = await records.summary() if records is not None else None
+        runs = await records.recent(limit=200) if records is not None else []
+        return await self.render(
+            request,
+            "admin/backups.html",
+            title="Backups",
+            section="admin",
+            tab="backups",
+            summary=summary,
+            runs=runs,
+        )
+
     @app.route("/admin/images", methods=["GET"])
     async def admin_images(self, request: Any) -> bytes:
         self.require_admin(await self.require(request))
