@@ -440,7 +440,9 @@ class ManagerAPI:
         ):
             raise ValidationError("current_password", "your current password, as text")
         if "password" in body and user.is_service:
-            raise ValidationError("password", "service accounts use API tokens only")
+            raise APIError(
+                409, "service_account", "service accounts have no password: they use API tokens"
+            )
         if "password" in body:
             found = await self.store.password_hash(user.username)
             has_password = found is not None and found[1] is not None
@@ -548,7 +550,9 @@ class ManagerAPI:
     @app.route("/api/v1/sites", methods=["GET"])
     async def list_sites(self, request: Any) -> bytes:
         user = await self.user(request)
-        q = (request.args.get(b"q") or [b""])[0].decode("utf-8", "replace")[:1000]
+        q = (request.args.get(b"q") or [b""])[0].decode("utf-8", "replace")
+        if len(q) > 1000:
+            raise APIError(400, "bad_query", "the search is too long (at most 1000 characters)")
         everyone = user.is_admin and (request.args.get(b"all") or [b"0"])[0] in (b"1", b"true")
         raw_limit = (request.args.get(b"limit") or [b"500"])[0]
         raw_offset = (request.args.get(b"offset") or [b"0"])[0]
@@ -1443,7 +1447,9 @@ class ManagerAPI:
         password_hash = None
         if body.get("password") is not None:
             if service:
-                raise ValidationError("password", "service accounts use API tokens only")
+                raise APIError(
+                    409, "service_account", "service accounts have no password: they use API tokens"
+                )
             password_hash = await self.passwords.hash(validate_password(body["password"]))
         created = await self.store.create_user(
             username,
@@ -1471,7 +1477,9 @@ class ManagerAPI:
         if "password" in body:
             target = await self.store.get_user(username)
             if target is not None and target.is_service:
-                raise ValidationError("password", "service accounts use API tokens only")
+                raise APIError(
+                    409, "service_account", "service accounts have no password: they use API tokens"
+                )
             values["password_hash"] = await self.passwords.hash(validate_password(body["password"]))
         if not values:
             raise APIError(400, "nothing_to_change", "send role, is_active or password")

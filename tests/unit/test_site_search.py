@@ -120,6 +120,13 @@ class APIPagingTests(SynchronousTestCase):
         self.assertEqual(len(set(seen)), 5)
 
     def test_bad_paging_is_refused(self) -> None:
-        for query in ("?limit=0", "?limit=-1", "?limit=5001", "?limit=x", "?offset=-3"):
+        for query in (
+            "?limit=0",
+            "?limit=-1",
+            "?limit=5001",
+            "?limit=x",
+            "?offset=-3",
+            "?q=" + "a" * 1001,
+        ):
             code, body = self.get(query)
             self.assertEqual((code, body["error"]), (400, "bad_query"), query)
