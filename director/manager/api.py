@@ -84,9 +84,29 @@ def read_json(request: Any) -> Any:
     if not body:
         return {}  # no body: the routes whose body is optional
     try:
-        return json.loads(body)  # (only whitespace is not JSON: 400, as the document says)
+        value = json.loads(body)  # (only whitespace is not JSON: 400, as the document says)
     except (ValueError, UnicodeDecodeError):
         raise APIError(400, "bad_json", "the request body is not valid JSON") from None
+    if _lone_surrogate(value):
+        # JSON lets "\ud800" through; no database, file or header can hold it.
+        raise APIError(400, "bad_json", "the request body holds text that is not Unicode")
+    return value
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string with a lone surrogate anywhere."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:

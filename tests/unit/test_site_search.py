@@ -130,3 +130,35 @@ class APIPagingTests(SynchronousTestCase):
         ):
             code, body = self.get(query)
             self.assertEqual((code, body["error"]), (400, "bad_query"), query)
+
+
+class LoneSurrogateTests(SynchronousTestCase):
+    def test_text_that_is_not_unicode_is_refused_everywhere(self) -> None:
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        http: Any = StubTreq(h.api.app.resource())
+        alice = h.user("alice")
+        for path, method, raw in (
+            ("/api/v1/sites", "POST", b'{"name": "ok", "description": "a\\ud800b"}'),
+            ("/api/v1/sites", "POST", b'{"name": "ok", "users": ["\\udfff"]}'),
+            ("/api/v1/me/keys", "POST", b'{"\\ud83d": 1}'),
+        ):
+            d = http.request(
+                method,
+                f"http://manager.test{path}",
+                data=raw,
+                headers={"Authorization": [f"Bearer {alice}"]},
+            )
+            http.flush()
+            response = self.successResultOf(d)
+            body = json.loads(self.successResultOf(http.content(response)))
+            self.assertEqual((response.code, body["error"]), (400, "bad_json"), raw)
+        self.assertEqual(h.result(h.store.count_sites()), 0)
+        # A real emoji, as a surrogate pair in JSON, is of course fine.
+        d = http.request(
+            "POST",
+            "http://manager.test/api/v1/sites",
+            data=b'{"name": "ok", "description": "\\ud83d\\ude00"}',
+            headers={"Authorization": [f"Bearer {alice}"]},
+        )
+        http.flush()
+        self.assertEqual(self.successResultOf(d).code, 202)
