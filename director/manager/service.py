@@ -17,6 +17,7 @@ from director.common.client import ComponentClient, HTTPPoolService
 from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_private_key
+from director.common.loops import LoopService
 from director.common.restic import Restic, settings_from_config
 from director.common.service import component_signer, guarded_http_service
 from director.common.threads import BlockingPool
@@ -41,7 +42,7 @@ from director.manager.reconcile import Reconciler
 from director.manager.schedules import TaskSettings
 from director.manager.shell_server import ShellServerAPI
 from director.manager.store import Conflict, Store, make_engine, migrate
-from director.manager.tasks import TaskScheduler, TaskSchedulerService
+from director.manager.tasks import TaskScheduler
 from director.manager.web import ManagerWeb, PrefixDispatch
 
 log = Logger()
@@ -113,36 +114,6 @@ class _RedisBusProxy:
                 entry[2]()
 
         return unsubscribe
-
-
-class _DiskService(Service):
-    """Copies the sites' disk use from the orchestrator while the manager runs."""
-
-    def __init__(self, disk: DiskPoller) -> None:
-        self._disk = disk
-
-    def startService(self) -> None:
-        super().startService()
-        self._disk.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._disk.stop()
-
-
-class _BackupService(Service):
-    """Runs the backup schedule while the manager runs."""
-
-    def __init__(self, scheduler: BackupScheduler) -> None:
-        self._scheduler = scheduler
-
-    def startService(self) -> None:
-        super().startService()
-        self._scheduler.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._scheduler.stop()
 
 
 class _EngineService(Service):
@@ -313,7 +284,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.shell.public_port or config.shell.port,
     )
     disk = DiskPoller(reactor, store, orchestrator, config.manager.disk_poll_interval)
-    _DiskService(disk).setServiceParent(top)
+    LoopService(disk).setServiceParent(top)
     api = ManagerAPI(
         reactor,
         store,
@@ -392,8 +363,8 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
     )
     _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
-    TaskSchedulerService(scheduler).setServiceParent(top)
-    _BackupService(backups).setServiceParent(top)
+    LoopService(scheduler).setServiceParent(top)
+    LoopService(backups).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
     top.backups = backups  # type: ignore[attr-defined]

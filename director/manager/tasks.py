@@ -17,7 +17,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -191,18 +190,3 @@ class TaskScheduler:
 def first_run(schedule: str, clock_now: float) -> float:
     """When a new (or re-enabled, or rescheduled) task first runs."""
     return next_run(schedule, clock_now)
-
-
-class TaskSchedulerService(Service):
-    """Runs the scheduler while the manager runs."""
-
-    def __init__(self, scheduler: TaskScheduler) -> None:
-        self.scheduler = scheduler
-
-    def startService(self) -> None:
-        super().startService()
-        self.scheduler.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.scheduler.stop()

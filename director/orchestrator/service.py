@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_public_keys
+from director.common.loops import LoopService
 from director.common.nginx import NginxConfigDirectory, NginxPaths
 from director.common.restic import Restic, settings_from_config
 from director.common.service import guarded_http_service
@@ -73,21 +74,6 @@ class _FollowTasks(Service):
     def stopService(self) -> None:
         super().stopService()
         self._runtime.unfollow()
-
-
-class _MeasureDisk(Service):
-    """Runs the disk usage loop while the orchestrator runs (see L{DiskUsage})."""
-
-    def __init__(self, disk: DiskUsage) -> None:
-        self._disk = disk
-
-    def startService(self) -> None:
-        super().startService()
-        self._disk.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._disk.stop()
 
 
 def build_service(
@@ -191,7 +177,7 @@ def build_service(
     disk = DiskUsage(
         reactor, disk_pool, lambda: list(runtime.sites), paths.site_dir, section.disk_interval
     )
-    _MeasureDisk(disk).setServiceParent(top)
+    LoopService(disk).setServiceParent(top)
     backups = SiteBackups(
         reactor,
         Restic(reactor, settings_from_config(config)),

@@ -177,13 +177,18 @@ class TaskTests(SynchronousTestCase):
             ({"schedule": "* * * * *", "command": "x", "timeout": 0}, "timeout"),
             ({"schedule": "* * * * *", "command": "x", "timeout": True}, "timeout"),
             ({"schedule": "* * * * *", "command": "x", "enabled": "yes"}, "enabled"),
-            ({"schedule": "* * * * *", "command": "echo \udabc"}, "command"),  # lone surrogate
-            ({"schedule": "* * * * *", "command": "x", "name": "\udabc"}, "name"),
         ]
         for body, field in cases:
             code, answer = self.call("POST", "/api/v1/sites/alice-site/tasks", self.alice, body)
             self.assertEqual((code, answer.get("field")), (400, field), (body, answer))
             self.assertIn(field, answer["message"])
+        # A lone surrogate is refused with the body, before any field is looked at.
+        for body in (
+            {"schedule": "* * * * *", "command": "echo \udabc"},
+            {"schedule": "* * * * *", "command": "x", "name": "\udabc"},
+        ):
+            code, answer = self.call("POST", "/api/v1/sites/alice-site/tasks", self.alice, body)
+            self.assertEqual((code, answer["error"]), (400, "bad_json"), body)
         code, answer = self.call(
             "POST", "/api/v1/sites/alice-site/tasks", self.alice, {"when": "now"}
         )
