@@ -61,7 +61,7 @@ CHANNEL_WINDOW = 2 * 1024 * 1024
 #: Session channels one connection may have open at once.
 MAX_SESSIONS_PER_CONNECTION = 4
 MAX_TERMINAL_SIDE = 1000
-#: Input kept while the session is being set up (beyond it, typing ahead is dropped).
+#: Input kept while the session is being set up; beyond it the client is not read until then.
 MAX_PENDING_INPUT = 1024 * 1024
 #: The shell a session without a terminal runs, so that `ssh -T user/site@host < script`
 #: feeds the script to a login shell in /site, like the orchestrator's interactive one.
@@ -237,6 +237,7 @@ class ShellSession:
         self._menu_command: str | None = None
         self._bridge: SiteBridge | None = None
         self._pending: list[bytes] = []
+        self._input_held = False
         self._eof = False
         self._paused = False
         self._site: str | None = None
@@ -292,8 +293,11 @@ class ShellSession:
         elif self._stage == "bridged" and self._bridge is not None:
             self._bridge.write(data)
         elif self._stage in ("new", "starting", "connecting"):
-            if sum(map(len, self._pending)) < MAX_PENDING_INPUT:
-                self._pending.append(data)
+            # Kept until the bridge is up; past MAX_PENDING_INPUT the client is held (its
+            # connection is not read) rather than anything being dropped.
+            self._pending.append(data)
+            if sum(map(len, self._pending)) >= MAX_PENDING_INPUT:
+                self._hold_input(True)
 
     def writeSequence(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
@@ -376,6 +380,7 @@ class ShellSession:
         self._stage = "menu"
         self._out(self._menu.text(self._newline) + SiteMenu.PROMPT)
         typed, self._pending = b"".join(self._pending), []
+        self._hold_input(False)
         if typed:
             self._menu_input(typed)
         if self._eof and self._stage == "menu":
@@ -470,6 +475,9 @@ class ShellSession:
             bridge.pause_output()
         if self._size is not None and self._size != (rows, cols):
             bridge.resize(*self._size)
+        # Reading resumes before the held input goes out: the bridge's own valve may then
+        # pause the client again if the websocket cannot take it all at once.
+        self._hold_input(False)
         for data in self._pending:
             bridge.write(data)
         self._pending = []
@@ -646,6 +654,7 @@ class ShellSession:
         if bridge is not None:
             bridge.close()
         self._pending = []
+        self._hold_input(False)
 
     # -- output helpers -------------------------------------------------------------------
 
@@ -672,6 +681,19 @@ class ShellSession:
             self._proto.outReceived(line)
         else:
             self._proto.errReceived(line)
+
+    def _hold_input(self, hold: bool) -> None:
+        """Stop (or start again) reading the client's connection while input waits."""
+        if hold == self._input_held:
+            return
+        transport = self._ssh_transport()
+        if transport is None:
+            return
+        self._input_held = hold
+        if hold:
+            transport.pauseProducing()
+        else:
+            transport.resumeProducing()
 
     def _ssh_transport(self) -> Any:
         conn = getattr(self._user, "_conn", None)

@@ -382,6 +382,51 @@ class SessionTests(SessionHarness):
         socket.connected()
         self.assertEqual(socket.controls()[1:], [{"resize": [31, 91]}])
 
+    def test_input_while_connecting_is_held_not_dropped(self) -> None:
+        """
+        Megabytes piped in before the bridge is up are all kept: past the pending limit the
+        client's connection is no longer read (nothing is dropped) until the bridge opens.
+        """
+        from types import SimpleNamespace
+
+        from director.shell.session import MAX_PENDING_INPUT
+
+        class Transport:
+            def __init__(self) -> None:
+                self.calls: list[str] = []
+
+            def pauseProducing(self) -> None:
+                self.calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                self.calls.append("resume")
+
+        ssh = Transport()
+        session, process = self.session(site="blog", pty=None)
+        session._user._conn = SimpleNamespace(transport=SimpleNamespace(transport=ssh))
+        gate: Deferred[None] = Deferred()
+
+        async def slow_open(*args: Any) -> Any:
+            await gate
+            return await self.bridges(*args)
+
+        session._context = SessionContext(self.clock, self.accounts, slow_open, IDLE)
+        session.execCommand(process, b"cat > blob")
+        self.clock.advance(0)
+        chunk = bytes(range(256)) * 256  # 64 KiB
+        count = 3 * MAX_PENDING_INPUT // len(chunk)
+        for _ in range(count):
+            session.write(chunk)
+        session.eofReceived()
+        self.assertEqual(ssh.calls, ["pause"])  # held once, past the limit
+        gate.callback(None)
+        self.clock.advance(0)
+        socket = self.bridges.last
+        socket.connected()
+        self.assertEqual(ssh.calls, ["pause", "resume"])
+        self.assertEqual(socket.stdin(), chunk * count)
+        self.assertEqual(socket.controls()[-1], {"eof": True})
+
     def test_odd_window_sizes(self) -> None:
         """Zero or absurd terminal sizes fall back to 24x80 instead of reaching Docker."""
         session, process = self.session(site="blog", pty=(0, 100000))
