@@ -329,8 +329,11 @@ class Restic:
     async def snapshots(
         self, group: str | None = None, tags: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
-        """The snapshots (of C{group}, with every tag of C{tags}), oldest first."""
-        args = ["snapshots", "--json"]
+        """
+        The snapshots (of C{group}, with every tag of C{tags}), oldest first. Read without
+        a lock: a listing (a page, a request naming a snapshot) never waits out a prune.
+        """
+        args = ["snapshots", "--json", "--no-lock"]
         if group is not None:
             args += ["--host", group]
         if tags:

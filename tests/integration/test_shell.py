@@ -246,13 +246,18 @@ async def test_large_binary_transfers_both_ways(stack: Stack) -> None:
     import hashlib
 
     data = os.urandom(3 * 1024 * 1024)
-    result = await stack.ssh(
-        "alice/shellsite", "cat > /site/private/blob && sha256sum /site/private/blob", stdin=data
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
-    result = await stack.ssh("alice/shellsite", "cat /site/private/blob; rm /site/private/blob")
-    assert result.returncode == 0 and result.stdout == data
+    try:
+        result = await stack.ssh(
+            "alice/shellsite",
+            "cat > /site/private/blob && sha256sum /site/private/blob",
+            stdin=data,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+        result = await stack.ssh("alice/shellsite", "cat /site/private/blob")
+        assert result.returncode == 0 and result.stdout == data
+    finally:
+        (_site_dir(stack) / "private/blob").unlink(missing_ok=True)
 
 
 @pytest_twisted.ensureDeferred
@@ -781,14 +786,24 @@ async def test_sftp_refuses_uploads_once_over_the_disk_quota(stack: Stack, alice
     (work / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
     (work / "small.txt").write_bytes(b"small\n")
     spec = {"name": "shellsite", "type": "static"}
-    await stack.orchestrator.json(
-        "PUT", f"/v1/sites/{SITE}", json={**spec, "limits": {"disk_quota_mb": 1}}
-    )
 
     async def usage() -> tuple[int | None, int | None]:
         report = await stack.orchestrator.json("GET", "/v1/disk")
         mine = next(s for s in report["sites"] if s["id"] == SITE)
         return mine["disk_usage_bytes"], mine["disk_quota_bytes"]
+
+    # The quota: 1 MB above what the site (with other tests' files) uses now, so the 2 MB
+    # upload takes it over and removing that file brings it back under.
+    for _ in range(300):
+        before, _quota = await usage()
+        if before is not None:
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    assert before is not None
+    quota_mb = -(-before // (1024 * 1024)) + 1
+    await stack.orchestrator.json(
+        "PUT", f"/v1/sites/{SITE}", json={**spec, "limits": {"disk_quota_mb": quota_mb}}
+    )
 
     try:
         result = await _sftp(stack, alice_key, f"put {work}/big.bin private/big.bin\n")
@@ -798,7 +813,8 @@ async def test_sftp_refuses_uploads_once_over_the_disk_quota(stack: Stack, alice
             if used is not None and quota is not None and used >= quota:
                 break
             await deferLater(reactor, 0.1, lambda: None)
-        assert quota == 1024 * 1024 and used is not None and used >= quota, (used, quota)
+        assert quota == quota_mb * 1024 * 1024, (quota, quota_mb)
+        assert used is not None and used >= quota, (used, quota)
         result = await _sftp(stack, alice_key, f"put {work}/small.txt public/small.txt\n")
         assert result.returncode != 0
         assert (
