@@ -1893,15 +1893,7 @@ def _query_body(db: Any, host: dict[str, Any], sql: str) -> dict[str, Any]:
     }
 
 
-def _whole(value: object) -> int | None:
-    """C{value} as an int if it is a JSON integer (1 or 1.0, as JSON Schema counts), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+_whole = models.whole_number
 
 
 def _text(body: dict[str, Any], key: str, longest: int) -> str:

@@ -118,6 +118,15 @@ def validate_packages(value: object) -> list[str]:
     return sorted(set(value))
 
 
+def whole_number(value: object) -> int | None:
+    """C{value} as an int if it is a JSON integer (420 or 420.0, as JSON Schema counts)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value)
+
+
 def validate_limits(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationError(
@@ -140,16 +149,13 @@ def validate_limits(value: object) -> dict[str, Any]:
                 raise ValidationError(f"limits.{key}", "a size like 1m or 512k")
             limits[key] = item
         elif key == "disk_quota_mb":
-            if item is not None and (
-                not isinstance(item, int)
-                or isinstance(item, bool)
-                or not 1 <= item <= MAX_DISK_QUOTA_MB
-            ):
+            whole = whole_number(item)
+            if item is not None and (whole is None or not 1 <= whole <= MAX_DISK_QUOTA_MB):
                 raise ValidationError(
                     f"limits.{key}",
                     f"a whole number of MB from 1 to {MAX_DISK_QUOTA_MB}, or null for the default",
                 )
-            limits[key] = item
+            limits[key] = whole
         else:
             raise ValidationError(f"limits.{key}", "unknown limit")
     return limits

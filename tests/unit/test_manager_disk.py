@@ -138,6 +138,18 @@ class DiskTests(SynchronousTestCase):
         )
         self.assertEqual(code, 202, body)
         self.assertEqual(body["site"]["limits"]["disk_quota_mb"], 2048)
+        # 420.0 is a JSON integer too (found by schemathesis); 420.5 is not
+        code, body = self.call(
+            "PATCH", "/api/v1/sites/small", self.admin, {"limits": {"disk_quota_mb": 420.0}}
+        )
+        self.assertEqual((code, body["site"]["limits"]["disk_quota_mb"]), (202, 420))
+        code, body = self.call(
+            "PATCH", "/api/v1/sites/small", self.admin, {"limits": {"disk_quota_mb": 420.5}}
+        )
+        self.assertEqual(code, 400)
+        code, body = self.call(
+            "PATCH", "/api/v1/sites/small", self.admin, {"limits": {"disk_quota_mb": 2048}}
+        )
         self.assertEqual(body["site"]["disk_quota_bytes"], 2048 * MB)  # before it is reported
         spec = next(
             c[2]["json"]
