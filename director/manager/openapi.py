@@ -366,9 +366,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
             {
                 "type": {"enum": ["postgres", "mysql"]},
                 "host_id": {
-                    "type": "integer",
+                    "type": ["integer", "null"],
                     "description": "a database host of that type (admins only); "
-                    "default: the first registered",
+                    "null or absent: the first registered",
                 },
             },
             ("type",),
