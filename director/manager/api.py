@@ -48,7 +48,9 @@ from director.manager.models import (
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from director.manager.passwords import Passwords, validate_password
+from director.manager.openapi import QUERY_PARAMETERS, REQUIRED_QUERY, is_set
 from director.manager.proxies import Proxies, get_cookie
+from director.manager.query_args import read_query
 from director.manager.ratelimit import RateLimiter
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 from director.manager.tasks import TaskScheduler, first_run
@@ -75,6 +77,12 @@ class APIError(Exception):
 
 def not_found(what: str = "no such site") -> APIError:
     return APIError(404, "not_found", what)
+
+
+def query(request: Any, method: str, route: str) -> dict[str, Any]:
+    """The query parameters C{route} takes, read against the OpenAPI document's schemas."""
+    required = {name for (m, r, name) in REQUIRED_QUERY if (m, r) == (method, route)}
+    return read_query(request.args, QUERY_PARAMETERS[method, route], required)
 
 
 def read_json(request: Any) -> Any:
@@ -570,19 +578,13 @@ class ManagerAPI:
     @app.route("/api/v1/sites", methods=["GET"])
     async def list_sites(self, request: Any) -> bytes:
         user = await self.user(request)
-        q = (request.args.get(b"q") or [b""])[0].decode("utf-8", "replace")
-        if len(q) > 1000:
-            raise APIError(400, "bad_query", "the search is too long (at most 1000 characters)")
-        everyone = user.is_admin and (request.args.get(b"all") or [b"0"])[0] in (b"1", b"true")
-        raw_limit = (request.args.get(b"limit") or [b"500"])[0]
-        raw_offset = (request.args.get(b"offset") or [b"0"])[0]
-        if not (raw_limit.isdigit() and 1 <= int(raw_limit) <= 5000):
-            raise APIError(400, "bad_query", "limit must be a whole number from 1 to 5000")
-        if not (raw_offset.isdigit() and int(raw_offset) <= 1_000_000_000):
-            raise APIError(400, "bad_query", "offset must be a whole number from 0")
-        limit, offset = int(raw_limit), int(raw_offset)
+        args = query(request, "get", "/api/v1/sites")
+        everyone = user.is_admin and is_set(args["all"])
         sites = await self.store.list_sites(
-            None if everyone else user.username, models.parse_query(q), limit, offset
+            None if everyone else user.username,
+            models.parse_query(args["q"] or ""),
+            args["limit"] or 500,
+            args["offset"] or 0,
         )
         return render_json(request, {"sites": [self.site_json(s, user) for s in sites]})
 
@@ -1283,7 +1285,8 @@ class ManagerAPI:
         user = await self.user(request)
         site = await self.site_ready(user, name, change=False)
         path = self._path_after(request, name)
-        params = {"zip": "1"} if (request.args.get(b"zip") or [b""])[0] == b"1" else None
+        args = query(request, "get", "/api/v1/sites/{name}/files/{path}")
+        params = {"zip": "1"} if is_set(args["zip"]) else None
         return await self._relay(request, "GET", self._files_path(site, path), params=params)
 
     @app.route("/api/v1/sites/<name>/files/", methods=["PUT"], branch=True)
@@ -1300,10 +1303,10 @@ class ManagerAPI:
         content.seek(0, io.SEEK_END)
         if content.tell() > MAX_UPLOAD:
             raise APIError(413, "too_large", f"uploads are limited to {MAX_UPLOAD} bytes")
-        params = {}
-        for key in (b"mode", b"exclusive"):
-            if request.args.get(key):
-                params[key.decode()] = request.args[key][0].decode("utf-8", "replace")
+        args = query(request, "put", "/api/v1/sites/{name}/files/{path}")
+        params = {"mode": args["mode"]} if args["mode"] else {}
+        if is_set(args["exclusive"]):
+            params["exclusive"] = "1"
         target = self._files_path(site, path) + ("/" if request.path.endswith(b"/") else "")
         digest = await file_digest(self._reactor, content)
         answer = await self._relay(
@@ -1334,9 +1337,8 @@ class ManagerAPI:
     async def delete_file(self, request: Any, name: str) -> bytes:
         user = await self.user(request)
         site = await self.site_ready(user, name)
-        params = (
-            {"recursive": "1"} if (request.args.get(b"recursive") or [b""])[0] == b"1" else None
-        )
+        args = query(request, "delete", "/api/v1/sites/{name}/files/{path}")
+        params = {"recursive": "1"} if is_set(args["recursive"]) else None
         return await self._relay(
             request,
             "DELETE",
@@ -1350,18 +1352,16 @@ class ManagerAPI:
     async def logs(self, request: Any, name: str) -> bytes:
         user = await self.user(request)
         site = await self.site_for(user, name)
-        raw = (request.args.get(b"tail") or [b"100"])[0]
-        if not raw.isdigit() or not 1 <= int(raw) <= 5000:
-            raise APIError(400, "bad_tail", "tail must be a number from 1 to 5000")
+        tail = query(request, "get", "/api/v1/sites/{name}/logs")["tail"] or 100
         if site.type != "dynamic":
             return render_json(request, {"lines": []})
-        url = "ws" + self.orchestrator_url[4:] + f"/ws/sites/{site.id}/logs?tail={int(raw)}"
+        url = "ws" + self.orchestrator_url[4:] + f"/ws/sites/{site.id}/logs?tail={tail}"
         proto = await connect_websocket(self._reactor, self.signer, "orchestrator", url, timeout=10)
         lines: list[str] = []
         from twisted.internet.defer import TimeoutError as Timeout
 
         try:
-            while len(lines) < int(raw):
+            while len(lines) < tail:
                 message = await proto.next_message(0.5 if lines else 3)
                 lines.append(json.loads(message)["line"])
         except Timeout:
@@ -1422,12 +1422,7 @@ class ManagerAPI:
         """Administrators: the sites using the most disk, largest first."""
         user = await self.user(request)
         self.require_admin(user)
-        try:
-            limit = int((request.args.get(b"limit") or [b"20"])[0])
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= 1000:
-            raise APIError(400, "bad_query", "limit must be a number from 1 to 1000")
+        limit = query(request, "get", "/api/v1/admin/disk-usage")["limit"] or 20
         sites = await self.store.largest_sites(limit)
         return render_json(
             request,
@@ -1542,7 +1537,7 @@ class ManagerAPI:
     @app.route("/api/v1/banners", methods=["GET"])
     async def list_banners(self, request: IRequest) -> bytes:
         user = await self.user(request)
-        everything = user.is_admin and (request.args.get(b"all") or [b"0"])[0] == b"1"
+        everything = user.is_admin and is_set(query(request, "get", "/api/v1/banners")["all"])
         found = await self.store.banners(None if everything else datetime.now(UTC))
         return render_json(request, {"banners": found})
 
@@ -1625,9 +1620,7 @@ class ManagerAPI:
         """Take ?name= out of the catalogue (409 while it is the default or in use)."""
         user = await self.user(request)
         self.require_admin(user)
-        name = (request.args.get(b"name") or [b""])[0].decode("utf-8", "replace")
-        if not models.IMAGE_REFERENCE.fullmatch(name):
-            raise ValidationError("name", "a local image reference like director/python:3")
+        name = query(request, "delete", "/api/v1/images")["name"]
         try:
             await self.store.delete_image(name)
         except NotFound:

@@ -770,19 +770,51 @@ def _responses(method: str, path: str, status: int, has_body: bool) -> dict[str,
     return responses
 
 
-# Query parameters a route takes (name, schema); those named here are required.
+# A yes-or-no query parameter.
+FLAG: dict[str, Any] = {"type": "string", "enum": ["0", "1", "true", "false"]}
+
+# Query parameters a route takes (name, schema); those named here are required. The API reads
+# requests against this same table (director.manager.query_args).
 REQUIRED_QUERY = {("delete", "/api/v1/images", "name")}
 QUERY_PARAMETERS: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {
     ("delete", "/api/v1/images"): [
-        ("name", {"type": "string", "pattern": "^" + models.IMAGE_REFERENCE.pattern + "$"}),
+        (
+            "name",
+            {
+                "type": "string",
+                "pattern": "^" + models.IMAGE_REFERENCE.pattern + "$",
+                "description": "a local image reference like director/python:3",
+            },
+        ),
     ],
     ("get", "/api/v1/sites"): [
         ("q", {"type": "string", "maxLength": 1000}),
-        ("all", {"type": "string", "enum": ["0", "1", "true", "false"]}),
+        ("all", FLAG),
         ("limit", {"type": "integer", "minimum": 1, "maximum": 5000}),
         ("offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}),
     ],
+    ("get", "/api/v1/banners"): [("all", FLAG)],
+    ("get", "/api/v1/admin/disk-usage"): [
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    ],
+    ("get", "/api/v1/sites/{name}/logs"): [
+        ("tail", {"type": "integer", "minimum": 1, "maximum": 5000}),
+    ],
+    ("get", "/api/v1/sites/{name}/files/{path}"): [("zip", FLAG)],
+    ("put", "/api/v1/sites/{name}/files/{path}"): [
+        (
+            "mode",
+            {"type": "string", "pattern": "^[0-7]{3,4}$", "description": "octal, like 644 or 0755"},
+        ),
+        ("exclusive", FLAG),
+    ],
+    ("delete", "/api/v1/sites/{name}/files/{path}"): [("recursive", FLAG)],
 }
+
+
+def is_set(flag: str | None) -> bool:
+    """A FLAG parameter's value as a yes or no (absent is no)."""
+    return flag in ("1", "true")
 
 
 def document(task_max_timeout: int = 3600) -> dict[str, Any]:

@@ -48,7 +48,8 @@ class AdminRecordTests(SynchronousTestCase):
             "director/python:3": (409, "default_image"),
             "director/node:20": (409, "image_in_use"),
             "director/none:1": (404, "not_found"),
-            "not a reference": (400, "invalid"),
+            "not a reference": (400, "bad_query"),
+            "director/php:8\n": (400, "bad_query"),
         }
         for name, expected in cases.items():
             code, body = self.call("DELETE", path + quote(name), self.admin)
