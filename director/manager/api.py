@@ -45,10 +45,10 @@ from director.manager.models import (
     ValidationError,
     public_error,
 )
+from director.manager.openapi import QUERY_PARAMETERS, REQUIRED_QUERY, is_set
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from director.manager.passwords import Passwords, validate_password
-from director.manager.openapi import QUERY_PARAMETERS, REQUIRED_QUERY, is_set
 from director.manager.proxies import Proxies, get_cookie
 from director.manager.query_args import read_query
 from director.manager.ratelimit import RateLimiter
