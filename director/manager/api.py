@@ -1537,7 +1537,10 @@ class ManagerAPI:
     @app.route("/api/v1/banners", methods=["GET"])
     async def list_banners(self, request: IRequest) -> bytes:
         user = await self.user(request)
-        everything = user.is_admin and is_set(query(request, "get", "/api/v1/banners")["all"])
+        args = query(
+            request, "get", "/api/v1/banners"
+        )  # read for everyone: one answer to bad input
+        everything = user.is_admin and is_set(args["all"])
         found = await self.store.banners(None if everything else datetime.now(UTC))
         return render_json(request, {"banners": found})
 

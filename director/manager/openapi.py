@@ -710,6 +710,13 @@ EXTRA_RESPONSES[("put", "/api/v1/sites/{name}/files/{path}")] = {
 }
 EXTRA_RESPONSES[("get", "/api/v1/admin/disk-usage")] = {"403": "forbidden: administrators only"}
 
+# Second success answers a route gives besides its usual one.
+OTHER_SUCCESSES: dict[tuple[str, str], dict[str, str]] = {
+    ("put", "/api/v1/sites/{name}/files/{path}"): {
+        "201": "created: a directory (a path ending in /) or a new file with ?exclusive=1",
+    },
+}
+
 # The JSON a successful answer carries, where the document describes it.
 SUCCESS_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/api/v1/sites/{name}"): SITE,
@@ -804,7 +811,11 @@ QUERY_PARAMETERS: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {
     ("put", "/api/v1/sites/{name}/files/{path}"): [
         (
             "mode",
-            {"type": "string", "pattern": "^[0-7]{3,4}$", "description": "octal, like 644 or 0755"},
+            {
+                "type": "string",
+                "pattern": "^0?[0-7]{3}$",
+                "description": "permission bits in octal, like 644 or 0755",
+            },
         ),
         ("exclusive", FLAG),
     ],
@@ -850,6 +861,8 @@ def document(task_max_timeout: int = 3600) -> dict[str, Any]:
                 "description": description,
                 "content": {"application/json": {"schema": ERROR}},
             }
+        for code, description in OTHER_SUCCESSES.get((method, path), {}).items():
+            operation["responses"][code] = {"description": description}
         if (method, path) in SUCCESS_SCHEMAS:
             operation["responses"][str(status)]["content"] = {
                 "application/json": {"schema": SUCCESS_SCHEMAS[method, path]}

@@ -42,6 +42,9 @@ class ReadQueryTests(SynchronousTestCase):
         # An anchored pattern holds to the end: no trailing newline slips through.
         self.assertEqual(self.refused({b"name": [b"director/python:3\n"]}, IMAGES), "name")
         self.assertEqual(self.refused({b"mode": [b"999"]}, PUT_FILE), "mode")
+        # Setuid, setgid and sticky bits are not a mode the document offers.
+        self.assertEqual(self.refused({b"mode": [b"6410"]}, PUT_FILE), "mode")
+        self.assertEqual(read_query({b"mode": [b"0755"]}, PUT_FILE)["mode"], "0755")
 
     def test_required_parameters_and_bad_utf8(self) -> None:
         self.assertEqual(self.refused({}, IMAGES, {"name"}), "name")
