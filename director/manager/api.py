@@ -10,13 +10,11 @@ import io
 import json
 import re
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
@@ -1903,6 +1901,3 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
         for k, v in values.items()
         if isinstance(v, str | int | float | bool | list | dict | None)
     }
-
-
-Handler = Callable[..., Deferred[bytes]]

@@ -979,20 +979,6 @@ class Store:
             lambda conn: int(conn.execute(select(func.count(t.sites.c.id))).scalar() or 0)
         )
 
-    def is_member(self, site_id: int, username: str) -> Deferred[bool]:
-        return self._tx(
-            lambda conn: (
-                conn.execute(
-                    select(t.site_members.c.site_id)
-                    .join(t.users, t.users.c.id == t.site_members.c.user_id)
-                    .where(
-                        and_(t.site_members.c.site_id == site_id, t.users.c.username == username)
-                    )
-                ).first()
-                is not None
-            )
-        )
-
     def _set_members(self, conn: Connection, site_id: int, usernames: list[str]) -> None:
         """
         The site's members are C{usernames}: those with an account now, the others when
