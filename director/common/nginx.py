@@ -27,6 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from director.common import pidfiles
+from director.common.atomic import atomic_write
 from director.common.errors import StartupError
 from director.common.threads import Runner
 
@@ -526,7 +527,5 @@ def _write_files(directory: Path, changes: Mapping[str, str | None]) -> dict[str
             except FileNotFoundError:
                 pass
             continue
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, content)
     return old

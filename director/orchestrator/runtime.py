@@ -27,6 +27,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from director.common.atomic import atomic_write
 from director.common.threads import Runner
 from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway, TaskInfo
 from director.orchestrator.files import FileError, FileLimits, SiteFiles
@@ -179,9 +180,7 @@ def _write_json(path: Path, data: dict[str, Any] | None) -> None:
         except FileNotFoundError:
             pass
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, sort_keys=True))
 
 
 @dataclass
@@ -222,10 +221,7 @@ def _write_identity(directory: Path, files: dict[str, str]) -> None:
                 continue
         except FileNotFoundError:
             pass
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
+        atomic_write(path, text, 0o644)
 
 
 def _load_allowed(path: Path) -> set[tuple[str, int]]:

@@ -12,6 +12,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from director.common.atomic import atomic_write
 from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_public_keys
@@ -108,9 +109,7 @@ def build_service(
         for name, text in PAGES.items():
             (pages / name).write_text(text)
         # whole or not at all: nginx's own service may start nginx as soon as it is there
-        partial = nginx_paths.conf.with_name(".nginx.conf.tmp")
-        partial.write_text(render_main())
-        os.replace(partial, nginx_paths.conf)
+        atomic_write(nginx_paths.conf, render_main())
     except OSError as e:
         raise StartupError(
             f"{paths.nginx}: cannot write the orchestrator's nginx config: {e}"

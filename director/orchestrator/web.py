@@ -16,7 +16,7 @@ from director.common.nginx import NginxError
 from director.common.restic import ResticError
 from director.common.threads import Runner
 from director.common.tokens import TokenVerifier
-from director.common.web import healthz, render_json
+from director.common.web import healthz, path_after, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
 from director.orchestrator.backups import BackupError, DatabaseTarget, SiteBackups, restore_path
 from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
@@ -62,13 +62,8 @@ def _flag(request: Any, name: str) -> bool:
 
 def _file_path(request: Any, site_id: int) -> str:
     """The site-relative path after /v1/sites/<id>/files/, exactly as sent (percent-decoded)."""
-    prefix = f"/v1/sites/{site_id}/files".encode()
-    raw: bytes = request.path
-    rest = raw[len(prefix) :].lstrip(b"/") if raw.startswith(prefix) else b""
-    from urllib.parse import unquote_to_bytes
-
     try:
-        return unquote_to_bytes(rest).decode("utf-8")
+        return path_after(request, f"/v1/sites/{site_id}/files")
     except UnicodeDecodeError:
         raise BadRequest("bad_path", "paths must be UTF-8") from None
 
