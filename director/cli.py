@@ -442,7 +442,7 @@ def _api(args: argparse.Namespace) -> Any:
 
 
 def site_command(args: argparse.Namespace) -> int:
-    from director.apiclient import APIError, show_operation
+    from director.apiclient import APICallFailed, show_operation
 
     api = _api(args)
     try:
@@ -477,7 +477,7 @@ def site_command(args: argparse.Namespace) -> int:
             return 0
         final = show_operation(api, op["id"])
         return 0 if final["status"] == "succeeded" else 1
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 
@@ -492,7 +492,7 @@ def _print_run(run: dict[str, Any], output: bool) -> None:
 
 
 def tasks_command(args: argparse.Namespace) -> int:
-    from director.apiclient import APIError
+    from director.apiclient import APICallFailed
 
     api = _api(args)
     base = f"/api/v1/sites/{args.site}/tasks"
@@ -534,13 +534,13 @@ def tasks_command(args: argparse.Namespace) -> int:
             run = next((r for r in runs if r["id"] == run["id"]), run)
         _print_run(run, True)
         return 0 if run["status"] in ("succeeded", "running") else 1
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 
 
 def backup_command(args: argparse.Namespace) -> int:
-    from director.apiclient import APIError
+    from director.apiclient import APICallFailed
 
     api = _api(args)
     try:
@@ -583,7 +583,7 @@ def backup_command(args: argparse.Namespace) -> int:
             extra = f"  {run['error']}" if run.get("error") else ""
             print(f"{run['started_at'][:19]}  {what:<32} {run['status']:<10}{extra}")
         return 0
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 
@@ -649,7 +649,7 @@ def restore_command(args: argparse.Namespace) -> int:
             Path(args.state_dir),
             sys.stdout,
         )
-    from director.apiclient import APIError, show_operation
+    from director.apiclient import APICallFailed, show_operation
 
     if not args.site or not args.snapshot:
         raise StartupError("give SITE and BACKUP (see `director backup list --site SITE`)")
@@ -669,7 +669,7 @@ def restore_command(args: argparse.Namespace) -> int:
             return 0
         final = show_operation(api, op["id"], timeout=6 * 3600)
         return 0 if final["status"] == "succeeded" else 1
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 

@@ -448,7 +448,9 @@ class NginxConfigDirectory:
         self._pending = _Pending()
         self._scheduled: Any = None
         self._lock = DeferredLock()
+        #: for the component's metrics
         self.reloads = 0
+        self.reload_failures = 0
 
     def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
         """Fires when the changes are live, or fails with L{NginxError} (nothing changed)."""
@@ -507,8 +509,13 @@ class NginxConfigDirectory:
             self.log.warn(
                 "nginx rejected {names}: {output}", names=sorted(changes), output=e.output
             )
+            self.reload_failures += 1
             raise
-        self._nginx.reload()
+        try:
+            self._nginx.reload()
+        except Exception:
+            self.reload_failures += 1
+            raise
         self.reloads += 1
 
 

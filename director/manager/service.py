@@ -122,13 +122,13 @@ class _EngineService(Service):
     def __init__(
         self,
         reactor: Any,
-        engine: OperationEngine,
+        operations: OperationEngine,
         config: Config,
         bus: _RedisBusProxy,
         reconciler: Reconciler,
     ) -> None:
         self._reactor = reactor
-        self._engine = engine
+        self._operations = operations
         self._config = config
         self._bus = bus
         self._reconciler = reconciler
@@ -145,12 +145,12 @@ class _EngineService(Service):
                 log.info("events fan out through Redis at {url}", url=url)
 
             d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
-        self._engine.start()
+        self._operations.start()
         self._reconciler.start()
 
     def stopService(self) -> None:
         super().stopService()
-        self._engine.stop()
+        self._operations.stop()
         self._reconciler.stop()
 
 
@@ -195,8 +195,8 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     top.setName("manager")
     url = database_url(config)
     try:
-        engine = make_engine(url)
-        migrate(engine)
+        db_engine = make_engine(url)
+        migrate(db_engine)
     except Exception as e:
         raise StartupError(f"manager database {url}: cannot open or migrate it: {e}") from None
     db_pool = BlockingPool(reactor, "manager-db", 4, 60)  # SQLite in WAL mode: readers in parallel
@@ -204,7 +204,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     http = HTTPPoolService(reactor)
     for child in (db_pool, crypto_pool, http):
         child.setServiceParent(top)
-    store = Store(engine, db_pool)
+    store = Store(db_engine, db_pool)
     signer = component_signer(reactor, config, "manager")
     orchestrator = ComponentClient(
         reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
@@ -243,7 +243,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
 
     backups = BackupScheduler(
         reactor,
-        BackupRecords(engine, db_pool),
+        BackupRecords(db_engine, db_pool),
         _all_sites,
         operations.database_host,
         orchestrator,
@@ -322,7 +322,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     )
     # The dashboard gets every path no other part claims; websockets are not counted
     # (their requests never finish).
-    queries = DashboardQueries(engine, db_pool)
+    queries = DashboardQueries(db_engine, db_pool)
     sockets = BrowserSockets(
         reactor,
         store,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from director.common.nginx_templates import NGINX_TEMPLATES, NginxText
-from director.orchestrator.sites import SITE_PORT, Site
+from director.orchestrator.sites import SITE_PORT, SiteSpec
 
 NOT_FOUND_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>No such site</title></head>
@@ -73,7 +73,7 @@ def main_config(
     )
 
 
-def needs_own_file(site: Site) -> bool:
+def needs_own_file(site: SiteSpec) -> bool:
     """
     Only plain, enabled static sites are served by the shared static server (custom domains
     need nothing here: the router sends them under the site's own host).
@@ -86,7 +86,7 @@ def needs_own_file(site: Site) -> bool:
 
 
 def site_config(
-    site: Site,
+    site: SiteSpec,
     listen: str,
     sites_domain: str,
     site_dir: Path,

@@ -12,6 +12,7 @@ from twisted.protocols.basic import FileSender
 from twisted.web.iweb import IRequest
 
 from director.common.guard import caller_of, render_error
+from director.common.metrics import CONTENT_TYPE
 from director.common.nginx import NginxError
 from director.common.restic import ResticError
 from director.common.threads import Runner
@@ -25,6 +26,7 @@ from director.orchestrator.docker_gateway import BuildError, DockerError, ImageI
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.firewall import FirewallError
 from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest, build_failure
+from director.orchestrator.metrics import OrchestratorMetrics
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.runtime import NotReady, SiteRuntime, UnknownSite
 from director.orchestrator.sites import IMAGE_NAME, SiteError, parse_site
@@ -88,8 +90,10 @@ class OrchestratorAPI:
         build_memory_mb: int = 1024,
         disk: DiskUsage | None = None,
         backups: SiteBackups | None = None,
+        metrics: OrchestratorMetrics | None = None,
     ) -> None:
         self.runtime = runtime
+        self._metrics = metrics
         self._build_memory_mb = build_memory_mb
         self._disk = disk
         self._files = files
@@ -167,6 +171,15 @@ class OrchestratorAPI:
     @app.route("/v1/whoami", methods=["GET"])
     def whoami(self, request: IRequest) -> bytes:
         return render_json(request, {"component": "orchestrator", "caller": caller_of(request)})
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        """Prometheus metrics (for the manager, like every route here but /healthz)."""
+        if self._metrics is None:
+            return render_error(request, 503, "unavailable", "no metrics on this orchestrator")
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return self._metrics.render().encode("utf-8")
 
     @app.route("/ws/whoami")
     def ws_whoami(self, request: IRequest) -> Any:

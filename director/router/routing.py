@@ -33,8 +33,8 @@ from director.router.domains import (
     parse_site_request,
     validate_site_name,
 )
+from director.router.front_nginx_config import FrontSettings, render_main, render_site, site_file
 from director.router.layout import RouterLayout
-from director.router.nginxconf import FrontSettings, render_main, render_site, site_file
 
 
 class ConfigApplier(Protocol):
