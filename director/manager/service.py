@@ -116,22 +116,13 @@ class _RedisBusProxy:
         return unsubscribe
 
 
-class _EngineService(Service):
-    """Starts the operation engine, the reconcile loop and the Redis bus once the reactor runs."""
+class _RedisBusService(Service):
+    """Connects the event bus to Redis once the reactor runs (when a Redis URL is set)."""
 
-    def __init__(
-        self,
-        reactor: Any,
-        operations: OperationEngine,
-        config: Config,
-        bus: _RedisBusProxy,
-        reconciler: Reconciler,
-    ) -> None:
+    def __init__(self, reactor: Any, config: Config, bus: _RedisBusProxy) -> None:
         self._reactor = reactor
-        self._operations = operations
         self._config = config
         self._bus = bus
-        self._reconciler = reconciler
 
     def startService(self) -> None:
         super().startService()
@@ -145,13 +136,6 @@ class _EngineService(Service):
                 log.info("events fan out through Redis at {url}", url=url)
 
             d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
-        self._operations.start()
-        self._reconciler.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._operations.stop()
-        self._reconciler.stop()
 
 
 def _dns_name(url: str) -> str:
@@ -362,7 +346,10 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     reconciler = Reconciler(
         reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
     )
-    _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
+    _RedisBusService(reactor, config, bus).setServiceParent(top)
+    # the operation engine and the reconciler are loops like the task and backup schedulers
+    LoopService(operations).setServiceParent(top)
+    LoopService(reconciler).setServiceParent(top)
     LoopService(scheduler).setServiceParent(top)
     LoopService(backups).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
