@@ -33,6 +33,7 @@ setup(
         "alembic>=1.13",
         "markdown-it-py>=3.0",
         "croniter>=6.0",
+        "prometheus_client>=0.20",
     ],
     entry_points={"console_scripts": ["director = director.cli:main"]},
 )

@@ -10,8 +10,9 @@ import urllib.request
 from typing import Any
 
 
-class APIError(Exception):
-    """The API answered with an error; the message is its JSON message."""
+class APICallFailed(Exception):
+    """The call failed: the API answered with an error (the message is its JSON message), or
+    the manager could not be reached."""
 
 
 class APIClient:
@@ -39,9 +40,9 @@ class APIClient:
                 message = f"{payload.get('error')}: {payload.get('message')}"
             except ValueError:
                 message = f"HTTP {e.code}"
-            raise APIError(message) from None
+            raise APICallFailed(message) from None
         except OSError as e:
-            raise APIError(f"cannot reach the manager at {self._base}: {e}") from None
+            raise APICallFailed(f"cannot reach the manager at {self._base}: {e}") from None
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)

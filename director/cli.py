@@ -19,9 +19,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from director.common.atomic import atomic_write
 from director.common.config import COMPONENTS, Config, ConfigError, load_config, parse_config
 from director.common.errors import StartupError
-from director.common.keys import generate_component_keys, generate_ssh_host_keys, write_private
+from director.common.keys import generate_component_keys, generate_ssh_host_keys
 
 DEFAULT_CONFIG = "etc/director.toml"
 
@@ -84,7 +85,7 @@ def init(args: argparse.Namespace) -> int:
         config = parse_config(text, config_path.resolve().parent)
         config_path.parent.mkdir(parents=True, exist_ok=True)
         # The config may hold secrets (the OIDC client secret, a database URL's password).
-        write_private(config_path, render_config(config).encode("utf-8"))
+        atomic_write(config_path, render_config(config), 0o600, durable=True)
         print(f"wrote {config_path}")
     state = config.director.state_dir
     for sub in ("", "secrets", "sites", "nginx", "certs"):
@@ -92,7 +93,7 @@ def init(args: argparse.Namespace) -> int:
     (state / "secrets").chmod(0o700)
     session_secret = state / "secrets" / "session.key"
     if not session_secret.exists():
-        write_private(session_secret, secrets.token_hex(32).encode("ascii"))
+        atomic_write(session_secret, secrets.token_hex(32), 0o600, durable=True)
     generate_component_keys(config.auth.keys_dir, COMPONENTS)
     generate_ssh_host_keys(config.shell.host_keys_dir)
     _init_database(config, args)
@@ -142,7 +143,7 @@ def _init_database(config: Config, args: argparse.Namespace) -> None:
         _result(store.create_user("admin", "admin", hash_password(password, rounds)))
         _result(store.update_user("admin", accepted_guidelines=True))
         path = config.director.state_dir / "secrets" / "admin-password"
-        write_private(path, password.encode())
+        atomic_write(path, password, 0o600, durable=True)
         print(f"created the administrator: admin / {password} (also in {path})")
 
 
@@ -441,7 +442,7 @@ def _api(args: argparse.Namespace) -> Any:
 
 
 def site_command(args: argparse.Namespace) -> int:
-    from director.apiclient import APIError, show_operation
+    from director.apiclient import APICallFailed, show_operation
 
     api = _api(args)
     try:
@@ -476,7 +477,7 @@ def site_command(args: argparse.Namespace) -> int:
             return 0
         final = show_operation(api, op["id"])
         return 0 if final["status"] == "succeeded" else 1
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 
@@ -491,7 +492,7 @@ def _print_run(run: dict[str, Any], output: bool) -> None:
 
 
 def tasks_command(args: argparse.Namespace) -> int:
-    from director.apiclient import APIError
+    from director.apiclient import APICallFailed
 
     api = _api(args)
     base = f"/api/v1/sites/{args.site}/tasks"
@@ -533,13 +534,13 @@ def tasks_command(args: argparse.Namespace) -> int:
             run = next((r for r in runs if r["id"] == run["id"]), run)
         _print_run(run, True)
         return 0 if run["status"] in ("succeeded", "running") else 1
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 
 
 def backup_command(args: argparse.Namespace) -> int:
-    from director.apiclient import APIError
+    from director.apiclient import APICallFailed
 
     api = _api(args)
     try:
@@ -582,7 +583,7 @@ def backup_command(args: argparse.Namespace) -> int:
             extra = f"  {run['error']}" if run.get("error") else ""
             print(f"{run['started_at'][:19]}  {what:<32} {run['status']:<10}{extra}")
         return 0
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 
@@ -648,7 +649,7 @@ def restore_command(args: argparse.Namespace) -> int:
             Path(args.state_dir),
             sys.stdout,
         )
-    from director.apiclient import APIError, show_operation
+    from director.apiclient import APICallFailed, show_operation
 
     if not args.site or not args.snapshot:
         raise StartupError("give SITE and BACKUP (see `director backup list --site SITE`)")
@@ -668,7 +669,7 @@ def restore_command(args: argparse.Namespace) -> int:
             return 0
         final = show_operation(api, op["id"], timeout=6 * 3600)
         return 0 if final["status"] == "succeeded" else 1
-    except APIError as e:
+    except APICallFailed as e:
         print(f"director: {e}", file=sys.stderr)
         return 1
 

@@ -208,14 +208,6 @@ def _site_names(key: str, value: object) -> None:
             raise ConfigError(f"{key}: {name!r} is not a site name")
 
 
-def _choice(*choices: str) -> Callable[[str, object], None]:
-    def check(key: str, value: object) -> None:
-        if value not in choices:
-            raise ConfigError(f"{key}: expected one of {', '.join(choices)}; got {value!r}")
-
-    return check
-
-
 def _check(validator: Callable[[str, object], None]) -> Any:
     return {"check": validator}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from director.common.atomic import atomic_write
 from director.common.config import COMPONENTS
 from director.common.errors import StartupError
 
@@ -22,18 +23,6 @@ SSH_HOST_KEYS = ("ssh_host_ed25519_key", "ssh_host_rsa_key")
 
 class KeyFileError(StartupError):
     """A key cannot be used; the message says which file and what to do."""
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically, readable by the owner only, never group/world readable."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def generate_component_keys(keys_dir: Path, components: tuple[str, ...] = COMPONENTS) -> None:
@@ -45,13 +34,15 @@ def generate_component_keys(keys_dir: Path, components: tuple[str, ...] = COMPON
         if private_path.exists():
             continue
         key = ed25519.Ed25519PrivateKey.generate()
-        write_private(
+        atomic_write(
             private_path,
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             ),
+            0o600,
+            durable=True,
         )
         (keys_dir / f"{name}.pub").write_bytes(
             key.public_key().public_bytes(
@@ -72,13 +63,15 @@ def generate_ssh_host_keys(keys_dir: Path) -> None:
             key = ed25519.Ed25519PrivateKey.generate()
         else:
             key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-        write_private(
+        atomic_write(
             path,
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.OpenSSH,
                 serialization.NoEncryption(),
             ),
+            0o600,
+            durable=True,
         )
 
 

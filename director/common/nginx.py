@@ -27,6 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from director.common import pidfiles
+from director.common.atomic import atomic_write
 from director.common.errors import StartupError
 from director.common.threads import Runner
 
@@ -447,7 +448,9 @@ class NginxConfigDirectory:
         self._pending = _Pending()
         self._scheduled: Any = None
         self._lock = DeferredLock()
+        #: for the component's metrics
         self.reloads = 0
+        self.reload_failures = 0
 
     def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
         """Fires when the changes are live, or fails with L{NginxError} (nothing changed)."""
@@ -506,8 +509,13 @@ class NginxConfigDirectory:
             self.log.warn(
                 "nginx rejected {names}: {output}", names=sorted(changes), output=e.output
             )
+            self.reload_failures += 1
             raise
-        self._nginx.reload()
+        try:
+            self._nginx.reload()
+        except Exception:
+            self.reload_failures += 1
+            raise
         self.reloads += 1
 
 
@@ -526,7 +534,5 @@ def _write_files(directory: Path, changes: Mapping[str, str | None]) -> dict[str
             except FileNotFoundError:
                 pass
             continue
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, content)
     return old

@@ -71,13 +71,6 @@ class ListeningService(StreamServerEndpointService):
         )
         return port
 
-    @property
-    def bound_port(self) -> int:
-        """The port actually bound (differs from the configured one when that was 0)."""
-        assert self.port is not None, "not listening yet"
-        address: Any = self.port.getHost()
-        return int(address.port)
-
 
 def component_signer(reactor: Any, config: Config, component: str) -> RequestSigner:
     """The identity C{component} presents when it calls others."""

@@ -10,13 +10,11 @@ import io
 import json
 import re
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
@@ -30,7 +28,7 @@ from director.common.client import (
 )
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
-from director.common.web import render_json
+from director.common.web import path_after, render_json
 from director.manager import models, notices, schedules
 from director.manager.backups import SNAPSHOT_ID, BackupScheduler, restore_choice, run_view
 from director.manager.creation import unfinished_creation
@@ -1211,13 +1209,8 @@ class ManagerAPI:
 
     @staticmethod
     def _path_after(request: Any, name: str) -> str:
-        from urllib.parse import unquote_to_bytes
-
-        prefix = f"/api/v1/sites/{name}/files".encode()
-        raw: bytes = request.path
-        rest = raw[len(prefix) :].lstrip(b"/") if raw.startswith(prefix) else b""
         try:
-            return unquote_to_bytes(rest).decode("utf-8")
+            return path_after(request, f"/api/v1/sites/{name}/files")
         except UnicodeDecodeError:
             raise APIError(400, "bad_path", "paths must be UTF-8") from None
 
@@ -1906,6 +1899,3 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
         for k, v in values.items()
         if isinstance(v, str | int | float | bool | list | dict | None)
     }
-
-
-Handler = Callable[..., Deferred[bytes]]

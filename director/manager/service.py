@@ -116,22 +116,13 @@ class _RedisBusProxy:
         return unsubscribe
 
 
-class _EngineService(Service):
-    """Starts the operation engine, the reconcile loop and the Redis bus once the reactor runs."""
+class _RedisBusService(Service):
+    """Connects the event bus to Redis once the reactor runs (when a Redis URL is set)."""
 
-    def __init__(
-        self,
-        reactor: Any,
-        engine: OperationEngine,
-        config: Config,
-        bus: _RedisBusProxy,
-        reconciler: Reconciler,
-    ) -> None:
+    def __init__(self, reactor: Any, config: Config, bus: _RedisBusProxy) -> None:
         self._reactor = reactor
-        self._engine = engine
         self._config = config
         self._bus = bus
-        self._reconciler = reconciler
 
     def startService(self) -> None:
         super().startService()
@@ -145,13 +136,6 @@ class _EngineService(Service):
                 log.info("events fan out through Redis at {url}", url=url)
 
             d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
-        self._engine.start()
-        self._reconciler.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._engine.stop()
-        self._reconciler.stop()
 
 
 def _dns_name(url: str) -> str:
@@ -195,8 +179,8 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     top.setName("manager")
     url = database_url(config)
     try:
-        engine = make_engine(url)
-        migrate(engine)
+        db_engine = make_engine(url)
+        migrate(db_engine)
     except Exception as e:
         raise StartupError(f"manager database {url}: cannot open or migrate it: {e}") from None
     db_pool = BlockingPool(reactor, "manager-db", 4, 60)  # SQLite in WAL mode: readers in parallel
@@ -204,7 +188,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     http = HTTPPoolService(reactor)
     for child in (db_pool, crypto_pool, http):
         child.setServiceParent(top)
-    store = Store(engine, db_pool)
+    store = Store(db_engine, db_pool)
     signer = component_signer(reactor, config, "manager")
     orchestrator = ComponentClient(
         reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
@@ -243,7 +227,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
 
     backups = BackupScheduler(
         reactor,
-        BackupRecords(engine, db_pool),
+        BackupRecords(db_engine, db_pool),
         _all_sites,
         operations.database_host,
         orchestrator,
@@ -322,7 +306,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     )
     # The dashboard gets every path no other part claims; websockets are not counted
     # (their requests never finish).
-    queries = DashboardQueries(engine, db_pool)
+    queries = DashboardQueries(db_engine, db_pool)
     sockets = BrowserSockets(
         reactor,
         store,
@@ -362,7 +346,10 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     reconciler = Reconciler(
         reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
     )
-    _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
+    _RedisBusService(reactor, config, bus).setServiceParent(top)
+    # the operation engine and the reconciler are loops like the task and backup schedulers
+    LoopService(operations).setServiceParent(top)
+    LoopService(reconciler).setServiceParent(top)
     LoopService(scheduler).setServiceParent(top)
     LoopService(backups).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)

@@ -85,6 +85,14 @@ def _new_id(result: Any) -> int:
     return int(key[0])
 
 
+def _updated_one(conn: Connection, statement: Any) -> bool:
+    """
+    Run a conditional UPDATE (or DELETE) meant for one row: whether it matched it. How one
+    manager among several wins a claim, or learns that its lease is still its own.
+    """
+    return bool(conn.execute(statement).rowcount == 1)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -979,20 +987,6 @@ class Store:
             lambda conn: int(conn.execute(select(func.count(t.sites.c.id))).scalar() or 0)
         )
 
-    def is_member(self, site_id: int, username: str) -> Deferred[bool]:
-        return self._tx(
-            lambda conn: (
-                conn.execute(
-                    select(t.site_members.c.site_id)
-                    .join(t.users, t.users.c.id == t.site_members.c.user_id)
-                    .where(
-                        and_(t.site_members.c.site_id == site_id, t.users.c.username == username)
-                    )
-                ).first()
-                is not None
-            )
-        )
-
     def _set_members(self, conn: Connection, site_id: int, usernames: list[str]) -> None:
         """
         The site's members are C{usernames}: those with an account now, the others when
@@ -1294,7 +1288,8 @@ class Store:
                 .limit(10)
             ).all()
             for candidate in candidates:
-                result = conn.execute(
+                if _updated_one(
+                    conn,
                     update(t.operations)
                     .where(
                         and_(
@@ -1307,9 +1302,8 @@ class Store:
                         lease_until=clock_now + lease,
                         status="running",
                         updated_at=now(),
-                    )
-                )
-                if result.rowcount == 1:
+                    ),
+                ):
                     return self._operation(conn, candidate.id)
             return None
 
@@ -1317,13 +1311,11 @@ class Store:
 
     def renew_lease(self, op_id: int, worker: str, until: float) -> Deferred[bool]:
         return self._tx(
-            lambda conn: (
-                conn.execute(
-                    update(t.operations)
-                    .where(and_(t.operations.c.id == op_id, t.operations.c.claimed_by == worker))
-                    .values(lease_until=until)
-                ).rowcount
-                == 1
+            lambda conn: _updated_one(
+                conn,
+                update(t.operations)
+                .where(and_(t.operations.c.id == op_id, t.operations.c.claimed_by == worker))
+                .values(lease_until=until),
             )
         )
 
@@ -1495,7 +1487,7 @@ class Store:
     def delete_task(self, task_id: int) -> Deferred[bool]:
         def remove(conn: Connection) -> bool:
             conn.execute(delete(t.task_runs).where(t.task_runs.c.task_id == task_id))
-            return conn.execute(delete(t.tasks).where(t.tasks.c.id == task_id)).rowcount == 1
+            return _updated_one(conn, delete(t.tasks).where(t.tasks.c.id == task_id))
 
         return self._tx(remove)
 
@@ -1524,13 +1516,11 @@ class Store:
         manager whose conditional UPDATE matched (it runs the due run), False for the others.
         """
         return self._tx(
-            lambda conn: (
-                conn.execute(
-                    update(t.tasks)
-                    .where(and_(t.tasks.c.id == task_id, t.tasks.c.next_run_at == expected))
-                    .values(next_run_at=following)
-                ).rowcount
-                == 1
+            lambda conn: _updated_one(
+                conn,
+                update(t.tasks)
+                .where(and_(t.tasks.c.id == task_id, t.tasks.c.next_run_at == expected))
+                .values(next_run_at=following),
             )
         )
 
@@ -1627,19 +1617,17 @@ class Store:
 
     def renew_run(self, run_id: int, worker: str, until: float) -> Deferred[bool]:
         return self._tx(
-            lambda conn: (
-                conn.execute(
-                    update(t.task_runs)
-                    .where(
-                        and_(
-                            t.task_runs.c.id == run_id,
-                            t.task_runs.c.claimed_by == worker,
-                            t.task_runs.c.status == "running",
-                        )
+            lambda conn: _updated_one(
+                conn,
+                update(t.task_runs)
+                .where(
+                    and_(
+                        t.task_runs.c.id == run_id,
+                        t.task_runs.c.claimed_by == worker,
+                        t.task_runs.c.status == "running",
                     )
-                    .values(lease_until=until)
-                ).rowcount
-                == 1
+                )
+                .values(lease_until=until),
             )
         )
 
@@ -1658,7 +1646,8 @@ class Store:
         """Record how C{worker}'s run ended (None if it is no longer C{worker}'s)."""
 
         def finish(conn: Connection) -> TaskRun | None:
-            done = conn.execute(
+            done = _updated_one(
+                conn,
                 update(t.task_runs)
                 .where(
                     and_(
@@ -1676,10 +1665,10 @@ class Store:
                     finished_at=finished_at,
                     claimed_by=None,
                     lease_until=None,
-                )
-            ).rowcount
+                ),
+            )
             row = conn.execute(select(t.task_runs).where(t.task_runs.c.id == run_id)).first()
-            if row is None or done != 1:
+            if row is None or not done:
                 return None
             self._prune_runs(conn, row.task_id, keep)
             return self._task_run(row)

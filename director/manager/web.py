@@ -17,18 +17,13 @@ from director.common.web import healthz
 
 
 class ManagerWeb:
-    """Health and (until the dashboard exists) a plain landing page."""
+    """The manager's /healthz."""
 
     app = Klein()
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
         return healthz(request, "manager")
-
-    @app.route("/", methods=["GET"])
-    def index(self, request: IRequest) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"Director manager. The API is under /api/v1/ (see /api/v1/openapi.json).\n"
 
 
 @implementer(IResource)

@@ -114,7 +114,7 @@ def validate_identifier(value: object, what: str = "name") -> str:
     return value
 
 
-def validate_password(value: object) -> str:
+def validate_database_password(value: object) -> str:
     """Return C{value} if it is an acceptable password, else raise (never echoing it)."""
     if not isinstance(value, str):
         raise DatabaseError("invalid_password", "the password must be a string")
@@ -145,7 +145,7 @@ class SiteDatabase:
             raise DatabaseError("wrong_kind", f"unknown database type {self.kind!r}")
         validate_identifier(self.name, "name")
         validate_identifier(self.username, "user name")
-        validate_password(self.password)
+        validate_database_password(self.password)
 
     @property
     def url(self) -> str:

@@ -41,9 +41,9 @@ __all__ = [
     "IsASymlink",
     "LimitExceeded",
     "NoSpace",
+    "NoSuchFile",
     "NotADirectory",
     "NotARegularFile",
-    "NotFound",
     "PermissionDenied",
     "SiteFiles",
     "TooLarge",
@@ -79,7 +79,7 @@ class FileError(Exception):
         self.message = message
 
 
-class NotFound(FileError):
+class NoSuchFile(FileError):
     code = "not_found"
     status = 404
 
@@ -249,7 +249,7 @@ def _os_error(err: OSError, where: str) -> FileError:
     """Translate an OS error into the error the user sees, naming the path they wrote."""
     code = err.errno
     if code == errno.ENOENT:
-        return NotFound(f"{where}: no such file or directory")
+        return NoSuchFile(f"{where}: no such file or directory")
     if code == errno.EEXIST:
         return AlreadyExists(f"{where}: already exists")
     if code == errno.ENOTDIR:
@@ -380,7 +380,7 @@ class SiteFiles:
         try:
             return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise NotFound("the site directory does not exist yet") from None
+            raise NoSuchFile("the site directory does not exist yet") from None
 
     def _open_dir(self, parts: tuple[str, ...]) -> int:
         """A descriptor for the directory C{parts}, walked one O_NOFOLLOW step at a time."""
@@ -408,7 +408,7 @@ class SiteFiles:
                 )
             return NotADirectory(f"{where}: not a directory")
         if err.errno == errno.ENOENT:
-            return NotFound(f"{where}: no such file or directory")
+            return NoSuchFile(f"{where}: no such file or directory")
         return _os_error(err, where)
 
     @contextmanager
@@ -868,7 +868,7 @@ class SiteFiles:
                 try:
                     with self._parent(parts + rel) as pfd:
                         fd, _ = self._open_regular(pfd, rel[-1], _show(parts + rel))
-                except (NotFound, IsASymlink, NotADirectory, IsADirectory, NotARegularFile):
+                except (NoSuchFile, IsASymlink, NotADirectory, IsADirectory, NotARegularFile):
                     continue  # changed since the scan: leave it out
                 with (
                     os.fdopen(fd, "rb") as source,

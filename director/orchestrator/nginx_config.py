@@ -1,7 +1,7 @@
 """
 Rendering the orchestrator's nginx configuration from the templates in nginx/ (no I/O
 beyond reading the templates). Every value that reaches a template is validated by
-L{director.orchestrator.sites}; the rendering adds quoting on top.
+L{director.orchestrator.sites}; rendering checks again (L{director.common.nginx_templates}).
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-from director.common.nginx import nginx_string
-from director.orchestrator.sites import SITE_PORT, Site
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "nginx"
+from director.common.nginx_templates import NGINX_TEMPLATES, NginxText
+from director.orchestrator.sites import SITE_PORT, SiteSpec
 
 NOT_FOUND_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>No such site</title></head>
@@ -42,22 +38,6 @@ NOT_RUNNING_PAGE = (
 PAGES = {"not-found.html": NOT_FOUND_PAGE, "no-index.html": NO_INDEX_PAGE}
 
 
-def _environment() -> Environment:
-    # Not HTML: autoescape would be wrong; values are validated and quoted instead.
-    env = Environment(  # noqa: S701
-        loader=FileSystemLoader(str(TEMPLATES)),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["q"] = nginx_string
-    return env
-
-
-_ENV = _environment()
-
-
 def site_file_name(site_id: int) -> str:
     return f"site-{site_id}.conf"
 
@@ -80,7 +60,7 @@ def main_config(
         + re.escape(sites_domain).replace("\\-", "-")
         + "$"
     )
-    return _ENV.get_template("orchestrator.conf.j2").render(
+    return NGINX_TEMPLATES.get_template("orchestrator.conf.j2").render(
         prefix=prefix,
         listen=listen,
         workers=workers,
@@ -88,12 +68,12 @@ def main_config(
         hosts_dir=hosts_dir,
         sites_dir=sites_dir,
         pages_dir=prefix / "pages",
-        static_server_name=f'"{static_name}"',
+        static_server_name=NginxText(f'"{static_name}"'),
         site_files=site_files,
     )
 
 
-def needs_own_file(site: Site) -> bool:
+def needs_own_file(site: SiteSpec) -> bool:
     """
     Only plain, enabled static sites are served by the shared static server (custom domains
     need nothing here: the router sends them under the site's own host).
@@ -106,7 +86,7 @@ def needs_own_file(site: Site) -> bool:
 
 
 def site_config(
-    site: Site,
+    site: SiteSpec,
     listen: str,
     sites_domain: str,
     site_dir: Path,
@@ -130,6 +110,6 @@ def site_config(
         "upstream": upstream,
         "port": SITE_PORT,
         "pages_dir": pages_dir,
-        "not_running": NOT_RUNNING_PAGE,
+        "not_running": NginxText(NOT_RUNNING_PAGE),
     }
-    return _ENV.get_template("orchestrator-site.conf.j2").render(**context)
+    return NGINX_TEMPLATES.get_template("orchestrator-site.conf.j2").render(**context)

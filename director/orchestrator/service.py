@@ -12,6 +12,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from director.common.atomic import atomic_write
 from director.common.config import Config
 from director.common.errors import StartupError
 from director.common.keys import load_public_keys
@@ -31,6 +32,7 @@ from director.orchestrator.disk import DiskUsage
 from director.orchestrator.docker_gateway import BuildLimits, DockerGateway, IDockerGateway
 from director.orchestrator.files import FileLimits
 from director.orchestrator.firewall import IFirewall, IptablesFirewall
+from director.orchestrator.metrics import OrchestratorMetrics
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.nginx_config import PAGES, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
@@ -108,9 +110,7 @@ def build_service(
         for name, text in PAGES.items():
             (pages / name).write_text(text)
         # whole or not at all: nginx's own service may start nginx as soon as it is there
-        partial = nginx_paths.conf.with_name(".nginx.conf.tmp")
-        partial.write_text(render_main())
-        os.replace(partial, nginx_paths.conf)
+        atomic_write(nginx_paths.conf, render_main())
     except OSError as e:
         raise StartupError(
             f"{paths.nginx}: cannot write the orchestrator's nginx config: {e}"
@@ -135,6 +135,7 @@ def build_service(
     except OSError as e:
         raise StartupError(f"{staged}: cannot stage the nginx site files: {e}") from None
     nginx = StagedNginx(reactor, nginx_paths, "orchestrator", files_pool, render_main, staged)
+    nginx_directory = NginxConfigDirectory(reactor, staged, nginx, files_pool)
     nginx.setServiceParent(top)
     runtime = SiteRuntime(
         reactor,
@@ -145,7 +146,7 @@ def build_service(
                 builds_pool, section.build_timeout, section.build_memory_mb * 1024 * 1024
             ),
         ),
-        SiteNginxFiles(NginxConfigDirectory(reactor, staged, nginx, files_pool), nginx),
+        SiteNginxFiles(nginx_directory, nginx),
         files_pool,
         paths,
         listen=f"{section.host}:{section.nginx_port}",
@@ -195,6 +196,7 @@ def build_service(
         build_memory_mb=section.build_memory_mb,
         disk=disk,
         backups=backups,
+        metrics=OrchestratorMetrics(runtime, nginx_directory),
     )
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()

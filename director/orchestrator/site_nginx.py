@@ -27,8 +27,6 @@ file not written yet, or restored, is checked as it is, and is the same as what 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from director.common.atomic import atomic_write
 from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess
 from director.common.threads import Runner
 
@@ -61,9 +60,7 @@ def _write_check_config(
     path: Path, staged: Path, names: list[str], render: Callable[[list[Path]], str]
 ) -> None:
     present = [staged / name for name in names if (staged / name).exists()]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(present))
-    tmp.replace(path)
+    atomic_write(path, render(present))
 
 
 def _publish(staged: Path, live: Path, names: list[str]) -> None:
@@ -71,9 +68,7 @@ def _publish(staged: Path, live: Path, names: list[str]) -> None:
     for name in names:
         source = staged / name
         if source.exists():
-            tmp = live / f".{name}.tmp"
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, live / name)
+            atomic_write(live / name, source.read_bytes())
         else:
             try:
                 (live / name).unlink()

@@ -48,7 +48,7 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Site:
+class SiteSpec:
     """A site as the manager describes it to the orchestrator."""
 
     id: int
@@ -111,7 +111,7 @@ def parse_limits(data: object) -> Limits:
     )
 
 
-def parse_site(site_id: int, data: object) -> Site:
+def parse_site(site_id: int, data: object) -> SiteSpec:
     """Validate the manager's JSON description of site C{site_id}."""
     if not isinstance(data, dict):
         raise SiteError("body", "expected a JSON object")
@@ -142,7 +142,7 @@ def parse_site(site_id: int, data: object) -> Site:
     availability = data.get("availability", "enabled")
     if availability not in AVAILABILITY:
         raise SiteError("availability", f"expected one of {', '.join(AVAILABILITY)}")
-    image = data.get("image", Site.image)
+    image = data.get("image", SiteSpec.image)
     if not isinstance(image, str) or not IMAGE_NAME.fullmatch(image):
         raise SiteError("image", "expected a local image name like director/python:3")
     env = data.get("env", {})
@@ -164,7 +164,7 @@ def parse_site(site_id: int, data: object) -> Site:
         or not re.fullmatch(r"https?://[a-z0-9.-]{1,253}(:[0-9]{1,5})?", primary)
     ):
         raise SiteError("primary_url", "expected http(s)://host with no path")
-    return Site(
+    return SiteSpec(
         id=site_id,
         name=name,
         type=kind,
@@ -243,7 +243,7 @@ def gate_healthcheck(bound: float) -> dict[str, Any]:
     }
 
 
-def site_environment(site: Site, timezone: str) -> dict[str, str]:
+def site_environment(site: SiteSpec, timezone: str) -> dict[str, str]:
     """What a site's processes (service and terminals) see in their environment."""
     env = dict(site.env)
     env.update(
@@ -263,7 +263,7 @@ SITE_USER = "site"
 IDENTITY_FILES = ("passwd", "group")
 
 
-def identity_files(site: Site) -> dict[str, str]:
+def identity_files(site: SiteSpec) -> dict[str, str]:
     """
     /etc/passwd and /etc/group for a site's containers. The site's processes run as a uid
     the image knows nothing about, so without an entry shells print "I have no name!",
@@ -283,7 +283,7 @@ def identity_files(site: Site) -> dict[str, str]:
 
 
 def container_spec(
-    site: Site,
+    site: SiteSpec,
     site_dir: Path,
     timezone: str,
     command: list[str],
@@ -344,7 +344,7 @@ def spec_digest(template: dict[str, Any]) -> str:
 
 
 def service_spec(
-    site: Site,
+    site: SiteSpec,
     site_dir: Path,
     network: str,
     timezone: str,
@@ -369,7 +369,7 @@ def service_spec(
 
 
 def _service_spec(
-    site: Site, site_dir: Path, network: str, timezone: str, identity_dir: Path | None
+    site: SiteSpec, site_dir: Path, network: str, timezone: str, identity_dir: Path | None
 ) -> dict[str, Any]:
     limits = site.limits
     return {
@@ -397,7 +397,7 @@ def _service_spec(
 
 
 def terminal_container_spec(
-    site: Site, site_dir: Path, network: str, timezone: str, identity_dir: Path | None = None
+    site: SiteSpec, site_dir: Path, network: str, timezone: str, identity_dir: Path | None = None
 ) -> dict[str, Any]:
     """
     The plain container a site's terminals run in (for static and dynamic sites alike): the

@@ -12,11 +12,12 @@ from twisted.protocols.basic import FileSender
 from twisted.web.iweb import IRequest
 
 from director.common.guard import caller_of, render_error
+from director.common.metrics import CONTENT_TYPE
 from director.common.nginx import NginxError
 from director.common.restic import ResticError
 from director.common.threads import Runner
 from director.common.tokens import TokenVerifier
-from director.common.web import healthz, render_json
+from director.common.web import healthz, path_after, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
 from director.orchestrator.backups import BackupError, DatabaseTarget, SiteBackups, restore_path
 from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
@@ -25,6 +26,7 @@ from director.orchestrator.docker_gateway import BuildError, DockerError, ImageI
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.firewall import FirewallError
 from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest, build_failure
+from director.orchestrator.metrics import OrchestratorMetrics
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.runtime import NotReady, SiteRuntime, UnknownSite
 from director.orchestrator.sites import IMAGE_NAME, SiteError, parse_site
@@ -62,13 +64,8 @@ def _flag(request: Any, name: str) -> bool:
 
 def _file_path(request: Any, site_id: int) -> str:
     """The site-relative path after /v1/sites/<id>/files/, exactly as sent (percent-decoded)."""
-    prefix = f"/v1/sites/{site_id}/files".encode()
-    raw: bytes = request.path
-    rest = raw[len(prefix) :].lstrip(b"/") if raw.startswith(prefix) else b""
-    from urllib.parse import unquote_to_bytes
-
     try:
-        return unquote_to_bytes(rest).decode("utf-8")
+        return path_after(request, f"/v1/sites/{site_id}/files")
     except UnicodeDecodeError:
         raise BadRequest("bad_path", "paths must be UTF-8") from None
 
@@ -93,8 +90,10 @@ class OrchestratorAPI:
         build_memory_mb: int = 1024,
         disk: DiskUsage | None = None,
         backups: SiteBackups | None = None,
+        metrics: OrchestratorMetrics | None = None,
     ) -> None:
         self.runtime = runtime
+        self._metrics = metrics
         self._build_memory_mb = build_memory_mb
         self._disk = disk
         self._files = files
@@ -172,6 +171,15 @@ class OrchestratorAPI:
     @app.route("/v1/whoami", methods=["GET"])
     def whoami(self, request: IRequest) -> bytes:
         return render_json(request, {"component": "orchestrator", "caller": caller_of(request)})
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        """Prometheus metrics (for the manager, like every route here but /healthz)."""
+        if self._metrics is None:
+            return render_error(request, 503, "unavailable", "no metrics on this orchestrator")
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return self._metrics.render().encode("utf-8")
 
     @app.route("/ws/whoami")
     def ws_whoami(self, request: IRequest) -> Any:

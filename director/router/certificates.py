@@ -14,6 +14,7 @@ certificate instead of ordering its own (docs/router.md, "Several routers").
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,16 +27,16 @@ from twisted.logger import Logger
 
 from director.common.nginx import NginxError
 from director.common.threads import Runner
-from director.router.issuer import ACMEError, IACMEClient, IChallengeResponder, WebrootChallenges
-from director.router.layout import RouterLayout
-from director.router.renewal import RenewalPolicy
-from director.router.store import (
+from director.router.cert_store import (
     Bundle,
     CertificateStore,
     InstalledCertificates,
     StoreError,
     new_private_key_pem,
 )
+from director.router.issuer import ACMEError, IACMEClient, IChallengeResponder, WebrootChallenges
+from director.router.layout import RouterLayout
+from director.router.renewal import RenewalPolicy
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -148,6 +149,8 @@ class CertificateKeeper(Service):
         self.installed_files = InstalledCertificates(layout)
         self.responder = WebrootChallenges(layout.challenge_dir)
         self._status: dict[str, DomainStatus] = {}
+        #: failed orders by kind of error (not nginx refusing a certificate), for the metrics
+        self.acme_failures: Counter[str] = Counter()
         self._versions: dict[str, str] = {}
         self._timers: dict[str, IDelayedCall] = {}
         self._busy: set[str] = set()
@@ -326,6 +329,8 @@ class CertificateKeeper(Service):
         if self._status.get(status.domain) is not status:
             return
         status.attempts += 1
+        if kind != "nginx":
+            self.acme_failures[kind] += 1
         status.last_error = (kind, detail)
         status.state = "valid" if status.domain in self._versions else "failed"
         delay = self._policy.retry_delay(status.attempts)

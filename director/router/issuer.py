@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from zope.interface import Interface, implementer
 
-from director.router.store import write_atomically
+from director.common.atomic import atomic_write
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _KEY_AUTHORIZATION = re.compile(r"[A-Za-z0-9_.-]{1,512}")
@@ -74,7 +74,7 @@ class WebrootChallenges:
         # A token names a file: a hostile ACME server must not write outside the webroot.
         if not _TOKEN.fullmatch(token) or not _KEY_AUTHORIZATION.fullmatch(key_authorization):
             raise ACMEError("?", "malformed", f"refusing challenge token {token[:80]!r}")
-        write_atomically(self._dir / token, key_authorization.encode("ascii"), 0o644)
+        atomic_write(self._dir / token, key_authorization, 0o644)
 
     def withdraw(self, token: str) -> None:
         if _TOKEN.fullmatch(token):
@@ -96,7 +96,7 @@ def load_or_create_account_key(path: Path) -> jose.JWKEC:
             serialization.NoEncryption(),
         )
         tmp = path.with_name(f"{path.name}.new-{os.getpid()}-{threading.get_ident()}")
-        write_atomically(tmp, pem, 0o600)
+        atomic_write(tmp, pem, 0o600, durable=True)
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
+from director.common.atomic import atomic_write
 from director.common.errors import StartupError
 from director.common.nginx import NginxError, NginxPaths
 from director.common.threads import Runner
@@ -32,9 +33,8 @@ from director.router.domains import (
     parse_site_request,
     validate_site_name,
 )
+from director.router.front_nginx_config import FrontSettings, render_main, render_site, site_file
 from director.router.layout import RouterLayout
-from director.router.nginxconf import FrontSettings, render_main, render_site, site_file
-from director.router.store import write_atomically
 
 
 class ConfigApplier(Protocol):
@@ -192,7 +192,7 @@ class Router:
     async def _committed(self) -> None:
         """After nginx took a change: save the table; drop certificates of removed domains."""
         data = json.dumps(self._table.to_json(), indent=1).encode("utf-8")
-        await self._files.run(write_atomically, self.layout.site_table, data, 0o644)
+        await self._files.run(atomic_write, self.layout.site_table, data, 0o644, durable=True)
         if self._keeper is not None:
             removed = self._keeper.set_domains(self._owners())
             await self._keeper.forget(removed)
@@ -230,13 +230,13 @@ class Router:
             _warn_unless_world_readable(self.layout.challenge_dir, self.log)
         else:
             self.layout.challenge_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(paths.conf, render_main(self.settings, self.layout).encode(), 0o644)
+        atomic_write(paths.conf, render_main(self.settings, self.layout), 0o644)
         wanted = {site_file(name): self.render(e) for name, e in self._table.sites.items()}
         for path in paths.sites.glob("*.conf"):
             if path.name not in wanted:
                 path.unlink()
         for name, text in wanted.items():
-            write_atomically(paths.sites / name, text.encode("utf-8"), 0o644)
+            atomic_write(paths.sites / name, text, 0o644)
 
 
 def load_table(path: Path, sites_domain: str, default_size: str, log: Logger) -> SiteTable:

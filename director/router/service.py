@@ -21,9 +21,10 @@ from director.common.nginx import (
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.router.certificates import CertificateKeeper
+from director.router.front_nginx_config import FrontSettings
 from director.router.issuer import ACMEClient
 from director.router.layout import RouterLayout
-from director.router.nginxconf import FrontSettings
+from director.router.metrics import RouterMetrics
 from director.router.renewal import DAY, RenewalPolicy
 from director.router.routing import Router, load_table
 from director.router.web import RouterAPI
@@ -175,6 +176,10 @@ def build_service(reactor: Any, config: Config, clock: IReactorTime | None = Non
     if keeper is not None:
         keeper.setServiceParent(top)
     guarded_http_service(
-        reactor, config, "router", "API", RouterAPI(router).app.resource()
+        reactor,
+        config,
+        "router",
+        "API",
+        RouterAPI(router, RouterMetrics(router, directory)).app.resource(),
     ).setServiceParent(top)
     return top

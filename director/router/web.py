@@ -22,8 +22,10 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from director.common.guard import caller_of, render_error
+from director.common.metrics import CONTENT_TYPE
 from director.common.web import healthz, render_json
 from director.router.domains import RequestError
+from director.router.metrics import RouterMetrics
 from director.router.routing import Router
 
 MAX_BODY = 256 * 1024
@@ -32,8 +34,9 @@ MAX_BODY = 256 * 1024
 class RouterAPI:
     app = Klein()
 
-    def __init__(self, router: Router | None = None) -> None:
+    def __init__(self, router: Router | None = None, metrics: RouterMetrics | None = None) -> None:
         self._router = router
+        self._metrics = metrics
 
     def _require(self) -> Router:
         if self._router is None:
@@ -52,6 +55,15 @@ class RouterAPI:
     @app.route("/v1/whoami", methods=["GET"])
     def whoami(self, request: IRequest) -> bytes:
         return render_json(request, {"component": "router", "caller": caller_of(request)})
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        """Prometheus metrics (for the manager, like every route here but /healthz)."""
+        if self._metrics is None:
+            raise RequestError(503, "unavailable", "no metrics on this router")
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return self._metrics.render().encode("utf-8")
 
     @app.route("/v1/sites", methods=["GET"])
     def list_sites(self, request: IRequest) -> bytes:

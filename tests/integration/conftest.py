@@ -6,6 +6,7 @@ or a service that does not come up is a test *error*, never a skip.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,6 +79,25 @@ def postgres_server(services: Services) -> Iterator[PostgresServer]:
     server = start_service(services, PostgresServer(services.base_dir))
     yield server
     services.stop(server)
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """
+    A new, empty database on the session's PostgreSQL server for one test, dropped after it
+    (connections still open included): its SQLAlchemy URL.
+    """
+    name = f"director_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield (
+            f"postgresql+psycopg://{postgres_server.admin_user}:{postgres_server.admin_password}"
+            f"@{postgres_server.host}:{postgres_server.port}/{name}"
+        )
+    finally:
+        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -544,11 +544,10 @@ def test_account_page_lists_creates_and_revokes_tokens(manager: Manager) -> None
     assert manager.api("GET", "/api/v1/me", token=new_token).status == 200
 
 
-def test_accounts_on_postgresql(postgres_server: Any) -> None:
+def test_accounts_on_postgresql(postgres_database: str) -> None:
     """The migration and the account queries on the manager's other database, PostgreSQL."""
     from datetime import UTC, datetime, timedelta
 
-    import psycopg
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
@@ -556,14 +555,7 @@ def test_accounts_on_postgresql(postgres_server: Any) -> None:
     from director.manager.schema import metadata
     from director.manager.store import Store, make_engine, migrate
 
-    name = "accounts_" + secrets.token_hex(4)
-    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    url = (
-        f"postgresql+psycopg://postgres:{postgres_server.admin_password}"
-        f"@127.0.0.1:{postgres_server.port}/{name}"
-    )
-    engine = make_engine(url)
+    engine = make_engine(postgres_database)
     try:
         migrate(engine)
         with engine.connect() as conn:
@@ -592,8 +584,6 @@ def test_accounts_on_postgresql(postgres_server: Any) -> None:
         assert [t["expired"] for t in result(store.list_tokens(user.id))] == [False, True]
     finally:
         engine.dispose()
-        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f"DROP DATABASE {name}")
 
 
 def test_shell_failures_from_one_address_do_not_lock_the_user_out(manager: Manager) -> None:

@@ -5,14 +5,11 @@ every id already given (live sites and deleted ones), and ids are never given tw
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from alembic import command
 from alembic.config import Config
-from services import PostgresServer
 from sqlalchemy import text
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -23,14 +20,8 @@ from director.manager.models import DEFAULT_LIMITS
 from director.manager.store import Store, make_engine
 
 
-def test_site_ids_never_reused_on_postgresql(postgres_server: PostgresServer) -> None:
-    name = f"director_ids_{secrets.token_hex(4)}"
-    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(
-        f"postgresql+psycopg://{postgres_server.admin_user}:{postgres_server.admin_password}"
-        f"@{postgres_server.host}:{postgres_server.port}/{name}"
-    )
+def test_site_ids_never_reused_on_postgresql(postgres_database: str) -> None:
+    engine = make_engine(postgres_database)
     try:
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
@@ -85,22 +76,14 @@ def test_site_ids_never_reused_on_postgresql(postgres_server: PostgresServer) ->
         assert create("second") == 9
     finally:
         engine.dispose()
-        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def test_backup_runs_on_postgresql(postgres_server: PostgresServer) -> None:
+def test_backup_runs_on_postgresql(postgres_database: str) -> None:
     """The backups migration, and a scheduled run claimed once by two managers, on PostgreSQL."""
     from director.manager.backups import BackupRecords
     from director.manager.store import migrate
 
-    name = f"director_backups_{secrets.token_hex(4)}"
-    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(
-        f"postgresql+psycopg://{postgres_server.admin_user}:{postgres_server.admin_password}"
-        f"@{postgres_server.host}:{postgres_server.port}/{name}"
-    )
+    engine = make_engine(postgres_database)
     try:
         migrate(engine)
         records = BackupRecords(engine, InlineRunner())
@@ -122,5 +105,3 @@ def test_backup_runs_on_postgresql(postgres_server: PostgresServer) -> None:
         assert result(records.recent(kind="installation"))[0]["bytes"] == 3 * 1024**3
     finally:
         engine.dispose()
-        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -5,12 +5,8 @@ identities, each with its own connection pool) and a restarted one, on one fake 
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
-import pytest
 from twisted.internet.task import Clock
 
 from director.common.threads import InlineRunner
@@ -29,21 +25,6 @@ def result(d: Any) -> Any:
     if hasattr(out[0], "raiseException"):
         out[0].raiseException()
     return out[0]
-
-
-@pytest.fixture
-def database_url(postgres_server: Any) -> Iterator[str]:
-    name = "leases_" + secrets.token_hex(4)
-    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield (
-            f"postgresql+psycopg://postgres:{postgres_server.admin_password}"
-            f"@127.0.0.1:{postgres_server.port}/{name}"
-        )
-    finally:
-        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 class Manager:
@@ -73,7 +54,7 @@ def create_site(store: Store, name: str) -> int:
     return int(op.id)
 
 
-def test_two_managers_and_a_restart_on_postgresql(database_url: str) -> None:
+def test_two_managers_and_a_restart_on_postgresql(postgres_database: str) -> None:
     """
     A live manager's operation is never taken by another manager, however long its action
     runs (it renews its lease), while the other manager runs the rest of the work; the first
@@ -83,8 +64,8 @@ def test_two_managers_and_a_restart_on_postgresql(database_url: str) -> None:
     clock = Clock()
     clock.advance(1_800_000_000)
     hanging = HangingComponent("orchestrator")
-    a = Manager(database_url, clock, "manager-aaaaaaaaaaaa", hanging)
-    b = Manager(database_url, clock, "manager-bbbbbbbbbbbb")
+    a = Manager(postgres_database, clock, "manager-aaaaaaaaaaaa", hanging)
+    b = Manager(postgres_database, clock, "manager-bbbbbbbbbbbb")
     restarted: Manager | None = None
     try:
         migrate(a.db)
@@ -104,7 +85,7 @@ def test_two_managers_and_a_restart_on_postgresql(database_url: str) -> None:
         assert [c[:2] for c in b.router.calls] == [("PUT", "/v1/sites/other")]
         # A is killed (its call never answers) and started again a second later.
         clock.advance(1.0)
-        restarted = Manager(database_url, clock, "manager-aaaaaaaaaaaa")
+        restarted = Manager(postgres_database, clock, "manager-aaaaaaaaaaaa")
         b.engine.wake()  # B still may not take it: the lease has not run out
         assert result(b.store.get_operation(held)).status == "running"
         restarted.engine.wake()

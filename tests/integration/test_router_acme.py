@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from services import NginxServer, PebbleServer, Services
 
+from director.router.cert_store import new_private_key_pem
 from director.router.issuer import ACMEClient, ACMEError, WebrootChallenges
-from director.router.store import new_private_key_pem
 from tests.unit.test_router_acme import ACMEClientContract, RecordingResponder
 
 

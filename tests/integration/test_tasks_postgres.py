@@ -6,11 +6,8 @@ recorded as skipped (the partial unique index), and only the last runs are kept.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
-import psycopg
-from services import PostgresServer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -45,14 +42,8 @@ class Hanging(FakeComponent):
         return await d
 
 
-def test_several_managers_on_postgresql(postgres_server: PostgresServer) -> None:
-    name = f"director_tasks_{secrets.token_hex(4)}"
-    with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(
-        f"postgresql+psycopg://{postgres_server.admin_user}:{postgres_server.admin_password}"
-        f"@{postgres_server.host}:{postgres_server.port}/{name}"
-    )
+def test_several_managers_on_postgresql(postgres_database: str) -> None:
+    engine = make_engine(postgres_database)
     try:
         migrate(engine)
         store = Store(engine, InlineRunner())
@@ -119,5 +110,3 @@ def test_several_managers_on_postgresql(postgres_server: PostgresServer) -> None
         assert runs[-1].output == "ok\n"
     finally:
         engine.dispose()
-        with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

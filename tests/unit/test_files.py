@@ -32,9 +32,9 @@ from director.orchestrator.files import (
     IsADirectory,
     IsASymlink,
     LimitExceeded,
+    NoSuchFile,
     NotADirectory,
     NotARegularFile,
-    NotFound,
     SiteFiles,
     TooLarge,
     parse_mode,
@@ -229,7 +229,7 @@ class ListAndStatTests(FilesTestCase):
     def test_list_errors(self) -> None:
         self.box.put("public/f")
         self.box.link("public/l", "../private")
-        self.assertFileError(NotFound, self.files.list_dir, "public/missing")
+        self.assertFileError(NoSuchFile, self.files.list_dir, "public/missing")
         self.assertFileError(NotADirectory, self.files.list_dir, "public/f")
         self.assertFileError(IsASymlink, self.files.list_dir, "public/l")
 
@@ -241,13 +241,13 @@ class ListAndStatTests(FilesTestCase):
         self.assertEqual((link.name, link.type, link.target), ("l", "link", "f"))
         self.assertEqual(self.files.stat("").type, "dir")
         self.assertEqual(self.files.stat("public/").type, "dir")
-        error = self.assertFileError(NotFound, self.files.stat, "public/nope")
+        error = self.assertFileError(NoSuchFile, self.files.stat, "public/nope")
         self.assertEqual(error.message, "public/nope: no such file or directory")
         self.assertEqual((error.code, error.status), ("not_found", 404))
 
     def test_missing_parent(self) -> None:
         """The message names the first component that is missing."""
-        error = self.assertFileError(NotFound, self.files.stat, "public/a/b/c")
+        error = self.assertFileError(NoSuchFile, self.files.stat, "public/a/b/c")
         self.assertEqual(error.message, "public/a: no such file or directory")
 
     def test_special_bits_shown(self) -> None:
@@ -270,7 +270,7 @@ class ReadTests(FilesTestCase):
             self.assertEqual(stream.read(), b"x" * 100_000)
 
     def test_errors(self) -> None:
-        self.assertFileError(NotFound, self.files.read, "public/missing")
+        self.assertFileError(NoSuchFile, self.files.read, "public/missing")
         error = self.assertFileError(IsADirectory, self.files.read, "public")
         self.assertEqual((error.code, error.status), ("is_a_directory", 400))
         self.assertFileError(IsADirectory, self.files.read, "")
@@ -380,7 +380,7 @@ class WriteTests(FilesTestCase):
         self.box.put("public/file")
         self.assertFileError(IsADirectory, self.files.write, "public", b"x")
         self.assertFileError(IsADirectory, self.files.write, "", b"x")
-        self.assertFileError(NotFound, self.files.write, "public/no/such", b"x")
+        self.assertFileError(NoSuchFile, self.files.write, "public/no/such", b"x")
         self.assertFileError(NotADirectory, self.files.write, "public/file/x", b"x")
         self.assertFileError(BadMode, self.files.write, "public/m", b"x", "4755")
         self.assertFalse(os.path.lexists(self.box.path("public/m")))
@@ -448,7 +448,7 @@ class MkdirTests(FilesTestCase):
         self.assertFileError(AlreadyExists, self.files.mkdir, "public")
         self.assertFileError(AlreadyExists, self.files.mkdir, "public/f")
         self.assertFileError(AlreadyExists, self.files.mkdir, "")
-        error = self.assertFileError(NotFound, self.files.mkdir, "public/a/b")
+        error = self.assertFileError(NoSuchFile, self.files.mkdir, "public/a/b")
         self.assertEqual(error.message, "public/a: no such file or directory")
         self.assertFileError(NotADirectory, self.files.mkdir, "public/f/x")
         self.assertFileError(BadMode, self.files.mkdir, "public/x", "1777")
@@ -505,13 +505,13 @@ class MoveTests(FilesTestCase):
 
     def test_errors(self) -> None:
         self.files.mkdir("public/d")
-        self.assertFileError(NotFound, self.files.move, "public/nope", "public/x")
+        self.assertFileError(NoSuchFile, self.files.move, "public/nope", "public/x")
         self.assertFileError(BadPath, self.files.move, "", "x")
         self.assertFileError(BadPath, self.files.move, ".", "x")
         error = self.assertFileError(BadPath, self.files.move, "public", "public/d/public")
         self.assertIn("into itself", error.message)
         self.assertFileError(BadPath, self.files.move, "public/d", "public/d/x")
-        self.assertFileError(NotFound, self.files.move, "public/d", "nope/d")
+        self.assertFileError(NoSuchFile, self.files.move, "public/d", "nope/d")
         self.assertFileError(BadPath, self.files.move, "public/d", "../d")
 
 
@@ -578,8 +578,8 @@ class DeleteTests(FilesTestCase):
         self.assertEqual(sorted(os.listdir(self.box.site)), [".home", "private", "public"])
 
     def test_errors(self) -> None:
-        self.assertFileError(NotFound, self.files.delete, "public/nope")
-        self.assertFileError(NotFound, self.files.delete, "public/nope", True)
+        self.assertFileError(NoSuchFile, self.files.delete, "public/nope")
+        self.assertFileError(NoSuchFile, self.files.delete, "public/nope", True)
         self.assertFileError(BadPath, self.files.delete, "")
         self.assertFileError(BadPath, self.files.delete, ".", True)
         self.assertFileError(BadPath, self.files.delete, "/", True)
@@ -608,7 +608,7 @@ class ChmodTests(FilesTestCase):
         self.assertFileError(BadMode, self.files.chmod, "public/f", "4755")
         self.assertFileError(BadMode, self.files.chmod, "public/f", "u+x")
         self.assertEqual(self.files.stat("public/f").mode, "644")
-        self.assertFileError(NotFound, self.files.chmod, "public/nope", "644")
+        self.assertFileError(NoSuchFile, self.files.chmod, "public/nope", "644")
         self.assertFileError(BadPath, self.files.chmod, "", "777")
 
     def test_link_refused(self) -> None:
@@ -715,7 +715,7 @@ class ZipTests(FilesTestCase):
 
     def test_errors(self) -> None:
         self.box.put("public/f")
-        self.assertFileError(NotFound, self.files.zip_dir, "public/nope", io.BytesIO())
+        self.assertFileError(NoSuchFile, self.files.zip_dir, "public/nope", io.BytesIO())
         self.assertFileError(NotADirectory, self.files.zip_dir, "public/f", io.BytesIO())
         self.box.link("public/l", self.box.etc)
         self.assertFileError(IsASymlink, self.files.zip_dir, "public/l", io.BytesIO())
@@ -753,7 +753,7 @@ class LayoutTests(FilesTestCase):
 
     def test_missing_site_directory(self) -> None:
         files = SiteFiles(Path(self.box.base) / "nope")
-        self.assertFileError(NotFound, files.list_dir, "")
+        self.assertFileError(NoSuchFile, files.list_dir, "")
 
 
 class SymlinkAttackTests(FilesTestCase):

@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from director.router.cert_store import Bundle, new_private_key_pem
 from director.router.issuer import ACMEError, IACMEClient, IChallengeResponder, WebrootChallenges
-from director.router.store import Bundle, new_private_key_pem
 from director.router.testing import FakeACMEClient, webroot_fetcher
 
 _names = itertools.count()

@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from director.common.nginx import NginxError
 from director.common.threads import InlineRunner
 from director.router.certificates import CertificateKeeper
+from director.router.front_nginx_config import FrontSettings
 from director.router.layout import RouterLayout
-from director.router.nginxconf import FrontSettings
 from director.router.renewal import RenewalPolicy
 from director.router.routing import Router
 from director.router.testing import FakeACMEClient, FakeConfigDirectory, webroot_fetcher

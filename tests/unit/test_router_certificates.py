@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.threads import InlineRunner
 from director.router.certificates import CertificateKeeper
+from director.router.front_nginx_config import FrontSettings, site_file
 from director.router.layout import RouterLayout
-from director.router.nginxconf import FrontSettings, site_file
 from director.router.renewal import DAY, RenewalPolicy
 from director.router.routing import Router, load_table
 from director.router.testing import FakeACMEClient, FakeConfigDirectory, ManualRunner

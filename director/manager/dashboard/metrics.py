@@ -1,5 +1,5 @@
 """
-Prometheus metrics for operators, in the text exposition format. Database counts are cached
+Prometheus metrics for operators (written with C{prometheus_client}). Database counts are cached
 for a few seconds, so a scrape every second costs at most one grouped query per cache period,
 whatever the number of sites; request counts and open websockets are in-memory counters.
 """
@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from director.common.metrics import exposition
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.models import AVAILABILITY, SITE_TYPES
 
@@ -53,70 +55,56 @@ class Metrics:
 
     async def render(self) -> str:
         counts = await self._counts()
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-
-        family("director_sites", "gauge", "Sites by type and availability.")
+        sites = GaugeMetricFamily(
+            "director_sites", "Sites by type and availability.", labels=["type", "availability"]
+        )
         for kind in SITE_TYPES:
             for availability in AVAILABILITY:
-                value = counts["sites"].get((kind, availability), 0)
-                lines.append(
-                    f'director_sites{{type="{kind}",availability="{availability}"}} {value}'
-                )
-        family("director_operations", "gauge", "Operations in the database by status.")
+                sites.add_metric([kind, availability], counts["sites"].get((kind, availability), 0))
+        operations = GaugeMetricFamily(
+            "director_operations", "Operations in the database by status.", labels=["status"]
+        )
         for status in OPERATION_STATUSES:
-            lines.append(
-                f'director_operations{{status="{status}"}} {counts["operations"].get(status, 0)}'
-            )
-        family("director_users", "gauge", "Active users by role.")
+            operations.add_metric([status], counts["operations"].get(status, 0))
+        users = GaugeMetricFamily("director_users", "Active users by role.", labels=["role"])
         for role, value in sorted(counts["users"].items()):
-            lines.append(f'director_users{{role="{_label(role)}"}} {value}')
-        family("director_websockets_open", "gauge", "Open browser websockets by kind.")
+            users.add_metric([role], value)
+        websockets = GaugeMetricFamily(
+            "director_websockets_open", "Open browser websockets by kind.", labels=["kind"]
+        )
         for kind, value in sorted(self.websockets().items()):
-            lines.append(f'director_websockets_open{{kind="{_label(kind)}"}} {value}')
-        family(
-            "director_http_requests_total",
-            "counter",
+            websockets.add_metric([kind], value)
+        requests = CounterMetricFamily(
+            "director_http_requests",
             "HTTP requests to the manager by area and status class.",
+            labels=["area", "code"],
         )
         for (area, status), value in sorted(self.requests.items()):
-            lines.append(
-                f'director_http_requests_total{{area="{_label(area)}",code="{status}"}} {value}'
-            )
+            requests.add_metric([area, status], value)
+        families: list[Metric] = [sites, operations, users, websockets, requests]
         if self._backups is not None:
             backups = await self._backups()
             last = backups["last_success_at"]
-            family(
-                "director_backup_last_success_age_seconds",
-                "gauge",
-                "Seconds since the last backup of everything that succeeded (-1: none yet).",
-            )
             age = (datetime.now(UTC) - last).total_seconds() if last is not None else -1
-            lines.append(f"director_backup_last_success_age_seconds {age:.0f}")
-            family(
-                "director_backup_last_success_duration_seconds",
-                "gauge",
-                "How long the last successful backup of everything took (-1: none yet).",
-            )
             duration = backups["last_success_duration"]
-            lines.append(
-                "director_backup_last_success_duration_seconds "
-                f"{duration if duration is not None else -1:.1f}"
-            )
-            family(
-                "director_backup_failing",
-                "gauge",
-                "Sites (and the manager) whose latest backup failed.",
-            )
-            lines.append(f"director_backup_failing {backups['failing']}")
-        return "\n".join(lines) + "\n"
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+            families += [
+                GaugeMetricFamily(
+                    "director_backup_last_success_age_seconds",
+                    "Seconds since the last backup of everything that succeeded (-1: none yet).",
+                    value=round(age),
+                ),
+                GaugeMetricFamily(
+                    "director_backup_last_success_duration_seconds",
+                    "How long the last successful backup of everything took (-1: none yet).",
+                    value=round(duration, 1) if duration is not None else -1,
+                ),
+                GaugeMetricFamily(
+                    "director_backup_failing",
+                    "Sites (and the manager) whose latest backup failed.",
+                    value=backups["failing"],
+                ),
+            ]
+        return exposition(families)
 
 
 @implementer(IResource)

@@ -7,14 +7,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.config import parse_config
 from director.router.domains import SiteEntry
-from director.router.layout import RouterLayout
-from director.router.nginxconf import (
+from director.router.front_nginx_config import (
     FrontSettings,
     listen_addresses,
     render_main,
     render_site,
     site_file,
 )
+from director.router.layout import RouterLayout
 
 LAYOUT = RouterLayout(Path("/srv/var/router"), Path("/srv/shared"))
 SETTINGS = FrontSettings(

@@ -3,9 +3,8 @@ The front nginx's configuration, rendered from the templates in nginx/ (no I/O b
 reading the templates).
 
 Values are validated before they get here (L{director.router.domains}); rendering checks
-again: a template expression may only print an integer, a quoted string (the C{q} filter,
-which refuses quotes, C{$}, C{;}, braces and whitespace) or a bare token made of characters
-that cannot end a directive or open a block. Anything else raises instead of rendering.
+again (L{director.common.nginx_templates}): anything but an integer, a quoted string or a
+plain token raises instead of rendering.
 """
 
 from __future__ import annotations
@@ -14,51 +13,13 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
 from director.common.config import Config
-from director.common.nginx import NginxPaths, nginx_string
+from director.common.nginx import NginxPaths
+from director.common.nginx_templates import NGINX_TEMPLATES
 from director.router.domains import SiteEntry
 from director.router.layout import RouterLayout
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "nginx"
-_TOKEN = re.compile(r"[A-Za-z0-9._:*\[\]-]*")
-
-
-class _Quoted(str):
-    """Output of the C{q} filter: already a safe, double-quoted nginx string."""
-
-
-def _quote(value: object) -> _Quoted:
-    return _Quoted(nginx_string(str(value)))
-
-
-def _finalize(value: object) -> object:
-    if isinstance(value, _Quoted) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, str) and _TOKEN.fullmatch(value):
-        return value
-    raise ValueError(f"refusing to put {value!r} into the router's nginx configuration")
-
-
-def _environment() -> Environment:
-    # Not HTML, so no autoescape: values are validated, and checked again by _finalize.
-    env = Environment(  # noqa: S701
-        loader=FileSystemLoader(str(TEMPLATES)),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        finalize=_finalize,
-    )
-    env.filters["q"] = _quote
-    return env
-
-
-_ENV = _environment()
 
 
 @dataclass(frozen=True)
@@ -123,7 +84,7 @@ def _common(settings: FrontSettings, layout: RouterLayout) -> dict[str, Any]:
 def render_main(settings: FrontSettings, layout: RouterLayout) -> str:
     """nginx.conf: global settings, the upstreams, the default and fallback servers."""
     paths = NginxPaths(layout.nginx_prefix)
-    return _ENV.get_template("router.conf.j2").render(
+    return NGINX_TEMPLATES.get_template("router.conf.j2").render(
         **_common(settings, layout),
         workers=settings.workers,
         pid=str(paths.pid),
@@ -153,7 +114,7 @@ def render_site(
     """
     secured_domains = [d for d in entry.domains if d in secured]
     primary = entry.domains[0] if entry.domains else None
-    return _ENV.get_template("router-site.conf.j2").render(
+    return NGINX_TEMPLATES.get_template("router-site.conf.j2").render(
         **_common(settings, layout),
         name=entry.name,
         canonical_host=entry.host(settings.sites_domain),

@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from director.common.atomic import atomic_write
 from director.router.layout import RouterLayout, file_stem
 
 _INSTALLED = re.compile(r"([0-9a-f]{16})\.(crt|key)")
@@ -90,19 +90,6 @@ def new_private_key_pem() -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write C{data} to C{path} via a temporary file and a rename, created with C{mode}."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class Lease:
@@ -170,7 +157,7 @@ class CertificateStore:
             "key_pem": bundle.key_pem.decode("ascii"),
             "fullchain_pem": bundle.fullchain_pem.decode("ascii"),
         }
-        write_atomically(self._layout.bundle(bundle.domain), json.dumps(data).encode(), 0o600)
+        atomic_write(self._layout.bundle(bundle.domain), json.dumps(data), 0o600, durable=True)
 
     def delete(self, domain: str) -> None:
         # The lock file stays: another router may hold a lease on it right now, and a new
@@ -207,8 +194,8 @@ class InstalledCertificates:
         cert = self._layout.installed_cert(bundle.domain, version)
         key = self._layout.installed_key(bundle.domain, version)
         if not (cert.exists() and key.exists()):
-            write_atomically(key, bundle.key_pem, 0o600)
-            write_atomically(cert, bundle.fullchain_pem, 0o644)
+            atomic_write(key, bundle.key_pem, 0o600, durable=True)
+            atomic_write(cert, bundle.fullchain_pem, 0o644, durable=True)
         return version
 
     def remove(self, domain: str, keep: str | None = None) -> None:
