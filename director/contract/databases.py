@@ -76,7 +76,8 @@ class DatabaseHost:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> DatabaseHost:
         """A host from a stored row (which may hold more columns), unchecked."""
-        return cls(**{k: record.get(k) for k in DATABASE_HOST_FIELDS})
+        values: dict[str, Any] = {k: record.get(k) for k in DATABASE_HOST_FIELDS}
+        return cls(**values)
 
     @classmethod
     def from_json(cls, data: object, sockets: bool = True) -> DatabaseHost:
@@ -85,7 +86,9 @@ class DatabaseHost:
         network address.
         """
         if not isinstance(data, Mapping):
-            raise ValidationError("host", "expected an object of " + ", ".join(DATABASE_HOST_FIELDS))
+            raise ValidationError(
+                "host", "expected an object of " + ", ".join(DATABASE_HOST_FIELDS)
+            )
         unknown = sorted(set(data) - set(DATABASE_HOST_FIELDS))
         if unknown:
             raise ValidationError(str(unknown[0]), "unknown field")

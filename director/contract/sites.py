@@ -17,7 +17,8 @@ from director.contract.domains import normalize_domain
 from director.contract.errors import ValidationError
 
 #: A site name is one DNS label of 2-32 characters, so <name>.<sites_domain> is a host name.
-SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])$")
+SITE_NAME_PATTERN = r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])"
+SITE_NAME = re.compile(f"^{SITE_NAME_PATTERN}$")
 SITE_NAME_RULE = "2-32 characters of a-z, 0-9 and -, not starting or ending with -"
 MAX_SITE_NAME_LENGTH = 32
 SITE_TYPES = ("static", "dynamic")
@@ -196,7 +197,7 @@ class SiteSpec:
     availability: str = "enabled"
     image: str = DEFAULT_IMAGE
     env: Mapping[str, str] = field(default_factory=dict)
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     #: Redirects to a custom domain are the router's; the orchestrator serves them too.
     custom_domains: tuple[str, ...] = ()
 

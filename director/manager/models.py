@@ -9,9 +9,9 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from director.contract.databases import SiteDatabase
+from director.contract.databases import DatabaseKind, SiteDatabase
 from director.contract.errors import ValidationError as ValidationError
 from director.contract.sites import AVAILABILITY as AVAILABILITY
 from director.contract.sites import MAX_DISK_QUOTA_MB as MAX_DISK_QUOTA_MB
@@ -153,7 +153,8 @@ class Database:
 
     def site_database(self) -> SiteDatabase:
         """The contract's form, which has the one URL and environment of a site's database."""
-        return SiteDatabase(self.kind, self.name, self.username, self.password, self.host, self.port)
+        kind = cast(DatabaseKind, self.kind)
+        return SiteDatabase(kind, self.name, self.username, self.password, self.host, self.port)
 
     def url(self) -> str:
         return self.site_database().url

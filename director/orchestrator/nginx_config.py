@@ -13,6 +13,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from director.common.nginx import nginx_string
+from director.contract.sites import SITE_NAME_PATTERN
 from director.orchestrator.sites import SITE_PORT, Site
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "nginx"
@@ -76,7 +77,7 @@ def main_config(
     check before a reload, only C{site_files}.
     """
     static_name = (
-        r"~^(?<director_site>[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)\."
+        f"~^(?<director_site>{SITE_NAME_PATTERN})\\."
         + re.escape(sites_domain).replace("\\-", "-")
         + "$"
     )
