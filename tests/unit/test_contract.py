@@ -417,7 +417,7 @@ class OneCopyTests(SynchronousTestCase):
         for pattern in patterns:
             files = sorted(
                 str(path.relative_to(root))
-                for path in root.rglob("*.py")
+                for path in [*root.rglob("*.py"), *root.rglob("*.html"), *root.rglob("*.j2")]
                 if re.search(pattern, path.read_text(encoding="utf-8"))
             )
             self.assertTrue(files, pattern)
