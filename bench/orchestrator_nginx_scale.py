@@ -48,7 +48,7 @@ from director.orchestrator.nginx_config import (  # noqa: E402
     site_file_name,
 )
 from director.orchestrator.site_nginx import SiteNginxFiles, StagedNginx, sync_staging  # noqa: E402
-from director.orchestrator.sites import Limits, SiteSpec  # noqa: E402
+from director.orchestrator.sites import HostedSite, Limits  # noqa: E402
 
 DOMAIN = "sites.bench"
 
@@ -71,8 +71,8 @@ async def until_served(reactor: Any, port: int, host: str, body: bytes, started:
         await deferLater(reactor, 0.005, lambda: None)
 
 
-def site(site_id: int) -> SiteSpec:
-    return SiteSpec(
+def site(site_id: int) -> HostedSite:
+    return HostedSite(
         id=site_id,
         name=f"s{site_id}",
         type="static",

@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from director.common.errors import StartupError
+from director.contract.domains import LABEL
+from director.contract.sites import is_site_name
 
 COMPONENTS = ("manager", "orchestrator", "router", "shell")
 
@@ -51,7 +53,7 @@ def _url(key: str, value: object) -> None:
 
 
 def _domain(key: str, value: object) -> None:
-    label = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    label = LABEL.pattern
     if not isinstance(value, str) or not re.fullmatch(rf"{label}(\.{label})*", value):
         raise ConfigError(f"{key}: expected a lower-case DNS name like 'sites.example.org'")
 
@@ -204,7 +206,7 @@ def _regex(key: str, value: object) -> None:
 def _site_names(key: str, value: object) -> None:
     names = re.split(r"[,\s]+", value) if isinstance(value, str) else ["?"]
     for name in filter(None, names):
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,61}[a-z0-9]?", name):
+        if not is_site_name(name):
             raise ConfigError(f"{key}: {name!r} is not a site name")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +28,8 @@ from director.common.client import (
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.web import path_after, render_json
+from director.contract.databases import DATABASE_HOST_FIELDS, DatabaseHost, DatabaseSpec
+from director.contract.domains import is_within, normalize_domain
 from director.manager import models, notices, schedules
 from director.manager.backups import SNAPSHOT_ID, BackupScheduler, restore_choice, run_view
 from director.manager.creation import unfinished_creation
@@ -57,11 +58,6 @@ MAX_JSON = 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024
 SESSION_COOKIE = b"director_session"
 FALLBACK_IMAGE = "director/python:3"
-# A database server's address: a host name (labels of letters, digits and -) or an IP address.
-HOST = re.compile(
-    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+|[0-9a-fA-F:.]{2,45}"
-)
-DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
 class APIError(Exception):
@@ -813,17 +809,12 @@ class ManagerAPI:
         domain = body.get("domain")
         if not isinstance(domain, str):
             raise ValidationError("domain", "a domain name like www.example.org")
-        try:
-            domain = domain.strip().lower().encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValidationError("domain", "not a valid domain name") from None
-        if not DOMAIN.fullmatch(domain):
-            raise ValidationError("domain", "not a valid domain name")
-        if domain == self.sites_domain or domain.endswith("." + self.sites_domain):
+        domain = normalize_domain(domain.strip())
+        if is_within(domain, self.sites_domain):
             raise Conflict(
                 "domain_reserved", f"{self.sites_domain} names are sites' own, not custom domains"
             )
-        if any(domain == h or domain.endswith("." + h) for h in self.reserved_hosts):
+        if any(is_within(domain, h) for h in self.reserved_hosts):
             raise Conflict(
                 "domain_reserved",
                 f"{domain} is Director's own dashboard address; it cannot be a site's domain",
@@ -1653,51 +1644,19 @@ class ManagerAPI:
     async def put_database_host(self, request: IRequest) -> bytes:
         user = await self.user(request)
         self.require_admin(user)
-        body = read_object(
-            request,
-            {
-                "kind",
-                "admin_host",
-                "admin_port",
-                "admin_user",
-                "admin_password",
-                "container_host",
-                "container_port",
-            },
+        host = DatabaseHost.from_json(
+            read_object(request, set(DATABASE_HOST_FIELDS)), sockets=False
         )
-        kind = models.validate_choice("kind", body.get("kind"), ("postgres", "mysql"))
-        for key in ("admin_user", "admin_password"):
-            value = body.get(key)
-            if not isinstance(value, str) or not value or len(value) > 253:
-                raise ValidationError(key, "required: text of 1 to 253 characters")
-        if not isinstance(body.get("admin_host"), str) or not HOST.fullmatch(body["admin_host"]):
-            raise ValidationError("admin_host", "required: a host name or an IP address")
-        container_host = body.get("container_host")
-        if container_host is not None and (
-            not isinstance(container_host, str) or not HOST.fullmatch(container_host)
-        ):
-            raise ValidationError("container_host", "a host name or an IP address, or null")
-        ports: dict[str, int | None] = {}
-        for key in ("admin_port", "container_port"):
-            if body.get(key) is None and key == "container_port":
-                ports[key] = None
-                continue
-            value = _whole(body.get(key))
-            if value is None or not 1 <= value <= 65535:
-                raise ValidationError(key, "a port number from 1 to 65535")
-            ports[key] = value
-        admin_port = ports["admin_port"]
-        assert admin_port is not None
         host_id = await self.store.put_database_host(
-            kind,
-            body["admin_host"],
-            admin_port,
-            body["admin_user"],
-            body["admin_password"],
-            container_host,
-            ports["container_port"],
+            host.kind,
+            host.admin_host,
+            host.admin_port,
+            host.admin_user,
+            host.admin_password,
+            host.container_host,
+            host.container_port,
         )
-        await self.store.audit(user, "put_database_host", f"{kind}:{body['admin_host']}", {})
+        await self.store.audit(user, "put_database_host", f"{host.kind}:{host.admin_host}", {})
         return render_json(request, {"id": host_id})
 
     @app.route("/api/v1/audit", methods=["GET"])
@@ -1862,20 +1821,9 @@ def parse_public_key(line: object) -> tuple[str, str, str]:
 
 
 def _query_body(db: Any, host: dict[str, Any], sql: str) -> dict[str, Any]:
-    keys = (
-        "kind",
-        "admin_host",
-        "admin_port",
-        "admin_user",
-        "admin_password",
-        "container_host",
-        "container_port",
-    )
+    spec = DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password)
     return {
-        "host": {k: host[k] for k in keys},
-        "name": db.name,
-        "username": db.username,
-        "password": db.password,
+        **spec.to_json(),
         "sql": sql,
         "timeout": 10,
         "max_rows": 1000,

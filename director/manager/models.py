@@ -9,13 +9,21 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
+
+from director.contract.databases import DatabaseKind, SiteDatabase
+from director.contract.errors import ValidationError as ValidationError
+from director.contract.sites import AVAILABILITY as AVAILABILITY
+from director.contract.sites import MAX_DISK_QUOTA_MB as MAX_DISK_QUOTA_MB
+from director.contract.sites import SITE_NAME as SITE_NAME
+from director.contract.sites import SITE_TYPES as SITE_TYPES
+from director.contract.sites import Limits, RouteSpec, SiteSpec
+from director.contract.sites import validate_choice as validate_choice
+from director.contract.sites import validate_site_name as contract_site_name
+from director.contract.sites import whole_number as whole_number
 
 ROLES = ("student", "teacher", "admin")
-SITE_TYPES = ("static", "dynamic")
 PURPOSES = ("personal", "project", "activity", "other")
-AVAILABILITY = ("enabled", "not-served", "disabled")
-SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])$")
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,62}$")
 # Names that would be confusing or collide with infrastructure hosts.
@@ -31,33 +39,13 @@ RESERVED_SITE_NAMES = frozenset(
 # The operation parameters a member may see (what they asked for), in operation JSON.
 PUBLIC_PARAMS = frozenset({"image", "packages", "old_name"})
 
-DEFAULT_LIMITS: dict[str, Any] = {
-    "cpus": 0.6,
-    "memory_mb": 100,
-    "pids": 256,
-    "client_max_body_size": "1m",
-    # MB; None: the orchestrator's default quota (orchestrator.disk_quota_mb)
-    "disk_quota_mb": None,
-}
-MAX_DISK_QUOTA_MB = 10_000_000
-
-
-class ValidationError(ValueError):
-    """Bad input from a client; names the field and says what is expected."""
-
-    def __init__(self, field_name: str, message: str, code: str = "invalid") -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = f"{field_name}: {message}"
-        self.code = code
+# disk_quota_mb None: the orchestrator's default quota (orchestrator.disk_quota_mb)
+DEFAULT_LIMITS: dict[str, Any] = Limits().to_json()
 
 
 def validate_site_name(name: object) -> str:
-    if not isinstance(name, str) or not SITE_NAME.fullmatch(name):
-        raise ValidationError(
-            "name",
-            "2-32 characters of a-z, 0-9 and -, not starting or ending with -",
-        )
+    """A site name (the contract's rule) that is not one of the built-in reserved names."""
+    name = contract_site_name(name)
     if name in RESERVED_SITE_NAMES:
         raise ValidationError("name", f"{name!r} is reserved; choose another name")
     return name
@@ -96,13 +84,6 @@ def validate_username(name: object) -> str:
     return name
 
 
-def validate_choice(field_name: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValidationError(field_name, f"expected one of {', '.join(choices)}")
-    assert isinstance(value, str)
-    return value
-
-
 def validate_description(value: object) -> str:
     if not isinstance(value, str) or len(value) > 2000 or "\x00" in value:
         raise ValidationError("description", "text of at most 2000 characters")
@@ -118,47 +99,9 @@ def validate_packages(value: object) -> list[str]:
     return sorted(set(value))
 
 
-def whole_number(value: object) -> int | None:
-    """C{value} as an int if it is a JSON integer (420 or 420.0, as JSON Schema counts)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    return int(value)
-
-
 def validate_limits(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValidationError(
-            "limits", "an object of cpus, memory_mb, pids, client_max_body_size, disk_quota_mb"
-        )
-    limits = dict(DEFAULT_LIMITS)
-    ranges = {"cpus": (0.05, 16.0), "memory_mb": (32, 16384), "pids": (32, 8192)}
-    for key, item in value.items():
-        if key in ranges:
-            low, high = ranges[key]
-            if (
-                not isinstance(item, int | float)
-                or isinstance(item, bool)
-                or not (low <= item <= high)
-            ):
-                raise ValidationError(f"limits.{key}", f"a number from {low} to {high}")
-            limits[key] = int(item) if key != "cpus" else float(item)
-        elif key == "client_max_body_size":
-            if not isinstance(item, str) or not re.fullmatch(r"[0-9]{1,4}[km]?", item):
-                raise ValidationError(f"limits.{key}", "a size like 1m or 512k")
-            limits[key] = item
-        elif key == "disk_quota_mb":
-            whole = whole_number(item)
-            if item is not None and (whole is None or not 1 <= whole <= MAX_DISK_QUOTA_MB):
-                raise ValidationError(
-                    f"limits.{key}",
-                    f"a whole number of MB from 1 to {MAX_DISK_QUOTA_MB}, or null for the default",
-                )
-            limits[key] = whole
-        else:
-            raise ValidationError(f"limits.{key}", "unknown limit")
-    return limits
+    """The limits of C{value} (the contract's rule) as stored: the defaults for the rest."""
+    return Limits.from_json(value).to_json()
 
 
 @dataclass(frozen=True)
@@ -208,12 +151,13 @@ class Database:
     port: int
     host_id: int
 
-    def url(self) -> str:
-        from urllib.parse import quote
+    def site_database(self) -> SiteDatabase:
+        """The contract's form, which has the one URL and environment of a site's database."""
+        kind = cast(DatabaseKind, self.kind)
+        return SiteDatabase(kind, self.name, self.username, self.password, self.host, self.port)
 
-        scheme = "postgresql" if self.kind == "postgres" else "mysql"
-        user, password = quote(self.username, safe=""), quote(self.password, safe="")
-        return f"{scheme}://{user}:{password}@{self.host}:{self.port}/{self.name}"
+    def url(self) -> str:
+        return self.site_database().url
 
     def to_json(self, show_password: bool = False) -> dict[str, Any]:
         return {
@@ -265,34 +209,30 @@ class Site:
     def running_image(self) -> str:
         return self.image_tag or self.image
 
-    def orchestrator_spec(self) -> dict[str, Any]:
+    def site_spec(self) -> SiteSpec:
         """What the orchestrator needs to run and serve this site."""
-        return {
-            "name": self.name,
-            "type": self.type,
-            "availability": self.availability,
-            "image": self.running_image,
-            "env": self.database_env(),
-            "limits": self.limits,
+        return SiteSpec(
+            name=self.name,
+            type=self.type,
+            availability=self.availability,
+            image=self.running_image,
+            env=self.database_env(),
+            limits=Limits.from_json(self.limits),
             # Redirects to a custom domain are the router's (once its certificate is served).
-            "custom_domains": list(self.domains),
-        }
+            custom_domains=tuple(self.domains),
+        )
+
+    def orchestrator_spec(self) -> dict[str, Any]:
+        """L{site_spec} as JSON."""
+        return self.site_spec().to_json()
+
+    def route_spec(self) -> RouteSpec:
+        """What the router serves for this site besides its own host."""
+        return RouteSpec(tuple(self.domains), self.limits["client_max_body_size"])
 
     def database_env(self) -> dict[str, str]:
         db = self.database
-        if db is None:
-            return {}
-        url = db.url()
-        return {
-            "DIRECTOR_DATABASE_URL": url,
-            "DATABASE_URL": url,
-            "DIRECTOR_DATABASE_TYPE": db.kind,
-            "DIRECTOR_DATABASE_HOST": db.host,
-            "DIRECTOR_DATABASE_PORT": str(db.port),
-            "DIRECTOR_DATABASE_NAME": db.name,
-            "DIRECTOR_DATABASE_USERNAME": db.username,
-            "DIRECTOR_DATABASE_PASSWORD": db.password,
-        }
+        return {} if db is None else db.site_database().environment()
 
     def to_json(self, sites_domain: str, show_secrets: bool = False) -> dict[str, Any]:
         return {

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from director.contract.databases import HOST_ADDRESS
+from director.contract.domains import domain_schema
+from director.contract.sites import BODY_SIZE, LIMIT_RANGES
 from director.manager import models
 from director.manager.passwords import MAX_LENGTH, MIN_LENGTH
 
@@ -23,19 +26,10 @@ PASSWORD = {"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
 TEXT = {"type": "string", "maxLength": 2000, "pattern": "^[^\\x00]*$"}  # no NUL
 HOST_TEXT = {"type": "string", "minLength": 1, "maxLength": 253}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
-# A database server's address: a host name or an IP address (the pattern of api.HOST).
-HOST = {
-    "type": "string",
-    "pattern": "^((?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?)+"
-    "|[0-9a-fA-F:.]{2,45})$",
-}
-# A custom domain (the route lower-cases it): ASCII labels (IDNs as xn--), a top-level label.
-DOMAIN = {
-    "type": "string",
-    "pattern": "^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\.)+[a-zA-Z]{2,63}$",
-    "minLength": 4,
-    "maxLength": 253,
-}
+# A database server's address: a host name or an IP address (the contract's HOST_ADDRESS).
+HOST = {"type": "string", "pattern": f"^({HOST_ADDRESS.pattern})$"}
+# A custom domain (the route lower-cases it), as far as ASCII input goes (the contract's rule).
+DOMAIN = domain_schema()
 # A path inside the site: no NUL or backslash, no "." or ".." segment.
 PATH = {
     "type": "string",
@@ -92,10 +86,15 @@ SITE_ERROR = {
 LIMITS = {
     "type": "object",
     "properties": {
-        "cpus": {"type": "number", "minimum": 0.05, "maximum": 16},
-        "memory_mb": {"type": "integer", "minimum": 32, "maximum": 16384},
-        "pids": {"type": "integer", "minimum": 32, "maximum": 8192},
-        "client_max_body_size": {"type": "string", "pattern": "^[0-9]{1,4}[km]?$"},
+        **{
+            key: {
+                "type": "number" if key == "cpus" else "integer",
+                "minimum": low,
+                "maximum": high,
+            }
+            for key, (low, high) in LIMIT_RANGES.items()
+        },
+        "client_max_body_size": {"type": "string", "pattern": f"^{BODY_SIZE.pattern}$"},
         # The site's own disk quota; null: the orchestrator's default (orchestrator.disk_quota_mb)
         "disk_quota_mb": {
             "type": ["integer", "null"],

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.web.client import ResponseFailed
 
 from director.common.client import Caller, ComponentCallError
+from director.contract.databases import DatabaseHost
 from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
@@ -335,18 +336,7 @@ class OperationEngine:
         host = await self._store.database_host(host_id=host_id)
         if host is None:
             raise PermanentError("the database host is gone")
-        return {
-            k: host[k]
-            for k in (
-                "kind",
-                "admin_host",
-                "admin_port",
-                "admin_user",
-                "admin_password",
-                "container_host",
-                "container_port",
-            )
-        }
+        return DatabaseHost.from_record(host).to_json()
 
     async def _create_database(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)

@@ -20,9 +20,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, TypedDict, TypeVar, get_args
-from urllib.parse import quote
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypedDict, TypeVar
 
 import psycopg
 import pymysql
@@ -33,14 +32,15 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from director import contract
 from director.common.threads import Runner
+from director.contract.databases import DATABASE_KINDS as DATABASE_KINDS
+from director.contract.databases import DatabaseKind as DatabaseKind
 
 T = TypeVar("T")
 
 log = Logger()
 
-DatabaseKind = Literal["postgres", "mysql"]
-DATABASE_KINDS: tuple[DatabaseKind, ...] = get_args(DatabaseKind)
 
 #: Site database names and user names (we use C{site_<id>} for both). 32 characters at most:
 #: MySQL 8 caps user names at 32; PostgreSQL (63) and MariaDB (80) allow more.
@@ -129,15 +129,8 @@ def validate_database_password(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class SiteDatabase:
-    """One site's database: where its container reaches it and how it logs in."""
-
-    kind: DatabaseKind
-    name: str
-    username: str
-    password: str = field(repr=False)
-    host: str
-    port: int
+class SiteDatabase(contract.SiteDatabase):
+    """One site's database (its URL and environment are the contract's), checked here."""
 
     def validate(self) -> None:
         """Raise L{DatabaseError} unless every field is safe to use."""
@@ -147,45 +140,15 @@ class SiteDatabase:
         validate_identifier(self.username, "user name")
         validate_database_password(self.password)
 
-    @property
-    def url(self) -> str:
-        """C{postgresql://...} or C{mysql://...}, user and password URL-quoted."""
-        scheme = "postgresql" if self.kind == "postgres" else "mysql"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        user = quote(self.username, safe="")
-        password = quote(self.password, safe="")
-        return f"{scheme}://{user}:{password}@{host}:{self.port}/{quote(self.name, safe='')}"
-
-    def environment(self) -> dict[str, str]:
-        """The variables a dynamic site's container gets (see DESIGN.md, site layout)."""
-        return {
-            "DIRECTOR_DATABASE_URL": self.url,
-            "DATABASE_URL": self.url,
-            "DIRECTOR_DATABASE_TYPE": self.kind,
-            "DIRECTOR_DATABASE_HOST": self.host,
-            "DIRECTOR_DATABASE_PORT": str(self.port),
-            "DIRECTOR_DATABASE_NAME": self.name,
-            "DIRECTOR_DATABASE_USERNAME": self.username,
-            "DIRECTOR_DATABASE_PASSWORD": self.password,
-        }
-
 
 @dataclass(frozen=True)
-class DatabaseHost:
+class DatabaseHost(contract.DatabaseHost):
     """
-    A database server: how the orchestrator logs in as its administrator, and where site
-    containers reach it (often a different address, such as the Docker bridge 172.17.0.1).
+    A database server (see L{contract.DatabaseHost}), with how this orchestrator talks to it.
     An C{admin_host} starting with C{/} is a UNIX socket (a directory for PostgreSQL, the
     socket file for MySQL).
     """
 
-    kind: DatabaseKind
-    admin_host: str
-    admin_port: int
-    admin_user: str
-    admin_password: str = field(repr=False)
-    container_host: str | None = None
-    container_port: int | None = None
     connect_timeout: int = 10
     #: bounds every administrative statement, so a stuck server cannot hold a pool thread
     admin_statement_timeout: float = 60.0
@@ -197,13 +160,10 @@ class DatabaseHost:
         if self.kind not in DATABASE_KINDS:
             raise ValueError(f"unknown database type {self.kind!r}")
 
-    @property
-    def site_host(self) -> str:
-        return self.container_host or self.admin_host
-
-    @property
-    def site_port(self) -> int:
-        return self.container_port or self.admin_port
+    @classmethod
+    def of(cls, host: contract.DatabaseHost) -> DatabaseHost:
+        """The server the manager described as C{host}, with this orchestrator's defaults."""
+        return cls(**host.to_json())
 
     def site_database(self, name: str, username: str, password: str) -> SiteDatabase:
         """A site database on this server, addressed the way containers reach it."""

@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from director.common.metrics import NginxCounts, exposition, nginx_families
-from director.orchestrator.sites import AVAILABILITY
+from director.contract.sites import AVAILABILITY, SITE_TYPES
 
 if TYPE_CHECKING:
     from director.orchestrator.runtime import SiteRuntime
-
-SITE_TYPES = ("static", "dynamic")
 
 
 class OrchestratorMetrics:

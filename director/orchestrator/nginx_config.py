@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from director.common.nginx_templates import NGINX_TEMPLATES, NginxText
-from director.orchestrator.sites import SITE_PORT, SiteSpec
+from director.contract.sites import SITE_NAME_PATTERN
+from director.orchestrator.sites import SITE_PORT, HostedSite
 
 NOT_FOUND_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>No such site</title></head>
@@ -56,7 +57,7 @@ def main_config(
     check before a reload, only C{site_files}.
     """
     static_name = (
-        r"~^(?<director_site>[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)\."
+        f"~^(?<director_site>{SITE_NAME_PATTERN})\\."
         + re.escape(sites_domain).replace("\\-", "-")
         + "$"
     )
@@ -73,7 +74,7 @@ def main_config(
     )
 
 
-def needs_own_file(site: SiteSpec) -> bool:
+def needs_own_file(site: HostedSite) -> bool:
     """
     Only plain, enabled static sites are served by the shared static server (custom domains
     need nothing here: the router sends them under the site's own host).
@@ -86,7 +87,7 @@ def needs_own_file(site: SiteSpec) -> bool:
 
 
 def site_config(
-    site: SiteSpec,
+    site: HostedSite,
     listen: str,
     sites_domain: str,
     site_dir: Path,

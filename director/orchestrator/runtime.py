@@ -36,9 +36,9 @@ from director.orchestrator.nginx_config import needs_own_file, site_config, site
 from director.orchestrator.site_nginx import NginxFiles
 from director.orchestrator.sites import (
     SITE_PORT,
+    HostedSite,
     Limits,
     SiteError,
-    SiteSpec,
     identity_files,
     service_spec,
     site_environment,
@@ -143,17 +143,17 @@ class RuntimePaths:
         return self.base / "firewall.json"
 
 
-def _site_to_json(site: SiteSpec) -> dict[str, Any]:
+def _site_to_json(site: HostedSite) -> dict[str, Any]:
     data = asdict(site)
     data["custom_domains"] = list(site.custom_domains)
     return data
 
 
-def _site_from_json(data: dict[str, Any]) -> SiteSpec:
+def _site_from_json(data: dict[str, Any]) -> HostedSite:
     data = dict(data)
     data["limits"] = Limits(**data["limits"])
     data["custom_domains"] = tuple(data["custom_domains"])
-    return SiteSpec(**data)
+    return HostedSite(**data)
 
 
 def _set_link(hosts: Path, name: str, target: Path | None) -> None:
@@ -240,7 +240,7 @@ def _load_allowed(path: Path) -> set[tuple[str, int]]:
     return allowed
 
 
-def _load_applied(directory: Path) -> dict[int, SiteSpec]:
+def _load_applied(directory: Path) -> dict[int, HostedSite]:
     sites = {}
     for path in directory.glob("*.json"):
         try:
@@ -310,7 +310,7 @@ class SiteRuntime:
         self._reconciling: Deferred[None] | None = None
         self._stop_events: Callable[[], None] | None = None
         self._loop: LoopingCall | None = None
-        self.sites: dict[int, SiteSpec] = {}
+        self.sites: dict[int, HostedSite] = {}
         self.upstreams: dict[int, list[str]] = {}
         #: the newest custom image built for each site (kept until it is applied or replaced)
         self._built: dict[int, str] = {}
@@ -514,12 +514,12 @@ class SiteRuntime:
         lock = self._locks.setdefault(site_id, DeferredLock())
         return lock.run(lambda: Deferred.fromCoroutine(f()))
 
-    def site_files(self, site: SiteSpec) -> SiteFiles:
+    def site_files(self, site: HostedSite) -> SiteFiles:
         return SiteFiles(
             self.paths.site_dir(site.id), owner=(site.uid, site.uid), limits=self._file_limits
         )
 
-    def disk_quota_bytes(self, site: SiteSpec) -> int | None:
+    def disk_quota_bytes(self, site: HostedSite) -> int | None:
         """The site's disk quota: its own, else the orchestrator's default; None: no quota."""
         quota = site.limits.disk_quota_mb
         if quota is None:
@@ -530,7 +530,7 @@ class SiteRuntime:
     def docker(self) -> IDockerGateway:
         return self._docker
 
-    def terminal_container(self, site: SiteSpec) -> Deferred[str]:
+    def terminal_container(self, site: HostedSite) -> Deferred[str]:
         """
         The id of the site's running terminal container (created or updated as needed),
         one caller at a time per site: terminals and scheduled tasks that start together
@@ -539,7 +539,7 @@ class SiteRuntime:
         lock = self._terminal_locks.setdefault(site.id, DeferredLock())
         return lock.run(lambda: Deferred.fromCoroutine(self._terminal_container(site)))
 
-    async def _terminal_container(self, site: SiteSpec) -> str:
+    async def _terminal_container(self, site: HostedSite) -> str:
         if not self._firewall_ready:
             await self.ensure_firewall()  # the terminal joins the sites network too
         await self._prepare_site(site)
@@ -575,7 +575,7 @@ class SiteRuntime:
             max_output,
         )
 
-    async def _prepare_site(self, site: SiteSpec) -> None:
+    async def _prepare_site(self, site: HostedSite) -> None:
         """The site's directories (users may have deleted them) and identity files."""
         await self._files.run(self.site_files(site).ensure_layout)
         await self._files.run(
@@ -583,7 +583,7 @@ class SiteRuntime:
         )
         await self._files.run(_make_gate_dir, self.paths.gate_dir(site.id))
 
-    def _service_spec(self, site: SiteSpec) -> dict[str, Any]:
+    def _service_spec(self, site: HostedSite) -> dict[str, Any]:
         return service_spec(
             site,
             self.paths.site_dir(site.id),
@@ -595,7 +595,7 @@ class SiteRuntime:
             gate_bound=self._ready_timeout + 60,
         )
 
-    def get(self, site_id: int) -> SiteSpec:
+    def get(self, site_id: int) -> HostedSite:
         try:
             return self.sites[site_id]
         except KeyError:
@@ -603,11 +603,11 @@ class SiteRuntime:
 
     # -- operations ----------------------------------------------------------------------------
 
-    def apply(self, site: SiteSpec) -> Deferred[dict[str, Any]]:
+    def apply(self, site: HostedSite) -> Deferred[dict[str, Any]]:
         """Make the site exist and be served as described; idempotent."""
         return self._locked(site.id, lambda: self._apply(site))
 
-    async def _apply(self, site: SiteSpec) -> dict[str, Any]:
+    async def _apply(self, site: HostedSite) -> dict[str, Any]:
         previous = self.sites.get(site.id)
         for other in self.sites.values():
             if other.name == site.name and other.id != site.id:
@@ -650,7 +650,7 @@ class SiteRuntime:
         return self._status_of(site, upstream)
 
     async def _publish(
-        self, site: SiteSpec, previous: SiteSpec | None, upstream: list[str]
+        self, site: HostedSite, previous: HostedSite | None, upstream: list[str]
     ) -> None:
         """Point nginx at the site: its own file, or the static fast path's link."""
         name = site_file_name(site.id)
@@ -701,7 +701,7 @@ class SiteRuntime:
         return serving
 
     async def _roll_out(
-        self, site: SiteSpec, before: list[TaskInfo], protect: list[str], restart: bool = False
+        self, site: HostedSite, before: list[TaskInfo], protect: list[str], restart: bool = False
     ) -> list[str]:
         """
         Bring the task made from the spec just applied into service, without a gap. The
@@ -790,7 +790,7 @@ class SiteRuntime:
         await self._open_gate(site, candidate)
         return upstream
 
-    async def _open_gate(self, site: SiteSpec, task: TaskInfo) -> None:
+    async def _open_gate(self, site: HostedSite, task: TaskInfo) -> None:
         """
         Let the task through its readiness gate (swarm then reports it running and stops
         the task it replaces); the go-ahead file goes once swarm did.
@@ -910,7 +910,7 @@ class SiteRuntime:
             )
             await self._set_upstream(site, upstream)
 
-    async def _unreachable(self, site: SiteSpec, request: _Refresh) -> None:
+    async def _unreachable(self, site: HostedSite, request: _Refresh) -> None:
         """
         Docker did not answer about the site's tasks. If one of its containers just died, or
         the event stream broke (dockerd restarting: swarm has no live restore, so the
@@ -925,7 +925,7 @@ class SiteRuntime:
             )
             await self._set_upstream(site, [])
 
-    async def _set_upstream(self, site: SiteSpec, upstream: list[str]) -> None:
+    async def _set_upstream(self, site: HostedSite, upstream: list[str]) -> None:
         text = site_config(
             site,
             self._listen,
@@ -986,7 +986,7 @@ class SiteRuntime:
             "log": await self._why_not_running(site, tasks) if not running else [],
         }
 
-    async def _why_not_running(self, site: SiteSpec, tasks: list[TaskInfo]) -> list[str]:
+    async def _why_not_running(self, site: HostedSite, tasks: list[TaskInfo]) -> list[str]:
         """The last log lines of the site's newest container, when it should run but does not."""
         if not site.served:
             return []
@@ -1024,7 +1024,7 @@ class SiteRuntime:
             report.append(status)
         return report
 
-    def _status_of(self, site: SiteSpec, upstream: list[str]) -> dict[str, Any]:
+    def _status_of(self, site: HostedSite, upstream: list[str]) -> dict[str, Any]:
         return {
             "id": site.id,
             "name": site.name,

@@ -13,51 +13,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,128})?$")
-DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
-BODY_SIZE = re.compile(r"^[0-9]{1,6}[km]?$")
+from director.contract.errors import ValidationError
+from director.contract.sites import DEFAULT_IMAGE, Limits, SiteSpec
+from director.contract.sites import IMAGE_NAME as IMAGE_NAME
 
 #: The port a dynamic site's process listens on inside its container (unprivileged).
 SITE_PORT = 8080
 #: Site processes run as this uid + site id, never as root.
 SITE_UID_BASE = 100_000
-AVAILABILITY = ("enabled", "not-served", "disabled")
-RESERVED_ENV = {"PORT", "HOST", "HOME", "TZ", "PATH", "USER"}
 
 
-class SiteError(ValueError):
+class SiteError(ValidationError):
     """A site description that cannot be applied; says which field and why."""
 
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-
 
 @dataclass(frozen=True)
-class Limits:
-    """Resources of a site's container (defaults from the design: 0.6 CPU, 100 MB, 256 PIDs)."""
-
-    cpus: float = 0.6
-    memory_mb: int = 100
-    pids: int = 256
-    client_max_body_size: str = "1m"
-    #: The site's disk quota in MB; None: the orchestrator's default (orchestrator.disk_quota_mb).
-    disk_quota_mb: int | None = None
-
-
-@dataclass(frozen=True)
-class SiteSpec:
-    """A site as the manager describes it to the orchestrator."""
+class HostedSite:
+    """A site as the manager describes it to the orchestrator (its L{SiteSpec}), and its id."""
 
     id: int
     name: str
     type: str  # "static" | "dynamic"
     availability: str = "enabled"
-    image: str = "director/debian:bookworm"
+    image: str = DEFAULT_IMAGE
     env: dict[str, str] = field(default_factory=dict)
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     custom_domains: tuple[str, ...] = ()
     #: Accepted from older managers and ignored: the router redirects to a custom domain.
     primary_url: str | None = None
@@ -79,100 +59,33 @@ class SiteSpec:
         return f"{self.name}.{sites_domain}"
 
 
-def _number(data: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = data.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
-        raise SiteError(f"limits.{key}", f"expected a number from {low} to {high}, got {value!r}")
-    return float(value)
-
-
 def parse_limits(data: object) -> Limits:
-    if data is None:
-        return Limits()
-    if not isinstance(data, dict):
-        raise SiteError("limits", "expected an object")
-    unknown = set(data) - {"cpus", "memory_mb", "pids", "client_max_body_size", "disk_quota_mb"}
-    if unknown:
-        raise SiteError(f"limits.{sorted(unknown)[0]}", "unknown limit")
-    body = data.get("client_max_body_size", Limits.client_max_body_size)
-    if not isinstance(body, str) or not BODY_SIZE.fullmatch(body):
-        raise SiteError("limits.client_max_body_size", "expected a size like 1m, 512k or 0")
-    quota = data.get("disk_quota_mb")
-    if quota is not None and (
-        not isinstance(quota, int) or isinstance(quota, bool) or not 1 <= quota <= 10_000_000
-    ):
-        raise SiteError("limits.disk_quota_mb", "expected a number of MB from 1 to 10000000")
-    return Limits(
-        cpus=_number(data, "cpus", Limits.cpus, 0.01, 64),
-        memory_mb=int(_number(data, "memory_mb", Limits.memory_mb, 16, 65536)),
-        pids=int(_number(data, "pids", Limits.pids, 16, 32768)),
-        client_max_body_size=body,
-        disk_quota_mb=quota,
-    )
+    return Limits() if data is None else Limits.from_json(data)
 
 
-def parse_site(site_id: int, data: object) -> SiteSpec:
-    """Validate the manager's JSON description of site C{site_id}."""
-    if not isinstance(data, dict):
-        raise SiteError("body", "expected a JSON object")
-    allowed = {
-        "name",
-        "type",
-        "availability",
-        "image",
-        "env",
-        "limits",
-        "custom_domains",
-        "primary_url",
-        "id",
-    }
-    unknown = set(data) - allowed
-    if unknown:
-        raise SiteError(sorted(unknown)[0], "unknown field")
+def parse_site(site_id: int, data: object) -> HostedSite:
+    """Validate the manager's JSON description (a L{SiteSpec}) of site C{site_id}."""
+    spec = SiteSpec.from_json(data, extra=("id", "primary_url"))
+    assert isinstance(data, dict)
     if "id" in data and data["id"] != site_id:
         raise SiteError("id", "does not match the URL")
     if not 1 <= site_id <= 10_000_000:
         raise SiteError("id", "expected a positive site id")
-    name = data.get("name")
-    if not isinstance(name, str) or not SITE_NAME.fullmatch(name):
-        raise SiteError("name", "2-32 characters of a-z, 0-9 and -, not starting or ending with -")
-    kind = data.get("type")
-    if kind not in ("static", "dynamic"):
-        raise SiteError("type", "expected 'static' or 'dynamic'")
-    availability = data.get("availability", "enabled")
-    if availability not in AVAILABILITY:
-        raise SiteError("availability", f"expected one of {', '.join(AVAILABILITY)}")
-    image = data.get("image", SiteSpec.image)
-    if not isinstance(image, str) or not IMAGE_NAME.fullmatch(image):
-        raise SiteError("image", "expected a local image name like director/python:3")
-    env = data.get("env", {})
-    if not isinstance(env, dict):
-        raise SiteError("env", "expected an object of strings")
-    for key, value in env.items():
-        if not ENV_NAME.fullmatch(key) or key in RESERVED_ENV:
-            raise SiteError(f"env.{key}", "not an allowed variable name")
-        if not isinstance(value, str) or "\x00" in value or len(value) > 4096:
-            raise SiteError(f"env.{key}", "expected a string of at most 4096 characters")
-    domains = data.get("custom_domains", [])
-    if not isinstance(domains, list) or not all(
-        isinstance(d, str) and DOMAIN.fullmatch(d) for d in domains
-    ):
-        raise SiteError("custom_domains", "expected a list of lower-case domain names")
     primary = data.get("primary_url")
     if primary is not None and (
         not isinstance(primary, str)
         or not re.fullmatch(r"https?://[a-z0-9.-]{1,253}(:[0-9]{1,5})?", primary)
     ):
         raise SiteError("primary_url", "expected http(s)://host with no path")
-    return SiteSpec(
+    return HostedSite(
         id=site_id,
-        name=name,
-        type=kind,
-        availability=availability,
-        image=image,
-        env=dict(env),
-        limits=parse_limits(data.get("limits")),
-        custom_domains=tuple(domains),
+        name=spec.name,
+        type=spec.type,
+        availability=spec.availability,
+        image=spec.image,
+        env=dict(spec.env),
+        limits=spec.limits,
+        custom_domains=spec.custom_domains,
         primary_url=primary,
     )
 
@@ -243,7 +156,7 @@ def gate_healthcheck(bound: float) -> dict[str, Any]:
     }
 
 
-def site_environment(site: SiteSpec, timezone: str) -> dict[str, str]:
+def site_environment(site: HostedSite, timezone: str) -> dict[str, str]:
     """What a site's processes (service and terminals) see in their environment."""
     env = dict(site.env)
     env.update(
@@ -263,7 +176,7 @@ SITE_USER = "site"
 IDENTITY_FILES = ("passwd", "group")
 
 
-def identity_files(site: SiteSpec) -> dict[str, str]:
+def identity_files(site: HostedSite) -> dict[str, str]:
     """
     /etc/passwd and /etc/group for a site's containers. The site's processes run as a uid
     the image knows nothing about, so without an entry shells print "I have no name!",
@@ -283,7 +196,7 @@ def identity_files(site: SiteSpec) -> dict[str, str]:
 
 
 def container_spec(
-    site: SiteSpec,
+    site: HostedSite,
     site_dir: Path,
     timezone: str,
     command: list[str],
@@ -344,7 +257,7 @@ def spec_digest(template: dict[str, Any]) -> str:
 
 
 def service_spec(
-    site: SiteSpec,
+    site: HostedSite,
     site_dir: Path,
     network: str,
     timezone: str,
@@ -369,7 +282,7 @@ def service_spec(
 
 
 def _service_spec(
-    site: SiteSpec, site_dir: Path, network: str, timezone: str, identity_dir: Path | None
+    site: HostedSite, site_dir: Path, network: str, timezone: str, identity_dir: Path | None
 ) -> dict[str, Any]:
     limits = site.limits
     return {
@@ -397,7 +310,7 @@ def _service_spec(
 
 
 def terminal_container_spec(
-    site: SiteSpec, site_dir: Path, network: str, timezone: str, identity_dir: Path | None = None
+    site: HostedSite, site_dir: Path, network: str, timezone: str, identity_dir: Path | None = None
 ) -> dict[str, Any]:
     """
     The plain container a site's terminals run in (for static and dynamic sites alike): the

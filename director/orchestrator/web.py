@@ -19,6 +19,8 @@ from director.common.threads import Runner
 from director.common.tokens import TokenVerifier
 from director.common.web import healthz, path_after, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
+from director.contract.databases import DatabaseSpec
+from director.contract.errors import ValidationError
 from director.orchestrator.backups import BackupError, DatabaseTarget, SiteBackups, restore_path
 from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
 from director.orchestrator.disk import DiskUsage, quota_refusal
@@ -29,7 +31,7 @@ from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest, b
 from director.orchestrator.metrics import OrchestratorMetrics
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.runtime import NotReady, SiteRuntime, UnknownSite
-from director.orchestrator.sites import IMAGE_NAME, SiteError, parse_site
+from director.orchestrator.sites import IMAGE_NAME, parse_site
 from director.orchestrator.streams import (
     FileMonitorProtocol,
     LogsProtocol,
@@ -113,7 +115,7 @@ class OrchestratorAPI:
         e = failure.value
         return render_error(request, e.status, e.code, e.message)
 
-    @app.handle_errors(SiteError)
+    @app.handle_errors(ValidationError)
     def _site_error(self, request: IRequest, failure: Any) -> bytes:
         return render_error(request, 400, "invalid", str(failure.value))
 
@@ -329,26 +331,15 @@ class OrchestratorAPI:
         """L{_database}'s adapter and site database, with the server they are on."""
         if not isinstance(body, dict) or not isinstance(body.get("host"), dict):
             raise BadRequest("bad_request", 'expected {"host": {...}, "name", "username", ...}')
-        host = body["host"]
         try:
-            server = DatabaseHost(
-                kind=host["kind"],
-                admin_host=str(host["admin_host"]),
-                admin_port=int(host["admin_port"]),
-                admin_user=str(host["admin_user"]),
-                admin_password=str(host["admin_password"]),
-                container_host=host.get("container_host"),
-                container_port=host.get("container_port"),
-            )
-        except (KeyError, TypeError, ValueError) as e:
+            spec = DatabaseSpec.from_json(body)
+        except ValidationError as e:
             raise BadRequest("bad_request", f"database host: {e}") from None
         if self._databases is None:
             raise BadRequest("unavailable", "this orchestrator manages no databases", 503)
+        server = DatabaseHost.of(spec.host)
         admin = make_database_admin(self._databases, server)
-        site_db = server.site_database(
-            str(body.get("name", "")), str(body.get("username", "")), str(body.get("password", ""))
-        )
-        return admin, server, site_db
+        return admin, server, server.site_database(spec.name, spec.username, spec.password)
 
     @app.handle_errors(DatabaseError)
     def _database_error(self, request: IRequest, failure: Any) -> bytes:

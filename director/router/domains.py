@@ -8,18 +8,16 @@ nginx sizes. A request that fails a check changes nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import idna
-
-MAX_DOMAINS_PER_SITE = 100
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_SIZE = re.compile(r"([0-9]{1,9})([kmg]?)")
-# Characters that would change the meaning of an nginx configuration, or of a file name.
-_FORBIDDEN = re.compile(r"[\s\"'`;{}$\\/#*?,<>|&()\[\]=+@%!~^\x00-\x1f\x7f]")
+from director.contract.domains import MAX_DOMAIN_LENGTH, is_within
+from director.contract.domains import normalize_domain as contract_domain
+from director.contract.errors import ValidationError
+from director.contract.sites import MAX_DOMAINS_PER_SITE as MAX_DOMAINS_PER_SITE
+from director.contract.sites import SITE_NAME_RULE, RouteSpec, is_site_name
+from director.contract.sites import normalize_size as contract_size
 
 
 class RequestError(Exception):
@@ -37,76 +35,49 @@ def invalid(code: str, message: str) -> RequestError:
 
 
 def validate_site_name(name: object, sites_domain: str) -> str:
-    """A site name is one DNS label, so that <name>.<sites_domain> is a host name."""
-    if not isinstance(name, str) or not _LABEL.fullmatch(name):
-        raise invalid(
-            "invalid_site_name",
-            f"site name {name!r} must be 1-63 lower-case letters, digits and inner hyphens",
-        )
-    if len(name) + 1 + len(sites_domain) > 253:
+    """A site name (the contract's rule), so that <name>.<sites_domain> is a host name."""
+    if not is_site_name(name):
+        raise invalid("invalid_site_name", f"site name {name!r}: {SITE_NAME_RULE}")
+    assert isinstance(name, str)
+    if len(name) + 1 + len(sites_domain) > MAX_DOMAIN_LENGTH:
         raise invalid("invalid_site_name", f"site name {name!r} makes a host name too long")
     return name
 
 
-def normalize_domain(raw: object, sites_domain: str) -> str:
-    """
-    The canonical (ASCII, lower-case) form of a custom domain, or L{RequestError}.
+def _refused(error: ValidationError) -> RequestError:
+    return invalid(error.code if error.code != "invalid" else "invalid_request", error.reason)
 
-    International names are accepted and stored as IDNA A-labels; anything that is not a
-    plain multi-label host name is refused, as are the sites domain and its subdomains
-    (those are the router's own).
-    """
-    if not isinstance(raw, str) or not raw:
-        raise invalid("invalid_domain", f"a domain must be a non-empty string, got {raw!r}")
-    shown = raw if len(raw) <= 80 else raw[:80] + "..."
-    if len(raw) > 1000:
-        raise invalid("invalid_domain", f"{shown!r} is too long to be a domain name")
-    bad = _FORBIDDEN.search(raw)
-    if bad:
-        raise invalid(
-            "invalid_domain",
-            f"{shown!r} contains {bad.group()!r}, which is not allowed in a domain name",
-        )
-    name = raw[:-1] if raw.endswith(".") else raw
-    try:
-        ascii_name = idna.encode(name, uts46=True, std3_rules=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError) as e:
-        raise invalid("invalid_domain", f"{shown!r} is not a valid domain name: {e}") from None
-    labels = ascii_name.split(".")
-    if len(labels) < 2:
-        raise invalid("invalid_domain", f"{shown!r} needs at least two labels (like example.org)")
-    if len(ascii_name) > 253:
-        raise invalid("invalid_domain", f"{shown!r} is longer than 253 characters")
-    for label in labels:
-        if not _LABEL.fullmatch(label):
-            raise invalid(
-                "invalid_domain",
-                f"{shown!r}: label {label!r} must be 1-63 letters, digits or inner hyphens",
-            )
-    if labels[-1].isdigit():
-        raise invalid("invalid_domain", f"{shown!r} looks like an IP address, not a domain")
-    if ascii_name == sites_domain or ascii_name.endswith("." + sites_domain):
+
+def _check_not_reserved(domain: str, sites_domain: str) -> str:
+    """The sites domain and its subdomains are the router's own, never custom domains."""
+    if is_within(domain, sites_domain):
         raise RequestError(
             400,
             "reserved_domain",
-            f"{ascii_name} is under {sites_domain}, which Director serves itself; "
+            f"{domain} is under {sites_domain}, which Director serves itself; "
             "it cannot be a custom domain",
         )
-    return ascii_name
+    return domain
+
+
+def normalize_domain(raw: object, sites_domain: str) -> str:
+    """
+    The canonical (ASCII, lower-case) form of a custom domain (the contract's rule), or
+    L{RequestError}; the sites domain and its subdomains are refused.
+    """
+    try:
+        domain = contract_domain(raw)
+    except ValidationError as e:
+        raise invalid("invalid_domain", e.reason) from None
+    return _check_not_reserved(domain, sites_domain)
 
 
 def normalize_size(raw: object) -> str:
     """A request body limit: bytes (an integer) or an nginx size such as '10m'."""
-    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 999_999_999:
-        return str(raw)
-    if isinstance(raw, str):
-        match = _SIZE.fullmatch(raw.strip().lower())
-        if match:
-            return match.group(1).lstrip("0").rjust(1, "0") + match.group(2)
-    raise invalid(
-        "invalid_max_body_size",
-        f"max_body_size must be a byte count or a size like '512k', '10m', '1g'; got {raw!r}",
-    )
+    try:
+        return contract_size(raw)
+    except ValidationError as e:
+        raise _refused(e) from None
 
 
 @dataclass(frozen=True)
@@ -132,31 +103,15 @@ class SiteEntry:
 def parse_site_request(
     name: object, body: object, sites_domain: str, default_size: str
 ) -> SiteEntry:
-    """Check a PUT /v1/sites/<name> body: C{{"domains": [...], "max_body_size": ...}}."""
+    """Check a PUT /v1/sites/<name> body (a L{RouteSpec}) for site C{name}."""
     site = validate_site_name(name, sites_domain)
-    if not isinstance(body, Mapping):
-        raise invalid("invalid_request", "the body must be a JSON object")
-    unknown = sorted(set(body) - {"domains", "max_body_size"})
-    if unknown:
-        raise invalid(
-            "invalid_request", f"unknown field {unknown[0]!r}; expected domains, max_body_size"
-        )
-    raw_domains = body.get("domains", [])
-    if not isinstance(raw_domains, list):
-        raise invalid("invalid_request", "domains must be a list of domain names")
-    if len(raw_domains) > MAX_DOMAINS_PER_SITE:
-        raise invalid(
-            "too_many_domains", f"a site may have at most {MAX_DOMAINS_PER_SITE} custom domains"
-        )
-    domains: list[str] = []
-    for raw in raw_domains:
-        domain = normalize_domain(raw, sites_domain)
-        if domain not in domains:
-            domains.append(domain)
-    size = body.get("max_body_size")
-    return SiteEntry(
-        site, tuple(domains), normalize_size(size) if size is not None else default_size
-    )
+    try:
+        spec = RouteSpec.from_json(body)
+    except ValidationError as e:
+        raise _refused(e) from None
+    for domain in spec.domains:
+        _check_not_reserved(domain, sites_domain)
+    return SiteEntry(site, spec.domains, spec.max_body_size or default_size)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ from __future__ import annotations
 import re
 import shlex
 
+from director.contract.sites import SITE_NAME_PATTERN
+
 #: git's SSH commands: `git-upload-pack '/blog.git'` and the like (also `git upload-pack`,
 #: and the path with or without the leading slash, `.git` or a trailing slash).
 GIT_REQUEST = re.compile(
     r"^git[ -](?P<service>upload-pack|receive-pack|upload-archive)"
-    r" '?/?(?P<site>[a-z0-9][a-z0-9-]{0,62}?)(?:\.git)?/?'?$"
+    rf" '?/?(?P<site>{SITE_NAME_PATTERN})(?:\.git)?/?'?$"
 )
 
 REPOSITORY = "/site/private/git/site.git"

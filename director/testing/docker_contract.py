@@ -20,7 +20,7 @@ from director.orchestrator.docker_gateway import (
     IDockerGateway,
     TaskInfo,
 )
-from director.orchestrator.sites import Limits, SiteSpec, service_spec
+from director.orchestrator.sites import HostedSite, Limits, service_spec
 
 
 @dataclass
@@ -46,7 +46,7 @@ async def eventually(
         waited += 0.2
 
 
-def _site(ctx: DockerContext, **changes: Any) -> SiteSpec:
+def _site(ctx: DockerContext, **changes: Any) -> HostedSite:
     fields: dict[str, Any] = {
         "id": ctx.site_id,
         "name": f"{ctx.prefix}-site",
@@ -55,10 +55,10 @@ def _site(ctx: DockerContext, **changes: Any) -> SiteSpec:
         "limits": Limits(memory_mb=64),
     }
     fields.update(changes)
-    return SiteSpec(**fields)
+    return HostedSite(**fields)
 
 
-def _spec(ctx: DockerContext, site: SiteSpec) -> dict[str, Any]:
+def _spec(ctx: DockerContext, site: HostedSite) -> dict[str, Any]:
     return service_spec(site, ctx.site_dir, ctx.network, "UTC")
 
 
@@ -87,7 +87,7 @@ async def check_service_lifecycle(ctx: DockerContext) -> None:
         return any(t.state == "running" and t.address for t in tasks)
 
     await eventually(ctx, running)
-    stopped = SiteSpec(**{**site.__dict__, "availability": "not-served"})
+    stopped = HostedSite(**{**site.__dict__, "availability": "not-served"})
     await gw.put_service(_spec(ctx, stopped))
     info = await gw.get_service(site.service_name)
     assert info is not None and info.replicas == 0 and info.version > 0

@@ -20,7 +20,7 @@ from director.common.nginx import NginxConfigDirectory, NginxError, NginxPaths
 from director.common.threads import BlockingPool
 from director.orchestrator.nginx_config import main_config, site_config, site_file_name
 from director.orchestrator.site_nginx import SiteNginxFiles, StagedNginx, sync_staging
-from director.orchestrator.sites import Limits, SiteSpec
+from director.orchestrator.sites import HostedSite, Limits
 
 DOMAIN = "sites.test"
 
@@ -54,7 +54,9 @@ class Stack:
             (base / version / "public" / "index.html").write_text(version)
 
     def text(self, site_id: int, version: str) -> str:
-        site = SiteSpec(site_id, f"s{site_id}", "static", limits=Limits(client_max_body_size="2m"))
+        site = HostedSite(
+            site_id, f"s{site_id}", "static", limits=Limits(client_max_body_size="2m")
+        )
         return site_config(site, self.listen, DOMAIN, self.base / version, [])
 
     def get(self, site_id: int) -> bytes:

@@ -24,7 +24,7 @@ from director.orchestrator.firewall import (
     parse_rules,
 )
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
-from director.orchestrator.sites import SiteSpec
+from director.orchestrator.sites import HostedSite
 from director.testing.fake_docker import FakeDockerGateway
 from director.testing.fake_firewall import FakeFirewall
 from director.testing.firewall_contract import CHECKS
@@ -160,7 +160,7 @@ class RuntimeFirewallTests(SynchronousTestCase):
         self.addCleanup(runtime.unfollow)
         return runtime
 
-    def apply(self, site: SiteSpec) -> Any:
+    def apply(self, site: HostedSite) -> Any:
         d = self.runtime.apply(site)
         for _ in range(10):
             self.reactor.advance(0.05)
@@ -204,10 +204,10 @@ class RuntimeFirewallTests(SynchronousTestCase):
         self.firewall.broken = "iptables: Permission denied (you must be root)"
         self.successResultOf(Deferred.fromCoroutine(self.runtime.start()))
         self.assertEqual(len(self.flushLoggedErrors(FirewallError)), 1)
-        dynamic = SiteSpec(id=5, name="dyn", type="dynamic", image="director/python:3")
+        dynamic = HostedSite(id=5, name="dyn", type="dynamic", image="director/python:3")
         self.failureResultOf(self.apply(dynamic), FirewallError)
         self.assertEqual(self.docker.services, {})
-        self.successResultOf(self.apply(SiteSpec(id=6, name="static", type="static")))
+        self.successResultOf(self.apply(HostedSite(id=6, name="static", type="static")))
         self.firewall.broken = None
         self.successResultOf(self.apply(dynamic))
         self.assertIn(dynamic.service_name, self.docker.services)
@@ -218,7 +218,7 @@ class RuntimeFirewallTests(SynchronousTestCase):
         self.successResultOf(Deferred.fromCoroutine(self.runtime.start()))
         before = self.firewall.ensured
         self.successResultOf(
-            self.apply(SiteSpec(id=5, name="dyn", type="dynamic", image="director/python:3"))
+            self.apply(HostedSite(id=5, name="dyn", type="dynamic", image="director/python:3"))
         )
         self.assertEqual(self.firewall.ensured, before)
 

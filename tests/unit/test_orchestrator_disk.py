@@ -20,7 +20,7 @@ from director.common.nginx import NginxConfigDirectory
 from director.common.threads import InlineRunner
 from director.orchestrator.disk import MB, DiskUsage, measure_tree, quota_refusal
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
-from director.orchestrator.sites import Limits, SiteSpec, parse_limits
+from director.orchestrator.sites import HostedSite, Limits, parse_limits
 from director.orchestrator.streams import SFTP_DENIED_OVER_QUOTA, sftp_quota_env
 from director.orchestrator.web import OrchestratorAPI
 from director.testing.fake_docker import FakeDockerGateway
@@ -197,7 +197,7 @@ class QuotaAPITests(SynchronousTestCase):
         self.runtime.prepare()
         self.successResultOf(docker.ensure_network("director-sites"))
         self.addCleanup(self.runtime.unfollow)
-        self.apply(SiteSpec(id=7, name="quota7", type="static"))
+        self.apply(HostedSite(id=7, name="quota7", type="static"))
         self.disk = DiskUsage(
             self.reactor, InlineRunner(), lambda: list(self.runtime.sites), self.paths.site_dir
         )
@@ -206,7 +206,7 @@ class QuotaAPITests(SynchronousTestCase):
         api = OrchestratorAPI(self.runtime, InlineRunner(), reactor=self.reactor, disk=self.disk)
         self.http: Any = StubTreq(api.app.resource())
 
-    def apply(self, site: SiteSpec) -> None:
+    def apply(self, site: HostedSite) -> None:
         d = self.runtime.apply(site)
         for _ in range(50):
             self.reactor.advance(0.1)
@@ -233,7 +233,7 @@ class QuotaAPITests(SynchronousTestCase):
     def test_a_bigger_quota_lets_the_write_through(self) -> None:
         self.put("public/a.bin", b"x" * 600_000)
         self.assertEqual(self.put("public/b.bin", b"y" * 600_000)[0], 413)
-        self.apply(SiteSpec(id=7, name="quota7", type="static", limits=Limits(disk_quota_mb=5)))
+        self.apply(HostedSite(id=7, name="quota7", type="static", limits=Limits(disk_quota_mb=5)))
         code, body = self.put("public/b.bin", b"y" * 600_000)
         self.assertEqual(code, 200, body)
         listing = self.successResultOf(self.http.get("http://o/v1/disk"))

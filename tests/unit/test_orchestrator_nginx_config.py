@@ -11,13 +11,13 @@ from director.orchestrator.nginx_config import (
     needs_own_file,
     site_config,
 )
-from director.orchestrator.sites import Limits, SiteSpec
+from director.orchestrator.sites import HostedSite, Limits
 
 SITE_DIR = Path("/srv/var/sites/7")
 PAGES_DIR = Path("/srv/var/orchestrator/nginx/pages")
 
 
-def render(site: SiteSpec, upstream: list[str] | None = None) -> str:
+def render(site: HostedSite, upstream: list[str] | None = None) -> str:
     return site_config(site, "127.0.0.1:8180", "sites.test", SITE_DIR, upstream or [], PAGES_DIR)
 
 
@@ -27,7 +27,7 @@ class SiteConfigTests(SynchronousTestCase):
         Every address of a site is served alike by the orchestrator, whatever the manager
         sends as primary_url: redirecting to a custom domain is the router's decision.
         """
-        site = SiteSpec(
+        site = HostedSite(
             7,
             "seven",
             "static",
@@ -42,7 +42,7 @@ class SiteConfigTests(SynchronousTestCase):
 
     def test_not_served_static_site_is_not_served(self) -> None:
         for kind in ("static", "dynamic"):
-            text = render(SiteSpec(7, "seven", kind, availability="not-served"), ["10.0.0.5"])
+            text = render(HostedSite(7, "seven", kind, availability="not-served"), ["10.0.0.5"])
             self.assertIn("return 503", text)
             self.assertIn("not being served", text)
             self.assertNotIn("root ", text)
@@ -50,14 +50,14 @@ class SiteConfigTests(SynchronousTestCase):
 
     def test_disabled_site_shows_the_disabled_page(self) -> None:
         for kind in ("static", "dynamic"):
-            text = render(SiteSpec(7, "seven", kind, availability="disabled"), ["10.0.0.5"])
+            text = render(HostedSite(7, "seven", kind, availability="disabled"), ["10.0.0.5"])
             self.assertIn("return 403", text)
             self.assertIn("This site has been disabled", text)
             self.assertNotIn("root ", text)
             self.assertNotIn("proxy_pass", text)
 
     def test_static_folder_without_index_gets_a_page(self) -> None:
-        text = render(SiteSpec(7, "seven", "static", limits=Limits(client_max_body_size="5m")))
+        text = render(HostedSite(7, "seven", "static", limits=Limits(client_max_body_size="5m")))
         self.assertIn("index index.html index.htm /__director/no-index;", text)
         self.assertIn("error_page 404 /__director/no-index.html;", text)
         self.assertIn(f"root {PAGES_DIR};", text)
@@ -65,11 +65,11 @@ class SiteConfigTests(SynchronousTestCase):
 
     def test_unreachable_task_answers_not_running(self) -> None:
         """A task nginx cannot connect to (gone before nginx heard) is "not running" (503)."""
-        text = render(SiteSpec(7, "seven", "dynamic"), ["10.0.0.5"])
+        text = render(HostedSite(7, "seven", "dynamic"), ["10.0.0.5"])
         self.assertIn("server 10.0.0.5:8080 max_fails=0;", text)
         self.assertIn("error_page 502 =503 @director_not_running;", text)
         self.assertIn(NOT_RUNNING_PAGE, text)
-        no_task = render(SiteSpec(7, "seven", "dynamic"))
+        no_task = render(HostedSite(7, "seven", "dynamic"))
         self.assertIn("return 503", no_task)
         self.assertIn(NOT_RUNNING_PAGE, no_task)
         self.assertNotIn("proxy_pass", no_task)

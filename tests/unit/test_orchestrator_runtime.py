@@ -18,8 +18,8 @@ from director.common.threads import InlineRunner
 from director.orchestrator.docker_gateway import DockerError
 from director.orchestrator.runtime import NotReady, RuntimePaths, SiteRuntime
 from director.orchestrator.sites import (
+    HostedSite,
     Limits,
-    SiteSpec,
     identity_files,
     service_spec,
     terminal_container_spec,
@@ -83,18 +83,20 @@ class RuntimeTestCase(SynchronousTestCase):
         for _ in range(int(seconds / 0.05) + 1):
             self.reactor.advance(0.05)
 
-    def add_dynamic(self, site_id: int = 5) -> SiteSpec:
-        site = SiteSpec(id=site_id, name=f"dyn{site_id}", type="dynamic", image="director/python:3")
+    def add_dynamic(self, site_id: int = 5) -> HostedSite:
+        site = HostedSite(
+            id=site_id, name=f"dyn{site_id}", type="dynamic", image="director/python:3"
+        )
         d = self.runtime.apply(site)
         self.settle()
         self.successResultOf(d)
         return site
 
-    def running(self, site: SiteSpec) -> list[Any]:
+    def running(self, site: HostedSite) -> list[Any]:
         tasks = self.successResultOf(self.docker.tasks(site.service_name, NETWORK))
         return [t for t in tasks if t.state == "running"]
 
-    def config(self, site: SiteSpec) -> str:
+    def config(self, site: HostedSite) -> str:
         return (self.nginx_dir / f"site-{site.id}.conf").read_text()
 
     def count_task_reads(self) -> list[str]:
@@ -186,13 +188,13 @@ class FollowTasksTests(RuntimeTestCase):
     def test_events_ignored_for_other_sites(self) -> None:
         """Events about static sites or sites this orchestrator does not run read nothing."""
         self.add_dynamic(5)
-        static = SiteSpec(id=6, name="static6", type="static")
+        static = HostedSite(id=6, name="static6", type="static")
         d = self.runtime.apply(static)
         self.settle()
         self.successResultOf(d)
         self.runtime.follow()
         calls = self.count_task_reads()
-        stranger = SiteSpec(id=99, name="stranger", type="dynamic", image="director/python:3")
+        stranger = HostedSite(id=99, name="stranger", type="dynamic", image="director/python:3")
         self.successResultOf(
             self.docker.put_service(service_spec(stranger, Path("/x"), NETWORK, "UTC"))
         )
@@ -257,7 +259,7 @@ class FollowTasksTests(RuntimeTestCase):
 class IdentityTests(RuntimeTestCase):
     def test_identity_files_name_the_site_user(self) -> None:
         """The passwd entry gives the site's uid a name, its home and a shell."""
-        site = SiteSpec(id=42, name="blog", type="static")
+        site = HostedSite(id=42, name="blog", type="static")
         files = identity_files(site)
         self.assertIn("site:x:100042:100042:Director site:/site/.home:/bin/bash\n", files["passwd"])
         self.assertTrue(files["passwd"].startswith("root:x:0:0:"))
@@ -265,7 +267,7 @@ class IdentityTests(RuntimeTestCase):
 
     def test_specs_mount_identity_read_only(self) -> None:
         """Service and terminal containers get /etc/passwd and /etc/group read-only."""
-        site = SiteSpec(id=42, name="blog", type="dynamic")
+        site = HostedSite(id=42, name="blog", type="dynamic")
         spec = service_spec(site, Path("/s/42"), NETWORK, "UTC", Path("/id/42"))
         mounts = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
         for name in ("passwd", "group"):
@@ -310,28 +312,28 @@ class IdentityTests(RuntimeTestCase):
 
 
 class ServingTests(RuntimeTestCase):
-    def apply(self, site: SiteSpec) -> None:
+    def apply(self, site: HostedSite) -> None:
         d = self.runtime.apply(site)
         self.settle()
         self.successResultOf(d)
 
     def test_new_static_site_gets_a_welcome_page(self) -> None:
         """A new static site's public/ gets an index.html that says how to edit it, once."""
-        site = SiteSpec(id=11, name="blog", type="static")
+        site = HostedSite(id=11, name="blog", type="static")
         self.apply(site)
         index = self.paths.site_dir(11) / "public" / "index.html"
         text = index.read_text()
         self.assertIn("Welcome to blog", text)
         self.assertIn("public/index.html", text)
         index.unlink()
-        self.apply(SiteSpec(id=11, name="blog", type="static", limits=Limits(memory_mb=200)))
+        self.apply(HostedSite(id=11, name="blog", type="static", limits=Limits(memory_mb=200)))
         self.assertFalse(index.exists())  # the user deleted it: not put back
 
     def test_files_already_there_are_left_alone(self) -> None:
         public = self.paths.site_dir(12) / "public"
         public.mkdir(parents=True)
         (public / "page.html").write_text("mine")
-        self.apply(SiteSpec(id=12, name="kept", type="static"))
+        self.apply(HostedSite(id=12, name="kept", type="static"))
         self.assertEqual(sorted(p.name for p in public.iterdir()), ["page.html"])
 
     def test_dynamic_site_gets_no_page(self) -> None:
@@ -343,11 +345,11 @@ class ServingTests(RuntimeTestCase):
         Moving from the static fast path to a file of its own, the site's link stays until
         nginx's reload is surely through (old workers still serve from it), then goes.
         """
-        site = SiteSpec(id=14, name="moving", type="static")
+        site = HostedSite(id=14, name="moving", type="static")
         self.apply(site)
         link = self.paths.hosts / "moving"
         self.assertTrue(link.is_symlink())
-        self.apply(SiteSpec(id=14, name="moving", type="static", availability="not-served"))
+        self.apply(HostedSite(id=14, name="moving", type="static", availability="not-served"))
         self.assertTrue((self.nginx_dir / "site-14.conf").exists())
         self.assertTrue(link.is_symlink())
         self.reactor.advance(5)
@@ -355,9 +357,9 @@ class ServingTests(RuntimeTestCase):
         self.assertFalse(link.exists())
 
     def test_link_kept_when_back_on_the_fast_path_meanwhile(self) -> None:
-        site = SiteSpec(id=15, name="back", type="static")
+        site = HostedSite(id=15, name="back", type="static")
         self.apply(site)
-        self.apply(SiteSpec(id=15, name="back", type="static", availability="disabled"))
+        self.apply(HostedSite(id=15, name="back", type="static", availability="disabled"))
         self.apply(site)
         self.reactor.advance(5)
         self.settle()
@@ -414,7 +416,7 @@ class SiteImageTests(RuntimeTestCase):
         self.runtime.image_built(5, tag)
 
     def apply(self, image: str) -> None:
-        site = SiteSpec(id=5, name="dyn5", type="dynamic", image=image)
+        site = HostedSite(id=5, name="dyn5", type="dynamic", image=image)
         d = self.runtime.apply(site)
         self.settle()
         self.successResultOf(d)
@@ -467,7 +469,7 @@ class GapFreeTests(RuntimeTestCase):
 
     def test_spec_starts_first_behind_the_gate(self) -> None:
         """New tasks start before old ones stop and wait at the gate (a health check)."""
-        site = SiteSpec(id=42, name="blog", type="dynamic")
+        site = HostedSite(id=42, name="blog", type="dynamic")
         spec = service_spec(site, Path("/s/42"), NETWORK, "UTC", Path("/id/42"), Path("/g/42"))
         self.assertEqual(spec["UpdateConfig"]["Order"], "start-first")
         container = spec["TaskTemplate"]["ContainerSpec"]

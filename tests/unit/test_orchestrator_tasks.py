@@ -8,7 +8,7 @@ from typing import Any
 from treq.testing import StubTreq
 
 from director.common.threads import InlineRunner
-from director.orchestrator.sites import SiteSpec
+from director.orchestrator.sites import HostedSite
 from director.orchestrator.web import OrchestratorAPI
 from tests.unit.test_orchestrator_runtime import RuntimeTestCase
 
@@ -23,7 +23,7 @@ class TaskRouteTests(RuntimeTestCase):
         return response.code, json.loads(self.successResultOf(response.content()))
 
     def add(self, site_id: int, availability: str) -> None:
-        site = SiteSpec(id=site_id, name=f"s{site_id}", type="static", availability=availability)
+        site = HostedSite(id=site_id, name=f"s{site_id}", type="static", availability=availability)
         d = self.runtime.apply(site)
         self.settle()
         self.successResultOf(d)

@@ -23,6 +23,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from director.contract.sites import MAX_SITE_NAME_LENGTH, SITE_NAME_PATTERN
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import Metrics
@@ -220,6 +221,9 @@ class Dashboard:
         self.env.filters["step"] = lambda n: STEP_NAMES.get(n, n.replace("_", " "))
         self.env.filters["optype"] = lambda n: OPERATION_NAMES.get(n, n.replace("_", " "))
         self.env.globals["asset"] = self.asset
+        # The site-name rule of the contract, for the forms' pattern and maxlength.
+        self.env.globals["site_name_pattern"] = SITE_NAME_PATTERN
+        self.env.globals["site_name_length"] = MAX_SITE_NAME_LENGTH
         self.env.globals["oidc_name"] = oidc.settings.name if oidc else ""
 
     # -- plumbing ----------------------------------------------------------------------------------
