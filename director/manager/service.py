@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentClient, HTTPPoolService
 from director.common.config import Config
 from director.common.errors import StartupError
@@ -210,14 +211,16 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
     )
     router = ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
+    orchestrator_client = OrchestratorClient(orchestrator)
+    router_client = RouterClient(router)
     bus = _RedisBusProxy()
     # Held (flocked) for the process's lifetime: a restart takes back its own leases at once.
     identity = claim_identity(config.director.state_dir)
     operations = OperationEngine(
         reactor,
         store,
-        orchestrator,
-        router,
+        orchestrator_client,
+        router_client,
         bus,
         config.director.sites_domain,
         lease=config.manager.operation_lease,

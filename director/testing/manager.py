@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.common.threads import InlineRunner
 from director.manager.api import ManagerAPI
@@ -130,8 +131,8 @@ class ManagerHarness:
         self.engine = OperationEngine(
             self.clock,
             self.store,
-            self.orchestrator,
-            self.router,
+            OrchestratorClient(self.orchestrator),
+            RouterClient(self.router),
             self.bus,
             sites_domain,
             backoff=1.0,

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from twisted.internet.task import Clock
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.threads import InlineRunner
 from director.manager.events import MemoryBus
 from director.manager.operations import OperationEngine
@@ -59,8 +60,8 @@ class Manager:
         self.engine = OperationEngine(
             clock,
             self.store,
-            self.orchestrator,
-            self.router,
+            OrchestratorClient(self.orchestrator),
+            RouterClient(self.router),
             MemoryBus(),
             "sites.test",
             lease=LEASE,

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.threads import InlineRunner
 from director.manager.identity import FILE_NAME, claim_identity
 from director.manager.operations import OperationEngine
@@ -81,8 +82,8 @@ class LeaseTests(SynchronousTestCase):
         engine = OperationEngine(
             self.h.clock,
             store,
-            orchestrator,
-            router,
+            OrchestratorClient(orchestrator),
+            RouterClient(router),
             self.h.bus,
             "sites.test",
             lease=LEASE,
@@ -133,8 +134,8 @@ class LeaseTests(SynchronousTestCase):
         dead = OperationEngine(
             self.h.clock,
             store,
-            FakeComponent("orchestrator"),
-            hanging,
+            OrchestratorClient(FakeComponent("orchestrator")),
+            RouterClient(hanging),
             self.h.bus,
             "sites.test",
             lease=LEASE,
