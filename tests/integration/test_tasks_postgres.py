@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from director.clients import OrchestratorClient
 from director.common.threads import InlineRunner
 from director.manager.models import DEFAULT_LIMITS
 from director.manager.schedules import TaskSettings
@@ -92,7 +93,14 @@ def test_several_managers_on_postgresql(postgres_server: PostgresServer) -> None
         clock = Clock()
         orchestrator = Hanging()
         managers = [
-            TaskScheduler(clock, store, orchestrator, TaskSettings(runs_kept=3), f"m{i}", f"m{i}/1")
+            TaskScheduler(
+                clock,
+                store,
+                OrchestratorClient(orchestrator),
+                TaskSettings(runs_kept=3),
+                f"m{i}",
+                f"m{i}/1",
+            )
             for i in range(3)
         ]
 

@@ -12,6 +12,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.clients import OrchestratorClient
 from director.manager.models import ValidationError
 from director.manager.schedules import TaskSettings, next_run, validate_schedule
 from director.manager.tasks import TaskScheduler
@@ -101,7 +102,7 @@ class TaskTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.fake = Orchestrator()
-        self.h.tasks._orchestrator = self.fake
+        self.h.tasks._orchestrator = OrchestratorClient(self.fake)
         self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")
@@ -386,7 +387,7 @@ class TaskTests(SynchronousTestCase):
         return TaskScheduler(
             self.h.clock,
             self.h.store,
-            self.fake,
+            OrchestratorClient(self.fake),
             TaskSettings(runs_kept=5),
             name,
             f"{name}/1",
