@@ -229,7 +229,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     scheduler = TaskScheduler(
         reactor,
         store,
-        orchestrator,
+        orchestrator_client,
         task_settings(config),
         operations.identity,
         operations.worker,
@@ -249,7 +249,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         BackupRecords(engine, db_pool),
         _all_sites,
         operations.database_host,
-        orchestrator,
+        orchestrator_client,
         ManagerBackup(reactor, restic, config, url, backup_pool),
         restic,
         config.backup,
@@ -286,7 +286,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.shell.public_host or config.manager.dashboard_host,
         config.shell.public_port or config.shell.port,
     )
-    disk = DiskPoller(reactor, store, orchestrator, config.manager.disk_poll_interval)
+    disk = DiskPoller(reactor, store, orchestrator_client, config.manager.disk_poll_interval)
     LoopService(disk).setServiceParent(top)
     api = ManagerAPI(
         reactor,
@@ -363,7 +363,12 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     root.add(b"/shell-server/", shell.app.resource())
     root.add(b"/ws/", sockets.app.resource())
     reconciler = Reconciler(
-        reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
+        reactor,
+        store,
+        operations,
+        orchestrator_client,
+        router_client,
+        config.manager.reconcile_interval,
     )
     _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
     LoopService(scheduler).setServiceParent(top)

@@ -126,13 +126,16 @@ class ManagerHarness:
         self.store = Store(engine, InlineRunner())
         self.orchestrator = FakeComponent("orchestrator")
         self.router = FakeComponent("router")
+        # The typed clients the manager's parts call them through.
+        self.orchestrator_client = OrchestratorClient(self.orchestrator)
+        self.router_client = RouterClient(self.router)
         self.bus = MemoryBus()
         self.keys = Keyring()
         self.engine = OperationEngine(
             self.clock,
             self.store,
-            OrchestratorClient(self.orchestrator),
-            RouterClient(self.router),
+            self.orchestrator_client,
+            self.router_client,
             self.bus,
             sites_domain,
             backoff=1.0,
@@ -142,7 +145,7 @@ class ManagerHarness:
         self.tasks = TaskScheduler(
             self.clock,
             self.store,
-            self.orchestrator,
+            self.orchestrator_client,
             TaskSettings(max_per_site=3, max_timeout=600, default_timeout=60, runs_kept=5),
             self.engine.identity,
             self.engine.worker,
