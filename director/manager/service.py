@@ -293,12 +293,12 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         store,
         operations,
         passwords,
-        orchestrator,
+        orchestrator_client,
         bus,
         config.director.sites_domain,
         signer,
         config.orchestrator.url,
-        router,
+        router_client,
         RateLimiter(reactor, config.manager.write_rate, config.manager.write_burst),
         SMTPMailer(
             reactor, config.manager.smtp_host, config.manager.smtp_port, config.manager.mail_from

@@ -157,12 +157,12 @@ class ManagerHarness:
             self.store,
             self.engine,
             self.passwords,
-            self.orchestrator,
+            self.orchestrator_client,
             self.bus,
             sites_domain,
             self.keys.signer("manager", self.clock),
             "http://orchestrator.test",
-            self.router,
+            self.router_client,
             tasks=self.tasks,
         )
 
