@@ -348,7 +348,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         sites_domain=config.director.sites_domain,
         session_lifetime=timedelta(hours=config.manager.session_hours),
         sites_port=config.router.http_port,
-        router=router,
+        router=router_client,
         authenticate=api.user,
         oidc=_oidc(reactor, config, http.http),
         proxies=proxies,
