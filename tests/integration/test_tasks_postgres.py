@@ -21,7 +21,7 @@ from director.manager.models import DEFAULT_LIMITS
 from director.manager.schedules import TaskSettings
 from director.manager.store import Store, make_engine, migrate
 from director.manager.tasks import TaskScheduler
-from director.testing.manager import FakeComponent
+from director.testing.fake_orchestrator import FakeOrchestrator
 
 
 def _result(d: Deferred[Any]) -> Any:
@@ -32,11 +32,11 @@ def _result(d: Deferred[Any]) -> Any:
     return out[0]
 
 
-class Hanging(FakeComponent):
+class Hanging(FakeOrchestrator):
     """An orchestrator whose task runs end when the test says."""
 
     def __init__(self) -> None:
-        super().__init__("orchestrator")
+        super().__init__()
         self.pending: list[Deferred[Any]] = []
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -16,8 +16,9 @@ from director.common.threads import InlineRunner
 from director.manager.identity import FILE_NAME, claim_identity
 from director.manager.operations import OperationEngine
 from director.manager.store import Store, make_engine
+from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.fake_router import FakeRouter
 from director.testing.manager import (
-    FakeComponent,
     HangingComponent,
     ManagerHarness,
     create_static_site,
@@ -73,12 +74,12 @@ class LeaseTests(SynchronousTestCase):
         self.h.user("alice")
 
     def engine(
-        self, identity: str, orchestrator: FakeComponent | None = None
-    ) -> tuple[OperationEngine, FakeComponent, FakeComponent]:
+        self, identity: str, orchestrator: FakeOrchestrator | HangingComponent | None = None
+    ) -> tuple[OperationEngine, FakeOrchestrator | HangingComponent, FakeRouter]:
         """Another manager process: its own connection pool to the same database file."""
         store = Store(make_engine(f"sqlite:///{self.directory / 'director.db'}"), InlineRunner())
-        orchestrator = orchestrator or FakeComponent("orchestrator")
-        router = FakeComponent("router")
+        orchestrator = orchestrator or FakeOrchestrator()
+        router = FakeRouter()
         engine = OperationEngine(
             self.h.clock,
             store,
@@ -134,7 +135,7 @@ class LeaseTests(SynchronousTestCase):
         dead = OperationEngine(
             self.h.clock,
             store,
-            OrchestratorClient(FakeComponent("orchestrator")),
+            OrchestratorClient(FakeOrchestrator()),
             RouterClient(hanging),
             self.h.bus,
             "sites.test",

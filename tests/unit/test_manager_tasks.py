@@ -17,7 +17,8 @@ from director.manager.models import ValidationError
 from director.manager.schedules import TaskSettings, next_run, validate_schedule
 from director.manager.tasks import TaskScheduler
 from director.orchestrator.tasks import BoundedOutput
-from director.testing.manager import FakeComponent, ManagerHarness
+from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.manager import ManagerHarness
 
 
 class ScheduleTests(SynchronousTestCase):
@@ -66,11 +67,11 @@ class BoundedOutputTests(SynchronousTestCase):
         self.assertTrue(out.text().endswith("left out ...]\n12345"))
 
 
-class Orchestrator(FakeComponent):
+class Orchestrator(FakeOrchestrator):
     """A fake orchestrator whose task runs end when the test says (C{finish})."""
 
     def __init__(self) -> None:
-        super().__init__("orchestrator")
+        super().__init__()
         self.pending: list[Deferred[Any]] = []
         self.answer: dict[str, Any] | None = {
             "exit_code": 0,
