@@ -207,20 +207,22 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         child.setServiceParent(top)
     store = Store(engine, db_pool)
     signer = component_signer(reactor, config, "manager")
-    orchestrator = ComponentClient(
-        reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
+    orchestrator = OrchestratorClient(
+        ComponentClient(
+            reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
+        )
     )
-    router = ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
-    orchestrator_client = OrchestratorClient(orchestrator)
-    router_client = RouterClient(router)
+    router = RouterClient(
+        ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
+    )
     bus = _RedisBusProxy()
     # Held (flocked) for the process's lifetime: a restart takes back its own leases at once.
     identity = claim_identity(config.director.state_dir)
     operations = OperationEngine(
         reactor,
         store,
-        orchestrator_client,
-        router_client,
+        orchestrator,
+        router,
         bus,
         config.director.sites_domain,
         lease=config.manager.operation_lease,
@@ -229,7 +231,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     scheduler = TaskScheduler(
         reactor,
         store,
-        orchestrator_client,
+        orchestrator,
         task_settings(config),
         operations.identity,
         operations.worker,
@@ -249,7 +251,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         BackupRecords(engine, db_pool),
         _all_sites,
         operations.database_host,
-        orchestrator_client,
+        orchestrator,
         ManagerBackup(reactor, restic, config, url, backup_pool),
         restic,
         config.backup,
@@ -286,19 +288,19 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.shell.public_host or config.manager.dashboard_host,
         config.shell.public_port or config.shell.port,
     )
-    disk = DiskPoller(reactor, store, orchestrator_client, config.manager.disk_poll_interval)
+    disk = DiskPoller(reactor, store, orchestrator, config.manager.disk_poll_interval)
     LoopService(disk).setServiceParent(top)
     api = ManagerAPI(
         reactor,
         store,
         operations,
         passwords,
-        orchestrator_client,
+        orchestrator,
         bus,
         config.director.sites_domain,
         signer,
         config.orchestrator.url,
-        router_client,
+        router,
         RateLimiter(reactor, config.manager.write_rate, config.manager.write_burst),
         SMTPMailer(
             reactor, config.manager.smtp_host, config.manager.smtp_port, config.manager.mail_from
@@ -348,7 +350,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         sites_domain=config.director.sites_domain,
         session_lifetime=timedelta(hours=config.manager.session_hours),
         sites_port=config.router.http_port,
-        router=router_client,
+        router=router,
         authenticate=api.user,
         oidc=_oidc(reactor, config, http.http),
         proxies=proxies,
@@ -363,12 +365,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     root.add(b"/shell-server/", shell.app.resource())
     root.add(b"/ws/", sockets.app.resource())
     reconciler = Reconciler(
-        reactor,
-        store,
-        operations,
-        orchestrator_client,
-        router_client,
-        config.manager.reconcile_interval,
+        reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
     )
     _EngineService(reactor, operations, config, bus, reconciler).setServiceParent(top)
     LoopService(scheduler).setServiceParent(top)
