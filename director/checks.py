@@ -16,6 +16,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentClient, connect_websocket
 from director.common.config import Config
 from director.common.errors import StartupError
@@ -73,14 +74,19 @@ async def run_checks(
     if signer is not None:
         for component in ("orchestrator", "router"):
             url = getattr(config, component).url
-            client = ComponentClient(reactor, signer, component, url, http, timeout)
+            caller = ComponentClient(reactor, signer, component, url, http, timeout)
+            client = (
+                OrchestratorClient(caller) if component == "orchestrator" else RouterClient(caller)
+            )
             try:
-                answer = await client.json("GET", "/v1/whoami")
+                answer = await client.whoami()
                 ok = answer.get("caller") == "manager"
                 results.append((f"{component} accepts the manager's signature", ok, str(answer)))
             except Exception as e:
                 results.append((f"{component} accepts the manager's signature", False, str(e)))
-        ws_url = "ws" + config.orchestrator.url[len("http") :] + "/ws/whoami"
+        ws_url = OrchestratorClient.websocket_url(
+            config.orchestrator.url, OrchestratorClient.whoami_path()
+        )
         try:
             proto = await connect_websocket(
                 reactor, signer, "orchestrator", ws_url, timeout=timeout

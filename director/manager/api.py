@@ -11,15 +11,14 @@ import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.client import (
-    Caller,
     ComponentCallError,
     connect_websocket,
     file_digest,
@@ -155,12 +154,12 @@ class ManagerAPI:
         store: Store,
         engine: OperationEngine,
         passwords: Passwords,
-        orchestrator: Caller,
+        orchestrator: OrchestratorClient,
         bus: IEventBus,
         sites_domain: str,
         signer: RequestSigner,
         orchestrator_url: str,
-        router: Caller | None = None,
+        router: RouterClient | None = None,
         limiter: RateLimiter | None = None,
         mailer: Mailer | None = None,
         limits: UserLimits | None = None,
@@ -791,7 +790,7 @@ class ManagerAPI:
         user = await self.user(request)
         site = await self.site_for(user, name)
         try:
-            status = await self.orchestrator.json("GET", f"/v1/sites/{site.id}", timeout=10)
+            status = await self.orchestrator.site_status(site.id, timeout=10)
         except ComponentCallError as e:
             if e.status == 404:
                 status = {"running": False, "starting": False, "error": "not deployed yet"}
@@ -843,7 +842,7 @@ class ManagerAPI:
             try:
                 if self._router is None:
                     raise ComponentCallError("router", 503, b"{}")
-                state = await self._router.json("GET", f"/v1/certificates/{domain}", timeout=10)
+                state = await self._router.certificate(domain, timeout=10)
             except ComponentCallError as e:
                 state = {"state": "unknown", "last_error": e.detail}
             result.append({"domain": domain, "certificate": state})
@@ -1063,8 +1062,8 @@ class ManagerAPI:
         host = await self.store.database_host(host_id=db.host_id)
         assert host is not None
         try:
-            result = await self.orchestrator.json(
-                "POST", "/v1/databases/query", json=_query_body(db, host, sql), timeout=30
+            result = await self.orchestrator.query_database(
+                _database_login(db, host), sql, query_timeout=10, max_rows=1000, timeout=30
             )
         except ComponentCallError as e:
             if e.code == "access_denied":
@@ -1096,15 +1095,12 @@ class ManagerAPI:
 
     async def _snapshots(self, site: Site) -> list[dict[str, Any]]:
         try:
-            answer = await self.orchestrator.json(
-                "GET", f"/v1/sites/{site.id}/backups", timeout=120
-            )
+            snapshots = await self.orchestrator.list_backups(site.id, timeout=120)
         except ComponentCallError as e:
             self.log.warn("listing backups failed: {e}", e=e)
             raise APIError(
                 503, "backups_unavailable", "the backups cannot be listed now; try again later"
             ) from None
-        snapshots: list[dict[str, Any]] = answer["snapshots"]
         return snapshots
 
     @app.route("/api/v1/sites/<name>/backups", methods=["GET"])
@@ -1195,9 +1191,6 @@ class ManagerAPI:
 
     # -- files (relayed to the orchestrator) -----------------------------------------------------
 
-    def _files_path(self, site: Site, path: str) -> str:
-        return f"/v1/sites/{site.id}/files/" + quote(path, safe="/")
-
     @staticmethod
     def _path_after(request: Any, name: str) -> str:
         try:
@@ -1209,8 +1202,9 @@ class ManagerAPI:
         self,
         request: Any,
         method: str,
-        target: str,
-        data: bytes | None = None,
+        site: Site,
+        path: str,
+        directory: bool = False,
         json_body: Any = None,
         params: dict[str, str] | None = None,
         body_file: Any = None,
@@ -1220,16 +1214,15 @@ class ManagerAPI:
         The orchestrator's answer to a file call, streamed to the client as it arrives (a
         download is never held whole; a slow client slows the orchestrator's side down).
         """
-        response: Any = await self.orchestrator.request(
+        response: Any = await self.orchestrator.files_request(
             method,
-            target,
-            data=data,
+            site.id,
+            path,
+            directory=directory,
             json=json_body,
             params=params,
-            timeout=300,
             body_file=body_file,
             body_digest=body_digest,
-            stream=True,
         )
         if response.code >= 400:
             # Refusals are small JSON: read whole, and told in words for the user.
@@ -1271,7 +1264,7 @@ class ManagerAPI:
         path = self._path_after(request, name)
         args = query(request, "get", "/api/v1/sites/{name}/files/{path}")
         params = {"zip": "1"} if is_set(args["zip"]) else None
-        return await self._relay(request, "GET", self._files_path(site, path), params=params)
+        return await self._relay(request, "GET", site, path, params=params)
 
     @app.route("/api/v1/sites/<name>/files/", methods=["PUT"], branch=True)
     async def put_file(self, request: Any, name: str) -> bytes:
@@ -1291,12 +1284,13 @@ class ManagerAPI:
         params = {"mode": args["mode"]} if args["mode"] else {}
         if is_set(args["exclusive"]):
             params["exclusive"] = "1"
-        target = self._files_path(site, path) + ("/" if request.path.endswith(b"/") else "")
         digest = await file_digest(self._reactor, content)
         answer = await self._relay(
             request,
             "PUT",
-            target,
+            site,
+            path,
+            directory=request.path.endswith(b"/"),
             params=params or None,
             body_file=content,
             body_digest=digest,
@@ -1313,7 +1307,8 @@ class ManagerAPI:
         return await self._relay(
             request,
             "PATCH",
-            self._files_path(site, self._path_after(request, name)),
+            site,
+            self._path_after(request, name),
             json_body=body,
         )
 
@@ -1326,7 +1321,8 @@ class ManagerAPI:
         return await self._relay(
             request,
             "DELETE",
-            self._files_path(site, self._path_after(request, name)),
+            site,
+            self._path_after(request, name),
             params=params,
         )
 
@@ -1339,7 +1335,9 @@ class ManagerAPI:
         tail = query(request, "get", "/api/v1/sites/{name}/logs")["tail"] or 100
         if site.type != "dynamic":
             return render_json(request, {"lines": []})
-        url = "ws" + self.orchestrator_url[4:] + f"/ws/sites/{site.id}/logs?tail={tail}"
+        url = OrchestratorClient.websocket_url(
+            self.orchestrator_url, OrchestratorClient.logs_path(site.id, tail)
+        )
         proto = await connect_websocket(self._reactor, self.signer, "orchestrator", url, timeout=10)
         lines: list[str] = []
         from twisted.internet.defer import TimeoutError as Timeout
@@ -1820,14 +1818,8 @@ def parse_public_key(line: object) -> tuple[str, str, str]:
     return f"SHA256:{fingerprint}", comment, " ".join(parts[:2])
 
 
-def _query_body(db: Any, host: dict[str, Any], sql: str) -> dict[str, Any]:
-    spec = DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password)
-    return {
-        **spec.to_json(),
-        "sql": sql,
-        "timeout": 10,
-        "max_rows": 1000,
-    }
+def _database_login(db: Any, host: dict[str, Any]) -> DatabaseSpec:
+    return DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password)
 
 
 _whole = models.whole_number

@@ -29,9 +29,11 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from director.common.client import Caller, ComponentCallError
+from director.clients import OrchestratorClient
+from director.common.client import ComponentCallError
 from director.common.restic import Restic, run_process
 from director.common.threads import Runner
+from director.contract.databases import DatabaseHost, DatabaseSpec
 from director.manager import schema as t
 from director.manager.models import Site, ValidationError
 from director.manager.store import Conflict
@@ -446,7 +448,7 @@ class BackupScheduler:
         records: BackupRecords,
         list_sites: Callable[[], Awaitable[list[Site]]],
         database_host: Callable[[int], Awaitable[dict[str, Any]]],
-        orchestrator: Caller,
+        orchestrator: OrchestratorClient,
         manager: ManagerBackup | None,
         restic: Restic | None,
         section: Any,
@@ -615,18 +617,16 @@ class BackupScheduler:
             if run_id is None:
                 run_id = await self.records.start("site", site)
             t0 = self._reactor.seconds()
-            body: dict[str, Any] = {}
             try:
+                login = None
                 if site.database is not None:
                     db = site.database
-                    body["database"] = {
-                        "host": await self._database_host(db.host_id),
-                        "name": db.name,
-                        "username": db.username,
-                        "password": db.password,
-                    }
-                made = await self._orchestrator.json(
-                    "POST", f"/v1/sites/{site.id}/backups", json=body, timeout=SITE_BACKUP_TIMEOUT
+                    host = await self._database_host(db.host_id)
+                    login = DatabaseSpec(
+                        DatabaseHost.from_record(host), db.name, db.username, db.password
+                    )
+                made = await self._orchestrator.backup_site(
+                    site.id, login, timeout=SITE_BACKUP_TIMEOUT
                 )
                 await self.records.finish(
                     run_id,

@@ -38,6 +38,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from director.clients import OrchestratorClient
 from director.common.client import SignedClientProtocol, connect_websocket
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
@@ -95,7 +96,7 @@ class BrowserSockets:
         self.store = store
         self.bus = bus
         self._signer = signer
-        self._ws_base = "ws" + orchestrator_url.rstrip("/")[4:]
+        self._orchestrator_url = orchestrator_url
         self.origin = Origin.from_url(manager_url)
         self.proxies = proxies or Proxies(https_url=self.origin.secure)
         self._connect = connect or connect_websocket
@@ -116,7 +117,7 @@ class BrowserSockets:
             self.reactor,
             self._signer,
             "orchestrator",
-            self._ws_base + path,
+            OrchestratorClient.websocket_url(self._orchestrator_url, path),
             protocol=protocol,
             timeout=self._upstream_timeout,
         )
@@ -175,7 +176,12 @@ class BrowserSockets:
         return websocket_resource(RefusedProtocol, sockets=self, kind=kind, refusal=(code, reason))
 
     async def _site_socket(
-        self, request: Any, name: str, kind: str, suffix: str, protocol: type[BrowserProtocol]
+        self,
+        request: Any,
+        name: str,
+        kind: str,
+        upstream: Callable[[int], str],
+        protocol: type[BrowserProtocol],
     ) -> Any:
         bad = self._bad_origin(request)
         if bad is not None:
@@ -210,12 +216,14 @@ class BrowserSockets:
             user=user,
             session_id=session_id,
             sites={site.id: site.name},
-            upstream=f"/ws/sites/{site.id}{suffix}",
+            upstream=upstream(site.id),
         )
 
     @app.route("/ws/sites/<name>/terminal")
     async def terminal(self, request: IRequest, name: str) -> Any:
-        return await self._site_socket(request, name, "terminal", "/terminal", RelayProtocol)
+        return await self._site_socket(
+            request, name, "terminal", OrchestratorClient.terminal_path, RelayProtocol
+        )
 
     @app.route("/ws/sites/<name>/logs")
     async def logs(self, request: Any, name: str) -> Any:
@@ -223,18 +231,24 @@ class BrowserSockets:
         if not raw.isdigit() or not 0 <= int(raw) <= 5000:
             return render_error(request, 400, "bad_tail", "tail must be a number up to 5000")
         return await self._site_socket(
-            request, name, "logs", f"/logs?tail={int(raw)}", RelayProtocol
+            request,
+            name,
+            "logs",
+            lambda site_id: OrchestratorClient.logs_path(site_id, int(raw)),
+            RelayProtocol,
         )
 
     @app.route("/ws/sites/<name>/files/monitor")
     async def files_monitor(self, request: IRequest, name: str) -> Any:
         return await self._site_socket(
-            request, name, "files-monitor", "/files/monitor", RelayProtocol
+            request, name, "files-monitor", OrchestratorClient.files_monitor_path, RelayProtocol
         )
 
     @app.route("/ws/sites/<name>/status")
     async def status(self, request: IRequest, name: str) -> Any:
-        return await self._site_socket(request, name, "status", "/status", StatusRelayProtocol)
+        return await self._site_socket(
+            request, name, "status", OrchestratorClient.status_path, StatusRelayProtocol
+        )
 
     async def _user_socket(self, request: Any, kind: str, protocol: type[BrowserProtocol]) -> Any:
         bad = self._bad_origin(request)
@@ -252,7 +266,7 @@ class BrowserSockets:
             user=user,
             session_id=session_id,
             sites={},
-            upstream="/ws/sites/status",
+            upstream=OrchestratorClient.statuses_path(),
         )
 
     @app.route("/ws/sites/status")

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from director.common.client import Caller
+from director.clients import OrchestratorClient
 from director.manager.store import Store
 
 
@@ -39,7 +39,7 @@ class DiskPoller:
         self,
         reactor: Any,
         store: Store,
-        orchestrator: Caller,
+        orchestrator: OrchestratorClient,
         interval: float = 60.0,
         settle: float = 3.0,
     ) -> None:
@@ -87,5 +87,5 @@ class DiskPoller:
         return d
 
     async def _poll(self) -> None:
-        report = await self._orchestrator.json("GET", "/v1/disk", timeout=30)
+        report = await self._orchestrator.disk(timeout=30)
         await self._store.set_disk_usage(parse_report(report))

@@ -22,8 +22,9 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.web.client import ResponseFailed
 
-from director.common.client import Caller, ComponentCallError
-from director.contract.databases import DatabaseHost
+from director.clients import OrchestratorClient, RouterClient
+from director.common.client import ComponentCallError
+from director.contract.databases import DatabaseHost, DatabaseSpec
 from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
@@ -76,8 +77,8 @@ class OperationEngine:
         self,
         reactor: Any,
         store: Store,
-        orchestrator: Caller,
-        router: Caller,
+        orchestrator: OrchestratorClient,
+        router: RouterClient,
         bus: IEventBus,
         sites_domain: str,
         poll_interval: float = 2.0,
@@ -256,34 +257,25 @@ class OperationEngine:
 
     async def _apply_orchestrator(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
-        status = await self._orchestrator.json(
-            "PUT", f"/v1/sites/{site.id}", json=site.orchestrator_spec(), timeout=180
-        )
+        status = await self._orchestrator.put_site(site.id, site.orchestrator_spec())
         return "running" if status.get("upstream") else "configured"
 
     async def _apply_router(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
-        await self._router.json(
-            "PUT",
-            f"/v1/sites/{site.name}",
-            json={
-                "domains": list(site.domains),
-                "max_body_size": site.limits["client_max_body_size"],
-            },
-        )
+        await self._router.put_site(site.name, site.domains, site.limits["client_max_body_size"])
         return f"{len(site.domains)} custom domain(s)"
 
     async def _remove_old_router_name(self, op: Operation, site: Site | None) -> str:
         old = op.params.get("old_name")
         if old:
-            await self._router.json("DELETE", f"/v1/sites/{old}")
+            await self._router.remove_site(old)
         return f"removed {old}"
 
     async def _restart_process(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
         if op.type == "restore_backup" and site.type != "dynamic":
             return "a static site needs no restart"
-        await self._orchestrator.json("POST", f"/v1/sites/{site.id}/restart", timeout=180)
+        await self._orchestrator.restart_site(site.id)
         return "restarted"
 
     async def _build_image(self, op: Operation, site: Site | None) -> str:
@@ -306,17 +298,7 @@ class OperationEngine:
             None,
         )
         try:
-            await self._orchestrator.json(
-                "POST",
-                "/v1/images/build",
-                json={
-                    "tag": tag,
-                    "parent": image,
-                    "packages": packages,
-                    "setup_command": setup or None,
-                },
-                timeout=1800,
-            )
+            await self._orchestrator.build_image(tag, image, packages, setup or None)
         except ComponentCallError as e:
             if e.status == 422:
                 raise PermanentError(
@@ -343,15 +325,9 @@ class OperationEngine:
         db = site.database
         if db is None:
             raise PermanentError("the site has no database to create")
-        await self._orchestrator.json(
-            "PUT",
-            "/v1/databases",
-            json={
-                "host": await self._database_host(db.host_id),
-                "name": db.name,
-                "username": db.username,
-                "password": db.password,
-            },
+        host = await self._database_host(db.host_id)
+        await self._orchestrator.put_database(
+            DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password)
         )
         return f"{db.kind} database {db.name}"
 
@@ -362,16 +338,8 @@ class OperationEngine:
         db = op.params.get("database")
         if not db:
             return "no database"
-        await self._orchestrator.json(
-            "POST",
-            "/v1/databases/delete",
-            json={
-                "host": await self._database_host(db["host_id"]),
-                "name": db["name"],
-                "username": db["username"],
-                "password": "",
-            },
-        )
+        host = await self._database_host(db["host_id"])
+        await self._orchestrator.drop_database(host, db["name"], db["username"])
         return f"dropped {db['name']}"
 
     async def _restore_files(self, op: Operation, site: Site | None) -> str:
@@ -379,12 +347,7 @@ class OperationEngine:
         if not op.params.get("files"):
             return "files left as they are"
         path = op.params.get("path")
-        await self._orchestrator.json(
-            "POST",
-            f"/v1/sites/{site.id}/backups/{op.params['snapshot']}/restore-files",
-            json={"path": path},
-            timeout=6 * 3600,
-        )
+        await self._orchestrator.restore_files(site.id, op.params["snapshot"], path)
         return f"restored {path}" if path else "restored every file"
 
     async def _restore_database(self, op: Operation, site: Site | None) -> str:
@@ -395,16 +358,11 @@ class OperationEngine:
         if db is None:
             raise PermanentError("the site has no database to restore into")
         try:
-            await self._orchestrator.json(
-                "POST",
-                f"/v1/sites/{site.id}/backups/{op.params['snapshot']}/restore-database",
-                json={
-                    "host": await self._database_host(db.host_id),
-                    "name": db.name,
-                    "username": db.username,
-                    "password": db.password,
-                },
-                timeout=6 * 3600,
+            host = await self._database_host(db.host_id)
+            await self._orchestrator.restore_database(
+                site.id,
+                op.params["snapshot"],
+                DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password),
             )
         except ComponentCallError as e:
             if e.code == "no_database_backup" and op.params.get("database") == "if_present":
@@ -416,15 +374,15 @@ class OperationEngine:
 
     async def _remove_router(self, op: Operation, site: Site | None) -> str:
         name = op.params.get("name") or op.site_name
-        await self._router.json("DELETE", f"/v1/sites/{name}")
+        await self._router.remove_site(name)
         return "removed from the router"
 
     async def _remove_orchestrator(self, op: Operation, site: Site | None) -> str:
-        purge = "1" if op.params.get("purge_files", True) else "0"
-        await self._orchestrator.json(
-            "DELETE", f"/v1/sites/{op.site_id}", params={"purge": purge}, timeout=180
-        )
-        return "service, nginx config" + (" and files removed" if purge == "1" else " removed")
+        purge = bool(op.params.get("purge_files", True))
+        if op.site_id is None:
+            raise PermanentError("the operation names no site")
+        await self._orchestrator.remove_site(op.site_id, purge)
+        return "service, nginx config" + (" and files removed" if purge else " removed")
 
     async def _delete_records(self, op: Operation, site: Site | None) -> str:
         if op.site_id is not None:

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from director.common.client import Caller
+from director.clients import OrchestratorClient, RouterClient
 from director.manager.models import Site
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.store import Conflict, Store
@@ -75,8 +75,8 @@ class Reconciler:
         reactor: Any,
         store: Store,
         engine: OperationEngine,
-        orchestrator: Caller,
-        router: Caller,
+        orchestrator: OrchestratorClient,
+        router: RouterClient,
         interval: float = 300.0,
     ) -> None:
         self._reactor = reactor
@@ -100,8 +100,8 @@ class Reconciler:
     async def run_once(self) -> Drift | None:
         """One pass; failures are logged and the next pass tries again."""
         try:
-            orchestrator = (await self._orchestrator.json("GET", "/v1/sites", timeout=60))["sites"]
-            router = (await self._router.json("GET", "/v1/sites", timeout=60))["sites"]
+            orchestrator = await self._orchestrator.list_sites(timeout=60)
+            router = await self._router.list_sites(timeout=60)
             sites = await self._store.list_sites(limit=1_000_000)
         except Exception:
             self.log.failure("reconcile: cannot read the components' state")
@@ -130,15 +130,10 @@ class Reconciler:
                 + (" with its files" if purge else " (its files are kept: never known here)"),
                 id=site_id,
             )
-            await self._orchestrator.json(
-                "DELETE",
-                f"/v1/sites/{site_id}",
-                params={"purge": "1" if purge else "0"},
-                timeout=120,
-            )
+            await self._orchestrator.remove_site(site_id, purge, timeout=120)
         for name in drift.orphans_router:
             self.log.warn("reconcile: removing unknown site {name} from the router", name=name)
-            await self._router.json("DELETE", f"/v1/sites/{name}", timeout=60)
+            await self._router.remove_site(name, timeout=60)
         if drift.repair:
             self._engine.wake()
         return drift

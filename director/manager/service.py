@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentClient, HTTPPoolService
 from director.common.config import Config
 from director.common.errors import StartupError
@@ -190,10 +191,14 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         child.setServiceParent(top)
     store = Store(db_engine, db_pool)
     signer = component_signer(reactor, config, "manager")
-    orchestrator = ComponentClient(
-        reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
+    orchestrator = OrchestratorClient(
+        ComponentClient(
+            reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
+        )
     )
-    router = ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
+    router = RouterClient(
+        ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
+    )
     bus = _RedisBusProxy()
     # Held (flocked) for the process's lifetime: a restart takes back its own leases at once.
     identity = claim_identity(config.director.state_dir)

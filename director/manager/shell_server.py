@@ -15,6 +15,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from director.clients import OrchestratorClient
 from director.common.guard import caller_of, render_error
 from director.common.tokens import mint
 from director.common.web import render_json
@@ -50,7 +51,7 @@ class ShellServerAPI:
         self._store = store
         self._passwords = passwords
         self._key = token_key
-        self._ws_base = "ws" + orchestrator_url.rstrip("/")[4:]
+        self._orchestrator_url = orchestrator_url
 
     @app.handle_errors(APIError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
@@ -144,7 +145,9 @@ class ShellServerAPI:
                 "site_id": site.id,
                 "site_name": site.name,
                 "token": token,
-                "websocket_url": f"{self._ws_base}/ws/shell-server/{site.id}/ssh-shell",
+                "websocket_url": OrchestratorClient.websocket_url(
+                    self._orchestrator_url, OrchestratorClient.shell_path(site.id)
+                ),
             },
         )
 

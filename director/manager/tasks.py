@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from director.common.client import Caller
+from director.clients import OrchestratorClient
 from director.manager.models import ValidationError
 from director.manager.operations import _describe, _public_reason
 from director.manager.schedules import Task, TaskRun, TaskSettings, describe_result, next_run
@@ -38,7 +38,7 @@ class TaskScheduler:
         self,
         reactor: Any,
         store: Store,
-        orchestrator: Caller,
+        orchestrator: OrchestratorClient,
         settings: TaskSettings,
         identity: str,
         worker: str,
@@ -143,15 +143,8 @@ class TaskScheduler:
                     "not run: the site is disabled or not served",
                 )
             else:
-                result = await self._orchestrator.json(
-                    "POST",
-                    f"/v1/sites/{site.id}/tasks/run",
-                    json={
-                        "command": task.command,
-                        "timeout": task.timeout,
-                        "max_output": self.settings.max_output,
-                    },
-                    timeout=task.timeout + 60,
+                result = await self._orchestrator.run_task(
+                    site.id, task.command, task.timeout, self.settings.max_output
                 )
                 status, code, message = describe_result(result, task.timeout)
                 output = str(result.get("output", ""))

@@ -11,13 +11,13 @@ addresses, no signatures, no key that has not been proven to belong to the clien
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.cred.error import UnauthorizedLogin
 
+from director.clients import OrchestratorClient
 from director.common.client import ComponentCallError, ComponentClient
 
 #: Seconds allowed for each call to the manager.
@@ -142,11 +142,12 @@ def _grant(raw: Any) -> SessionGrant:
         # The bridge is opened with the shell's signature: make sure it goes to a shell
         # bridge for this very site, wherever the orchestrator is.
         parts = urlsplit(url) if isinstance(url, str) else None
+        bridge = OrchestratorClient.shell_path(site_id)
         if (
             parts is None
             or parts.scheme not in ("ws", "wss")
             or not parts.hostname
-            or not re.fullmatch(rf"/ws/shell-server/{site_id}/ssh-shell/?", parts.path)
+            or parts.path not in (bridge, bridge + "/")
         ):
             raise ValueError(f"bad websocket_url {url!r}")
         return SessionGrant(site_id, name, token, str(url))

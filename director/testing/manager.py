@@ -1,14 +1,14 @@
-"""A manager wired for unit tests: real store (SQLite file), fake components, inline threads."""
+"""A manager wired for unit tests: real store (SQLite file), verified fakes, inline threads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.common.threads import InlineRunner
 from director.manager.api import ManagerAPI
@@ -18,45 +18,20 @@ from director.manager.passwords import Passwords
 from director.manager.schedules import TaskSettings
 from director.manager.store import Store, make_engine, migrate
 from director.manager.tasks import TaskScheduler
+from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.fake_router import FakeRouter
 from director.testing.keys import Keyring
 
 
-class FakeComponent:
+class HangingComponent:
     """
-    Stands in for a ComponentClient: records calls and answers from C{answers}, a function
-    of (method, path, kwargs) that returns a JSON value or raises.
+    A component (orchestrator or router) whose calls never answer until C{finish()}: a
+    manager stuck mid-action. Records calls like L{FakeOrchestrator}.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.answers: Callable[[str, str, dict[str, Any]], Any] = lambda m, p, k: {}
-
-    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        self.calls.append((method, path, kwargs))
-        return self.answers(method, path, kwargs)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        data: bytes | None = None,
-        params: dict[str, str] | None = None,
-        timeout: float | None = None,
-        body_file: Any = None,
-        body_digest: str | None = None,
-        stream: bool = False,
-    ) -> Any:
-        raise NotImplementedError("file relays are tested against the real orchestrator")
-
-
-class HangingComponent(FakeComponent):
-    """A component whose calls never answer until C{finish()} (a manager stuck mid-action)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
         self.pending: list[Deferred[Any]] = []
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -64,6 +39,9 @@ class HangingComponent(FakeComponent):
         d: Deferred[Any] = Deferred()
         self.pending.append(d)
         return await d
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        raise NotImplementedError("a hanging component relays no files")
 
     def finish(self) -> None:
         for d in self.pending:
@@ -123,15 +101,19 @@ class ManagerHarness:
         engine = make_engine(f"sqlite:///{directory / 'director.db'}")
         migrate(engine)
         self.store = Store(engine, InlineRunner())
-        self.orchestrator = FakeComponent("orchestrator")
-        self.router = FakeComponent("router")
+        # Verified fakes at the wire (their contract suites run against the real apps too).
+        self.orchestrator = FakeOrchestrator()
+        self.router = FakeRouter(sites_domain)
+        # The typed clients the manager's parts call them through.
+        self.orchestrator_client = OrchestratorClient(self.orchestrator)
+        self.router_client = RouterClient(self.router)
         self.bus = MemoryBus()
         self.keys = Keyring()
         self.engine = OperationEngine(
             self.clock,
             self.store,
-            self.orchestrator,
-            self.router,
+            self.orchestrator_client,
+            self.router_client,
             self.bus,
             sites_domain,
             backoff=1.0,
@@ -141,7 +123,7 @@ class ManagerHarness:
         self.tasks = TaskScheduler(
             self.clock,
             self.store,
-            self.orchestrator,
+            self.orchestrator_client,
             TaskSettings(max_per_site=3, max_timeout=600, default_timeout=60, runs_kept=5),
             self.engine.identity,
             self.engine.worker,
@@ -153,12 +135,12 @@ class ManagerHarness:
             self.store,
             self.engine,
             self.passwords,
-            self.orchestrator,
+            self.orchestrator_client,
             self.bus,
             sites_domain,
             self.keys.signer("manager", self.clock),
             "http://orchestrator.test",
-            self.router,
+            self.router_client,
             tasks=self.tasks,
         )
 

@@ -9,11 +9,14 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.threads import InlineRunner
 from director.manager.events import MemoryBus
 from director.manager.operations import OperationEngine
 from director.manager.store import Store, make_engine, migrate
-from director.testing.manager import FakeComponent, HangingComponent, create_static_site
+from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.fake_router import FakeRouter
+from director.testing.manager import HangingComponent, create_static_site
 
 LEASE = 60.0
 
@@ -31,17 +34,21 @@ class Manager:
     """One manager process's engine: its own engine (connection pool) on the database."""
 
     def __init__(
-        self, url: str, clock: Clock, identity: str, orchestrator: FakeComponent | None = None
+        self,
+        url: str,
+        clock: Clock,
+        identity: str,
+        orchestrator: FakeOrchestrator | HangingComponent | None = None,
     ) -> None:
         self.db = make_engine(url)
         self.store = Store(self.db, InlineRunner())
-        self.orchestrator = orchestrator or FakeComponent("orchestrator")
-        self.router = FakeComponent("router")
+        self.orchestrator = orchestrator or FakeOrchestrator()
+        self.router = FakeRouter()
         self.engine = OperationEngine(
             clock,
             self.store,
-            self.orchestrator,
-            self.router,
+            OrchestratorClient(self.orchestrator),
+            RouterClient(self.router),
             MemoryBus(),
             "sites.test",
             lease=LEASE,

@@ -12,12 +12,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from director.clients import OrchestratorClient
 from director.common.threads import InlineRunner
 from director.manager.models import DEFAULT_LIMITS
 from director.manager.schedules import TaskSettings
 from director.manager.store import Store, make_engine, migrate
 from director.manager.tasks import TaskScheduler
-from director.testing.manager import FakeComponent
+from director.testing.fake_orchestrator import FakeOrchestrator
 
 
 def _result(d: Deferred[Any]) -> Any:
@@ -28,11 +29,11 @@ def _result(d: Deferred[Any]) -> Any:
     return out[0]
 
 
-class Hanging(FakeComponent):
+class Hanging(FakeOrchestrator):
     """An orchestrator whose task runs end when the test says."""
 
     def __init__(self) -> None:
-        super().__init__("orchestrator")
+        super().__init__()
         self.pending: list[Deferred[Any]] = []
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -83,7 +84,14 @@ def test_several_managers_on_postgresql(postgres_database: str) -> None:
         clock = Clock()
         orchestrator = Hanging()
         managers = [
-            TaskScheduler(clock, store, orchestrator, TaskSettings(runs_kept=3), f"m{i}", f"m{i}/1")
+            TaskScheduler(
+                clock,
+                store,
+                OrchestratorClient(orchestrator),
+                TaskSettings(runs_kept=3),
+                f"m{i}",
+                f"m{i}/1",
+            )
             for i in range(3)
         ]
 

@@ -48,7 +48,7 @@ class DashboardHarness:
             sites_domain="sites.test",
             session_lifetime=timedelta(hours=2),
             sites_port=8080,
-            router=self.h.router,
+            router=self.h.router_client,
             authenticate=self.h.api.user,
             login_throttle=LoginThrottle(self.h.clock, max_failures=3),
         )

@@ -79,6 +79,21 @@ class APITests(SynchronousTestCase):
         self.assertEqual(
             (code, body["type"], body["url"]), (200, "dynamic", "http://alice-site.sites.test/")
         )
+        # The components hold what the record says (the fakes answer as the real apps do).
+        service = self.h.orchestrator.service(body["id"])
+        assert service is not None, "the orchestrator has no service for the site"
+        self.assertEqual(
+            {k: service[k] for k in ("name", "type", "availability", "image", "limits")},
+            {
+                "name": "alice-site",
+                "type": "dynamic",
+                "availability": "enabled",
+                "image": body["image"],
+                "limits": body["limits"],
+            },
+        )
+        self.assertEqual(self.h.orchestrator.sites[body["id"]].name, "alice-site")
+        self.assertEqual(self.h.router.domains("alice-site"), [])
 
     def test_bad_input_changes_nothing(self) -> None:
         """Invalid names, reserved names, unknown fields and bad JSON: 4xx, no site."""

@@ -53,7 +53,9 @@ class DiskTests(SynchronousTestCase):
         }
         self.broken = False
 
-        self.poller = DiskPoller(self.h.clock, self.h.store, self.h.orchestrator, interval=60)
+        self.poller = DiskPoller(
+            self.h.clock, self.h.store, self.h.orchestrator_client, interval=60
+        )
         self.addCleanup(self.poller.stop)
 
     def answer(self, method: str, path: str, kwargs: dict[str, Any]) -> Any:

@@ -11,12 +11,14 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.clients import OrchestratorClient, RouterClient
 from director.common.threads import InlineRunner
 from director.manager.identity import FILE_NAME, claim_identity
 from director.manager.operations import OperationEngine
 from director.manager.store import Store, make_engine
+from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.fake_router import FakeRouter
 from director.testing.manager import (
-    FakeComponent,
     HangingComponent,
     ManagerHarness,
     create_static_site,
@@ -72,17 +74,17 @@ class LeaseTests(SynchronousTestCase):
         self.h.user("alice")
 
     def engine(
-        self, identity: str, orchestrator: FakeComponent | None = None
-    ) -> tuple[OperationEngine, FakeComponent, FakeComponent]:
+        self, identity: str, orchestrator: FakeOrchestrator | HangingComponent | None = None
+    ) -> tuple[OperationEngine, FakeOrchestrator | HangingComponent, FakeRouter]:
         """Another manager process: its own connection pool to the same database file."""
         store = Store(make_engine(f"sqlite:///{self.directory / 'director.db'}"), InlineRunner())
-        orchestrator = orchestrator or FakeComponent("orchestrator")
-        router = FakeComponent("router")
+        orchestrator = orchestrator or FakeOrchestrator()
+        router = FakeRouter()
         engine = OperationEngine(
             self.h.clock,
             store,
-            orchestrator,
-            router,
+            OrchestratorClient(orchestrator),
+            RouterClient(router),
             self.h.bus,
             "sites.test",
             lease=LEASE,
@@ -133,8 +135,8 @@ class LeaseTests(SynchronousTestCase):
         dead = OperationEngine(
             self.h.clock,
             store,
-            FakeComponent("orchestrator"),
-            hanging,
+            OrchestratorClient(FakeOrchestrator()),
+            RouterClient(hanging),
             self.h.bus,
             "sites.test",
             lease=LEASE,

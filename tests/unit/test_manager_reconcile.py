@@ -58,7 +58,11 @@ class ReconcileTests(SynchronousTestCase):
         )
         self.h.router.answers = lambda m, p, k: {"sites": router} if m == "GET" else {}
         reconciler = Reconciler(
-            self.h.clock, self.h.store, self.h.engine, self.h.orchestrator, self.h.router
+            self.h.clock,
+            self.h.store,
+            self.h.engine,
+            self.h.orchestrator_client,
+            self.h.router_client,
         )
         before = len(self.h.orchestrator.calls)
         self.successResultOf(Deferred.fromCoroutine(reconciler.run_once()))
@@ -92,7 +96,11 @@ class ReconcileTests(SynchronousTestCase):
         )
         self.h.router.answers = lambda m, p, k: {"sites": router} if m == "GET" else {}
         reconciler = Reconciler(
-            self.h.clock, self.h.store, self.h.engine, self.h.orchestrator, self.h.router
+            self.h.clock,
+            self.h.store,
+            self.h.engine,
+            self.h.orchestrator_client,
+            self.h.router_client,
         )
         before = len(self.h.orchestrator.calls)
         self.successResultOf(Deferred.fromCoroutine(reconciler.run_once()))

@@ -12,11 +12,13 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.clients import OrchestratorClient
 from director.manager.models import ValidationError
 from director.manager.schedules import TaskSettings, next_run, validate_schedule
 from director.manager.tasks import TaskScheduler
 from director.orchestrator.tasks import BoundedOutput
-from director.testing.manager import FakeComponent, ManagerHarness
+from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.manager import ManagerHarness
 
 
 class ScheduleTests(SynchronousTestCase):
@@ -65,11 +67,11 @@ class BoundedOutputTests(SynchronousTestCase):
         self.assertTrue(out.text().endswith("left out ...]\n12345"))
 
 
-class Orchestrator(FakeComponent):
+class Orchestrator(FakeOrchestrator):
     """A fake orchestrator whose task runs end when the test says (C{finish})."""
 
     def __init__(self) -> None:
-        super().__init__("orchestrator")
+        super().__init__()
         self.pending: list[Deferred[Any]] = []
         self.answer: dict[str, Any] | None = {
             "exit_code": 0,
@@ -101,7 +103,7 @@ class TaskTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.fake = Orchestrator()
-        self.h.tasks._orchestrator = self.fake
+        self.h.tasks._orchestrator = OrchestratorClient(self.fake)
         self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")
@@ -386,7 +388,7 @@ class TaskTests(SynchronousTestCase):
         return TaskScheduler(
             self.h.clock,
             self.h.store,
-            self.fake,
+            OrchestratorClient(self.fake),
             TaskSettings(runs_kept=5),
             name,
             f"{name}/1",

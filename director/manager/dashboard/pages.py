@@ -23,6 +23,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from director.clients import RouterClient
 from director.contract.sites import MAX_SITE_NAME_LENGTH, SITE_NAME_PATTERN
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
@@ -180,7 +181,7 @@ class Dashboard:
         sites_domain: str,
         session_lifetime: timedelta,
         sites_port: int = 80,
-        router: Any = None,
+        router: RouterClient | None = None,
         authenticate: Callable[[Any], Awaitable[User]] | None = None,
         static_dir: Path = STATIC,
         login_throttle: LoginThrottle | None = None,
@@ -696,7 +697,7 @@ class Dashboard:
         if not site.domains or self.router is None:
             return {}
         try:
-            found = await self.router.json("GET", f"/v1/sites/{site.name}", timeout=5)
+            found = await self.router.get_site(site.name, timeout=5)
         except Exception as e:
             self.log.info("certificate state of {site} unknown: {e}", site=site.name, e=e)
             return {}

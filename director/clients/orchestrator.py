@@ -1,0 +1,292 @@
+"""
+The orchestrator's API as methods (L{OrchestratorClient}), over a signed L{Caller}.
+
+Values go and come as the wire carries them (JSON objects as dicts); each method applies the
+timeout its callers have always used. File transfers are streamed by the manager itself
+(L{OrchestratorClient.files_request}), and websockets are opened by their relays: for those the
+client only builds the path (L{OrchestratorClient.terminal_path} and its siblings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from twisted.web.iweb import IResponse
+
+from director.common.client import Caller
+from director.contract.databases import DatabaseHost, DatabaseSpec
+
+#: How long a site's apply, restart or removal may take (a dynamic site rolls out a task).
+SITE_CHANGE_TIMEOUT = 180.0
+#: A restore of files or of a database (a whole site's snapshot).
+RESTORE_TIMEOUT = 6 * 3600.0
+#: A relayed file call (an upload or a download, streamed).
+FILES_TIMEOUT = 300.0
+
+
+def _kw(timeout: float | None, **kwargs: Any) -> dict[str, Any]:
+    """Call arguments; no timeout: the caller's own default."""
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    return kwargs
+
+
+class OrchestratorClient:
+    """Calls one orchestrator; C{caller} signs and sends (a L{ComponentClient} or a fake)."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    # -- identity ------------------------------------------------------------------------------
+
+    async def whoami(self, timeout: float | None = None) -> dict[str, Any]:
+        """C{{"component": "orchestrator", "caller": <who signed>}}."""
+        answer: dict[str, Any] = await self.caller.json("GET", "/v1/whoami", **_kw(timeout))
+        return answer
+
+    # -- sites ---------------------------------------------------------------------------------
+
+    async def list_sites(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """Every site the orchestrator serves (id, name, type, availability, healthy, ...)."""
+        answer = await self.caller.json("GET", "/v1/sites", timeout=timeout)
+        sites: list[dict[str, Any]] = answer["sites"]
+        return sites
+
+    async def put_site(
+        self, site_id: int, spec: Mapping[str, Any], timeout: float = SITE_CHANGE_TIMEOUT
+    ) -> dict[str, Any]:
+        """Apply the site's spec (idempotent); its status, with C{upstream} (served tasks)."""
+        status: dict[str, Any] = await self.caller.json(
+            "PUT", f"/v1/sites/{int(site_id)}", json=dict(spec), timeout=timeout
+        )
+        return status
+
+    async def site_status(self, site_id: int, timeout: float = 10) -> dict[str, Any]:
+        """Whether the site runs, is starting, its error and last log lines; 404 if unknown."""
+        status: dict[str, Any] = await self.caller.json(
+            "GET", f"/v1/sites/{int(site_id)}", timeout=timeout
+        )
+        return status
+
+    async def remove_site(
+        self, site_id: int, purge: bool, timeout: float = SITE_CHANGE_TIMEOUT
+    ) -> bool:
+        """Stop serving the site (C{purge}: delete its files too); whether it was there."""
+        answer = await self.caller.json(
+            "DELETE",
+            f"/v1/sites/{int(site_id)}",
+            params={"purge": "1" if purge else "0"},
+            timeout=timeout,
+        )
+        return bool(answer.get("removed")) if isinstance(answer, dict) else False
+
+    async def restart_site(
+        self, site_id: int, timeout: float = SITE_CHANGE_TIMEOUT
+    ) -> dict[str, Any]:
+        """Replace a dynamic site's process; its status."""
+        status: dict[str, Any] = await self.caller.json(
+            "POST", f"/v1/sites/{int(site_id)}/restart", timeout=timeout
+        )
+        return status
+
+    async def run_task(
+        self, site_id: int, command: str, timeout: float, max_output: int
+    ) -> dict[str, Any]:
+        """
+        Run C{command} in the site's container, stopped after C{timeout} seconds; answers when
+        it ended: C{exit_code}, C{timed_out}, C{output} (at most C{max_output} bytes), C{truncated}.
+        """
+        result: dict[str, Any] = await self.caller.json(
+            "POST",
+            f"/v1/sites/{int(site_id)}/tasks/run",
+            json={"command": command, "timeout": timeout, "max_output": max_output},
+            timeout=timeout + 60,
+        )
+        return result
+
+    async def disk(self, timeout: float = 30) -> dict[str, Any]:
+        """C{{"sites": [{"id", "disk_usage_bytes", "disk_quota_bytes"}, ...]}}."""
+        report: dict[str, Any] = await self.caller.json("GET", "/v1/disk", timeout=timeout)
+        return report
+
+    # -- images --------------------------------------------------------------------------------
+
+    async def build_image(
+        self,
+        tag: str,
+        parent: str,
+        packages: Sequence[str],
+        setup_command: str | None,
+        timeout: float = 1800,
+    ) -> dict[str, Any]:
+        """Build C{tag} from C{parent} plus Debian C{packages}; a failed build is a 422."""
+        answer: dict[str, Any] = await self.caller.json(
+            "POST",
+            "/v1/images/build",
+            json={
+                "tag": tag,
+                "parent": parent,
+                "packages": list(packages),
+                "setup_command": setup_command,
+            },
+            timeout=timeout,
+        )
+        return answer
+
+    # -- databases -----------------------------------------------------------------------------
+
+    async def put_database(
+        self, database: DatabaseSpec, timeout: float | None = None
+    ) -> dict[str, str]:
+        """Create the site's user and database, or set its password; its environment."""
+        answer = await self.caller.json(
+            "PUT", "/v1/databases", **_kw(timeout, json=database.to_json())
+        )
+        environment: dict[str, str] = answer["environment"]
+        return environment
+
+    async def drop_database(
+        self, host: Mapping[str, Any], name: str, username: str, timeout: float | None = None
+    ) -> None:
+        """Drop the site's database and its user."""
+        login = DatabaseSpec(DatabaseHost.from_record(host), name, username, "")
+        await self.caller.json("POST", "/v1/databases/delete", **_kw(timeout, json=login.to_json()))
+
+    async def query_database(
+        self,
+        database: DatabaseSpec,
+        sql: str,
+        *,
+        query_timeout: float = 10,
+        max_rows: int = 1000,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
+        """Run one SQL statement as the site's user; its columns and rows."""
+        result: dict[str, Any] = await self.caller.json(
+            "POST",
+            "/v1/databases/query",
+            json={**database.to_json(), "sql": sql, "timeout": query_timeout, "max_rows": max_rows},
+            timeout=timeout,
+        )
+        return result
+
+    # -- backups -------------------------------------------------------------------------------
+
+    async def backup_site(
+        self, site_id: int, database: DatabaseSpec | None, timeout: float
+    ) -> dict[str, Any]:
+        """Back up the site's files (and C{database}); C{{"snapshot": id, "bytes": n, ...}}."""
+        body = {"database": database.to_json()} if database is not None else {}
+        made: dict[str, Any] = await self.caller.json(
+            "POST", f"/v1/sites/{int(site_id)}/backups", json=body, timeout=timeout
+        )
+        return made
+
+    async def list_backups(self, site_id: int, timeout: float = 120) -> list[dict[str, Any]]:
+        """The site's snapshots."""
+        answer = await self.caller.json("GET", f"/v1/sites/{int(site_id)}/backups", timeout=timeout)
+        snapshots: list[dict[str, Any]] = answer["snapshots"]
+        return snapshots
+
+    async def restore_files(
+        self, site_id: int, snapshot: str, path: str | None, timeout: float = RESTORE_TIMEOUT
+    ) -> dict[str, Any]:
+        """Put the snapshot's files (or only C{path}) back in place."""
+        answer: dict[str, Any] = await self.caller.json(
+            "POST",
+            f"/v1/sites/{int(site_id)}/backups/{quote(snapshot, safe='')}/restore-files",
+            json={"path": path},
+            timeout=timeout,
+        )
+        return answer
+
+    async def restore_database(
+        self,
+        site_id: int,
+        snapshot: str,
+        database: DatabaseSpec,
+        timeout: float = RESTORE_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Load the snapshot's database dump into the site's database."""
+        answer: dict[str, Any] = await self.caller.json(
+            "POST",
+            f"/v1/sites/{int(site_id)}/backups/{quote(snapshot, safe='')}/restore-database",
+            json=database.to_json(),
+            timeout=timeout,
+        )
+        return answer
+
+    # -- files (streamed by the caller) ---------------------------------------------------------
+
+    @staticmethod
+    def files_path(site_id: int, path: str, directory: bool = False) -> str:
+        """The orchestrator's path of a site's file (C{directory}: with a trailing slash)."""
+        return (
+            f"/v1/sites/{int(site_id)}/files/" + quote(path, safe="/") + ("/" if directory else "")
+        )
+
+    async def files_request(
+        self,
+        method: str,
+        site_id: int,
+        path: str,
+        *,
+        directory: bool = False,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        body_file: Any = None,
+        body_digest: str | None = None,
+    ) -> IResponse:
+        """
+        A call of the files API, answered whatever its status, its body unread and
+        unbuffered: the caller streams it on (L{director.common.client.stream_body}).
+        """
+        return await self.caller.request(
+            method,
+            self.files_path(site_id, path, directory),
+            json=json,
+            params=params,
+            timeout=FILES_TIMEOUT,
+            body_file=body_file,
+            body_digest=body_digest,
+            stream=True,
+        )
+
+    # -- websockets (opened by their relays) -----------------------------------------------------
+
+    @staticmethod
+    def websocket_url(base_url: str, path: str) -> str:
+        """The ws:// (wss://) URL of websocket C{path} on the orchestrator at C{base_url}."""
+        return "ws" + base_url.rstrip("/")[len("http") :] + path
+
+    @staticmethod
+    def whoami_path() -> str:
+        return "/ws/whoami"
+
+    @staticmethod
+    def terminal_path(site_id: int) -> str:
+        return f"/ws/sites/{int(site_id)}/terminal"
+
+    @staticmethod
+    def logs_path(site_id: int, tail: int) -> str:
+        return f"/ws/sites/{int(site_id)}/logs?tail={int(tail)}"
+
+    @staticmethod
+    def files_monitor_path(site_id: int) -> str:
+        return f"/ws/sites/{int(site_id)}/files/monitor"
+
+    @staticmethod
+    def status_path(site_id: int) -> str:
+        return f"/ws/sites/{int(site_id)}/status"
+
+    @staticmethod
+    def statuses_path() -> str:
+        """Every site's status, for the sites the first message names."""
+        return "/ws/sites/status"
+
+    @staticmethod
+    def shell_path(site_id: int) -> str:
+        """The shell server's bridge into the site's container (token-authenticated)."""
+        return f"/ws/shell-server/{int(site_id)}/ssh-shell"

@@ -1,0 +1,74 @@
+"""
+The router's API as methods (L{RouterClient}), over a signed L{Caller}: a site's custom
+domains and body limit, and the certificates of its domains. Values are the wire's JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from director.common.client import Caller
+
+
+def _kw(timeout: float | None, **kwargs: Any) -> dict[str, Any]:
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    return kwargs
+
+
+def _name(name: str) -> str:
+    return quote(name, safe="")
+
+
+class RouterClient:
+    """Calls the router; C{caller} signs and sends (a L{ComponentClient} or a fake)."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    async def whoami(self, timeout: float | None = None) -> dict[str, Any]:
+        """C{{"component": "router", "caller": <who signed>}}."""
+        answer: dict[str, Any] = await self.caller.json("GET", "/v1/whoami", **_kw(timeout))
+        return answer
+
+    async def list_sites(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """Every site the router serves: C{{"name", "host", "domains", "max_body_size"}}."""
+        answer = await self.caller.json("GET", "/v1/sites", timeout=timeout)
+        sites: list[dict[str, Any]] = answer["sites"]
+        return sites
+
+    async def get_site(self, name: str, timeout: float = 5) -> dict[str, Any]:
+        """C{{"site": {...}, "certificates": {domain: state}}}; 404 if the router has none."""
+        found: dict[str, Any] = await self.caller.json(
+            "GET", f"/v1/sites/{_name(name)}", timeout=timeout
+        )
+        return found
+
+    async def put_site(
+        self,
+        name: str,
+        domains: Sequence[str],
+        max_body_size: str,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Set the site's custom domains (the whole list) and body limit; as L{get_site}."""
+        answer: dict[str, Any] = await self.caller.json(
+            "PUT",
+            f"/v1/sites/{_name(name)}",
+            **_kw(timeout, json={"domains": list(domains), "max_body_size": max_body_size}),
+        )
+        return answer
+
+    async def remove_site(self, name: str, timeout: float | None = None) -> bool:
+        """Stop serving the site and its domains; whether it was there."""
+        answer = await self.caller.json("DELETE", f"/v1/sites/{_name(name)}", **_kw(timeout))
+        return bool(answer.get("removed")) if isinstance(answer, dict) else False
+
+    async def certificate(self, domain: str, timeout: float = 10) -> dict[str, Any]:
+        """The certificate state of a custom domain (C{state}, ...); 404 if no site has it."""
+        state: dict[str, Any] = await self.caller.json(
+            "GET", f"/v1/certificates/{_name(domain)}", timeout=timeout
+        )
+        return state

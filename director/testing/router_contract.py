@@ -1,0 +1,93 @@
+"""
+What L{RouterClient} gets from a router. The same checks run against the real app in memory
+(L{director.router.web.RouterAPI} over C{StubTreq}, with the fake nginx directory and ACME
+server) and against L{FakeRouter} (tests/unit/test_router_client_contract.py).
+
+A test case mixes L{RouterContract} in and provides C{client} and C{call}, as for
+L{director.testing.orchestrator_contract}; its sites domain is C{sites.test}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from director.clients.router import RouterClient
+from director.common.client import ComponentCallError
+
+
+class RouterContract:
+    client: RouterClient
+
+    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        raise NotImplementedError
+
+    assertEqual: Any
+    assertTrue: Any
+    assertFalse: Any
+    assertIn: Any
+    fail: Any
+
+    def refused(self, coroutine: Coroutine[Any, Any, Any]) -> ComponentCallError:
+        try:
+            self.call(coroutine)
+        except ComponentCallError as e:
+            return e
+        self.fail("the call was not refused")
+        raise AssertionError
+
+    def test_whoami(self) -> None:
+        self.assertEqual(self.call(self.client.whoami())["component"], "router")
+
+    def test_a_site_and_its_domains(self) -> None:
+        answer = self.call(self.client.put_site("web", ["WWW.Example.org", "example.org."], "10m"))
+        self.assertEqual(
+            answer["site"],
+            {
+                "name": "web",
+                "host": "web.sites.test",
+                "domains": ["www.example.org", "example.org"],
+                "max_body_size": "10m",
+            },
+        )
+        self.assertEqual(sorted(answer["certificates"]), ["example.org", "www.example.org"])
+        for domain, state in answer["certificates"].items():
+            self.assertEqual((state["domain"], state["site"]), (domain, "web"))
+            self.assertIn("state", state)
+        self.assertEqual(self.call(self.client.get_site("web")), answer)
+        self.assertEqual(self.call(self.client.list_sites()), [answer["site"]])
+        state = self.call(self.client.certificate("www.example.org"))
+        self.assertEqual(state, answer["certificates"]["www.example.org"])
+
+    def test_unknown(self) -> None:
+        e = self.refused(self.client.get_site("web"))
+        self.assertEqual((e.status, e.code), (404, "unknown_site"))
+        e = self.refused(self.client.certificate("www.example.org"))
+        self.assertEqual((e.status, e.code), (404, "unknown_domain"))
+
+    def test_a_domain_belongs_to_one_site(self) -> None:
+        self.call(self.client.put_site("web", ["www.example.org"], "1m"))
+        e = self.refused(self.client.put_site("other", ["www.example.org"], "1m"))
+        self.assertEqual((e.status, e.code), (409, "domain_taken"))
+        self.assertEqual([s["name"] for s in self.call(self.client.list_sites())], ["web"])
+
+    def test_bad_input_is_refused_and_changes_nothing(self) -> None:
+        self.call(self.client.put_site("web", ["www.example.org"], "1m"))
+        for name, domains, size, code in (
+            ("web", ["not a domain"], "1m", "invalid_domain"),
+            ("web", ["x.sites.test"], "1m", "reserved_domain"),
+            ("Web!", [], "1m", "invalid_site_name"),
+            ("web", [], "lots", "invalid_max_body_size"),
+        ):
+            e = self.refused(self.client.put_site(name, domains, size))
+            self.assertEqual((e.status, e.code), (400, code), (name, domains, size))
+        self.assertEqual(
+            self.call(self.client.get_site("web"))["site"]["domains"], ["www.example.org"]
+        )
+
+    def test_removal(self) -> None:
+        self.call(self.client.put_site("web", ["www.example.org"], "1m"))
+        self.assertTrue(self.call(self.client.remove_site("web")))
+        self.assertFalse(self.call(self.client.remove_site("web")))
+        self.assertEqual(self.call(self.client.list_sites()), [])
+        self.assertEqual(self.refused(self.client.certificate("www.example.org")).status, 404)

@@ -1,0 +1,74 @@
+"""
+L{OrchestratorClient}'s contract (L{director.testing.orchestrator_contract}), run twice: against
+the real orchestrator app in memory (StubTreq over L{OrchestratorAPI}, the verified Docker and
+database fakes) and against L{FakeOrchestrator}, the manager's unit tests' orchestrator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.clients.orchestrator import OrchestratorClient
+from director.common.client import ComponentClient
+from director.common.threads import InlineRunner
+from director.orchestrator import web
+from director.orchestrator.databases import DatabaseHost
+from director.orchestrator.web import OrchestratorAPI
+from director.testing.fake_databases import FakeDatabaseAdmin
+from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.keys import Keyring
+from director.testing.orchestrator_contract import IMAGE, OrchestratorContract
+from tests.unit.test_orchestrator_runtime import RuntimeTestCase
+
+
+def _outcome(d: Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    if not out:
+        raise AssertionError("the call never answered")
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+class RealOrchestratorContractTests(OrchestratorContract, RuntimeTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        servers: dict[tuple[str, str, int], FakeDatabaseAdmin] = {}
+
+        def admin(runner: Any, host: DatabaseHost) -> FakeDatabaseAdmin:
+            key = (host.kind, host.admin_host, host.admin_port)
+            return servers.setdefault(key, FakeDatabaseAdmin(host.kind, runner))
+
+        self.patch(web, "make_database_admin", admin)
+        api = OrchestratorAPI(
+            self.runtime, InlineRunner(), databases=InlineRunner(), reactor=self.reactor
+        )
+        self.http: Any = StubTreq(api.app.resource())
+        signer = Keyring().signer("manager", self.reactor)
+        caller = ComponentClient(self.reactor, signer, "orchestrator", "http://o", self.http)
+        self.client = OrchestratorClient(caller)
+
+    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        d = Deferred.fromCoroutine(coroutine)
+        for _ in range(400):
+            if d.called:
+                break
+            self.http.flush()
+            self.settle(0.05)
+        return _outcome(d)
+
+
+class FakeOrchestratorContractTests(OrchestratorContract, SynchronousTestCase):
+    def setUp(self) -> None:
+        self.fake = FakeOrchestrator(images=[IMAGE])
+        self.client = OrchestratorClient(self.fake)
+
+    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return _outcome(Deferred.fromCoroutine(coroutine))
