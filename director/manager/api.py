@@ -1057,7 +1057,7 @@ class ManagerAPI:
             raise not_found("the site has no database")
         body = read_object(request, {"sql"})
         sql = body.get("sql")
-        if not isinstance(sql, str) or not sql.strip() or len(sql) > 100_000:
+        if not isinstance(sql, str) or not sql.strip(schedules.ASCII_SPACE) or len(sql) > 100_000:
             raise ValidationError("sql", "one SQL statement")
         host = await self.store.database_host(host_id=db.host_id)
         assert host is not None

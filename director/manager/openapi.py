@@ -184,7 +184,8 @@ def task_fields(max_timeout: int) -> dict[str, Any]:
             "type": "string",
             "minLength": 1,
             "maxLength": 10000,
-            "pattern": "^[^\\x00]*\\S[^\\x00]*$",
+            # not blank (ASCII white space only, which every regex engine agrees on), no NUL
+            "pattern": "^[^\\x00]*[^\\x00\\x09-\\x0d ][^\\x00]*$",
             "description": "run with sh -c in the site's container, in /site, as the site",
         },
         "timeout": {
@@ -380,7 +381,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "post",
         "/api/v1/sites/{name}/database/query",
         "Run one SQL statement as the site",
-        _obj({"sql": {"type": "string", "pattern": "\\S", "maxLength": 100000}}, ("sql",)),
+        _obj(
+            {"sql": {"type": "string", "pattern": "[^\\x09-\\x0d ]", "maxLength": 100000}}, ("sql",)
+        ),
         200,
     ),
     (

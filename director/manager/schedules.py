@@ -96,10 +96,15 @@ def _encodable(value: str) -> bool:
     return True
 
 
+# What "blank" means where the OpenAPI document says "not blank": ASCII white space, the one
+# set JSON Schema's regex engines and Python agree on (str.strip() also takes \x1c-\x1f).
+ASCII_SPACE = " \t\n\v\f\r"
+
+
 def validate_command(value: object) -> str:
     if (
         not isinstance(value, str)
-        or not value.strip()
+        or not value.strip(ASCII_SPACE)
         or len(value) > MAX_COMMAND
         or "\x00" in value
         or not _encodable(value)
