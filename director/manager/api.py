@@ -30,6 +30,7 @@ from director.common.web import path_after, render_json
 from director.contract.databases import DATABASE_HOST_FIELDS, DatabaseHost, DatabaseSpec
 from director.contract.domains import is_within, normalize_domain
 from director.manager import models, notices, schedules
+from director.manager.access import Access, AccessDenied, admin_only, authenticated, locked
 from director.manager.backups import SNAPSHOT_ID, BackupScheduler, restore_choice, run_view
 from director.manager.creation import unfinished_creation
 from director.manager.disk import DiskPoller
@@ -47,7 +48,7 @@ from director.manager.openapi import QUERY_PARAMETERS, REQUIRED_QUERY, is_set
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from director.manager.passwords import Passwords, validate_password
-from director.manager.proxies import Proxies, get_cookie
+from director.manager.proxies import Proxies
 from director.manager.query_args import read_query
 from director.manager.ratelimit import RateLimiter
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
@@ -55,7 +56,6 @@ from director.manager.tasks import TaskScheduler, first_run
 
 MAX_JSON = 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024
-SESSION_COOKIE = b"director_session"
 FALLBACK_IMAGE = "director/python:3"
 
 
@@ -196,6 +196,7 @@ class ManagerAPI:
         # Runs scheduled tasks (and "run now"); None: no tasks here.
         self.tasks = tasks
         self.backups = backups
+        self.access = Access(store, self.proxies, self.limiter)
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -205,6 +206,11 @@ class ManagerAPI:
         if e.extra:
             body = {"error": e.code, "message": e.message, **e.extra}
             return render_json(request, body, e.status)
+        return render_error(request, e.status, e.code, e.message)
+
+    @app.handle_errors(AccessDenied)
+    def _access_denied(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
         return render_error(request, e.status, e.code, e.message)
 
     @app.handle_errors(ValidationError)
@@ -238,44 +244,13 @@ class ManagerAPI:
     # -- authentication ----------------------------------------------------------------------
 
     async def user(self, request: Any, write: bool | None = None) -> User:
-        """The authenticated, active user making C{request} (401/403 otherwise)."""
-        auth = request.getHeader(b"authorization")
-        user: User | None = None
-        via_session = False
-        if auth:
-            scheme, _, token = auth.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise APIError(401, "unauthenticated", "use Authorization: Bearer <token>")
-            user = await self.store.user_for_token(token.strip())
-        else:
-            cookie = get_cookie(request, SESSION_COOKIE, self.proxies)
-            if cookie:
-                found = await self.store.session(cookie.decode("latin-1"))
-                if found is not None:
-                    user, csrf = found
-                    via_session = True
-                    request.director_session_id = cookie.decode("latin-1")
-                    unsafe = request.method not in (b"GET", b"HEAD", b"OPTIONS")
-                    sent = (request.getHeader(b"x-csrf-token") or b"").decode("latin-1")
-                    if unsafe and not secrets.compare_digest(sent, csrf):
-                        raise APIError(403, "csrf", "missing or wrong CSRF token")
-        if user is None:
-            raise APIError(401, "unauthenticated", "sign in, or send a valid API token")
-        if not user.is_active:
-            raise APIError(403, "inactive", "this account is deactivated")
-        is_write = write if write is not None else request.method not in (b"GET", b"HEAD")
-        if is_write and not self.limiter.allow(user.username):
-            raise APIError(429, "rate_limited", "too many changes at once; try again shortly")
-        request.director_user = user
-        request.director_session = via_session
-        return user
+        """The authenticated, active user making C{request} (401/403/429 otherwise)."""
+        return await self.access.api_user(request, write)
 
     async def site_for(self, user: User, name: str) -> Site:
         """The site C{name} if C{user} may act on it; 404 otherwise (existence not revealed)."""
-        if not isinstance(name, str) or not models.SITE_NAME.fullmatch(name):
-            raise not_found()
-        site = await self.store.get_site(name)
-        if site is None or not (user.is_admin or user.username in site.members):
+        site = await self.access.site(user, name)
+        if site is None:
             raise not_found()
         return site
 
@@ -299,7 +274,7 @@ class ManagerAPI:
         (waited for up to C{limits.creation_wait} seconds, then 409 with the operation).
         """
         site = await self.site_for(user, name)
-        if change and site.availability == "disabled" and not user.is_admin:
+        if change and locked(user, site):
             raise APIError(
                 403,
                 "site_disabled",
@@ -442,13 +417,13 @@ class ManagerAPI:
     # -- me, tokens, keys -----------------------------------------------------------------------
 
     @app.route("/api/v1/me", methods=["GET"])
-    async def me(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def me(self, request: IRequest, user: User) -> bytes:
         return render_json(request, user.to_json())
 
     @app.route("/api/v1/me", methods=["PATCH"])
-    async def patch_me(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def patch_me(self, request: IRequest, user: User) -> bytes:
         body = read_object(request, {"accepted_guidelines", "password", "current_password"})
         values: dict[str, Any] = {}
         if "accepted_guidelines" in body:
@@ -509,13 +484,13 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/tokens", methods=["GET"])
-    async def list_tokens(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_tokens(self, request: IRequest, user: User) -> bytes:
         return render_json(request, {"tokens": await self.store.list_tokens(user.id)})
 
     @app.route("/api/v1/tokens", methods=["POST"])
-    async def create_token(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def create_token(self, request: IRequest, user: User) -> bytes:
         body = read_object(request, {"name", "expires_in_days", "password"})
         name, days = _token_request(body)
         if not await self._recently_authenticated(request, user, body.get("password")):
@@ -537,21 +512,21 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/tokens/<int(max=2147483647):token_id>", methods=["DELETE"])
-    async def delete_token(self, request: IRequest, token_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def delete_token(self, request: IRequest, user: User, token_id: int) -> bytes:
         if not await self.store.delete_token(user.id, token_id):
             raise not_found("no such token")
         await self.store.audit(user, "revoke_token", user.username, {"id": token_id})
         return render_json(request, {"deleted": token_id})
 
     @app.route("/api/v1/me/keys", methods=["GET"])
-    async def list_keys(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_keys(self, request: IRequest, user: User) -> bytes:
         return render_json(request, {"keys": await self.store.ssh_keys(user.id)})
 
     @app.route("/api/v1/me/keys", methods=["POST"])
-    async def add_key(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def add_key(self, request: IRequest, user: User) -> bytes:
         body = read_object(request, {"public_key"})
         line = body.get("public_key")
         fingerprint, comment, normalized = parse_public_key(line)
@@ -560,8 +535,8 @@ class ManagerAPI:
         return render_json(request, {"fingerprint": fingerprint, "comment": comment}, 201)
 
     @app.route("/api/v1/me/keys/<int(max=2147483647):key_id>", methods=["DELETE"])
-    async def delete_key(self, request: IRequest, key_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def delete_key(self, request: IRequest, user: User, key_id: int) -> bytes:
         if not await self.store.delete_ssh_key(user.id, key_id):
             raise not_found("no such key")
         return render_json(request, {"deleted": key_id})
@@ -569,8 +544,8 @@ class ManagerAPI:
     # -- sites ---------------------------------------------------------------------------------
 
     @app.route("/api/v1/sites", methods=["GET"])
-    async def list_sites(self, request: Any) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_sites(self, request: Any, user: User) -> bytes:
         args = query(request, "get", "/api/v1/sites")
         everyone = user.is_admin and is_set(args["all"])
         sites = await self.store.list_sites(
@@ -582,8 +557,8 @@ class ManagerAPI:
         return render_json(request, {"sites": [self.site_json(s, user) for s in sites]})
 
     @app.route("/api/v1/sites", methods=["POST"])
-    async def create_site(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def create_site(self, request: IRequest, user: User) -> bytes:
         if not user.accepted_guidelines and not user.is_admin:
             raise APIError(403, "guidelines", "accept the guidelines before creating sites")
         body = read_object(
@@ -632,8 +607,8 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/sites/<name>", methods=["GET"])
-    async def get_site(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def get_site(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_for(user, name)
         data = self.site_json(site, user)
         active = await self.store.active_operation(site.id)
@@ -641,8 +616,8 @@ class ManagerAPI:
         return render_json(request, data)
 
     @app.route("/api/v1/sites/<name>", methods=["PATCH"])
-    async def patch_site(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def patch_site(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         admin_fields = {"availability", "limits", "admin_comments", "public_comment"}
         body = read_object(
@@ -741,8 +716,8 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/sites/<name>", methods=["DELETE"])
-    async def delete_site(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def delete_site(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         if site.purpose in models.ADMIN_PURPOSES and not user.is_admin:
             raise APIError(
@@ -755,24 +730,25 @@ class ManagerAPI:
         _, op = await self.start(site, "delete_site", {}, user, params)
         return render_json(request, {"operation": op.to_json()}, 202)
 
-    async def _site_operation(self, request: IRequest, name: str, kind: str) -> bytes:
+    async def _site_operation(self, request: IRequest, user: User, name: str, kind: str) -> bytes:
         """An operation that changes nothing in the record, only applies it (202)."""
-        user = await self.user(request)
         site = await self.site_ready(user, name)
         _, op = await self.start(site, kind, {}, user)
         return render_json(request, {"operation": op.to_json()}, 202)
 
     @app.route("/api/v1/sites/<name>/restart", methods=["POST"])
-    async def restart_site(self, request: IRequest, name: str) -> bytes:
-        return await self._site_operation(request, name, "restart")
+    @authenticated()
+    async def restart_site(self, request: IRequest, user: User, name: str) -> bytes:
+        return await self._site_operation(request, user, name, "restart")
 
     @app.route("/api/v1/sites/<name>/repair", methods=["POST"])
-    async def repair_site(self, request: IRequest, name: str) -> bytes:
-        return await self._site_operation(request, name, "repair")
+    @authenticated()
+    async def repair_site(self, request: IRequest, user: User, name: str) -> bytes:
+        return await self._site_operation(request, user, name, "repair")
 
     @app.route("/api/v1/sites/<name>/regenerate-secrets", methods=["POST"])
-    async def regenerate_secrets(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def regenerate_secrets(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         if site.database is None:
             raise APIError(409, "no_database", "the site has no database secrets to regenerate")
@@ -786,8 +762,8 @@ class ManagerAPI:
         return render_json(request, {"operation": op.to_json()}, 202)
 
     @app.route("/api/v1/sites/<name>/status", methods=["GET"])
-    async def site_status(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def site_status(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_for(user, name)
         try:
             status = await self.orchestrator.site_status(site.id, timeout=10)
@@ -801,8 +777,8 @@ class ManagerAPI:
     # -- domains -------------------------------------------------------------------------------
 
     @app.route("/api/v1/sites/<name>/domains", methods=["POST"])
-    async def add_domain(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def add_domain(self, request: IRequest, user: User, name: str) -> bytes:
         await self.site_for(user, name)  # 404 before anything is said about the input
         body = read_object(request, {"domain"})
         domain = body.get("domain")
@@ -833,9 +809,9 @@ class ManagerAPI:
         return self.accepted(request, updated, op, user)
 
     @app.route("/api/v1/sites/<name>/domains", methods=["GET"])
-    async def list_domains(self, request: IRequest, name: str) -> bytes:
+    @authenticated()
+    async def list_domains(self, request: IRequest, user: User, name: str) -> bytes:
         """The site's custom domains with their certificate state from the router."""
-        user = await self.user(request)
         site = await self.site_for(user, name)
         result = []
         for domain in site.domains:
@@ -849,8 +825,8 @@ class ManagerAPI:
         return render_json(request, {"domains": result})
 
     @app.route("/api/v1/sites/<name>/domains/<domain>", methods=["DELETE"])
-    async def delete_domain(self, request: IRequest, name: str, domain: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def delete_domain(self, request: IRequest, user: User, name: str, domain: str) -> bytes:
         site = await self.site_ready(user, name)
         if domain not in site.domains:
             raise not_found("the site has no such domain")
@@ -900,15 +876,15 @@ class ManagerAPI:
         return site, task
 
     @app.route("/api/v1/sites/<name>/tasks", methods=["GET"])
-    async def list_tasks(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_tasks(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_for(user, name)
         tasks = await self.store.list_tasks(site.id)
         return render_json(request, {"tasks": [t.to_json() for t in tasks]})
 
     @app.route("/api/v1/sites/<name>/tasks", methods=["POST"])
-    async def create_task(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def create_task(self, request: IRequest, user: User, name: str) -> bytes:
         await self.site_for(user, name)  # 404 before anything is said about the input
         body = read_object(request, {"name", "schedule", "command", "timeout", "enabled"})
         values = self._task_values(body, partial=False)
@@ -921,14 +897,14 @@ class ManagerAPI:
         return render_json(request, {"task": task.to_json()}, 201)
 
     @app.route("/api/v1/sites/<name>/tasks/<int:task_id>", methods=["GET"])
-    async def get_task(self, request: IRequest, name: str, task_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def get_task(self, request: IRequest, user: User, name: str, task_id: int) -> bytes:
         _, task = await self._task_for(user, name, task_id)
         return render_json(request, {"task": task.to_json()})
 
     @app.route("/api/v1/sites/<name>/tasks/<int:task_id>", methods=["PATCH"])
-    async def patch_task(self, request: IRequest, name: str, task_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def patch_task(self, request: IRequest, user: User, name: str, task_id: int) -> bytes:
         await self._task_for(user, name, task_id)
         body = read_object(request, {"name", "schedule", "command", "timeout", "enabled"})
         if not body:
@@ -946,8 +922,8 @@ class ManagerAPI:
         return render_json(request, {"task": updated.to_json()})
 
     @app.route("/api/v1/sites/<name>/tasks/<int:task_id>", methods=["DELETE"])
-    async def delete_task(self, request: IRequest, name: str, task_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def delete_task(self, request: IRequest, user: User, name: str, task_id: int) -> bytes:
         await self._task_for(user, name, task_id)
         site = await self.site_ready(user, name)
         await self.store.delete_task(task_id)
@@ -955,16 +931,16 @@ class ManagerAPI:
         return render_json(request, {"deleted": task_id})
 
     @app.route("/api/v1/sites/<name>/tasks/<int:task_id>/runs", methods=["GET"])
-    async def list_task_runs(self, request: IRequest, name: str, task_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_task_runs(self, request: IRequest, user: User, name: str, task_id: int) -> bytes:
         _, task = await self._task_for(user, name, task_id)
         runs = await self.store.list_runs(task.id)
         return render_json(request, {"runs": [r.to_json() for r in runs]})
 
     @app.route("/api/v1/sites/<name>/tasks/<int:task_id>/run", methods=["POST"])
-    async def run_task(self, request: IRequest, name: str, task_id: int) -> bytes:
+    @authenticated()
+    async def run_task(self, request: IRequest, user: User, name: str, task_id: int) -> bytes:
         """Run the task now (in the background): 202 with the run to follow."""
-        user = await self.user(request)
         await self._task_for(user, name, task_id)
         read_object(request, set())
         site = await self.site_ready(user, name)
@@ -985,8 +961,8 @@ class ManagerAPI:
     # -- database ------------------------------------------------------------------------------
 
     @app.route("/api/v1/sites/<name>/database", methods=["POST"])
-    async def create_database(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def create_database(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         body = read_object(request, {"type", "host_id"})
         kind = models.validate_choice("type", body.get("type"), ("postgres", "mysql"))
@@ -1024,16 +1000,16 @@ class ManagerAPI:
         return self.accepted(request, updated, op, user)
 
     @app.route("/api/v1/sites/<name>/database", methods=["GET"])
-    async def get_database(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def get_database(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_for(user, name)
         if site.database is None:
             raise not_found("the site has no database")
         return render_json(request, site.database.to_json(show_password=True))
 
     @app.route("/api/v1/sites/<name>/database", methods=["DELETE"])
-    async def delete_database(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def delete_database(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         db = site.database
         if db is None:
@@ -1049,8 +1025,8 @@ class ManagerAPI:
         return self.accepted(request, updated, op, user)
 
     @app.route("/api/v1/sites/<name>/database/query", methods=["POST"])
-    async def query_database(self, request: IRequest, name: str) -> bytes:
-        user = await self.user(request, write=True)
+    @authenticated(write=True)
+    async def query_database(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         db = site.database
         if db is None:
@@ -1104,9 +1080,9 @@ class ManagerAPI:
         return snapshots
 
     @app.route("/api/v1/sites/<name>/backups", methods=["GET"])
-    async def list_backups(self, request: IRequest, name: str) -> bytes:
+    @authenticated()
+    async def list_backups(self, request: IRequest, user: User, name: str) -> bytes:
         """The site's snapshots (newest first, with time and size) and its latest backups."""
-        user = await self.user(request)
         site = await self.site_for(user, name)
         scheduler = self._backups()
         snapshots = await self._snapshots(site)
@@ -1120,9 +1096,9 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/sites/<name>/backups", methods=["POST"])
-    async def backup_now(self, request: IRequest, name: str) -> bytes:
+    @authenticated()
+    async def backup_now(self, request: IRequest, user: User, name: str) -> bytes:
         """Back the site up now (202 with the run; its progress is in the list of backups)."""
-        user = await self.user(request)
         site = await self.site_ready(user, name)
         read_object(request, set())
         scheduler = self._backups()
@@ -1133,9 +1109,11 @@ class ManagerAPI:
         return render_json(request, {"backup": run_view(row, user.is_admin)}, 202)
 
     @app.route("/api/v1/sites/<name>/backups/<snapshot>/restore", methods=["POST"])
-    async def restore_backup(self, request: IRequest, name: str, snapshot: str) -> bytes:
+    @authenticated()
+    async def restore_backup(
+        self, request: IRequest, user: User, name: str, snapshot: str
+    ) -> bytes:
         """Restore the site's files (all, or one path) and/or database from a snapshot."""
-        user = await self.user(request)
         site = await self.site_ready(user, name)
         body = read_object(request, {"files", "path", "database"})
         choice = restore_choice(body, site.database is not None)
@@ -1159,10 +1137,9 @@ class ManagerAPI:
         return render_json(request, {"operation": op.to_json()}, 202)
 
     @app.route("/api/v1/backups", methods=["GET"])
-    async def backup_status(self, request: IRequest) -> bytes:
+    @admin_only
+    async def backup_status(self, request: IRequest, user: User) -> bytes:
         """(admins) The latest backup runs, failures first to see, and the last success."""
-        user = await self.user(request)
-        self.require_admin(user)
         scheduler = self._backups()
         summary = await scheduler.records.summary()
         runs = await scheduler.records.recent(limit=100)
@@ -1179,10 +1156,9 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/backups", methods=["POST"])
-    async def backup_everything(self, request: IRequest) -> bytes:
+    @admin_only
+    async def backup_everything(self, request: IRequest, user: User) -> bytes:
         """(admins) Back up the manager and every site now."""
-        user = await self.user(request)
-        self.require_admin(user)
         read_object(request, set())
         if not self._backups().run_now():
             raise Conflict("backup_running", "a backup of everything is already running")
@@ -1258,8 +1234,8 @@ class ManagerAPI:
         return b""
 
     @app.route("/api/v1/sites/<name>/files/", methods=["GET"], branch=True)
-    async def get_file(self, request: Any, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def get_file(self, request: Any, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name, change=False)
         path = self._path_after(request, name)
         args = query(request, "get", "/api/v1/sites/{name}/files/{path}")
@@ -1267,8 +1243,8 @@ class ManagerAPI:
         return await self._relay(request, "GET", site, path, params=params)
 
     @app.route("/api/v1/sites/<name>/files/", methods=["PUT"], branch=True)
-    async def put_file(self, request: Any, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def put_file(self, request: Any, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         path = self._path_after(request, name)
         length = request.getHeader(b"content-length")
@@ -1300,8 +1276,8 @@ class ManagerAPI:
         return answer
 
     @app.route("/api/v1/sites/<name>/files/", methods=["PATCH"], branch=True)
-    async def patch_file(self, request: Any, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def patch_file(self, request: Any, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         body = read_object(request, {"mode", "move_to"})
         return await self._relay(
@@ -1313,8 +1289,8 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/sites/<name>/files/", methods=["DELETE"], branch=True)
-    async def delete_file(self, request: Any, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def delete_file(self, request: Any, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
         args = query(request, "delete", "/api/v1/sites/{name}/files/{path}")
         params = {"recursive": "1"} if is_set(args["recursive"]) else None
@@ -1329,8 +1305,8 @@ class ManagerAPI:
     # -- logs ----------------------------------------------------------------------------------
 
     @app.route("/api/v1/sites/<name>/logs", methods=["GET"])
-    async def logs(self, request: Any, name: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def logs(self, request: Any, user: User, name: str) -> bytes:
         site = await self.site_for(user, name)
         tail = query(request, "get", "/api/v1/sites/{name}/logs")["tail"] or 100
         if site.type != "dynamic":
@@ -1355,8 +1331,8 @@ class ManagerAPI:
     # -- operations ------------------------------------------------------------------------------
 
     @app.route("/api/v1/operations/<int(max=2147483647):op_id>", methods=["GET"])
-    async def get_operation(self, request: IRequest, op_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def get_operation(self, request: IRequest, user: User, op_id: int) -> bytes:
         op = await self._operation_for(user, op_id)
         return render_json(request, op.to_json())
 
@@ -1366,22 +1342,19 @@ class ManagerAPI:
             op = await self.store.get_operation(op_id)
         except NotFound:
             raise not_found("no such operation") from None
-        if not user.is_admin:
-            site = await self.store.get_site_by_id(op.site_id) if op.site_id else None
-            if site is None or user.username not in site.members:
-                raise not_found("no such operation")
+        if not user.is_admin and await self.access.site_by_id(user, op.site_id) is None:
+            raise not_found("no such operation")
         return op
 
     @app.route("/api/v1/operations", methods=["GET"])
-    async def list_operations(self, request: IRequest) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def list_operations(self, request: IRequest, user: User) -> bytes:
         ops = await self.store.list_operations(failed_first=True)
         return render_json(request, {"operations": [o.to_json() for o in ops]})
 
     @app.route("/api/v1/operations/<int(max=2147483647):op_id>/retry", methods=["POST"])
-    async def retry_operation(self, request: IRequest, op_id: int) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def retry_operation(self, request: IRequest, user: User, op_id: int) -> bytes:
         op = await self._operation_for(user, op_id)
         if not user.is_admin:
             if op.type not in (
@@ -1400,10 +1373,9 @@ class ManagerAPI:
     # -- users (admins) ------------------------------------------------------------------------
 
     @app.route("/api/v1/admin/disk-usage", methods=["GET"])
-    async def disk_usage(self, request: Any) -> bytes:
+    @admin_only
+    async def disk_usage(self, request: Any, user: User) -> bytes:
         """Administrators: the sites using the most disk, largest first."""
-        user = await self.user(request)
-        self.require_admin(user)
         limit = query(request, "get", "/api/v1/admin/disk-usage")["limit"] or 20
         sites = await self.store.largest_sites(limit)
         return render_json(
@@ -1423,16 +1395,15 @@ class ManagerAPI:
         )
 
     @app.route("/api/v1/users", methods=["GET"])
-    async def list_users(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_users(self, request: IRequest, user: User) -> bytes:
         if not user.is_teacher:
             raise APIError(403, "forbidden", "only teachers and administrators list users")
         return render_json(request, {"users": [u.to_json() for u in await self.store.list_users()]})
 
     @app.route("/api/v1/users", methods=["POST"])
-    async def create_user(self, request: IRequest) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def create_user(self, request: IRequest, user: User) -> bytes:
         body = read_object(
             request, {"username", "role", "password", "full_name", "email", "is_service"}
         )
@@ -1460,9 +1431,8 @@ class ManagerAPI:
         return render_json(request, created.to_json(), 201)
 
     @app.route("/api/v1/users/<username>", methods=["PATCH"])
-    async def patch_user(self, request: IRequest, username: str) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def patch_user(self, request: IRequest, user: User, username: str) -> bytes:
         body = read_object(request, {"role", "is_active", "password"})
         values: dict[str, Any] = {}
         if "role" in body:
@@ -1489,10 +1459,9 @@ class ManagerAPI:
         return render_json(request, updated.to_json())
 
     @app.route("/api/v1/users/<username>/tokens", methods=["POST"])
-    async def create_service_token(self, request: IRequest, username: str) -> bytes:
+    @admin_only
+    async def create_service_token(self, request: IRequest, user: User, username: str) -> bytes:
         """An API token for a service account (admins; people make their own tokens)."""
-        user = await self.user(request)
-        self.require_admin(user)
         body = read_object(request, {"name", "expires_in_days"})
         name, days = _token_request(body)
         known = models.USERNAME.fullmatch(username)
@@ -1517,8 +1486,8 @@ class ManagerAPI:
     # -- banners and mail to many (admins) -------------------------------------------------------
 
     @app.route("/api/v1/banners", methods=["GET"])
-    async def list_banners(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_banners(self, request: IRequest, user: User) -> bytes:
         args = query(
             request, "get", "/api/v1/banners"
         )  # read for everyone: one answer to bad input
@@ -1527,9 +1496,8 @@ class ManagerAPI:
         return render_json(request, {"banners": found})
 
     @app.route("/api/v1/banners", methods=["POST"])
-    async def add_banner(self, request: IRequest) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def add_banner(self, request: IRequest, user: User) -> bytes:
         body = read_object(request, {"message", "level", "expires_in_hours"})
         message, level, hours = notices.validate_banner(body)
         expires = datetime.now(UTC) + timedelta(hours=hours) if hours is not None else None
@@ -1538,19 +1506,17 @@ class ManagerAPI:
         return render_json(request, banner, 201)
 
     @app.route("/api/v1/banners/<int(max=2147483647):banner_id>", methods=["DELETE"])
-    async def delete_banner(self, request: IRequest, banner_id: int) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def delete_banner(self, request: IRequest, user: User, banner_id: int) -> bytes:
         if not await self.store.delete_banner(banner_id):
             raise not_found("no such banner")
         await self.store.audit(user, "delete_banner", str(banner_id), {})
         return render_json(request, {"deleted": banner_id})
 
     @app.route("/api/v1/mail", methods=["POST"])
-    async def mail_many(self, request: IRequest) -> bytes:
+    @admin_only
+    async def mail_many(self, request: IRequest, user: User) -> bytes:
         """One e-mail to everyone of a role, or to a site's members (each gets their own)."""
-        user = await self.user(request)
-        self.require_admin(user)
         body = read_object(request, {"role", "site", "subject", "body"})
         audience, subject, text = notices.validate_mail(body)
         if audience[0] == "site":
@@ -1572,14 +1538,13 @@ class ManagerAPI:
     # -- catalogue, database hosts, audit (admins) -----------------------------------------------
 
     @app.route("/api/v1/images", methods=["GET"])
-    async def list_images(self, request: IRequest) -> bytes:
-        await self.user(request)
+    @authenticated()
+    async def list_images(self, request: IRequest, _user: User) -> bytes:
         return render_json(request, {"images": await self.store.list_images()})
 
     @app.route("/api/v1/images", methods=["PUT"])
-    async def put_image(self, request: IRequest) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def put_image(self, request: IRequest, user: User) -> bytes:
         body = read_object(
             request, {"name", "friendly_name", "description", "setup_command", "is_default"}
         )
@@ -1601,10 +1566,9 @@ class ManagerAPI:
         return render_json(request, {"images": await self.store.list_images()})
 
     @app.route("/api/v1/images", methods=["DELETE"])
-    async def delete_image(self, request: IRequest) -> bytes:
+    @admin_only
+    async def delete_image(self, request: IRequest, user: User) -> bytes:
         """Take ?name= out of the catalogue (409 while it is the default or in use)."""
-        user = await self.user(request)
-        self.require_admin(user)
         name = query(request, "delete", "/api/v1/images")["name"]
         try:
             await self.store.delete_image(name)
@@ -1614,9 +1578,8 @@ class ManagerAPI:
         return render_json(request, {"images": await self.store.list_images()})
 
     @app.route("/api/v1/database-hosts/<int(max=2147483647):host_id>", methods=["DELETE"])
-    async def delete_database_host(self, request: IRequest, host_id: int) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def delete_database_host(self, request: IRequest, user: User, host_id: int) -> bytes:
         try:
             host = await self.store.delete_database_host(host_id)
         except NotFound:
@@ -1630,18 +1593,16 @@ class ManagerAPI:
         return render_json(request, {"deleted": host_id})
 
     @app.route("/api/v1/database-hosts", methods=["GET"])
-    async def list_database_hosts(self, request: IRequest) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def list_database_hosts(self, request: IRequest, user: User) -> bytes:
         hosts = await self.store.list_database_hosts()
         for host in hosts:
             host["admin_password"] = None
         return render_json(request, {"hosts": hosts})
 
     @app.route("/api/v1/database-hosts", methods=["PUT"])
-    async def put_database_host(self, request: IRequest) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def put_database_host(self, request: IRequest, user: User) -> bytes:
         host = DatabaseHost.from_json(
             read_object(request, set(DATABASE_HOST_FIELDS)), sockets=False
         )
@@ -1658,9 +1619,8 @@ class ManagerAPI:
         return render_json(request, {"id": host_id})
 
     @app.route("/api/v1/audit", methods=["GET"])
-    async def audit(self, request: IRequest) -> bytes:
-        user = await self.user(request)
-        self.require_admin(user)
+    @admin_only
+    async def audit(self, request: IRequest, user: User) -> bytes:
         return render_json(request, {"entries": await self.store.list_audit()})
 
     async def _notify_request(self, req: dict[str, Any], status: str) -> None:
@@ -1683,8 +1643,8 @@ class ManagerAPI:
     # -- site requests ---------------------------------------------------------------------------
 
     @app.route("/api/v1/requests", methods=["GET"])
-    async def list_requests(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def list_requests(self, request: IRequest, user: User) -> bytes:
         requests_ = await self.store.list_requests(None if user.is_admin else user.id)
         if not user.is_admin:
             for item in requests_:
@@ -1692,10 +1652,9 @@ class ManagerAPI:
         return render_json(request, {"requests": requests_})
 
     @app.route("/api/v1/requests/<int(max=2147483647):request_id>", methods=["PATCH"])
-    async def comment_request(self, request: IRequest, request_id: int) -> bytes:
+    @admin_only
+    async def comment_request(self, request: IRequest, user: User, request_id: int) -> bytes:
         """Administrators' comments on a request: public (its student and teacher see it)."""
-        user = await self.user(request)
-        self.require_admin(user)
         body = read_object(request, {"public_comment", "admin_comment"})
         values = {k: models.validate_description(v) for k, v in body.items()}
         if not values:
@@ -1707,8 +1666,8 @@ class ManagerAPI:
         return render_json(request, found[0])
 
     @app.route("/api/v1/requests", methods=["POST"])
-    async def create_request(self, request: IRequest) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def create_request(self, request: IRequest, user: User) -> bytes:
         body = read_object(request, {"name", "activity", "description", "teacher", "agreement"})
         name = models.validate_site_name(body.get("name"))
         self._check_name_and_agreement(user, name, "activity", body.get("agreement"))
@@ -1738,8 +1697,10 @@ class ManagerAPI:
         return render_json(request, {"id": request_id, "status": "pending-teacher"}, 201)
 
     @app.route("/api/v1/requests/<int(max=2147483647):request_id>/<action>", methods=["POST"])
-    async def act_on_request(self, request: IRequest, request_id: int, action: str) -> bytes:
-        user = await self.user(request)
+    @authenticated()
+    async def act_on_request(
+        self, request: IRequest, user: User, request_id: int, action: str
+    ) -> bytes:
         found = [r for r in await self.store.list_requests() if r["id"] == request_id]
         if not found:
             raise not_found("no such request")
