@@ -190,3 +190,35 @@ class ShellServerAccessTests(SynchronousTestCase):
         self.assertEqual(session("root")[0], 200)
         code, body = session("bob")
         self.assertEqual((code, body["error"]), (404, "unknown_site"))
+
+
+class SiteServiceTests(SynchronousTestCase):
+    """A new site is built in one place, for the API's create and for approved requests."""
+
+    def test_a_new_site_has_the_defaults_and_its_create_operation(self) -> None:
+        from director.manager.models import DEFAULT_LIMITS
+        from director.manager.site_service import FALLBACK_IMAGE, SiteService
+
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        h.user("tess", role="teacher")
+        h.user("sam")
+        tess = h.result(h.store.get_user("tess"))
+        service = SiteService(h.store)
+
+        def new(name: str) -> Any:
+            d = Deferred.fromCoroutine(
+                service.record_new(tess, name, "static", "activity", "A club", ["tess", "sam"])
+            )
+            return h.result(d)
+
+        site, op = new("club")
+        self.assertEqual(
+            (site.name, site.type, site.purpose, site.availability, site.description),
+            ("club", "static", "activity", "enabled", "A club"),
+        )
+        self.assertEqual((site.image, list(site.packages)), (FALLBACK_IMAGE, []))
+        self.assertEqual(dict(site.limits), dict(DEFAULT_LIMITS))
+        self.assertEqual(sorted(site.members), ["sam", "tess"])
+        self.assertEqual((op.type, op.status, op.site_id), ("create_site", "pending", site.id))
+        h.result(h.store.put_image("school/php:8", "PHP", is_default=True))
+        self.assertEqual(new("club2")[0].image, "school/php:8")

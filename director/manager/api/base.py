@@ -41,12 +41,13 @@ from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.query_args import read_query
 from director.manager.ratelimit import RateLimiter
+from director.manager.site_service import FALLBACK_IMAGE as FALLBACK_IMAGE
+from director.manager.site_service import SiteService
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 from director.manager.tasks import TaskScheduler
 
 MAX_JSON = 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024
-FALLBACK_IMAGE = "director/python:3"
 
 
 class APIError(Exception):
@@ -190,6 +191,7 @@ class ManagerBase:
         self.tasks = tasks
         self.backups = backups
         self.access = Access(store, self.proxies, self.limiter)
+        self.site_service = SiteService(store)
 
     # -- errors --------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from director.common.web import render_json
 from director.manager import models
 from director.manager.access import admin_only, authenticated
 from director.manager.api.base import (
-    FALLBACK_IMAGE,
     APIError,
     ManagerBase,
     _emails,
@@ -19,7 +18,6 @@ from director.manager.api.base import (
     read_object,
 )
 from director.manager.models import User, ValidationError
-from director.manager.operations import OPERATIONS
 from director.manager.store import Conflict
 
 
@@ -99,20 +97,13 @@ class RequestRoutes(ManagerBase):
             return render_json(request, {"id": request_id, "status": status})
         if action == "create" and req["status"] == "pending-admin":
             self.require_admin(user)
-            site, op = await self.store.create_site(
-                {
-                    "name": req["name"],
-                    "type": "static",
-                    "purpose": "activity",
-                    "availability": "enabled",
-                    "description": req["description"],
-                    "image": await self.store.default_image() or FALLBACK_IMAGE,
-                    "packages": [],
-                    "limits": dict(models.DEFAULT_LIMITS),
-                },
+            site, op = await self.site_service.record_new(
+                user,
+                req["name"],
+                "static",
+                "activity",
+                req["description"],
                 [req["requester"], req["teacher"]],
-                ("create_site", OPERATIONS["create_site"]),
-                user.id,
             )
             await self.store.set_request_status(request_id, "created", site.id)
             await self._notify_request(req, "created")

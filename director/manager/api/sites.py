@@ -23,7 +23,6 @@ from director.manager.api.base import (
 )
 from director.manager.models import User, ValidationError
 from director.manager.openapi import is_set
-from director.manager.operations import OPERATIONS
 from director.manager.store import Conflict
 
 
@@ -70,21 +69,8 @@ class SiteRoutes(ManagerBase):
             else sorted(set(users))
         )
         await self.check_members(user, members, purpose, kind, "enabled")
-        image = await self.store.default_image() or FALLBACK_IMAGE
-        site, op = await self.store.create_site(
-            {
-                "name": name,
-                "type": kind,
-                "purpose": purpose,
-                "availability": "enabled",
-                "description": description,
-                "image": image,
-                "packages": [],
-                "limits": dict(models.DEFAULT_LIMITS),
-            },
-            members,
-            ("create_site", OPERATIONS["create_site"]),
-            user.id,
+        site, op = await self.site_service.record_new(
+            user, name, kind, purpose, description, members
         )
         await self.store.audit(user, "create_site", name, {"type": kind, "members": members})
         self.engine.wake()
