@@ -43,10 +43,11 @@ from director.common.client import SignedClientProtocol, connect_websocket
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.websocket import websocket_resource
+from director.manager.access import Access, locked, may_act
 from director.manager.creation import unfinished_creation
-from director.manager.dashboard.security import SESSION_COOKIE, Origin, Proxies, get_cookie
+from director.manager.dashboard.security import Origin, Proxies
 from director.manager.events import IEventBus
-from director.manager.models import SITE_NAME, Site, User, site_view
+from director.manager.models import Site, User, site_view
 from director.manager.store import Store
 
 log = Logger()
@@ -99,6 +100,7 @@ class BrowserSockets:
         self._orchestrator_url = orchestrator_url
         self.origin = Origin.from_url(manager_url)
         self.proxies = proxies or Proxies(https_url=self.origin.secure)
+        self.access = Access(store, self.proxies)
         self._connect = connect or connect_websocket
         self.recheck_interval = recheck_interval
         self.message_recheck = message_recheck
@@ -123,21 +125,12 @@ class BrowserSockets:
         )
 
     async def user_of(self, session_id: str | None) -> User | None:
-        if not session_id:
-            return None
-        found = await self.store.session(session_id)
-        if found is None or not found[0].is_active:
-            return None
-        return found[0]
+        found = await self.access.signed_in(session_id)
+        return found.user if found is not None else None
 
     async def visible_site(self, user: User, name: str) -> Site | None:
         """The site C{name} if C{user} may act on it (a member, or an admin)."""
-        if not isinstance(name, str) or not SITE_NAME.fullmatch(name):
-            return None
-        site = await self.store.get_site(name)
-        if site is None or not (user.is_admin or user.username in site.members):
-            return None
-        return site
+        return await self.access.site(user, name)
 
     async def still_allowed(
         self, session_id: str, site_ids: list[int], kind: str = ""
@@ -151,10 +144,10 @@ class BrowserSockets:
         if user is None:
             return CLOSE_UNAUTHENTICATED
         for site_id in site_ids:
-            site = await self.store.get_site_by_id(site_id)
-            if site is None or not (user.is_admin or user.username in site.members):
+            site = await self.access.site_by_id(user, site_id)
+            if site is None:
                 return CLOSE_NOT_FOUND
-            if kind == "terminal" and site.availability == "disabled" and not user.is_admin:
+            if kind == "terminal" and locked(user, site):
                 return CLOSE_FORBIDDEN
         return None
 
@@ -166,11 +159,7 @@ class BrowserSockets:
         return render_error(request, 403, "bad_origin", "websockets must come from the dashboard")
 
     def _session_id(self, request: Any) -> str | None:
-        cookie = get_cookie(request, SESSION_COOKIE, self.proxies)
-        try:
-            return cookie.decode("ascii") if cookie else None
-        except UnicodeDecodeError:
-            return None
+        return self.access.session_id(request)
 
     def _refused(self, kind: str, code: int, reason: str) -> Any:
         return websocket_resource(RefusedProtocol, sockets=self, kind=kind, refusal=(code, reason))
@@ -193,7 +182,7 @@ class BrowserSockets:
         site = await self.visible_site(user, name)
         if site is None:
             return self._refused(kind, CLOSE_NOT_FOUND, "no such site")
-        if kind == "terminal" and site.availability == "disabled" and not user.is_admin:
+        if kind == "terminal" and locked(user, site):
             return self._refused(
                 kind, CLOSE_FORBIDDEN, "an administrator disabled this site; ask them to enable it"
             )
@@ -592,7 +581,7 @@ def render_event(message: dict[str, Any], user: User) -> dict[str, Any] | None:
     members = message.get("members")
     if not isinstance(members, list):
         return None
-    if not (user.is_admin or user.username in members):
+    if not may_act(user, members):
         return None
     kind = message.get("type")
     if kind == "site" and isinstance(message.get("site"), dict):

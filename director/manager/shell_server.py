@@ -19,6 +19,7 @@ from director.clients import OrchestratorClient
 from director.common.guard import caller_of, render_error
 from director.common.tokens import mint
 from director.common.web import render_json
+from director.manager.access import locked, may_act
 from director.manager.api import APIError, parse_public_key, read_object
 from director.manager.models import ValidationError
 from director.manager.operations import OPERATIONS, wait_for
@@ -108,7 +109,7 @@ class ShellServerAPI:
                         "name": s.name,
                         "type": s.type,
                         "availability": s.availability,
-                        "locked": s.availability == "disabled" and not user.is_admin,
+                        "locked": locked(user, s),
                     }
                     for s in sites
                 ],
@@ -124,11 +125,11 @@ class ShellServerAPI:
             raise unknown
         user = await self._store.get_user(username)
         site = await self._store.get_site(name)
-        if user is None or site is None or username not in site.members:
+        if user is None or site is None or not may_act(user, site.members):
             raise unknown
         if not user.is_active:
             raise APIError(403, "inactive", "this account is deactivated")
-        if site.availability == "disabled" and not user.is_admin:
+        if locked(user, site):
             raise APIError(
                 403,
                 "site_disabled",
@@ -167,7 +168,7 @@ class ShellServerAPI:
             raise APIError(400, "bad_commit", "commit must be a hexadecimal commit id")
         user = await self._store.get_user(username)
         site = await self._store.get_site(name)
-        if user is None or site is None or username not in site.members:
+        if user is None or site is None or not may_act(user, site.members):
             raise unknown
         if not user.is_active:
             raise APIError(403, "inactive", "this account is deactivated")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from twisted.web.iweb import IRequest
 
 from director.clients import RouterClient
 from director.contract.sites import MAX_SITE_NAME_LENGTH, SITE_NAME_PATTERN
+from director.manager.access import Access, SignedIn
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import Metrics
@@ -122,13 +122,8 @@ def not_found() -> PageError:
     return PageError(404, "Not found", "There is no such page, or you may not see it.")
 
 
-@dataclass(frozen=True)
-class Viewer:
-    """The signed-in user of a request, with the session's CSRF token."""
-
-    user: User
-    csrf: str
-    session_id: str
+#: The signed-in user of a request, with the session's CSRF token.
+Viewer = SignedIn
 
 
 def personal_site_name(username: str) -> str | None:
@@ -201,6 +196,7 @@ class Dashboard:
         self.metrics = metrics
         self.origin = Origin.from_url(manager_url)
         self.proxies = proxies or Proxies(https_url=self.origin.secure)
+        self.access = Access(store, self.proxies)
         self.reauth = reauth
         self.sites_domain = sites_domain
         self.session_lifetime = session_lifetime
@@ -242,17 +238,9 @@ class Dashboard:
         cached = getattr(request, "dashboard_viewer", None)
         if cached is not None:
             return cached
-        cookie = get_cookie(request, SESSION_COOKIE, self.proxies)
-        if not cookie:
+        viewer = await self.access.signed_in(request)
+        if viewer is None:
             return None
-        try:
-            session_id = cookie.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        found = await self.store.session(session_id)
-        if found is None or not found[0].is_active:
-            return None
-        viewer = Viewer(found[0], found[1], session_id)
         request.dashboard_viewer = viewer
         return viewer
 
@@ -271,10 +259,8 @@ class Dashboard:
 
     async def site_for(self, viewer: Viewer, name: str) -> Site:
         """The site if the viewer is a member or an admin; 404 otherwise (never 403)."""
-        if not SITE_NAME.fullmatch(name):
-            raise not_found()
-        site = await self.store.get_site(name)
-        if site is None or not (viewer.user.is_admin or viewer.user.username in site.members):
+        site = await self.access.site(viewer.user, name)
+        if site is None:
             raise not_found()
         return site
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from director.manager.access import SESSION_COOKIE as SESSION_COOKIE  # re-exported
 from director.manager.proxies import HOST_PREFIX, Proxies
 from director.manager.proxies import get_cookie as get_cookie  # re-exported for the pages
 
-SESSION_COOKIE = b"director_session"
 LOGIN_CSRF_COOKIE = b"director_login"
 
 
