@@ -678,7 +678,9 @@ export class SiteEditor {
       this.keymaps.vim = vim();
     }
     if (map === "emacs" && !this.keymaps.emacs) {
-      const { emacs } = await import("@replit/codemirror-emacs");
+      const { emacs, EmacsHandler } = await import("@replit/codemirror-emacs");
+      // C-s is emacs's search; C-x C-s saves, as in emacs.
+      EmacsHandler.bindKey("C-x C-s", { exec: () => void this.save() });
       this.keymaps.emacs = emacs();
     }
     if (theme === "dark" && !this.darkTheme) {
@@ -833,6 +835,7 @@ export class SiteEditor {
     this.saveButton.addEventListener("click", () => this.save());
     this.root.querySelector("[data-restart]")?.addEventListener("click", () => this.restart());
     this.root.querySelector("[data-new-terminal]").addEventListener("click", () => this.openTerminal());
+    this.root.querySelector("[data-open-sql]")?.addEventListener("click", () => this.openSql());
     const upload = this.root.querySelector("[data-upload]");
     upload.addEventListener("change", () => {
       if (upload.files.length) this.upload(this.targetDir(), upload.files).then(() => (upload.value = ""));
@@ -842,11 +845,15 @@ export class SiteEditor {
   bindKeys() {
     document.addEventListener("keydown", (event) => {
       if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "s") {
+        if (this.settings.keymap === "emacs" && this.view?.dom.contains(event.target)) return; // emacs: search
         event.preventDefault();
         this.save();
       } else if (event.altKey && event.key === "Enter") {
         event.preventDefault();
         this.restart();
+      } else if (event.altKey && event.code === "KeyC" && this.root.querySelector("[data-open-sql]")) {
+        event.preventDefault();
+        this.openSql();
       } else if (event.key === "Escape") {
         this.hideMenu();
       }
@@ -939,6 +946,28 @@ export class SiteEditor {
     });
     setInterval(() => socket.send({ heartbeat: Date.now() }), 30000);
     this.panes.add("Log", body, { closable: false });
+  }
+
+  /** The SQL console on the site's database, in a pane (one; opened again, it is shown). */
+  async openSql() {
+    if (!this.layout.bottomOpen) this.setLayout({ bottomOpen: true });
+    if (this.sqlPane && this.panes.panes.includes(this.sqlPane)) {
+      this.panes.show(this.sqlPane);
+    } else {
+      const { startConsole } = await import("./database.js");
+      const input = h("textarea", { name: "sql", rows: "3", spellcheck: "false", placeholder: "SELECT 1;", "aria-label": "SQL", dataset: { sqlInput: "" } });
+      const form = h(
+        "form",
+        { class: "sql-console", dataset: { site: this.site } },
+        input,
+        h("div", { class: "row" }, h("button", { class: "button small primary", type: "submit" }, "Run"), h("span", { class: "muted small" }, "Ctrl+Enter runs · ↑/↓ walk the history · one statement at a time")),
+      );
+      const output = h("div", { class: "sql-output", "aria-live": "polite" });
+      startConsole(form, output);
+      this.sqlPane = this.panes.add("SQL", h("div", { class: "pane-sql" }, form, output), {
+        onShow: () => requestAnimationFrame(() => input.focus()),
+      });
+    }
   }
 
   async openTerminal() {

@@ -152,7 +152,12 @@ def test_settings_survive_a_reload_and_vim_and_emacs_edit(
     page.keyboard.press("Control+k")  # emacs: kill to the end of the line
     page.wait_for_selector(".cm-content:not(:has-text('two'))")
     assert page.locator(".cm-line").nth(1).inner_text() == "three"
-    page.keyboard.press("Control+s")
+    page.keyboard.press("Control+s")  # emacs: search, not save
+    page.wait_for_selector(".cm-search")
+    assert page.locator("[data-save-state]:has-text('Unsaved changes')").count() == 1
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+x")
+    page.keyboard.press("Control+s")  # emacs: save
     page.wait_for_selector("[data-save-state]:has-text('Saved ')")
     assert _file(director, site, "notes.txt") == "\nthree\n"
     assert _stored(page)["director:editor:settings"] == {
@@ -237,6 +242,58 @@ def test_the_layout_is_kept_until_reset(
     page.wait_for_selector("[data-path='public']")
     assert files_width() == 260
     assert page.locator(".editor-app.theme-dark").count() == 0
+    alice.close()
+
+
+def test_the_sql_console_in_the_editor(
+    browser: Any,  # noqa: F811
+    director: Director,  # noqa: F811
+    site: str,
+    postgres_server: Any,
+) -> None:
+    """With a database, the editor's SQL pane runs a query on it and shows the rows."""
+    alice = Person(browser, director)
+    alice.sign_in("alice")
+    page = _open_editor(alice, site)
+    assert page.locator("[data-open-sql]").count() == 0  # no database yet
+    code, body = director.api(
+        "PUT",
+        "/api/v1/database-hosts",
+        {
+            "kind": "postgres",
+            "admin_host": postgres_server.host,
+            "admin_port": postgres_server.port,
+            "admin_user": postgres_server.admin_user,
+            "admin_password": postgres_server.admin_password,
+            "container_host": postgres_server.bridge_host or postgres_server.host,
+            "container_port": postgres_server.port,
+        },
+    )
+    assert code == 200, body
+    code, body = director.api("POST", f"/api/v1/sites/{site}/database", {"type": "postgres"})
+    assert code == 202, body
+    assert _wait_operation(director, body["operation"]["id"])["status"] == "succeeded"
+
+    page.reload()
+    page.wait_for_selector("[data-path='public']")
+    page.click("[data-open-sql]")
+    box = page.locator(".pane-sql textarea")
+    box.fill("select 6*7 as answer, '<b>x</b>' as html")
+    box.press("Control+Enter")
+    page.wait_for_selector(".pane-sql td:has-text('42')")
+    assert page.locator(".pane-sql th").all_text_contents() == ["answer", "html"]
+    assert page.locator(".pane-sql td b").count() == 0  # values are text, never HTML
+    box.fill("select nope")
+    box.press("Control+Enter")
+    page.wait_for_selector(".pane-sql .field-error")
+    # (the refusal itself is the only thing the browser logs)
+    alice.problems = [p for p in alice.problems if "status of 422" not in p]
+    alice.shot("24-editor-sql-console")
+    page.click(".pane-tab:has-text('SQL') .close")
+    page.keyboard.press("Alt+c")  # opens it again, with its history
+    page.wait_for_selector(".pane-sql textarea")
+    page.locator(".pane-sql textarea").press("ArrowUp")
+    assert page.input_value(".pane-sql textarea") == "select nope"
     alice.close()
 
 
