@@ -88,7 +88,7 @@ def test_hidden_files_show_after_the_toggle_and_the_choice_is_kept(
     page.click("[data-path='.config']")
     page.wait_for_selector("[data-path='.config/settings.ini']")
     assert page.get_attribute("[data-toggle-hidden]", "aria-pressed") == "true"
-    alice.shot("20-editor-hidden-files")
+    alice.shot("40-editor-hidden-files")
 
     page.reload()  # kept in this browser
     page.wait_for_selector("[data-path='.env-notes']")
@@ -137,7 +137,7 @@ def test_settings_survive_a_reload_and_vim_and_emacs_edit(
     page.keyboard.press("d")  # deletes the first line
     page.wait_for_selector(".cm-content:not(:has-text('one'))")
     assert page.locator(".cm-line").first.inner_text() == "two"
-    alice.shot("21-editor-dark-vim")
+    alice.shot("41-editor-dark-vim")
     page.keyboard.type(":w")
     page.keyboard.press("Enter")  # vim's :w saves
     page.wait_for_selector("[data-save-state]:has-text('Saved ')")
@@ -219,7 +219,7 @@ def test_the_layout_is_kept_until_reset(
     page.click("[data-toggle-files]")
     page.wait_for_selector(".files-pane", state="hidden")
     assert page.locator(".pane-body:visible").count() == 0
-    alice.shot("22-editor-panels-folded")
+    alice.shot("42-editor-panels-folded")
 
     page.reload()
     page.wait_for_selector("[data-toggle-files][aria-pressed='false']")
@@ -237,7 +237,7 @@ def test_the_layout_is_kept_until_reset(
     assert page.get_attribute("[data-toggle-hidden]", "aria-pressed") == "false"
     page.wait_for_selector("[data-path='.env-notes']", state="detached")
     assert _stored(page) == {}
-    alice.shot("23-editor-layout-reset")
+    alice.shot("43-editor-layout-reset")
     page.reload()
     page.wait_for_selector("[data-path='public']")
     assert files_width() == 260
@@ -288,7 +288,7 @@ def test_the_sql_console_in_the_editor(
     page.wait_for_selector(".pane-sql .field-error")
     # (the refusal itself is the only thing the browser logs)
     alice.problems = [p for p in alice.problems if "status of 422" not in p]
-    alice.shot("24-editor-sql-console")
+    alice.shot("44-editor-sql-console")
     page.click(".pane-tab:has-text('SQL') .close")
     page.keyboard.press("Alt+c")  # opens it again, with its history
     page.wait_for_selector(".pane-sql textarea")
