@@ -2,6 +2,7 @@
 // `node build.mjs` once (make does this); `node build.mjs --watch` while working on them.
 import * as esbuild from "esbuild";
 import { rmSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -10,6 +11,19 @@ const outdir = resolve(here, "../director/manager/dashboard/static/build");
 const watch = process.argv.includes("--watch");
 
 rmSync(outdir, { recursive: true, force: true });
+
+// @replit/codemirror-emacs registers its key bindings with top-level calls it marks
+// /*@__PURE__*/ (and its package says "sideEffects": false), so a bundler drops them and
+// the emacs key map binds nothing. Keep those calls.
+const keepEmacsBindings = {
+  name: "keep-emacs-bindings",
+  setup(build) {
+    build.onLoad({ filter: /[\\/]@replit[\\/]codemirror-emacs[\\/]dist[\\/]index\.js$/ }, async (args) => ({
+      contents: (await readFile(args.path, "utf8")).replaceAll("/*@__PURE__*/EmacsHandler.", "EmacsHandler."),
+      loader: "js",
+    }));
+  },
+};
 
 const options = {
   // The same name for both: esbuild writes main.js and main.css.
@@ -29,6 +43,7 @@ const options = {
   assetNames: "assets/[name]-[hash]",
   legalComments: "linked",
   logLevel: "info",
+  plugins: [keepEmacsBindings],
 };
 if (watch) {
   const context = await esbuild.context(options);

@@ -22,10 +22,10 @@ function resultTable(result) {
   return h("div", {}, h("div", { class: "table-wrap" }, table), note);
 }
 
-function startConsole(form) {
+/** An SQL console: C{form} holds the [data-sql-input] box, results go into C{output}. */
+export function startConsole(form, output = document.querySelector("[data-sql-output]")) {
   const site = form.dataset.site;
   const input = form.querySelector("[data-sql-input]");
-  const output = document.querySelector("[data-sql-output]");
   const key = `director:sql:${site}`;
   let history = [];
   try {

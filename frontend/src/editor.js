@@ -6,6 +6,7 @@ import { keymap } from "@codemirror/view";
 import { EditorView, basicSetup } from "codemirror";
 import { api, fileUrl, styleNonce } from "./lib/api.js";
 import { watchOperation } from "./lib/operations.js";
+import { LAYOUT_DEFAULTS, SETTINGS_DEFAULTS, loadLayout, loadSettings, loadShowHidden, resetAll, saveLayout, saveSettings, saveShowHidden } from "./lib/prefs.js";
 import { LiveSocket } from "./lib/socket.js";
 import { h, toast } from "./lib/ui.js";
 
@@ -16,6 +17,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 const join = (dir, name) => (dir ? `${dir}/${name}` : name);
 const parentOf = (path) => (path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "");
 const baseName = (path) => path.slice(path.lastIndexOf("/") + 1);
+const isHidden = (name) => name.startsWith(".");
 const isExecutable = (entry) => entry.type === "file" && (parseInt(entry.mode || "0", 8) & 0o111) !== 0;
 
 /** The CodeMirror language for a file name, loaded only when first needed. */
@@ -113,12 +115,19 @@ export class SiteEditor {
     this.current = null;
     this.view = null;
     this.language = new Compartment();
+    this.preferences = new Compartment(); // key map, theme and font size: the settings
+    this.settings = loadSettings();
+    this.layout = loadLayout();
+    this.showHidden = loadShowHidden();
+    this.keymaps = { default: [] };
     this.panes = new Panes(root.querySelector("[data-bottom-panes]"));
     this.terminals = 0;
     this.renderQueued = false;
   }
 
   start() {
+    this.bindSettings();
+    this.bindLayout();
     this.bindToolbar();
     this.bindTree();
     this.bindKeys();
@@ -201,6 +210,7 @@ export class SiteEditor {
       return ad - bd || a.name.localeCompare(b.name);
     });
     for (const entry of entries) {
+      if (!this.showHidden && isHidden(entry.name)) continue;
       const path = join(dir, entry.name);
       out.push({ path, entry, level });
       if (entry.type === "dir" && this.expanded.has(path)) this.visibleItems(path, level + 1, out);
@@ -533,6 +543,7 @@ export class SiteEditor {
 
   extensions(language) {
     return [
+      this.preferences.of(this.preferenceExtensions()), // first: a vim or emacs key map goes before the others
       basicSetup,
       Prec.high(
         keymap.of([
@@ -576,6 +587,8 @@ export class SiteEditor {
     } else {
       this.view.setState(doc.state);
     }
+    // A file opened before the settings last changed still has the old ones.
+    this.view.dispatch({ effects: this.preferences.reconfigure(this.preferenceExtensions()) });
     this.setCurrent(path);
     this.view.focus();
   }
@@ -648,6 +661,167 @@ export class SiteEditor {
     }
   }
 
+  // -- settings and layout, kept in this browser -------------------------------------------------
+
+  preferenceExtensions() {
+    const { theme, keymap: map } = this.settings;
+    return [this.keymaps[map] || [], theme === "dark" && this.darkTheme ? this.darkTheme : []];
+  }
+
+  /** Loads what the settings need (the vim and emacs key maps, the dark theme) the first time. */
+  async loadPreferenceModules() {
+    const { theme, keymap: map } = this.settings;
+    if (map === "vim" && !this.keymaps.vim) {
+      const { vim, Vim } = await import("@replit/codemirror-vim");
+      // :w saves, :wq and :x too (the page stays: there is nothing to quit to).
+      for (const [name, short] of [["write", "w"], ["wq", "wq"], ["xit", "x"]]) Vim.defineEx(name, short, () => this.save());
+      this.keymaps.vim = vim();
+    }
+    if (map === "emacs" && !this.keymaps.emacs) {
+      const { emacs, EmacsHandler } = await import("@replit/codemirror-emacs");
+      // C-s is emacs's search; C-x C-s saves, as in emacs.
+      EmacsHandler.bindKey("C-x C-s", { exec: () => void this.save() });
+      this.keymaps.emacs = emacs();
+    }
+    if (theme === "dark" && !this.darkTheme) {
+      const { oneDark } = await import("@codemirror/theme-one-dark");
+      this.darkTheme = oneDark;
+    }
+  }
+
+  async applySettings() {
+    const { theme, keymap: map, fontSize } = this.settings;
+    try {
+      await this.loadPreferenceModules();
+    } catch (error) {
+      toast(`Could not load the ${map} key map or the theme: ${error.message}`, "error");
+    }
+    this.root.classList.toggle("theme-dark", theme === "dark");
+    this.root.dataset.keymap = map;
+    this.codeHost.style.setProperty("--editor-font-size", `${fontSize}px`);
+    for (const [name, value] of Object.entries(this.settings)) {
+      const field = this.settingsForm.elements[name];
+      if (field) field.value = String(value);
+    }
+    this.view?.dispatch({ effects: this.preferences.reconfigure(this.preferenceExtensions()) });
+    this.view?.requestMeasure();
+  }
+
+  bindSettings() {
+    this.settingsForm = this.root.querySelector("[data-settings]");
+    const button = this.root.querySelector("[data-settings-button]");
+    const show = (open) => {
+      this.settingsForm.hidden = !open;
+      button.setAttribute("aria-expanded", String(open));
+      if (open) this.settingsForm.elements.theme.focus();
+      else if (this.settingsForm.contains(document.activeElement)) button.focus();
+    };
+    button.addEventListener("click", () => show(this.settingsForm.hidden));
+    this.settingsForm.querySelector("[data-settings-close]").addEventListener("click", () => show(false));
+    this.settingsForm.addEventListener("submit", (event) => event.preventDefault());
+    this.settingsForm.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") show(false);
+    });
+    this.settingsForm.addEventListener("change", () => {
+      const fields = this.settingsForm.elements;
+      this.settings = { theme: fields.theme.value, keymap: fields.keymap.value, fontSize: Number(fields.fontSize.value) };
+      saveSettings(this.settings);
+      this.applySettings();
+    });
+    this.settingsForm.querySelector("[data-reset-layout]").addEventListener("click", () => {
+      resetAll();
+      this.settings = { ...SETTINGS_DEFAULTS };
+      this.layout = { ...LAYOUT_DEFAULTS };
+      this.showHidden = false;
+      this.applySettings();
+      this.applyLayout();
+      this.applyShowHidden();
+      toast("Layout and settings reset", "ok", 2);
+    });
+    this.applySettings();
+  }
+
+  applyShowHidden() {
+    this.root.querySelector("[data-toggle-hidden]").setAttribute("aria-pressed", String(this.showHidden));
+    this.render();
+  }
+
+  applyLayout() {
+    const body = this.root.querySelector(".editor-body");
+    const { filesWidth, bottomHeight, filesOpen, bottomOpen } = this.layout;
+    body.style.setProperty("--files-width", filesWidth ? `${filesWidth}px` : "");
+    if (!filesWidth) body.style.removeProperty("--files-width");
+    const bottom = this.panes.root;
+    if (bottomHeight) bottom.style.setProperty("--bottom-height", `${bottomHeight}px`);
+    else bottom.style.removeProperty("--bottom-height");
+    body.classList.toggle("files-hidden", !filesOpen);
+    bottom.classList.toggle("collapsed", !bottomOpen);
+    this.root.querySelector("[data-toggle-files]").setAttribute("aria-pressed", String(filesOpen));
+    this.root.querySelector("[data-toggle-bottom]").setAttribute("aria-pressed", String(bottomOpen));
+    this.view?.requestMeasure();
+    for (const pane of this.panes.panes) pane.onShow?.();
+  }
+
+  setLayout(changes) {
+    this.layout = { ...this.layout, ...changes };
+    saveLayout(this.layout);
+    this.applyLayout();
+  }
+
+  bindLayout() {
+    this.root.querySelector("[data-toggle-hidden]").addEventListener("click", () => {
+      this.showHidden = !this.showHidden;
+      saveShowHidden(this.showHidden);
+      this.applyShowHidden();
+    });
+    this.root.querySelector("[data-toggle-files]").addEventListener("click", () => this.setLayout({ filesOpen: !this.layout.filesOpen }));
+    this.root.querySelector("[data-toggle-bottom]").addEventListener("click", () => this.setLayout({ bottomOpen: !this.layout.bottomOpen }));
+    // A pane's tab clicked, or a new pane, while the panes are folded away opens them again.
+    this.panes.tabs.addEventListener("click", () => this.layout.bottomOpen || this.setLayout({ bottomOpen: true }));
+    const body = this.root.querySelector(".editor-body");
+    const codePane = this.root.querySelector(".code-pane");
+    const clamp = (value, low, high) => Math.round(Math.max(low, Math.min(high, value)));
+    const sizes = {
+      files: (x) => ({ filesWidth: clamp(x - body.getBoundingClientRect().left, 140, body.clientWidth - 240) }),
+      bottom: (_, y) => ({ bottomHeight: clamp(codePane.getBoundingClientRect().bottom - y, 140, codePane.clientHeight - 60) }),
+    };
+    for (const splitter of this.root.querySelectorAll("[data-splitter]")) {
+      const which = splitter.dataset.splitter;
+      splitter.addEventListener("pointerdown", (event) => {
+        event.preventDefault();
+        splitter.setPointerCapture(event.pointerId);
+        splitter.classList.add("dragging");
+        const move = (e) => {
+          this.layout = { ...this.layout, ...sizes[which](e.clientX, e.clientY) };
+          this.applyLayout();
+        };
+        const up = () => {
+          splitter.classList.remove("dragging");
+          splitter.removeEventListener("pointermove", move);
+          splitter.removeEventListener("pointerup", up);
+          saveLayout(this.layout);
+        };
+        splitter.addEventListener("pointermove", move);
+        splitter.addEventListener("pointerup", up);
+      });
+      splitter.addEventListener("keydown", (event) => {
+        const step = event.shiftKey ? 60 : 20;
+        const now = which === "files" ? this.root.querySelector(".files-pane").getBoundingClientRect() : this.panes.root.getBoundingClientRect();
+        let change = null;
+        if (which === "files" && (event.key === "ArrowLeft" || event.key === "ArrowRight")) {
+          change = sizes.files(now.right + (event.key === "ArrowLeft" ? -step : step), 0);
+        } else if (which === "bottom" && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
+          change = sizes.bottom(0, now.top + (event.key === "ArrowUp" ? -step : step));
+        }
+        if (!change) return;
+        event.preventDefault();
+        this.setLayout(change);
+      });
+    }
+    this.applyLayout();
+    this.applyShowHidden();
+  }
+
   // -- toolbar, keys ----------------------------------------------------------------------------
 
   bindToolbar() {
@@ -661,6 +835,7 @@ export class SiteEditor {
     this.saveButton.addEventListener("click", () => this.save());
     this.root.querySelector("[data-restart]")?.addEventListener("click", () => this.restart());
     this.root.querySelector("[data-new-terminal]").addEventListener("click", () => this.openTerminal());
+    this.root.querySelector("[data-open-sql]")?.addEventListener("click", () => this.openSql());
     const upload = this.root.querySelector("[data-upload]");
     upload.addEventListener("change", () => {
       if (upload.files.length) this.upload(this.targetDir(), upload.files).then(() => (upload.value = ""));
@@ -670,11 +845,15 @@ export class SiteEditor {
   bindKeys() {
     document.addEventListener("keydown", (event) => {
       if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "s") {
+        if (this.settings.keymap === "emacs" && this.view?.dom.contains(event.target)) return; // emacs: search
         event.preventDefault();
         this.save();
       } else if (event.altKey && event.key === "Enter") {
         event.preventDefault();
         this.restart();
+      } else if (event.altKey && event.code === "KeyC" && this.root.querySelector("[data-open-sql]")) {
+        event.preventDefault();
+        this.openSql();
       } else if (event.key === "Escape") {
         this.hideMenu();
       }
@@ -769,8 +948,31 @@ export class SiteEditor {
     this.panes.add("Log", body, { closable: false });
   }
 
+  /** The SQL console on the site's database, in a pane (one; opened again, it is shown). */
+  async openSql() {
+    if (!this.layout.bottomOpen) this.setLayout({ bottomOpen: true });
+    if (this.sqlPane && this.panes.panes.includes(this.sqlPane)) {
+      this.panes.show(this.sqlPane);
+    } else {
+      const { startConsole } = await import("./database.js");
+      const input = h("textarea", { name: "sql", rows: "3", spellcheck: "false", placeholder: "SELECT 1;", "aria-label": "SQL", dataset: { sqlInput: "" } });
+      const form = h(
+        "form",
+        { class: "sql-console", dataset: { site: this.site } },
+        input,
+        h("div", { class: "row" }, h("button", { class: "button small primary", type: "submit" }, "Run"), h("span", { class: "muted small" }, "Ctrl+Enter runs · ↑/↓ walk the history · one statement at a time")),
+      );
+      const output = h("div", { class: "sql-output", "aria-live": "polite" });
+      startConsole(form, output);
+      this.sqlPane = this.panes.add("SQL", h("div", { class: "pane-sql" }, form, output), {
+        onShow: () => requestAnimationFrame(() => input.focus()),
+      });
+    }
+  }
+
   async openTerminal() {
     const { SiteTerminal } = await import("./terminal.js");
+    if (!this.layout.bottomOpen) this.setLayout({ bottomOpen: true });
     this.terminals += 1;
     const host = h("div", { class: "pane-terminal" });
     const body = h("div", {}, host);
