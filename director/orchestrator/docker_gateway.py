@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import tarfile
 import threading
 import time
@@ -22,6 +23,8 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
 from director.common.threads import Runner
+
+_RUNNING_STEP = re.compile(r"Running in ([0-9a-f]{12,64})\b")
 
 
 class DockerError(Exception):
@@ -432,6 +435,9 @@ class DockerGateway:
         self, dockerfile: str, tag: str, on_line: Callable[[str], None]
     ) -> Deferred[None]:
         limits = self._builds
+        # The container running the build's current step (the classic builder says
+        # "Running in <id>"): what a timed-out build stops, so it cannot finish and tag later.
+        step: list[str] = []
 
         def build() -> None:
             import docker.errors
@@ -459,10 +465,16 @@ class DockerGateway:
                 raise DockerError(str(e.explanation or e)) from None
 
         def _abandon() -> None:
-            """Hang up (the daemon cancels a build whose client went away) and untag."""
+            """
+            Stop the running step, hang up and untag. Hanging up alone usually makes the
+            daemon cancel the build, but not always: a busy daemon finished one and tagged it.
+            """
             client, self._build_client = self._build_client, None
             import docker.errors
 
+            if step:
+                with contextlib.suppress(docker.errors.DockerException):  # already ended
+                    self._c().kill(step[-1])
             with contextlib.suppress(Exception):  # only closing its sockets
                 client.close()
 
@@ -500,6 +512,9 @@ class DockerGateway:
                 for line in text.splitlines():
                     log.append(line)
                     on_line(line)
+                    running = _RUNNING_STEP.search(line)
+                    if running:
+                        step.append(running.group(1))
                 if "error" in chunk:
                     raise BuildError(
                         f"building {tag} failed: {chunk['error'].strip()}", "\n".join(log)
