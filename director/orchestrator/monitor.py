@@ -321,7 +321,10 @@ def translate(
             if _is_temp(name):
                 continue
             if source is None:
-                emit(_describe(entry, "create", path, kind))
+                # From outside the watch, or a rename whose first half came in an earlier
+                # read (a busy machine splits them): replacing a known name is an update.
+                written = "update" if name in watch.known else "create"
+                emit(_describe(entry, written, path, kind))
             else:
                 from_watch, from_name, from_kind = source
                 from_watch.known.pop(from_name, None)

@@ -137,6 +137,23 @@ class TranslateTests(SynchronousTestCase):
             [("update", "public/old.txt"), ("create", "public/new.txt")],
         )
 
+    def test_api_write_split_over_two_reads_is_an_update(self) -> None:
+        """
+        On a busy machine the two halves of the files API's rename can come in separate
+        reads: the temporary name leaving is passed over, and the known name arriving is
+        still the update it is (seen in make test as a create, which the editor took for a
+        new file).
+        """
+        tmp = ".director-0123456789abcdef.tmp"
+        first, _ = self.run_batch(
+            [RawEvent(1, IN_CREATE, 0, tmp), RawEvent(1, IN_MOVED_FROM, 7, tmp)], {1: {tmp: None}}
+        )
+        self.assertEqual(first, [])
+        out, _ = self.run_batch(
+            [RawEvent(1, IN_MOVED_TO, 7, "old.txt")], {1: {"old.txt": entry("old.txt")}}
+        )
+        self.assertEqual([(m["event"], m["path"]) for m in out], [("update", "public/old.txt")])
+
     def test_move_pairs_by_cookie(self) -> None:
         """A rename between watched directories is one "move" with where it came from."""
         out, _ = self.run_batch(
