@@ -609,7 +609,12 @@ async def test_own_address_redirects_only_once_the_domain_has_its_certificate(
         await router.wait_for(domain, lambda s: s["state"] == "failed")
         reply = http(router.http_port, own, "/y")
         assert (reply.status, reply.body) == (200, f"page of {own} at /y")
-        assert http(router.http_port, domain, "/z").body == f"page of {own} at /z"
+        # The domain's server block is live once nginx has finished the reload the PUT sent
+        # (SIGHUP returns before the new workers serve; a busy machine showed the default
+        # server's "No site here." for a moment).
+        await eventually(
+            lambda: http(router.http_port, domain, "/z").body == f"page of {own} at /z"
+        )
     finally:
         router.challtestsrv("/clear-a", {"host": domain})
     await router.wait_for(domain, lambda s: s["state"] == "valid")
