@@ -367,6 +367,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "type": {"enum": ["postgres", "mysql"]},
                 "host_id": {
                     "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": 2147483647,
                     "description": "a database host of that type (admins only); "
                     "null or absent: the first registered",
                 },

@@ -37,7 +37,7 @@ class DatabaseRoutes(ManagerBase):
             # Administrators may pick the server among the registered ones of that type;
             # everyone else gets the first one registered.
             self.require_admin(user)
-            if chosen is None:
+            if chosen is None or not 1 <= chosen <= 2_147_483_647:
                 raise ValidationError("host_id", "the id of a database host (an integer)")
         if site.database is not None:
             raise Conflict("database_exists", "the site already has a database; delete it first")
