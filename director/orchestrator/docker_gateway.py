@@ -25,6 +25,13 @@ from zope.interface import Interface, implementer
 from director.common.threads import Runner
 
 _RUNNING_STEP = re.compile(r"Running in ([0-9a-f]{12,64})\b")
+_BUILT = re.compile(r"Successfully built ([0-9a-f]{12,64})\b")
+
+
+def _built_id(text: str) -> str | None:
+    """The image a classic build's last line names, if this is that line."""
+    match = _BUILT.search(text)
+    return match.group(1) if match else None
 
 
 class DockerError(Exception):
@@ -466,8 +473,9 @@ class DockerGateway:
 
         def _abandon() -> None:
             """
-            Stop the running step, hang up and untag. Hanging up alone usually makes the
-            daemon cancel the build, but not always: a busy daemon finished one and tagged it.
+            Stop the running step and hang up. Hanging up alone usually makes the daemon
+            cancel the build, but not always; one it finishes anyway stays untagged (the
+            build runs without a tag, which is given only on success in time).
             """
             client, self._build_client = self._build_client, None
             import docker.errors
@@ -478,10 +486,9 @@ class DockerGateway:
             with contextlib.suppress(Exception):  # only closing its sockets
                 client.close()
 
-            with contextlib.suppress(docker.errors.DockerException):  # never tagged: usual
-                self._c().remove_image(tag, force=True)
-
         def _build(client: Any) -> None:
+            import docker.utils
+
             deadline = time.monotonic() + limits.timeout
             context = io.BytesIO()
             with tarfile.open(fileobj=context, mode="w") as tar:
@@ -491,10 +498,10 @@ class DockerGateway:
                 tar.addfile(info, io.BytesIO(data))
             context.seek(0)
             log: list[str] = []
+            image_id: str | None = None
             stream = client.build(
                 fileobj=context,
                 custom_context=True,
-                tag=tag,
                 rm=True,
                 forcerm=True,
                 pull=False,
@@ -519,6 +526,19 @@ class DockerGateway:
                     raise BuildError(
                         f"building {tag} failed: {chunk['error'].strip()}", "\n".join(log)
                     )
+                built = (chunk.get("aux") or {}).get("ID") or _built_id(text)
+                if built:
+                    image_id = built
+            if image_id is None:
+                raise BuildError(
+                    f"building {tag} failed: the daemon named no image", "\n".join(log)
+                )
+            if time.monotonic() > deadline:
+                raise BuildError(
+                    f"building {tag} took longer than {limits.timeout:g} s", "\n".join(log)
+                )
+            repository, version = docker.utils.parse_repository_tag(tag)
+            client.tag(image_id, repository, version)
 
         return limits.runner.run(build)
 
