@@ -85,6 +85,17 @@ def _new_id(result: Any) -> int:
     return int(key[0])
 
 
+def _my_running_run(run_id: int, worker: str) -> Any:
+    """An update of run C{run_id} while C{worker} holds it and it runs (a lease's writes)."""
+    return update(t.task_runs).where(
+        and_(
+            t.task_runs.c.id == run_id,
+            t.task_runs.c.claimed_by == worker,
+            t.task_runs.c.status == "running",
+        )
+    )
+
+
 def _updated_one(conn: Connection, statement: Any) -> bool:
     """
     Run a conditional UPDATE (or DELETE) meant for one row: whether it matched it. How one
@@ -1616,18 +1627,11 @@ class Store:
         )
 
     def renew_run(self, run_id: int, worker: str, until: float) -> Deferred[bool]:
+        """Extend C{worker}'s lease on its running run (False: it is no longer C{worker}'s)."""
         return self._tx(
             lambda conn: _updated_one(
                 conn,
-                update(t.task_runs)
-                .where(
-                    and_(
-                        t.task_runs.c.id == run_id,
-                        t.task_runs.c.claimed_by == worker,
-                        t.task_runs.c.status == "running",
-                    )
-                )
-                .values(lease_until=until),
+                _my_running_run(run_id, worker).values(lease_until=until),
             )
         )
 
@@ -1648,15 +1652,7 @@ class Store:
         def finish(conn: Connection) -> TaskRun | None:
             done = _updated_one(
                 conn,
-                update(t.task_runs)
-                .where(
-                    and_(
-                        t.task_runs.c.id == run_id,
-                        t.task_runs.c.claimed_by == worker,
-                        t.task_runs.c.status == "running",
-                    )
-                )
-                .values(
+                _my_running_run(run_id, worker).values(
                     status=status,
                     exit_code=exit_code,
                     output=output,
