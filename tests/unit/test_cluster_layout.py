@@ -48,4 +48,4 @@ class LayoutTests(SynchronousTestCase):
     def test_bad_layouts(self) -> None:
         for kwargs in ({"prefix": "Bad"}, {"prefix": "toolongname"}, {"nodes": 0}, {"octet": 32}):
             with self.assertRaises(LayoutError):
-                Layout(**kwargs)  # type: ignore[arg-type]
+                Layout(**kwargs)

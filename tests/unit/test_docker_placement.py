@@ -1,5 +1,7 @@
 """Site services belong to a swarm node: constrained to it, labelled with it, listed by it."""
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.orchestrator.docker_gateway import OWNER_LABEL, _owned, _with_placement
@@ -8,7 +10,7 @@ from director.orchestrator.docker_gateway import OWNER_LABEL, _owned, _with_plac
 class PlacementTests(SynchronousTestCase):
     def test_constraint_and_label(self) -> None:
         """Another node constraint is replaced, other constraints and labels kept."""
-        spec = {
+        spec: dict[str, Any] = {
             "Name": "site_5",
             "Labels": {"director.site": "5"},
             "TaskTemplate": {
