@@ -175,7 +175,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, log: Path | None
     tail = ""
     if log is not None and log.exists():
         tail = "; last lines of " + str(log) + ":\n" + "\n".join(log.read_text().splitlines()[-15:])
-    raise ClusterError(f"{what} was not ready within {timeout:g} s{tail}")
+    raise ClusterError(f"waited {timeout:g} s for {what}, in vain{tail}")
 
 
 def _connects(address: str, port: int) -> bool:
@@ -345,10 +345,22 @@ def _spawn_engine(state: State, n: int) -> None:
     layout = state.layout
     layout.data_root(n).mkdir(parents=True, exist_ok=True)
     layout.exec_root(n).mkdir(parents=True, exist_ok=True)
+    # A killed engine leaves its pid file and its containerd's: dockerd refuses to start
+    # while the pid in the first exists, and waits for the one in the second, even as a
+    # zombie not yet reaped.
+    for pidfile in (layout.pidfile(n), _containerd_pidfile(layout, n)):
+        recorded = _text(pidfile).strip()
+        if recorded.isdigit() and not _alive(int(recorded)):
+            pidfile.unlink()
     # the swarm never pulls (the nodes have no route out): tasks use the local images
     env = dict(os.environ, DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="1")
     pid = _spawn(_engine_argv(layout, n), layout.log(n, "dockerd"), env)
     state.process(f"dockerd-{n}", pid, str(layout.data_root(n)))
+
+
+def _containerd_pidfile(layout: Layout, n: int) -> Path:
+    """Where the containerd node C{n}'s dockerd starts writes its pid."""
+    return layout.exec_root(n) / "exec" / "containerd" / "containerd.pid"
 
 
 def _engine_answers(layout: Layout, n: int) -> bool:
@@ -368,9 +380,18 @@ def _wait_engine(layout: Layout, n: int) -> None:
     )
 
 
-def start_engine(layout: Layout, n: int) -> None:
-    """(Re)start node C{n}'s dockerd (after L{stop_engine}) and wait until it answers."""
+def start_engine(layout: Layout, n: int, forget_networks: bool = False) -> None:
+    """
+    (Re)start node C{n}'s dockerd (after L{stop_engine}) and wait until it answers. With
+    C{forget_networks}, its network store goes first: the recovery of an engine that died
+    uncleanly, whose swarm-scoped bridge otherwise rejects every new task with "network
+    <id> exists" (moby/moby#37087; docs/deploy.md). The config-only network goes with the
+    store; the node's orchestrator makes it again.
+    """
     state = State.load(layout.state_file)
+    if forget_networks:
+        with contextlib.suppress(FileNotFoundError):
+            (layout.data_root(n) / "network" / "files" / "local-kv.db").unlink()
     _spawn_engine(state, n)
     _wait_engine(layout, n)
 
@@ -382,6 +403,10 @@ def stop_engine(layout: Layout, n: int, sig: int = signal.SIGTERM) -> None:
     if pid is not None:
         end_process(pid, str(layout.data_root(n)), ENGINE_STOP_TIMEOUT, sig)
         state.forget(f"dockerd-{n}")
+    # its containerd ends with it (at once when killed: it gets SIGKILL when dockerd dies)
+    containerd = _text(_containerd_pidfile(layout, n)).strip()
+    if containerd.isdigit():
+        _wait(f"node {n}'s containerd to end", lambda: not _alive(int(containerd)), 15)
 
 
 def _images(layout: Layout) -> list[str]:
