@@ -234,7 +234,14 @@ def _blocking_network(
     }
     if config_from is not None:
         data["ConfigFrom"] = {"Network": config_from}
-    manager._result(manager._post_json(manager._url("/networks/create"), data=data), json=True)
+    import docker.errors
+
+    try:
+        manager._result(manager._post_json(manager._url("/networks/create"), data=data), json=True)
+    except docker.errors.APIError:
+        # another node's orchestrator, starting at the same time, made it first
+        if not any(net["Name"] == name for net in manager.networks(names=[name])):
+            raise
 
 
 def _find(client: Any, name: str) -> dict[str, Any] | None:
