@@ -461,19 +461,29 @@ def _make_swarm(layout: Layout) -> None:
 
 
 def write_orchestrator_config(layout: Layout, n: int) -> Path:
-    """Node C{n}'s orchestrator's config, state directory and (shared) keys."""
-    from director.cli import main as director_main
+    """
+    Node C{n}'s orchestrator's config and state directory, and the signing keys all the
+    cluster's components share (made once). Not `director init`: a node runs no manager, so
+    it needs no database nor administrator.
+    """
+    from director.cli import render_config
+    from director.common.atomic import atomic_write
+    from director.common.config import parse_config
+    from director.common.keys import generate_component_keys
 
-    for path in (layout.root, layout.base, layout.node_dir(n)):
+    for path in (layout.root, layout.base, layout.node_dir(n), layout.state_dir(n)):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o755)  # nginx workers (nobody) go through to the sites
-    argv = ["init", "--config", str(layout.config(n)), "--state-dir", str(layout.state_dir(n))]
+    sections: dict[str, list[str]] = {"director": [f'state_dir = "{layout.state_dir(n)}"']}
     for key, value in layout.orchestrator_settings(n).items():
-        argv += ["--set", f"{key}={value}"]
-    with contextlib.redirect_stdout(sys.stderr):
-        if director_main(argv) != 0:
-            raise ClusterError(f"director init for node {n}'s orchestrator failed")
-    layout.state_dir(n).chmod(0o755)
+        section, _, name = key.partition(".")
+        sections.setdefault(section, []).append(f"{name} = {value}")
+    text = "".join(
+        f"[{name}]\n" + "".join(f"{line}\n" for line in lines) for name, lines in sections.items()
+    )
+    config = parse_config(text, layout.node_dir(n))  # checked before anything is written
+    atomic_write(layout.config(n), render_config(config), 0o600)
+    generate_component_keys(layout.keys_dir)
     return layout.config(n)
 
 

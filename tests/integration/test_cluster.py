@@ -25,7 +25,15 @@ from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from director.cluster.layout import Layout
-from director.cluster.nodes import State, docker, down, start_engine, stop_engine, up
+from director.cluster.nodes import (
+    State,
+    _routes_overlapping,
+    docker,
+    down,
+    start_engine,
+    stop_engine,
+    up,
+)
 from director.common.client import ComponentClient
 from director.common.config import load_config
 from director.common.service import component_signer
@@ -119,7 +127,11 @@ def cluster() -> Iterator[Cluster]:
     `make cluster` running meanwhile is not touched); removed at the end, even on failure.
     """
     tag = f"{os.getpid() % 10000:04d}"
-    layout = Layout(f"dt{tag}", 2, random.randint(16, 31))
+    octets = random.sample(range(16, 32), 16)
+    layout = next(
+        (Layout(f"dt{tag}", 2, o) for o in octets if not _routes_overlapping(Layout("x", 2, o))),
+        Layout(f"dt{tag}", 2, octets[0]),  # up says which route is in the way
+    )
     started = time.monotonic()
     try:
         timings = up(layout, say=lambda line: None)
