@@ -194,7 +194,7 @@ def _step(timings: dict[str, float], name: str, say: Say) -> Iterator[None]:
     say(f"cluster: {name}: {timings[name]:.2f} s")
 
 
-def _routes_overlapping(layout: Layout) -> list[str]:
+def routes_overlapping(layout: Layout) -> list[str]:
     """The host's routes that overlap the cluster's networks (other than its own link's)."""
     ours = layout.networks()
     found = []
@@ -230,7 +230,7 @@ def up(layout: Layout, orchestrators: bool = True, say: Say = print) -> dict[str
     clash = sorted(existing & {layout.hub, *(layout.netns(n) for n in layout.numbers)})
     if clash:
         raise ClusterError(f"network namespaces {clash} exist already: another cluster?")
-    overlapping = _routes_overlapping(layout)
+    overlapping = routes_overlapping(layout)
     if overlapping:
         raise ClusterError(
             f"the host already routes networks the cluster {layout.prefix!r} would use "

@@ -27,9 +27,9 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from director.cluster.layout import Layout
 from director.cluster.nodes import (
     State,
-    _routes_overlapping,
     docker,
     down,
+    routes_overlapping,
     start_engine,
     stop_engine,
     up,
@@ -129,7 +129,7 @@ def cluster() -> Iterator[Cluster]:
     tag = f"{os.getpid() % 10000:04d}"
     octets = random.sample(range(16, 32), 16)
     layout = next(
-        (Layout(f"dt{tag}", 2, o) for o in octets if not _routes_overlapping(Layout("x", 2, o))),
+        (Layout(f"dt{tag}", 2, o) for o in octets if not routes_overlapping(Layout("x", 2, o))),
         Layout(f"dt{tag}", 2, octets[0]),  # up says which route is in the way
     )
     started = time.monotonic()
