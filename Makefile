@@ -6,7 +6,8 @@ PY      := $(VENV)/bin/python
 CONFIG  ?= etc/director.toml
 STATE   ?= var
 
-.PHONY: run test deps venv docker images lint types pytest unit integration clean frontend
+.PHONY: run test deps venv docker images lint types pytest unit integration clean frontend \
+	cluster cluster-down
 
 deps:
 	bash scripts/install-deps.sh
@@ -46,6 +47,20 @@ run: deps venv frontend docker images
 	$(VENV)/bin/director init --config $(CONFIG) --state-dir $(STATE)
 	$(VENV)/bin/director banner --config $(CONFIG)
 	$(VENV)/bin/twistd -n --pidfile=$(STATE)/director.pid director --config $(CONFIG)
+
+# A swarm of CLUSTER_NODES nodes on this machine (a dockerd per network namespace, node 1 the
+# manager) with an orchestrator on each, at 10.77.<CLUSTER_OCTET>.N:8100 (nginx :8180); the
+# host reaches them over its link 10.77.<CLUSTER_OCTET>.254. See docs/orchestrator.md.
+CLUSTER_PREFIX ?= dcl
+CLUSTER_NODES  ?= 2
+CLUSTER_OCTET  ?= 0
+CLUSTER_ARGS   := --prefix $(CLUSTER_PREFIX) --nodes $(CLUSTER_NODES) --octet $(CLUSTER_OCTET)
+
+cluster: deps venv docker images
+	$(PY) -m director.cluster up $(CLUSTER_ARGS)
+
+cluster-down: venv
+	$(PY) -m director.cluster down $(CLUSTER_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check director twisted tests bench

@@ -6,7 +6,7 @@ set -euo pipefail
 # One package per word; later work may append to this list.
 DIRECTOR_APT_PACKAGES="docker.io nginx redis-server pebble postgresql mariadb-server mariadb-client
 debootstrap openssh-client sshpass expect wrk tmux zstd ca-certificates curl iproute2 procps
-chromium rsync git iptables systemd restic"
+chromium rsync git iptables systemd restic util-linux"
 # The dashboard's front end builds with Node.js and npm. The machine image has Node 20 (with
 # npm); elsewhere, Debian's packages do (esbuild needs Node 18 or later).
 if ! command -v npm >/dev/null 2>&1; then

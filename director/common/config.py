@@ -210,6 +210,26 @@ def _site_names(key: str, value: object) -> None:
             raise ConfigError(f"{key}: {name!r} is not a site name")
 
 
+def _docker_url(key: str, value: object) -> None:
+    if value != "" and (
+        not isinstance(value, str)
+        or not re.fullmatch(r"unix:///[^\s\0]+|tcp://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}", value)
+    ):
+        raise ConfigError(
+            f'{key}: expected unix:///path/docker.sock or tcp://host:port, or "" for the '
+            f"default engine; got {value!r}"
+        )
+
+
+def _node_name(key: str, value: object) -> None:
+    if value != "" and (
+        not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,62}", value)
+    ):
+        raise ConfigError(
+            f'{key}: expected a swarm node\'s hostname, or "" for the local one; got {value!r}'
+        )
+
+
 def _check(validator: Callable[[str, object], None]) -> Any:
     return {"check": validator}
 
@@ -322,8 +342,20 @@ class OrchestratorSection:
     url: str = field(default="http://127.0.0.1:8100", metadata=_check(_url))
     nginx_port: int = field(default=8180, metadata=_check(_port))
     # The Docker network site containers join (a swarm-scoped bridge the host can reach).
+    # On a swarm of several nodes each node's orchestrator has a subnet of its own.
     sites_network: str = field(default="director-sites", metadata=_check(_network_name))
     sites_subnet: str = field(default="172.29.0.0/16", metadata=_check(_subnet))
+    # The Docker engine this orchestrator uses for everything on its node (containers,
+    # terminals, logs, images, builds, events): unix:///path or tcp://host:port; "": the
+    # default socket. See docs/orchestrator.md, "Several nodes".
+    docker_url: str = field(default="", metadata=_check(_docker_url))
+    # The engine services are created, changed and removed through: a swarm manager (a
+    # worker node cannot); "": docker_url.
+    swarm_manager_url: str = field(default="", metadata=_check(_docker_url))
+    # The swarm node (its hostname) this orchestrator's sites run on; every site service is
+    # constrained to it and labelled with it, and the orchestrator only sees services so
+    # labelled. "": the node of docker_url's engine.
+    node: str = field(default="", metadata=_check(_node_name))
     # The largest file the files API sends (downloads are streamed, so this is policy, not
     # memory: the original Director's 100 MB).
     max_download_mb: int = field(default=100, metadata=_check(_positive))

@@ -198,8 +198,22 @@ class IDockerGateway(Interface):
 SITES_BRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
 
 
-def _blocking_network(client: Any, name: str, subnet: str | None) -> None:
-    if any(net["Name"] == name for net in client.networks(names=[name])):
+#: The service label naming the swarm node (and so the orchestrator) a site service belongs
+#: to: orchestrators sharing one swarm each see and change only their own services.
+OWNER_LABEL = "director.node"
+
+
+def _blocking_network(
+    client: Any, name: str, subnet: str | None, manager: Any | None = None
+) -> None:
+    """
+    The swarm-scoped bridge is made once, through the swarm manager; the config-only
+    network it takes its addresses from is per node, so every node's orchestrator makes its
+    own (with its own subnet) even when the swarm-scoped network already exists.
+    """
+    manager = client if manager is None else manager
+    exists = any(net["Name"] == name for net in manager.networks(names=[name]))
+    if exists and manager is client:
         return
     config_from = None
     if subnet is not None:
@@ -216,6 +230,8 @@ def _blocking_network(client: Any, name: str, subnet: str | None) -> None:
                 },
             )
             client._result(response, json=True)
+    if exists:
+        return
     data: dict[str, Any] = {
         "Name": name,
         "Driver": "bridge",
@@ -225,7 +241,14 @@ def _blocking_network(client: Any, name: str, subnet: str | None) -> None:
     }
     if config_from is not None:
         data["ConfigFrom"] = {"Network": config_from}
-    client._result(client._post_json(client._url("/networks/create"), data=data), json=True)
+    import docker.errors
+
+    try:
+        manager._result(manager._post_json(manager._url("/networks/create"), data=data), json=True)
+    except docker.errors.APIError:
+        # another node's orchestrator, starting at the same time, made it first
+        if not any(net["Name"] == name for net in manager.networks(names=[name])):
+            raise
 
 
 def _find(client: Any, name: str) -> dict[str, Any] | None:
@@ -252,33 +275,99 @@ class BuildLimits:
     memory: int = 1024 * 1024 * 1024  # bytes, swap included
 
 
+def _with_placement(spec: dict[str, Any], node: str) -> dict[str, Any]:
+    """C{spec} owned by, and constrained to, swarm node C{node}."""
+    template = dict(spec["TaskTemplate"])
+    placement = dict(template.get("Placement") or {})
+    constraint = f"node.hostname=={node}"
+    placement["Constraints"] = [
+        *(c for c in placement.get("Constraints", ()) if not c.startswith("node.hostname")),
+        constraint,
+    ]
+    template["Placement"] = placement
+    labels = dict(spec.get("Labels") or {}, **{OWNER_LABEL: node})
+    return dict(spec, TaskTemplate=template, Labels=labels)
+
+
+def _owned(owner: str | None, node: str) -> bool:
+    """
+    Whether a service whose L{OWNER_LABEL} is C{owner} is node C{node}'s: labelled so, or
+    unlabelled (made before services were labelled, by the only orchestrator there was).
+    """
+    return owner is None or owner == node
+
+
 @implementer(IDockerGateway)
 class DockerGateway:
-    """The real gateway: the docker SDK's low-level client, called only from C{runner}."""
+    """
+    The real gateway: the docker SDK's low-level client, called only from C{runner}.
+
+    Two engines may be involved: the local one (C{docker_url}: containers, execs, logs,
+    images, builds, events, the config-only network) and the swarm manager's
+    (C{manager_url}: services and tasks, which a worker node cannot create or list). Every
+    service this gateway puts is constrained to C{node} (default: the local engine's own
+    name, which is its swarm node's hostname) and labelled with it (L{OWNER_LABEL}).
+    """
 
     def __init__(
         self,
         runner: Runner,
         client_factory: Callable[[], Any] | None = None,
         builds: BuildLimits | None = None,
+        docker_url: str = "",
+        manager_url: str = "",
+        node: str = "",
     ) -> None:
         self._runner = runner
-        self._factory = client_factory or _default_client
+        self._url = docker_url
+        self._factory = client_factory or (lambda: _default_client(base_url=docker_url))
+        self._manager_factory = (
+            (lambda: _default_client(base_url=manager_url)) if manager_url else None
+        )
         self._client: Any = None
+        self._manager: Any = None
+        self._node = node
         self._builds = builds or BuildLimits(runner)
         self._build_client: Any = None
+        self._default_factory = client_factory is None
 
     def _c(self) -> Any:
         if self._client is None:
             self._client = self._factory()
         return self._client
 
+    def _m(self) -> Any:
+        """The swarm manager's client (the local one unless manager_url was given)."""
+        if self._manager_factory is None:
+            return self._c()
+        if self._manager is None:
+            self._manager = self._manager_factory()
+        return self._manager
+
+    def _node_name(self) -> str:
+        """The node site services go to (blocking: asks the local engine once)."""
+        if not self._node:
+            self._node = str(self._c().info()["Name"])
+        return self._node
+
     def _run(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return self._run_on(lambda: (self._c(),), f, *args)
+
+    def _run_manager(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return self._run_on(lambda: (self._m(),), f, *args)
+
+    def _run_both(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """C{f(local, manager, *args)}."""
+        return self._run_on(lambda: (self._c(), self._m()), f, *args)
+
+    def _run_on(
+        self, clients: Callable[[], tuple[Any, ...]], f: Callable[..., Any], *args: Any
+    ) -> Deferred[Any]:
         def call() -> Any:
             import docker.errors
 
             try:
-                return f(self._c(), *args)
+                return f(*clients(), *args)
             except docker.errors.APIError as e:
                 raise DockerError(str(e.explanation or e)) from None
             except docker.errors.DockerException as e:
@@ -287,22 +376,33 @@ class DockerGateway:
         return self._runner.run(call)
 
     def ensure_network(self, name: str, subnet: str | None = None) -> Deferred[None]:
-        return self._run(_blocking_network, name, subnet)
+        return self._run_both(
+            lambda local, manager: _blocking_network(
+                local, name, subnet, None if manager is local else manager
+            )
+        )
 
     def get_service(self, name: str) -> Deferred[ServiceInfo | None]:
         def get(client: Any) -> ServiceInfo | None:
             found = _find(client, name)
             return _service_info(found) if found else None
 
-        return self._run(get)
+        return self._run_manager(get)
 
     def list_services(self, label: str) -> Deferred[list[ServiceInfo]]:
-        return self._run(
-            lambda client: [_service_info(s) for s in client.services(filters={"label": label})]
-        )
+        def listed(local: Any, manager: Any) -> list[ServiceInfo]:
+            node = self._node_name()
+            return [
+                _service_info(s)
+                for s in manager.services(filters={"label": label})
+                if _owned((s["Spec"].get("Labels") or {}).get(OWNER_LABEL), node)
+            ]
+
+        return self._run_both(listed)
 
     def put_service(self, spec: dict[str, Any]) -> Deferred[None]:
-        def put(client: Any) -> None:
+        def put(local: Any, client: Any) -> None:
+            spec = _with_placement(given, self._node_name())
             name = spec["Name"]
             found = _find(client, name)
             options = {
@@ -321,7 +421,8 @@ class DockerGateway:
                 found["ID"], found["Version"]["Index"], task_template=template, **options
             )
 
-        return self._run(put)
+        given = spec
+        return self._run_both(put)
 
     def restart_service(self, name: str) -> Deferred[None]:
         def restart(client: Any) -> None:
@@ -342,7 +443,7 @@ class DockerGateway:
                 endpoint_spec=spec.get("EndpointSpec"),
             )
 
-        return self._run(restart)
+        return self._run_manager(restart)
 
     def rollback_service(self, name: str) -> Deferred[None]:
         def rollback(client: Any) -> None:
@@ -363,7 +464,7 @@ class DockerGateway:
                 endpoint_spec=spec.get("EndpointSpec"),
             )
 
-        return self._run(rollback)
+        return self._run_manager(rollback)
 
     def container_logs(self, container: str, tail: int) -> Deferred[list[str]]:
         def logs(client: Any) -> list[str]:
@@ -385,15 +486,15 @@ class DockerGateway:
             client.remove_service(found["ID"])
             return True
 
-        return self._run(remove)
+        return self._run_manager(remove)
 
     def tasks(self, name: str, network: str) -> Deferred[list[TaskInfo]]:
-        def tasks(client: Any) -> list[TaskInfo]:
+        def tasks(client: Any, manager: Any) -> list[TaskInfo]:
             import docker.errors
 
             result = []
             try:
-                listed = client.tasks(filters={"service": name})
+                listed = manager.tasks(filters={"service": name})
             except docker.errors.NotFound:
                 return []  # no such service (removed by hand, say): no tasks
             for task in listed:
@@ -424,7 +525,7 @@ class DockerGateway:
                 )
             return sorted(result, key=lambda t: t.timestamp, reverse=True)
 
-        return self._run(tasks)
+        return self._run_both(tasks)
 
     def image_exists(self, ref: str) -> Deferred[bool]:
         def exists(client: Any) -> bool:
@@ -453,8 +554,8 @@ class DockerGateway:
             if self._build_client is None:
                 # Reads wait as long as a build may take: a quiet step is not a dead daemon.
                 self._build_client = (
-                    _default_client(timeout=limits.timeout)
-                    if self._factory is _default_client
+                    _default_client(timeout=limits.timeout, base_url=self._url)
+                    if self._default_factory
                     else self._factory()
                 )
             try:
@@ -559,7 +660,7 @@ class DockerGateway:
         return self._run(remove)
 
     def prune_images(self, repository: str, keep: frozenset[str]) -> Deferred[list[str]]:
-        def prune(client: Any) -> list[str]:
+        def prune(client: Any, manager: Any) -> list[str]:
             import docker.errors
 
             # A forced removal of a tag only untags an image a running container uses, which
@@ -570,7 +671,7 @@ class DockerGateway:
                 for c in client.containers(all=True)
                 if c.get("State") not in ("exited", "dead")
             }
-            for service in client.services():
+            for service in manager.services():
                 spec = service.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {})
                 in_use.add(str(spec.get("Image", "")).split("@")[0])
             removed = []
@@ -591,7 +692,7 @@ class DockerGateway:
                     removed.append(tag)
             return sorted(removed)
 
-        return self._run(prune)
+        return self._run_both(prune)
 
     def ensure_container(self, spec: dict[str, Any]) -> Deferred[str]:
         return self._run(_blocking_ensure_container, spec)
@@ -683,7 +784,7 @@ class DockerGateway:
 
         def run() -> None:
             try:
-                client = self._factory()
+                client = (self._manager_factory or self._factory)()
                 stream = client.service_logs(
                     service, follow=True, stdout=True, stderr=True, tail=tail, is_tty=False
                 )
@@ -858,7 +959,10 @@ def _blocking_ensure_container(client: Any, spec: dict[str, Any]) -> str:
     return str(created["Id"])
 
 
-def _default_client(timeout: float = 60) -> Any:
+def _default_client(timeout: float = 60, base_url: str = "") -> Any:
+    """A client of the engine at C{base_url} (unix:///..., tcp://...; "": the default socket)."""
     import docker
 
+    if base_url:
+        return docker.APIClient(base_url=base_url, version="1.41", timeout=timeout)
     return docker.APIClient(version="1.41", timeout=timeout)

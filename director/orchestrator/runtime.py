@@ -455,8 +455,19 @@ class SiteRuntime:
     async def reconcile(self, concurrency: int = 4) -> None:
         """
         Refresh every dynamic site (a few at a time, so the Docker pool stays available to
-        API calls); one site's failure is logged and does not stop the others.
+        API calls); one site's failure is logged and does not stop the others. The sites
+        network is made again first if it went (a node's engine that died uncleanly can
+        only be brought back by dropping its network store, which holds the config-only
+        network: docs/deploy.md).
         """
+        try:
+            await self._docker.ensure_network(self.network, self._subnet)
+        except Exception as e:
+            self.log.warn(
+                "the sites network {network} is not in place: {error}",
+                network=self.network,
+                error=e,
+            )
         try:
             await self.ensure_firewall()
         except Exception:

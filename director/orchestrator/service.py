@@ -145,6 +145,9 @@ def build_service(
             builds=BuildLimits(
                 builds_pool, section.build_timeout, section.build_memory_mb * 1024 * 1024
             ),
+            docker_url=section.docker_url,
+            manager_url=section.swarm_manager_url,
+            node=section.node,
         ),
         SiteNginxFiles(nginx_directory, nginx),
         files_pool,

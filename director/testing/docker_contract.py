@@ -14,6 +14,7 @@ from typing import Any
 from zope.interface.verify import verifyObject
 
 from director.orchestrator.docker_gateway import (
+    OWNER_LABEL,
     BuildError,
     ContainerEvent,
     DockerError,
@@ -64,6 +65,27 @@ def _spec(ctx: DockerContext, site: HostedSite) -> dict[str, Any]:
 
 async def check_interface(ctx: DockerContext) -> None:
     assert verifyObject(IDockerGateway, ctx.gateway)
+
+
+async def check_services_belong_to_a_node(ctx: DockerContext) -> None:
+    """
+    A service put is constrained to the gateway's swarm node and labelled with it (so
+    orchestrators sharing a swarm each keep to their own services).
+    """
+    site = _site(ctx, id=ctx.site_id + 5, name=f"{ctx.prefix}-owned")
+    gw = ctx.gateway
+    await gw.ensure_network(ctx.network)
+    await gw.put_service(_spec(ctx, site))
+    try:
+        info = await gw.get_service(site.service_name)
+        assert info is not None
+        node = info.spec["Labels"][OWNER_LABEL]
+        assert node
+        assert info.spec["TaskTemplate"]["Placement"]["Constraints"] == [f"node.hostname=={node}"]
+        assert info.spec["Labels"]["director.site"] == str(site.id)
+        assert site.service_name in [s.name for s in await gw.list_services("director.site")]
+    finally:
+        await gw.remove_service(site.service_name)
 
 
 async def check_network_idempotent(ctx: DockerContext) -> None:
@@ -316,6 +338,7 @@ CHECKS = [
     check_interface,
     check_network_idempotent,
     check_service_lifecycle,
+    check_services_belong_to_a_node,
     check_restart_replaces_task,
     check_restart_unknown,
     check_tasks_of_a_missing_service,

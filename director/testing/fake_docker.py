@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from director.orchestrator.docker_gateway import (
+    OWNER_LABEL,
     BuildError,
     ContainerEvent,
     DockerError,
@@ -22,6 +23,8 @@ from director.orchestrator.docker_gateway import (
     ImageInUse,
     ServiceInfo,
     TaskInfo,
+    _owned,
+    _with_placement,
 )
 
 
@@ -33,9 +36,14 @@ class FakeDockerGateway:
     RUN that installs a package listed in C{missing_packages}) fails the build. Watchers
     of events hear a task's container start and die at once, on the calling thread;
     L{crash_task} plays a container dying and swarm starting a replacement (new address).
+    Services are put on swarm node C{node} (constrained to it and labelled with it) and only
+    services of that node (or of none) are listed, as the real gateway does.
     """
 
-    def __init__(self, images: tuple[str, ...] = ("director/debian:bookworm",)) -> None:
+    def __init__(
+        self, images: tuple[str, ...] = ("director/debian:bookworm",), node: str = "fake-node"
+    ) -> None:
+        self.node = node
         self.images = set(images)
         self.networks: set[str] = set()
         self.services: dict[str, dict[str, Any]] = {}
@@ -124,10 +132,12 @@ class FakeDockerGateway:
                 self._service_info(n)
                 for n, e in self.services.items()
                 if label in e["spec"].get("Labels", {})
+                and _owned(e["spec"].get("Labels", {}).get(OWNER_LABEL), self.node)
             ]
         )
 
     def put_service(self, spec: dict[str, Any]) -> Deferred[None]:
+        spec = _with_placement(spec, self.node)
         name = spec["Name"]
         for target in spec["TaskTemplate"].get("Networks", []):
             if target["Target"] not in self.networks:

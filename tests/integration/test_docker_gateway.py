@@ -91,3 +91,50 @@ async def test_builds_keep_to_their_time_and_memory(docker_swarm: Any) -> None:
     finally:
         pool.stopService()
         builds.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_gateways_see_only_their_own_nodes_services(
+    docker_swarm: Any, tmp_path: Path
+) -> None:
+    """
+    Two gateways on one swarm, for two nodes: each lists only the services it put (the other
+    node's is constrained to a node this swarm lacks, so it stays pending), and a service
+    without an owner (made before services had one) is listed by both.
+    """
+    from twisted.internet import reactor
+
+    from director.orchestrator.docker_gateway import OWNER_LABEL
+    from director.orchestrator.sites import HostedSite, service_spec
+
+    pool = BlockingPool(reactor, "docker-test", 2, timeout=120)
+    pool.startService()
+    mine, theirs = DockerGateway(pool), DockerGateway(pool, node="no-such-node")
+    base = 910_000 + os.getpid() % 10_000 * 10
+    network = "director-test-sites"
+    site_dir = tmp_path / "site"
+    (site_dir / "public").mkdir(parents=True)
+    sites = [
+        HostedSite(id=base + i, name=f"owned{i}", type="dynamic", image=BASE_IMAGE)
+        for i in range(3)
+    ]
+    await mine.ensure_network(network)
+    try:
+        await mine.put_service(service_spec(sites[0], site_dir, network, "UTC"))
+        await theirs.put_service(service_spec(sites[1], site_dir, network, "UTC"))
+        import docker
+
+        legacy = service_spec(sites[2], site_dir, network, "UTC")
+        client = docker.APIClient(version="1.41", timeout=60)
+        client.create_service(legacy["TaskTemplate"], name=legacy["Name"], labels=legacy["Labels"])
+        listed_mine = {s.name for s in await mine.list_services("director.site")}
+        listed_theirs = {s.name for s in await theirs.list_services("director.site")}
+        names = [s.service_name for s in sites]
+        assert {names[0], names[2]} <= listed_mine and names[1] not in listed_mine
+        assert {names[1], names[2]} <= listed_theirs and names[0] not in listed_theirs
+        other = await theirs.get_service(names[1])
+        assert other is not None and other.spec["Labels"][OWNER_LABEL] == "no-such-node"
+    finally:
+        for site in sites:
+            await mine.remove_service(site.service_name)
+        pool.stopService()

@@ -104,3 +104,27 @@ class ExampleConfigTests(SynchronousTestCase):
                 value = getattr(getattr(example, section.name), name)
                 if not isinstance(value, Path):
                     self.assertEqual(value, getattr(getattr(defaults, section.name), name))
+
+    def test_orchestrator_engines_and_node(self) -> None:
+        """An orchestrator on a swarm node names its engine, the manager's and its node."""
+        config = parse_config(
+            "[orchestrator]\n"
+            'docker_url = "unix:///run/n2/docker.sock"\n'
+            'swarm_manager_url = "tcp://10.0.0.1:2376"\n'
+            'node = "web-2.school"\n',
+            BASE,
+        )
+        self.assertEqual(config.orchestrator.docker_url, "unix:///run/n2/docker.sock")
+        self.assertEqual(config.orchestrator.swarm_manager_url, "tcp://10.0.0.1:2376")
+        self.assertEqual(config.orchestrator.node, "web-2.school")
+        default = parse_config("", BASE).orchestrator
+        self.assertEqual((default.docker_url, default.swarm_manager_url, default.node), ("",) * 3)
+        for text, expected in {
+            'docker_url = "http://10.0.0.1"': "orchestrator.docker_url: expected unix:///",
+            'swarm_manager_url = "unix://relative"': "orchestrator.swarm_manager_url: expected",
+            'node = "-x"': "orchestrator.node: expected a swarm node's hostname",
+            'node = "a b"': "orchestrator.node: expected",
+        }.items():
+            with self.assertRaises(ConfigError) as cm:
+                parse_config(f"[orchestrator]\n{text}\n", BASE)
+            self.assertIn(expected, str(cm.exception))

@@ -234,6 +234,26 @@ class FollowTasksTests(RuntimeTestCase):
         self.settle()
         self.assertEqual(self.runtime.upstreams[site.id], [t.address for t in self.running(site)])
 
+    def test_reconcile_makes_a_lost_network_again(self) -> None:
+        """
+        A sites network that went (a node engine's network store dropped after it died) is
+        made again by the next reconcile; while Docker cannot make it, that is a warning
+        (no logged error) and the next reconcile tries again.
+        """
+        self.add_dynamic()
+        self.runtime.follow()
+        self.docker.networks.clear()
+        original = self.docker.ensure_network
+        self.docker.ensure_network = lambda name, subnet=None: fail(DockerError("gone"))  # type: ignore[method-assign]
+        self.reactor.advance(30)
+        self.settle()
+        self.assertNotIn(NETWORK, self.docker.networks)
+        self.assertEqual(self.flushLoggedErrors(DockerError), [])
+        self.docker.ensure_network = original  # type: ignore[method-assign]
+        self.reactor.advance(30)
+        self.settle()
+        self.assertIn(NETWORK, self.docker.networks)
+
     def test_broken_event_stream_reconciles(self) -> None:
         """When the event stream breaks, every site is looked at without waiting."""
         site = self.add_dynamic()
