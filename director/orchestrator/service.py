@@ -121,6 +121,10 @@ def build_service(
         reactor, "image-builds", section.max_builds, timeout=section.build_timeout + 60
     )
     files_pool = BlockingPool(reactor, "site-files", 4, timeout=300)
+    # Whole-site archives take as long as the other end reads or sends: two threads of
+    # their own, without a time limit (a client that goes away stops the work).
+    archives_pool = BlockingPool(reactor, "site-archives", 2)
+    archives_pool.setServiceParent(top)
     docker_pool.setServiceParent(top)
     builds_pool.setServiceParent(top)
     files_pool.setServiceParent(top)
@@ -197,6 +201,7 @@ def build_service(
         disk=disk,
         backups=backups,
         metrics=OrchestratorMetrics(runtime, nginx_directory),
+        archives=archives_pool,
     )
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()
