@@ -41,7 +41,7 @@ from director.orchestrator.streams import (
     TerminalProtocol,
 )
 from director.orchestrator.tasks import NotServed
-from director.orchestrator.thread_stream import RequestSink, ThreadWriter
+from director.orchestrator.thread_stream import RequestSink, Streams, ThreadWriter
 
 
 class BadRequest(Exception):
@@ -96,10 +96,13 @@ class OrchestratorAPI:
         backups: SiteBackups | None = None,
         metrics: OrchestratorMetrics | None = None,
         archives: Runner | None = None,
+        streams: Streams | None = None,
     ) -> None:
         self.runtime = runtime
         #: where whole-site archives are made and unpacked (long: threads of their own)
         self._archives = archives if archives is not None else files
+        #: archives being sent (stopped before their pool when the daemon stops)
+        self._streams = streams if streams is not None else Streams()
         self._metrics = metrics
         self._build_memory_mb = build_memory_mb
         self._disk = disk
@@ -581,7 +584,7 @@ class OrchestratorAPI:
         request.setHeader(
             b"content-disposition", f'attachment; filename="site-{site_id}.tar"'.encode()
         )
-        sink = RequestSink(request)
+        sink = RequestSink(request, self._streams)
         writer = ThreadWriter(self._reactor, sink)
         try:
             await self._archives.run(_write_all, files, writer)
@@ -591,7 +594,9 @@ class OrchestratorAPI:
             if not sink.stopped:
                 self.log.failure("the archive of site {id} broke off", id=site_id)
                 # the tar is incomplete: the client must see a broken transfer, not an end
-                request.channel.transport.abortConnection()
+                transport = getattr(request.channel, "transport", None)
+                if transport is not None:
+                    transport.abortConnection()
         finally:
             sink.close()
         return b""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from director.orchestrator.site_archive import (
     import_archive,
     write_archive,
 )
-from director.orchestrator.thread_stream import RequestSink, ThreadWriter
+from director.orchestrator.thread_stream import RequestSink, Streams, ThreadWriter
 from director.testing.orchestrator_contract import GOOD, read_tar, tar_of
 
 ROOT = os.geteuid() == 0
@@ -141,26 +142,60 @@ class ThreadStreamTests(SynchronousTestCase):
 
     def test_a_paused_client_holds_the_writer(self) -> None:
         """
-        While the client's connection is paused, delivering a chunk gives a Deferred the
-        worker waits on (through blockingCallFromThread) until it resumes; once the client
-        went away, delivering fails, which stops the worker's archive.
+        While the client's connection is paused, the worker's chunk is written but its go-on
+        waits until the connection resumes; once the client went away, delivering fails,
+        which stops the worker's archive.
         """
         finished: Deferred[None] = Deferred()
         request = FakeRequest(finished)
         sink = RequestSink(request)
-        self.assertIsNone(sink.deliver(b"one"))
+        first = threading.Event()
+        sink.deliver(b"one", first)
+        self.assertTrue(first.is_set())
         request.producer.pauseProducing()
-        waiting = sink.deliver(b"two")
-        assert waiting is not None
-        self.assertNoResult(waiting)
+        second = threading.Event()
+        sink.deliver(b"two", second)
+        self.assertFalse(second.is_set())
         request.producer.resumeProducing()
-        self.successResultOf(waiting)
+        self.assertTrue(second.is_set())
         finished.errback(ConnectionError("gone"))
         self.assertRaises(ConnectionLost, sink.deliver, b"three")
         self.assertEqual(request.written, [b"one", b"two"])
         self.assertEqual(sink.written, 6)
         sink.close()
         self.assertIsNone(request.producer)
+
+    def test_a_worker_waiting_on_a_paused_client_stops_with_the_daemon(self) -> None:
+        """
+        Streams.stop_all (the daemon stopping) ends a worker that waits for a paused client
+        without the reactor running: its pool can then be joined.
+        """
+        calls: list[Any] = []
+
+        class Reactor:
+            def callFromThread(self, f: Any, *args: Any) -> None:
+                calls.append((f, args))
+
+        streams = Streams()
+        sink = RequestSink(FakeRequest(Deferred()), streams)
+        writer = ThreadWriter(Reactor(), sink, size=1)
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                writer.write(b"x")
+            except ConnectionLost as e:
+                failures.append(e)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join(0.7)
+        self.assertTrue(worker.is_alive())  # its chunk was never taken: it waits
+        streams.stop_all()
+        worker.join(5)
+        self.assertFalse(worker.is_alive())
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(len(calls), 1)
 
     def test_an_inline_writer_writes_directly(self) -> None:
         request = FakeRequest(Deferred())
