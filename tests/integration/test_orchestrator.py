@@ -34,6 +34,8 @@ from sites_network import (
     remove_network,
 )
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from director.cli import main as director_main
@@ -1303,6 +1305,21 @@ async def test_a_site_that_cannot_run_says_why(orchestrator: Orchestrator) -> No
     await o.client.json("DELETE", "/v1/sites/208")
 
 
+class _HangUp(Protocol):
+    """Reads the first chunk of a body, then closes the connection."""
+
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        transport: Any = self.transport
+        transport.stopProducing()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+
 @pytest_twisted.ensureDeferred
 async def test_site_files_move_as_an_archive(orchestrator: Orchestrator) -> None:
     """
@@ -1336,6 +1353,15 @@ async def test_site_files_move_as_an_archive(orchestrator: Orchestrator) -> None
     assert members["public/index.html"].mtime == 1_700_000_000
     assert {"public", "private", ".home"} <= set(members)
     assert members["private/big.bin"].size == 24 * 1024 * 1024
+    # Clients that hang up after the first chunk free their threads (the pool has two):
+    # a whole export still goes through after three of them.
+    for _ in range(3):
+        response: Any = await o.client.request("GET", "/v1/sites/307/archive", stream=True)
+        hang_up = _HangUp()
+        response.deliverBody(hang_up)
+        await hang_up.done
+    again: list[bytes] = []
+    assert await client.export_files(307, again.append, reactor) == len(data)
 
     await client.put_site(308, {"name": "moved", "type": "static"})
     with tempfile.TemporaryFile() as body:
