@@ -239,6 +239,7 @@ class ArchivePlan:
     def __init__(self, quota: int | None) -> None:
         self.quota = quota
         self.kinds: dict[tuple[str, ...], str] = {}
+        self.links: dict[tuple[str, ...], str] = {}
         self.implied: set[tuple[str, ...]] = set()
         self.entries = 0
         self.used = 0
@@ -278,8 +279,44 @@ class ArchivePlan:
         if member.parts in self.kinds:
             raise BadArchive(f"{_show(name)}: appears twice in the archive")
         self.kinds[member.parts] = member.kind
+        if member.kind == "link":
+            self.links[member.parts] = member.target
         self._count(member.kind, member.size)
         return member
+
+    def check_links(self) -> None:
+        """
+        Once every member is known: each link, followed through the archive's other links
+        as the kernel would, stays inside the site (C{d -> .} and C{e -> d/..} each look
+        inside, yet C{e} is the site's parent). L{BadArchive} names the first that does not.
+        """
+        for parts, target in sorted(self.links.items()):
+            if self._resolve(list(parts[:-1]), target, 0) is None:
+                raise BadArchive(
+                    f"{_show('/'.join(parts))}: a link to {_show(target)}, which leads outside "
+                    "the site through the archive's other links; links must point inside the site"
+                )
+
+    def _resolve(self, at: list[str], target: str, depth: int) -> list[str] | None:
+        """Where C{target} (relative to the directory C{at}) leads; None: above the site."""
+        if depth > 40:
+            return None  # the kernel gives up too (ELOOP)
+        for part in target.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not at:
+                    return None
+                at.pop()
+                continue
+            at.append(part)
+            link = self.links.get(tuple(at))
+            if link is not None:
+                found = self._resolve(at[:-1], link, depth + 1)
+                if found is None:
+                    return None
+                at = found
+        return at
 
 
 class _Unpacker:
@@ -449,6 +486,7 @@ def import_archive(
                             continue
                         data = archive.extractfile(info) if member.kind == "file" else None
                         unpacker.add(member, data)
+                plan.check_links()
             except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as err:
                 raise BadArchive(f"not a complete tar archive: {err}") from None
             except OSError as err:

@@ -407,6 +407,7 @@ class FakeOrchestrator:
                         files[member.parts] = FakeEntry(
                             member.kind, member.mode, member.mtime, data, member.target
                         )
+                plan.check_links()
             except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError) as e:
                 raise BadArchive(f"not a complete tar archive: {e}") from None
         except FileError as e:

@@ -179,6 +179,16 @@ class OrchestratorContract:
                     ]
                 ),
             ),
+            (
+                "a link out through another link",
+                tar_of(
+                    [
+                        new,
+                        ("public/e", "link", 0o777, 0, "d/../.."),  # d is not known yet
+                        ("public/d", "link", 0o777, 0, "."),
+                    ]
+                ),
+            ),
             ("a device", tar_of([new, ("public/null", "chr", 0o666, 0, None)])),
             ("a FIFO", tar_of([new, ("public/pipe", "fifo", 0o644, 0, None)])),
             ("a hard link", tar_of([new, ("public/h", "hardlink", 0o644, 0, "public/new.txt")])),
