@@ -35,7 +35,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Self
 
 from director.orchestrator.files import (
     CHUNK,
@@ -218,6 +218,38 @@ def check_member(info: tarfile.TarInfo) -> Member | None:
             f"{_show(name)}: a FIFO; archives may hold files, directories and symbolic links only"
         )
     raise BadArchive(f"{_show(name)}: an unsupported kind of member")
+
+
+#: What tarfile raises on reading the end-of-archive marker (not in its public names).
+_END_MARKER: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
+
+
+class _EndAware(tarfile.TarInfo):
+    """Notes on its archive when the end-of-archive marker (a zero block) is read."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(tarfile_)
+        except _END_MARKER:
+            tarfile_.director_ended = True  # type: ignore[attr-defined]
+            raise
+
+
+def open_archive(source: IO[bytes]) -> tarfile.TarFile:
+    """A tar (plain or gzip) read as a stream, for L{require_end} at its end."""
+    archive = tarfile.open(fileobj=source, mode="r|*", tarinfo=_EndAware)
+    archive.director_ended = False  # type: ignore[attr-defined]
+    return archive
+
+
+def require_end(archive: tarfile.TarFile) -> None:
+    """
+    Refuse an archive cut off between two members: tar readers take a plain end of data
+    there for the end, but a whole archive ends with its marker.
+    """
+    if not getattr(archive, "director_ended", False):
+        raise BadArchive("the archive ends without its end marker: it was cut off")
 
 
 def _charge(kind: str, size: int = 0) -> int:
@@ -479,13 +511,14 @@ def import_archive(
             unpacker = _Unpacker(root_fd, owner)
             plan = ArchivePlan(quota)
             try:
-                with tarfile.open(fileobj=source, mode="r|*") as archive:
+                with open_archive(source) as archive:
                     for info in archive:
                         member = plan.admit(info)
                         if member is None:
                             continue
                         data = archive.extractfile(info) if member.kind == "file" else None
                         unpacker.add(member, data)
+                    require_end(archive)
                 plan.check_links()
             except (tarfile.TarError, EOFError, zlib.error, UnicodeError) as err:
                 raise BadArchive(f"not a complete tar archive: {err}") from None

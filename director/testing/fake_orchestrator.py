@@ -31,7 +31,12 @@ from director.contract.errors import ValidationError
 from director.orchestrator.databases import DatabaseError, DatabaseHost
 from director.orchestrator.files import LAYOUT, FileError
 from director.orchestrator.images import CUSTOM_TAG
-from director.orchestrator.site_archive import ArchivePlan, BadArchive
+from director.orchestrator.site_archive import (
+    ArchivePlan,
+    BadArchive,
+    open_archive,
+    require_end,
+)
 from director.orchestrator.sites import IMAGE_NAME, HostedSite, parse_site
 from director.testing.fake_databases import FakeDatabaseAdmin
 
@@ -393,7 +398,7 @@ class FakeOrchestrator:
         now = time.time()
         try:
             try:
-                with tarfile.open(fileobj=source, mode="r|*") as archive:
+                with open_archive(source) as archive:
                     for info in archive:
                         member = plan.admit(info)
                         if member is None:
@@ -407,6 +412,7 @@ class FakeOrchestrator:
                         files[member.parts] = FakeEntry(
                             member.kind, member.mode, member.mtime, data, member.target
                         )
+                    require_end(archive)
                 plan.check_links()
             except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError) as e:
                 raise BadArchive(f"not a complete tar archive: {e}") from None

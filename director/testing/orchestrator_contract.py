@@ -194,6 +194,7 @@ class OrchestratorContract:
             ("a hard link", tar_of([new, ("public/h", "hardlink", 0o644, 0, "public/new.txt")])),
             ("a path twice", tar_of([new, new])),
             ("a cut-off archive", tar_of([new, big])[:60_000]),
+            ("an archive cut off between members", tar_of([new, big])[:1024]),
             ("not an archive", b"this is not a tar file at all" * 40),
         ]
         for what, data in cases:
