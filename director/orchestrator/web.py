@@ -575,7 +575,7 @@ class OrchestratorAPI:
     # -- a site's files as one archive (moving a site between orchestrators) -------------------
 
     @app.route("/v1/sites/<int:site_id>/archive", methods=["GET"])
-    async def export_archive(self, request: Any, site_id: int) -> bytes:
+    async def get_archive(self, request: Any, site_id: int) -> bytes:
         """The whole site directory as an uncompressed tar, streamed as it is made."""
         files = self._site_files(site_id)
         await self._in_files(files.stat, "")  # 404 before anything is sent
@@ -588,8 +588,8 @@ class OrchestratorAPI:
         writer = ThreadWriter(self._reactor, sink)
         try:
             await self._archives.run(_write_all, files, writer)
-        except Exception as e:
-            if sink.written == 0 and isinstance(e, FileError):
+        except Exception:
+            if sink.written == 0 and not sink.stopped:
                 raise  # nothing sent yet: a proper error answer
             if not sink.stopped:
                 self.log.failure("the archive of site {id} broke off", id=site_id)
@@ -602,7 +602,7 @@ class OrchestratorAPI:
         return b""
 
     @app.route("/v1/sites/<int:site_id>/archive", methods=["PUT"])
-    async def import_archive(self, request: Any, site_id: int) -> bytes:
+    async def put_archive(self, request: Any, site_id: int) -> bytes:
         """
         Replace the whole site directory with the tar (plain or gzip) in the body: unpacked
         beside it, checked member by member, swapped in only once complete.
