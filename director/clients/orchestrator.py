@@ -3,19 +3,26 @@ The orchestrator's API as methods (L{OrchestratorClient}), over a signed L{Calle
 
 Values go and come as the wire carries them (JSON objects as dicts); each method applies the
 timeout its callers have always used. File transfers are streamed by the manager itself
-(L{OrchestratorClient.files_request}), and websockets are opened by their relays: for those the
-client only builds the path (L{OrchestratorClient.terminal_path} and its siblings).
+(L{OrchestratorClient.files_request}; a whole site's files as one archive:
+L{OrchestratorClient.export_files} and L{OrchestratorClient.import_files}), and websockets
+are opened by their relays: for those the client only builds the path
+(L{OrchestratorClient.terminal_path} and its siblings).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
 from urllib.parse import quote
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 from twisted.web.iweb import IResponse
 
-from director.common.client import Caller
+from director.common.client import Caller, ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
 
 #: How long a site's apply, restart or removal may take (a dynamic site rolls out a task).
@@ -24,6 +31,10 @@ SITE_CHANGE_TIMEOUT = 180.0
 RESTORE_TIMEOUT = 6 * 3600.0
 #: A relayed file call (an upload or a download, streamed).
 FILES_TIMEOUT = 300.0
+#: A whole site's files as one archive: the import unpacks all of it before it answers.
+ARCHIVE_TIMEOUT = 6 * 3600.0
+#: An archive download gives up after this long without data.
+ARCHIVE_IDLE_TIMEOUT = 120.0
 
 
 def _kw(timeout: float | None, **kwargs: Any) -> dict[str, Any]:
@@ -218,6 +229,59 @@ class OrchestratorClient:
         )
         return answer
 
+    # -- a site's files as one archive (moving a site) --------------------------------------------
+
+    @staticmethod
+    def archive_path(site_id: int) -> str:
+        return f"/v1/sites/{int(site_id)}/archive"
+
+    async def export_files(
+        self,
+        site_id: int,
+        write: Callable[[bytes], object],
+        clock: IReactorTime,
+        timeout: float = FILES_TIMEOUT,
+        idle_timeout: float = ARCHIVE_IDLE_TIMEOUT,
+    ) -> int:
+        """
+        Stream the site's whole directory, an uncompressed tar, to C{write} chunk by chunk as
+        it arrives (never held whole); the number of bytes. C{timeout} bounds the wait for
+        the answer to start, C{idle_timeout} (on C{clock}) each wait for more of it. A
+        transfer that breaks off fails: the bytes written so far are not a whole archive.
+        """
+        path = self.archive_path(site_id)
+        response = await self.caller.request("GET", path, timeout=timeout, stream=True)
+        reader = _ArchiveReader(write, clock, idle_timeout)
+        if response.code >= 400:
+            error = bytearray()
+            reader.write = error.extend
+            response.deliverBody(reader)
+            await reader.done
+            raise ComponentCallError(path, response.code, bytes(error))
+        response.deliverBody(reader)
+        return await reader.done
+
+    async def import_files(
+        self,
+        site_id: int,
+        body_file: IO[bytes],
+        body_digest: str,
+        timeout: float = ARCHIVE_TIMEOUT,
+    ) -> dict[str, Any]:
+        """
+        Replace the site's whole directory with the tar (plain or gzip) in C{body_file} (an
+        open file at its start, streamed; C{body_digest} from L{file_digest}). Nothing
+        changes unless all of it could be unpacked: C{{"imported", "entries", "bytes"}}.
+        """
+        answer: dict[str, Any] = await self.caller.json(
+            "PUT",
+            self.archive_path(site_id),
+            body_file=body_file,
+            body_digest=body_digest,
+            timeout=timeout,
+        )
+        return answer
+
     # -- files (streamed by the caller) ---------------------------------------------------------
 
     @staticmethod
@@ -290,3 +354,46 @@ class OrchestratorClient:
     def shell_path(site_id: int) -> str:
         """The shell server's bridge into the site's container (token-authenticated)."""
         return f"/ws/shell-server/{int(site_id)}/ssh-shell"
+
+
+class _ArchiveReader(Protocol):
+    """Hands a response body to C{write} as it arrives; gives up after C{idle_timeout}."""
+
+    def __init__(self, write: Callable[[bytes], object], clock: IReactorTime, idle: float) -> None:
+        self.write = write
+        self.clock = clock
+        self.idle = idle
+        self.total = 0
+        self.done: Deferred[int] = Deferred()
+        self._timer: Any = None
+
+    def connectionMade(self) -> None:
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.clock.callLater(self.idle, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self.done.called:
+            self.done.errback(TimeoutError(f"no data for {self.idle} s"))
+        transport: Any = self.transport
+        if transport is not None:
+            transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.write(data)
+        self.total += len(data)
+        self._arm()
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self.done.called:
+            return
+        if isinstance(reason, Failure) and reason.check(ResponseDone):
+            self.done.callback(self.total)
+        else:
+            self.done.errback(reason)

@@ -1,6 +1,6 @@
 """
 The router's API as methods (L{RouterClient}), over a signed L{Caller}: a site's custom
-domains and body limit, and the certificates of its domains. Values are the wire's JSON.
+domains, body limit and upstream, and the certificates of its domains. Values are the wire's JSON.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class RouterClient:
         return answer
 
     async def list_sites(self, timeout: float = 60) -> list[dict[str, Any]]:
-        """Every site the router serves: C{{"name", "host", "domains", "max_body_size"}}."""
+        """Every site the router serves: C{{"name", "host", "domains", "max_body_size",
+        "upstream"}}."""
         answer = await self.caller.json("GET", "/v1/sites", timeout=timeout)
         sites: list[dict[str, Any]] = answer["sites"]
         return sites
@@ -52,12 +53,16 @@ class RouterClient:
         domains: Sequence[str],
         max_body_size: str,
         timeout: float | None = None,
+        upstream: str | None = None,
     ) -> dict[str, Any]:
-        """Set the site's custom domains (the whole list) and body limit; as L{get_site}."""
+        """
+        Set the site's custom domains (the whole list), body limit and upstream ("host:port"
+        of the orchestrator nginx that holds it; None: the router's default group); as
+        L{get_site}.
+        """
+        body = {"domains": list(domains), "max_body_size": max_body_size, "upstream": upstream}
         answer: dict[str, Any] = await self.caller.json(
-            "PUT",
-            f"/v1/sites/{_name(name)}",
-            **_kw(timeout, json={"domains": list(domains), "max_body_size": max_body_size}),
+            "PUT", f"/v1/sites/{_name(name)}", **_kw(timeout, json=body)
         )
         return answer
 

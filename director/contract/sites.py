@@ -8,6 +8,7 @@ what the manager sends with it again.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,55 @@ BODY_SIZE = re.compile(r"[0-9]{1,4}[km]?")
 LIMIT_KEYS = ("cpus", "memory_mb", "pids", "client_max_body_size", "disk_quota_mb")
 # What the router accepts as a request body limit: bytes, or an nginx size.
 _NGINX_SIZE = re.compile(r"([0-9]{1,9})([kmg]?)")
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+UPSTREAM_RULE = (
+    'an upstream is "host:port" with an IPv4 address, an [IPv6] address in brackets or a DNS name, '
+    "and a port from 1 to 65535"
+)
+
+
+def normalize_upstream(raw: object) -> str:
+    """
+    An orchestrator nginx's address as the router proxies to it, in one canonical form
+    (lower case, IPv6 compressed in brackets, the port without leading zeros); anything
+    else is refused, since the value ends up in nginx configuration.
+    """
+    if not isinstance(raw, str) or len(raw) > 300 or not raw.isascii():
+        raise ValidationError("upstream", UPSTREAM_RULE, code="invalid_request")
+    host, sep, port = raw.rpartition(":")
+    if not sep or not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValidationError("upstream", f"{UPSTREAM_RULE}; got {raw!r}", code="invalid_request")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            address = ipaddress.IPv6Address(host[1:-1])
+            if address.scope_id is not None:
+                raise ValueError("a zone")
+        except ValueError:
+            raise ValidationError(
+                "upstream", f"{UPSTREAM_RULE}; {host} is not an IPv6 address", "invalid_request"
+            ) from None
+        return f"[{address.compressed}]:{int(port)}"
+    name = host.lower()
+    labels = name.split(".")
+    if all(label.isdigit() for label in labels):
+        try:
+            return f"{ipaddress.IPv4Address(name)}:{int(port)}"
+        except ValueError:
+            raise ValidationError(
+                "upstream", f"{UPSTREAM_RULE}; {host!r} is not an IPv4 address", "invalid_request"
+            ) from None
+    if (
+        len(name) > 253
+        or not all(_HOST_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise ValidationError(
+            "upstream", f"{UPSTREAM_RULE}; {host!r} is not a host name", "invalid_request"
+        )
+    return f"{name}:{int(port)}"
 
 
 def is_site_name(name: object) -> bool:
@@ -242,15 +292,24 @@ class RouteSpec:
     domains: tuple[str, ...] = ()
     #: The request body limit; None: the router's default.
     max_body_size: str | None = None
+    #: "host:port" of the orchestrator nginx that holds the site (L{normalize_upstream});
+    #: None: the router's default group (router.upstreams).
+    upstream: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"domains": list(self.domains), "max_body_size": self.max_body_size}
+        return {
+            "domains": list(self.domains),
+            "max_body_size": self.max_body_size,
+            "upstream": self.upstream,
+        }
 
     @classmethod
     def from_json(cls, data: object) -> RouteSpec:
-        body = _fields(data, ("domains", "max_body_size"), code="invalid_request")
+        body = _fields(data, ("domains", "max_body_size", "upstream"), code="invalid_request")
         size = body.get("max_body_size")
+        upstream = body.get("upstream")
         return cls(
             _domains(body.get("domains", []), "domains"),
             normalize_size(size) if size is not None else None,
+            normalize_upstream(upstream) if upstream is not None else None,
         )

@@ -37,6 +37,7 @@ from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.nginx_config import PAGES, main_config
 from director.orchestrator.runtime import RuntimePaths, SiteRuntime
 from director.orchestrator.site_nginx import SiteNginxFiles, StagedNginx, sync_staging
+from director.orchestrator.thread_stream import Streams
 from director.orchestrator.web import OrchestratorAPI
 
 log = Logger()
@@ -121,6 +122,12 @@ def build_service(
         reactor, "image-builds", section.max_builds, timeout=section.build_timeout + 60
     )
     files_pool = BlockingPool(reactor, "site-files", 4, timeout=300)
+    # Whole-site archives take as long as the other end reads or sends: two threads of
+    # their own, without a time limit (a client that goes away stops the work).
+    archives_pool = BlockingPool(reactor, "site-archives", 2)
+    archives_pool.setServiceParent(top)
+    streams = Streams()  # added after its pool, so stopped before it: no worker waits on
+    streams.setServiceParent(top)  # a reactor that is joining it
     docker_pool.setServiceParent(top)
     builds_pool.setServiceParent(top)
     files_pool.setServiceParent(top)
@@ -200,6 +207,8 @@ def build_service(
         disk=disk,
         backups=backups,
         metrics=OrchestratorMetrics(runtime, nginx_directory),
+        archives=archives_pool,
+        streams=streams,
     )
     guarded_http_service(
         reactor, config, "orchestrator", "API", api.app.resource()

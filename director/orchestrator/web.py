@@ -31,6 +31,7 @@ from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest, b
 from director.orchestrator.metrics import OrchestratorMetrics
 from director.orchestrator.monitor import DirectoryMonitor
 from director.orchestrator.runtime import NotReady, SiteRuntime, UnknownSite
+from director.orchestrator.site_archive import import_archive, write_archive
 from director.orchestrator.sites import IMAGE_NAME, parse_site
 from director.orchestrator.streams import (
     FileMonitorProtocol,
@@ -40,6 +41,7 @@ from director.orchestrator.streams import (
     TerminalProtocol,
 )
 from director.orchestrator.tasks import NotServed
+from director.orchestrator.thread_stream import RequestSink, Streams, ThreadWriter
 
 
 class BadRequest(Exception):
@@ -93,8 +95,14 @@ class OrchestratorAPI:
         disk: DiskUsage | None = None,
         backups: SiteBackups | None = None,
         metrics: OrchestratorMetrics | None = None,
+        archives: Runner | None = None,
+        streams: Streams | None = None,
     ) -> None:
         self.runtime = runtime
+        #: where whole-site archives are made and unpacked (long: threads of their own)
+        self._archives = archives if archives is not None else files
+        #: archives being sent (stopped before their pool when the daemon stops)
+        self._streams = streams if streams is not None else Streams()
         self._metrics = metrics
         self._build_memory_mb = build_memory_mb
         self._disk = disk
@@ -564,6 +572,59 @@ class OrchestratorAPI:
         self._disk.changed(site_id, grows)
         return {"disk_usage_bytes": self._disk.used(site_id)}
 
+    # -- a site's files as one archive (moving a site between orchestrators) -------------------
+
+    @app.route("/v1/sites/<int:site_id>/archive", methods=["GET"])
+    async def get_archive(self, request: Any, site_id: int) -> bytes:
+        """The whole site directory as an uncompressed tar, streamed as it is made."""
+        files = self._site_files(site_id)
+        await self._in_files(files.stat, "")  # 404 before anything is sent
+        assert self._archives is not None
+        request.setHeader(b"content-type", b"application/x-tar")
+        request.setHeader(
+            b"content-disposition", f'attachment; filename="site-{site_id}.tar"'.encode()
+        )
+        sink = RequestSink(request, self._streams)
+        writer = ThreadWriter(self._reactor, sink)
+        try:
+            await self._archives.run(_write_all, files, writer)
+        except Exception:
+            if sink.written == 0 and not sink.stopped:
+                raise  # nothing sent yet: a proper error answer
+            if not sink.stopped:
+                self.log.failure("the archive of site {id} broke off", id=site_id)
+                # the tar is incomplete: the client must see a broken transfer, not an end
+                transport = getattr(request.channel, "transport", None)
+                if transport is not None:
+                    transport.abortConnection()
+        finally:
+            sink.close()
+        return b""
+
+    @app.route("/v1/sites/<int:site_id>/archive", methods=["PUT"])
+    async def put_archive(self, request: Any, site_id: int) -> bytes:
+        """
+        Replace the whole site directory with the tar (plain or gzip) in the body: unpacked
+        beside it, checked member by member, swapped in only once complete.
+        """
+        runtime = self._rt()
+        site = runtime.get(site_id)
+        owner = (site.uid, site.uid)
+        quota = runtime.disk_quota_bytes(site)
+        files = runtime.site_files(site)
+
+        def layout(fresh: Any) -> None:
+            SiteFiles(fresh, owner=owner).ensure_layout()
+
+        request.content.seek(0)
+        assert self._archives is not None
+        result = await self._archives.run(
+            import_archive, files.root, request.content, owner, quota, layout
+        )
+        if self._disk is not None:
+            self._disk.changed(site_id)  # measured again shortly
+        return render_json(request, {"imported": site_id, **result})
+
     @app.route("/v1/disk", methods=["GET"])
     def disk_usage(self, request: IRequest) -> bytes:
         """Every site's last measured disk use and its quota (bytes; null: unknown / none)."""
@@ -625,6 +686,12 @@ def _chunks(stream: Any, size: int = 64 * 1024) -> Any:
         if not data:
             return
         yield data
+
+
+def _write_all(files: SiteFiles, writer: ThreadWriter) -> int:
+    count = write_archive(files, writer)  # type: ignore[arg-type]
+    writer.flush()
+    return count
 
 
 def _zip_to_spool(files: SiteFiles, path: str) -> Any:

@@ -82,11 +82,15 @@ def normalize_size(raw: object) -> str:
 
 @dataclass(frozen=True)
 class SiteEntry:
-    """What the router serves for one site: its canonical host and custom domains."""
+    """
+    What the router serves for one site: its canonical host and custom domains, and where
+    it sends them (C{upstream}, a checked "host:port"; None: the default group).
+    """
 
     name: str
     domains: tuple[str, ...]
     max_body_size: str
+    upstream: str | None = None
 
     def host(self, sites_domain: str) -> str:
         return f"{self.name}.{sites_domain}"
@@ -97,6 +101,7 @@ class SiteEntry:
             "host": self.host(sites_domain),
             "domains": list(self.domains),
             "max_body_size": self.max_body_size,
+            "upstream": self.upstream,
         }
 
 
@@ -111,7 +116,7 @@ def parse_site_request(
         raise _refused(e) from None
     for domain in spec.domains:
         _check_not_reserved(domain, sites_domain)
-    return SiteEntry(site, spec.domains, spec.max_body_size or default_size)
+    return SiteEntry(site, spec.domains, spec.max_body_size or default_size, spec.upstream)
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,11 @@ class SiteTable:
             if domain in entry.domains:
                 return entry.name
         return None
+
+    @property
+    def upstreams(self) -> frozenset[str]:
+        """The addresses sites are sent to besides the default group."""
+        return frozenset(e.upstream for e in self.sites.values() if e.upstream is not None)
 
     @property
     def domains(self) -> frozenset[str]:
@@ -157,7 +167,11 @@ class SiteTable:
         return {
             "version": 1,
             "sites": {
-                name: {"domains": list(e.domains), "max_body_size": e.max_body_size}
+                name: {
+                    "domains": list(e.domains),
+                    "max_body_size": e.max_body_size,
+                    "upstream": e.upstream,
+                }
                 for name, e in sorted(self.sites.items())
             },
         }

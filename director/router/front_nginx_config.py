@@ -9,6 +9,7 @@ plain token raises instead of rendering.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -70,6 +71,39 @@ def site_file(name: str) -> str:
     return f"site-{name}.conf"
 
 
+#: The upstream group of sites without an upstream of their own (router.upstreams).
+DEFAULT_UPSTREAM = "director_orchestrators"
+
+
+def upstream_token(address: str) -> str:
+    """
+    A name for the upstream block of C{address} (a checked "host:port"): readable, and
+    with a digest of the address so that two addresses never share one.
+    """
+    readable = re.sub(r"[^a-z0-9]+", "-", address.lower()).strip("-")[:60]
+    digest = hashlib.sha256(address.encode("ascii")).hexdigest()[:10]
+    return f"{readable}-{digest}"
+
+
+def upstream_name(address: str | None) -> str:
+    """The nginx upstream a site is proxied to."""
+    if address is None:
+        return DEFAULT_UPSTREAM
+    return "director_to_" + upstream_token(address).replace("-", "_")
+
+
+def upstream_file(address: str) -> str:
+    """The file of the upstream block of C{address} in the sites directory."""
+    return f"upstream-{upstream_token(address)}.conf"
+
+
+def render_upstream(address: str) -> str:
+    """One orchestrator's upstream block, shared by every site placed there."""
+    return NGINX_TEMPLATES.get_template("router-upstream.conf.j2").render(
+        address=address, upstream_name=upstream_name(address)
+    )
+
+
 def _common(settings: FrontSettings, layout: RouterLayout) -> dict[str, Any]:
     cert, key = settings.sites_certificate or ("", "")
     return {
@@ -97,6 +131,7 @@ def render_main(settings: FrontSettings, layout: RouterLayout) -> str:
         temp_scgi=str(paths.temp / "scgi"),
         max_body_size=settings.max_body_size,
         upstreams=settings.upstreams,
+        upstream_name=DEFAULT_UPSTREAM,
         sites_wildcard="*." + settings.sites_domain,
         canonical_host=None,
         sites_glob=str(paths.sites / "*.conf"),
@@ -119,6 +154,7 @@ def render_site(
         name=entry.name,
         canonical_host=entry.host(settings.sites_domain),
         max_body_size=entry.max_body_size,
+        upstream_name=upstream_name(entry.upstream),
         plain_domains=[d for d in entry.domains if d not in secured],
         secured_domains=secured_domains,
         redirect_to=primary if primary in secured else None,

@@ -33,7 +33,14 @@ from director.router.domains import (
     parse_site_request,
     validate_site_name,
 )
-from director.router.front_nginx_config import FrontSettings, render_main, render_site, site_file
+from director.router.front_nginx_config import (
+    FrontSettings,
+    render_main,
+    render_site,
+    render_upstream,
+    site_file,
+    upstream_file,
+)
 from director.router.layout import RouterLayout
 
 
@@ -116,7 +123,7 @@ class Router:
     # Changing.
 
     async def put_site(self, name: object, body: object) -> dict[str, Any]:
-        """Set a site's custom domains (the whole list) and body limit; idempotent."""
+        """Set a site's custom domains (the whole list), body limit and upstream; idempotent."""
         entry = parse_site_request(
             name, body, self.settings.sites_domain, self.settings.max_body_size
         )
@@ -126,7 +133,7 @@ class Router:
             self._table = self._table.with_site(entry)  # 409 if a domain is taken
             with self._releasing(entry.name, previous, entry.domains):
                 try:
-                    await self._nginx.apply({site_file(entry.name): self.render(entry)})
+                    await self._nginx.apply(self._changes(entry.name, previous, entry))
                 except NginxError as e:
                     self._table = self._table.restored(entry.name, previous)
                     raise self._refused(e) from None
@@ -145,12 +152,31 @@ class Router:
             self._table = self._table.without(site)
             with self._releasing(site, previous, ()):
                 try:
-                    await self._nginx.apply({site_file(site): None})
+                    await self._nginx.apply(self._changes(site, previous, None))
                 except NginxError as e:
                     self._table = self._table.restored(site, previous)
                     raise self._refused(e) from None
             await self._committed()
         return True
+
+    def _changes(
+        self, name: str, previous: SiteEntry | None, entry: SiteEntry | None
+    ) -> dict[str, str | None]:
+        """
+        The files that make site C{name} served as C{entry} (None: not at all), given the
+        table already holds the change: its upstream's block (written by every site using
+        it, the same text each time), its own file, and the block of the upstream it left
+        if no site uses that one any more. In that order, so that a batch nginx checks file
+        by file never has a site without its upstream.
+        """
+        changes: dict[str, str | None] = {}
+        if entry is not None and entry.upstream is not None:
+            changes[upstream_file(entry.upstream)] = render_upstream(entry.upstream)
+        changes[site_file(name)] = self.render(entry) if entry is not None else None
+        left = previous.upstream if previous is not None else None
+        if left is not None and left not in self._table.upstreams:
+            changes[upstream_file(left)] = None
+        return changes
 
     def render(self, entry: SiteEntry) -> str:
         installed = self._keeper.installed if self._keeper is not None else {}
@@ -231,7 +257,8 @@ class Router:
         else:
             self.layout.challenge_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(paths.conf, render_main(self.settings, self.layout), 0o644)
-        wanted = {site_file(name): self.render(e) for name, e in self._table.sites.items()}
+        wanted = {upstream_file(a): render_upstream(a) for a in self._table.upstreams}
+        wanted |= {site_file(name): self.render(e) for name, e in self._table.sites.items()}
         for path in paths.sites.glob("*.conf"):
             if path.name not in wanted:
                 path.unlink()

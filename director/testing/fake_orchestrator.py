@@ -12,18 +12,31 @@ say to make a call fail).
 
 from __future__ import annotations
 
+import io
 import json as jsonlib
 import re
+import tarfile
+import time
+import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 
 from director.common.client import ComponentCallError
 from director.contract.errors import ValidationError
 from director.orchestrator.databases import DatabaseError, DatabaseHost
+from director.orchestrator.files import LAYOUT, FileError
 from director.orchestrator.images import CUSTOM_TAG
+from director.orchestrator.site_archive import (
+    ArchivePlan,
+    BadArchive,
+    open_archive,
+    require_end,
+)
 from director.orchestrator.sites import IMAGE_NAME, HostedSite, parse_site
 from director.testing.fake_databases import FakeDatabaseAdmin
 
@@ -71,6 +84,8 @@ class FakeOrchestrator:
         self.servers: dict[tuple[str, str, int], FakeDatabaseAdmin] = {}
         self.snapshots: dict[int, list[dict[str, Any]]] = {}
         self.restored: list[tuple[int, str, str]] = []  # (site id, snapshot, "files"|"database")
+        #: site id -> its files as an import left them (path parts -> entry)
+        self.files: dict[int, dict[tuple[str, ...], FakeEntry]] = {}
 
     # -- Caller ----------------------------------------------------------------------------------
 
@@ -79,6 +94,15 @@ class FakeOrchestrator:
         return self.answers(method, path, kwargs)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        self.calls.append((method, path, kwargs))
+        match = re.fullmatch(r"/v1/sites/(\d+)/archive", path)
+        if method == "GET" and match:
+            try:
+                return FakeResponse(200, self._export(path, int(match.group(1))))
+            except Exception as e:  # the error answer, as the real one gives it
+                if isinstance(e, ComponentCallError):
+                    return FakeResponse(e.status, e.body)
+                raise
         raise NotImplementedError("file relays are tested against the real orchestrator")
 
     # -- what tests look at ------------------------------------------------------------------------
@@ -108,6 +132,7 @@ class FakeOrchestrator:
             ("POST", r"/v1/sites/(\d+)/restart", lambda i: self._restart(path, int(i))),
             ("POST", r"/v1/sites/(\d+)/tasks/run", lambda i: self._run(path, int(i), body)),
             ("GET", r"/v1/disk", self._disk),
+            ("PUT", r"/v1/sites/(\d+)/archive", lambda i: self._import(path, int(i), kwargs)),
             ("POST", r"/v1/images/build", lambda: self._build(path, body)),
             ("PUT", r"/v1/databases", lambda: self._put_database(path, body)),
             ("POST", r"/v1/databases/delete", lambda: self._drop_database(path, body)),
@@ -330,3 +355,100 @@ class FakeOrchestrator:
                 raise refusal(path, 404, "no_database_backup", "the backup has no database")
         self.restored.append((site_id, snapshot, what))
         return {"restored": snapshot}
+
+    # -- a site's files as one archive ---------------------------------------------------------
+
+    def _quota(self, site: HostedSite) -> int | None:
+        quota = site.limits.disk_quota_mb or self.disk_quota_mb or None
+        return quota * 1024 * 1024 if quota else None
+
+    def _site_files(self, site_id: int) -> dict[tuple[str, ...], FakeEntry]:
+        now = time.time()
+        layout: dict[tuple[str, ...], FakeEntry] = {
+            (n,): FakeEntry("dir", 0o755 if n == "public" else 0o700, now) for n in LAYOUT
+        }
+        return self.files.setdefault(site_id, layout)
+
+    def _export(self, path: str, site_id: int) -> bytes:
+        self._site(path, site_id)
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+            for parts, entry in sorted(self._site_files(site_id).items()):
+                info = tarfile.TarInfo("/".join(parts))
+                info.mode, info.mtime = entry.mode, int(entry.mtime)
+                if entry.kind == "dir":
+                    info.type = tarfile.DIRTYPE
+                    archive.addfile(info)
+                elif entry.kind == "link":
+                    info.type, info.linkname = tarfile.SYMTYPE, entry.target
+                    archive.addfile(info)
+                else:
+                    info.size = len(entry.data)
+                    archive.addfile(info, io.BytesIO(entry.data))
+        return out.getvalue()
+
+    def _import(self, path: str, site_id: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The real import's checks (L{ArchivePlan}), unpacked into memory, swapped in."""
+        site = self._site(path, site_id)
+        source = kwargs.get("body_file")
+        if source is None or not kwargs.get("body_digest"):
+            raise refusal(path, 401, "bad_signature", "an archive upload is a signed file body")
+        plan = ArchivePlan(self._quota(site))
+        files: dict[tuple[str, ...], FakeEntry] = {}
+        now = time.time()
+        try:
+            try:
+                with open_archive(source) as archive:
+                    for info in archive:
+                        member = plan.admit(info)
+                        if member is None:
+                            continue
+                        for i in range(1, len(member.parts)):
+                            files.setdefault(member.parts[:i], FakeEntry("dir", 0o755, now))
+                        data = b""
+                        if member.kind == "file":
+                            reader = archive.extractfile(info)
+                            data = reader.read() if reader is not None else b""
+                        files[member.parts] = FakeEntry(
+                            member.kind, member.mode, member.mtime, data, member.target
+                        )
+                    require_end(archive)
+                plan.check_links()
+            except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeError) as e:
+                raise BadArchive(f"not a complete tar archive: {e}") from None
+        except FileError as e:
+            raise refusal(path, e.status, e.code, e.message) from None
+        for name in LAYOUT:
+            files.setdefault((name,), FakeEntry("dir", 0o755 if name == "public" else 0o700, now))
+        self.files[site_id] = files
+        return {"imported": site_id, "entries": plan.entries, "bytes": plan.used}
+
+
+@dataclass(frozen=True)
+class FakeEntry:
+    """One entry of a site's files in the fake: a directory, a file or a symbolic link."""
+
+    kind: str
+    mode: int
+    mtime: float
+    data: bytes = b""
+    target: str = ""
+
+
+class FakeResponse:
+    """A streamed answer as L{ComponentClient.request} gives it, with its body at once."""
+
+    def __init__(self, code: int, body: bytes) -> None:
+        self.code = code
+        self.body = body
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(_NoTransport())
+        if self.body:
+            protocol.dataReceived(self.body)
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+class _NoTransport:
+    def stopProducing(self) -> None:
+        pass

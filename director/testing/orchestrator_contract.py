@@ -10,6 +10,9 @@ and C{call} (the result of a coroutine, once everything it waits for has happene
 
 from __future__ import annotations
 
+import hashlib
+import io
+import tarfile
 from collections.abc import Coroutine
 from typing import Any
 
@@ -43,8 +46,65 @@ def spec(name: str, kind: str = "static", **extra: Any) -> dict[str, Any]:
     }
 
 
+#: A member of a test archive: (name, kind, mode, mtime, content or link target).
+Member = tuple[str, str, int, int, Any]
+GOOD: list[Member] = [
+    ("public", "dir", 0o755, 1_700_000_000, None),
+    ("public/index.html", "file", 0o640, 1_700_000_100, b"<h1>moved</h1>"),
+    ("public/link", "link", 0o777, 1_700_000_200, "index.html"),
+    ("public/empty", "dir", 0o700, 1_700_000_300, None),
+    ("private", "dir", 0o700, 1_700_000_400, None),
+    ("private/.env", "file", 0o600, 1_700_000_500, b"SECRET=1\n"),
+    ("private/bin/run.sh", "file", 0o755, 1_700_000_600, b"#!/bin/sh\necho hi\n"),
+    (".profile", "file", 0o644, 1_700_000_700, b"export A=1\n"),
+]
+
+
+def tar_of(members: list[Member], compress: bool = False) -> bytes:
+    """A tar (gzip with C{compress}) of C{members}, written as a person's tar tool would."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz" if compress else "w") as archive:
+        for name, kind, mode, mtime, value in members:
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = mode, mtime
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, value
+            elif kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, value
+            elif kind == "chr":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            elif kind == "fifo":
+                info.type = tarfile.FIFOTYPE
+            else:
+                info.size = len(value)
+                archive.addfile(info, io.BytesIO(value))
+                continue
+            archive.addfile(info)
+    return out.getvalue()
+
+
+def read_tar(data: bytes) -> dict[str, tuple[str, int, int, Any]]:
+    """What an exported archive holds: name -> (kind, mode, mtime, content or target)."""
+    found: dict[str, tuple[str, int, int, Any]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        for info in archive:
+            if info.isdir():
+                found[info.name] = ("dir", info.mode, int(info.mtime), None)
+            elif info.issym():
+                found[info.name] = ("link", 0o777, int(info.mtime), info.linkname)
+            else:
+                reader = archive.extractfile(info)
+                content = reader.read() if reader is not None else b""
+                found[info.name] = ("file", info.mode, int(info.mtime), content)
+    return found
+
+
 class OrchestratorContract:
     client: OrchestratorClient
+    #: the clock the client's archive downloads time out on
+    clock: Any
 
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         raise NotImplementedError
@@ -63,6 +123,99 @@ class OrchestratorContract:
             return e
         self.fail("the call was not refused")
         raise AssertionError
+
+    def exported(self, site_id: int) -> dict[str, tuple[str, int, int, Any]]:
+        chunks: list[bytes] = []
+        size = self.call(self.client.export_files(site_id, chunks.append, self.clock))
+        data = b"".join(chunks)
+        self.assertEqual(size, len(data))
+        return read_tar(data)
+
+    def imported(self, site_id: int, data: bytes) -> Any:
+        digest = hashlib.sha256(data).hexdigest()
+        return self.client.import_files(site_id, io.BytesIO(data), digest)
+
+    def test_site_files_round_trip(self) -> None:
+        """An archive in and out keeps contents, modes, times and links as links."""
+        self.call(self.client.put_site(3, spec("web")))
+        fresh = self.exported(3)
+        for name, mode in (("public", 0o755), ("private", 0o700), (".home", 0o700)):
+            self.assertEqual(fresh[name][:2], ("dir", mode))
+        answer = self.call(self.imported(3, tar_of(GOOD, compress=True)))
+        self.assertEqual(answer["imported"], 3)
+        self.assertEqual(answer["entries"], len(GOOD) + 1)  # and private/bin, made for run.sh
+        got = self.exported(3)
+        for name, kind, mode, mtime, value in GOOD:
+            want = (kind, mode, mtime, value)
+            self.assertEqual(got[name], want, name)
+        self.assertEqual(got["private/bin"][:2], ("dir", 0o755))
+        self.assertEqual(got[".home"][:2], ("dir", 0o700))  # the layout is made if missing
+        # What one orchestrator exports, another imports as it was.
+        self.call(self.client.put_site(4, spec("copy")))
+        chunks: list[bytes] = []
+        self.call(self.client.export_files(3, chunks.append, self.clock))
+        self.call(self.imported(4, b"".join(chunks)))
+        self.assertEqual(self.exported(4), got)
+
+    def test_an_escaping_archive_is_refused_and_changes_nothing(self) -> None:
+        self.call(self.client.put_site(3, spec("web")))
+        self.call(self.imported(3, tar_of(GOOD)))
+        before = self.exported(3)
+        new: Member = ("public/new.txt", "file", 0o644, 1_700_000_000, b"new")
+        big: Member = ("public/big.bin", "file", 0o644, 1_700_000_000, b"x" * 100_000)
+        cases: list[tuple[str, bytes]] = [
+            ("a parent path", tar_of([new, ("../evil", "file", 0o644, 0, b"x")])),
+            ("an absolute path", tar_of([new, ("/srv/evil", "file", 0o644, 0, b"x")])),
+            ("a climbing path", tar_of([new, ("public/../../evil", "file", 0o644, 0, b"x")])),
+            ("a link out", tar_of([new, ("public/out", "link", 0o777, 0, "../../etc")])),
+            ("an absolute link", tar_of([new, ("public/pw", "link", 0o777, 0, "/etc/passwd")])),
+            (
+                "a path through a link",
+                tar_of(
+                    [
+                        new,
+                        ("public/l", "link", 0o777, 0, "."),
+                        ("public/l/x", "file", 0o644, 0, b""),
+                    ]
+                ),
+            ),
+            (
+                "a link out through another link",
+                tar_of(
+                    [
+                        new,
+                        ("public/e", "link", 0o777, 0, "d/../.."),  # d is not known yet
+                        ("public/d", "link", 0o777, 0, "."),
+                    ]
+                ),
+            ),
+            ("a device", tar_of([new, ("public/null", "chr", 0o666, 0, None)])),
+            ("a FIFO", tar_of([new, ("public/pipe", "fifo", 0o644, 0, None)])),
+            ("a hard link", tar_of([new, ("public/h", "hardlink", 0o644, 0, "public/new.txt")])),
+            ("a path twice", tar_of([new, new])),
+            ("a cut-off archive", tar_of([new, big])[:60_000]),
+            ("an archive cut off between members", tar_of([new, big])[:1024]),
+            ("not an archive", b"this is not a tar file at all" * 40),
+        ]
+        for what, data in cases:
+            e = self.refused(self.imported(3, data))
+            self.assertEqual((e.status, e.code), (400, "bad_archive"), what)
+            self.assertTrue(e.detail, what)
+            self.assertEqual(self.exported(3), before, what)
+
+    def test_an_archive_over_the_quota_is_refused(self) -> None:
+        self.call(self.client.put_site(5, spec("small", limits={"disk_quota_mb": 1})))
+        before = self.exported(5)
+        data = tar_of([("public/big.bin", "file", 0o644, 0, b"x" * (2 * 1024 * 1024))])
+        e = self.refused(self.imported(5, data))
+        self.assertEqual((e.status, e.code), (413, "quota_exceeded"))
+        self.assertEqual(self.exported(5), before)
+
+    def test_the_archive_of_an_unknown_site(self) -> None:
+        e = self.refused(self.client.export_files(9, lambda _: None, self.clock))
+        self.assertEqual((e.status, e.code), (404, "unknown_site"))
+        e = self.refused(self.imported(9, tar_of(GOOD)))
+        self.assertEqual((e.status, e.code), (404, "unknown_site"))
 
     def ids(self) -> list[int]:
         return [s["id"] for s in self.call(self.client.list_sites())]

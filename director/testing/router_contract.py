@@ -26,6 +26,7 @@ class RouterContract:
     assertTrue: Any
     assertFalse: Any
     assertIn: Any
+    assertIsNone: Any
     fail: Any
 
     def refused(self, coroutine: Coroutine[Any, Any, Any]) -> ComponentCallError:
@@ -48,6 +49,7 @@ class RouterContract:
                 "host": "web.sites.test",
                 "domains": ["www.example.org", "example.org"],
                 "max_body_size": "10m",
+                "upstream": None,
             },
         )
         self.assertEqual(sorted(answer["certificates"]), ["example.org", "www.example.org"])
@@ -58,6 +60,28 @@ class RouterContract:
         self.assertEqual(self.call(self.client.list_sites()), [answer["site"]])
         state = self.call(self.client.certificate("www.example.org"))
         self.assertEqual(state, answer["certificates"]["www.example.org"])
+
+    def test_a_site_follows_its_upstream(self) -> None:
+        """A site's upstream is kept in one form; a PUT again moves it, or back to the default."""
+        answer = self.call(self.client.put_site("web", [], "1m", upstream="10.0.0.5:08180"))
+        self.assertEqual(answer["site"]["upstream"], "10.0.0.5:8180")
+        self.call(self.client.put_site("app", [], "1m", upstream="[2001:DB8::5]:8180"))
+        moved = self.call(self.client.put_site("web", [], "1m", upstream="orch-2.internal:8180"))
+        self.assertEqual(moved["site"]["upstream"], "orch-2.internal:8180")
+        self.assertEqual(self.call(self.client.get_site("web")), moved)
+        listed = {s["name"]: s["upstream"] for s in self.call(self.client.list_sites())}
+        self.assertEqual(listed, {"web": "orch-2.internal:8180", "app": "[2001:db8::5]:8180"})
+        back = self.call(self.client.put_site("web", [], "1m"))
+        self.assertIsNone(back["site"]["upstream"])
+
+    def test_a_bad_upstream_is_refused_and_changes_nothing(self) -> None:
+        self.call(self.client.put_site("web", [], "1m", upstream="10.0.0.5:8180"))
+        for bad in ("10.0.0.5", "10.0.0.5:0", "a;b:80", "[::1:80", "x y:80"):
+            e = self.refused(self.client.put_site("web", [], "1m", upstream=bad))
+            self.assertEqual((e.status, e.code), (400, "invalid_request"), bad)
+        self.assertEqual(
+            self.call(self.client.get_site("web"))["site"]["upstream"], "10.0.0.5:8180"
+        )
 
     def test_unknown(self) -> None:
         e = self.refused(self.client.get_site("web"))

@@ -5,12 +5,14 @@ and the real site files: sites served, restarted, scaled, contained; files confi
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import os
 import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -32,10 +34,13 @@ from sites_network import (
     remove_network,
 )
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from director.cli import main as director_main
-from director.common.client import ComponentCallError, ComponentClient
+from director.clients.orchestrator import OrchestratorClient
+from director.common.client import ComponentCallError, ComponentClient, file_digest
 from director.common.config import Config, load_config
 from director.common.service import component_signer
 from director.orchestrator.images import BASE_IMAGE, PYTHON_IMAGE
@@ -104,7 +109,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 #: The site ids these tests use (their services and containers are removed at the end).
-SITE_IDS = [*range(101, 113), *range(201, 209), *range(301, 307)]
+SITE_IDS = [*range(101, 113), *range(201, 209), *range(301, 309)]
 
 
 async def served(
@@ -1298,3 +1303,98 @@ async def test_a_site_that_cannot_run_says_why(orchestrator: Orchestrator) -> No
     assert any("SECRET_KEY is missing" in line for line in status["log"]), status
     assert any("exited with status 3" in line for line in status["log"]), status
     await o.client.json("DELETE", "/v1/sites/208")
+
+
+class _HangUp(Protocol):
+    """Reads the first chunk of a body, then closes the connection."""
+
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        transport: Any = self.transport
+        transport.stopProducing()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_site_files_move_as_an_archive(orchestrator: Orchestrator) -> None:
+    """
+    A site's files out as a tar and into another site: contents, modes, times, links as
+    links, owned by the new site's uid and served by nginx at once; an archive that would
+    escape the site is refused and changes nothing.
+    """
+    from twisted.internet import reactor
+
+    o = orchestrator
+    client = OrchestratorClient(o.client)
+    sites = o.base / "var" / "sites"
+    await client.put_site(307, {"name": "moving", "type": "static"})
+    await put_file(o, 307, "public/index.html", b"<h1>the moving page</h1>")
+    await put_file(o, 307, "private/.secret", b"s3cret", mode="600")
+    link = sites / "307" / "public" / "latest.html"
+    link.symlink_to("index.html")
+    os.lchown(link, 100_307, 100_307)
+    os.utime(sites / "307" / "public" / "index.html", (1_700_000_000, 1_700_000_000))
+    with (sites / "307" / "private" / "big.bin").open("wb") as big:
+        big.truncate(24 * 1024 * 1024)  # many chunks, sent as the client reads them
+    chunks: list[bytes] = []
+    size = await client.export_files(307, chunks.append, reactor)
+    data = b"".join(chunks)
+    assert size == len(data) > 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+    assert members["public/latest.html"].issym()
+    assert members["public/latest.html"].linkname == "index.html"
+    assert members["private/.secret"].mode == 0o600
+    assert members["public/index.html"].mtime == 1_700_000_000
+    assert {"public", "private", ".home"} <= set(members)
+    assert members["private/big.bin"].size == 24 * 1024 * 1024
+    # Clients that hang up after the first chunk free their threads (the pool has two):
+    # a whole export still goes through after three of them.
+    for _ in range(3):
+        response: Any = await o.client.request("GET", "/v1/sites/307/archive", stream=True)
+        hang_up = _HangUp()
+        response.deliverBody(hang_up)
+        await hang_up.done
+    again: list[bytes] = []
+    assert await client.export_files(307, again.append, reactor) == len(data)
+
+    await client.put_site(308, {"name": "moved", "type": "static"})
+    with tempfile.TemporaryFile() as body:
+        body.write(data)
+        digest = await file_digest(reactor, body)
+        answer = await client.import_files(308, body, digest)
+    assert answer["imported"] == 308 and answer["entries"] == len(members), answer
+    target = sites / "308"
+    o.wait_for("moved", 200, b"the moving page", timeout=10)
+    assert os.readlink(target / "public" / "latest.html") == "index.html"
+    assert (target / "private" / ".secret").read_bytes() == b"s3cret"
+    assert (target / "private" / "big.bin").stat().st_size == 24 * 1024 * 1024
+    assert (target / "private" / ".secret").stat().st_mode & 0o777 == 0o600
+    assert (target / "public" / "index.html").stat().st_mtime == 1_700_000_000
+    for path in [target, *target.rglob("*")]:
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid) == (100_308, 100_308), path
+
+    escaping = io.BytesIO()
+    with tarfile.open(fileobj=escaping, mode="w") as archive:
+        for name, content in (("public/index.html", b"replaced"), ("../../escaped", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    with tempfile.TemporaryFile() as body:
+        body.write(escaping.getvalue())
+        digest = await file_digest(reactor, body)
+        with pytest.raises(ComponentCallError) as refused:
+            await client.import_files(308, body, digest)
+    assert (refused.value.status, refused.value.code) == (400, "bad_archive")
+    assert "'..'" in refused.value.detail
+    o.wait_for("moved", 200, b"the moving page", timeout=5)
+    assert not (o.base / "escaped").exists() and not (o.base / "var" / "escaped").exists()
+    assert not [p for p in sites.iterdir() if p.name.startswith(".import-")]
+    for site_id in (307, 308):
+        assert await client.remove_site(site_id, purge=True)

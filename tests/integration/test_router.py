@@ -420,6 +420,58 @@ async def test_failover_past_a_dead_orchestrator(router: RouterUnderTest) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_each_site_goes_to_its_orchestrator(router: RouterUnderTest) -> None:
+    """
+    Two orchestrators' nginx (two small servers on loopback): site A is sent to one, B to
+    the other; a PUT of A with B's upstream moves it, by a reload of the same nginx.
+    """
+    one, two = _Backend(b"orchestrator one"), _Backend(b"orchestrator two")
+    try:
+        first, second = f"127.0.0.1:{one.port}", f"127.0.0.1:{two.port}"
+        code, body = await router.put("placed-a", {"upstream": first})
+        assert (code, body["site"]["upstream"]) == (200, first), body
+        code, body = await router.put("placed-b", {"upstream": second})
+        assert (code, body["site"]["upstream"]) == (200, second), body
+        pid = _read_pid(router.layout.nginx_prefix / "nginx.pid")
+
+        def answers(site: str, text: str) -> bool:
+            return http(router.http_port, f"{site}.{SITES}").body == text
+
+        await eventually(lambda: answers("placed-a", "orchestrator one"))
+        await eventually(lambda: answers("placed-b", "orchestrator two"))
+        # A site without an upstream still goes to the default group.
+        await router.put("unplaced", {})
+        reply = await eventually(lambda: (r := http(router.http_port, f"unplaced.{SITES}")) and r)
+        assert reply.body == f"page of unplaced.{SITES} at /"
+        blocks = [n for n in router.site_files() if n.startswith("upstream-")]
+        assert len(blocks) == 2, blocks
+
+        code, body = await router.put("placed-a", {"upstream": second})
+        assert (code, body["site"]["upstream"]) == (200, second), body
+        await eventually(lambda: answers("placed-a", "orchestrator two"))
+        # Old workers finish; then every answer comes from the new place.
+        await eventually(
+            lambda: all(answers("placed-a", "orchestrator two") for _ in range(10)), timeout=15
+        )
+        assert answers("placed-b", "orchestrator two")
+        assert _read_pid(router.layout.nginx_prefix / "nginx.pid") == pid  # reloaded only
+        # The first orchestrator's block went with its last site; the table keeps the rest.
+        blocks = [n for n in router.site_files() if n.startswith("upstream-")]
+        assert len(blocks) == 1 and str(two.port) in blocks[0], blocks
+        saved = json.loads(router.layout.site_table.read_text())["sites"]
+        assert (saved["placed-a"]["upstream"], saved["placed-b"]["upstream"]) == (second, second)
+        # A bad upstream is refused before nginx sees it.
+        code, error = await router.put("placed-a", {"upstream": "127.0.0.1:80; evil"})
+        assert (code, error["error"]) == (400, "invalid_request"), error
+    finally:
+        for site in ("placed-a", "placed-b", "unplaced"):
+            await router.api.request("DELETE", f"/v1/sites/{site}")
+        for backend in (one, two):
+            backend.shutdown()
+            backend.server_close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_body_limit_per_site(router: RouterUnderTest) -> None:
     code, _ = await router.put("small", {"domains": [], "max_body_size": "1k"})
     assert code == 200

@@ -116,6 +116,17 @@ class AccessTableTests(SynchronousTestCase):
                 else:
                     self.assertEqual(answer["caller"], caller)
 
+    def test_site_archives_are_the_managers(self) -> None:
+        """
+        A site's whole files, out and in (moving a site between orchestrators): only the
+        manager gets past the guard (to the bare app's 503: it runs no sites here).
+        """
+        for method in ("GET", "PUT"):
+            for caller in CALLERS:
+                code, body = self.call(caller, "orchestrator", "/v1/sites/3/archive", method)
+                want = {"manager": 503, "anonymous": 401, "wrong credentials": 401}
+                self.assertEqual(code, want.get(caller, 403), (method, caller, body))
+
     def test_healthz_says_nothing_sensitive(self) -> None:
         """The only public orchestrator and router path reports status and name, no more."""
         for component in ("orchestrator", "router"):

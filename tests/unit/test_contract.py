@@ -268,8 +268,13 @@ class SiteSpecTests(SynchronousTestCase):
 class RouteSpecTests(SynchronousTestCase):
     def test_json(self) -> None:
         spec = RouteSpec(("a.example.org",), "2m")
-        self.assertEqual(spec.to_json(), {"domains": ["a.example.org"], "max_body_size": "2m"})
+        self.assertEqual(
+            spec.to_json(),
+            {"domains": ["a.example.org"], "max_body_size": "2m", "upstream": None},
+        )
         self.assertEqual(RouteSpec.from_json(spec.to_json()), spec)
+        placed = RouteSpec((), None, "10.0.0.5:8180")
+        self.assertEqual(RouteSpec.from_json(placed.to_json()), placed)
         self.assertEqual(RouteSpec.from_json({}), RouteSpec())
         self.assertEqual(
             RouteSpec.from_json({"domains": ["B.example", "b.example."], "max_body_size": "5M"}),
@@ -287,6 +292,54 @@ class RouteSpecTests(SynchronousTestCase):
         ]
         for data, code in cases:
             self.assertEqual(refusal(RouteSpec.from_json, data).code, code, data)
+
+    def test_upstream_canonical_form(self) -> None:
+        """An upstream is an address and a port, stored in one form whatever was sent."""
+        for raw, canonical in (
+            ("10.0.0.5:8180", "10.0.0.5:8180"),
+            ("127.0.0.1:08180", "127.0.0.1:8180"),
+            ("[2001:DB8:0:0::1]:80", "[2001:db8::1]:80"),
+            ("[::1]:65535", "[::1]:65535"),
+            ("Orch-2.Example.internal:8180", "orch-2.example.internal:8180"),
+            ("localhost:1", "localhost:1"),
+        ):
+            self.assertEqual(RouteSpec.from_json({"upstream": raw}).upstream, canonical, raw)
+        self.assertIsNone(RouteSpec.from_json({"upstream": None}).upstream)
+
+    def test_upstream_refused(self) -> None:
+        """Anything but host:port is refused before it can reach nginx configuration."""
+        for raw in (
+            "",
+            "10.0.0.5",
+            "10.0.0.5:0",
+            "10.0.0.5:65536",
+            "10.0.0.5:80x",
+            "10.0.0.5:-1",
+            "10.0.0.256:80",
+            "10.0.0:80",
+            "::1:80",
+            "[::1:80",
+            "[fe80::1%eth0]:80",
+            "[10.0.0.1]:80",
+            "host name:80",
+            "a;b:80",
+            "a}b:80",
+            "-bad.example:80",
+            "bad-.example:80",
+            "a..b:80",
+            "example.123:80",
+            "unix:/tmp/x.sock",
+            "http://a.example:80",
+            "a.example:80\nserver evil:80",
+            "bücher.example:80",
+            "a" * 64 + ".example:80",
+            8180,
+            ["10.0.0.5:80"],
+            True,
+        ):
+            error = refusal(RouteSpec.from_json, {"upstream": raw})
+            self.assertEqual(error.code, "invalid_request", raw)
+            self.assertIn("upstream", error.message, raw)
 
 
 HOST = {

@@ -11,8 +11,10 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import FileBodyProducer
 
 from director.clients.orchestrator import OrchestratorClient
 from director.common.client import ComponentClient
@@ -37,6 +39,24 @@ def _outcome(d: Deferred[Any]) -> Any:
     return out[0]
 
 
+class FileBodies:
+    """
+    StubTreq with file bodies: it takes bytes only, so a streamed upload (the client's
+    FileBodyProducer) is handed over as the bytes of its file, signed the same.
+    """
+
+    def __init__(self, http: Any) -> None:
+        self.http = http
+
+    def request(self, method: str, url: str, data: Any = None, **kwargs: Any) -> Any:
+        if isinstance(data, FileBodyProducer):
+            data = data._inputFile.read()
+        return self.http.request(method, url, data=data, **kwargs)
+
+    def flush(self) -> None:
+        self.http.flush()
+
+
 class RealOrchestratorContractTests(OrchestratorContract, RuntimeTestCase):
     def setUp(self) -> None:
         super().setUp()
@@ -52,8 +72,11 @@ class RealOrchestratorContractTests(OrchestratorContract, RuntimeTestCase):
         )
         self.http: Any = StubTreq(api.app.resource())
         signer = Keyring().signer("manager", self.reactor)
-        caller = ComponentClient(self.reactor, signer, "orchestrator", "http://o", self.http)
+        caller = ComponentClient(
+            self.reactor, signer, "orchestrator", "http://o", FileBodies(self.http)
+        )
         self.client = OrchestratorClient(caller)
+        self.clock = self.reactor
 
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         d = Deferred.fromCoroutine(coroutine)
@@ -69,6 +92,7 @@ class FakeOrchestratorContractTests(OrchestratorContract, SynchronousTestCase):
     def setUp(self) -> None:
         self.fake = FakeOrchestrator(images=[IMAGE])
         self.client = OrchestratorClient(self.fake)
+        self.clock = Clock()
 
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return _outcome(Deferred.fromCoroutine(coroutine))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.nginx import NginxError
@@ -18,7 +20,7 @@ from director.router.certificates import CertificateKeeper
 from director.router.front_nginx_config import FrontSettings
 from director.router.layout import RouterLayout
 from director.router.renewal import RenewalPolicy
-from director.router.routing import Router
+from director.router.routing import Router, load_table
 from director.router.testing import FakeACMEClient, FakeConfigDirectory, webroot_fetcher
 from director.router.web import RouterAPI
 
@@ -31,6 +33,13 @@ SETTINGS = FrontSettings(
     max_body_size="2m",
 )
 URL = "http://router.test"
+
+
+def group_of(block: str) -> str:
+    """The name of the upstream block in C{block}."""
+    match = re.search(r"^upstream (director_to_[a-z0-9_]+) \{$", block, re.M)
+    assert match is not None, block
+    return match.group(1)
 
 
 class HoldingDirectory(FakeConfigDirectory):
@@ -107,6 +116,7 @@ class APITests(SynchronousTestCase):
                 "host": "alpha.sites.test",
                 "domains": ["www.example.test"],
                 "max_body_size": "10m",
+                "upstream": None,
             },
         )
         self.assertEqual(body["certificates"]["www.example.test"]["state"], "pending")
@@ -116,6 +126,89 @@ class APITests(SynchronousTestCase):
         self.assertIn("client_max_body_size 10m;", self.nginx.files["site-alpha.conf"])
         saved = json.loads(self.layout.site_table.read_text())
         self.assertEqual(saved["sites"]["alpha"]["domains"], ["www.example.test"])
+
+    def upstream_files(self) -> dict[str, str]:
+        return {n: t for n, t in self.nginx.files.items() if n.startswith("upstream-")}
+
+    def test_site_sent_to_its_upstream(self) -> None:
+        """A site with an upstream is proxied to one shared block for that address."""
+        code, body = self.req("PUT", "/v1/sites/alpha", {"upstream": "10.0.0.7:08180"})
+        self.assertEqual((code, body["site"]["upstream"]), (200, "10.0.0.7:8180"))
+        self.req("PUT", "/v1/sites/beta", {"upstream": "10.0.0.7:8180"})
+        self.req("PUT", "/v1/sites/gamma", {})
+        [(name, block)] = self.upstream_files().items()
+        self.assertRegex(name, r"^upstream-10-0-0-7-8180-[0-9a-f]{10}\.conf$")
+        group = group_of(block)
+        self.assertIn("server 10.0.0.7:8180 max_fails=1 fail_timeout=10s;", block)
+        self.assertIn("keepalive 64;", block)
+        for site in ("alpha", "beta"):
+            self.assertIn(f"proxy_pass http://{group};", self.nginx.files[f"site-{site}.conf"])
+            self.assertNotIn("director_orchestrators", self.nginx.files[f"site-{site}.conf"])
+        self.assertIn(
+            "proxy_pass http://director_orchestrators;", self.nginx.files["site-gamma.conf"]
+        )
+        saved = json.loads(self.layout.site_table.read_text())
+        self.assertEqual(saved["sites"]["alpha"]["upstream"], "10.0.0.7:8180")
+        self.assertIsNone(saved["sites"]["gamma"]["upstream"])
+
+    def test_upstream_block_lives_while_a_site_uses_it(self) -> None:
+        """Moving or removing sites removes a block once no site uses it, in the same change."""
+        self.req("PUT", "/v1/sites/alpha", {"upstream": "10.0.0.7:8180"})
+        self.req("PUT", "/v1/sites/beta", {"upstream": "10.0.0.7:8180"})
+        self.req("PUT", "/v1/sites/alpha", {"upstream": "[2001:db8::2]:8180"})
+        self.assertEqual(len(self.upstream_files()), 2)
+        self.req("DELETE", "/v1/sites/beta")
+        [block] = self.upstream_files().values()
+        self.assertIn("server [2001:db8::2]:8180 max_fails", block)
+        self.assertEqual(list(self.nginx.applied[-1].values()), [None, None])
+        self.req("PUT", "/v1/sites/alpha", {"upstream": None})
+        self.assertEqual(self.upstream_files(), {})
+        self.assertIn(
+            "proxy_pass http://director_orchestrators;", self.nginx.files["site-alpha.conf"]
+        )
+
+    def test_upstream_block_comes_before_the_site_in_a_change(self) -> None:
+        """nginx checks a failed batch file by file: the block must go first, removals last."""
+        self.req("PUT", "/v1/sites/alpha", {"upstream": "10.0.0.7:8180"})
+        self.req("PUT", "/v1/sites/alpha", {"upstream": "10.0.0.8:8180"})
+        names = list(self.nginx.applied[-1])
+        self.assertEqual(len(names), 3)
+        self.assertTrue(names[0].startswith("upstream-10-0-0-8-"))
+        self.assertEqual(names[1], "site-alpha.conf")
+        self.assertTrue(names[2].startswith("upstream-10-0-0-7-"))
+        self.assertIsNone(self.nginx.applied[-1][names[2]])
+
+    def test_refused_upstream_changes_nothing(self) -> None:
+        self.req("PUT", "/v1/sites/alpha", {"upstream": "10.0.0.7:8180"})
+        before = self.snapshot()
+        for bad in ("10.0.0.7", "10.0.0.7:99999", "a;b:80", "x:80 backup", "[::1%lo]:80", 80):
+            code, error = self.req("PUT", "/v1/sites/alpha", {"upstream": bad})
+            self.assertEqual((code, error["error"]), (400, "invalid_request"), bad)
+            self.assertIn("upstream", error["message"])
+            self.assertEqual(self.snapshot(), before, bad)
+
+    def test_nginx_refusing_an_upstream_restores_everything(self) -> None:
+        self.req("PUT", "/v1/sites/alpha", {"upstream": "10.0.0.7:8180"})
+        self.nginx.reject = lambda name, text: "no host" if "nowhere.invalid" in text else None
+        before = self.snapshot()
+        code, error = self.req("PUT", "/v1/sites/alpha", {"upstream": "nowhere.invalid:80"})
+        self.assertEqual((code, error["error"]), (500, "nginx_rejected"))
+        self.assertEqual(self.snapshot(), before)
+        self.assertEqual(self.router.table.upstreams, {"10.0.0.7:8180"})
+
+    def test_upstreams_survive_a_restart(self) -> None:
+        """prepare() writes every used block from the saved table and drops stale ones."""
+        self.req("PUT", "/v1/sites/alpha", {"upstream": "10.0.0.7:8180"})
+        blocks = self.upstream_files()
+        sites_dir = self.layout.nginx_prefix / "sites"
+        (sites_dir / "upstream-stale-0000000000.conf").write_text("upstream stale {}\n")
+        table = load_table(self.layout.site_table, "sites.test", "2m", Logger())
+        self.assertEqual(table.get("alpha").upstream, "10.0.0.7:8180")  # type: ignore[union-attr]
+        Router(SETTINGS, self.layout, FakeConfigDirectory(), InlineRunner(), table=table).prepare()
+        on_disk = {p.name: p.read_text() for p in sites_dir.glob("upstream-*.conf")}
+        self.assertEqual(on_disk, blocks)
+        [group] = {group_of(t) for t in blocks.values()}
+        self.assertIn(f"proxy_pass http://{group};", (sites_dir / "site-alpha.conf").read_text())
 
     def test_put_is_idempotent(self) -> None:
         first = self.req("PUT", "/v1/sites/alpha", {"domains": ["a.example.test"]})

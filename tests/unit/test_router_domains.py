@@ -146,6 +146,7 @@ class SiteRequestTests(SynchronousTestCase):
                 "host": "alpha." + SITES,
                 "domains": ["a.example"],
                 "max_body_size": "2m",
+                "upstream": None,
             },
         )
 
@@ -172,8 +173,16 @@ class SiteTableTests(SynchronousTestCase):
 
     def test_json_round_trip(self) -> None:
         table = SiteTable.of(
-            [SiteEntry("alpha", ("a.example",), "2m"), SiteEntry("beta", (), "10m")]
+            [
+                SiteEntry("alpha", ("a.example",), "2m"),
+                SiteEntry("beta", (), "10m", "10.0.0.5:8180"),
+                SiteEntry("gamma", (), "1m", "[2001:db8::1]:80"),
+            ]
         )
         self.assertEqual(SiteTable.from_json(table.to_json(), SITES, "2m"), table)
+        self.assertEqual(table.upstreams, {"10.0.0.5:8180", "[2001:db8::1]:80"})
+        # A table saved before upstreams existed loads with the default group.
+        old = {"version": 1, "sites": {"alpha": {"domains": [], "max_body_size": "2m"}}}
+        self.assertIsNone(SiteTable.from_json(old, SITES, "2m").sites["alpha"].upstream)
         with self.assertRaises(ValueError):
             SiteTable.from_json({"nope": 1}, SITES, "2m")

@@ -12,7 +12,10 @@ from director.router.front_nginx_config import (
     listen_addresses,
     render_main,
     render_site,
+    render_upstream,
     site_file,
+    upstream_file,
+    upstream_name,
 )
 from director.router.layout import RouterLayout
 
@@ -169,6 +172,28 @@ class SiteConfigTests(SynchronousTestCase):
         self.assertNotIn("proxy_pass", own)
         self.assertIn("location ^~ /.well-known/acme-challenge/", own)
 
+    def test_site_with_its_own_upstream(self) -> None:
+        """Every server of a placed site proxies to its orchestrator's block, not the group."""
+        entry = SiteEntry("alpha", ("b.example.test", "www.example.test"), "2m", "10.0.0.9:8180")
+        text = render_site(entry, SETTINGS, LAYOUT, {"www.example.test": "0123456789abcdef"})
+        name = upstream_name("10.0.0.9:8180")
+        self.assertRegex(name, r"^director_to_10_0_0_9_8180_[0-9a-f]{10}$")
+        self.assertEqual(text.count(f"proxy_pass http://{name};"), 3)
+        self.assertNotIn("director_orchestrators", text)
+        block = render_upstream("10.0.0.9:8180")
+        self.assertIn(f"upstream {name} {{", block)
+        self.assertIn("server 10.0.0.9:8180 max_fails=1 fail_timeout=10s;", block)
+        self.assertIn("keepalive 64;", block)
+        self.assertEqual(
+            upstream_file("10.0.0.9:8180"), f"upstream-{name[12:].replace('_', '-')}.conf"
+        )
+
+    def test_upstream_names_are_distinct(self) -> None:
+        """Addresses that read alike still get their own block."""
+        names = {upstream_name(a) for a in ("a.b:80", "a-b:80", "[::1]:80", "[::0.0.0.1]:80")}
+        self.assertEqual(len(names), 4)
+        self.assertEqual(upstream_name(None), "director_orchestrators")
+
     def test_standard_https_port_has_no_suffix(self) -> None:
         settings = FrontSettings(**{**SETTINGS.__dict__, "https_port": 443})
         text = render_site(self.entry, settings, LAYOUT, {"www.example.test": "0123456789abcdef"})
@@ -185,6 +210,9 @@ class SiteConfigTests(SynchronousTestCase):
         ]:
             with self.assertRaises(ValueError):
                 render_site(SiteEntry(name, domains, size), SETTINGS, LAYOUT, {})
+        for address in ("a;b:80", "10.0.0.1:80 backup", "a:80}", "x:80\nserver y:80"):
+            with self.assertRaises(ValueError):
+                render_upstream(address)
         bad_layout = RouterLayout(Path("/srv/x y"), Path("/srv/shared"))
         with self.assertRaises(ValueError):
             render_main(SETTINGS, bad_layout)
