@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from director.common.atomic import atomic_write
 from director.router.layout import RouterLayout, file_stem
+from director.router.tls import ocsp_responder
 
 _INSTALLED = re.compile(r"([0-9a-f]{16})\.(crt|key)")
 
@@ -48,6 +49,8 @@ class Bundle:
     not_before: float
     not_after: float
     serial: str
+    #: the leaf's OCSP responder, if it names one (its HTTPS server then staples)
+    ocsp_url: str | None = None
 
     @property
     def version(self) -> str:
@@ -80,6 +83,7 @@ class Bundle:
             not_before=leaf.not_valid_before_utc.timestamp(),
             not_after=leaf.not_valid_after_utc.timestamp(),
             serial=format(leaf.serial_number, "x"),
+            ocsp_url=ocsp_responder(fullchain_pem),
         )
 
 
@@ -178,6 +182,14 @@ class CertificateStore:
         return Lease(handle)
 
 
+@dataclass(frozen=True)
+class Installed:
+    """A certificate found installed at start-up: its version and its OCSP responder."""
+
+    version: str
+    ocsp_url: str | None = None
+
+
 class InstalledCertificates:
     """This router's copies of certificates, in its nginx directory."""
 
@@ -205,22 +217,22 @@ class InstalledCertificates:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def scan(self, domains: set[str]) -> dict[str, str]:
+    def scan(self, domains: set[str]) -> dict[str, Installed]:
         """Installed, loadable versions of C{domains} (the newest if several): at start-up."""
-        found: dict[str, str] = {}
+        found: dict[str, Installed] = {}
         for domain in domains:
-            best: tuple[float, str] | None = None
+            best: tuple[float, Installed] | None = None
             for cert, version in self._files(domain):
                 if cert.suffix != ".crt":
                     continue
                 key = self._layout.installed_key(domain, version)
                 try:
-                    Bundle.parse(domain, key.read_bytes(), cert.read_bytes(), 0.0)
+                    bundle = Bundle.parse(domain, key.read_bytes(), cert.read_bytes(), 0.0)
                     mtime = cert.stat().st_mtime
                 except (OSError, StoreError):
                     continue
                 if best is None or mtime > best[0]:
-                    best = (mtime, version)
+                    best = (mtime, Installed(version, bundle.ocsp_url))
             if best is not None:
                 found[domain] = best[1]
         return found

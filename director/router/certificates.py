@@ -30,6 +30,7 @@ from director.common.threads import Runner
 from director.router.cert_store import (
     Bundle,
     CertificateStore,
+    Installed,
     InstalledCertificates,
     StoreError,
     new_private_key_pem,
@@ -152,6 +153,8 @@ class CertificateKeeper(Service):
         #: failed orders by kind of error (not nginx refusing a certificate), for the metrics
         self.acme_failures: Counter[str] = Counter()
         self._versions: dict[str, str] = {}
+        #: installed version -> the OCSP responder its certificate names (those that do)
+        self._responders: dict[str, str] = {}
         self._timers: dict[str, IDelayedCall] = {}
         self._busy: set[str] = set()
         self._refresh: Callable[[str], Awaitable[None]] | None = None
@@ -160,14 +163,22 @@ class CertificateKeeper(Service):
         """C{refresh(domain)} re-applies the nginx config of the site owning C{domain}."""
         self._refresh = refresh
 
-    def seed(self, versions: Mapping[str, str]) -> None:
+    def seed(self, found: Mapping[str, Installed]) -> None:
         """Certificates found installed at start-up (already in the first nginx config)."""
-        self._versions.update(versions)
+        for domain, installed in found.items():
+            self._versions[domain] = installed.version
+            if installed.ocsp_url is not None:
+                self._responders[installed.version] = installed.ocsp_url
 
     @property
     def installed(self) -> Mapping[str, str]:
         """Domain -> version of its installed certificate (what nginx should use)."""
         return self._versions
+
+    def ocsp_responder(self, domain: str) -> str | None:
+        """The OCSP responder named by C{domain}'s installed certificate, if any."""
+        version = self._versions.get(domain)
+        return self._responders.get(version) if version is not None else None
 
     def status(self, domain: str) -> DomainStatus | None:
         return self._status.get(domain)
@@ -200,7 +211,8 @@ class CertificateKeeper(Service):
         for domain in sorted(domains):
             if domain in self._status:
                 continue  # added back in the meantime
-            self._versions.pop(domain, None)
+            version = self._versions.pop(domain, None)
+            self._responders.pop(version or "", None)
             await self._files.run(self.installed_files.remove, domain)
             await self._files.run(self.store.delete, domain)
             self.log.info("deleted the certificate of removed domain {domain}", domain=domain)
@@ -313,6 +325,8 @@ class CertificateKeeper(Service):
             await self._files.run(self.installed_files.remove, domain)
             return
         self._versions[domain] = version
+        if bundle.ocsp_url is not None:
+            self._responders[version] = bundle.ocsp_url
         try:
             if self._refresh is not None:
                 await self._refresh(domain)
@@ -321,8 +335,12 @@ class CertificateKeeper(Service):
                 self._versions.pop(domain, None)
             else:
                 self._versions[domain] = old
+            if version != old:
+                self._responders.pop(version, None)
             await self._files.run(self.installed_files.remove, domain, old)
             raise
+        if old is not None and old != version:
+            self._responders.pop(old, None)
         await self._files.run(self.installed_files.remove, domain, version)
 
     def _failed(self, status: DomainStatus, kind: str, detail: str) -> None:

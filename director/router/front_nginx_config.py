@@ -21,6 +21,7 @@ from director.common.nginx import NginxPaths
 from director.common.nginx_templates import NGINX_TEMPLATES
 from director.router.domains import SiteEntry
 from director.router.layout import RouterLayout
+from director.router.tls import stapling_possible
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,24 @@ class FrontSettings:
     max_body_size: str
     sites_certificate: tuple[str, str] | None = None
     workers: str = "auto"
+    #: the OCSP responder named by the sites certificate (read at start-up), if any
+    sites_certificate_ocsp: str | None = None
+    #: name servers for nginx's C{resolver} (the system's), to reach OCSP responders
+    resolvers: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, config: Config, ipv6: bool) -> FrontSettings:
-        """C{ipv6}: whether this machine has IPv6, for the listen-everywhere default."""
+    def from_config(
+        cls,
+        config: Config,
+        ipv6: bool,
+        resolvers: tuple[str, ...] = (),
+        sites_certificate_ocsp: str | None = None,
+    ) -> FrontSettings:
+        """
+        C{ipv6}: whether this machine has IPv6, for the listen-everywhere default;
+        C{resolvers} and C{sites_certificate_ocsp}: what start-up found on this machine
+        (L{director.router.tls}).
+        """
         router = config.router
         upstreams = tuple(i for i in re.split(r"[,\s]+", router.upstreams) if i) or (
             f"127.0.0.1:{config.orchestrator.nginx_port}",
@@ -54,6 +69,8 @@ class FrontSettings:
             upstreams=upstreams,
             max_body_size=router.max_body_size.lower(),
             sites_certificate=cert,
+            sites_certificate_ocsp=sites_certificate_ocsp if cert else None,
+            resolvers=resolvers,
         )
 
 
@@ -112,6 +129,8 @@ def _common(settings: FrontSettings, layout: RouterLayout) -> dict[str, Any]:
         "webroot": str(layout.webroot),
         "sites_certificate": cert,
         "sites_certificate_key": key,
+        "sites_certificate_stapling": bool(cert)
+        and stapling_possible(settings.sites_certificate_ocsp, settings.resolvers),
     }
 
 
@@ -135,18 +154,26 @@ def render_main(settings: FrontSettings, layout: RouterLayout) -> str:
         sites_wildcard="*." + settings.sites_domain,
         canonical_host=None,
         sites_glob=str(paths.sites / "*.conf"),
+        resolvers=settings.resolvers,
     )
 
 
 def render_site(
-    entry: SiteEntry, settings: FrontSettings, layout: RouterLayout, secured: Mapping[str, str]
+    entry: SiteEntry,
+    settings: FrontSettings,
+    layout: RouterLayout,
+    secured: Mapping[str, str],
+    responders: Mapping[str, str] | None = None,
 ) -> str:
     """
     One site's servers: its canonical host, its custom domains over HTTP, and over HTTPS
     those in C{secured} (domain -> version of its installed certificate). The canonical
     host redirects to the primary (first) custom domain once that one is secured, and is
     served as itself until then: a redirect never leads to an address without a certificate.
+    C{responders}: domain -> OCSP responder of its installed certificate, for those that
+    name one; their HTTPS servers staple (when nginx can reach the responder).
     """
+    responders = responders or {}
     secured_domains = [d for d in entry.domains if d in secured]
     primary = entry.domains[0] if entry.domains else None
     return NGINX_TEMPLATES.get_template("router-site.conf.j2").render(
@@ -161,6 +188,9 @@ def render_site(
         certificates={
             d: (str(layout.installed_cert(d, secured[d])), str(layout.installed_key(d, secured[d])))
             for d in secured_domains
+        },
+        stapling={
+            d for d in secured_domains if stapling_possible(responders.get(d), settings.resolvers)
         },
         https_port_suffix="" if settings.https_port == 443 else f":{settings.https_port}",
     )

@@ -179,9 +179,13 @@ class Router:
         return changes
 
     def render(self, entry: SiteEntry) -> str:
-        installed = self._keeper.installed if self._keeper is not None else {}
+        keeper = self._keeper
+        if keeper is None:
+            return render_site(entry, self.settings, self.layout, {})
+        installed = keeper.installed
         secured = {d: installed[d] for d in entry.domains if d in installed}
-        return render_site(entry, self.settings, self.layout, secured)
+        responders = {d: url for d in secured if (url := keeper.ocsp_responder(d)) is not None}
+        return render_site(entry, self.settings, self.layout, secured, responders)
 
     def _check_released(self, entry: SiteEntry) -> None:
         """Refuse (409) a domain that another site is giving up in a change not yet live."""

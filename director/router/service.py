@@ -27,6 +27,7 @@ from director.router.layout import RouterLayout
 from director.router.metrics import RouterMetrics
 from director.router.renewal import DAY, RenewalPolicy
 from director.router.routing import Router, load_table
+from director.router.tls import certificate_file_responder, system_nameservers
 from director.router.web import RouterAPI
 
 log = Logger()
@@ -133,7 +134,16 @@ def build_service(reactor: Any, config: Config, clock: IReactorTime | None = Non
     top.setName("router")
     section = config.router
     layout = RouterLayout.from_config(config)
-    settings = FrontSettings.from_config(config, ipv6=_has_ipv6())
+    settings = FrontSettings.from_config(
+        config,
+        ipv6=_has_ipv6(),
+        resolvers=system_nameservers(),
+        sites_certificate_ocsp=(
+            certificate_file_responder(section.sites_certificate)
+            if section.sites_certificate
+            else None
+        ),
+    )
 
     files = BlockingPool(reactor, "router-files", 1, timeout=60)
     files.setServiceParent(top)

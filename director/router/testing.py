@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
@@ -52,6 +52,7 @@ class FakeACMEClient:
     its own root, valid for C{lifetime} seconds from C{now()}.
 
     C{unreachable}: domains whose challenge cannot be fetched (an ACME connection error);
+    C{ocsp_url}: the OCSP responder its certificates name (none by default, like pebble's);
     C{during_issue}: called with the domain while an order is in progress;
     C{orders}: every domain ordered, in order.
     """
@@ -66,6 +67,7 @@ class FakeACMEClient:
         self._now = now
         self.lifetime = lifetime
         self.unreachable: set[str] = set()
+        self.ocsp_url: str | None = None
         self.during_issue: Callable[[str], None] | None = None
         self.orders: list[str] = []
         self.thumbprint = secrets.token_urlsafe(32)
@@ -111,7 +113,7 @@ class FakeACMEClient:
             responder.withdraw(token)
         key = serialization.load_pem_private_key(key_pem, password=None)
         start = datetime.datetime.fromtimestamp(self._now(), datetime.UTC)
-        leaf = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(domain))
             .issuer_name(self.root.subject)
@@ -121,9 +123,22 @@ class FakeACMEClient:
             .not_valid_after(start + datetime.timedelta(seconds=self.lifetime))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(self.root_key, hashes.SHA256())
         )
+        if self.ocsp_url is not None:
+            builder = builder.add_extension(ocsp_access(self.ocsp_url), critical=False)
+        leaf = builder.sign(self.root_key, hashes.SHA256())
         return leaf.public_bytes(serialization.Encoding.PEM) + self.root_pem
+
+
+def ocsp_access(url: str) -> x509.AuthorityInformationAccess:
+    """The Authority Information Access extension naming C{url} as OCSP responder."""
+    return x509.AuthorityInformationAccess(
+        [
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url)
+            )
+        ]
+    )
 
 
 class FakeConfigDirectory:

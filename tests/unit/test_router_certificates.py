@@ -222,6 +222,31 @@ class CertificateTests(SynchronousTestCase):
         self.assertEqual(again.ca.orders, [WWW])
         self.assertEqual(again.state(WWW)["state"], "valid")
 
+    def test_stapling_follows_the_installed_certificate(self) -> None:
+        """
+        A certificate naming an OCSP responder staples, also after a restart; its renewal
+        without one stops stapling; a rollback keeps the old certificate's setting.
+        """
+        self.r.ca.ocsp_url = "http://192.0.2.7/ocsp"
+        self.r.put([WWW])
+        self.r.clock.advance(0)
+        self.assertIn("ssl_stapling on;", self.r.site_conf())
+        self.assertEqual(self.r.keeper.ocsp_responder(WWW), "http://192.0.2.7/ocsp")
+        self.r.keeper.stopService()
+        again = Harness(self, self.base, ca=self.r.ca)
+        conf = (again.layout.nginx_prefix / "sites" / "site-alpha.conf").read_text()
+        self.assertIn("ssl_stapling on;", conf)
+        again.ca.ocsp_url = None
+        again.nginx.reject = lambda name, text: "no" if "ssl_stapling" not in text else None
+        again.clock.advance(60 * DAY)  # renewal, refused by nginx: the old setting stays
+        self.assertEqual(again.state(WWW)["last_error"]["type"], "nginx")
+        self.assertEqual(again.keeper.ocsp_responder(WWW), "http://192.0.2.7/ocsp")
+        again.nginx.reject = None
+        again.clock.advance(3600)
+        self.assertIsNone(again.state(WWW)["last_error"])
+        self.assertNotIn("ssl_stapling", again.site_conf())
+        self.assertIsNone(again.keeper.ocsp_responder(WWW))
+
     def test_domain_removed_while_its_order_runs(self) -> None:
         """An order that finishes after its domain was removed leaves nothing behind."""
         acme = ManualRunner()

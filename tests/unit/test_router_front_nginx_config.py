@@ -79,7 +79,7 @@ class MainConfigTests(SynchronousTestCase):
     def test_default_servers(self) -> None:
         """Unknown hosts get only ACME challenges over HTTP and no TLS handshake at all."""
         self.assertIn("listen 127.0.0.1:8080 default_server;", self.text)
-        self.assertIn("listen 127.0.0.1:8443 ssl default_server;", self.text)
+        self.assertIn("listen 127.0.0.1:8443 ssl http2 default_server;", self.text)
         self.assertIn("ssl_reject_handshake on;", self.text)
         self.assertIn('root "/srv/shared/webroot";', self.text)
 
@@ -99,7 +99,7 @@ class MainConfigTests(SynchronousTestCase):
         settings = FrontSettings(**{**SETTINGS.__dict__, "sites_certificate": ("/c.pem", "/k")})
         text = render_main(settings, LAYOUT)
         self.assertIn('ssl_certificate "/c.pem";', text)
-        self.assertIn("listen 127.0.0.1:8443 ssl;", text)
+        self.assertIn("listen 127.0.0.1:8443 ssl http2;", text)
 
 
 class SiteConfigTests(SynchronousTestCase):
@@ -143,7 +143,7 @@ class SiteConfigTests(SynchronousTestCase):
         self.assertIn("server_name www.example.test;", redirect)
         self.assertIn("return 301 https://www.example.test:8443$request_uri;", redirect)
         self.assertIn("location ^~ /.well-known/acme-challenge/", redirect)
-        self.assertIn("listen 127.0.0.1:8443 ssl;", tls)
+        self.assertIn("listen 127.0.0.1:8443 ssl http2;", tls)
         self.assertIn(
             'ssl_certificate "/srv/var/router/nginx/certs/www.example.test.0123456789abcdef.crt";',
             tls,

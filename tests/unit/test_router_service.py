@@ -55,7 +55,7 @@ class BuildTests(SynchronousTestCase):
         self.start(config)
         conf = (config.director.state_dir / "router" / "nginx" / "nginx.conf").read_text()
         self.assertIn("listen 127.0.0.1:18080 default_server;", conf)
-        self.assertIn("listen 127.0.0.1:18443 ssl default_server;", conf)
+        self.assertIn("listen 127.0.0.1:18443 ssl http2 default_server;", conf)
         self.assertIn("server 127.0.0.1:9002 max_fails=1", conf)
         self.assertIn("client_max_body_size 7m;", conf)
 
