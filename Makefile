@@ -20,7 +20,16 @@ $(VENV)/.installed: requirements.txt setup.py
 	$(PY) -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
 	touch $@
 
-venv: $(VENV)/.installed
+# sslyze (the TLS scan of tests/integration/test_router_tls.py) pins an older cryptography
+# than the project's: it gets a venv of its own, inside the project's.
+SSLYZE_VENV := $(VENV)/sslyze
+
+$(SSLYZE_VENV)/.installed: requirements-sslyze.txt
+	test -x $(SSLYZE_VENV)/bin/python || python3 -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-sslyze.txt
+	touch $@
+
+venv: $(VENV)/.installed $(SSLYZE_VENV)/.installed
 
 # The dashboard's scripts and styles: npm packages from the lock file, built by esbuild into
 # director/manager/dashboard/static/build/ (not committed). Rebuilt when a source changes.
