@@ -17,13 +17,15 @@ import os
 import socket
 import ssl
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from test_router import RouterUnderTest, served_over_https
-from test_router import router as router  # the fixture: this module gets a router of its own
+from services import PebbleServer, Services, free_port
+from test_router import Backend, RouterUnderTest, served_over_https, start_router
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
@@ -75,6 +77,27 @@ def handshake(port: int, host: str, root_pem: str, **options: Any) -> tuple[str,
             version, cipher = tls.version(), tls.cipher()
             assert version is not None and cipher is not None
             return version, cipher[0], tls.selected_alpn_protocol()
+
+
+@pytest.fixture(scope="module")
+def router(services: Services) -> Iterator[RouterUnderTest]:
+    """A router of this module's own, with its pebble and a recording backend."""
+    base = services.base_dir / "router-tls"
+    base.mkdir()
+    backend = Backend(free_port())
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    http_port = free_port()
+    pebble = services.start(PebbleServer(services.base_dir, name="pebble-tls", http_port=http_port))
+    try:
+        under_test, stop = pytest_twisted.blockon(
+            Deferred.fromCoroutine(start_router(base, pebble, backend, http_port=http_port))
+        )
+        yield under_test
+        pytest_twisted.blockon(Deferred.fromCoroutine(stop()))
+    finally:
+        backend.shutdown()
+        backend.server_close()
+        services.stop(pebble)
 
 
 @pytest.fixture(scope="module")
