@@ -12,6 +12,7 @@ from director.cli import main as director_main
 from director.common.config import Config, load_config
 from director.common.errors import StartupError
 from director.router.service import build_service
+from tests.unit.test_router_tls import chain_pem
 
 
 def initialised(test: SynchronousTestCase, *settings: str) -> Config:
@@ -58,6 +59,23 @@ class BuildTests(SynchronousTestCase):
         self.assertIn("listen 127.0.0.1:18443 ssl http2 default_server;", conf)
         self.assertIn("server 127.0.0.1:9002 max_fails=1", conf)
         self.assertIn("client_max_body_size 7m;", conf)
+
+    def test_sites_certificate_with_a_responder_staples(self) -> None:
+        """The sites certificate is read at start: it names an OCSP responder, so it staples."""
+        certs = Path(self.mktemp()).resolve()
+        certs.mkdir()
+        (certs / "with.pem").write_bytes(chain_pem("*.sites.test", "http://192.0.2.7/ocsp"))
+        (certs / "without.pem").write_bytes(chain_pem("*.sites.test", None))
+        for name, stapled in (("with.pem", True), ("without.pem", False)):
+            config = initialised(
+                self,
+                f'router.sites_certificate="{certs / name}"',
+                f'router.sites_certificate_key="{certs / "key.pem"}"',
+            )
+            self.start(config)
+            conf = (config.director.state_dir / "router" / "nginx" / "nginx.conf").read_text()
+            self.assertIn(f'ssl_certificate "{certs / name}";', conf)
+            self.assertEqual("ssl_stapling on;" in conf, stapled, name)
 
     def test_acme_on_prepares_the_shared_store(self) -> None:
         shared = Path(self.mktemp()).resolve()
