@@ -26,16 +26,25 @@ def ocsp_responder(chain_pem: bytes) -> str | None:
     try:
         leaf = x509.load_pem_x509_certificate(chain_pem)
         access = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (ValueError, x509.ExtensionNotFound):
+    except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
         return None
     for description in access:
         location = description.access_location
         if description.access_method == AuthorityInformationAccessOID.OCSP and isinstance(
             location, x509.UniformResourceIdentifier
         ):
-            if urlsplit(location.value).scheme == "http":  # nginx fetches OCSP over HTTP only
+            if _host(location.value, "http"):  # nginx fetches OCSP over plain HTTP only
                 return location.value
     return None
+
+
+def _host(url: str, scheme: str) -> str | None:
+    """The host of C{url} if it is a well-formed C{scheme} URL with one."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname if parts.scheme == scheme else None
+    except ValueError:
+        return None
 
 
 def stapling_possible(responder: str | None, resolvers: tuple[str, ...]) -> bool:
@@ -44,9 +53,7 @@ def stapling_possible(responder: str | None, resolvers: tuple[str, ...]) -> bool
     host is an address or nginx has a name server to resolve it with (without one nginx
     logs an error at every attempt instead).
     """
-    if responder is None:
-        return False
-    host = urlsplit(responder).hostname
+    host = _host(responder, "http") if responder is not None else None
     if not host:
         return False
     try:

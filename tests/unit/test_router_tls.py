@@ -156,6 +156,8 @@ class StaplingTests(SynchronousTestCase):
         self.assertIsNone(ocsp_responder(b"not a certificate"))
         # nginx fetches OCSP over plain HTTP only.
         self.assertIsNone(ocsp_responder(chain_pem(WWW, "https://ocsp.ca.test/r")))
+        self.assertIsNone(ocsp_responder(chain_pem(WWW, "http://[not-an-address/r")))
+        self.assertIsNone(ocsp_responder(chain_pem(WWW, "http:///no-host")))
 
     def test_stapling_only_for_certificates_with_a_responder(self) -> None:
         """A certificate naming an OCSP responder staples; one without (pebble's) does not."""
@@ -178,6 +180,7 @@ class StaplingTests(SynchronousTestCase):
         self.assertIn("ssl_stapling on;", render_site(ENTRY, none, LAYOUT, SECURED, by_address))
         self.assertFalse(stapling_possible(None, ("10.0.0.1",)))
         self.assertFalse(stapling_possible("http:///nohost", ("10.0.0.1",)))
+        self.assertFalse(stapling_possible("http://[bad/r", ("10.0.0.1",)))
         self.assertTrue(stapling_possible("http://[2001:db8::1]/r", ()))
 
     def test_sites_certificate_staples_when_it_names_a_responder(self) -> None:
