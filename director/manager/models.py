@@ -195,6 +195,8 @@ class Site:
     disk_usage_bytes: int | None = None
     #: the quota the orchestrator last reported (its default unless the site has its own)
     disk_quota_bytes: int | None = None
+    #: the name of the orchestrator that runs the site (None: not placed yet)
+    orchestrator: str | None = None
 
     @property
     def disk_quota(self) -> int | None:
@@ -254,6 +256,34 @@ class Site:
             "public_comment": self.public_comment,
             "disk_usage_bytes": self.disk_usage_bytes,
             "disk_quota_bytes": self.disk_quota,
+        }
+
+
+ORCHESTRATOR_STATES = ("active", "draining")
+
+
+@dataclass(frozen=True)
+class Orchestrator:
+    """One orchestrator of the pool, as registered (C{sites}: how many it holds)."""
+
+    id: int
+    name: str
+    url: str
+    #: the "host:port" of its nginx, where routers forward its sites
+    nginx: str
+    #: active, or draining (it keeps its sites but gets no new one)
+    state: str
+    created_at: datetime | None = None
+    sites: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "nginx": self.nginx,
+            "state": self.state,
+            "sites": self.sites,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
         }
 
 
