@@ -304,13 +304,14 @@ def ssh_access(site_name: str, username: str, host: str, port: int) -> dict[str,
 
 
 # Fields of a site's record that only administrators see (in the API and in events).
-ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments"})
+ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments", "orchestrator"})
 
 
 def site_record(site: Site, sites_domain: str) -> dict[str, Any]:
     """The whole record of C{site} as JSON, admin-only fields included (published raw)."""
     data = site.to_json(sites_domain)
     data["admin_comments"] = site.admin_comments
+    data["orchestrator"] = site.orchestrator
     return data
 
 

@@ -25,6 +25,17 @@ from director.manager.models import Orchestrator, Site
 from director.manager.placement_store import PlacementStore
 
 
+#: A site's status while the orchestrator it runs on does not answer.
+NODE_UNAVAILABLE = "node_unavailable"
+#: What the status of such a site reads as (as the orchestrator's status would).
+NODE_UNAVAILABLE_STATUS = {
+    "running": False,
+    "starting": False,
+    "error": "the server this site runs on is unavailable",
+    "status": NODE_UNAVAILABLE,
+}
+
+
 class NodeUnavailable(Exception):
     """The site's orchestrator does not answer (or is not known yet): its work waits."""
 
@@ -155,6 +166,8 @@ class OrchestratorPool:
         active and up, else the healthy active orchestrator with the fewest sites.
         L{PlacementError} (400 unknown, 409 draining or down, 503 none) otherwise.
         """
+        if self.records is not None and not self._registered:
+            await self.register_default()
         records = await self.records.list() if self.records else [self._default]
         known = {r.name: r for r in records if r.name in self._members}
         if requested is not None:
@@ -263,6 +276,14 @@ class OrchestratorPool:
                 except Exception:
                     self.log.failure("telling that an orchestrator is back")
         return healthy
+
+
+def url_of(orchestrator: str | OrchestratorPool) -> Callable[[Site], str]:
+    """The base URL of each site's orchestrator: the pool's, or always C{orchestrator}."""
+    if isinstance(orchestrator, OrchestratorPool):
+        return orchestrator.url_for
+    url = orchestrator.rstrip("/")
+    return lambda _site: url
 
 
 def as_pool(orchestrator: OrchestratorClient | OrchestratorPool) -> OrchestratorPool:
