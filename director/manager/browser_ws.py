@@ -196,7 +196,7 @@ class BrowserSockets:
                 kind, CLOSE_FORBIDDEN, "an administrator disabled this site; ask them to enable it"
             )
         if not self.up_for(site):
-            return self._refused(kind, CLOSE_UPSTREAM, "the server this site runs on is unavailable")
+            return self._refused(kind, CLOSE_UPSTREAM, "the site's server is unavailable")
         if kind in NEED_CREATED:
             creating = await unfinished_creation(
                 self.reactor, self.store, site.id, self.creation_wait

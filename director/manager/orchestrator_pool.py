@@ -24,7 +24,6 @@ from director.clients import OrchestratorClient
 from director.manager.models import Orchestrator, Site
 from director.manager.placement_store import PlacementStore
 
-
 #: A site's status while the orchestrator it runs on does not answer.
 NODE_UNAVAILABLE = "node_unavailable"
 #: What the status of such a site reads as (as the orchestrator's status would).
@@ -164,7 +163,7 @@ class OrchestratorPool:
         """
         Where a new site goes: C{requested} (an administrator's choice) if it is known,
         active and up, else the healthy active orchestrator with the fewest sites.
-        L{PlacementError} (400 unknown, 409 draining or down, 503 none) otherwise.
+        L{PlacementError} (409: unknown, draining or down; 503: none at all) otherwise.
         """
         if self.records is not None and not self._registered:
             await self.register_default()
@@ -174,7 +173,7 @@ class OrchestratorPool:
             record = known.get(requested)
             if record is None:
                 raise PlacementError(
-                    400, "unknown_orchestrator", f"there is no orchestrator named {requested}"
+                    409, "unknown_orchestrator", f"there is no orchestrator named {requested}"
                 )
             if record.state != "active":
                 raise PlacementError(

@@ -124,7 +124,7 @@ class PlacementStore:
         """Every orchestrator, by name, with how many sites each holds."""
 
         def list_(conn: Connection) -> list[Orchestrator]:
-            counts = dict(
+            counts: dict[int, int] = dict(
                 conn.execute(
                     select(t.sites.c.orchestrator_id, func.count())
                     .where(t.sites.c.orchestrator_id.is_not(None))

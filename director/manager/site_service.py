@@ -5,6 +5,8 @@ approved site request) into a site record and its pending C{create_site} operati
 
 from __future__ import annotations
 
+from typing import Any
+
 from director.manager import models
 from director.manager.models import Operation, Site, User
 from director.manager.operations import OPERATIONS
@@ -43,7 +45,7 @@ class SiteService:
         L{PlacementError} if no orchestrator (or not the one named) can take it.
         """
         image = await self.store.default_image() or FALLBACK_IMAGE
-        fields = {
+        fields: dict[str, Any] = {
             "name": name,
             "type": kind,
             "purpose": purpose,

@@ -24,7 +24,6 @@ from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.fake_router import FakeRouter
 from director.testing.keys import Keyring
 
-
 #: Where the harness's first orchestrator ("main") is.
 ORCHESTRATOR_URL = "http://orchestrator.test"
 
