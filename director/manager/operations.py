@@ -113,8 +113,10 @@ class OperationEngine:
         self._reactor = reactor
         self._store = store
         self.pool = as_pool(orchestrator)
-        self.pool.on_up.append(lambda _name: self.wake())
+        self.pool.on_up.append(self._node_back)
         self._node_wait = node_wait
+        #: orchestrator name -> the operations waiting for it (run as soon as it is back)
+        self._waiting: dict[str, set[int]] = {}
         self._router = router
         self._bus = bus
         self._domain = sites_domain
@@ -261,9 +263,21 @@ class OperationEngine:
             return True
         return is_transient(error) and not self.pool.up_for(site)
 
+    def _node_back(self, name: str) -> None:
+        """Orchestrator C{name} answers again: the operations waiting for it run now."""
+        waiting = sorted(self._waiting.pop(name, set()))
+        if not waiting:
+            self.wake()
+            return
+        d = self._store.due_now(waiting)
+        d.addCallbacks(
+            lambda _: self.wake(), lambda f: self.log.failure("resuming waiting operations", f)
+        )
+
     async def _wait_for_node(self, op: Operation, position: int, site: Site) -> None:
         """Hand C{op} back until its site's orchestrator answers (no attempt is used up)."""
         name = self.pool.name_for(site)
+        self._waiting.setdefault(name, set()).add(op.id)
         await self._store.set_action(
             op.id, position, "pending", "waiting: the server this site runs on is unavailable"
         )

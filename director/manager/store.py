@@ -1383,6 +1383,19 @@ class Store:
 
         return self._tx(release)
 
+    def due_now(self, op_ids: list[int]) -> Deferred[int]:
+        """Make the pending operations C{op_ids} runnable at once (a wait ended); how many."""
+
+        def due(conn: Connection) -> int:
+            changed = conn.execute(
+                update(t.operations)
+                .where(and_(t.operations.c.id.in_(op_ids), t.operations.c.status == "pending"))
+                .values(next_attempt_at=0.0)
+            )
+            return int(changed.rowcount or 0)
+
+        return self._tx(due)
+
     def retry_operation(self, op_id: int) -> Deferred[Operation]:
         """Make a failed operation runnable again from its first unfinished action."""
 

@@ -26,10 +26,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_orchestrators_name")),
     )
     # Existing sites get their orchestrator when the manager starts (the configured one).
-    with op.batch_alter_table("sites") as batch:
-        batch.add_column(sa.Column("orchestrator_id", sa.Integer(), nullable=True))
-        batch.create_foreign_key(
+    # A plain ADD COLUMN, not a batch copy of the table: on SQLite the copy's DROP TABLE
+    # would cascade to the rows that reference sites (members, domains, ...).
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(
+            "ALTER TABLE sites ADD COLUMN orchestrator_id INTEGER"
+            " CONSTRAINT fk_sites_orchestrator_id_orchestrators REFERENCES orchestrators (id)"
+        )
+    else:
+        op.add_column("sites", sa.Column("orchestrator_id", sa.Integer(), nullable=True))
+        op.create_foreign_key(
             op.f("fk_sites_orchestrator_id_orchestrators"),
+            "sites",
             "orchestrators",
             ["orchestrator_id"],
             ["id"],
@@ -37,7 +45,25 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sites") as batch:
-        batch.drop_constraint(op.f("fk_sites_orchestrator_id_orchestrators"), type_="foreignkey")
-        batch.drop_column("orchestrator_id")
-    op.drop_table("orchestrators")
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        op.drop_constraint(
+            op.f("fk_sites_orchestrator_id_orchestrators"), "sites", type_="foreignkey"
+        )
+        op.drop_column("sites", "orchestrator_id")
+        op.drop_table("orchestrators")
+        return
+    # SQLite drops a column used in a foreign key only by copying the table, and the copy's
+    # DROP TABLE deletes (cascades to) the rows referencing sites unless foreign keys are off.
+    bind.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    if bind.exec_driver_sql("PRAGMA foreign_keys").scalar():
+        raise RuntimeError(
+            "0008 cannot be undone on SQLite inside a transaction that already changed "
+            "rows (foreign keys cannot be turned off there): downgrade it on its own"
+        )
+    try:
+        with op.batch_alter_table("sites") as batch:
+            batch.drop_column("orchestrator_id")
+        op.drop_table("orchestrators")
+    finally:
+        bind.exec_driver_sql("PRAGMA foreign_keys=ON")
