@@ -196,7 +196,15 @@ class BrowserSockets:
                 kind, CLOSE_FORBIDDEN, "an administrator disabled this site; ask them to enable it"
             )
         if not self.up_for(site):
-            return self._refused(kind, CLOSE_UPSTREAM, "the site's server is unavailable")
+            return websocket_resource(
+                NodeUnavailableProtocol,
+                sockets=self,
+                kind=kind,
+                refusal=None,
+                user=user,
+                session_id=session_id,
+                sites={site.id: site.name},
+            )
         if kind in NEED_CREATED:
             creating = await unfinished_creation(
                 self.reactor, self.store, site.id, self.creation_wait
@@ -392,6 +400,21 @@ class BrowserProtocol(WebSocketServerProtocol):
 
 class RefusedProtocol(BrowserProtocol):
     """Accepts the handshake only to say why it closes (4401, 4403 or 4404)."""
+
+
+class NodeUnavailableProtocol(BrowserProtocol):
+    """
+    A site socket while the site's orchestrator does not answer: says so (a status socket
+    as a status), then closes with 4502, after which the dashboard tries again later.
+    """
+
+    def started(self) -> None:
+        if self.factory.kind == "status":
+            name = next(iter(self.factory.sites.values()))
+            self.send_json({"site": name, "status": NODE_UNAVAILABLE_STATUS})
+        else:
+            self.send_json({"error": "the server this site runs on is unavailable; try again soon"})
+        self.close(CLOSE_UPSTREAM, "node unavailable")
 
 
 class UpstreamProtocol(SignedClientProtocol):

@@ -25,7 +25,7 @@ from director.manager.backups import BackupRecords, BackupScheduler
 from director.manager.browser_ws import BrowserSockets
 from director.manager.disk import DiskPoller
 from director.manager.operations import OPERATIONS, route_spec
-from director.manager.orchestrator_pool import NODE_UNAVAILABLE
+from director.manager.orchestrator_pool import NODE_UNAVAILABLE, NODE_UNAVAILABLE_STATUS
 from director.manager.shell_server import ShellServerAPI
 from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.keys import Keyring
@@ -251,8 +251,8 @@ class RoutingTests(PoolTestCase):
         self.assertEqual((response.code, body["error"]), (503, "node_unavailable"))
 
 
-class StatusStreamTests(SynchronousTestCase):
-    """The all-sites status stream: one upstream per orchestrator, merged for the browser."""
+class TwoOrchestratorSockets(SynchronousTestCase):
+    """Browser sockets over a pool of two: sites one and three on main, two on second."""
 
     def setUp(self) -> None:
         self.d = DashboardHarness()
@@ -289,6 +289,10 @@ class StatusStreamTests(SynchronousTestCase):
         browser = Browser(resource).open()
         browser.send(names)
         return browser
+
+
+class StatusStreamTests(TwoOrchestratorSockets):
+    """The all-sites status stream: one upstream per orchestrator, merged for the browser."""
 
     def test_each_orchestrator_streams_its_own_sites(self) -> None:
         browser = self.open(["one", "two", "three"])
@@ -606,3 +610,30 @@ class MigrationTests(SynchronousTestCase):
             self.assertEqual(
                 connection.execute(text("SELECT COUNT(*) FROM site_members")).scalar(), 1
             )
+
+
+class SiteSocketTests(TwoOrchestratorSockets):
+    """A site's own sockets while its orchestrator is down: said so, closed with 4502."""
+
+    def route(self, method: Any) -> Browser:
+        from tests.unit.test_dashboard_ws import BrowserSocketTests
+
+        request = BrowserSocketTests.request(self, "/ws", "alice")  # type: ignore[arg-type]
+        resource = self.d.result(Deferred.fromCoroutine(method(request, "two")))
+        return Browser(resource).open()
+
+    def test_status_and_terminal_of_a_down_orchestrators_site(self) -> None:
+        self.second.answers = down
+        self.d.result(self.d.h.pool.refresh())
+        status = self.route(self.sockets.status)
+        self.assertEqual(status.messages, [{"site": "two", "status": NODE_UNAVAILABLE_STATUS}])
+        self.assertEqual(status.closes, [4502])
+        terminal = self.route(self.sockets.terminal)
+        self.assertIn("unavailable", terminal.messages[0]["error"])
+        self.assertEqual(terminal.closes, [4502])
+        self.assertEqual(self.connects, [])
+        # Back: the terminal is relayed to the site's own orchestrator.
+        self.second.answers = self.second.serve
+        self.d.result(self.d.h.pool.refresh())
+        self.route(self.sockets.terminal)
+        self.assertEqual(self.connects, [f"ws://second.test/ws/sites/{self.two.id}/terminal"])
