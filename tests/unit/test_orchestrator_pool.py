@@ -637,3 +637,36 @@ class SiteSocketTests(TwoOrchestratorSockets):
         self.d.result(self.d.h.pool.refresh())
         self.route(self.sockets.terminal)
         self.assertEqual(self.connects, [f"ws://second.test/ws/sites/{self.two.id}/terminal"])
+
+
+class ReconcileTests(PoolTestCase):
+    """The reconciler compares each orchestrator with the sites placed on it."""
+
+    def test_each_orchestrator_against_its_own_sites(self) -> None:
+        from director.manager.reconcile import Reconciler
+
+        self.create("on-main")
+        self.create("on-second")
+        self.create("also-main")
+        self.h.engine.wake()
+        b = self.h.result(self.h.store.get_site("on-second"))
+        # Lost on second; on main, a stray of an id never given; main's own are fine.
+        del self.second.sites[b.id]
+        del self.second.specs[b.id]
+        self.main.answers = lambda m, p, k: (
+            {"sites": [*self.main.serve(m, p, k)["sites"], {"id": 999, "name": "stray"}]}
+            if (m, p) == ("GET", "/v1/sites")
+            else self.main.serve(m, p, k)
+        )
+        reconciler = Reconciler(
+            self.h.clock, self.h.store, self.h.engine, self.h.pool, self.h.router_client
+        )
+        drift = self.h.result(Deferred.fromCoroutine(reconciler.run_once()))
+        self.assertEqual((drift.repair, drift.orphans_orchestrator), (("on-second",), (999,)))
+        self.assertIn(("DELETE", "/v1/sites/999"), self.site_calls(self.main))
+        self.assertNotIn(("DELETE", "/v1/sites/999"), self.site_calls(self.second))
+        self.assertIn(b.id, self.second.specs)  # repaired where it runs
+        # A down orchestrator's sites are not judged (nor repaired) until it is back.
+        self.set_down(self.second)
+        drift = self.h.result(Deferred.fromCoroutine(reconciler.run_once()))
+        self.assertEqual(drift.repair, ())
