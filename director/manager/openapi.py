@@ -740,7 +740,7 @@ EXTRA_RESPONSES[("put", "/api/v1/sites/{name}/files/{path}")] = {
 }
 EXTRA_RESPONSES[("get", "/api/v1/admin/disk-usage")] = {"403": "forbidden: administrators only"}
 EXTRA_RESPONSES[("post", "/api/v1/sites")] = {
-    "503": "no_orchestrator: no orchestrator can take a new site now (none active and healthy)",
+    "503": "no_orchestrator: no orchestrator takes new sites now (none is active)",
 }
 EXTRA_RESPONSES[("get", "/api/v1/orchestrators")] = {"403": "forbidden: administrators only"}
 EXTRA_RESPONSES[("post", "/api/v1/orchestrators/{name}/drain")] = {

@@ -162,8 +162,10 @@ class OrchestratorPool:
     async def place(self, requested: str | None = None) -> Orchestrator:
         """
         Where a new site goes: C{requested} (an administrator's choice) if it is known,
-        active and up, else the healthy active orchestrator with the fewest sites.
-        L{PlacementError} (409: unknown, draining or down; 503: none at all) otherwise.
+        active and up, else the healthy active orchestrator with the fewest sites; when no
+        active one answers, the active one with the fewest sites all the same (its creation
+        waits for it, as any operation of its sites does). L{PlacementError} (409: the one
+        asked for is unknown, draining or down; 503: no orchestrator is active) otherwise.
         """
         if self.records is not None and not self._registered:
             await self.register_default()
@@ -184,12 +186,13 @@ class OrchestratorPool:
                     409, "orchestrator_unavailable", f"the orchestrator {requested} is unavailable"
                 )
             return record
-        candidates = [r for r in known.values() if r.state == "active" and self.is_up(r.name)]
-        if not candidates:
+        active = [r for r in known.values() if r.state == "active"]
+        if not active:
             raise PlacementError(
-                503, "no_orchestrator", "no orchestrator can take a new site now; try again soon"
+                503, "no_orchestrator", "no orchestrator takes new sites now; try again later"
             )
-        return min(candidates, key=lambda r: (r.sites, r.name))
+        healthy = [r for r in active if self.is_up(r.name)]
+        return min(healthy or active, key=lambda r: (r.sites, r.name))
 
     # -- the loop ---------------------------------------------------------------------------
 

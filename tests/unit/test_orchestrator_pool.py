@@ -124,9 +124,23 @@ class PlacementTests(PoolTestCase):
         self.set_down(self.main)
         code, body = self.create("x4", self.admin, orchestrator="main")
         self.assertEqual((code, body["error"]), (409, "orchestrator_unavailable"))
+        self.h.result(self.h.placements.set_state("main", "draining"))
         code, body = self.create("x5")
         self.assertEqual((code, body["error"]), (503, "no_orchestrator"))
         self.assertEqual(self.h.result(self.h.store.count_sites()), 0)
+
+    def test_when_no_active_orchestrator_answers_the_site_waits_for_one(self) -> None:
+        """Every active one down: the site is placed all the same, and is set up once back."""
+        self.set_down(self.main)
+        self.set_down(self.second)
+        self.create("patient")
+        self.assertEqual(self.placed("patient"), "main")
+        site = self.h.result(self.h.store.get_site("patient"))
+        op = self.h.result(self.h.store.active_operation(site.id))
+        self.assertEqual((op.status, op.attempts), ("pending", 0))
+        self.set_up(self.main)
+        self.assertIsNone(self.h.result(self.h.store.active_operation(site.id)))
+        self.assertIn(site.id, self.main.specs)
 
     def test_draining_and_down_orchestrators_get_no_new_site(self) -> None:
         self.assertEqual(self.call("POST", "/api/v1/orchestrators/main/drain", self.admin)[0], 200)
