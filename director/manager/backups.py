@@ -36,7 +36,7 @@ from director.common.threads import Runner
 from director.contract.databases import DatabaseHost, DatabaseSpec
 from director.manager import schema as t
 from director.manager.models import Site, ValidationError
-from director.manager.orchestrator_pool import OrchestratorPool, as_pool
+from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
 from director.manager.store import Conflict
 
 log = Logger()
@@ -626,6 +626,8 @@ class BackupScheduler:
                     login = DatabaseSpec(
                         DatabaseHost.from_record(host), db.name, db.username, db.password
                     )
+                if not self.pool.up_for(site):
+                    raise NodeUnavailable(self.pool.name_for(site))
                 made = await self.pool.client_for(site).backup_site(
                     site.id, login, timeout=SITE_BACKUP_TIMEOUT
                 )

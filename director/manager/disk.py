@@ -91,6 +91,8 @@ class DiskPoller:
     async def _poll(self) -> None:
         merged: dict[int, tuple[int | None, int | None]] = {}
         for member in self.pool.members():
+            if not member.healthy:
+                continue  # its sites keep their figures until it answers again
             try:
                 report = await member.client.disk(timeout=30)
             except Exception:

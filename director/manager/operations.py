@@ -476,6 +476,8 @@ def _public_reason(error: BaseException) -> str:
         return public_error(error.status, error.code, error.detail)[2]
     if isinstance(error, PermanentError):
         return str(error)
+    if isinstance(error, NodeUnavailable):
+        return "the server this site runs on is unavailable"
     if isinstance(error, TRANSIENT):
         return "a part of Director did not answer"
     return "something failed on Director's side"

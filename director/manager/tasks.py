@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from director.clients import OrchestratorClient
 from director.manager.models import ValidationError
 from director.manager.operations import _describe, _public_reason
-from director.manager.orchestrator_pool import OrchestratorPool, as_pool
+from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
 from director.manager.schedules import Task, TaskRun, TaskSettings, describe_result, next_run
 from director.manager.store import Store
 
@@ -144,6 +144,8 @@ class TaskScheduler:
                     "not run: the site is disabled or not served",
                 )
             else:
+                if not self.pool.up_for(site):
+                    raise NodeUnavailable(self.pool.name_for(site))
                 result = await self.pool.client_for(site).run_task(
                     site.id, task.command, task.timeout, self.settings.max_output
                 )

@@ -378,6 +378,31 @@ class NodeUnavailableTests(PoolTestCase):
         self.assertEqual(op.status, "succeeded")
         self.assertEqual(self.status("on-second"), None)
 
+    def test_tasks_and_backups_of_its_sites_fail_at_once_and_say_why(self) -> None:
+        base = "/api/v1/sites/on-second/tasks"
+        _, task = self.call("POST", base, self.alice, {"schedule": "@daily", "command": "true"})
+        self.set_down(self.second)
+        self.second.calls.clear()
+        self.assertEqual(self.call("POST", f"{base}/{task['task']['id']}/run", self.alice)[0], 202)
+        _, runs = self.call("GET", f"{base}/{task['task']['id']}/runs", self.alice)
+        self.assertEqual(runs["runs"][0]["status"], "failed")
+        self.assertIn("server this site runs on is unavailable", runs["runs"][0]["message"])
+        scheduler = BackupScheduler(
+            self.h.clock,
+            BackupRecords(self.h.store.engine, InlineRunner()),
+            lambda: self.h.store.list_sites(limit=100),
+            self.h.engine.database_host,
+            self.h.pool,
+            None,
+            None,
+            None,
+        )
+        site = self.h.result(self.h.store.get_site("on-second"))
+        run = self.h.result(Deferred.fromCoroutine(scheduler.backup_site(site)))
+        self.assertEqual(run["status"], "failed")
+        self.assertIn("not available", run["error"])
+        self.assertEqual(self.site_calls(self.second), [])
+
     def test_an_orchestrator_lost_between_checks_turns_retries_into_a_wait(self) -> None:
         """
         Lost before the pool noticed: the action's failure is retried as usual; once the
