@@ -342,7 +342,7 @@ class OrchestratorSection:
     # have no orchestrator yet are placed on it.
     name: str = field(default="main", metadata=_check(_orchestrator_name))
     # The host:port routers forward this orchestrator's sites to; empty: the local nginx
-    # (127.0.0.1:<nginx_port>).
+    # (127.0.0.1:<nginx_port>), and the routers keep their own default for its sites.
     public_nginx: str = field(default="", metadata=_check(_optional_host_port))
     # The Docker network site containers join (a swarm-scoped bridge the host can reach).
     sites_network: str = field(default="director-sites", metadata=_check(_network_name))

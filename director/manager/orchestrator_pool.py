@@ -82,8 +82,11 @@ class OrchestratorPool:
         default_nginx: str,
         interval: float = 15.0,
         health_timeout: float = 5.0,
+        routers_default: str | None = None,
     ) -> None:
         self._reactor = reactor
+        #: the nginx the routers forward to when told no upstream (None: none is)
+        self._routers_default = routers_default
         self.records = records
         self._make_client = make_client
         self.default_name = default_name
@@ -107,7 +110,7 @@ class OrchestratorPool:
         name: str = "main",
     ) -> OrchestratorPool:
         """A pool of one orchestrator and no records (for parts built on their own in tests)."""
-        return cls(None, None, lambda _: client, name, url, nginx)
+        return cls(None, None, lambda _: client, name, url, nginx, routers_default=nginx)
 
     # -- members ----------------------------------------------------------------------------
 
@@ -145,9 +148,14 @@ class OrchestratorPool:
         return member.record.url
 
     def nginx_for(self, site: Site) -> str | None:
-        """The "host:port" routers forward the site to (None: not known yet)."""
+        """
+        The "host:port" routers forward the site to; None: the routers' own default (the
+        configured orchestrator's local nginx, or router.upstreams), as before the pool.
+        """
         member = self.member(self.name_for(site))
-        return member.record.nginx if member is not None else None
+        if member is None or member.record.nginx == self._routers_default:
+            return None
+        return member.record.nginx
 
     def is_up(self, name: str | None) -> bool:
         member = self.member(name)

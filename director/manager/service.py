@@ -208,6 +208,8 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         o.name,
         o.url,
         o.public_nginx or f"127.0.0.1:{o.nginx_port}",
+        # Its sites keep the routers' own upstream (router.upstreams) unless public_nginx says.
+        routers_default=None if o.public_nginx else f"127.0.0.1:{o.nginx_port}",
     )
     LoopService(orchestrators).setServiceParent(top)
     router = RouterClient(

@@ -122,6 +122,7 @@ class ManagerHarness:
             "main",
             ORCHESTRATOR_URL,
             "127.0.0.1:8180",
+            routers_default="127.0.0.1:8180",
         )
         self.result(Deferred.fromCoroutine(self.pool.register_default()))
         self.result(self.pool.refresh())

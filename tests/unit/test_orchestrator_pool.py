@@ -184,7 +184,9 @@ class RoutingTests(PoolTestCase):
     def test_the_router_is_given_the_orchestrators_nginx(self) -> None:
         spec = route_spec(self.b, self.h.pool.nginx_for(self.b))
         self.assertEqual(self.h.pool.nginx_for(self.b), "10.0.0.2:8180")
-        self.assertEqual(self.h.pool.nginx_for(self.a), "127.0.0.1:8180")
+        # The configured orchestrator's own nginx is the routers' default: no upstream given.
+        self.assertIsNone(self.h.pool.nginx_for(self.a))
+        self.assertEqual(route_spec(self.a, None), self.a.route_spec())
         if "upstream" in {f.name for f in dataclasses.fields(RouteSpec)}:
             self.assertEqual(spec.to_json()["upstream"], "10.0.0.2:8180")
         else:  # before the router's RouteSpec has the field: the same spec as before
