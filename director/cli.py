@@ -428,6 +428,35 @@ def database_host_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def orchestrator_command(args: argparse.Namespace) -> int:
+    """The orchestrator pool's records, on the database directly (a running manager reloads
+    them within its pool's interval)."""
+    from director.common.threads import InlineRunner
+    from director.manager.placement_store import InvalidOrchestrator, PlacementStore
+    from director.manager.store import Conflict, NotFound
+
+    records = PlacementStore(_store(load_config(args.config)).engine, InlineRunner())
+    try:
+        if args.orchestrator_command == "add":
+            record = _result(records.add(args.name, args.url, args.nginx))
+            print(f"orchestrator {record.name}: {record.url}, sites through {record.nginx}")
+        elif args.orchestrator_command == "list":
+            for r in _result(records.list()):
+                print(f"{r.name}\t{r.state}\t{r.sites} site(s)\t{r.url}\t{r.nginx}")
+        elif args.orchestrator_command == "drain":
+            record = _result(records.set_state(args.name, "draining"))
+            print(
+                f"orchestrator {record.name} is draining: it gets no new sites and keeps its "
+                f"{record.sites} site(s) (moving them elsewhere is not done yet)"
+            )
+        elif args.orchestrator_command == "remove":
+            record = _result(records.remove(args.name))
+            print(f"removed orchestrator {record.name}")
+    except (Conflict, NotFound, InvalidOrchestrator) as e:
+        raise StartupError(e.message if isinstance(e, Conflict) else str(e)) from None
+    return 0
+
+
 def _api(args: argparse.Namespace) -> Any:
     from director.apiclient import APIClient
 
@@ -747,6 +776,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--container-port", type=int)
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=database_host_add)
+
+    p = sub.add_parser("orchestrator", help="the orchestrators sites run on (a pool)")
+    pool = p.add_subparsers(dest="orchestrator_command", required=True, metavar="COMMAND")
+    p = pool.add_parser("add", help="register an orchestrator")
+    p.add_argument("name")
+    p.add_argument("--url", required=True, help="its API base URL")
+    p.add_argument("--nginx", required=True, help="HOST:PORT routers forward its sites to")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=orchestrator_command)
+    p = pool.add_parser("list", help="every orchestrator: state, site count, URL, nginx")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=orchestrator_command)
+    p = pool.add_parser("drain", help="give an orchestrator no new sites (it keeps its own)")
+    p.add_argument("name")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=orchestrator_command)
+    p = pool.add_parser("remove", help="forget an orchestrator (refused while it holds sites)")
+    p.add_argument("name")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=orchestrator_command)
 
     p = sub.add_parser("site", help="sites (through the API)")
     site_parsers = p.add_subparsers(dest="site_command", required=True, metavar="COMMAND")

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from director.common.client import Caller
+from director.contract.sites import RouteSpec
 
 
 def _kw(timeout: float | None, **kwargs: Any) -> dict[str, Any]:
@@ -63,6 +64,15 @@ class RouterClient:
         body = {"domains": list(domains), "max_body_size": max_body_size, "upstream": upstream}
         answer: dict[str, Any] = await self.caller.json(
             "PUT", f"/v1/sites/{_name(name)}", **_kw(timeout, json=body)
+        )
+        return answer
+
+    async def put_route(
+        self, name: str, spec: RouteSpec, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """As L{put_site}, from a whole L{RouteSpec}."""
+        answer: dict[str, Any] = await self.caller.json(
+            "PUT", f"/v1/sites/{_name(name)}", **_kw(timeout, json=spec.to_json())
         )
         return answer
 

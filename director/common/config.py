@@ -230,6 +230,22 @@ def _node_name(key: str, value: object) -> None:
         )
 
 
+def _optional_host_port(key: str, value: object) -> None:
+    """One host:port ([v6]:port for IPv6), or "" for none."""
+    if value == "":
+        return
+    if not isinstance(value, str) or "," in value or len(value.split()) != 1:
+        raise ConfigError(f"{key}: expected one host:port (like '10.0.0.5:8180'), got {value!r}")
+    _host_ports(key, value)
+
+
+def _orchestrator_name(key: str, value: object) -> None:
+    if not is_site_name(value):
+        raise ConfigError(
+            f"{key}: expected a lowercase name (2-32 of a-z, 0-9 and -), got {value!r}"
+        )
+
+
 def _check(validator: Callable[[str, object], None]) -> Any:
     return {"check": validator}
 
@@ -341,6 +357,13 @@ class OrchestratorSection:
     port: int = field(default=8100, metadata=_check(_port))
     url: str = field(default="http://127.0.0.1:8100", metadata=_check(_url))
     nginx_port: int = field(default=8180, metadata=_check(_port))
+    # The manager drives a pool of orchestrators (`director orchestrator add`); this one, the
+    # configured url, is registered under this name when the manager starts, and sites that
+    # have no orchestrator yet are placed on it.
+    name: str = field(default="main", metadata=_check(_orchestrator_name))
+    # The host:port routers forward this orchestrator's sites to; empty: the local nginx
+    # (127.0.0.1:<nginx_port>), and the routers keep their own default for its sites.
+    public_nginx: str = field(default="", metadata=_check(_optional_host_port))
     # The Docker network site containers join (a swarm-scoped bridge the host can reach).
     # On a swarm of several nodes each node's orchestrator has a subnet of its own.
     sites_network: str = field(default="director-sites", metadata=_check(_network_name))

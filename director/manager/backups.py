@@ -36,6 +36,7 @@ from director.common.threads import Runner
 from director.contract.databases import DatabaseHost, DatabaseSpec
 from director.manager import schema as t
 from director.manager.models import Site, ValidationError
+from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
 from director.manager.store import Conflict
 
 log = Logger()
@@ -448,7 +449,7 @@ class BackupScheduler:
         records: BackupRecords,
         list_sites: Callable[[], Awaitable[list[Site]]],
         database_host: Callable[[int], Awaitable[dict[str, Any]]],
-        orchestrator: OrchestratorClient,
+        orchestrator: OrchestratorClient | OrchestratorPool,
         manager: ManagerBackup | None,
         restic: Restic | None,
         section: Any,
@@ -458,7 +459,7 @@ class BackupScheduler:
         self.records = records
         self._list_sites = list_sites
         self._database_host = database_host
-        self._orchestrator = orchestrator
+        self.pool = as_pool(orchestrator)
         self._manager = manager
         self._restic = restic
         self._section = section
@@ -625,7 +626,9 @@ class BackupScheduler:
                     login = DatabaseSpec(
                         DatabaseHost.from_record(host), db.name, db.username, db.password
                     )
-                made = await self._orchestrator.backup_site(
+                if not self.pool.up_for(site):
+                    raise NodeUnavailable(self.pool.name_for(site))
+                made = await self.pool.client_for(site).backup_site(
                     site.id, login, timeout=SITE_BACKUP_TIMEOUT
                 )
                 await self.records.finish(

@@ -33,7 +33,7 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -48,6 +48,7 @@ from director.manager.creation import unfinished_creation
 from director.manager.dashboard.security import Origin, Proxies
 from director.manager.events import IEventBus
 from director.manager.models import Site, User, site_view
+from director.manager.orchestrator_pool import NODE_UNAVAILABLE_STATUS, OrchestratorPool, url_of
 from director.manager.store import Store
 
 log = Logger()
@@ -83,7 +84,7 @@ class BrowserSockets:
         store: Store,
         bus: IEventBus,
         signer: RequestSigner,
-        orchestrator_url: str,
+        orchestrator_url: str | OrchestratorPool,
         manager_url: str,
         connect: Callable[..., Any] | None = None,
         recheck_interval: float = 60.0,
@@ -97,7 +98,9 @@ class BrowserSockets:
         self.store = store
         self.bus = bus
         self._signer = signer
-        self._orchestrator_url = orchestrator_url
+        # Each site's websockets are on the orchestrator that runs it.
+        self.url_for = url_of(orchestrator_url)
+        self.pool = orchestrator_url if isinstance(orchestrator_url, OrchestratorPool) else None
         self.origin = Origin.from_url(manager_url)
         self.proxies = proxies or Proxies(https_url=self.origin.secure)
         self.access = Access(store, self.proxies)
@@ -113,13 +116,19 @@ class BrowserSockets:
         """Open sockets by kind (for /metrics)."""
         return {k: v for k, v in self.open.items() if v}
 
-    async def open_upstream(self, path: str, protocol: type[SignedClientProtocol]) -> Any:
-        """The orchestrator's websocket at C{path}, opened as the manager."""
+    def up_for(self, site: Site) -> bool:
+        """Whether the orchestrator that runs C{site} answers (always, without a pool)."""
+        return self.pool is None or self.pool.up_for(site)
+
+    async def open_upstream(
+        self, path: str, protocol: type[SignedClientProtocol], base_url: str
+    ) -> Any:
+        """The websocket at C{path} of the orchestrator at C{base_url}, opened as the manager."""
         return await self._connect(
             self.reactor,
             self._signer,
             "orchestrator",
-            OrchestratorClient.websocket_url(self._orchestrator_url, path),
+            OrchestratorClient.websocket_url(base_url, path),
             protocol=protocol,
             timeout=self._upstream_timeout,
         )
@@ -186,6 +195,16 @@ class BrowserSockets:
             return self._refused(
                 kind, CLOSE_FORBIDDEN, "an administrator disabled this site; ask them to enable it"
             )
+        if not self.up_for(site):
+            return websocket_resource(
+                NodeUnavailableProtocol,
+                sockets=self,
+                kind=kind,
+                refusal=None,
+                user=user,
+                session_id=session_id,
+                sites={site.id: site.name},
+            )
         if kind in NEED_CREATED:
             creating = await unfinished_creation(
                 self.reactor, self.store, site.id, self.creation_wait
@@ -206,6 +225,7 @@ class BrowserSockets:
             session_id=session_id,
             sites={site.id: site.name},
             upstream=upstream(site.id),
+            upstream_url=self.url_for(site),
         )
 
     @app.route("/ws/sites/<name>/terminal")
@@ -256,6 +276,7 @@ class BrowserSockets:
             session_id=session_id,
             sites={},
             upstream=OrchestratorClient.statuses_path(),
+            upstream_url=None,  # per site: each orchestrator's stream (StatusListProtocol)
         )
 
     @app.route("/ws/sites/status")
@@ -381,6 +402,21 @@ class RefusedProtocol(BrowserProtocol):
     """Accepts the handshake only to say why it closes (4401, 4403 or 4404)."""
 
 
+class NodeUnavailableProtocol(BrowserProtocol):
+    """
+    A site socket while the site's orchestrator does not answer: says so (a status socket
+    as a status), then closes with 4502, after which the dashboard tries again later.
+    """
+
+    def started(self) -> None:
+        if self.factory.kind == "status":
+            name = next(iter(self.factory.sites.values()))
+            self.send_json({"site": name, "status": NODE_UNAVAILABLE_STATUS})
+        else:
+            self.send_json({"error": "the server this site runs on is unavailable; try again soon"})
+        self.close(CLOSE_UPSTREAM, "node unavailable")
+
+
 class UpstreamProtocol(SignedClientProtocol):
     """The orchestrator side of a relay: hands everything to its browser socket."""
 
@@ -424,7 +460,9 @@ class RelayProtocol(BrowserProtocol):
         d.addErrback(self._upstream_failed)
 
     async def _connect(self, path: str) -> None:
-        upstream = await self.sockets.open_upstream(path, UpstreamProtocol)
+        upstream = await self.sockets.open_upstream(
+            path, UpstreamProtocol, self.factory.upstream_url
+        )
         if self._closing:
             upstream.sendClose(1000)
             return
@@ -525,13 +563,19 @@ class StatusRelayProtocol(RelayProtocol):
 
 
 class StatusListProtocol(StatusRelayProtocol):
-    """Statuses of several sites: the first browser message lists their names."""
+    """
+    Statuses of several sites: the first browser message lists their names. Their
+    orchestrators' streams are merged: one upstream per orchestrator, each asked for its
+    own sites; a site whose orchestrator does not answer gets L{NODE_UNAVAILABLE_STATUS}.
+    """
 
     _names: dict[int, str] | None = None
     _sites: list[int] | None = None
+    _upstreams: list[UpstreamProtocol]
 
     def started(self) -> None:
         self._pending = []
+        self._upstreams = []
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._names is not None or self._closing:
@@ -555,20 +599,61 @@ class StatusListProtocol(StatusRelayProtocol):
     async def _resolve(self, names: list[str]) -> None:
         user = self.factory.user
         resolved: dict[int, str] = {}
+        by_orchestrator: dict[str, list[int]] = {}
+        down: list[str] = []
         for name in names:
             site = await self.sockets.visible_site(user, name)
             if site is None:
                 self.close(CLOSE_NOT_FOUND, "no such site")
                 return
             resolved[site.id] = site.name
+            if self.sockets.up_for(site):
+                by_orchestrator.setdefault(self.sockets.url_for(site), []).append(site.id)
+            else:
+                down.append(site.name)
         self._names = resolved
         self._sites = list(resolved)
         for site_id, name in resolved.items():
             self.watch_site(site_id, name)
-        if not resolved:
+        for name in down:
+            self.send_json({"site": name, "status": NODE_UNAVAILABLE_STATUS})
+        if by_orchestrator:
+            await self._connect_all(by_orchestrator)
+
+    async def _connect_all(self, by_orchestrator: dict[str, list[int]]) -> None:
+        path = self.factory.upstream
+        results = await DeferredList(
+            [
+                Deferred.fromCoroutine(self.sockets.open_upstream(path, UpstreamProtocol, url))
+                for url in by_orchestrator
+            ],
+            consumeErrors=True,
+        )
+        opened = [value for ok, value in results if ok]
+        failed = [value for ok, value in results if not ok]
+        if self._closing or failed:
+            for upstream in opened:
+                upstream.sendClose(1000)
+            if failed and not self._closing:
+                self._upstream_failed(failed[0])
             return
-        self._pending = [(json.dumps(list(resolved)).encode("utf-8"), False)]
-        self.connect_upstream(self.factory.upstream)
+        for upstream, site_ids in zip(opened, by_orchestrator.values(), strict=True):
+            upstream.attach(self)
+            upstream.sendMessage(json.dumps(site_ids).encode("utf-8"), False)
+        self._upstreams = opened
+        # Heartbeats go to (and come back from) the first stream only.
+        self.upstream = opened[0]
+        for payload, binary in self._pending:
+            self.upstream.sendMessage(payload, binary)
+        self._pending = []
+        self.send_json({"connected": True})
+
+    def stopped(self) -> None:
+        upstreams, self._upstreams = getattr(self, "_upstreams", []), []
+        self.upstream = None
+        for upstream in upstreams:
+            upstream.browser = None
+            upstream.sendClose(1000)
 
 
 def render_event(message: dict[str, Any], user: User) -> dict[str, Any] | None:

@@ -1,8 +1,9 @@
 """
-The sites' disk use, as the orchestrator measures it, copied into the manager's store so
-that the API and the dashboard read it without calling the orchestrator: every C{interval}
-seconds, and a few seconds after a write through the files API (L{DiskPoller.soon}).
-Failures are logged; the next pass tries again.
+The sites' disk use, as their orchestrators measure it, copied into the manager's store so
+that the API and the dashboard read it without calling them: every C{interval} seconds
+(every orchestrator of the pool, their reports merged), and a few seconds after a write
+through the files API (L{DiskPoller.soon}). Failures are logged (an orchestrator that does
+not answer leaves its sites' figures as they were); the next pass tries again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from director.clients import OrchestratorClient
+from director.manager.orchestrator_pool import OrchestratorPool, as_pool
 from director.manager.store import Store
 
 
@@ -39,13 +41,13 @@ class DiskPoller:
         self,
         reactor: Any,
         store: Store,
-        orchestrator: OrchestratorClient,
+        orchestrator: OrchestratorClient | OrchestratorPool,
         interval: float = 60.0,
         settle: float = 3.0,
     ) -> None:
         self._reactor = reactor
         self._store = store
-        self._orchestrator = orchestrator
+        self.pool = as_pool(orchestrator)
         self._interval = interval
         self._settle = settle
         self._loop: LoopingCall | None = None
@@ -87,5 +89,16 @@ class DiskPoller:
         return d
 
     async def _poll(self) -> None:
-        report = await self._orchestrator.disk(timeout=30)
-        await self._store.set_disk_usage(parse_report(report))
+        merged: dict[int, tuple[int | None, int | None]] = {}
+        for member in self.pool.members():
+            if not member.healthy:
+                continue  # its sites keep their figures until it answers again
+            try:
+                report = await member.client.disk(timeout=30)
+            except Exception:
+                self.log.failure(
+                    "reading the disk usage of the orchestrator {name}", name=member.name
+                )
+                continue
+            merged.update(parse_report(report))
+        await self._store.set_disk_usage(merged)

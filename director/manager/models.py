@@ -195,6 +195,8 @@ class Site:
     disk_usage_bytes: int | None = None
     #: the quota the orchestrator last reported (its default unless the site has its own)
     disk_quota_bytes: int | None = None
+    #: the name of the orchestrator that runs the site (None: not placed yet)
+    orchestrator: str | None = None
 
     @property
     def disk_quota(self) -> int | None:
@@ -257,6 +259,34 @@ class Site:
         }
 
 
+ORCHESTRATOR_STATES = ("active", "draining")
+
+
+@dataclass(frozen=True)
+class Orchestrator:
+    """One orchestrator of the pool, as registered (C{sites}: how many it holds)."""
+
+    id: int
+    name: str
+    url: str
+    #: the "host:port" of its nginx, where routers forward its sites
+    nginx: str
+    #: active, or draining (it keeps its sites but gets no new one)
+    state: str
+    created_at: datetime | None = None
+    sites: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "nginx": self.nginx,
+            "state": self.state,
+            "sites": self.sites,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
 def ssh_access(site_name: str, username: str, host: str, port: int) -> dict[str, str]:
     """
     Where C{username} reaches the site through the shell server: an SFTP URL (the site after
@@ -274,13 +304,14 @@ def ssh_access(site_name: str, username: str, host: str, port: int) -> dict[str,
 
 
 # Fields of a site's record that only administrators see (in the API and in events).
-ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments"})
+ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments", "orchestrator"})
 
 
 def site_record(site: Site, sites_domain: str) -> dict[str, Any]:
     """The whole record of C{site} as JSON, admin-only fields included (published raw)."""
     data = site.to_json(sites_domain)
     data["admin_comments"] = site.admin_comments
+    data["orchestrator"] = site.orchestrator
     return data
 
 

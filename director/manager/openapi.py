@@ -123,6 +123,11 @@ SITE = {
         "pending_members": {"type": "array", "items": {"type": "string"}},
         "disk_usage_bytes": DISK_BYTES,
         "disk_quota_bytes": DISK_BYTES,
+        # Admins only: the orchestrator that runs the site (null: not placed yet).
+        "orchestrator": {"type": ["string", "null"]},
+        # GET /api/v1/sites/{name} only: null, or node_unavailable while the site's
+        # orchestrator does not answer (its operations wait until it does).
+        "status": {"enum": [None, "node_unavailable"]},
     },
 }
 DISK_USAGE = {
@@ -286,6 +291,13 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "purpose": {"enum": ["personal", "project", "activity", "other"]},
                 "users": {"type": "array", "items": USERNAME, "maxItems": 50},
                 "agreement": AGREEMENT,
+                "orchestrator": {
+                    "type": "string",
+                    "maxLength": 32,
+                    "description": "admins only: the orchestrator to place the site on (else "
+                    "the healthy active one with the fewest sites); 409 if it is unknown, "
+                    "draining or unavailable",
+                },
             },
             ("name",),
         ),
@@ -497,6 +509,20 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "get",
         "/api/v1/admin/disk-usage",
         "The sites using the most disk, largest first (admins; ?limit=N, 1 to 1000)",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/orchestrators",
+        "The orchestrators sites run on: url, nginx, state, healthy, sites (admins)",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/api/v1/orchestrators/{name}/drain",
+        "Give an orchestrator no new sites; its sites stay on it (admins)",
         None,
         200,
     ),
@@ -713,6 +739,26 @@ EXTRA_RESPONSES[("put", "/api/v1/sites/{name}/files/{path}")] = {
     "pass its disk quota: the message says by how much and what to do)",
 }
 EXTRA_RESPONSES[("get", "/api/v1/admin/disk-usage")] = {"403": "forbidden: administrators only"}
+EXTRA_RESPONSES[("post", "/api/v1/sites")] = {
+    "503": "no_orchestrator: no orchestrator takes new sites now (none is active)",
+}
+EXTRA_RESPONSES[("get", "/api/v1/orchestrators")] = {"403": "forbidden: administrators only"}
+EXTRA_RESPONSES[("post", "/api/v1/orchestrators/{name}/drain")] = {
+    "403": "forbidden: administrators only",
+}
+ORCHESTRATOR = {
+    "type": "object",
+    "required": ["name", "url", "nginx", "state", "healthy", "sites"],
+    "properties": {
+        "name": {"type": "string"},
+        "url": {"type": "string"},
+        "nginx": {"type": "string", "description": "host:port routers forward its sites to"},
+        "state": {"enum": ["active", "draining"]},
+        "healthy": {"type": "boolean"},
+        "sites": {"type": "integer", "minimum": 0},
+        "created_at": {"type": ["string", "null"]},
+    },
+}
 
 # Second success answers a route gives besides its usual one.
 OTHER_SUCCESSES: dict[tuple[str, str], dict[str, str]] = {
@@ -730,6 +776,16 @@ SUCCESS_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         "properties": {"sites": {"type": "array", "items": SITE}},
     },
     ("get", "/api/v1/admin/disk-usage"): DISK_USAGE,
+    ("get", "/api/v1/orchestrators"): {
+        "type": "object",
+        "required": ["orchestrators"],
+        "properties": {"orchestrators": {"type": "array", "items": ORCHESTRATOR}},
+    },
+    ("post", "/api/v1/orchestrators/{name}/drain"): {
+        "type": "object",
+        "required": ["orchestrator"],
+        "properties": {"orchestrator": ORCHESTRATOR},
+    },
 }
 
 # Backups: the repository may be out of reach for a while.
@@ -773,6 +829,12 @@ def _responses(method: str, path: str, status: int, has_body: bool) -> dict[str,
             "after the wait; wait for the operation given), site_not_created, "
             "operation_running, limit_reached, name_taken, unknown_user, ...",
             "content": site_error if on_site else error,
+        }
+    if on_site:
+        responses["503"] = {
+            "description": "node_unavailable: the orchestrator the site runs on does not "
+            "answer now; try again soon",
+            "content": error,
         }
     if has_body or method == "put":
         responses["413"] = {"description": "too_large: the body is over the limit"}

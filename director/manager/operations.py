@@ -13,6 +13,7 @@ the event bus for browsers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,9 +26,11 @@ from twisted.web.client import ResponseFailed
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
+from director.contract.sites import RouteSpec
 from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
+from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
 from director.manager.store import Store
 
 # Operation types and their actions, in order. Every action is idempotent.
@@ -63,13 +66,25 @@ class PermanentError(Exception):
 
 
 def is_transient(error: BaseException) -> bool:
+    if isinstance(error, NodeUnavailable):
+        return True
     if isinstance(error, ComponentCallError):
         return error.status >= 500 and error.code not in ("nginx",)
     return isinstance(error, TRANSIENT)
 
 
+def route_spec(site: Site, upstream: str | None) -> RouteSpec:
+    """What the router serves for C{site}, forwarded to C{upstream} (its orchestrator's nginx)."""
+    return dataclasses.replace(site.route_spec(), upstream=upstream)
+
+
 class OperationEngine:
-    """Claims and runs operations; C{wake()} makes it look for work at once."""
+    """
+    Claims and runs operations; C{wake()} makes it look for work at once. Each site's
+    actions go to its own orchestrator (C{orchestrator}: the pool, or one client); while
+    that orchestrator does not answer, the site's operations wait without using up their
+    attempts, and run again as soon as it is back. Other sites' operations go on.
+    """
 
     log = Logger()
 
@@ -77,7 +92,7 @@ class OperationEngine:
         self,
         reactor: Any,
         store: Store,
-        orchestrator: OrchestratorClient,
+        orchestrator: OrchestratorClient | OrchestratorPool,
         router: RouterClient,
         bus: IEventBus,
         sites_domain: str,
@@ -86,10 +101,15 @@ class OperationEngine:
         max_attempts: int = 8,
         backoff: float = 1.0,
         identity: str | None = None,
+        node_wait: float = 15.0,
     ) -> None:
         self._reactor = reactor
         self._store = store
-        self._orchestrator = orchestrator
+        self.pool = as_pool(orchestrator)
+        self.pool.on_up.append(self._node_back)
+        self._node_wait = node_wait
+        #: orchestrator name -> the operations waiting for it (run as soon as it is back)
+        self._waiting: dict[str, set[int]] = {}
         self._router = router
         self._bus = bus
         self._domain = sites_domain
@@ -164,6 +184,9 @@ class OperationEngine:
         for action in op.actions:
             if action.status == "succeeded":
                 continue
+            if site is not None and not self.pool.up_for(site):
+                await self._wait_for_node(op, action.position, site)
+                return
             await self._store.set_action(op.id, action.position, "running")
             self.log.info(
                 "operation {id} ({type}): {action} by {worker}",
@@ -186,6 +209,9 @@ class OperationEngine:
                     renew.stop()
                 reason = _describe(e)
                 shown = _public_reason(e)
+                if site is not None and self._node_down(e, site):
+                    await self._wait_for_node(op, action.position, site)
+                    return
                 if is_transient(e) and op.attempts + 1 < self._max_attempts:
                     delay = min(self._backoff * 2**op.attempts, 300)
                     await self._store.set_action(
@@ -221,6 +247,45 @@ class OperationEngine:
         done = await self._store.release_operation(op.id, "succeeded")
         await self._publish(done, site)
 
+    def _node_down(self, error: Exception, site: Site) -> bool:
+        """
+        Whether C{error} came from the site's orchestrator being down, as the pool's health
+        checks (every few seconds, well within the retries' backoff) know it.
+        """
+        if isinstance(error, NodeUnavailable):
+            return True
+        return is_transient(error) and not self.pool.up_for(site)
+
+    def _node_back(self, name: str) -> None:
+        """Orchestrator C{name} answers again: the operations waiting for it run now."""
+        waiting = sorted(self._waiting.pop(name, set()))
+        if not waiting:
+            self.wake()
+            return
+        d = self._store.due_now(waiting)
+        d.addCallbacks(
+            lambda _: self.wake(), lambda f: self.log.failure("resuming waiting operations", f)
+        )
+
+    async def _wait_for_node(self, op: Operation, position: int, site: Site) -> None:
+        """Hand C{op} back until its site's orchestrator answers (no attempt is used up)."""
+        name = self.pool.name_for(site)
+        self._waiting.setdefault(name, set()).add(op.id)
+        await self._store.set_action(
+            op.id, position, "pending", "waiting: the server this site runs on is unavailable"
+        )
+        released = await self._store.release_operation(
+            op.id, "pending", None, self._reactor.seconds() + self._node_wait, count_attempt=False
+        )
+        self.log.warn(
+            "operation {id} ({type}) waits for the orchestrator {name}",
+            id=op.id,
+            type=op.type,
+            name=name,
+        )
+        self._reactor.callLater(self._node_wait + 0.01, self.wake)
+        await self._publish(released, site)
+
     async def _renew(self, op_id: int) -> None:
         await self._store.renew_lease(op_id, self.worker, self._reactor.seconds() + self._lease)
 
@@ -250,6 +315,14 @@ class OperationEngine:
 
     # -- actions -----------------------------------------------------------------------------
 
+    async def _client(self, op: Operation, site: Site | None) -> OrchestratorClient:
+        """The orchestrator of the operation's site (from the records if the site is gone)."""
+        if site is not None:
+            return self.pool.client_for(site)
+        if op.site_id is None:
+            return self.pool.client(None)
+        return await self.pool.client_for_id(op.site_id)
+
     def _site(self, site: Site | None) -> Site:
         if site is None:
             raise PermanentError("the site no longer exists")
@@ -257,12 +330,12 @@ class OperationEngine:
 
     async def _apply_orchestrator(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
-        status = await self._orchestrator.put_site(site.id, site.orchestrator_spec())
+        status = await self.pool.client_for(site).put_site(site.id, site.orchestrator_spec())
         return "running" if status.get("upstream") else "configured"
 
     async def _apply_router(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
-        await self._router.put_site(site.name, site.domains, site.limits["client_max_body_size"])
+        await self._router.put_route(site.name, route_spec(site, self.pool.nginx_for(site)))
         return f"{len(site.domains)} custom domain(s)"
 
     async def _remove_old_router_name(self, op: Operation, site: Site | None) -> str:
@@ -275,7 +348,7 @@ class OperationEngine:
         site = self._site(site)
         if op.type == "restore_backup" and site.type != "dynamic":
             return "a static site needs no restart"
-        await self._orchestrator.restart_site(site.id)
+        await self.pool.client_for(site).restart_site(site.id)
         return "restarted"
 
     async def _build_image(self, op: Operation, site: Site | None) -> str:
@@ -298,7 +371,7 @@ class OperationEngine:
             None,
         )
         try:
-            await self._orchestrator.build_image(tag, image, packages, setup or None)
+            await self.pool.client_for(site).build_image(tag, image, packages, setup or None)
         except ComponentCallError as e:
             if e.status == 422:
                 raise PermanentError(
@@ -326,7 +399,7 @@ class OperationEngine:
         if db is None:
             raise PermanentError("the site has no database to create")
         host = await self._database_host(db.host_id)
-        await self._orchestrator.put_database(
+        await self.pool.client_for(site).put_database(
             DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password)
         )
         return f"{db.kind} database {db.name}"
@@ -339,7 +412,7 @@ class OperationEngine:
         if not db:
             return "no database"
         host = await self._database_host(db["host_id"])
-        await self._orchestrator.drop_database(host, db["name"], db["username"])
+        await (await self._client(op, site)).drop_database(host, db["name"], db["username"])
         return f"dropped {db['name']}"
 
     async def _restore_files(self, op: Operation, site: Site | None) -> str:
@@ -347,7 +420,7 @@ class OperationEngine:
         if not op.params.get("files"):
             return "files left as they are"
         path = op.params.get("path")
-        await self._orchestrator.restore_files(site.id, op.params["snapshot"], path)
+        await self.pool.client_for(site).restore_files(site.id, op.params["snapshot"], path)
         return f"restored {path}" if path else "restored every file"
 
     async def _restore_database(self, op: Operation, site: Site | None) -> str:
@@ -359,7 +432,7 @@ class OperationEngine:
             raise PermanentError("the site has no database to restore into")
         try:
             host = await self._database_host(db.host_id)
-            await self._orchestrator.restore_database(
+            await self.pool.client_for(site).restore_database(
                 site.id,
                 op.params["snapshot"],
                 DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password),
@@ -381,7 +454,7 @@ class OperationEngine:
         purge = bool(op.params.get("purge_files", True))
         if op.site_id is None:
             raise PermanentError("the operation names no site")
-        await self._orchestrator.remove_site(op.site_id, purge)
+        await (await self._client(op, site)).remove_site(op.site_id, purge)
         return "service, nginx config" + (" and files removed" if purge else " removed")
 
     async def _delete_records(self, op: Operation, site: Site | None) -> str:
@@ -396,6 +469,8 @@ def _public_reason(error: BaseException) -> str:
         return public_error(error.status, error.code, error.detail)[2]
     if isinstance(error, PermanentError):
         return str(error)
+    if isinstance(error, NodeUnavailable):
+        return "the server this site runs on is unavailable"
     if isinstance(error, TRANSIENT):
         return "a part of Director did not answer"
     return "something failed on Director's side"

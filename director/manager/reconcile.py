@@ -4,6 +4,8 @@ router report, and start a `repair` operation for each site that drifted (a serv
 nginx file removed by hand, a router entry lost, a site the components never heard of).
 Sites the components still have but the database does not are removed, with their files
 when the database once had them (ids are never given twice, so such a site was deleted).
+Each orchestrator of the pool is compared with the sites placed on it; one that does not
+answer is left alone (its sites are not judged) until it is back.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.logger import Logger
 from director.clients import OrchestratorClient, RouterClient
 from director.manager.models import Site
 from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.orchestrator_pool import OrchestratorPool, as_pool
 from director.manager.store import Conflict, Store
 
 
@@ -75,14 +78,14 @@ class Reconciler:
         reactor: Any,
         store: Store,
         engine: OperationEngine,
-        orchestrator: OrchestratorClient,
+        orchestrator: OrchestratorClient | OrchestratorPool,
         router: RouterClient,
         interval: float = 300.0,
     ) -> None:
         self._reactor = reactor
         self._store = store
         self._engine = engine
-        self._orchestrator = orchestrator
+        self.pool = as_pool(orchestrator)
         self._router = router
         self._interval = interval
         self._loop: LoopingCall | None = None
@@ -97,20 +100,52 @@ class Reconciler:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 
+    def _drift(
+        self,
+        sites: list[Site],
+        reports: dict[str, list[dict[str, Any]]],
+        router: list[dict[str, Any]],
+        busy: frozenset[str],
+    ) -> Drift:
+        """
+        L{find_drift} for each orchestrator that answered (with the sites placed on it):
+        the sites to repair, the ids no orchestrator should have, the router's orphans.
+        """
+        known = {s.id for s in sites}
+        repair: list[str] = []
+        orphans: set[int] = set()
+        for name, listed in reports.items():
+            mine = [s for s in sites if self.pool.name_for(s) == name]
+            drift = find_drift(mine, listed, router, busy)
+            repair.extend(drift.repair)
+            orphans.update(i for i in drift.orphans_orchestrator if i not in known)
+        return Drift(
+            tuple(sorted(repair)),
+            tuple(sorted(orphans)),
+            find_drift(sites, [], router, frozenset(s.name for s in sites)).orphans_router,
+        )
+
     async def run_once(self) -> Drift | None:
         """One pass; failures are logged and the next pass tries again."""
         try:
-            orchestrator = await self._orchestrator.list_sites(timeout=60)
             router = await self._router.list_sites(timeout=60)
             sites = await self._store.list_sites(limit=1_000_000)
         except Exception:
             self.log.failure("reconcile: cannot read the components' state")
             return None
+        reports: dict[str, list[dict[str, Any]]] = {}
+        for member in self.pool.members():
+            if not member.healthy:
+                continue
+            try:
+                reports[member.name] = await member.client.list_sites(timeout=60)
+            except Exception:
+                self.log.failure(f"reconcile: cannot read the orchestrator {member.name}")
         busy = set()
         for site in sites:
             if await self._store.active_operation(site.id) is not None:
                 busy.add(site.name)
-        drift = find_drift(sites, orchestrator, router, frozenset(busy))
+        drift = self._drift(sites, reports, router, frozenset(busy))
         by_name = {s.name: s for s in sites}
         for name in drift.repair:
             try:
@@ -120,8 +155,14 @@ class Reconciler:
                 self.log.warn("reconcile: {site} drifted; repairing it", site=name)
             except Conflict:
                 pass  # an operation started meanwhile; it applies the whole state anyway
-        highest = await self._store.highest_site_id() if drift.orphans_orchestrator else 0
-        for site_id in drift.orphans_orchestrator:
+        orphans = [
+            (name, site_id)
+            for name, listed in reports.items()
+            for site_id in find_drift([], listed, []).orphans_orchestrator
+            if site_id in drift.orphans_orchestrator
+        ]
+        highest = await self._store.highest_site_id() if orphans else 0
+        for orchestrator, site_id in orphans:
             # A site this database once had (and deleted) goes with its files; an id it never
             # gave (another database, a restored backup) loses its service but keeps its files.
             purge = site_id <= highest
@@ -130,7 +171,7 @@ class Reconciler:
                 + (" with its files" if purge else " (its files are kept: never known here)"),
                 id=site_id,
             )
-            await self._orchestrator.remove_site(site_id, purge, timeout=120)
+            await self.pool.client(orchestrator).remove_site(site_id, purge, timeout=120)
         for name in drift.orphans_router:
             self.log.warn("reconcile: removing unknown site {name} from the router", name=name)
             await self._router.remove_site(name, timeout=60)

@@ -106,6 +106,18 @@ images = Table(
     Column("is_public", Boolean, nullable=False, default=True),
 )
 
+# The orchestrators sites run on (a pool): each site is placed on one of them.
+orchestrators = Table(
+    "orchestrators",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(32), nullable=False, unique=True),
+    Column("url", String(500), nullable=False),  # its API base URL
+    Column("nginx", String(300), nullable=False),  # "host:port" routers forward its sites to
+    Column("state", String(16), nullable=False),  # active | draining (no new sites)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 sites = Table(
     "sites",
     metadata,
@@ -131,6 +143,9 @@ sites = Table(
     # The site's disk use and quota (bytes) as its orchestrator last reported them.
     Column("disk_usage_bytes", BigInteger, nullable=True),
     Column("disk_quota_bytes", BigInteger, nullable=True),
+    # The orchestrator that runs the site (null only before the manager first started with
+    # the pool: it places such sites on the configured orchestrator).
+    Column("orchestrator_id", Integer, ForeignKey("orchestrators.id"), nullable=True),
 )
 
 # Site ids are taken from here, never from the sites table: an id, once given, is never

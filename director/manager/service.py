@@ -36,7 +36,9 @@ from director.manager.identity import claim_identity
 from director.manager.mail import NullMailer, SMTPMailer
 from director.manager.models import SiteNameRules, UserLimits
 from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.passwords import Passwords
+from director.manager.placement_store import PlacementStore
 from director.manager.proxies import Proxies
 from director.manager.ratelimit import RateLimiter
 from director.manager.reconcile import Reconciler
@@ -191,11 +193,25 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         child.setServiceParent(top)
     store = Store(db_engine, db_pool)
     signer = component_signer(reactor, config, "manager")
-    orchestrator = OrchestratorClient(
-        ComponentClient(
-            reactor, signer, "orchestrator", config.orchestrator.url, http.http, timeout=60
+
+    def orchestrator_client(url: str) -> OrchestratorClient:
+        return OrchestratorClient(
+            ComponentClient(reactor, signer, "orchestrator", url, http.http, timeout=60)
         )
+
+    # Every orchestrator of the pool; the configured one is registered when it starts.
+    o = config.orchestrator
+    orchestrators = OrchestratorPool(
+        reactor,
+        PlacementStore(db_engine, db_pool),
+        orchestrator_client,
+        o.name,
+        o.url,
+        o.public_nginx or f"127.0.0.1:{o.nginx_port}",
+        # Its sites keep the routers' own upstream (router.upstreams) unless public_nginx says.
+        routers_default=None if o.public_nginx else f"127.0.0.1:{o.nginx_port}",
     )
+    LoopService(orchestrators).setServiceParent(top)
     router = RouterClient(
         ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
     )
@@ -205,7 +221,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     operations = OperationEngine(
         reactor,
         store,
-        orchestrator,
+        orchestrators,
         router,
         bus,
         config.director.sites_domain,
@@ -215,7 +231,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     scheduler = TaskScheduler(
         reactor,
         store,
-        orchestrator,
+        orchestrators,
         task_settings(config),
         operations.identity,
         operations.worker,
@@ -235,7 +251,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         BackupRecords(db_engine, db_pool),
         _all_sites,
         operations.database_host,
-        orchestrator,
+        orchestrators,
         ManagerBackup(reactor, restic, config, url, backup_pool),
         restic,
         config.backup,
@@ -272,14 +288,14 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.shell.public_host or config.manager.dashboard_host,
         config.shell.public_port or config.shell.port,
     )
-    disk = DiskPoller(reactor, store, orchestrator, config.manager.disk_poll_interval)
+    disk = DiskPoller(reactor, store, orchestrators, config.manager.disk_poll_interval)
     LoopService(disk).setServiceParent(top)
     api = ManagerAPI(
         reactor,
         store,
         operations,
         passwords,
-        orchestrator,
+        orchestrators,
         bus,
         config.director.sites_domain,
         signer,
@@ -305,7 +321,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         store,
         passwords,
         load_private_key(config.auth.keys_dir, "manager"),
-        config.orchestrator.url,
+        orchestrators,
         config.manager.admin_contact,
         operations.wake,
     )
@@ -317,7 +333,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         store,
         bus,
         signer,
-        config.orchestrator.url,
+        orchestrators,
         config.manager.url,
         proxies=proxies,
         creation_wait=config.manager.creation_wait,
@@ -349,7 +365,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     root.add(b"/shell-server/", shell.app.resource())
     root.add(b"/ws/", sockets.app.resource())
     reconciler = Reconciler(
-        reactor, store, operations, orchestrator, router, config.manager.reconcile_interval
+        reactor, store, operations, orchestrators, router, config.manager.reconcile_interval
     )
     _RedisBusService(reactor, config, bus).setServiceParent(top)
     # the operation engine and the reconciler are loops like the task and backup schedulers
@@ -359,6 +375,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     LoopService(backups).setServiceParent(top)
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
+    top.orchestrators = orchestrators  # type: ignore[attr-defined]
     top.backups = backups  # type: ignore[attr-defined]
     top.dashboard = dashboard  # type: ignore[attr-defined]
     return top

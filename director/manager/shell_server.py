@@ -23,6 +23,7 @@ from director.manager.access import locked, may_act
 from director.manager.api import APIError, parse_public_key, read_object
 from director.manager.models import ValidationError
 from director.manager.operations import OPERATIONS, wait_for
+from director.manager.orchestrator_pool import OrchestratorPool, url_of
 from director.manager.passwords import Passwords
 from director.manager.store import Store
 
@@ -42,7 +43,7 @@ class ShellServerAPI:
         store: Store,
         passwords: Passwords,
         token_key: Any,
-        orchestrator_url: str,
+        orchestrator_url: str | OrchestratorPool,
         admin_contact: str = "the administrators",
         wake: Callable[[], None] | None = None,
     ) -> None:
@@ -52,7 +53,9 @@ class ShellServerAPI:
         self._store = store
         self._passwords = passwords
         self._key = token_key
-        self._orchestrator_url = orchestrator_url
+        # The websocket of each site's shell is on the orchestrator that runs the site.
+        self._url_for = url_of(orchestrator_url)
+        self._pool = orchestrator_url if isinstance(orchestrator_url, OrchestratorPool) else None
 
     @app.handle_errors(APIError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
@@ -136,6 +139,12 @@ class ShellServerAPI:
                 f"an administrator disabled {site.name}; contact {self._admin_contact} "
                 "to have it enabled",
             )
+        if self._pool is not None and not self._pool.up_for(site):
+            raise APIError(
+                503,
+                "node_unavailable",
+                f"the server {site.name} runs on is unavailable; try again soon",
+            )
         token = mint(
             self._key, self._reactor, site.id, user.username, TOKEN_TTL, admin=user.is_admin
         )
@@ -147,7 +156,7 @@ class ShellServerAPI:
                 "site_name": site.name,
                 "token": token,
                 "websocket_url": OrchestratorClient.websocket_url(
-                    self._orchestrator_url, OrchestratorClient.shell_path(site.id)
+                    self._url_for(site), OrchestratorClient.shell_path(site.id)
                 ),
             },
         )

@@ -5,9 +5,12 @@ approved site request) into a site record and its pending C{create_site} operati
 
 from __future__ import annotations
 
+from typing import Any
+
 from director.manager import models
 from director.manager.models import Operation, Site, User
 from director.manager.operations import OPERATIONS
+from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.store import Store
 
 #: The image of a new site when the catalogue has no default.
@@ -15,10 +18,14 @@ FALLBACK_IMAGE = "director/python:3"
 
 
 class SiteService:
-    """Builds sites over C{store}; the caller audits and wakes the operation engine."""
+    """
+    Builds sites over C{store}, each placed on an orchestrator of C{pool}; the caller
+    audits and wakes the operation engine.
+    """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, pool: OrchestratorPool) -> None:
         self.store = store
+        self.pool = pool
 
     async def record_new(
         self,
@@ -28,24 +35,31 @@ class SiteService:
         purpose: str,
         description: str,
         members: list[str],
+        orchestrator: str | None = None,
     ) -> tuple[Site, Operation]:
         """
         Record the site (enabled, the catalogue's default image, no packages, the default
-        limits) with C{members} and its C{create_site} operation, started by C{actor}.
-        Its input is already validated; L{Conflict} if the name is taken.
+        limits) with C{members}, placed on C{orchestrator} (an administrator's choice) or
+        on the pool's choice, and its C{create_site} operation, started by C{actor}.
+        Its input is already validated; L{Conflict} if the name is taken,
+        L{PlacementError} if no orchestrator (or not the one named) can take it.
         """
         image = await self.store.default_image() or FALLBACK_IMAGE
+        fields: dict[str, Any] = {
+            "name": name,
+            "type": kind,
+            "purpose": purpose,
+            "availability": "enabled",
+            "description": description,
+            "image": image,
+            "packages": [],
+            "limits": dict(models.DEFAULT_LIMITS),
+        }
+        placement = await self.pool.place(orchestrator)
+        if self.pool.records is not None:
+            fields["orchestrator_id"] = placement.id
         site, op = await self.store.create_site(
-            {
-                "name": name,
-                "type": kind,
-                "purpose": purpose,
-                "availability": "enabled",
-                "description": description,
-                "image": image,
-                "packages": [],
-                "limits": dict(models.DEFAULT_LIMITS),
-            },
+            fields,
             members,
             ("create_site", OPERATIONS["create_site"]),
             actor.id,

@@ -858,6 +858,18 @@ class Store:
                 port=d.container_port or d.admin_port,
                 host_id=d.host_id,
             )
+        placed = {r.orchestrator_id for r in rows} - {None}
+        orchestrators = (
+            dict(
+                conn.execute(
+                    select(t.orchestrators.c.id, t.orchestrators.c.name).where(
+                        t.orchestrators.c.id.in_(placed)
+                    )
+                ).all()
+            )
+            if placed
+            else {}
+        )
         return [
             Site(
                 id=r.id,
@@ -885,6 +897,7 @@ class Store:
                 created_at=r.created_at,
                 disk_usage_bytes=r.disk_usage_bytes,
                 disk_quota_bytes=r.disk_quota_bytes,
+                orchestrator=orchestrators.get(r.orchestrator_id),
             )
             for r in rows
         ]
@@ -1351,11 +1364,17 @@ class Store:
         return self._tx(set_)
 
     def release_operation(
-        self, op_id: int, status: str, error: str | None = None, retry_at: float | None = None
+        self,
+        op_id: int,
+        status: str,
+        error: str | None = None,
+        retry_at: float | None = None,
+        count_attempt: bool = True,
     ) -> Deferred[Operation]:
         """
         Finish (succeeded/failed) or hand back (pending, to retry at C{retry_at}) an
-        operation this worker claimed.
+        operation this worker claimed; C{count_attempt} False: a wait (its orchestrator is
+        down) that does not use up one of its attempts.
         """
 
         def release(conn: Connection) -> Operation:
@@ -1368,11 +1387,25 @@ class Store:
             }
             if retry_at is not None:
                 values["next_attempt_at"] = retry_at
-                values["attempts"] = t.operations.c.attempts + 1
+                if count_attempt:
+                    values["attempts"] = t.operations.c.attempts + 1
             conn.execute(update(t.operations).where(t.operations.c.id == op_id).values(**values))
             return self._operation(conn, op_id)
 
         return self._tx(release)
+
+    def due_now(self, op_ids: list[int]) -> Deferred[int]:
+        """Make the pending operations C{op_ids} runnable at once (a wait ended); how many."""
+
+        def due(conn: Connection) -> int:
+            changed = conn.execute(
+                update(t.operations)
+                .where(and_(t.operations.c.id.in_(op_ids), t.operations.c.status == "pending"))
+                .values(next_attempt_at=0.0)
+            )
+            return int(changed.rowcount or 0)
+
+        return self._tx(due)
 
     def retry_operation(self, op_id: int) -> Deferred[Operation]:
         """Make a failed operation runnable again from its first unfinished action."""

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from director.clients import OrchestratorClient
 from director.manager.models import ValidationError
 from director.manager.operations import _describe, _public_reason
+from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
 from director.manager.schedules import Task, TaskRun, TaskSettings, describe_result, next_run
 from director.manager.store import Store
 
@@ -38,7 +39,7 @@ class TaskScheduler:
         self,
         reactor: Any,
         store: Store,
-        orchestrator: OrchestratorClient,
+        orchestrator: OrchestratorClient | OrchestratorPool,
         settings: TaskSettings,
         identity: str,
         worker: str,
@@ -47,7 +48,7 @@ class TaskScheduler:
     ) -> None:
         self._reactor = reactor
         self._store = store
-        self._orchestrator = orchestrator
+        self.pool = as_pool(orchestrator)
         self.settings = settings
         self._identity = identity
         self._worker = worker
@@ -143,7 +144,9 @@ class TaskScheduler:
                     "not run: the site is disabled or not served",
                 )
             else:
-                result = await self._orchestrator.run_task(
+                if not self.pool.up_for(site):
+                    raise NodeUnavailable(self.pool.name_for(site))
+                result = await self.pool.client_for(site).run_task(
                     site.id, task.command, task.timeout, self.settings.max_output
                 )
                 status, code, message = describe_result(result, task.timeout)

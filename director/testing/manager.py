@@ -14,13 +14,18 @@ from director.common.threads import InlineRunner
 from director.manager.api import ManagerAPI
 from director.manager.events import MemoryBus
 from director.manager.operations import OperationEngine
+from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.passwords import Passwords
+from director.manager.placement_store import PlacementStore
 from director.manager.schedules import TaskSettings
 from director.manager.store import Store, make_engine, migrate
 from director.manager.tasks import TaskScheduler
 from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.fake_router import FakeRouter
 from director.testing.keys import Keyring
+
+#: Where the harness's first orchestrator ("main") is.
+ORCHESTRATOR_URL = "http://orchestrator.test"
 
 
 class HangingComponent:
@@ -107,12 +112,27 @@ class ManagerHarness:
         # The typed clients the manager's parts call them through.
         self.orchestrator_client = OrchestratorClient(self.orchestrator)
         self.router_client = RouterClient(self.router)
+        # The pool, with this one orchestrator ("main") registered; add_orchestrator adds more.
+        self.fakes: dict[str, FakeOrchestrator] = {ORCHESTRATOR_URL: self.orchestrator}
+        self.placements = PlacementStore(engine, InlineRunner())
+        self.pool = OrchestratorPool(
+            self.clock,
+            self.placements,
+            self._orchestrator_client,
+            "main",
+            ORCHESTRATOR_URL,
+            "127.0.0.1:8180",
+            routers_default="127.0.0.1:8180",
+        )
+        self.result(Deferred.fromCoroutine(self.pool.register_default()))
+        self.result(self.pool.refresh())
+        self.orchestrator.calls.clear()  # its health check: tests count the calls they cause
         self.bus = MemoryBus()
         self.keys = Keyring()
         self.engine = OperationEngine(
             self.clock,
             self.store,
-            self.orchestrator_client,
+            self.pool,
             self.router_client,
             self.bus,
             sites_domain,
@@ -123,7 +143,7 @@ class ManagerHarness:
         self.tasks = TaskScheduler(
             self.clock,
             self.store,
-            self.orchestrator_client,
+            self.pool,
             TaskSettings(max_per_site=3, max_timeout=600, default_timeout=60, runs_kept=5),
             self.engine.identity,
             self.engine.worker,
@@ -135,14 +155,30 @@ class ManagerHarness:
             self.store,
             self.engine,
             self.passwords,
-            self.orchestrator_client,
+            self.pool,
             self.bus,
             sites_domain,
             self.keys.signer("manager", self.clock),
-            "http://orchestrator.test",
+            ORCHESTRATOR_URL,
             self.router_client,
             tasks=self.tasks,
         )
+
+    def _orchestrator_client(self, url: str) -> OrchestratorClient:
+        if url == ORCHESTRATOR_URL:
+            return self.orchestrator_client
+        return OrchestratorClient(self.fakes[url])
+
+    def add_orchestrator(
+        self, name: str, fake: FakeOrchestrator | None = None, nginx: str = "10.0.0.2:8180"
+    ) -> FakeOrchestrator:
+        """Register another (fake) orchestrator, at http://<name>.test, and reload the pool."""
+        fake = fake or FakeOrchestrator()
+        url = f"http://{name}.test"
+        self.fakes[url] = fake
+        self.result(self.placements.add(name, url, nginx))
+        self.result(self.pool.refresh())
+        return fake
 
     def result(self, d: Deferred[Any]) -> Any:
         out: list[Any] = []

@@ -575,8 +575,10 @@ class SitePageTests(SynchronousTestCase):
         self.assertIn("certificate: valid", page)
         self.assertIn("data-run-sh-templates='", page)
         self.assertNotIn("Administration", page)
+        self.assertNotIn("Runs on the orchestrator", page)
         _, page = self.d.request("GET", "/sites/alice-site/settings", self.root)
         self.assertIn("Administration", page)
+        self.assertIn("Runs on the orchestrator <strong>", page)
 
     def test_new_site_and_personal_site(self) -> None:
         _, page = self.d.request("GET", "/", self.alice)

@@ -203,7 +203,7 @@ class SiteServiceTests(SynchronousTestCase):
         h.user("tess", role="teacher")
         h.user("sam")
         tess = h.result(h.store.get_user("tess"))
-        service = SiteService(h.store)
+        service = SiteService(h.store, h.pool)
 
         def new(name: str) -> Any:
             d = Deferred.fromCoroutine(

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.clients import OrchestratorClient
 from director.manager.models import ValidationError
+from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.schedules import TaskSettings, next_run, validate_schedule
 from director.manager.tasks import TaskScheduler
 from director.orchestrator.tasks import BoundedOutput
@@ -103,7 +104,7 @@ class TaskTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.fake = Orchestrator()
-        self.h.tasks._orchestrator = OrchestratorClient(self.fake)
+        self.h.tasks.pool = OrchestratorPool.single(OrchestratorClient(self.fake))
         self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")

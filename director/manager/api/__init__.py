@@ -20,6 +20,7 @@ from director.manager.api.databases import DatabaseRoutes
 from director.manager.api.domains import DomainRoutes
 from director.manager.api.files import FileRoutes
 from director.manager.api.operations import OperationRoutes
+from director.manager.api.orchestrators import OrchestratorRoutes
 from director.manager.api.requests import RequestRoutes
 from director.manager.api.sites import SiteRoutes
 from director.manager.api.tasks import TaskRoutes
@@ -35,6 +36,7 @@ class ManagerAPI(
     BackupRoutes,
     FileRoutes,
     OperationRoutes,
+    OrchestratorRoutes,
     UserRoutes,
     CatalogueRoutes,
     RequestRoutes,

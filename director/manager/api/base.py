@@ -37,6 +37,7 @@ from director.manager.models import (
 )
 from director.manager.openapi import QUERY_PARAMETERS, REQUIRED_QUERY
 from director.manager.operations import OPERATIONS, OperationEngine
+from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, PlacementError
 from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.query_args import read_query
@@ -148,7 +149,7 @@ class ManagerBase:
         store: Store,
         engine: OperationEngine,
         passwords: Passwords,
-        orchestrator: OrchestratorClient,
+        orchestrator: OrchestratorClient | OrchestratorPool,
         bus: IEventBus,
         sites_domain: str,
         signer: RequestSigner,
@@ -173,11 +174,15 @@ class ManagerBase:
         self.store = store
         self.engine = engine
         self.passwords = passwords
-        self.orchestrator = orchestrator
+        # Each site's calls go to its own orchestrator (a lone client: a pool of one).
+        self.pool = (
+            orchestrator
+            if isinstance(orchestrator, OrchestratorPool)
+            else OrchestratorPool.single(orchestrator, url=orchestrator_url.rstrip("/"))
+        )
         self.bus = bus
         self.sites_domain = sites_domain
         self.signer = signer
-        self.orchestrator_url = orchestrator_url.rstrip("/")
         self.limiter = limiter or RateLimiter(reactor)
         self._router = router
         self.mailer: Mailer = mailer or NullMailer()
@@ -191,7 +196,7 @@ class ManagerBase:
         self.tasks = tasks
         self.backups = backups
         self.access = Access(store, self.proxies, self.limiter)
-        self.site_service = SiteService(store)
+        self.site_service = SiteService(store, self.pool)
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -216,6 +221,20 @@ class ManagerBase:
     @app.handle_errors(Conflict)
     def _conflict(self, request: IRequest, failure: Any) -> bytes:
         return render_error(request, 409, failure.value.code, failure.value.message)
+
+    @app.handle_errors(NodeUnavailable)
+    def _node_unavailable(self, request: IRequest, failure: Any) -> bytes:
+        return render_error(
+            request,
+            503,
+            "node_unavailable",
+            "the server this site runs on is unavailable; try again soon",
+        )
+
+    @app.handle_errors(PlacementError)
+    def _placement_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        return render_error(request, e.status, e.code, e.message)
 
     @app.handle_errors(HTTPException)
     def _routing_error(self, request: IRequest, failure: Any) -> bytes:

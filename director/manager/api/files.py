@@ -42,7 +42,7 @@ class FileRoutes(ManagerBase):
         The orchestrator's answer to a file call, streamed to the client as it arrives (a
         download is never held whole; a slow client slows the orchestrator's side down).
         """
-        response: Any = await self.orchestrator.files_request(
+        response: Any = await self.pool.client_for(site).files_request(
             method,
             site.id,
             path,
@@ -164,7 +164,7 @@ class FileRoutes(ManagerBase):
         if site.type != "dynamic":
             return render_json(request, {"lines": []})
         url = OrchestratorClient.websocket_url(
-            self.orchestrator_url, OrchestratorClient.logs_path(site.id, tail)
+            self.pool.url_for(site), OrchestratorClient.logs_path(site.id, tail)
         )
         proto = await connect_websocket(self._reactor, self.signer, "orchestrator", url, timeout=10)
         lines: list[str] = []

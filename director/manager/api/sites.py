@@ -23,6 +23,7 @@ from director.manager.api.base import (
 )
 from director.manager.models import User, ValidationError
 from director.manager.openapi import is_set
+from director.manager.orchestrator_pool import NODE_UNAVAILABLE, NODE_UNAVAILABLE_STATUS
 from director.manager.store import Conflict
 
 
@@ -48,8 +49,14 @@ class SiteRoutes(ManagerBase):
         if not user.accepted_guidelines and not user.is_admin:
             raise APIError(403, "guidelines", "accept the guidelines before creating sites")
         body = read_object(
-            request, {"name", "type", "description", "users", "purpose", "agreement"}
+            request,
+            {"name", "type", "description", "users", "purpose", "agreement", "orchestrator"},
         )
+        orchestrator = body.get("orchestrator")
+        if orchestrator is not None and not user.is_admin:
+            raise APIError(403, "forbidden", "only administrators choose a site's orchestrator")
+        if orchestrator is not None and not isinstance(orchestrator, str):
+            raise ValidationError("orchestrator", "the name of an orchestrator")
         name = models.validate_site_name(body.get("name"))
         kind = models.validate_choice("type", body.get("type", "static"), models.SITE_TYPES)
         purpose = models.validate_choice("purpose", body.get("purpose", "project"), models.PURPOSES)
@@ -70,7 +77,7 @@ class SiteRoutes(ManagerBase):
         )
         await self.check_members(user, members, purpose, kind, "enabled")
         site, op = await self.site_service.record_new(
-            user, name, kind, purpose, description, members
+            user, name, kind, purpose, description, members, orchestrator
         )
         await self.store.audit(user, "create_site", name, {"type": kind, "members": members})
         self.engine.wake()
@@ -86,6 +93,9 @@ class SiteRoutes(ManagerBase):
         data = self.site_json(site, user)
         active = await self.store.active_operation(site.id)
         data["operation"] = active.to_json() if active else None
+        # null: nothing to report; node_unavailable: its orchestrator does not answer now
+        # (its operations wait until it does).
+        data["status"] = None if self.pool.up_for(site) else NODE_UNAVAILABLE
         return render_json(request, data)
 
     @app.route("/api/v1/sites/<name>", methods=["PATCH"])
@@ -238,8 +248,10 @@ class SiteRoutes(ManagerBase):
     @authenticated()
     async def site_status(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_for(user, name)
+        if not self.pool.up_for(site):
+            return render_json(request, dict(NODE_UNAVAILABLE_STATUS))
         try:
-            status = await self.orchestrator.site_status(site.id, timeout=10)
+            status = await self.pool.client_for(site).site_status(site.id, timeout=10)
         except ComponentCallError as e:
             if e.status == 404:
                 status = {"running": False, "starting": False, "error": "not deployed yet"}

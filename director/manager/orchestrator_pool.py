@@ -1,0 +1,303 @@
+"""
+The orchestrators the manager drives: one L{OrchestratorClient} per registered orchestrator
+(the C{orchestrators} table, reloaded every C{interval} seconds), which of them answer
+(C{whoami} with a short timeout), which one runs each site (L{OrchestratorPool.client_for})
+and where a new site goes (L{OrchestratorPool.place}: the healthy active orchestrator with
+the fewest sites, or the one an administrator names).
+
+The configured orchestrator (C{orchestrator.url}, under C{orchestrator.name}) is registered
+when the pool starts, and sites without an orchestrator are placed on it; until the first
+reload it is the pool's only member. Moving sites between orchestrators is not done here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from director.clients import OrchestratorClient
+from director.manager.models import Orchestrator, Site
+from director.manager.placement_store import PlacementStore
+
+#: A site's status while the orchestrator it runs on does not answer.
+NODE_UNAVAILABLE = "node_unavailable"
+#: What the status of such a site reads as (as the orchestrator's status would).
+NODE_UNAVAILABLE_STATUS = {
+    "running": False,
+    "starting": False,
+    "error": "the server this site runs on is unavailable",
+    "status": NODE_UNAVAILABLE,
+}
+
+
+class NodeUnavailable(Exception):
+    """The site's orchestrator does not answer (or is not known yet): its work waits."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the orchestrator {name} is not available")
+        self.name = name
+
+
+class PlacementError(Exception):
+    """A new site cannot go where it was asked (or anywhere): C{status}, C{code}, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Member:
+    """One orchestrator of the pool and what the manager knows of it."""
+
+    record: Orchestrator
+    client: OrchestratorClient
+    #: whether it answered its last check (True until the first check: assumed up)
+    healthy: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+class OrchestratorPool:
+    """See the module's docstring. C{make_client(url)}: a client for an orchestrator's URL."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        records: PlacementStore | None,
+        make_client: Callable[[str], OrchestratorClient],
+        default_name: str,
+        default_url: str,
+        default_nginx: str,
+        interval: float = 15.0,
+        health_timeout: float = 5.0,
+        routers_default: str | None = None,
+    ) -> None:
+        self._reactor = reactor
+        #: the nginx the routers forward to when told no upstream (None: none is)
+        self._routers_default = routers_default
+        self.records = records
+        self._make_client = make_client
+        self.default_name = default_name
+        self._interval = interval
+        self._health_timeout = health_timeout
+        default = Orchestrator(0, default_name, default_url, default_nginx, "active")
+        self._default = default
+        self._members: dict[str, Member] = {default_name: Member(default, make_client(default_url))}
+        self._registered = False
+        self._loop: LoopingCall | None = None
+        self._refreshing: Deferred[None] | None = None
+        #: called with an orchestrator's name when it answers again after it did not
+        self.on_up: list[Callable[[str], None]] = []
+
+    @classmethod
+    def single(
+        cls,
+        client: OrchestratorClient,
+        url: str = "http://orchestrator.invalid",
+        nginx: str = "127.0.0.1:8180",
+        name: str = "main",
+    ) -> OrchestratorPool:
+        """A pool of one orchestrator and no records (for parts built on their own in tests)."""
+        return cls(None, None, lambda _: client, name, url, nginx, routers_default=nginx)
+
+    # -- members ----------------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        return [self._members[name] for name in sorted(self._members)]
+
+    def member(self, name: str | None) -> Member | None:
+        return self._members.get(name or self.default_name)
+
+    def name_for(self, site: Site) -> str:
+        """The name of the orchestrator that runs C{site} (not placed yet: the configured one)."""
+        return site.orchestrator or self.default_name
+
+    def client(self, name: str | None) -> OrchestratorClient:
+        """The client of orchestrator C{name}; L{NodeUnavailable} if it is not known (yet)."""
+        member = self.member(name)
+        if member is None:
+            raise NodeUnavailable(name or self.default_name)
+        return member.client
+
+    def client_for(self, site: Site) -> OrchestratorClient:
+        """The client of the orchestrator that runs C{site}."""
+        return self.client(self.name_for(site))
+
+    async def client_for_id(self, site_id: int) -> OrchestratorClient:
+        """As L{client_for}, from the site's id (its placement read from the records)."""
+        name = await self.records.site_orchestrator(site_id) if self.records else None
+        return self.client(name)
+
+    def url_for(self, site: Site) -> str:
+        """The base URL of the site's orchestrator (for websockets)."""
+        member = self.member(self.name_for(site))
+        if member is None:
+            raise NodeUnavailable(self.name_for(site))
+        return member.record.url
+
+    def nginx_for(self, site: Site) -> str | None:
+        """
+        The "host:port" routers forward the site to; None: the routers' own default (the
+        configured orchestrator's local nginx, or router.upstreams), as before the pool.
+        """
+        member = self.member(self.name_for(site))
+        if member is None or member.record.nginx == self._routers_default:
+            return None
+        return member.record.nginx
+
+    def is_up(self, name: str | None) -> bool:
+        member = self.member(name)
+        return member is not None and member.healthy
+
+    def up_for(self, site: Site) -> bool:
+        """Whether the site's orchestrator is known and answered its last check."""
+        return self.is_up(self.name_for(site))
+
+    # -- placement --------------------------------------------------------------------------
+
+    async def place(self, requested: str | None = None) -> Orchestrator:
+        """
+        Where a new site goes: C{requested} (an administrator's choice) if it is known,
+        active and up, else the healthy active orchestrator with the fewest sites; when no
+        active one answers, the active one with the fewest sites all the same (its creation
+        waits for it, as any operation of its sites does). L{PlacementError} (409: the one
+        asked for is unknown, draining or down; 503: no orchestrator is active) otherwise.
+        """
+        if self.records is not None and not self._registered:
+            await self.register_default()
+        records = await self.records.list() if self.records else [self._default]
+        known = {r.name: r for r in records if r.name in self._members}
+        if requested is not None:
+            record = known.get(requested)
+            if record is None:
+                raise PlacementError(
+                    409, "unknown_orchestrator", f"there is no orchestrator named {requested}"
+                )
+            if record.state != "active":
+                raise PlacementError(
+                    409, "orchestrator_draining", f"the orchestrator {requested} takes no new sites"
+                )
+            if not self.is_up(requested):
+                raise PlacementError(
+                    409, "orchestrator_unavailable", f"the orchestrator {requested} is unavailable"
+                )
+            return record
+        active = [r for r in known.values() if r.state == "active"]
+        if not active:
+            raise PlacementError(
+                503, "no_orchestrator", "no orchestrator takes new sites now; try again later"
+            )
+        healthy = [r for r in active if self.is_up(r.name)]
+        return min(healthy or active, key=lambda r: (r.sites, r.name))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = LoopingCall(self.refresh)
+        self._loop.clock = self._reactor
+        self._loop.start(self._interval, now=True).addErrback(
+            lambda f: self.log.failure("the orchestrator pool loop stopped", f)
+        )
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def refresh(self) -> Deferred[None]:
+        """Reload the records and check every orchestrator (one pass at a time); never fails."""
+        if self._refreshing is not None:
+            return self._refreshing
+        d = Deferred.fromCoroutine(self._refresh())
+        d.addErrback(lambda f: self.log.failure("refreshing the orchestrator pool", f))
+
+        def done(_: object) -> None:
+            self._refreshing = None
+
+        d.addBoth(done)
+        if not d.called:
+            self._refreshing = d
+        return d
+
+    async def register_default(self) -> None:
+        """Register the configured orchestrator; place the sites that have none on it."""
+        if self.records is None:
+            return
+        d = self._default
+        self._default = replace(d, id=(await self.records.put(d.name, d.url, d.nginx)).id)
+        placed = await self.records.place_unplaced(d.name)
+        if placed:
+            self.log.info("placed {n} site(s) on the orchestrator {name}", n=placed, name=d.name)
+        self._registered = True
+
+    async def _refresh(self) -> None:
+        if self.records is not None:
+            if not self._registered:
+                await self.register_default()
+            self._load(await self.records.list())
+        await self.check_all()
+
+    def _load(self, records: list[Orchestrator]) -> None:
+        members: dict[str, Member] = {}
+        for record in records:
+            old = self._members.get(record.name)
+            if old is not None and old.record.url == record.url:
+                members[record.name] = Member(record, old.client, old.healthy)
+            else:
+                members[record.name] = Member(record, self._make_client(record.url))
+        self._members = members
+
+    async def check_all(self) -> None:
+        """Check every orchestrator at once."""
+        names = list(self._members)
+        await DeferredList(
+            [Deferred.fromCoroutine(self.check(name)) for name in names], consumeErrors=True
+        )
+
+    async def check(self, name: str) -> bool:
+        """Whether C{name} answers now (its C{whoami}); remembered until the next check."""
+        member = self._members.get(name)
+        if member is None:
+            return False
+        try:
+            await member.client.whoami(timeout=self._health_timeout)
+            healthy = True
+        except Exception as e:
+            healthy = False
+            if member.healthy:
+                self.log.warn("orchestrator {name} does not answer: {e}", name=name, e=e)
+        was, member.healthy = member.healthy, healthy
+        if healthy and not was:
+            self.log.info("orchestrator {name} answers again", name=name)
+            for listener in list(self.on_up):
+                try:
+                    listener(name)
+                except Exception:
+                    self.log.failure("telling that an orchestrator is back")
+        return healthy
+
+
+def url_of(orchestrator: str | OrchestratorPool) -> Callable[[Site], str]:
+    """The base URL of each site's orchestrator: the pool's, or always C{orchestrator}."""
+    if isinstance(orchestrator, OrchestratorPool):
+        return orchestrator.url_for
+    url = orchestrator.rstrip("/")
+    return lambda _site: url
+
+
+def as_pool(orchestrator: OrchestratorClient | OrchestratorPool) -> OrchestratorPool:
+    """C{orchestrator} as a pool: a lone client becomes a pool of one (tests build parts so)."""
+    if isinstance(orchestrator, OrchestratorPool):
+        return orchestrator
+    return OrchestratorPool.single(orchestrator)
