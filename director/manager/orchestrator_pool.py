@@ -83,6 +83,7 @@ class OrchestratorPool:
         interval: float = 15.0,
         health_timeout: float = 5.0,
         routers_default: str | None = None,
+        recheck_interval: float = 3.0,
     ) -> None:
         self._reactor = reactor
         #: the nginx the routers forward to when told no upstream (None: none is)
@@ -92,6 +93,10 @@ class OrchestratorPool:
         self.default_name = default_name
         self._interval = interval
         self._health_timeout = health_timeout
+        # One that does not answer is checked again sooner: its sites' work resumes soon
+        # after it is back (and soon after a check that was only slow once).
+        self._recheck_interval = recheck_interval
+        self._recheck: Any = None
         default = Orchestrator(0, default_name, default_url, default_nginx, "active")
         self._default = default
         self._members: dict[str, Member] = {default_name: Member(default, make_client(default_url))}
@@ -214,6 +219,8 @@ class OrchestratorPool:
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._recheck is not None and self._recheck.active():
+            self._recheck.cancel()
 
     def refresh(self) -> Deferred[None]:
         """Reload the records and check every orchestrator (one pass at a time); never fails."""
@@ -260,10 +267,27 @@ class OrchestratorPool:
 
     async def check_all(self) -> None:
         """Check every orchestrator at once."""
-        names = list(self._members)
+        await self._check(list(self._members))
+
+    async def _check(self, names: list[str]) -> None:
         await DeferredList(
             [Deferred.fromCoroutine(self.check(name)) for name in names], consumeErrors=True
         )
+        self._recheck_soon()
+
+    def _recheck_soon(self) -> None:
+        """While some orchestrator does not answer, check those again in a few seconds."""
+        if self._reactor is None or (self._recheck is not None and self._recheck.active()):
+            return
+        if all(m.healthy for m in self._members.values()):
+            return
+
+        def recheck() -> None:
+            down = [m.name for m in self._members.values() if not m.healthy]
+            d = Deferred.fromCoroutine(self._check(down))
+            d.addErrback(lambda f: self.log.failure("checking orchestrators again", f))
+
+        self._recheck = self._reactor.callLater(self._recheck_interval, recheck)
 
     async def check(self, name: str) -> bool:
         """Whether C{name} answers now (its C{whoami}); remembered until the next check."""

@@ -380,6 +380,16 @@ class NodeUnavailableTests(PoolTestCase):
         self.assertEqual(op.status, "succeeded")
         self.assertEqual(self.status("on-second"), None)
 
+    def test_a_down_orchestrator_is_checked_again_soon(self) -> None:
+        """Back between two reloads: found within a few seconds, and its operations run."""
+        self.set_down(self.second)
+        _, waiting = self.call("POST", "/api/v1/sites/on-second/restart", self.alice)
+        self.second.answers = self.second.serve  # back, with no reload of the pool
+        self.h.clock.advance(3.1)
+        self.assertTrue(self.h.pool.is_up("second"))
+        op = self.h.result(self.h.store.get_operation(waiting["operation"]["id"]))
+        self.assertEqual(op.status, "succeeded")
+
     def test_tasks_and_backups_of_its_sites_fail_at_once_and_say_why(self) -> None:
         base = "/api/v1/sites/on-second/tasks"
         _, task = self.call("POST", base, self.alice, {"schedule": "@daily", "command": "true"})
