@@ -12,7 +12,7 @@ gets a pass at once (L{Reconciler.router_back}), so it catches up without an adm
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from director.clients import OrchestratorClient, RouterClient
+from director.contract.errors import ValidationError
+from director.contract.sites import normalize_upstream
 from director.manager.models import Site
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.orchestrator_pool import OrchestratorPool, as_pool
@@ -56,19 +58,42 @@ def orchestrator_drift(
 
 
 def router_drift(
-    sites: Iterable[Site], router: list[dict[str, Any]], busy: frozenset[str] = frozenset()
+    sites: Iterable[Site],
+    router: list[dict[str, Any]],
+    busy: frozenset[str] = frozenset(),
+    upstreams: Mapping[str, str | None] | None = None,
 ) -> tuple[list[str], tuple[str, ...]]:
-    """No I/O: the sites one router serves wrongly or not at all; the names it alone has."""
+    """
+    No I/O: the sites one router serves wrongly or not at all; the names it alone has.
+    C{upstreams}: site name -> the upstream it should be forwarded to (a site not in it:
+    its upstream is not judged, as for a site whose orchestrator does not answer).
+    """
     by_name = {s["name"]: s for s in router}
+    upstreams = upstreams or {}
     repair, known = [], set()
     for site in sites:
         known.add(site.name)
         r = by_name.get(site.name)
         if site.name not in busy and (
-            r is None or sorted(r.get("domains", [])) != sorted(site.domains)
+            r is None
+            or sorted(r.get("domains", [])) != sorted(site.domains)
+            or (
+                site.name in upstreams
+                and _upstream(r.get("upstream")) != _upstream(upstreams[site.name])
+            )
         ):
             repair.append(site.name)
     return repair, tuple(sorted(set(by_name) - known))
+
+
+def _upstream(value: object) -> str | None:
+    """An upstream as the router keeps it (None: its default), to compare two."""
+    if value is None:
+        return None
+    try:
+        return normalize_upstream(value)
+    except ValidationError:
+        return str(value)
 
 
 def find_drift(
@@ -162,8 +187,10 @@ class Reconciler:
             repair.update(drifted)
             orphans.update(i for i in strays if i not in known)
         router_orphans: dict[str, tuple[str, ...]] = {}
+        # Where each site should be forwarded, for sites whose orchestrator answers.
+        upstreams = {s.name: self.pool.nginx_for(s) for s in sites if self.pool.up_for(s)}
         for name, listed in routers.items():
-            drifted, router_orphans[name] = router_drift(sites, listed, busy)
+            drifted, router_orphans[name] = router_drift(sites, listed, busy, upstreams)
             repair.update(drifted)
         every = tuple(sorted({n for names in router_orphans.values() for n in names}))
         return Drift(tuple(sorted(repair)), tuple(sorted(orphans)), every), router_orphans

@@ -188,6 +188,22 @@ class ReconcileTests(TwoRoutersTestCase):
         ops = self.h.result(self.h.store.list_operations())
         self.assertEqual([o.status for o in ops if o.type == "repair"], ["succeeded"])
 
+    def test_a_wrong_upstream_is_repaired(self) -> None:
+        """Router b forwards the site elsewhere (it missed a move): it is put right."""
+        reconciler = self.reconciler()
+        self.create("web")
+        self.b.serve("PUT", "/v1/sites/web", {"json": {"domains": [], "upstream": "10.0.0.9:8180"}})
+        drift = self.successResultOf(Deferred.fromCoroutine(reconciler.run_once()))
+        assert drift is not None
+        self.assertEqual(drift.repair, ("web",))
+        listed = self.successResultOf(
+            Deferred.fromCoroutine(self.h.router_pool.client("b").list_sites())
+        )
+        self.assertEqual([(e["name"], e["upstream"]) for e in listed], [("web", None)])
+        again = self.successResultOf(Deferred.fromCoroutine(reconciler.run_once()))
+        assert again is not None
+        self.assertEqual(again.repair, ())
+
     def test_a_router_down_is_not_judged(self) -> None:
         """A router that does not answer is left alone: nothing is repaired for it."""
         reconciler = self.reconciler()
