@@ -133,17 +133,22 @@ class RouterPool(HealthCheckedPool[RouterMember]):
     # -- reads: any router (they share certificates) ---------------------------------------
 
     async def _any(self, call: Callable[[RouterClient], Awaitable[T]]) -> T:
-        """C{call} on a healthy router; the next one if it fails (the last error if all do)."""
+        """
+        C{call} on a healthy router; the next one if it fails (or has not heard of the site
+        or domain yet: it may have been down when it was added). All fail: a router's
+        answer (a 404) if one gave one, else the last error.
+        """
+        answer: BaseException | None = None
         error: BaseException | None = None
         for member in self.healthy_first():
             try:
                 return await call(member.client)
             except Exception as e:
                 if getattr(e, "status", 500) < 500:
-                    raise  # an answer (404: no such site or domain), not a router down
-                error = e
-        assert error is not None  # the pool is never empty
-        raise error
+                    answer = answer or e
+                else:
+                    error = e
+        raise answer or error or LookupError("no router")
 
     async def certificate(self, domain: str, timeout: float = 10) -> dict[str, Any]:
         """The certificate state of a custom domain, from any router."""

@@ -263,6 +263,23 @@ class CertificateTests(TwoRoutersTestCase):
         )
         self.assertEqual(state["site"], "web")
 
+    def test_certificate_from_the_router_that_has_the_domain(self) -> None:
+        """Router a missed the domain (404): router b's answer is the one shown."""
+        site, _ = self.create()
+        self.change(site, "set_domains", domains=["www.example.test"])
+        self.a.table = self.a.table.without("web")
+        state = self.successResultOf(
+            Deferred.fromCoroutine(self.h.router_pool.certificate("www.example.test"))
+        )
+        self.assertEqual(state["site"], "web")
+
+    def test_unknown_domain_is_a_404(self) -> None:
+        """No router has the domain: their 404, not an error of Director's."""
+        failure = self.failureResultOf(
+            Deferred.fromCoroutine(self.h.router_pool.certificate("none.example.test"))
+        )
+        self.assertEqual(failure.value.status, 404)
+
 
 class RouterURLsTests(SynchronousTestCase):
     def test_parsed(self) -> None:
