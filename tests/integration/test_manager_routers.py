@@ -263,3 +263,19 @@ def test_a_router_down_then_back(routers: Routers) -> None:
     ]  # fmt: skip
     assert repairs, "the reconcile repaired the site on router b"
     assert _orders(s.pebble) == 2  # duo's and solo's: router b ordered nothing
+
+
+def test_check_asks_every_router(routers: Routers) -> None:
+    """`director check` asks each router of router.urls, by name, with the manager's key."""
+    s = routers.stack
+    result = subprocess.run(
+        [str(BIN / "director"), "check", "--config", str(s.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    for name in ("a", "b"):
+        mine = [line for line in lines if f"router {name} " in line]
+        assert len(mine) == 2, result.stdout  # its /healthz and the manager's signature
+        assert all(line.startswith("ok ") for line in mine), result.stdout
