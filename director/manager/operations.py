@@ -339,7 +339,7 @@ class OperationEngine:
         return "running" if status.get("upstream") else "configured"
 
     async def _to_routers(
-        self, op: Operation, call: Callable[[RouterClient], Awaitable[object]], done: str
+        self, op: Operation, call: Callable[[RouterClient, float], Awaitable[object]], done: str
     ) -> str:
         """
         C{call} on every router at once: done (C{done}) when at least one took it, with the
@@ -347,7 +347,7 @@ class OperationEngine:
         C{degraded_routers}: the reconcile brings them up to date when they answer again);
         an error (retried when transient) when none did or one refused.
         """
-        delivery = await self.routers.deliver(call, is_transient)
+        delivery = await self.routers.deliver(call, is_transient, ROUTER_TIMEOUT)
         if not delivery.degraded:
             return done
         await self._store.note_degraded_routers(op.id, list(delivery.down))
@@ -361,7 +361,7 @@ class OperationEngine:
         spec = route_spec(site, self.pool.nginx_for(site))
         return await self._to_routers(
             op,
-            lambda r: r.put_route(site.name, spec, timeout=ROUTER_TIMEOUT),
+            lambda r, timeout: r.put_route(site.name, spec, timeout=timeout),
             f"{len(site.domains)} custom domain(s)",
         )
 
@@ -370,7 +370,7 @@ class OperationEngine:
         if not old:
             return "removed None"
         return await self._to_routers(
-            op, lambda r: r.remove_site(old, timeout=ROUTER_TIMEOUT), f"removed {old}"
+            op, lambda r, timeout: r.remove_site(old, timeout=timeout), f"removed {old}"
         )
 
     async def _restart_process(self, op: Operation, site: Site | None) -> str:
@@ -477,7 +477,7 @@ class OperationEngine:
     async def _remove_router(self, op: Operation, site: Site | None) -> str:
         name = op.params.get("name") or op.site_name
         return await self._to_routers(
-            op, lambda r: r.remove_site(name, timeout=ROUTER_TIMEOUT), "removed from the router"
+            op, lambda r, timeout: r.remove_site(name, timeout=timeout), "removed from the router"
         )
 
     async def _remove_orchestrator(self, op: Operation, site: Site | None) -> str:

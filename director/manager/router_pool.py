@@ -98,27 +98,35 @@ class RouterPool(HealthCheckedPool[RouterMember]):
         self, call: Callable[[RouterClient], Awaitable[T]]
     ) -> dict[str, T | BaseException]:
         """C{call(client)} on every router at once: each router's result or exception."""
-        names = list(self._members)
+        return await self._each(lambda member: call(member.client))
+
+    async def _each(
+        self, call: Callable[[RouterMember], Awaitable[T]]
+    ) -> dict[str, T | BaseException]:
+        members = list(self._members.values())
         results = await DeferredList(
-            [Deferred.fromCoroutine(_run(call, self._members[n].client)) for n in names],
-            consumeErrors=True,
+            [Deferred.fromCoroutine(_run(call, m)) for m in members], consumeErrors=True
         )
         return {
-            name: value if ok else cast(BaseException, cast(Failure, value).value)
-            for name, (ok, value) in zip(names, results, strict=True)
+            m.name: value if ok else cast(BaseException, cast(Failure, value).value)
+            for m, (ok, value) in zip(members, results, strict=True)
         }
 
     async def deliver(
         self,
-        call: Callable[[RouterClient], Awaitable[Any]],
+        call: Callable[[RouterClient, float], Awaitable[Any]],
         is_transient: Callable[[BaseException], bool],
+        timeout: float = 30.0,
     ) -> Delivery:
         """
-        C{call} on every router at once (each call carries its own timeout). Raises a
-        router's refusal (an error retrying does not fix) if one refused; the first error if
-        no router took the change; else what it came to (routers down: L{Delivery.down}).
+        C{call(client, timeout)} on every router at once (C{timeout}; a router that did not
+        answer its last check gets the health check's, so that it cannot hold the change up
+        long). Raises a router's refusal (an error retrying does not fix) if one refused; the
+        first error if no router took the change; else what it came to (L{Delivery.down}).
         """
-        outcome = await self.each(call)
+        outcome = await self._each(
+            lambda m: call(m.client, timeout if m.healthy else min(timeout, self._health_timeout))
+        )
         errors = {n: v for n, v in outcome.items() if isinstance(v, BaseException)}
         refused = [e for e in errors.values() if not is_transient(e)]
         if refused:
@@ -159,8 +167,8 @@ class RouterPool(HealthCheckedPool[RouterMember]):
         return await self._any(lambda r: r.get_site(name, timeout=timeout))
 
 
-async def _run(call: Callable[[RouterClient], Awaitable[T]], client: RouterClient) -> T:
-    return await call(client)
+async def _run(call: Callable[[RouterMember], Awaitable[T]], member: RouterMember) -> T:
+    return await call(member)
 
 
 def as_router_pool(router: RouterClient | RouterPool) -> RouterPool:

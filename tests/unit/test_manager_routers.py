@@ -104,6 +104,17 @@ class EveryChangeTests(TwoRoutersTestCase):
         body = self.successResultOf(response.json())
         self.assertEqual(body["degraded_routers"], ["b"])
 
+    def test_a_router_down_gets_a_short_timeout(self) -> None:
+        """Once a router is known down, changes wait for it no longer than a health check."""
+        self.b.answers = down
+        site, _ = self.create()
+        self.change(site, "set_domains", domains=["www.example.test"])
+        timeouts = {
+            name: [k.get("timeout") for m, _, k in r.calls if m == "PUT"][-1]
+            for name, r in (("a", self.a), ("b", self.b))
+        }
+        self.assertEqual(timeouts, {"a": 30.0, "b": 5.0})
+
     def test_no_router_up_is_retried(self) -> None:
         """Neither router answers: the action is retried as for a component down; then done."""
         self.a.answers = self.b.answers = down
