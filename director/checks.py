@@ -18,7 +18,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentClient, connect_websocket
-from director.common.config import Config
+from director.common.config import Config, router_urls
 from director.common.errors import StartupError
 from director.common.service import component_signer
 
@@ -59,8 +59,11 @@ async def run_checks(
         signer = None
         results.append(("manager credentials", False, str(e)))
 
-    for component in ("manager", "orchestrator", "router"):
-        url = getattr(config, component).url
+    # Every router the manager drives (router.urls), each named when there are several.
+    routers = router_urls(config.router.urls, config.router.url)
+    named = [("router" if len(routers) == 1 else f"router {n}", u) for n, u in routers]
+    targets = [("manager", config.manager.url), ("orchestrator", config.orchestrator.url)]
+    for component, url in [*targets, *named]:
         try:
             d = http.get(f"{url}/healthz")
             d.addTimeout(timeout, reactor)
@@ -72,12 +75,10 @@ async def run_checks(
             results.append((f"{component} {url}/healthz", False, repr(e)))
 
     if signer is not None:
-        for component in ("orchestrator", "router"):
-            url = getattr(config, component).url
-            caller = ComponentClient(reactor, signer, component, url, http, timeout)
-            client = (
-                OrchestratorClient(caller) if component == "orchestrator" else RouterClient(caller)
-            )
+        for component, url in [targets[1], *named]:
+            kind = component.split()[0]
+            caller = ComponentClient(reactor, signer, kind, url, http, timeout)
+            client = OrchestratorClient(caller) if kind == "orchestrator" else RouterClient(caller)
             try:
                 answer = await client.whoami()
                 ok = answer.get("caller") == "manager"

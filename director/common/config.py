@@ -423,6 +423,40 @@ def _optional(validator: Callable[[str, object], None]) -> Callable[[str, object
     return check
 
 
+def router_urls(value: str, default: str) -> list[tuple[str, str]]:
+    """
+    The routers of C{router.urls} as (name, url): comma-separated "url" or "name=url" entries
+    (a name defaults to the URL's host:port); "" means the one router at C{default}.
+    L{ValueError} for an entry that is not an http(s) URL or a name given twice.
+    """
+    entries = [e for e in re.split(r"[,\s]+", value) if e] or [default]
+    routers: list[tuple[str, str]] = []
+    for entry in entries:
+        name, sep, url = entry.partition("=")
+        if not sep:
+            name, url = "", entry
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{entry!r} is not an http:// or https:// URL")
+        name = name or parts.netloc
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.:\[\]-]{0,62}", name):
+            raise ValueError(f"{name!r} is not a router name (letters, digits, '.', '-', '_')")
+        if any(n == name for n, _ in routers):
+            raise ValueError(f"the router {name} is named twice")
+        routers.append((name, url.rstrip("/")))
+    return routers
+
+
+def _router_urls(key: str, value: object) -> None:
+    try:
+        router_urls(value if isinstance(value, str) else "", "http://default.invalid")
+    except ValueError as e:
+        raise ConfigError(
+            f"{key}: expected router URLs separated by commas, each optionally named "
+            f"(like 'a=http://10.0.0.5:8200, b=http://10.0.0.6:8200'): {e}"
+        ) from None
+
+
 def _ip(key: str, value: object) -> None:
     try:
         ipaddress.ip_address(value if isinstance(value, str) else "")
@@ -472,6 +506,9 @@ class RouterSection:
     host: str = field(default="127.0.0.1", metadata=_check(_host))
     port: int = field(default=8200, metadata=_check(_port))
     url: str = field(default="http://127.0.0.1:8200", metadata=_check(_url))
+    # Every router the manager drives, as "url, url" or "name=url, name=url"; "" means url alone.
+    # Each change goes to all of them (they share certificates through shared_dir).
+    urls: str = field(default="", metadata=_check(_optional(_router_urls)))
     http_port: int = field(default=80, metadata=_check(_port))
     https_port: int = field(default=443, metadata=_check(_port))
     # The address the front nginx listens on; empty: every IPv4 (and IPv6) address.

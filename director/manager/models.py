@@ -357,6 +357,8 @@ class Operation:
             # What was asked (the image and packages of a set_image, kept if it fails).
             "params": {k: v for k, v in self.params.items() if k in PUBLIC_PARAMS},
             "actions": [a.to_json() for a in self.actions],
+            # Routers that were down when a change went to the others (they catch up later).
+            "degraded_routers": list(self.params.get("degraded_routers", [])),
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }

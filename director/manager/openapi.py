@@ -70,6 +70,8 @@ OPERATION = {
                 },
             },
         },
+        # Routers that were down when the change went to the others: they catch up when back.
+        "degraded_routers": {"type": "array", "items": {"type": "string"}},
     },
 }
 # A refusal on a site: 403 site_disabled / forbidden, 409 site_creating / site_not_created

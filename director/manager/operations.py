@@ -31,6 +31,7 @@ from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
 from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
+from director.manager.router_pool import RouterPool, as_router_pool
 from director.manager.store import Store
 
 # Operation types and their actions, in order. Every action is idempotent.
@@ -57,6 +58,9 @@ OPERATIONS: dict[str, list[str]] = {
         "apply_router",
     ],
 }
+
+#: Seconds each router has to take a change (all are asked at once).
+ROUTER_TIMEOUT = 30.0
 
 TRANSIENT = (ConnectError, ConnectionLost, TimeoutError, ResponseFailed, ConnectionRefusedError)
 
@@ -93,7 +97,7 @@ class OperationEngine:
         reactor: Any,
         store: Store,
         orchestrator: OrchestratorClient | OrchestratorPool,
-        router: RouterClient,
+        router: RouterClient | RouterPool,
         bus: IEventBus,
         sites_domain: str,
         poll_interval: float = 2.0,
@@ -110,7 +114,8 @@ class OperationEngine:
         self._node_wait = node_wait
         #: orchestrator name -> the operations waiting for it (run as soon as it is back)
         self._waiting: dict[str, set[int]] = {}
-        self._router = router
+        #: every router: each change goes to all of them (see L{_to_routers})
+        self.routers = as_router_pool(router)
         self._bus = bus
         self._domain = sites_domain
         self._poll_interval = poll_interval
@@ -333,16 +338,40 @@ class OperationEngine:
         status = await self.pool.client_for(site).put_site(site.id, site.orchestrator_spec())
         return "running" if status.get("upstream") else "configured"
 
+    async def _to_routers(
+        self, op: Operation, call: Callable[[RouterClient, float], Awaitable[object]], done: str
+    ) -> str:
+        """
+        C{call} on every router at once: done (C{done}) when at least one took it, with the
+        routers that were down named (in the message and the operation's
+        C{degraded_routers}: the reconcile brings them up to date when they answer again);
+        an error (retried when transient) when none did or one refused.
+        """
+        delivery = await self.routers.deliver(call, is_transient, ROUTER_TIMEOUT)
+        if not delivery.degraded:
+            return done
+        await self._store.note_degraded_routers(op.id, list(delivery.down))
+        self.log.warn(
+            "operation {id} ({type}): {note}", id=op.id, type=op.type, note=delivery.note()
+        )
+        return f"{done}; {delivery.note()}"
+
     async def _apply_router(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
-        await self._router.put_route(site.name, route_spec(site, self.pool.nginx_for(site)))
-        return f"{len(site.domains)} custom domain(s)"
+        spec = route_spec(site, self.pool.nginx_for(site))
+        return await self._to_routers(
+            op,
+            lambda r, timeout: r.put_route(site.name, spec, timeout=timeout),
+            f"{len(site.domains)} custom domain(s)",
+        )
 
     async def _remove_old_router_name(self, op: Operation, site: Site | None) -> str:
         old = op.params.get("old_name")
-        if old:
-            await self._router.remove_site(old)
-        return f"removed {old}"
+        if not old:
+            return "removed None"
+        return await self._to_routers(
+            op, lambda r, timeout: r.remove_site(old, timeout=timeout), f"removed {old}"
+        )
 
     async def _restart_process(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
@@ -447,8 +476,9 @@ class OperationEngine:
 
     async def _remove_router(self, op: Operation, site: Site | None) -> str:
         name = op.params.get("name") or op.site_name
-        await self._router.remove_site(name)
-        return "removed from the router"
+        return await self._to_routers(
+            op, lambda r, timeout: r.remove_site(name, timeout=timeout), "removed from the router"
+        )
 
     async def _remove_orchestrator(self, op: Operation, site: Site | None) -> str:
         purge = bool(op.params.get("purge_files", True))

@@ -16,11 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
-
 from director.clients import OrchestratorClient
+from director.manager.member_health import HealthCheckedPool
 from director.manager.models import Orchestrator, Site
 from director.manager.placement_store import PlacementStore
 
@@ -67,10 +64,10 @@ class Member:
         return self.record.name
 
 
-class OrchestratorPool:
+class OrchestratorPool(HealthCheckedPool[Member]):
     """See the module's docstring. C{make_client(url)}: a client for an orchestrator's URL."""
 
-    log = Logger()
+    kind = "orchestrator"
 
     def __init__(
         self,
@@ -85,26 +82,16 @@ class OrchestratorPool:
         routers_default: str | None = None,
         recheck_interval: float = 3.0,
     ) -> None:
-        self._reactor = reactor
+        super().__init__(reactor, interval, health_timeout, recheck_interval)
         #: the nginx the routers forward to when told no upstream (None: none is)
         self._routers_default = routers_default
         self.records = records
         self._make_client = make_client
         self.default_name = default_name
-        self._interval = interval
-        self._health_timeout = health_timeout
-        # One that does not answer is checked again sooner: its sites' work resumes soon
-        # after it is back (and soon after a check that was only slow once).
-        self._recheck_interval = recheck_interval
-        self._recheck: Any = None
         default = Orchestrator(0, default_name, default_url, default_nginx, "active")
         self._default = default
-        self._members: dict[str, Member] = {default_name: Member(default, make_client(default_url))}
+        self._members = {default_name: Member(default, make_client(default_url))}
         self._registered = False
-        self._loop: LoopingCall | None = None
-        self._refreshing: Deferred[None] | None = None
-        #: called with an orchestrator's name when it answers again after it did not
-        self.on_up: list[Callable[[str], None]] = []
 
     @classmethod
     def single(
@@ -207,35 +194,7 @@ class OrchestratorPool:
         healthy = [r for r in active if self.is_up(r.name)]
         return min(healthy or active, key=lambda r: (r.sites, r.name))
 
-    # -- the loop ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._loop = LoopingCall(self.refresh)
-        self._loop.clock = self._reactor
-        self._loop.start(self._interval, now=True).addErrback(
-            lambda f: self.log.failure("the orchestrator pool loop stopped", f)
-        )
-
-    def stop(self) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        if self._recheck is not None and self._recheck.active():
-            self._recheck.cancel()
-
-    def refresh(self) -> Deferred[None]:
-        """Reload the records and check every orchestrator (one pass at a time); never fails."""
-        if self._refreshing is not None:
-            return self._refreshing
-        d = Deferred.fromCoroutine(self._refresh())
-        d.addErrback(lambda f: self.log.failure("refreshing the orchestrator pool", f))
-
-        def done(_: object) -> None:
-            self._refreshing = None
-
-        d.addBoth(done)
-        if not d.called:
-            self._refreshing = d
-        return d
+    # -- the loop (L{HealthCheckedPool}'s, with the records reloaded first) ----------------
 
     async def register_default(self) -> None:
         """Register the configured orchestrator; place the sites that have none on it."""
@@ -264,52 +223,6 @@ class OrchestratorPool:
             else:
                 members[record.name] = Member(record, self._make_client(record.url))
         self._members = members
-
-    async def check_all(self) -> None:
-        """Check every orchestrator at once."""
-        await self._check(list(self._members))
-
-    async def _check(self, names: list[str]) -> None:
-        await DeferredList(
-            [Deferred.fromCoroutine(self.check(name)) for name in names], consumeErrors=True
-        )
-        self._recheck_soon()
-
-    def _recheck_soon(self) -> None:
-        """While some orchestrator does not answer, check those again in a few seconds."""
-        if self._reactor is None or (self._recheck is not None and self._recheck.active()):
-            return
-        if all(m.healthy for m in self._members.values()):
-            return
-
-        def recheck() -> None:
-            down = [m.name for m in self._members.values() if not m.healthy]
-            d = Deferred.fromCoroutine(self._check(down))
-            d.addErrback(lambda f: self.log.failure("checking orchestrators again", f))
-
-        self._recheck = self._reactor.callLater(self._recheck_interval, recheck)
-
-    async def check(self, name: str) -> bool:
-        """Whether C{name} answers now (its C{whoami}); remembered until the next check."""
-        member = self._members.get(name)
-        if member is None:
-            return False
-        try:
-            await member.client.whoami(timeout=self._health_timeout)
-            healthy = True
-        except Exception as e:
-            healthy = False
-            if member.healthy:
-                self.log.warn("orchestrator {name} does not answer: {e}", name=name, e=e)
-        was, member.healthy = member.healthy, healthy
-        if healthy and not was:
-            self.log.info("orchestrator {name} answers again", name=name)
-            for listener in list(self.on_up):
-                try:
-                    listener(name)
-                except Exception:
-                    self.log.failure("telling that an orchestrator is back")
-        return healthy
 
 
 def url_of(orchestrator: str | OrchestratorPool) -> Callable[[Site], str]:

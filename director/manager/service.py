@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentClient, HTTPPoolService
-from director.common.config import Config
+from director.common.config import Config, router_urls
 from director.common.errors import StartupError
 from director.common.keys import load_private_key
 from director.common.loops import LoopService
@@ -42,6 +42,7 @@ from director.manager.placement_store import PlacementStore
 from director.manager.proxies import Proxies
 from director.manager.ratelimit import RateLimiter
 from director.manager.reconcile import Reconciler
+from director.manager.router_pool import RouterPool
 from director.manager.schedules import TaskSettings
 from director.manager.shell_server import ShellServerAPI
 from director.manager.store import Conflict, Store, make_engine, migrate
@@ -212,9 +213,21 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         routers_default=None if o.public_nginx else f"127.0.0.1:{o.nginx_port}",
     )
     LoopService(orchestrators).setServiceParent(top)
-    router = RouterClient(
-        ComponentClient(reactor, signer, "router", config.router.url, http.http, timeout=60)
+    # Every router (router.urls, or router.url alone): each change goes to all of them.
+    router = RouterPool(
+        reactor,
+        [
+            (
+                name,
+                url,
+                RouterClient(
+                    ComponentClient(reactor, signer, "router", url, http.http, timeout=60)
+                ),
+            )
+            for name, url in router_urls(config.router.urls, config.router.url)
+        ],
     )
+    LoopService(router).setServiceParent(top)
     bus = _RedisBusProxy()
     # Held (flocked) for the process's lifetime: a restart takes back its own leases at once.
     identity = claim_identity(config.director.state_dir)
@@ -376,6 +389,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     guarded_http_service(reactor, config, "manager", "web", root).setServiceParent(top)
     top.api = api  # type: ignore[attr-defined]
     top.orchestrators = orchestrators  # type: ignore[attr-defined]
+    top.routers = router  # type: ignore[attr-defined]
     top.backups = backups  # type: ignore[attr-defined]
     top.dashboard = dashboard  # type: ignore[attr-defined]
     return top

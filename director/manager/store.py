@@ -1407,6 +1407,26 @@ class Store:
 
         return self._tx(due)
 
+    def note_degraded_routers(self, op_id: int, names: list[str]) -> Deferred[None]:
+        """
+        Remember (in the operation's params, shown as its C{degraded_routers}) the routers
+        that were down when one of its changes went to the others; they catch up later.
+        """
+
+        def note(conn: Connection) -> None:
+            row = conn.execute(
+                select(t.operations.c.params).where(t.operations.c.id == op_id)
+            ).first()
+            if row is None:
+                return
+            params = dict(row.params or {})
+            params["degraded_routers"] = sorted({*params.get("degraded_routers", []), *names})
+            conn.execute(
+                update(t.operations).where(t.operations.c.id == op_id).values(params=params)
+            )
+
+        return self._tx(note)
+
     def retry_operation(self, op_id: int) -> Deferred[Operation]:
         """Make a failed operation runnable again from its first unfinished action."""
 

@@ -17,6 +17,7 @@ from director.manager.operations import OperationEngine
 from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.passwords import Passwords
 from director.manager.placement_store import PlacementStore
+from director.manager.router_pool import RouterPool
 from director.manager.schedules import TaskSettings
 from director.manager.store import Store, make_engine, migrate
 from director.manager.tasks import TaskScheduler
@@ -100,7 +101,12 @@ def error(status: int, code: str = "error", message: str = "failed") -> Componen
 class ManagerHarness:
     """Everything a ManagerAPI needs, in memory or in a temporary SQLite file."""
 
-    def __init__(self, directory: Path, sites_domain: str = "sites.test") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        sites_domain: str = "sites.test",
+        router_names: tuple[str, ...] = ("router",),
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         engine = make_engine(f"sqlite:///{directory / 'director.db'}")
@@ -112,6 +118,20 @@ class ManagerHarness:
         # The typed clients the manager's parts call them through.
         self.orchestrator_client = OrchestratorClient(self.orchestrator)
         self.router_client = RouterClient(self.router)
+        # Every router (the first is C{router}); the engine and the API drive them all.
+        self.routers = {router_names[0]: self.router}
+        self.routers.update({n: FakeRouter(sites_domain) for n in router_names[1:]})
+        self.router_pool = RouterPool(
+            self.clock,
+            [
+                (
+                    n,
+                    f"http://{n}.invalid",
+                    self.router_client if f is self.router else RouterClient(f),
+                )
+                for n, f in self.routers.items()
+            ],
+        )
         # The pool, with this one orchestrator ("main") registered; add_orchestrator adds more.
         self.fakes: dict[str, FakeOrchestrator] = {ORCHESTRATOR_URL: self.orchestrator}
         self.placements = PlacementStore(engine, InlineRunner())
@@ -133,7 +153,7 @@ class ManagerHarness:
             self.clock,
             self.store,
             self.pool,
-            self.router_client,
+            self.router_pool,
             self.bus,
             sites_domain,
             backoff=1.0,
@@ -160,7 +180,7 @@ class ManagerHarness:
             sites_domain,
             self.keys.signer("manager", self.clock),
             ORCHESTRATOR_URL,
-            self.router_client,
+            self.router_pool,
             tasks=self.tasks,
         )
 

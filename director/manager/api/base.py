@@ -42,6 +42,7 @@ from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.query_args import read_query
 from director.manager.ratelimit import RateLimiter
+from director.manager.router_pool import RouterPool
 from director.manager.site_service import FALLBACK_IMAGE as FALLBACK_IMAGE
 from director.manager.site_service import SiteService
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
@@ -154,7 +155,7 @@ class ManagerBase:
         sites_domain: str,
         signer: RequestSigner,
         orchestrator_url: str,
-        router: RouterClient | None = None,
+        router: RouterClient | RouterPool | None = None,
         limiter: RateLimiter | None = None,
         mailer: Mailer | None = None,
         limits: UserLimits | None = None,

@@ -45,6 +45,7 @@ from director.manager.dashboard.security import (
 )
 from director.manager.models import SITE_NAME, Operation, Site, User, parse_query, ssh_access
 from director.manager.passwords import Passwords
+from director.manager.router_pool import RouterPool
 from director.manager.store import Conflict, Store
 
 HERE = Path(__file__).resolve().parent
@@ -176,7 +177,7 @@ class Dashboard:
         sites_domain: str,
         session_lifetime: timedelta,
         sites_port: int = 80,
-        router: RouterClient | None = None,
+        router: RouterClient | RouterPool | None = None,
         authenticate: Callable[[Any], Awaitable[User]] | None = None,
         static_dir: Path = STATIC,
         login_throttle: LoginThrottle | None = None,
