@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services import api_request, free_port
+
 from director.cluster.host import HostPorts, host_config, host_dir, orchestrator_name
 from director.cluster.layout import Layout
 from director.cluster.nodes import State, down, routes_overlapping, start_engine, stop_engine, up
 from director.common.config import Config, load_config
-
-from .services import api_request, free_port
 
 BIN = Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin"
 RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'

@@ -13,8 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from .cluster_stack import ClusterStack, cluster_stack, wait
+from cluster_stack import ClusterStack, cluster_stack, wait
 
 
 @pytest.fixture(scope="module")
