@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +30,7 @@ from director.cluster.layout import Layout
 from director.cluster.nodes import State, down, routes_overlapping, start_engine, stop_engine, up
 from director.common.config import Config, load_config
 
-BIN = Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin"
+BIN = Path(sys.executable).parent
 RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'
 
 
@@ -98,10 +99,21 @@ class ClusterStack:
         assert result["status"] == "succeeded", (result, self.log_tail())
         return result
 
-    def front(self, name: str, timeout: float = 5) -> tuple[int, bytes]:
-        """GET / of site C{name} through the router's front port (status 0: no answer)."""
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        """C{director ARGS --config <the host's config>}; its output."""
+        return subprocess.run(
+            [str(BIN / "director"), *args, "--config", str(host_config(self.layout))],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+
+    def front(self, name: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
+        """GET C{path} of site C{name} through the router's front port (0: no answer)."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports.http}/",
+            f"http://127.0.0.1:{self.ports.http}{path}",
             headers={"Host": f"{name}.{self.sites_domain}"},
         )
         try:
@@ -116,12 +128,19 @@ class ClusterStack:
         wait(lambda: self.front(name) == (200, body), f"{name} serving {body!r}", timeout)
 
     def create_site(
-        self, name: str, kind: str, body: bytes, orchestrator: str | None = None
+        self,
+        name: str,
+        kind: str,
+        body: bytes,
+        orchestrator: str | None = None,
+        users: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """A site created through the API (on C{orchestrator}, or placed), with its files."""
         request: dict[str, Any] = {"name": name, "type": "static"}
         if orchestrator is not None:
             request["orchestrator"] = orchestrator
+        if users:
+            request["users"] = list(users)
         self.wait_operation(self.api("POST", "/api/v1/sites", request))
         if kind == "dynamic":
             self.api("PUT", f"/api/v1/sites/{name}/files/run.sh?mode=755", raw=RUN_SH)

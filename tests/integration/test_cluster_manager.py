@@ -8,18 +8,26 @@ serves again once the engine is back, without an administrator.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
+import pytest_twisted
 from cluster_stack import ClusterStack, cluster_stack, wait
+from test_browser import PASSWORD
+from test_dashboard_ws import connect, next_message, session_cookie
+from twisted.internet.threads import deferToThread
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ClusterStack]:
     started = time.monotonic()
     with cluster_stack("dm") as made:
+        made.cli("user", "add", "alice", "--student", "--password-stdin", stdin=PASSWORD + "\n")
         yield made
     print(f"test_cluster_manager: module took {time.monotonic() - started:.1f} s")
 
@@ -43,7 +51,7 @@ def test_sites_on_both_nodes_through_one_router(stack: ClusterStack) -> None:
     made = {
         "st1": s.create_site("st1", "static", b"static on node 1", "node1"),
         "st2": s.create_site("st2", "static", b"static on node 2", "node2"),
-        "dy2": s.create_site("dy2", "dynamic", b"dynamic on node 2", "node2"),
+        "dy2": s.create_site("dy2", "dynamic", b"dynamic on node 2", "node2", ("alice",)),
     }
     # node 1 has 1 site, node 2 has 2: the default placement picks node 1
     made["dy1"] = s.create_site("dy1", "dynamic", b"dynamic on node 1")
@@ -67,6 +75,82 @@ def test_sites_on_both_nodes_through_one_router(stack: ClusterStack) -> None:
     s.wait_served("dy2", b"dynamic on node 2", timeout=30)
     listed = {o["name"]: o for o in s.api("GET", "/api/v1/orchestrators")["orchestrators"]}
     assert (listed["node1"]["sites"], listed["node2"]["sites"]) == (2, 2), listed
+
+
+@dataclass
+class _Browser:
+    """What the dashboard websocket helpers need of a Director: its URL."""
+
+    url: str
+
+
+def _ssh(s: ClusterStack, user: str, command: str) -> subprocess.CompletedProcess[bytes]:
+    """The real OpenSSH client, through the host's shell, with alice's password."""
+    args = [
+        "sshpass", "-p", PASSWORD, "ssh", "-F", "/dev/null",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
+        "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+        "-p", str(s.ports.shell), f"{user}@127.0.0.1", command,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    return subprocess.run(args, capture_output=True, timeout=90, env=env, check=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_terminal_logs_and_ssh_reach_node2(stack: ClusterStack) -> None:
+    """
+    A member's browser terminal and log stream (through the host's manager) and an SSH
+    session (the host's shell, the real OpenSSH client) reach the container of a site that
+    runs on node 2: what SSH writes there is served through the router.
+    """
+    s = stack
+    if s.front("dy2")[0] != 200:
+        pytest.skip("dy2 is not served (see the test before)")
+    browser = _Browser(s.manager_url)
+    alice = session_cookie(browser, "alice")
+    terminal = await connect(browser, "/ws/sites/dy2/terminal", alice, s.manager_url)
+    assert await next_message(terminal) == {"connected": True}
+    output = await next_message(terminal, 90)
+    terminal.sendMessage(b"echo term-$((40+2)); cat /site/public/index.html\r", isBinary=True)
+    deadline = time.monotonic() + 30
+    while b"term-42" not in output or b"dynamic on node 2" not in output:
+        assert time.monotonic() < deadline, output
+        message = await next_message(terminal)
+        if isinstance(message, bytes):
+            output += message
+    terminal.sendClose(1000)
+    await terminal.closed
+
+    logs = await connect(browser, "/ws/sites/dy2/logs?tail=5", alice, s.manager_url)
+    await deferToThread(s.front, "dy2", 5, "/?from-the-log-test")
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, "no log line of the request"
+        message = await next_message(logs, 30)
+        if isinstance(message, dict) and "from-the-log-test" in message.get("line", ""):
+            break
+    logs.sendClose(1000)
+    await logs.closed
+
+    done = await deferToThread(
+        _ssh, s, "alice/dy2", "echo written-over-ssh > /site/public/ssh.txt; echo ok"
+    )
+    assert (done.returncode, done.stdout) == (0, b"ok\n"), done
+    got = await deferToThread(s.front, "dy2", 5, "/ssh.txt")
+    assert got == (200, b"written-over-ssh\n"), got
+
+
+def test_cluster_status(stack: ClusterStack) -> None:
+    """`director cluster status` lists both nodes running, both orchestrators ok, the router."""
+    out = stack.cli("cluster", "status", "--cluster-state", str(stack.layout.state_file))
+    lines = out.splitlines()
+    for n in (1, 2):
+        node = next(line for line in lines if line.startswith(f"  node {n} "))
+        assert "engine running" in node and "orchestrator running" in node, out
+        record = next(line for line in lines if line.startswith(f"  node{n} "))
+        assert " active " in record and " 2 site(s)  ok " in record, out
+    assert lines[-1].endswith("  ok"), out
 
 
 def test_node2_engine_killed(stack: ClusterStack) -> None:
