@@ -16,7 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from director.cluster.databases import admin_user, start_postgres, stop_postgres
 from director.cluster.layout import Layout
+from director.orchestrator.bundled_databases import ensure_password
 
 #: How long the manager, router and shell may take to listen.
 HOST_START_TIMEOUT = 60.0
@@ -32,6 +34,8 @@ class HostPorts:
     http: int = 80
     https: int = 443
     shell: int = 2322
+    #: the sites' PostgreSQL (not 8432: a `make run` beside keeps its bundled one there)
+    postgres: int = 8433
 
 
 def orchestrator_name(n: int) -> str:
@@ -81,7 +85,7 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
     the administrator), register the other nodes' orchestrators, start the three
     components and wait until they listen. C{extra}: further C{--set} settings.
     """
-    from director.cluster.nodes import State, _connects, _run, _spawn, _wait
+    from director.cluster.nodes import ClusterError, State, _connects, _run, _spawn, _wait
 
     state = State.load(layout.state_file)
     config = host_config(layout)
@@ -92,6 +96,22 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
         args += ["--set", setting]
     _run(args)
     host_state_dir(layout).chmod(0o755)  # nginx workers (nobody) read the router's files
+    databases = host_dir(layout) / "databases"
+    databases.mkdir(exist_ok=True)
+    databases.chmod(0o755)
+    start_postgres(layout, databases, ports.postgres, host_state_dir(layout))
+    password = ensure_password(host_state_dir(layout), "postgres")
+    added = subprocess.run(
+        _director(
+            "database-host", "add", "--kind", "postgres", "--admin-host", "127.0.0.1",
+            "--admin-port", str(ports.postgres), "--admin-user", admin_user(),
+            "--password-stdin", "--container-host", layout.host_address,
+            "--container-port", str(ports.postgres), "--config", str(config),
+        ),
+        input=password + "\n", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if added.returncode != 0:
+        raise ClusterError(f"director database-host add failed: {added.stderr.strip()}")
     for n in layout.numbers[1:]:
         _run(
             _director(
@@ -137,6 +157,7 @@ def stop_host(layout: Layout) -> None:
         text = _text(pidfile).strip()
         if text.isdigit():
             end_process(int(text), str(host_state_dir(layout)), 10, signal.SIGQUIT)
+    stop_postgres(layout)
 
 
 def banner(layout: Layout) -> str:

@@ -124,8 +124,17 @@ class ClusterStack:
         except OSError:
             return 0, b""
 
-    def wait_served(self, name: str, body: bytes, timeout: float = 60) -> None:
-        wait(lambda: self.front(name) == (200, body), f"{name} serving {body!r}", timeout)
+    def wait_served(self, name: str, body: bytes, timeout: float = 120) -> None:
+        last: list[tuple[int, bytes]] = [(0, b"")]
+
+        def served() -> bool:
+            last[0] = self.front(name)
+            return last[0] == (200, body)
+
+        try:
+            wait(served, f"{name} serving {body!r}", timeout)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last answer {last[0]!r}\n{self.log_tail()}") from None
 
     def create_site(
         self,

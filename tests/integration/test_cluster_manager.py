@@ -22,6 +22,8 @@ from test_browser import PASSWORD
 from test_dashboard_ws import connect, next_message, session_cookie
 from twisted.internet.threads import deferToThread
 
+from director.cluster.nodes import ClusterError, docker
+
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ClusterStack]:
@@ -139,6 +141,41 @@ async def test_terminal_logs_and_ssh_reach_node2(stack: ClusterStack) -> None:
     assert (done.returncode, done.stdout) == (0, b"ok\n"), done
     got = await deferToThread(s.front, "dy2", 5, "/ssh.txt")
     assert got == (200, b"written-over-ssh\n"), got
+
+
+def test_site_database_reached_from_node2(stack: ClusterStack) -> None:
+    """
+    A PostgreSQL database for a node-2 site, on the host's sites' server (registered by
+    `make cluster`): the manager queries it, and the site's container on node 2 reaches it
+    at DIRECTOR_DATABASE_URL (the host's hub address).
+    """
+    s = stack
+    s.wait_operation(s.api("POST", "/api/v1/sites/dy2/database", {"type": "postgres"}))
+    database = s.api("GET", "/api/v1/sites/dy2/database")
+    assert f"@{s.layout.host_address}:{s.ports.postgres}/" in database["url"], database
+    for sql in ("create table visits (n int)", "insert into visits values (7)"):
+        s.api("POST", "/api/v1/sites/dy2/database/query", {"sql": sql})
+    rows = s.api("POST", "/api/v1/sites/dy2/database/query", {"sql": "select n from visits"})
+    assert rows["rows"] == [[7]]
+    site_id = s.api("GET", "/api/v1/sites/dy2")["id"]
+    probe = (
+        "import os, socket, urllib.parse as u\n"
+        "url = u.urlsplit(os.environ['DIRECTOR_DATABASE_URL'])\n"
+        "socket.create_connection((url.hostname, url.port), timeout=5).close()\n"
+        "print(os.environ['DIRECTOR_DATABASE_URL'])"
+    )
+
+    def reached() -> bool:
+        listed = docker(s.layout, 2, "ps", "-q", "--filter", f"label=director.site={site_id}")
+        if not listed.split():
+            return False
+        try:
+            out = docker(s.layout, 2, "exec", listed.split()[0], "python3", "-c", probe)
+        except ClusterError:
+            return False
+        return out.strip() == database["url"]
+
+    wait(reached, "node 2's container reaching its database", 60, interval=1)
 
 
 def test_cluster_status(stack: ClusterStack) -> None:
