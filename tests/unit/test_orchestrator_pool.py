@@ -83,6 +83,19 @@ class PoolTestCase(SynchronousTestCase):
     def site_calls(self, fake: FakeOrchestrator) -> list[tuple[str, str]]:
         return [(m, p) for m, p, _ in fake.calls if p != "/v1/whoami"]
 
+    def backup_scheduler(self) -> BackupScheduler:
+        """Backups over the harness's store and orchestrator pool (no restic, no schedule)."""
+        return BackupScheduler(
+            self.h.clock,
+            BackupRecords(self.h.store.engine, InlineRunner()),
+            lambda: self.h.store.list_sites(limit=100),
+            self.h.engine.database_host,
+            self.h.pool,
+            None,
+            None,
+            None,
+        )
+
 
 class PlacementTests(PoolTestCase):
     def test_a_new_site_goes_where_there_are_fewest(self) -> None:
@@ -208,16 +221,7 @@ class RoutingTests(PoolTestCase):
         self.assertEqual(self.site_calls(self.main), [])
 
     def test_backups(self) -> None:
-        scheduler = BackupScheduler(
-            self.h.clock,
-            BackupRecords(self.h.store.engine, InlineRunner()),
-            lambda: self.h.store.list_sites(limit=100),
-            self.h.engine.database_host,
-            self.h.pool,
-            None,
-            None,
-            None,
-        )
+        scheduler = self.backup_scheduler()
         run = self.h.result(Deferred.fromCoroutine(scheduler.backup_site(self.b)))
         self.assertEqual(run["status"], "succeeded")
         self.assertIn(("POST", f"/v1/sites/{self.b.id}/backups"), self.site_calls(self.second))
@@ -399,16 +403,7 @@ class NodeUnavailableTests(PoolTestCase):
         _, runs = self.call("GET", f"{base}/{task['task']['id']}/runs", self.alice)
         self.assertEqual(runs["runs"][0]["status"], "failed")
         self.assertIn("server this site runs on is unavailable", runs["runs"][0]["message"])
-        scheduler = BackupScheduler(
-            self.h.clock,
-            BackupRecords(self.h.store.engine, InlineRunner()),
-            lambda: self.h.store.list_sites(limit=100),
-            self.h.engine.database_host,
-            self.h.pool,
-            None,
-            None,
-            None,
-        )
+        scheduler = self.backup_scheduler()
         site = self.h.result(self.h.store.get_site("on-second"))
         run = self.h.result(Deferred.fromCoroutine(scheduler.backup_site(site)))
         self.assertEqual(run["status"], "failed")
@@ -615,6 +610,11 @@ class MigrationTests(SynchronousTestCase):
         from director.manager.store import make_engine
 
         engine = make_engine(f"sqlite:///{tempfile.mkdtemp()}/m.db")
+
+        def scalar(sql: str) -> Any:
+            with engine.connect() as connection:
+                return connection.execute(text(sql)).scalar()
+
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
         with engine.begin() as connection:
@@ -643,13 +643,8 @@ class MigrationTests(SynchronousTestCase):
         columns = {c["name"] for c in inspect(engine).get_columns("sites")}
         self.assertIn("orchestrator_id", columns)
         self.assertIn("orchestrators", inspect(engine).get_table_names())
-        with engine.connect() as connection:
-            self.assertEqual(
-                connection.execute(text("SELECT COUNT(*) FROM site_members")).scalar(), 1
-            )
-            self.assertIsNone(
-                connection.execute(text("SELECT orchestrator_id FROM sites")).scalar()
-            )
+        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
+        self.assertIsNone(scalar("SELECT orchestrator_id FROM sites"))
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.downgrade(cfg, "0007_backups")
@@ -657,10 +652,7 @@ class MigrationTests(SynchronousTestCase):
             "orchestrator_id", {c["name"] for c in inspect(engine).get_columns("sites")}
         )
         self.assertNotIn("orchestrators", inspect(engine).get_table_names())
-        with engine.connect() as connection:
-            self.assertEqual(
-                connection.execute(text("SELECT COUNT(*) FROM site_members")).scalar(), 1
-            )
+        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
 
 
 class SiteSocketTests(TwoOrchestratorSockets):
