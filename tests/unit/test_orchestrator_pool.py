@@ -31,7 +31,7 @@ from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.keys import Keyring
 from director.testing.manager import ManagerHarness, static_site_fields
 from tests.unit.test_dashboard import BASE, DashboardHarness
-from tests.unit.test_dashboard_ws import Browser, FakeUpstream
+from tests.unit.test_dashboard_ws import Browser, FakeUpstream, RecordsConnects
 
 
 def down(method: str, path: str, kwargs: Any) -> Any:
@@ -271,7 +271,7 @@ class RoutingTests(PoolTestCase):
         self.assertEqual((response.code, body["error"]), (503, "node_unavailable"))
 
 
-class TwoOrchestratorSockets(SynchronousTestCase):
+class TwoOrchestratorSockets(RecordsConnects, SynchronousTestCase):
     """Browser sockets over a pool of two: sites one and three on main, two on second."""
 
     def setUp(self) -> None:
@@ -294,12 +294,6 @@ class TwoOrchestratorSockets(SynchronousTestCase):
             BASE,
             connect=self.connect,
         )
-
-    async def connect(self, reactor: Any, signer: Any, audience: str, url: str, **kw: Any) -> Any:
-        self.connects.append(url)
-        upstream = FakeUpstream()
-        self.upstreams.append(upstream)
-        return upstream
 
     def open(self, names: list[str]) -> Browser:
         from tests.unit.test_dashboard_ws import BrowserSocketTests
