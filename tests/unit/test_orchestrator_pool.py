@@ -520,31 +520,18 @@ class CLITests(SynchronousTestCase):
                 ]
             )
 
+    def add(self, name: str, host: str, nginx: str | None = None) -> tuple[int, str, str]:
+        """C{director orchestrator add} of one at C{host} (its nginx on port 8180 there)."""
+        url, nginx = f"http://{host}:8100", nginx or f"{host}:8180"
+        return self.director("orchestrator", "add", name, "--url", url, "--nginx", nginx)
+
     def test_add_list_drain_remove(self) -> None:
-        code, out, _ = self.director(
-            "orchestrator",
-            "add",
-            "node2",
-            "--url",
-            "http://10.0.0.2:8100",
-            "--nginx",
-            "10.0.0.2:8180",
-        )
+        code, out, _ = self.add("node2", "10.0.0.2")
         self.assertEqual(code, 0, out)
-        code, out, err = self.director(
-            "orchestrator",
-            "add",
-            "node2",
-            "--url",
-            "http://10.0.0.9:8100",
-            "--nginx",
-            "10.0.0.9:8180",
-        )
+        code, out, err = self.add("node2", "10.0.0.9")
         self.assertEqual(code, 1)
         self.assertIn("exists", err)
-        code, out, err = self.director(
-            "orchestrator", "add", "node3", "--url", "http://10.0.0.3:8100", "--nginx", "nope"
-        )
+        code, out, err = self.add("node3", "10.0.0.3", nginx="nope")
         self.assertEqual(code, 1)
         self.assertIn("nginx", err)
         code, out, _ = self.director("orchestrator", "list")
@@ -566,15 +553,7 @@ class CLITests(SynchronousTestCase):
         from director.manager.service import database_url
         from director.manager.store import Store, make_engine
 
-        self.director(
-            "orchestrator",
-            "add",
-            "node2",
-            "--url",
-            "http://10.0.0.2:8100",
-            "--nginx",
-            "10.0.0.2:8180",
-        )
+        self.add("node2", "10.0.0.2")
         engine = make_engine(database_url(load_config(self.config)))
         store = Store(engine, InlineRunner())
         result = self.successResultOf
