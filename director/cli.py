@@ -814,23 +814,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("orchestrator", help="the orchestrators sites run on (a pool)")
     pool = p.add_subparsers(dest="orchestrator_command", required=True, metavar="COMMAND")
-    p = pool.add_parser("add", help="register an orchestrator")
-    p.add_argument("name")
-    p.add_argument("--url", required=True, help="its API base URL")
-    p.add_argument("--nginx", required=True, help="HOST:PORT routers forward its sites to")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.set_defaults(func=orchestrator_command)
-    p = pool.add_parser("list", help="every orchestrator: state, site count, URL, nginx")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.set_defaults(func=orchestrator_command)
-    p = pool.add_parser("drain", help="give an orchestrator no new sites (it keeps its own)")
-    p.add_argument("name")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.set_defaults(func=orchestrator_command)
-    p = pool.add_parser("remove", help="forget an orchestrator (refused while it holds sites)")
-    p.add_argument("name")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.set_defaults(func=orchestrator_command)
+    for name, text in (
+        ("add", "register an orchestrator"),
+        ("list", "every orchestrator: state, site count, URL, nginx"),
+        ("drain", "give an orchestrator no new sites (it keeps its own)"),
+        ("remove", "forget an orchestrator (refused while it holds sites)"),
+    ):
+        op = pool.add_parser(name, help=text)
+        if name != "list":
+            op.add_argument("name")
+        if name == "add":
+            op.add_argument("--url", required=True, help="its API base URL")
+            op.add_argument("--nginx", required=True, help="HOST:PORT routers forward its sites to")
+        op.add_argument("--config", default=DEFAULT_CONFIG)
+        op.set_defaults(func=orchestrator_command)
 
     p = sub.add_parser("cluster", help="a cluster's nodes, orchestrators and routers")
     cluster = p.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")

@@ -22,7 +22,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.iweb import IResponse
 
-from director.common.client import Caller, ComponentCallError
+from director.clients.component import ComponentAPI, call_options
+from director.common.client import ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
 
 #: How long a site's apply, restart or removal may take (a dynamic site rolls out a task).
@@ -37,33 +38,14 @@ ARCHIVE_TIMEOUT = 6 * 3600.0
 ARCHIVE_IDLE_TIMEOUT = 120.0
 
 
-def _kw(timeout: float | None, **kwargs: Any) -> dict[str, Any]:
-    """Call arguments; no timeout: the caller's own default."""
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    return kwargs
-
-
-class OrchestratorClient:
-    """Calls one orchestrator; C{caller} signs and sends (a L{ComponentClient} or a fake)."""
-
-    def __init__(self, caller: Caller) -> None:
-        self.caller = caller
-
-    # -- identity ------------------------------------------------------------------------------
-
-    async def whoami(self, timeout: float | None = None) -> dict[str, Any]:
-        """C{{"component": "orchestrator", "caller": <who signed>}}."""
-        answer: dict[str, Any] = await self.caller.json("GET", "/v1/whoami", **_kw(timeout))
-        return answer
+class OrchestratorClient(ComponentAPI):
+    """
+    Calls one orchestrator; C{caller} signs and sends (a L{ComponentClient} or a fake).
+    L{whoami} names the component C{"orchestrator"}; L{list_sites} gives each site's id,
+    name, type, availability, healthy, ...
+    """
 
     # -- sites ---------------------------------------------------------------------------------
-
-    async def list_sites(self, timeout: float = 60) -> list[dict[str, Any]]:
-        """Every site the orchestrator serves (id, name, type, availability, healthy, ...)."""
-        answer = await self.caller.json("GET", "/v1/sites", timeout=timeout)
-        sites: list[dict[str, Any]] = answer["sites"]
-        return sites
 
     async def put_site(
         self, site_id: int, spec: Mapping[str, Any], timeout: float = SITE_CHANGE_TIMEOUT
@@ -153,7 +135,7 @@ class OrchestratorClient:
     ) -> dict[str, str]:
         """Create the site's user and database, or set its password; its environment."""
         answer = await self.caller.json(
-            "PUT", "/v1/databases", **_kw(timeout, json=database.to_json())
+            "PUT", "/v1/databases", **call_options(timeout, json=database.to_json())
         )
         environment: dict[str, str] = answer["environment"]
         return environment
@@ -163,7 +145,9 @@ class OrchestratorClient:
     ) -> None:
         """Drop the site's database and its user."""
         login = DatabaseSpec(DatabaseHost.from_record(host), name, username, "")
-        await self.caller.json("POST", "/v1/databases/delete", **_kw(timeout, json=login.to_json()))
+        await self.caller.json(
+            "POST", "/v1/databases/delete", **call_options(timeout, json=login.to_json())
+        )
 
     async def query_database(
         self,

@@ -9,37 +9,20 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from director.common.client import Caller
+from director.clients.component import ComponentAPI, call_options
 from director.contract.sites import RouteSpec
-
-
-def _kw(timeout: float | None, **kwargs: Any) -> dict[str, Any]:
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    return kwargs
 
 
 def _name(name: str) -> str:
     return quote(name, safe="")
 
 
-class RouterClient:
-    """Calls the router; C{caller} signs and sends (a L{ComponentClient} or a fake)."""
-
-    def __init__(self, caller: Caller) -> None:
-        self.caller = caller
-
-    async def whoami(self, timeout: float | None = None) -> dict[str, Any]:
-        """C{{"component": "router", "caller": <who signed>}}."""
-        answer: dict[str, Any] = await self.caller.json("GET", "/v1/whoami", **_kw(timeout))
-        return answer
-
-    async def list_sites(self, timeout: float = 60) -> list[dict[str, Any]]:
-        """Every site the router serves: C{{"name", "host", "domains", "max_body_size",
-        "upstream"}}."""
-        answer = await self.caller.json("GET", "/v1/sites", timeout=timeout)
-        sites: list[dict[str, Any]] = answer["sites"]
-        return sites
+class RouterClient(ComponentAPI):
+    """
+    Calls the router; C{caller} signs and sends (a L{ComponentClient} or a fake).
+    L{whoami} names the component C{"router"}; L{list_sites} gives each site's C{{"name",
+    "host", "domains", "max_body_size", "upstream"}}.
+    """
 
     async def get_site(self, name: str, timeout: float = 5) -> dict[str, Any]:
         """C{{"site": {...}, "certificates": {domain: state}}}; 404 if the router has none."""
@@ -63,7 +46,7 @@ class RouterClient:
         """
         body = {"domains": list(domains), "max_body_size": max_body_size, "upstream": upstream}
         answer: dict[str, Any] = await self.caller.json(
-            "PUT", f"/v1/sites/{_name(name)}", **_kw(timeout, json=body)
+            "PUT", f"/v1/sites/{_name(name)}", **call_options(timeout, json=body)
         )
         return answer
 
@@ -72,13 +55,15 @@ class RouterClient:
     ) -> dict[str, Any]:
         """As L{put_site}, from a whole L{RouteSpec}."""
         answer: dict[str, Any] = await self.caller.json(
-            "PUT", f"/v1/sites/{_name(name)}", **_kw(timeout, json=spec.to_json())
+            "PUT", f"/v1/sites/{_name(name)}", **call_options(timeout, json=spec.to_json())
         )
         return answer
 
     async def remove_site(self, name: str, timeout: float | None = None) -> bool:
         """Stop serving the site and its domains; whether it was there."""
-        answer = await self.caller.json("DELETE", f"/v1/sites/{_name(name)}", **_kw(timeout))
+        answer = await self.caller.json(
+            "DELETE", f"/v1/sites/{_name(name)}", **call_options(timeout)
+        )
         return bool(answer.get("removed")) if isinstance(answer, dict) else False
 
     async def certificate(self, domain: str, timeout: float = 10) -> dict[str, Any]:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Coroutine
 from typing import Any
 
 from director.clients.orchestrator import OrchestratorClient
-from director.common.client import ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
+from director.testing.component_contract import ComponentContract
 
 IMAGE = "director/python:3"
 HOST = {
@@ -101,28 +100,10 @@ def read_tar(data: bytes) -> dict[str, tuple[str, int, int, Any]]:
     return found
 
 
-class OrchestratorContract:
+class OrchestratorContract(ComponentContract):
     client: OrchestratorClient
     #: the clock the client's archive downloads time out on
     clock: Any
-
-    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        raise NotImplementedError
-
-    # the assertions of SynchronousTestCase
-    assertEqual: Any
-    assertTrue: Any
-    assertFalse: Any
-    assertIn: Any
-    fail: Any
-
-    def refused(self, coroutine: Coroutine[Any, Any, Any]) -> ComponentCallError:
-        try:
-            self.call(coroutine)
-        except ComponentCallError as e:
-            return e
-        self.fail("the call was not refused")
-        raise AssertionError
 
     def exported(self, site_id: int) -> dict[str, tuple[str, int, int, Any]]:
         chunks: list[bytes] = []

@@ -3,39 +3,18 @@ What L{RouterClient} gets from a router. The same checks run against the real ap
 (L{director.router.web.RouterAPI} over C{StubTreq}, with the fake nginx directory and ACME
 server) and against L{FakeRouter} (tests/unit/test_router_client_contract.py).
 
-A test case mixes L{RouterContract} in and provides C{client} and C{call}, as for
-L{director.testing.orchestrator_contract}; its sites domain is C{sites.test}.
+A test case mixes L{RouterContract} in and provides C{client} and C{call} (as for every
+L{director.testing.component_contract.ComponentContract}); its sites domain is C{sites.test}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any
-
 from director.clients.router import RouterClient
-from director.common.client import ComponentCallError
+from director.testing.component_contract import ComponentContract
 
 
-class RouterContract:
+class RouterContract(ComponentContract):
     client: RouterClient
-
-    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        raise NotImplementedError
-
-    assertEqual: Any
-    assertTrue: Any
-    assertFalse: Any
-    assertIn: Any
-    assertIsNone: Any
-    fail: Any
-
-    def refused(self, coroutine: Coroutine[Any, Any, Any]) -> ComponentCallError:
-        try:
-            self.call(coroutine)
-        except ComponentCallError as e:
-            return e
-        self.fail("the call was not refused")
-        raise AssertionError
 
     def test_whoami(self) -> None:
         self.assertEqual(self.call(self.client.whoami())["component"], "router")

@@ -86,6 +86,19 @@ def api_request(
         return e.code, e.read()
 
 
+def front_get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
+    """GET through a front nginx on C{port} as a browser would: (status, body); (0, b"") when
+    nothing answers."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
 class ServiceError(RuntimeError):
     """A service could not be started, was not ready in time, or a binary is missing."""
 

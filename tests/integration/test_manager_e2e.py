@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import PebbleServer, PostgresServer, Services, api_request, free_port
+from services import PebbleServer, PostgresServer, Services, api_request, free_port, front_get
 from sites_network import free_subnet, network_name, remove_network
 from test_daemon import stop_nginx
 
@@ -100,16 +99,7 @@ class Stack:
 
     def front(self, host: str, path: str = "/") -> tuple[int, bytes]:
         """GET through the router's front nginx, as a browser would."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.config.router.http_port}{path}", headers={"Host": host}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except OSError:
-            return 0, b""
+        return front_get(self.config.router.http_port, host, path)
 
     def director(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -14,15 +14,13 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from services import PebbleServer, Services, free_port
+from services import PebbleServer, Services, free_port, front_get
 from sites_network import free_subnet, network_name, remove_network
 from test_daemon import stop_nginx
 from test_manager_e2e import BIN, SITES, Stack, _listening, wait
@@ -63,16 +61,7 @@ class Routers:
     b: SecondRouter
 
     def front(self, config: Config, host: str) -> tuple[int, bytes]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{config.router.http_port}/", headers={"Host": host}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except OSError:
-            return 0, b""
+        return front_get(config.router.http_port, host)
 
     def https(self, config: Config, domain: str, root: Path) -> tuple[bytes, bytes]:
         """The certificate (DER) a router's front nginx serves for C{domain}, and its page."""

@@ -13,13 +13,12 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from request_loop import RequestLoop, SlowDownload
 from services import api_request
+from services import front_get as front
 from test_daemon import (
     BIN,
     Daemon,
@@ -57,17 +56,6 @@ class API:
                 return
             assert time.monotonic() < deadline, f"operation {op} still {status}"
             time.sleep(0.1)
-
-
-def front(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
 
 
 def wait_for(check: Any, what: str, timeout: float = 30, details: Any = lambda: "") -> None:

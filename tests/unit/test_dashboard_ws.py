@@ -72,7 +72,20 @@ class Browser:
         self.protocol.onClose(True, 1000, None)
 
 
-class BrowserSocketTests(SynchronousTestCase):
+class RecordsConnects:
+    """The C{connect} a test gives L{BrowserSockets}: each URL asked for, and its upstream."""
+
+    connects: list[str]
+    upstreams: list[FakeUpstream]
+
+    async def connect(self, reactor: Any, signer: Any, audience: str, url: str, **kw: Any) -> Any:
+        self.connects.append(url)
+        upstream = FakeUpstream()
+        self.upstreams.append(upstream)
+        return upstream
+
+
+class BrowserSocketTests(RecordsConnects, SynchronousTestCase):
     def setUp(self) -> None:
         self.d = DashboardHarness()
         self.d.user("alice")
@@ -95,12 +108,6 @@ class BrowserSocketTests(SynchronousTestCase):
             recheck_interval=30,
             message_recheck=5,
         )
-
-    async def connect(self, reactor: Any, signer: Any, audience: str, url: str, **kw: Any) -> Any:
-        self.connects.append(url)
-        upstream = FakeUpstream()
-        self.upstreams.append(upstream)
-        return upstream
 
     def request(self, path: str, user: str | None = None, origin: str | None = BASE) -> Any:
         request: Any = DummyRequest([p.encode() for p in path.lstrip("/").split("/")])

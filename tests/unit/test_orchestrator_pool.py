@@ -31,7 +31,7 @@ from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.keys import Keyring
 from director.testing.manager import ManagerHarness, static_site_fields
 from tests.unit.test_dashboard import BASE, DashboardHarness
-from tests.unit.test_dashboard_ws import Browser, FakeUpstream
+from tests.unit.test_dashboard_ws import Browser, FakeUpstream, RecordsConnects
 
 
 def down(method: str, path: str, kwargs: Any) -> Any:
@@ -82,6 +82,19 @@ class PoolTestCase(SynchronousTestCase):
 
     def site_calls(self, fake: FakeOrchestrator) -> list[tuple[str, str]]:
         return [(m, p) for m, p, _ in fake.calls if p != "/v1/whoami"]
+
+    def backup_scheduler(self) -> BackupScheduler:
+        """Backups over the harness's store and orchestrator pool (no restic, no schedule)."""
+        return BackupScheduler(
+            self.h.clock,
+            BackupRecords(self.h.store.engine, InlineRunner()),
+            lambda: self.h.store.list_sites(limit=100),
+            self.h.engine.database_host,
+            self.h.pool,
+            None,
+            None,
+            None,
+        )
 
 
 class PlacementTests(PoolTestCase):
@@ -208,16 +221,7 @@ class RoutingTests(PoolTestCase):
         self.assertEqual(self.site_calls(self.main), [])
 
     def test_backups(self) -> None:
-        scheduler = BackupScheduler(
-            self.h.clock,
-            BackupRecords(self.h.store.engine, InlineRunner()),
-            lambda: self.h.store.list_sites(limit=100),
-            self.h.engine.database_host,
-            self.h.pool,
-            None,
-            None,
-            None,
-        )
+        scheduler = self.backup_scheduler()
         run = self.h.result(Deferred.fromCoroutine(scheduler.backup_site(self.b)))
         self.assertEqual(run["status"], "succeeded")
         self.assertIn(("POST", f"/v1/sites/{self.b.id}/backups"), self.site_calls(self.second))
@@ -267,7 +271,7 @@ class RoutingTests(PoolTestCase):
         self.assertEqual((response.code, body["error"]), (503, "node_unavailable"))
 
 
-class TwoOrchestratorSockets(SynchronousTestCase):
+class TwoOrchestratorSockets(RecordsConnects, SynchronousTestCase):
     """Browser sockets over a pool of two: sites one and three on main, two on second."""
 
     def setUp(self) -> None:
@@ -290,12 +294,6 @@ class TwoOrchestratorSockets(SynchronousTestCase):
             BASE,
             connect=self.connect,
         )
-
-    async def connect(self, reactor: Any, signer: Any, audience: str, url: str, **kw: Any) -> Any:
-        self.connects.append(url)
-        upstream = FakeUpstream()
-        self.upstreams.append(upstream)
-        return upstream
 
     def open(self, names: list[str]) -> Browser:
         from tests.unit.test_dashboard_ws import BrowserSocketTests
@@ -399,16 +397,7 @@ class NodeUnavailableTests(PoolTestCase):
         _, runs = self.call("GET", f"{base}/{task['task']['id']}/runs", self.alice)
         self.assertEqual(runs["runs"][0]["status"], "failed")
         self.assertIn("server this site runs on is unavailable", runs["runs"][0]["message"])
-        scheduler = BackupScheduler(
-            self.h.clock,
-            BackupRecords(self.h.store.engine, InlineRunner()),
-            lambda: self.h.store.list_sites(limit=100),
-            self.h.engine.database_host,
-            self.h.pool,
-            None,
-            None,
-            None,
-        )
+        scheduler = self.backup_scheduler()
         site = self.h.result(self.h.store.get_site("on-second"))
         run = self.h.result(Deferred.fromCoroutine(scheduler.backup_site(site)))
         self.assertEqual(run["status"], "failed")
@@ -531,31 +520,18 @@ class CLITests(SynchronousTestCase):
                 ]
             )
 
+    def add(self, name: str, host: str, nginx: str | None = None) -> tuple[int, str, str]:
+        """C{director orchestrator add} of one at C{host} (its nginx on port 8180 there)."""
+        url, nginx = f"http://{host}:8100", nginx or f"{host}:8180"
+        return self.director("orchestrator", "add", name, "--url", url, "--nginx", nginx)
+
     def test_add_list_drain_remove(self) -> None:
-        code, out, _ = self.director(
-            "orchestrator",
-            "add",
-            "node2",
-            "--url",
-            "http://10.0.0.2:8100",
-            "--nginx",
-            "10.0.0.2:8180",
-        )
+        code, out, _ = self.add("node2", "10.0.0.2")
         self.assertEqual(code, 0, out)
-        code, out, err = self.director(
-            "orchestrator",
-            "add",
-            "node2",
-            "--url",
-            "http://10.0.0.9:8100",
-            "--nginx",
-            "10.0.0.9:8180",
-        )
+        code, out, err = self.add("node2", "10.0.0.9")
         self.assertEqual(code, 1)
         self.assertIn("exists", err)
-        code, out, err = self.director(
-            "orchestrator", "add", "node3", "--url", "http://10.0.0.3:8100", "--nginx", "nope"
-        )
+        code, out, err = self.add("node3", "10.0.0.3", nginx="nope")
         self.assertEqual(code, 1)
         self.assertIn("nginx", err)
         code, out, _ = self.director("orchestrator", "list")
@@ -577,15 +553,7 @@ class CLITests(SynchronousTestCase):
         from director.manager.service import database_url
         from director.manager.store import Store, make_engine
 
-        self.director(
-            "orchestrator",
-            "add",
-            "node2",
-            "--url",
-            "http://10.0.0.2:8100",
-            "--nginx",
-            "10.0.0.2:8180",
-        )
+        self.add("node2", "10.0.0.2")
         engine = make_engine(database_url(load_config(self.config)))
         store = Store(engine, InlineRunner())
         result = self.successResultOf
@@ -615,6 +583,11 @@ class MigrationTests(SynchronousTestCase):
         from director.manager.store import make_engine
 
         engine = make_engine(f"sqlite:///{tempfile.mkdtemp()}/m.db")
+
+        def scalar(sql: str) -> Any:
+            with engine.connect() as connection:
+                return connection.execute(text(sql)).scalar()
+
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
         with engine.begin() as connection:
@@ -643,13 +616,8 @@ class MigrationTests(SynchronousTestCase):
         columns = {c["name"] for c in inspect(engine).get_columns("sites")}
         self.assertIn("orchestrator_id", columns)
         self.assertIn("orchestrators", inspect(engine).get_table_names())
-        with engine.connect() as connection:
-            self.assertEqual(
-                connection.execute(text("SELECT COUNT(*) FROM site_members")).scalar(), 1
-            )
-            self.assertIsNone(
-                connection.execute(text("SELECT orchestrator_id FROM sites")).scalar()
-            )
+        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
+        self.assertIsNone(scalar("SELECT orchestrator_id FROM sites"))
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.downgrade(cfg, "0007_backups")
@@ -657,10 +625,7 @@ class MigrationTests(SynchronousTestCase):
             "orchestrator_id", {c["name"] for c in inspect(engine).get_columns("sites")}
         )
         self.assertNotIn("orchestrators", inspect(engine).get_table_names())
-        with engine.connect() as connection:
-            self.assertEqual(
-                connection.execute(text("SELECT COUNT(*) FROM site_members")).scalar(), 1
-            )
+        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
 
 
 class SiteSocketTests(TwoOrchestratorSockets):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography import x509
@@ -17,7 +18,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.router.domains import SiteEntry
 from director.router.front_nginx_config import FrontSettings, render_main, render_site
-from director.router.layout import RouterLayout
 from director.router.testing import ocsp_access
 from director.router.tls import (
     certificate_file_responder,
@@ -26,17 +26,11 @@ from director.router.tls import (
     stapling_possible,
     system_nameservers,
 )
+from tests.unit.test_router_front_nginx_config import LAYOUT
+from tests.unit.test_router_front_nginx_config import SETTINGS as RENDERING
 
-LAYOUT = RouterLayout(Path("/srv/var/router"), Path("/srv/shared"))
-SETTINGS = FrontSettings(
-    sites_domain="sites.test",
-    http_listen=("127.0.0.1:8080",),
-    https_listen=("127.0.0.1:8443",),
-    https_port=8443,
-    upstreams=("10.0.0.1:8180",),
-    max_body_size="2m",
-    resolvers=("10.255.255.53",),
-)
+#: The rendering tests' settings, with one upstream and a resolver (for OCSP stapling).
+SETTINGS = replace(RENDERING, upstreams=("10.0.0.1:8180",), resolvers=("10.255.255.53",))
 WWW, B = "www.example.test", "b.example.test"
 ENTRY = SiteEntry("alpha", (WWW, B), "2m")
 SECURED = {WWW: "0123456789abcdef", B: "fedcba9876543210"}
