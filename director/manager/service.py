@@ -227,6 +227,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.director.sites_domain,
         lease=config.manager.operation_lease,
         identity=identity.name,
+        work_dir=config.director.state_dir / "moves",
     )
     scheduler = TaskScheduler(
         reactor,
