@@ -358,6 +358,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reauth=reauth,
         shell_address=shell_address,
         student_agreement=config.manager.student_agreement,
+        placements=orchestrators.records,
     )
     dashboard.backups = backups.records  # type: ignore[attr-defined]  # /admin/backups
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))

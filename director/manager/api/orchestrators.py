@@ -10,7 +10,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from director.common.web import render_json
-from director.manager.access import admin_only
+from director.manager.access import admin_only, authenticated
 from director.manager.api.base import APIError, ManagerBase, app, not_found, read_object
 from director.manager.models import Orchestrator, User
 from director.manager.moves import check_move, start_move
@@ -62,15 +62,19 @@ class OrchestratorRoutes(ManagerBase):
         )
 
     @app.route("/api/v1/sites/<name>/move", methods=["POST"])
-    @admin_only
+    @authenticated()
     async def move_site(self, request: IRequest, user: User, name: str) -> bytes:
-        """Move the site to the orchestrator named in the body (202 with the operation)."""
+        """
+        Move the site to the orchestrator named in the body (admins; 202 with the operation).
+        A non-member is told there is no such site, as on every site route.
+        """
+        site = await self.site_ready(user, name)
+        self.require_admin(user)
         body = read_object(request, {"orchestrator"})
         target = body.get("orchestrator")
         if not isinstance(target, str) or not target:
             raise APIError(400, "bad_request", 'expected {"orchestrator": "<name>"}')
         await self._records()
-        site = await self.site_ready(user, name)
         await check_move(self.pool, site, target)
         op = await start_move(self.store, self.pool, site, target, user.id)
         await self.store.audit(user, "move_site", site.name, {"params": op.params})
