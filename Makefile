@@ -59,13 +59,15 @@ run: deps venv frontend docker images
 
 # A swarm of CLUSTER_NODES nodes on this machine (a dockerd per network namespace, node 1 the
 # manager) with an orchestrator on each, at 10.77.<CLUSTER_OCTET>.N:8100 (nginx :8180); the
-# host reaches them over its link 10.77.<CLUSTER_OCTET>.254. See docs/orchestrator.md.
+# host reaches them over its link 10.77.<CLUSTER_OCTET>.254; on the host the manager
+# (127.0.0.1:8000), the router (:80, :443), the shell (:2322) and a PostgreSQL for site
+# databases, as `make run` has them. See docs/deploy.md ("make cluster").
 CLUSTER_PREFIX ?= dcl
 CLUSTER_NODES  ?= 2
 CLUSTER_OCTET  ?= 0
 CLUSTER_ARGS   := --prefix $(CLUSTER_PREFIX) --nodes $(CLUSTER_NODES) --octet $(CLUSTER_OCTET)
 
-cluster: deps venv docker images
+cluster: deps venv frontend docker images
 	$(PY) -m director.cluster up $(CLUSTER_ARGS)
 
 cluster-down: venv

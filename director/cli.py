@@ -459,6 +459,41 @@ def orchestrator_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cluster_status(args: argparse.Namespace) -> int:
+    """Nodes (from the cluster's state file), orchestrators with their health, routers."""
+    from twisted.internet.task import react
+
+    from director.cluster import status
+    from director.common.threads import InlineRunner
+    from director.manager.placement_store import PlacementStore
+
+    state_file = Path(args.cluster_state)
+    config_path = Path(args.config) if args.config else state_file.parent / "host" / "director.toml"
+    if not config_path.exists():
+        raise StartupError(f"no config at {config_path} (give --config, or bring a cluster up)")
+    config = load_config(config_path)
+    nodes = status.nodes_from_state(state_file) if state_file.exists() else None
+    records = _result(PlacementStore(_store(config).engine, InlineRunner()).list())
+    answers: dict[str, str] = {}
+
+    def main(reactor: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        async def run() -> None:
+            answers.update(await status.health(reactor, config, records, args.timeout))
+
+        return Deferred.fromCoroutine(run())
+
+    try:
+        react(main)
+    except SystemExit as e:
+        if e.code:
+            raise
+    for line in status.render(nodes, records, answers, config.router.url):
+        print(line)
+    return 0
+
+
 def _api(args: argparse.Namespace) -> Any:
     from director.apiclient import APIClient
 
@@ -800,6 +835,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=orchestrator_command)
+
+    p = sub.add_parser("cluster", help="a cluster's nodes, orchestrators and routers")
+    cluster = p.add_subparsers(dest="cluster_command", required=True, metavar="COMMAND")
+    p = cluster.add_parser("status", help="nodes, orchestrators (health, sites), routers")
+    p.add_argument(
+        "--cluster-state",
+        default="/var/lib/director-cluster/dcl/state.json",
+        help="the state file of `make cluster` (its nodes; skipped when absent)",
+    )
+    p.add_argument("--config", help="default: the config `make cluster` wrote beside the state")
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=cluster_status)
 
     p = sub.add_parser("site", help="sites (through the API)")
     site_parsers = p.add_subparsers(dest="site_command", required=True, metavar="COMMAND")

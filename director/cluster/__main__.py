@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from director.cluster.host import HostPorts, banner, host_config
 from director.cluster.layout import Layout, LayoutError
 from director.cluster.nodes import ClusterError, State, down, is_up, up
 
@@ -31,13 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-orchestrators", action="store_true", help="only the nodes and the swarm"
     )
+    parser.add_argument(
+        "--no-host",
+        action="store_true",
+        help="no manager, router and shell on the host (only the nodes' orchestrators)",
+    )
     args = parser.parse_args(argv)
     try:
         layout = _layout(args)
         if args.command == "up":
-            timings = up(layout, orchestrators=not args.no_orchestrators)
+            with_host = not (args.no_host or args.no_orchestrators)
+            timings = up(
+                layout,
+                orchestrators=not args.no_orchestrators,
+                host=HostPorts() if with_host else None,
+            )
             print(f"cluster {layout.prefix!r} is up in {sum(timings.values()):.1f} s")
             _describe(layout)
+            if with_host:
+                print(banner(layout), end="")
+                print(
+                    f"  cluster status:    director cluster status --config {host_config(layout)}"
+                )
         elif args.command == "down":
             if is_up(layout):
                 layout = State.load(layout.state_file).layout

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from director.cluster.host import HostPorts, start_host, stop_host
 from director.cluster.layout import API_PORT, NGINX_PORT, Layout
 
 Say = Callable[[str], None]
@@ -216,10 +217,18 @@ def is_up(layout: Layout) -> bool:
 # -- up ------------------------------------------------------------------------------------
 
 
-def up(layout: Layout, orchestrators: bool = True, say: Say = print) -> dict[str, float]:
+def up(
+    layout: Layout,
+    orchestrators: bool = True,
+    say: Say = print,
+    host: HostPorts | None = None,
+    host_settings: tuple[str, ...] = (),
+) -> dict[str, float]:
     """
     Bring the whole cluster up; returns the seconds each step took. Refuses (changing
     nothing) if the cluster is up already; on a failure, removes what it made and raises.
+    With C{host}, the manager, router and shell on the host too, listening on those ports
+    (L{director.cluster.host}; C{host_settings}: further config settings of theirs).
     """
     if is_up(layout):
         raise ClusterError(
@@ -262,6 +271,9 @@ def up(layout: Layout, orchestrators: bool = True, say: Say = print) -> dict[str
                     start_orchestrator(layout, n, state)
                 for n in layout.numbers:
                     wait_orchestrator(layout, n)
+            if host is not None:
+                with _step(timings, "manager, router and shell", say):
+                    start_host(layout, host, host_settings)
     except BaseException:
         say(f"cluster: bringing {layout.prefix!r} up failed; removing what was made")
         down(layout, say=say)
@@ -537,6 +549,8 @@ def down(layout: Layout, say: Say = print) -> dict[str, float]:
     state = State.load(layout.state_file)
     layout = state.layout
     processes = state.data["processes"]
+    with _step(timings, "manager, router and shell", say):
+        stop_host(layout)
     with _step(timings, "orchestrators", say):
         for n in layout.numbers:
             stop_orchestrator(layout, n, state)

@@ -1,0 +1,108 @@
+"""
+Site databases for a cluster: one PostgreSQL on the host, listening on 127.0.0.1 (where the
+manager logs in as administrator) and on the host's hub address 10.77.<octet>.254, which
+site containers on every node reach (their traffic leaves the node masqueraded as the
+node's address, so the server lets the hub network in as site users, never as its
+administrator). Registered with C{director database-host add}.
+
+The nodes' orchestrators run no bundled servers (those are one machine's); this is the same
+server set-up (L{director.orchestrator.bundled_databases}: data directory, access rules,
+the system user), run as a process of the cluster, recorded in its state file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from director.cluster.layout import Layout
+from director.orchestrator.bundled_databases import (
+    ADMIN_USERS,
+    ServerSettings,
+    _initialised,
+    _owner,
+    _ready,
+    ensure_password,
+    init_argv,
+    postgres_bin_dir,
+    prepare,
+    server_argv,
+)
+
+POSTGRES_START_TIMEOUT = 60.0
+
+
+def postgres_settings(layout: Layout, directory: Path, port: int) -> ServerSettings:
+    return ServerSettings(
+        "postgres",
+        directory / "postgres",
+        port,
+        ("127.0.0.1", layout.host_address),
+        (layout.hub_network,),
+    )
+
+
+def _as_owner(argv: list[str], settings: ServerSettings, log: Path, wait: bool) -> int:
+    owner = _owner(settings.kind)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    if owner is not None:
+        env.update(HOME=owner.pw_dir, USER=owner.pw_name, LOGNAME=owner.pw_name)
+    with open(log, "ab") as out:
+        if owner is not None:
+            os.fchown(out.fileno(), owner.pw_uid, owner.pw_gid)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(settings.directory),
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            start_new_session=True,
+        )
+    if wait:
+        return process.wait(120)
+    return process.pid
+
+
+def start_postgres(layout: Layout, directory: Path, port: int, secrets: Path) -> ServerSettings:
+    """Set up (once) and start the sites' PostgreSQL; wait until it is ready."""
+    from director.cluster.nodes import ClusterError, State
+
+    state = State.load(layout.state_file)
+    settings = postgres_settings(layout, directory, port)
+    password = ensure_password(secrets, "postgres")
+    _listen, needs_init = prepare(settings, password)
+    bindir = postgres_bin_dir()
+    if needs_init:
+        code = _as_owner(init_argv(settings, bindir), settings, settings.log_file, wait=True)
+        if code != 0:
+            raise ClusterError(f"initdb failed ({code}); see {settings.log_file}")
+        _initialised(settings)
+    pid = _as_owner(server_argv(settings, bindir), settings, settings.log_file, wait=False)
+    state.process("host-postgres", pid, str(settings.data_dir))
+    deadline = time.monotonic() + POSTGRES_START_TIMEOUT
+    while not _ready(settings, pid):
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the sites' PostgreSQL did not start; see {settings.log_file}")
+        time.sleep(0.2)
+    return settings
+
+
+def stop_postgres(layout: Layout) -> None:
+    from director.cluster.nodes import State, end_process
+
+    state = State.load(layout.state_file)
+    entry = state.data["processes"].get("host-postgres")
+    if entry is not None:
+        # SIGINT: PostgreSQL's fast shutdown
+        end_process(int(entry["pid"]), entry["marker"], 30, signal.SIGINT)
+        state.forget("host-postgres")
+
+
+def admin_user() -> str:
+    return ADMIN_USERS["postgres"]

@@ -1,0 +1,249 @@
+"""
+A whole cluster for integration tests: two nodes with an orchestrator each
+(director.cluster), and on the host the real manager, router and shell driving them
+(director.cluster.host), under a prefix and an octet of their own and free loopback ports.
+L{cluster_stack} brings it up and removes everything at the end, even on failure, and
+asserts that nothing is left. Reusable by any multi-node test (moving sites, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services import api_request, free_port
+
+from director.cluster.host import HostPorts, host_config, host_dir, orchestrator_name
+from director.cluster.layout import Layout
+from director.cluster.nodes import State, down, routes_overlapping, start_engine, stop_engine, up
+from director.common.config import Config, load_config
+
+BIN = Path(sys.executable).parent
+RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'
+
+
+def wait(check: Callable[[], bool], what: str, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@dataclass
+class ClusterStack:
+    """What a test needs of the cluster: the API, the router's front, the node engines."""
+
+    layout: Layout
+    ports: HostPorts
+    config: Config
+    token: str
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def manager_url(self) -> str:
+        return self.config.manager.url
+
+    @property
+    def sites_domain(self) -> str:
+        return self.config.director.sites_domain
+
+    def node_address(self, n: int) -> str:
+        return self.layout.address(n)
+
+    def orchestrator(self, n: int) -> str:
+        """The pool's name of node C{n}'s orchestrator."""
+        return orchestrator_name(n)
+
+    def log_tail(self) -> str:
+        logs = [*host_dir(self.layout).glob("*.log"), *self.layout.base.glob("n*/*.log")]
+        return "\n".join(f"--- {p}\n" + p.read_text(errors="replace")[-3000:] for p in logs)
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        ok: tuple[int, ...] = (200, 201, 202),
+    ) -> Any:
+        status, content = api_request(self.manager_url, self.token, method, path, body, raw)
+        assert status in ok, (method, path, status, content[:500])
+        try:
+            return json.loads(content)
+        except ValueError:
+            return content
+
+    def wait_operation(self, answer: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
+        op_id = answer["operation"]["id"]
+        result: dict[str, Any] = {}
+
+        def done() -> bool:
+            result.update(self.api("GET", f"/api/v1/operations/{op_id}"))
+            return result["status"] in ("succeeded", "failed")
+
+        wait(done, f"operation {op_id}", timeout)
+        assert result["status"] == "succeeded", (result, self.log_tail())
+        return result
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        """C{director ARGS --config <the host's config>}; its output."""
+        return subprocess.run(
+            [str(BIN / "director"), *args, "--config", str(host_config(self.layout))],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+
+    def front(self, name: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
+        """GET C{path} of site C{name} through the router's front port (0: no answer)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports.http}{path}",
+            headers={"Host": f"{name}.{self.sites_domain}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return 0, b""
+
+    def wait_served(self, name: str, body: bytes, timeout: float = 120) -> None:
+        last: list[tuple[int, bytes]] = [(0, b"")]
+
+        def served() -> bool:
+            last[0] = self.front(name)
+            return last[0] == (200, body)
+
+        try:
+            wait(served, f"{name} serving {body!r}", timeout)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last answer {last[0]!r}\n{self.log_tail()}") from None
+
+    def create_site(
+        self,
+        name: str,
+        kind: str,
+        body: bytes,
+        orchestrator: str | None = None,
+        users: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """A site created through the API (on C{orchestrator}, or placed), with its files."""
+        request: dict[str, Any] = {"name": name, "type": "static"}
+        if orchestrator is not None:
+            request["orchestrator"] = orchestrator
+        if users:
+            request["users"] = list(users)
+        self.wait_operation(self.api("POST", "/api/v1/sites", request))
+        if kind == "dynamic":
+            self.api("PUT", f"/api/v1/sites/{name}/files/run.sh?mode=755", raw=RUN_SH)
+        self.api("PUT", f"/api/v1/sites/{name}/files/public/index.html", raw=body)
+        if kind == "dynamic":
+            self.wait_operation(self.api("PATCH", f"/api/v1/sites/{name}", {"type": "dynamic"}))
+        site: dict[str, Any] = self.api("GET", f"/api/v1/sites/{name}")
+        return site
+
+    def kill_engine(self, n: int) -> None:
+        """Node C{n}'s dockerd killed (a power cut; its orchestrator keeps running)."""
+        stop_engine(self.layout, n, signal.SIGKILL)
+
+    def restart_engine(self, n: int) -> None:
+        """Node C{n}'s dockerd started again, its network store dropped (docs/deploy.md)."""
+        start_engine(self.layout, n, forget_networks=True)
+        self.pids.append(State.load(self.layout.state_file).pid(f"dockerd-{n}") or 0)
+
+
+def _namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+
+
+def _recorded_pids(layout: Layout) -> list[int]:
+    if not layout.state_file.exists():
+        return []
+    state = State.load(layout.state_file)
+    pids = [int(p["pid"]) for p in state.data["processes"].values()]
+    for pidfile in layout.base.glob("**/nginx.pid"):
+        text = pidfile.read_text().strip()
+        if text.isdigit():
+            pids.append(int(text))
+    return pids
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def pick_layout(prefix: str) -> Layout:
+    """A two-node layout under C{prefix}+pid, on an octet no route of the host uses."""
+    tag = f"{os.getpid() % 10000:04d}"
+    octets = random.sample(range(16, 32), 16)
+    return next(
+        (
+            Layout(f"{prefix}{tag}", 2, o)
+            for o in octets
+            if not routes_overlapping(Layout("x", 2, o))
+        ),
+        Layout(f"{prefix}{tag}", 2, octets[0]),  # up says which route is in the way
+    )
+
+
+@contextmanager
+def cluster_stack(prefix: str = "dm") -> Iterator[ClusterStack]:
+    """The whole cluster, up; everything removed afterwards, and checked to be gone."""
+    layout = pick_layout(prefix)
+    ports = HostPorts(
+        manager=free_port(), router_api=free_port(), http=free_port(), https=free_port(),
+        shell=free_port(),
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        timings = up(
+            layout, say=lambda line: None, host=ports, host_settings=("manager.bcrypt_rounds=4",)
+        )
+    except Exception:
+        assert not _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
+        raise
+    print(f"cluster with manager up in {time.monotonic() - started:.1f} s: {timings}")
+    config = load_config(host_config(layout))
+    token = subprocess.run(
+        [str(BIN / "director"), "token", "create", "admin", "--config", str(host_config(layout))],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    stack = ClusterStack(layout, ports, config, token, _recorded_pids(layout))
+    try:
+        yield stack
+    finally:
+        stack.pids = sorted(set(stack.pids + _recorded_pids(layout)))
+        started = time.monotonic()
+        down(layout, say=lambda line: None)
+        print(f"cluster down in {time.monotonic() - started:.1f} s")
+        left = _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
+        assert not left, f"namespaces left behind: {left}"
+        alive = [pid for pid in stack.pids if _running(pid)]
+        assert not alive, f"processes left behind: {alive}"
+        assert not layout.base.exists() and not layout.run_dir.exists()
+        links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
+        assert layout.host_link not in links

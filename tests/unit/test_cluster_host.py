@@ -1,0 +1,74 @@
+"""The host's part of a cluster: its config settings and what `director cluster status` prints."""
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from director.cli import _parse_settings, _toml_value
+from director.cluster.host import HostPorts, host_config, host_settings, orchestrator_name
+from director.cluster.layout import Layout
+from director.cluster.status import NodeLine, render
+from director.common.config import Config, parse_config
+from director.manager.models import Orchestrator
+
+
+class HostSettingsTests(SynchronousTestCase):
+    def config_of(self, layout: Layout, ports: HostPorts) -> Config:
+        raw = _parse_settings(host_settings(layout, ports))
+        text = "\n".join(
+            f"[{section}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+            for section, values in raw.items()
+        )
+        return parse_config(text, Path("/"))
+
+    def test_the_configured_orchestrator_is_node_1s(self) -> None:
+        """The host runs no orchestrator: its own is node 1's, routed to node 1's nginx."""
+        layout = Layout("dcl", 2, 3)
+        config = self.config_of(layout, HostPorts())
+        section = config.orchestrator
+        self.assertEqual(section.url, "http://10.77.3.1:8100")
+        self.assertEqual(section.public_nginx, "10.77.3.1:8180")
+        self.assertEqual(section.name, orchestrator_name(1))
+        self.assertFalse(section.bundled_databases)
+
+    def test_keys_and_ports(self) -> None:
+        """The nodes' shared keys; the ports asked for (`make run`'s by default)."""
+        layout = Layout("dcl", 2, 0)
+        config = self.config_of(layout, HostPorts(manager=9000, http=8080, shell=2200))  # noqa: S604
+        self.assertEqual(config.auth.keys_dir, layout.keys_dir)
+        self.assertEqual(config.shell.host_keys_dir, layout.keys_dir)
+        self.assertEqual(config.manager.url, "http://127.0.0.1:9000")
+        self.assertEqual(config.router.http_port, 8080)
+        self.assertEqual(config.shell.port, 2200)
+        defaults = HostPorts()
+        self.assertEqual((defaults.manager, defaults.http, defaults.https, defaults.shell),
+                         (8000, 80, 443, 2322))  # fmt: skip
+        self.assertEqual(host_config(layout), layout.base / "host" / "director.toml")
+
+
+class StatusRenderTests(SynchronousTestCase):
+    def test_lines(self) -> None:
+        """Nodes with their processes, orchestrators with health and sites, the router."""
+        nodes = [
+            NodeLine(1, "dcl-node1", "10.77.0.1", True, True),
+            NodeLine(2, "dcl-node2", "10.77.0.2", False, True),
+        ]
+        records = [
+            Orchestrator(1, "node1", "http://10.77.0.1:8100", "10.77.0.1:8180", "active", sites=2),
+            Orchestrator(2, "node2", "http://10.77.0.2:8100", "10.77.0.2:8180", "draining"),
+        ]
+        answers = {"node1": "ok", "node2": "down (timeout)", "router": "ok"}
+        lines = render(nodes, records, answers, "http://127.0.0.1:8200")
+        self.assertEqual(lines[0], "nodes:")
+        self.assertIn("engine running  orchestrator running", lines[1])
+        self.assertIn("engine STOPPED  orchestrator running", lines[2])
+        self.assertIn("node1        active       2 site(s)  ok ", lines[4])
+        self.assertIn("node2        draining     0 site(s)  down (timeout)", lines[5])
+        self.assertEqual(lines[-1], "  http://127.0.0.1:8200  ok")
+
+    def test_no_state_file_no_records(self) -> None:
+        """Without a cluster state file there is no nodes section; no records are said so."""
+        lines = render(None, [], {}, "http://127.0.0.1:8200")
+        self.assertEqual(lines[0], "orchestrators:")
+        self.assertIn("none registered yet", lines[1])
+        self.assertEqual(lines[-1], "  http://127.0.0.1:8200  ?")
