@@ -214,7 +214,7 @@ def cluster_stack(prefix: str = "dm") -> Iterator[ClusterStack]:
     layout = pick_layout(prefix)
     ports = HostPorts(
         manager=free_port(), router_api=free_port(), http=free_port(), https=free_port(),
-        shell=free_port(),
+        shell=free_port(), postgres=free_port(),
     )  # fmt: skip
     started = time.monotonic()
     try:
