@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from director.cluster.host import HostPorts, banner, host_config
+from director.cluster.host import HostPorts, banner
 from director.cluster.layout import Layout, LayoutError
 from director.cluster.nodes import ClusterError, State, down, is_up, up
 
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             if with_host:
                 print(banner(layout), end="")
                 print(
-                    f"  cluster status:    director cluster status --config {host_config(layout)}"
+                    "  cluster status:    director cluster status "
+                    f"--cluster-state {layout.state_file}"
                 )
         elif args.command == "down":
             if is_up(layout):

@@ -1,9 +1,10 @@
 """
-Site databases for a cluster: one PostgreSQL on the host, listening on 127.0.0.1 (where the
-manager logs in as administrator) and on the host's hub address 10.77.<octet>.254, which
-site containers on every node reach (their traffic leaves the node masqueraded as the
-node's address, so the server lets the hub network in as site users, never as its
-administrator). Registered with C{director database-host add}.
+Site databases for a cluster: one PostgreSQL on the host, listening on 127.0.0.1 and on the
+host's hub address 10.77.<octet>.254, where the nodes' orchestrators log in as its
+administrator (they create the sites' databases) and site containers on every node reach it
+(their traffic leaves the node masqueraded as the node's address, the same address the
+orchestrator's has: so the hub network may log in as any user, with a password; the
+administrator's is random). Registered with C{director database-host add}.
 
 The nodes' orchestrators run no bundled servers (those are one machine's); this is the same
 server set-up (L{director.orchestrator.bundled_databases}: data directory, access rules,
@@ -45,6 +46,16 @@ def postgres_settings(layout: Layout, directory: Path, port: int) -> ServerSetti
     )
 
 
+def pg_hba(layout: Layout) -> str:
+    """Who may log in: local sockets; the host and the cluster's nodes with a password."""
+    return (
+        "# Written by director.cluster at every start; changes here are lost.\n"
+        "local all all trust\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+        f"host all all {layout.hub_network} scram-sha-256\n"
+    )
+
+
 def _as_owner(argv: list[str], settings: ServerSettings, log: Path, wait: bool) -> int:
     owner = _owner(settings.kind)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
@@ -71,12 +82,20 @@ def _as_owner(argv: list[str], settings: ServerSettings, log: Path, wait: bool) 
 
 def start_postgres(layout: Layout, directory: Path, port: int, secrets: Path) -> ServerSettings:
     """Set up (once) and start the sites' PostgreSQL; wait until it is ready."""
-    from director.cluster.nodes import ClusterError, State
+    from director.cluster.nodes import ClusterError, State, _connects
 
-    state = State.load(layout.state_file)
+    if _connects("127.0.0.1", port):
+        raise ClusterError(
+            f"port {port} on 127.0.0.1 is taken (another PostgreSQL?): the sites' server "
+            "of the cluster needs it"
+        )
     settings = postgres_settings(layout, directory, port)
     password = ensure_password(secrets, "postgres")
     _listen, needs_init = prepare(settings, password)
+    # The nodes' orchestrators log in as administrator (creating sites' databases) from the
+    # nodes' addresses, which are also what site containers leave their node as: the hub
+    # network may log in as anyone, with a password (the administrator's is random).
+    (settings.directory / "pg_hba.conf").write_text(pg_hba(layout))
     bindir = postgres_bin_dir()
     if needs_init:
         code = _as_owner(init_argv(settings, bindir), settings, settings.log_file, wait=True)
@@ -84,9 +103,9 @@ def start_postgres(layout: Layout, directory: Path, port: int, secrets: Path) ->
             raise ClusterError(f"initdb failed ({code}); see {settings.log_file}")
         _initialised(settings)
     pid = _as_owner(server_argv(settings, bindir), settings, settings.log_file, wait=False)
-    state.process("host-postgres", pid, str(settings.data_dir))
+    State.load(layout.state_file).process("host-postgres", pid, str(settings.data_dir))
     deadline = time.monotonic() + POSTGRES_START_TIMEOUT
-    while not _ready(settings, pid):
+    while not (_ready(settings, pid) and _connects(layout.host_address, port)):
         if time.monotonic() > deadline:
             raise ClusterError(f"the sites' PostgreSQL did not start; see {settings.log_file}")
         time.sleep(0.2)

@@ -87,7 +87,6 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
     """
     from director.cluster.nodes import ClusterError, State, _connects, _run, _spawn, _wait
 
-    state = State.load(layout.state_file)
     config = host_config(layout)
     host_dir(layout).mkdir(parents=True, exist_ok=True)
     host_dir(layout).chmod(0o755)
@@ -103,7 +102,7 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
     password = ensure_password(host_state_dir(layout), "postgres")
     added = subprocess.run(
         _director(
-            "database-host", "add", "--kind", "postgres", "--admin-host", "127.0.0.1",
+            "database-host", "add", "--kind", "postgres", "--admin-host", layout.host_address,
             "--admin-port", str(ports.postgres), "--admin-user", admin_user(),
             "--password-stdin", "--container-host", layout.host_address,
             "--container-port", str(ports.postgres), "--config", str(config),
@@ -120,6 +119,7 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
             )
         )  # fmt: skip
     twistd = str(Path(sys.executable).parent / "twistd")
+    state = State.load(layout.state_file)  # after start_postgres, which records its own pid
     for component in COMPONENTS:
         pidfile = host_state_dir(layout) / f"{component}.pid"
         argv = [twistd, "-n", f"--pidfile={pidfile}", f"director-{component}",

@@ -212,9 +212,14 @@ def _blocking_network(
     own (with its own subnet) even when the swarm-scoped network already exists.
     """
     manager = client if manager is None else manager
-    exists = any(net["Name"] == name for net in manager.networks(names=[name]))
-    if exists and manager is client:
-        return
+    existing = [net for net in manager.networks(names=[name]) if net["Name"] == name]
+    exists = bool(existing)
+    if exists and manager is client and not (existing[0].get("ConfigFrom") or {}).get("Network"):
+        return  # made without a config-only network (one machine): nothing is per node
+    # Otherwise (even on the swarm manager's own node: another node's orchestrator, starting
+    # at the same time, may have made the swarm-scoped bridge first) this node's config-only
+    # network must exist, or every task here is rejected ("configuration network ... does
+    # not exist").
     config_from = None
     if subnet is not None:
         # A swarm-scoped bridge takes its addresses from a config-only network on each node.

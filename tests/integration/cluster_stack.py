@@ -186,6 +186,21 @@ def _recorded_pids(layout: Layout) -> list[int]:
     return pids
 
 
+def _naming(layout: Layout) -> list[tuple[int, str]]:
+    """Processes whose command line names the cluster's directories (any we did not record)."""
+    marks = (str(layout.base), str(layout.run_dir))
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _running(int(entry.name)):
+            try:
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if any(mark in line for mark in marks):
+                found.append((int(entry.name), line))
+    return found
+
+
 def _running(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -244,6 +259,8 @@ def cluster_stack(prefix: str = "dm") -> Iterator[ClusterStack]:
         assert not left, f"namespaces left behind: {left}"
         alive = [pid for pid in stack.pids if _running(pid)]
         assert not alive, f"processes left behind: {alive}"
+        naming = _naming(layout)
+        assert not naming, f"processes naming the cluster's directories left behind: {naming}"
         assert not layout.base.exists() and not layout.run_dir.exists()
         links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
         assert layout.host_link not in links
