@@ -39,6 +39,8 @@ def main() -> None:
             for name, body in bodies.items():
                 probe = move_under_load(s, name, body, target)
                 results[name].append((probe.downtime, probe.ok, len(probe.failures)))
+                if probe.failures:
+                    print(f"  failures of {name}: {sorted(set(probe.failures))[:3]}")
         print()
         print(f"{'site':<8} {'moves':>5} {'downtime max (s)':>17} {'median':>7} {'failed':>7}")
         for name, kind in (("bst", "static"), ("bdy", "dynamic")):

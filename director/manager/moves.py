@@ -12,7 +12,8 @@ The actions, in order, each idempotent (a retry or a restarted manager runs them
  3. C{final_sync}: the same again, just before the target starts: what changed during the
     first copy is carried too.
  4. C{start_on_target}: the site's real spec on the target; a dynamic site's process starts
-    there on the files just imported, and the action waits until it runs.
+    there on the files just imported, and the action waits until it runs, then a few seconds
+    more (C{settle}: the target's nginx reload, signalled but not awaited, takes effect).
  5. C{switch_orchestrator}: the records say the target runs the site.
  6. C{apply_router}: the router's upstream for the site becomes the target's nginx (a reload,
     no restart: requests in flight finish on the source).
@@ -134,6 +135,7 @@ class SiteMover:
         work_dir: Path,
         grace: float = 5.0,
         ready_timeout: float = 120.0,
+        settle: float = 3.0,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -142,6 +144,7 @@ class SiteMover:
         self.work_dir = work_dir
         self._grace = grace
         self._ready_timeout = ready_timeout
+        self._settle = settle
 
     def actions(self) -> dict[str, Callable[[Operation, Site | None], Awaitable[str]]]:
         return {
@@ -240,16 +243,21 @@ class SiteMover:
         site = self._site(site)
         target = self._target(op)
         status = await target.put_site(site.id, site.orchestrator_spec())
-        if site.type != "dynamic" or site.availability != "enabled":
-            return "served" if site.availability == "enabled" else site.availability
-        waited = 0.0
-        while not status.get("upstream") and not status.get("running"):
-            if waited >= self._ready_timeout:
-                raise NotRunningYet(f"the site's process did not start within {waited:.0f}s")
-            await deferLater(self._reactor, 1.0, lambda: None)
-            waited += 1.0
-            status = await target.site_status(site.id)
-        return "running on the target"
+        if site.type == "dynamic" and site.availability == "enabled":
+            waited = 0.0
+            while not status.get("upstream") and not status.get("running"):
+                if waited >= self._ready_timeout:
+                    raise NotRunningYet(f"the site's process did not start within {waited:.0f}s")
+                await deferLater(self._reactor, 1.0, lambda: None)
+                waited += 1.0
+                status = await target.site_status(site.id)
+        if self._settle:
+            # The orchestrator's nginx reload (a SIGHUP) is under way when it answers: its
+            # workers serve the site's "not served" page until it is through.
+            await deferLater(self._reactor, self._settle, lambda: None)
+        if site.type == "dynamic" and site.availability == "enabled":
+            return "running on the target"
+        return "served" if site.availability == "enabled" else site.availability
 
     async def switch_orchestrator(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)

@@ -148,7 +148,15 @@ class OperationEngine:
         }
         # Moves keep archives in transit under the state directory (a temporary one if none).
         moves_dir = work_dir or Path(tempfile.gettempdir()) / "director-moves"
-        self.mover = SiteMover(reactor, store, self.pool, router, moves_dir, grace=move_grace)
+        self.mover = SiteMover(
+            reactor,
+            store,
+            self.pool,
+            router,
+            moves_dir,
+            grace=move_grace,
+            settle=min(move_grace, 3.0),
+        )
         self._actions.update(self.mover.actions())
         #: moves the sites off draining orchestrators (a sweep now and then, and when a
         #: site's operation on one ends)
