@@ -4,16 +4,19 @@ and what may be moved where (L{check_move}, for the API before the operation is 
 
 The actions, in order, each idempotent (a retry or a restarted manager runs them again):
 
- 1. C{prepare_target}: the site is put on the target without being served (C{not-served}:
-    its directory, no process), its custom image built there first if it has one.
+ 1. C{prepare_target}: the site is put on the target without being served (C{not-served}
+    and static: its directory, no process; a dynamic site's swarm service is one for the
+    whole swarm, named after the site, and stays the source's until step 4), its custom
+    image built there first if it has one.
  2. C{copy_files}: the site's whole directory exported from the source into a file under the
     manager's state directory, imported into the target (unpacked beside the target's copy,
     swapped in at once), the file removed. The source keeps serving meanwhile.
  3. C{final_sync}: the same again, just before the target starts: what changed during the
     first copy is carried too.
  4. C{start_on_target}: the site's real spec on the target; a dynamic site's process starts
-    there on the files just imported, and the action waits until it runs, then a few seconds
-    more (C{settle}: the target's nginx reload, signalled but not awaited, takes effect).
+    there on the files just imported (the service moves to the target's node, started there
+    before the source's task stops), and the action waits until it runs; a static site waits
+    a few seconds more (C{settle}: the target's nginx reload, signalled, not awaited).
  5. C{switch_orchestrator}: the records say the target runs the site.
  6. C{apply_router}: the router's upstream for the site becomes the target's nginx (a reload,
     no restart: requests in flight finish on the source).
@@ -197,7 +200,10 @@ class SiteMover:
             )
             await target.build_image(site.image_tag, site.image, list(site.packages), setup)
         spec = site.orchestrator_spec()
-        spec["availability"] = "not-served" if site.availability == "enabled" else site.availability
+        # Not served, and static for now: a dynamic site's swarm service is one for the whole
+        # swarm (named after the site), and putting it here would take it from the source.
+        spec["availability"] = "not-served"
+        spec["type"] = "static"
         await target.put_site(site.id, spec)
         return f"on {self.target_of(op)}, not served yet"
 
@@ -251,9 +257,10 @@ class SiteMover:
                 await deferLater(self._reactor, 1.0, lambda: None)
                 waited += 1.0
                 status = await target.site_status(site.id)
-        if self._settle:
+        if self._settle and site.type != "dynamic":
             # The orchestrator's nginx reload (a SIGHUP) is under way when it answers: its
-            # workers serve the site's "not served" page until it is through.
+            # workers serve the site's "not served" page until it is through. (Not for a
+            # dynamic site: its service has just left the source, which cannot serve it.)
             await deferLater(self._reactor, self._settle, lambda: None)
         if site.type == "dynamic" and site.availability == "enabled":
             return "running on the target"
@@ -294,6 +301,9 @@ class SiteMover:
             return
         try:
             await self._target(op).remove_site(site.id, True)
+            if site.type == "dynamic" and failed_at >= MOVE_ACTIONS.index("start_on_target"):
+                # the swarm service went to the target: the source takes it back
+                await self._source(op, site).put_site(site.id, site.orchestrator_spec())
         except Exception as e:
             self.log.warn(
                 "the copy of site {id} on {target} could not be removed: {e}",

@@ -121,6 +121,12 @@ class MoveTests(MoveTestCase):
             if m == "PUT" and (p == f"/v1/sites/{self.blog.id}")
         ]
         self.assertEqual(puts, ["not-served", "enabled"])
+        types = [
+            k["json"]["type"]
+            for m, p, k in self.second.calls
+            if m == "PUT" and p == f"/v1/sites/{self.blog.id}"
+        ]
+        self.assertEqual(types, ["static", "static"])
         # No archive is left on the manager.
         self.assertEqual(list(self.h.engine.mover.work_dir.glob("*")), [])
         # And it can move back.
@@ -142,6 +148,12 @@ class MoveTests(MoveTestCase):
         code, body = self.move("dyn", "second")
         self.assertEqual(self.operation(body["operation"]["id"]).status, "succeeded")
         self.assertEqual(self.second.sites[site.id].availability, "enabled")
+        # static until it starts there (the swarm's one service stays the source's till then)
+        puts = [k["json"] for m, p, k in self.second.calls if p == f"/v1/sites/{site.id}"]
+        self.assertEqual(
+            [(b["type"], b["availability"]) for b in puts],
+            [("static", "not-served"), ("dynamic", "enabled")],
+        )
         self.assertEqual(self.placed("dyn"), "second")
         self.assertNotIn(site.id, self.main.sites)
 
