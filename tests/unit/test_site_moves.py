@@ -243,6 +243,32 @@ class FailureTests(MoveTestCase):
         self.assert_failed_and_on_main(body["operation"]["id"])
         self.assertEqual(self.operation(body["operation"]["id"]).actions[3].status, "failed")
 
+    def test_a_dynamic_site_whose_start_fails_gets_its_service_back_on_the_source(self) -> None:
+        code, _ = self.create(
+            "dyn", self.admin, orchestrator="main", users=["alice"], type="dynamic"
+        )
+        self.assertEqual(code, 202)
+        self.h.engine.wake()
+        site = self.h.result(self.h.store.get_site("dyn"))
+
+        def answers(m: str, path: str, kwargs: dict[str, Any]) -> Any:
+            body = kwargs.get("json") or {}
+            if m == "PUT" and path == f"/v1/sites/{site.id}" and body.get("type") == "dynamic":
+                from director.testing.fake_orchestrator import refusal
+
+                raise refusal(path, 400, "invalid", "refused by the test")
+            return self.second.serve(m, path, kwargs)
+
+        self.second.answers = answers
+        self.main.calls.clear()
+        _, body = self.move("dyn", "second")
+        self.assertEqual(self.operation(body["operation"]["id"]).status, "failed")
+        self.assertEqual(self.placed("dyn"), "main")
+        self.assertNotIn(site.id, self.second.sites)
+        # the source was given the site's spec again (its swarm service back)
+        self.assertIn(("PUT", f"/v1/sites/{site.id}"), self.site_calls(self.main))
+        self.assertEqual(self.main.sites[site.id].type, "dynamic")
+
     def test_a_target_that_stops_answering_is_retried_then_given_up(self) -> None:
         self.second.answers = down
         _, body = self.move("blog", "second")
