@@ -442,12 +442,14 @@ def orchestrator_command(args: argparse.Namespace) -> int:
             print(f"orchestrator {record.name}: {record.url}, sites through {record.nginx}")
         elif args.orchestrator_command == "list":
             for r in _result(records.list()):
-                print(f"{r.name}\t{r.state}\t{r.sites} site(s)\t{r.url}\t{r.nginx}")
+                left = " left" if r.state == "draining" else ""
+                print(f"{r.name}\t{r.state}\t{r.sites} site(s){left}\t{r.url}\t{r.nginx}")
         elif args.orchestrator_command == "drain":
             record = _result(records.set_state(args.name, "draining"))
             print(
-                f"orchestrator {record.name} is draining: it gets no new sites and keeps its "
-                f"{record.sites} site(s) (moving them elsewhere is not done yet)"
+                f"orchestrator {record.name} is draining: it gets no new sites, and the "
+                f"manager moves its {record.sites} site(s) to other orchestrators (one "
+                "operation each; `director orchestrator list` shows how many are left)"
             )
         elif args.orchestrator_command == "remove":
             record = _result(records.remove(args.name))
@@ -533,6 +535,8 @@ def site_command(args: argparse.Namespace) -> int:
             answer = api.post("/api/v1/sites", body)
         elif args.site_command == "delete":
             answer = api.delete(f"/api/v1/sites/{args.name}")
+        elif args.site_command == "move":
+            answer = api.post(f"/api/v1/sites/{args.name}/move", {"orchestrator": args.to})
         else:
             answer = api.post(f"/api/v1/sites/{args.name}/restart", {})
         op = answer["operation"]
@@ -817,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("add", "register an orchestrator"),
         ("list", "every orchestrator: state, site count, URL, nginx"),
-        ("drain", "give an orchestrator no new sites (it keeps its own)"),
+        ("drain", "give an orchestrator no new sites; its sites are moved off"),
         ("remove", "forget an orchestrator (refused while it holds sites)"),
     ):
         op = pool.add_parser(name, help=text)
@@ -849,6 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("create", "a new site"),
         ("delete", "delete a site"),
         ("restart", "restart a site's process"),
+        ("move", "move a site to another orchestrator (admins)"),
     ):
         sp = site_parsers.add_parser(name, help=text)
         if name != "list":
@@ -862,6 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--purpose", default="project", choices=("personal", "project", "activity", "other")
             )
             sp.add_argument("--users", help="comma-separated members")
+        if name == "move":
+            sp.add_argument("--to", required=True, metavar="ORCH", help="the orchestrator's name")
         sp.add_argument("--no-wait", action="store_true", help="do not wait for the operation")
         sp.add_argument("--token")
         sp.add_argument("--url", help="the manager's URL (default: manager.url)")

@@ -524,9 +524,22 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     (
         "post",
         "/api/v1/orchestrators/{name}/drain",
-        "Give an orchestrator no new sites; its sites stay on it (admins)",
+        "Give an orchestrator no new sites and move its sites to other orchestrators: one "
+        "move_site operation per site, given back in operations (a site busy with another "
+        "operation is moved once it ends) (admins)",
         None,
         200,
+    ),
+    (
+        "post",
+        "/api/v1/sites/{name}/move",
+        "Move the site to another orchestrator (admins): its files are copied while the source "
+        "serves, copied again just before the target starts, then the router switches; the "
+        "database is not touched. 409 same_orchestrator, orchestrator_draining, "
+        "orchestrator_unavailable (the target), source_unavailable (the site's own "
+        "orchestrator does not answer); 404 unknown_orchestrator",
+        _obj({"orchestrator": NAME}, ("orchestrator",)),
+        202,
     ),
     ("get", "/api/v1/users", "Users (teachers and admins)", None, 200),
     (
@@ -748,6 +761,9 @@ EXTRA_RESPONSES[("get", "/api/v1/orchestrators")] = {"403": "forbidden: administ
 EXTRA_RESPONSES[("post", "/api/v1/orchestrators/{name}/drain")] = {
     "403": "forbidden: administrators only",
 }
+EXTRA_RESPONSES[("post", "/api/v1/sites/{name}/move")] = {
+    "403": "forbidden: administrators only",
+}
 ORCHESTRATOR = {
     "type": "object",
     "required": ["name", "url", "nginx", "state", "healthy", "sites"],
@@ -785,8 +801,11 @@ SUCCESS_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/api/v1/orchestrators/{name}/drain"): {
         "type": "object",
-        "required": ["orchestrator"],
-        "properties": {"orchestrator": ORCHESTRATOR},
+        "required": ["orchestrator", "operations"],
+        "properties": {
+            "orchestrator": ORCHESTRATOR,
+            "operations": {"type": "array", "items": {"type": "object"}},
+        },
     },
 }
 
@@ -829,7 +848,8 @@ def _responses(method: str, path: str, status: int, has_body: bool) -> dict[str,
         responses["409"] = {
             "description": "conflict with what exists: site_creating (still being set up "
             "after the wait; wait for the operation given), site_not_created, "
-            "operation_running, limit_reached, name_taken, unknown_user, ...",
+            "operation_running, limit_reached, name_taken, unknown_user, being_moved (a "
+            "file write while the site is moved to another orchestrator), ...",
             "content": site_error if on_site else error,
         }
     if on_site:

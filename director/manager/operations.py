@@ -14,7 +14,9 @@ the event bus for browsers.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError
@@ -30,6 +32,7 @@ from director.contract.sites import RouteSpec
 from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
+from director.manager.moves import MOVE_ACTIONS, Drainer, MoveFailed, SiteMover
 from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
 from director.manager.router_pool import RouterPool, as_router_pool
 from director.manager.store import Store
@@ -57,6 +60,8 @@ OPERATIONS: dict[str, list[str]] = {
         "restart_process",
         "apply_router",
     ],
+    # To another orchestrator (admins; see director.manager.moves): files twice, then the switch.
+    "move_site": MOVE_ACTIONS,
 }
 
 #: Seconds each router has to take a change (all are asked at once).
@@ -106,6 +111,8 @@ class OperationEngine:
         backoff: float = 1.0,
         identity: str | None = None,
         node_wait: float = 15.0,
+        work_dir: Path | None = None,
+        move_grace: float = 5.0,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -144,6 +151,20 @@ class OperationEngine:
             "restore_files": self._restore_files,
             "restore_database": self._restore_database,
         }
+        # Moves keep archives in transit under the state directory (a temporary one if none).
+        moves_dir = work_dir or Path(tempfile.gettempdir()) / "director-moves"
+        self.mover = SiteMover(
+            reactor,
+            store,
+            self.pool,
+            moves_dir,
+            grace=move_grace,
+            settle=min(move_grace, 3.0),
+        )
+        self._actions.update(self.mover.actions())
+        #: moves the sites off draining orchestrators (a sweep now and then, and when a
+        #: site's operation on one ends)
+        self.drainer = Drainer(reactor, store, self.pool, self.wake)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -153,8 +174,10 @@ class OperationEngine:
         self._loop.start(self._poll_interval, now=True).addErrback(
             lambda f: self.log.failure("operation loop stopped", f)
         )
+        self.drainer.start()
 
     def stop(self) -> None:
+        self.drainer.stop()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 
@@ -235,6 +258,8 @@ class OperationEngine:
                     await self._publish(released, site)
                     return
                 await self._store.set_action(op.id, action.position, "failed", shown)
+                if op.type == "move_site":
+                    await self.mover.undo(op, site, action.position)
                 failed = await self._store.release_operation(op.id, "failed", shown)
                 self.log.error(
                     "operation {id} ({type}) failed: {reason}",
@@ -251,6 +276,11 @@ class OperationEngine:
                 site = await self._store.get_site_by_id(op.site_id)
         done = await self._store.release_operation(op.id, "succeeded")
         await self._publish(done, site)
+        if site is not None and op.type != "move_site" and self._draining(site):
+            self.drainer.sweep_now()  # the site waited for this operation to move off
+
+    def _draining(self, site: Site) -> bool:
+        return self.pool.name_for(site) in self.drainer.draining
 
     def _node_down(self, error: Exception, site: Site) -> bool:
         """
@@ -497,7 +527,7 @@ def _public_reason(error: BaseException) -> str:
     """What members are told of a failed action (the log has L{_describe}'s full reason)."""
     if isinstance(error, ComponentCallError):
         return public_error(error.status, error.code, error.detail)[2]
-    if isinstance(error, PermanentError):
+    if isinstance(error, PermanentError | MoveFailed):
         return str(error)
     if isinstance(error, NodeUnavailable):
         return "the server this site runs on is unavailable"

@@ -240,6 +240,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.director.sites_domain,
         lease=config.manager.operation_lease,
         identity=identity.name,
+        work_dir=config.director.state_dir / "moves",
     )
     scheduler = TaskScheduler(
         reactor,
@@ -370,6 +371,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         reauth=reauth,
         shell_address=shell_address,
         student_agreement=config.manager.student_agreement,
+        placements=orchestrators.records,
     )
     dashboard.backups = backups.records  # type: ignore[attr-defined]  # /admin/backups
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))

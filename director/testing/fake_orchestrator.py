@@ -216,6 +216,8 @@ class FakeOrchestrator:
         purge = params.get("purge") in ("1", "true", "yes")
         existed = self.sites.pop(site_id, None) is not None
         self.specs.pop(site_id, None)
+        if purge:
+            self.files.pop(site_id, None)
         self.removed.append((site_id, purge))
         return {"removed": existed}
 

@@ -158,6 +158,8 @@ class ManagerHarness:
             sites_domain,
             backoff=1.0,
             max_attempts=4,
+            work_dir=directory / "moves",
+            move_grace=0.0,
         )
         self.passwords = Passwords(InlineRunner(), rounds=4)
         self.tasks = TaskScheduler(

@@ -51,6 +51,7 @@ class DashboardHarness:
             router=self.h.router_client,
             authenticate=self.h.api.user,
             login_throttle=LoginThrottle(self.h.clock, max_failures=3),
+            placements=self.h.placements,
         )
         self.base = manager_url
         self.http: Any = StubTreq(
@@ -579,6 +580,21 @@ class SitePageTests(SynchronousTestCase):
         _, page = self.d.request("GET", "/sites/alice-site/settings", self.root)
         self.assertIn("Administration", page)
         self.assertIn("Runs on the orchestrator <strong>", page)
+        self.assertNotIn('id="move-form"', page)  # no other orchestrator to move to
+
+    def test_admins_get_a_move_form_listing_the_other_orchestrators(self) -> None:
+        self.d.h.add_orchestrator("node-b")
+        self.d.h.add_orchestrator("node-c")
+        self.d.result(self.d.h.placements.set_state("node-c", "draining"))
+        self.d.result(self.d.h.placements.set_site_orchestrator(self.site.id, "main"))
+        _, page = self.d.request("GET", "/sites/alice-site/settings", self.alice)
+        self.assertNotIn('id="move-form"', page)
+        _, page = self.d.request("GET", "/sites/alice-site/settings", self.root)
+        self.assertIn('data-api="/api/v1/sites/alice-site/move" data-method="POST"', page)
+        self.assertIn("Runs on the orchestrator <strong>main</strong>", page)
+        self.assertIn('<option value="node-b" >node-b (0 sites)</option>', page)
+        self.assertIn('<option value="node-c" disabled>node-c (0 sites, draining)</option>', page)
+        self.assertNotIn('<option value="main"', page)  # where it runs
 
     def test_new_site_and_personal_site(self) -> None:
         _, page = self.d.request("GET", "/", self.alice)

@@ -26,6 +26,20 @@ class FileRoutes(ManagerBase):
         except UnicodeDecodeError:
             raise APIError(400, "bad_path", "paths must be UTF-8") from None
 
+    async def _writable(self, user: User, name: str) -> Site:
+        """The site for a file write (as L{site_ready}); 409 while it is being moved."""
+        site = await self.site_ready(user, name)
+        op = await self.store.active_operation(site.id)
+        if op is not None and op.type == "move_site":
+            raise APIError(
+                409,
+                "being_moved",
+                "the site is being moved to another server: its files cannot be changed "
+                "until the move has finished",
+                {"operation": op.to_json()},
+            )
+        return site
+
     async def _relay(
         self,
         request: Any,
@@ -97,7 +111,7 @@ class FileRoutes(ManagerBase):
     @app.route("/api/v1/sites/<name>/files/", methods=["PUT"], branch=True)
     @authenticated()
     async def put_file(self, request: Any, user: User, name: str) -> bytes:
-        site = await self.site_ready(user, name)
+        site = await self._writable(user, name)
         path = self._path_after(request, name)
         length = request.getHeader(b"content-length")
         if length and length.isdigit() and int(length) > MAX_UPLOAD:
@@ -130,7 +144,7 @@ class FileRoutes(ManagerBase):
     @app.route("/api/v1/sites/<name>/files/", methods=["PATCH"], branch=True)
     @authenticated()
     async def patch_file(self, request: Any, user: User, name: str) -> bytes:
-        site = await self.site_ready(user, name)
+        site = await self._writable(user, name)
         body = read_object(request, {"mode", "move_to"})
         return await self._relay(
             request,
@@ -143,7 +157,7 @@ class FileRoutes(ManagerBase):
     @app.route("/api/v1/sites/<name>/files/", methods=["DELETE"], branch=True)
     @authenticated()
     async def delete_file(self, request: Any, user: User, name: str) -> bytes:
-        site = await self.site_ready(user, name)
+        site = await self._writable(user, name)
         args = query(request, "delete", "/api/v1/sites/{name}/files/{path}")
         params = {"recursive": "1"} if is_set(args["recursive"]) else None
         return await self._relay(

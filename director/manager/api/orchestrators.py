@@ -1,4 +1,7 @@
-"""The orchestrator pool (admins): which orchestrators there are, and draining one."""
+"""
+The orchestrator pool (admins): which orchestrators there are, moving a site to another one,
+and draining one (its sites are moved off, see L{director.manager.moves}).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from director.common.web import render_json
-from director.manager.access import admin_only
-from director.manager.api.base import APIError, ManagerBase, app, not_found
+from director.manager.access import admin_only, authenticated
+from director.manager.api.base import APIError, ManagerBase, app, not_found, read_object
 from director.manager.models import Orchestrator, User
+from director.manager.moves import check_move, start_move
 from director.manager.store import NotFound
 
 
@@ -36,8 +40,9 @@ class OrchestratorRoutes(ManagerBase):
     @admin_only
     async def drain_orchestrator(self, request: IRequest, user: User, name: str) -> bytes:
         """
-        No new site goes to C{name}; its sites stay where they are (moving them to another
-        orchestrator is not done by Director yet).
+        No new site goes to C{name}, and each of its sites is moved to another orchestrator
+        (one operation per site, placement's choice; a site busy with another operation is
+        moved once it ends).
         """
         await self._records()
         assert self.pool.records is not None
@@ -46,4 +51,32 @@ class OrchestratorRoutes(ManagerBase):
         except NotFound:
             raise not_found("no such orchestrator") from None
         await self.store.audit(user, "drain_orchestrator", name, {})
-        return render_json(request, {"orchestrator": self._orchestrator_json(record)})
+        moves = await self.engine.drainer.sweep()
+        record = await self.pool.records.get(name) or record
+        return render_json(
+            request,
+            {
+                "orchestrator": self._orchestrator_json(record),
+                "operations": [op.to_json() for op in moves],
+            },
+        )
+
+    @app.route("/api/v1/sites/<name>/move", methods=["POST"])
+    @authenticated()
+    async def move_site(self, request: IRequest, user: User, name: str) -> bytes:
+        """
+        Move the site to the orchestrator named in the body (admins; 202 with the operation).
+        A non-member is told there is no such site, as on every site route.
+        """
+        site = await self.site_ready(user, name)
+        self.require_admin(user)
+        body = read_object(request, {"orchestrator"})
+        target = body.get("orchestrator")
+        if not isinstance(target, str) or not target:
+            raise APIError(400, "bad_request", 'expected {"orchestrator": "<name>"}')
+        await self._records()
+        await check_move(self.pool, site, target)
+        op = await start_move(self.store, self.pool, site, target, user.id)
+        await self.store.audit(user, "move_site", site.name, {"params": op.params})
+        self.engine.wake()
+        return render_json(request, {"operation": op.to_json()}, 202)

@@ -43,8 +43,17 @@ from director.manager.dashboard.security import (
     set_security_headers,
     tokens_match,
 )
-from director.manager.models import SITE_NAME, Operation, Site, User, parse_query, ssh_access
+from director.manager.models import (
+    SITE_NAME,
+    Operation,
+    Orchestrator,
+    Site,
+    User,
+    parse_query,
+    ssh_access,
+)
 from director.manager.passwords import Passwords
+from director.manager.placement_store import PlacementStore
 from director.manager.router_pool import RouterPool
 from director.manager.store import Conflict, Store
 
@@ -83,6 +92,12 @@ STEP_NAMES = {
     "remove_router": "Unpublish the addresses",
     "remove_orchestrator": "Remove container, files and configuration",
     "delete_records": "Forget the site",
+    "prepare_target": "Prepare the site on the new server",
+    "copy_files": "Copy the files",
+    "final_sync": "Copy what changed meanwhile",
+    "start_on_target": "Start the site on the new server",
+    "switch_orchestrator": "Record the new server",
+    "remove_from_source": "Remove the site from the old server",
 }
 OPERATION_NAMES = {
     "create_site": "Creating the site",
@@ -97,6 +112,7 @@ OPERATION_NAMES = {
     "regenerate_secrets": "Regenerating secrets",
     "delete_site": "Deleting the site",
     "repair": "Rewriting the configuration",
+    "move_site": "Moving to another server",
 }
 
 
@@ -186,8 +202,11 @@ class Dashboard:
         reauth: timedelta = timedelta(minutes=10),
         shell_address: tuple[str, int] = ("director.localhost", 2322),
         student_agreement: str = "",
+        placements: PlacementStore | None = None,
     ) -> None:
         self._reactor = reactor
+        #: the orchestrators, for the admins' "move" form (None: not offered)
+        self.placements = placements
         self.shell_address = shell_address
         self.student_agreement = student_agreement
         self.store = store
@@ -660,9 +679,13 @@ class Dashboard:
             (o for o in operations[:1] if o.status == "failed" and o.type == "set_image"), None
         )
         certificates = await self._certificates(site)
+        orchestrators: list[Orchestrator] = []
+        if viewer.user.is_admin and self.placements is not None:
+            orchestrators = await self.placements.list()
         return await self.render(
             request,
             "site_settings.html",
+            orchestrators=orchestrators,
             title=f"{site.name}: settings",
             section="sites",
             site=site,
