@@ -34,6 +34,15 @@ def stack() -> Iterator[ClusterStack]:
     print(f"test_cluster_manager: module took {time.monotonic() - started:.1f} s")
 
 
+#: What each of the module's sites serves once made (dy2's page is rewritten and put back).
+SERVED = {
+    "st1": b"static on node 1",
+    "st2": b"static on node 2",
+    "dy2": b"dynamic on node 2",
+    "dy1": b"dynamic on node 1",
+}
+
+
 def test_pool_lists_both_nodes(stack: ClusterStack) -> None:
     """The manager registered its configured orchestrator (node 1's) beside node 2's."""
 
@@ -63,12 +72,7 @@ def test_sites_on_both_nodes_through_one_router(stack: ClusterStack) -> None:
         "dy2": "node2",
         "dy1": "node1",
     }
-    for name, body in (
-        ("st1", b"static on node 1"),
-        ("st2", b"static on node 2"),
-        ("dy2", b"dynamic on node 2"),
-        ("dy1", b"dynamic on node 1"),
-    ):
+    for name, body in SERVED.items():
         s.wait_served(name, body)
     # files written through the API on a node-2 site show up served
     s.api("PUT", "/api/v1/sites/dy2/files/public/index.html", raw=b"rewritten on node 2")
@@ -107,8 +111,7 @@ async def test_terminal_logs_and_ssh_reach_node2(stack: ClusterStack) -> None:
     runs on node 2: what SSH writes there is served through the router.
     """
     s = stack
-    if s.front("dy2")[0] != 200:
-        pytest.skip("dy2 is not served (see the test before)")
+    s.wait_served("dy2", b"dynamic on node 2")  # (made by the test before: fails, not skips)
     browser = _Browser(s.manager_url)
     alice = session_cookie(browser, "alice")
     terminal = await connect(browser, "/ws/sites/dy2/terminal", alice, s.manager_url)
@@ -197,9 +200,8 @@ def test_node2_engine_killed(stack: ClusterStack) -> None:
     with no failed request; once the engine is back its site serves again by itself.
     """
     s = stack
-    for name in ("st1", "dy1", "st2", "dy2"):
-        if s.front(name)[0] != 200:
-            pytest.skip(f"{name} is not served (see the test before)")
+    for name, body in SERVED.items():
+        s.wait_served(name, body)  # (made by the tests before: fails, not skips)
     failures: list[tuple[str, int]] = []
     polls = {"count": 0}
     stop = threading.Event()
