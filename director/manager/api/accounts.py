@@ -96,7 +96,9 @@ class AccountRoutes(ManagerBase):
     @app.route("/api/v1/tokens", methods=["GET"])
     @authenticated()
     async def list_tokens(self, request: IRequest, user: User) -> bytes:
-        return render_json(request, {"tokens": await self.store.list_tokens(user.id)})
+        return render_json(
+            request, {"tokens": [t.to_json() for t in await self.store.list_tokens(user.id)]}
+        )
 
     @app.route("/api/v1/tokens", methods=["POST"])
     @authenticated()
@@ -132,7 +134,9 @@ class AccountRoutes(ManagerBase):
     @app.route("/api/v1/me/keys", methods=["GET"])
     @authenticated()
     async def list_keys(self, request: IRequest, user: User) -> bytes:
-        return render_json(request, {"keys": await self.store.ssh_keys(user.id)})
+        return render_json(
+            request, {"keys": [k.to_json() for k in await self.store.ssh_keys(user.id)]}
+        )
 
     @app.route("/api/v1/me/keys", methods=["POST"])
     @authenticated()

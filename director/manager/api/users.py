@@ -149,7 +149,7 @@ class UserRoutes(ManagerBase):
         )  # read for everyone: one answer to bad input
         everything = user.is_admin and is_set(args["all"])
         found = await self.store.banners(None if everything else datetime.now(UTC))
-        return render_json(request, {"banners": found})
+        return render_json(request, {"banners": [b.to_json() for b in found]})
 
     @app.route("/api/v1/banners", methods=["POST"])
     @admin_only
@@ -158,8 +158,8 @@ class UserRoutes(ManagerBase):
         message, level, hours = notices.validate_banner(body)
         expires = datetime.now(UTC) + timedelta(hours=hours) if hours is not None else None
         banner = await self.store.add_banner(message, level, user.id, expires)
-        await self.store.audit(user, "add_banner", str(banner["id"]), {"level": level})
-        return render_json(request, banner, 201)
+        await self.store.audit(user, "add_banner", str(banner.id), {"level": level})
+        return render_json(request, banner.to_json(), 201)
 
     @app.route("/api/v1/banners/<int(max=2147483647):banner_id>", methods=["DELETE"])
     @admin_only

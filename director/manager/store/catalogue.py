@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.store.base import Conflict, NotFound, StoreBase, new_id
+from director.manager.store.rows import DatabaseHostRecord, Image
 
 
 class CatalogueStore(StoreBase):
     """The image catalogue and the database hosts."""
 
-    def list_images(self) -> Deferred[list[dict[str, Any]]]:
+    def list_images(self) -> Deferred[list[Image]]:
         return self._tx(
             lambda conn: [
-                dict(r._mapping) for r in conn.execute(select(t.images).order_by(t.images.c.id))
+                Image(**r._mapping) for r in conn.execute(select(t.images).order_by(t.images.c.id))
             ]
         )
 
@@ -74,10 +73,10 @@ class CatalogueStore(StoreBase):
 
         return self._tx(delete_)
 
-    def delete_database_host(self, host_id: int) -> Deferred[dict[str, Any]]:
+    def delete_database_host(self, host_id: int) -> Deferred[DatabaseHostRecord]:
         """Forget a database host (the one it was): NotFound, or Conflict while in use."""
 
-        def delete_(conn: Connection) -> dict[str, Any]:
+        def delete_(conn: Connection) -> DatabaseHostRecord:
             row = conn.execute(
                 select(t.database_hosts).where(t.database_hosts.c.id == host_id)
             ).first()
@@ -91,7 +90,7 @@ class CatalogueStore(StoreBase):
                     "host_in_use", f"{used} site database(s) are on this host; remove them first"
                 )
             conn.execute(delete(t.database_hosts).where(t.database_hosts.c.id == host_id))
-            return dict(row._mapping)
+            return DatabaseHostRecord(**row._mapping)
 
         return self._tx(delete_)
 
@@ -139,15 +138,15 @@ class CatalogueStore(StoreBase):
 
     def database_host(
         self, kind: str | None = None, host_id: int | None = None
-    ) -> Deferred[dict[str, Any] | None]:
-        def get(conn: Connection) -> dict[str, Any] | None:
+    ) -> Deferred[DatabaseHostRecord | None]:
+        def get(conn: Connection) -> DatabaseHostRecord | None:
             query = select(t.database_hosts)
             if host_id is not None:
                 query = query.where(t.database_hosts.c.id == host_id)
             if kind is not None:
                 query = query.where(t.database_hosts.c.kind == kind)
             row = conn.execute(query.order_by(t.database_hosts.c.id)).first()
-            return dict(row._mapping) if row else None
+            return DatabaseHostRecord(**row._mapping) if row else None
 
         return self._tx(get)
 
@@ -175,10 +174,10 @@ class CatalogueStore(StoreBase):
 
         return self._tx(remove)
 
-    def list_database_hosts(self) -> Deferred[list[dict[str, Any]]]:
+    def list_database_hosts(self) -> Deferred[list[DatabaseHostRecord]]:
         return self._tx(
             lambda conn: [
-                dict(r._mapping)
+                DatabaseHostRecord(**r._mapping)
                 for r in conn.execute(select(t.database_hosts).order_by(t.database_hosts.c.id))
             ]
         )

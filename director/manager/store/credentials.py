@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from director.manager import schema as t
 from director.manager.models import User
 from director.manager.store.base import Conflict, StoreBase, aware, now, secret_hash
+from director.manager.store.rows import ApiToken, SshKey
 from director.manager.store.users import user_from_row
 
 TOKEN_PREFIX = "dir_"  # noqa: S105 (a prefix, not a secret)
@@ -74,10 +75,10 @@ class CredentialStore(StoreBase):
 
         return self._tx(get)
 
-    def list_tokens(self, user_id: int) -> Deferred[list[dict[str, Any]]]:
+    def list_tokens(self, user_id: int) -> Deferred[list[ApiToken]]:
         """The user's tokens (never the secrets), newest first, expired ones included."""
 
-        def list_(conn: Connection) -> list[dict[str, Any]]:
+        def list_(conn: Connection) -> list[ApiToken]:
             rows = conn.execute(
                 select(t.api_tokens)
                 .where(t.api_tokens.c.user_id == user_id)
@@ -87,16 +88,15 @@ class CredentialStore(StoreBase):
             out = []
             for r in rows:
                 expires = aware(r.expires_at)
-                last = aware(r.last_used_at)
                 out.append(
-                    {
-                        "id": r.id,
-                        "name": r.name,
-                        "created_at": aware(r.created_at).isoformat(),  # type: ignore[union-attr]
-                        "expires_at": expires.isoformat() if expires else None,
-                        "last_used_at": last.isoformat() if last else None,
-                        "expired": expires is not None and expires <= moment,
-                    }
+                    ApiToken(
+                        id=r.id,
+                        name=r.name,
+                        created_at=aware(r.created_at) or moment,
+                        expires_at=expires,
+                        last_used_at=aware(r.last_used_at),
+                        expired=expires is not None and expires <= moment,
+                    )
                 )
             return out
 
@@ -136,15 +136,12 @@ class CredentialStore(StoreBase):
 
         return self._tx(add)
 
-    def ssh_keys(self, user_id: int) -> Deferred[list[dict[str, Any]]]:
+    def ssh_keys(self, user_id: int) -> Deferred[list[SshKey]]:
         return self._tx(
             lambda conn: [
-                {
-                    "id": r.id,
-                    "fingerprint": r.fingerprint,
-                    "comment": r.comment,
-                    "public_key": r.public_key,
-                }
+                SshKey(
+                    id=r.id, fingerprint=r.fingerprint, comment=r.comment, public_key=r.public_key
+                )
                 for r in conn.execute(select(t.ssh_keys).where(t.ssh_keys.c.user_id == user_id))
             ]
         )

@@ -12,17 +12,17 @@ from twisted.internet.defer import Deferred
 from director.manager import schema as t
 from director.manager.models import User
 from director.manager.store.base import StoreBase, aware, new_id, now
+from director.manager.store.rows import AuditEntry, Banner
 
 
-def _banner(row: Any) -> dict[str, Any]:
-    created, expires = aware(row.created_at), aware(row.expires_at)
-    return {
-        "id": row.id,
-        "message": row.message,
-        "level": row.level,
-        "created_at": created.isoformat() if created else None,
-        "expires_at": expires.isoformat() if expires else None,
-    }
+def _banner(row: Any) -> Banner:
+    return Banner(
+        id=row.id,
+        message=row.message,
+        level=row.level,
+        created_at=aware(row.created_at) or row.created_at,
+        expires_at=aware(row.expires_at),
+    )
 
 
 class NoticeStore(StoreBase):
@@ -30,8 +30,8 @@ class NoticeStore(StoreBase):
 
     def add_banner(
         self, message: str, level: str, created_by: int | None, expires_at: datetime | None
-    ) -> Deferred[dict[str, Any]]:
-        def add(conn: Connection) -> dict[str, Any]:
+    ) -> Deferred[Banner]:
+        def add(conn: Connection) -> Banner:
             result = conn.execute(
                 insert(t.banners).values(
                     message=message,
@@ -46,10 +46,10 @@ class NoticeStore(StoreBase):
 
         return self._tx(add)
 
-    def banners(self, active_at: datetime | None = None) -> Deferred[list[dict[str, Any]]]:
+    def banners(self, active_at: datetime | None = None) -> Deferred[list[Banner]]:
         """Every banner, newest first; only those not expired at C{active_at} when given."""
 
-        def list_(conn: Connection) -> list[dict[str, Any]]:
+        def list_(conn: Connection) -> list[Banner]:
             query = select(t.banners).order_by(t.banners.c.id.desc())
             if active_at is not None:
                 query = query.where(
@@ -85,16 +85,12 @@ class NoticeStore(StoreBase):
 
         return self._tx(add)
 
-    def list_audit(self, limit: int = 200) -> Deferred[list[dict[str, Any]]]:
+    def list_audit(self, limit: int = 200) -> Deferred[list[AuditEntry]]:
         return self._tx(
             lambda conn: [
-                {
-                    "at": r.at.isoformat(),
-                    "user": r.username,
-                    "action": r.action,
-                    "target": r.target,
-                    "details": r.details,
-                }
+                AuditEntry(
+                    at=r.at, user=r.username, action=r.action, target=r.target, details=r.details
+                )
                 for r in conn.execute(
                     select(t.audit_log).order_by(t.audit_log.c.id.desc()).limit(limit)
                 )

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.store.base import NotFound, StoreBase, new_id, now
+from director.manager.store.rows import SiteRequest
 
 
 class RequestStore(StoreBase):
@@ -34,8 +35,8 @@ class RequestStore(StoreBase):
 
         return self._tx(create)
 
-    def list_requests(self, user_id: int | None = None) -> Deferred[list[dict[str, Any]]]:
-        def list_(conn: Connection) -> list[dict[str, Any]]:
+    def list_requests(self, user_id: int | None = None) -> Deferred[list[SiteRequest]]:
+        def list_(conn: Connection) -> list[SiteRequest]:
             requester = t.users.alias("requester")
             teacher = t.users.alias("teacher")
             query = (
@@ -56,19 +57,19 @@ class RequestStore(StoreBase):
                     )
                 )
             return [
-                {
-                    "id": r.id,
-                    "name": r.name,
-                    "activity": r.activity,
-                    "description": r.description,
-                    "status": r.status,
-                    "requester": r.requester,
-                    "teacher": r.teacher,
-                    "site_id": r.site_id,
-                    "created_at": r.created_at.isoformat(),
-                    "public_comment": r.public_comment,
-                    "admin_comment": r.admin_comment,
-                }
+                SiteRequest(
+                    id=r.id,
+                    name=r.name,
+                    activity=r.activity,
+                    description=r.description,
+                    status=r.status,
+                    requester=r.requester,
+                    teacher=r.teacher,
+                    site_id=r.site_id,
+                    created_at=r.created_at,
+                    public_comment=r.public_comment,
+                    admin_comment=r.admin_comment,
+                )
                 for r in conn.execute(query)
             ]
 
