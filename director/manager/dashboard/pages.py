@@ -301,7 +301,7 @@ class Dashboard:
         banners: list[Banner] = []
         if viewer is not None:
             try:
-                banners = await self.store.banners(datetime.now(UTC))
+                banners = await self.store.banners(self.store.now())
             except Exception:
                 self.log.failure("reading banners")
         context.setdefault("section", "")
@@ -463,7 +463,7 @@ class Dashboard:
 
     async def _recently_signed_in(self, viewer: Viewer) -> bool:
         started = await self.store.session_started(viewer.session_id)
-        return started is not None and datetime.now(UTC) - started <= self.reauth
+        return started is not None and self.store.now() - started <= self.reauth
 
     @app.route("/login/oidc/callback", methods=["GET"])
     async def login_oidc_callback(self, request: Any) -> bytes:
@@ -912,7 +912,7 @@ class Dashboard:
             tab="notices",
             # The template compares and shows the ISO forms.
             all_banners=[b.to_json() for b in await self.store.banners()],
-            now=datetime.now(UTC).isoformat(),
+            now=self.store.now().isoformat(),
         )
 
     @app.route("/admin/audit", methods=["GET"])

@@ -6,9 +6,10 @@ helpers over SQLAlchemy results (new ids, one-row conditional updates, SQLite's 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from twisted.internet.defer import Deferred
@@ -16,6 +17,12 @@ from twisted.internet.defer import Deferred
 from director.common.threads import Runner
 
 T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """What the store needs of a clock: C{IReactorTime.seconds}."""
+
+    def seconds(self) -> float: ...
 
 
 class Keep:
@@ -54,7 +61,15 @@ def updated_one(conn: Connection, statement: Any) -> bool:
 
 
 def now() -> datetime:
+    """The wall clock's time (what a store without an injected clock goes by)."""
     return datetime.now(UTC)
+
+
+class WallClock:
+    """The system's time, as an L{IReactorTime} reads it: for a store used without a reactor."""
+
+    def seconds(self) -> float:
+        return time.time()
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -70,11 +85,20 @@ def secret_hash(token: str) -> str:
 
 
 class StoreBase:
-    """The engine and the thread pool each concern's queries run in, one transaction a call."""
+    """
+    The engine and the thread pool each concern's queries run in, one transaction a call,
+    and the one clock every time the store records or compares comes from (the reactor in
+    the daemon, so that leases, runs and timestamps agree; the wall clock by default).
+    """
 
-    def __init__(self, engine: Engine, runner: Runner) -> None:
+    def __init__(self, engine: Engine, runner: Runner, clock: Clock | None = None) -> None:
         self.engine = engine
         self._runner = runner
+        self._clock: Clock = clock if clock is not None else WallClock()
+
+    def now(self) -> datetime:
+        """The store's clock's time, as an aware UTC datetime."""
+        return datetime.fromtimestamp(self._clock.seconds(), UTC)
 
     def _tx(self, f: Callable[[Connection], T]) -> Deferred[T]:
         def run() -> T:

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.models import User
-from director.manager.store.base import Conflict, StoreBase, aware, now, secret_hash
+from director.manager.store.base import Conflict, StoreBase, aware, secret_hash
 from director.manager.store.rows import ApiToken, SshKey
 from director.manager.store.users import user_from_row
 
@@ -36,7 +36,7 @@ class CredentialStore(StoreBase):
                     user_id=user_id,
                     name=name,
                     token_hash=secret_hash(token),
-                    created_at=now(),
+                    created_at=self.now(),
                     expires_at=expires_at,
                 )
             )
@@ -60,7 +60,7 @@ class CredentialStore(StoreBase):
             ).first()
             if row is None:
                 return None
-            moment = now()
+            moment = self.now()
             expires = aware(row.token_expires_at)
             if expires is not None and expires <= moment:
                 return None
@@ -84,7 +84,7 @@ class CredentialStore(StoreBase):
                 .where(t.api_tokens.c.user_id == user_id)
                 .order_by(t.api_tokens.c.id.desc())
             )
-            moment = now()
+            moment = self.now()
             out = []
             for r in rows:
                 expires = aware(r.expires_at)
@@ -128,7 +128,7 @@ class CredentialStore(StoreBase):
                         public_key=public_key,
                         fingerprint=fingerprint,
                         comment=comment,
-                        created_at=now(),
+                        created_at=self.now(),
                     )
                 )
             except IntegrityError:
@@ -171,13 +171,14 @@ class CredentialStore(StoreBase):
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
 
         def create(conn: Connection) -> tuple[str, str]:
+            moment = self.now()
             conn.execute(
                 insert(t.sessions).values(
                     id_hash=secret_hash(session_id),
                     user_id=user_id,
                     csrf_token=csrf,
-                    created_at=now(),
-                    expires_at=now() + lifetime,
+                    created_at=moment,
+                    expires_at=moment + lifetime,
                 )
             )
             return session_id, csrf
@@ -196,7 +197,7 @@ class CredentialStore(StoreBase):
             expires = row.expires_at
             if expires.tzinfo is None:
                 expires = expires.replace(tzinfo=UTC)
-            if expires < now():
+            if expires < self.now():
                 conn.execute(
                     delete(t.sessions).where(t.sessions.c.id_hash == secret_hash(session_id))
                 )

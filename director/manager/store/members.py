@@ -5,13 +5,14 @@ first signed in) who join when their account is made.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
 from director.manager import schema as t
-from director.manager.store.base import Conflict, now
+from director.manager.store.base import Conflict
 
 
 def member_sites(username: str) -> Any:
@@ -22,7 +23,7 @@ def member_sites(username: str) -> Any:
     )
 
 
-def set_members(conn: Connection, site_id: int, usernames: list[str]) -> None:
+def set_members(conn: Connection, site_id: int, usernames: list[str], moment: datetime) -> None:
     """
     The site's members are C{usernames}: those with an account now, the others when
     they first sign in (pending). At least one of a non-empty list must have an account.
@@ -40,7 +41,7 @@ def set_members(conn: Connection, site_id: int, usernames: list[str]) -> None:
     conn.execute(delete(t.pending_members).where(t.pending_members.c.site_id == site_id))
     for username in sorted(set(usernames) - {r.username for r in rows}):
         conn.execute(
-            insert(t.pending_members).values(site_id=site_id, username=username, created_at=now())
+            insert(t.pending_members).values(site_id=site_id, username=username, created_at=moment)
         )
 
 

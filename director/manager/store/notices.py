@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.models import User
-from director.manager.store.base import StoreBase, aware, new_id, now
+from director.manager.store.base import StoreBase, aware, new_id
 from director.manager.store.rows import AuditEntry, Banner
 
 
@@ -37,7 +37,7 @@ class NoticeStore(StoreBase):
                     message=message,
                     level=level,
                     created_by=created_by,
-                    created_at=now(),
+                    created_at=self.now(),
                     expires_at=expires_at,
                 )
             )
@@ -74,7 +74,7 @@ class NoticeStore(StoreBase):
         def add(conn: Connection) -> None:
             conn.execute(
                 insert(t.audit_log).values(
-                    at=now(),
+                    at=self.now(),
                     user_id=user.id if user else None,
                     username=user.username if user else "",
                     action=action,

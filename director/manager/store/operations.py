@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
@@ -11,7 +12,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.models import Action, Operation
-from director.manager.store.base import Conflict, NotFound, StoreBase, new_id, now, updated_one
+from director.manager.store.base import Conflict, NotFound, StoreBase, new_id, updated_one
 
 
 def load_operation(conn: Connection, op_id: int) -> Operation:
@@ -49,6 +50,7 @@ def insert_operation(
     action_names: list[str],
     params: dict[str, Any],
     created_by: int | None,
+    moment: datetime,
 ) -> Operation:
     try:
         with conn.begin_nested():
@@ -60,8 +62,8 @@ def insert_operation(
                     status="pending",
                     params=params,
                     created_by=created_by,
-                    created_at=now(),
-                    updated_at=now(),
+                    created_at=moment,
+                    updated_at=moment,
                     attempts=0,
                     next_attempt_at=0.0,
                 )
@@ -95,7 +97,7 @@ class OperationStore(StoreBase):
     ) -> Deferred[Operation]:
         return self._tx(
             lambda conn: insert_operation(
-                conn, site_id, site_name, kind, action_names, params or {}, created_by
+                conn, site_id, site_name, kind, action_names, params or {}, created_by, self.now()
             )
         )
 
@@ -182,7 +184,7 @@ class OperationStore(StoreBase):
                         claimed_by=worker,
                         lease_until=clock_now + lease,
                         status="running",
-                        updated_at=now(),
+                        updated_at=self.now(),
                     ),
                 ):
                     return load_operation(conn, candidate.id)
@@ -206,16 +208,16 @@ class OperationStore(StoreBase):
         def set_(conn: Connection) -> None:
             values: dict[str, Any] = {"status": status, "message": message[:2000]}
             if status == "running":
-                values["started_at"] = now()
+                values["started_at"] = self.now()
             elif status in ("succeeded", "failed"):
-                values["finished_at"] = now()
+                values["finished_at"] = self.now()
             conn.execute(
                 update(t.actions)
                 .where(and_(t.actions.c.operation_id == op_id, t.actions.c.position == position))
                 .values(**values)
             )
             conn.execute(
-                update(t.operations).where(t.operations.c.id == op_id).values(updated_at=now())
+                update(t.operations).where(t.operations.c.id == op_id).values(updated_at=self.now())
             )
 
         return self._tx(set_)
@@ -240,7 +242,7 @@ class OperationStore(StoreBase):
                 "error": error,
                 "claimed_by": None,
                 "lease_until": None,
-                "updated_at": now(),
+                "updated_at": self.now(),
             }
             if retry_at is not None:
                 values["next_attempt_at"] = retry_at
@@ -301,7 +303,7 @@ class OperationStore(StoreBase):
                             error=None,
                             attempts=0,
                             next_attempt_at=0.0,
-                            updated_at=now(),
+                            updated_at=self.now(),
                         )
                     )
             except IntegrityError:

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
-from director.manager.store.base import NotFound, StoreBase, new_id, now
+from director.manager.store.base import NotFound, StoreBase, new_id
 from director.manager.store.rows import SiteRequest
 
 
@@ -28,7 +28,7 @@ class RequestStore(StoreBase):
                     activity=activity,
                     description=description,
                     status="pending-teacher",
-                    created_at=now(),
+                    created_at=self.now(),
                 )
             )
             return new_id(result)

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.models import DEFAULT_LIMITS, Database, Operation, Site
-from director.manager.store.base import KEEP, Conflict, Keep, NotFound, StoreBase, new_id, now
+from director.manager.store.base import KEEP, Conflict, Keep, NotFound, StoreBase, new_id
 from director.manager.store.members import member_sites, set_members
 from director.manager.store.operations import insert_operation
 
@@ -241,14 +241,21 @@ class SiteStore(StoreBase):
                         pids=limits["pids"],
                         client_max_body_size=limits["client_max_body_size"],
                         disk_quota_mb=limits.get("disk_quota_mb"),
-                        created_at=now(),
+                        created_at=self.now(),
                     )
                 )
             except IntegrityError:
                 raise Conflict("name_taken", f"the name {fields['name']} is taken") from None
-            set_members(conn, site_id, members)
+            set_members(conn, site_id, members, self.now())
             op = insert_operation(
-                conn, site_id, fields["name"], operation[0], operation[1], {}, created_by
+                conn,
+                site_id,
+                fields["name"],
+                operation[0],
+                operation[1],
+                {},
+                created_by,
+                self.now(),
             )
             return self._load_sites(conn, t.sites.c.id == site_id)[0], op
 
@@ -294,6 +301,7 @@ class SiteStore(StoreBase):
                     operation[1],
                     params or {},
                     created_by,
+                    self.now(),
                 )
             if update_values:
                 try:
@@ -303,7 +311,7 @@ class SiteStore(StoreBase):
                 except IntegrityError:
                     raise Conflict("name_taken", "that name is taken") from None
             if members is not None:
-                set_members(conn, site_id, members)
+                set_members(conn, site_id, members, self.now())
             if domains is not None:
                 conn.execute(delete(t.domains).where(t.domains.c.site_id == site_id))
                 for domain in domains:
@@ -311,7 +319,7 @@ class SiteStore(StoreBase):
                         with conn.begin_nested():
                             conn.execute(
                                 insert(t.domains).values(
-                                    site_id=site_id, domain=domain, created_at=now()
+                                    site_id=site_id, domain=domain, created_at=self.now()
                                 )
                             )
                     except IntegrityError:
@@ -324,11 +332,14 @@ class SiteStore(StoreBase):
 
         return self._tx(change)
 
-    @staticmethod
-    def _set_database(conn: Connection, site_id: int, database: dict[str, Any] | None) -> None:
+    def _set_database(
+        self, conn: Connection, site_id: int, database: dict[str, Any] | None
+    ) -> None:
         conn.execute(delete(t.databases).where(t.databases.c.site_id == site_id))
         if database is not None:
-            conn.execute(insert(t.databases).values(site_id=site_id, created_at=now(), **database))
+            conn.execute(
+                insert(t.databases).values(site_id=site_id, created_at=self.now(), **database)
+            )
 
     def delete_site_rows(self, site_id: int) -> Deferred[None]:
         def remove(conn: Connection) -> None:

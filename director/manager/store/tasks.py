@@ -18,7 +18,6 @@ from director.manager.store.base import (
     StoreBase,
     aware,
     new_id,
-    now,
     updated_one,
 )
 
@@ -37,8 +36,7 @@ def _my_running_run(run_id: int, worker: str) -> Any:
 class TaskStore(StoreBase):
     """Scheduled tasks and their runs."""
 
-    @staticmethod
-    def _task_run(row: Any) -> TaskRun:
+    def _task_run(self, row: Any) -> TaskRun:
         return TaskRun(
             id=row.id,
             task_id=row.task_id,
@@ -48,7 +46,7 @@ class TaskStore(StoreBase):
             output=row.output or "",
             output_truncated=bool(row.output_truncated),
             message=row.message or "",
-            started_at=aware(row.started_at) or now(),
+            started_at=aware(row.started_at) or self.now(),
             finished_at=aware(row.finished_at),
         )
 
@@ -105,7 +103,7 @@ class TaskStore(StoreBase):
                     )
             result = conn.execute(
                 insert(t.tasks).values(
-                    site_id=site_id, created_by=created_by, created_at=now(), **values
+                    site_id=site_id, created_by=created_by, created_at=self.now(), **values
                 )
             )
             return self._tasks(conn, t.tasks.c.id == new_id(result))[0]

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.models import User
-from director.manager.store.base import Conflict, NotFound, StoreBase, new_id, now
+from director.manager.store.base import Conflict, NotFound, StoreBase, new_id
 from director.manager.store.members import attach_pending
 
 
@@ -52,7 +52,7 @@ class UserStore(StoreBase):
                         email=email,
                         is_active=True,
                         accepted_guidelines=is_service,  # scripts read no guidelines
-                        created_at=now(),
+                        created_at=self.now(),
                         is_service=is_service,
                     )
                 )
@@ -152,7 +152,7 @@ class UserStore(StoreBase):
                 with conn.begin_nested():
                     conn.execute(
                         insert(t.oidc_identities).values(
-                            user_id=user_id, issuer=issuer, subject=subject, created_at=now()
+                            user_id=user_id, issuer=issuer, subject=subject, created_at=self.now()
                         )
                     )
             except IntegrityError:
@@ -194,13 +194,13 @@ class UserStore(StoreBase):
                             email=email,
                             is_active=True,
                             accepted_guidelines=False,
-                            created_at=now(),
+                            created_at=self.now(),
                         )
                     )
                     user_id = new_id(result)
                     conn.execute(
                         insert(t.oidc_identities).values(
-                            user_id=user_id, issuer=issuer, subject=subject, created_at=now()
+                            user_id=user_id, issuer=issuer, subject=subject, created_at=self.now()
                         )
                     )
                     attach_pending(conn, user_id, username)
