@@ -79,6 +79,11 @@ def aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def utc(value: datetime) -> datetime:
+    """A time read from a NOT NULL column, made aware (L{aware} for one that may be null)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def secret_hash(token: str) -> str:
     """How a session id or an API token is kept: only its SHA-256."""
     return hashlib.sha256(token.encode()).hexdigest()

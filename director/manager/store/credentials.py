@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.models import User
-from director.manager.store.base import Conflict, StoreBase, aware, secret_hash
+from director.manager.store.base import Conflict, StoreBase, aware, secret_hash, utc
 from director.manager.store.rows import ApiToken, SshKey
 from director.manager.store.users import user_from_row
 
@@ -92,7 +92,7 @@ class CredentialStore(StoreBase):
                     ApiToken(
                         id=r.id,
                         name=r.name,
-                        created_at=aware(r.created_at) or moment,
+                        created_at=utc(r.created_at),
                         expires_at=expires,
                         last_used_at=aware(r.last_used_at),
                         expired=expires is not None and expires <= moment,
@@ -194,10 +194,7 @@ class CredentialStore(StoreBase):
             ).first()
             if row is None:
                 return None
-            expires = row.expires_at
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
-            if expires < self.now():
+            if utc(row.expires_at) < self.now():
                 conn.execute(
                     delete(t.sessions).where(t.sessions.c.id_hash == secret_hash(session_id))
                 )

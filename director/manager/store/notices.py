@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
 from director.manager.models import User
-from director.manager.store.base import StoreBase, aware, new_id
+from director.manager.store.base import StoreBase, aware, new_id, utc
 from director.manager.store.rows import AuditEntry, Banner
 
 
@@ -20,7 +20,7 @@ def _banner(row: Any) -> Banner:
         id=row.id,
         message=row.message,
         level=row.level,
-        created_at=aware(row.created_at) or row.created_at,
+        created_at=utc(row.created_at),
         expires_at=aware(row.expires_at),
     )
 
