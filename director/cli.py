@@ -392,11 +392,12 @@ def token_create(args: argparse.Namespace) -> int:
 def token_list(args: argparse.Namespace) -> int:
     store, user = _token_user(args)
     for token in _result(store.list_tokens(user.id)):
-        expires = token["expires_at"] or "never"
-        state = " (expired)" if token["expired"] else ""
+        shown = token.to_json()
+        expires = shown["expires_at"] or "never"
+        state = " (expired)" if token.expired else ""
         print(
-            f"{token['id']:<6} {token['name'][:30]:<30} created {token['created_at'][:16]}  "
-            f"expires {expires[:16]}{state}  last used {(token['last_used_at'] or 'never')[:16]}"
+            f"{token.id:<6} {token.name[:30]:<30} created {shown['created_at'][:16]}  "
+            f"expires {expires[:16]}{state}  last used {(shown['last_used_at'] or 'never')[:16]}"
         )
     return 0
 

@@ -189,11 +189,7 @@ class SiteMover:
         if site.type == "dynamic" and site.image_tag:
             # A custom image exists only where it was built: build it on the target too.
             setup = next(
-                (
-                    i["setup_command"]
-                    for i in await self._store.list_images()
-                    if i["name"] == site.image
-                ),
+                (i.setup_command for i in await self._store.list_images() if i.name == site.image),
                 None,
             )
             await target.build_image(site.image_tag, site.image, list(site.packages), setup)

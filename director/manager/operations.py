@@ -426,7 +426,7 @@ class OperationEngine:
         tag = f"director/site-{site.id}:{op.id}"
         # The catalogue's setup command for the parent image (admin-written) runs first.
         setup = next(
-            (i["setup_command"] for i in await self._store.list_images() if i["name"] == image),
+            (i.setup_command for i in await self._store.list_images() if i.name == image),
             None,
         )
         try:
@@ -450,7 +450,7 @@ class OperationEngine:
         host = await self._store.database_host(host_id=host_id)
         if host is None:
             raise PermanentError("the database host is gone")
-        return DatabaseHost.from_record(host).to_json()
+        return host.admin().to_json()
 
     async def _create_database(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)

@@ -7,6 +7,7 @@ database and thread pool.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -19,7 +20,8 @@ from director.common.threads import Runner
 from director.contract.sites import is_site_name
 from director.manager import schema as t
 from director.manager.models import ORCHESTRATOR_STATES, Orchestrator
-from director.manager.store import Conflict, NotFound, now
+from director.manager.store import Conflict, NotFound
+from director.manager.store.base import Clock, WallClock
 
 T = TypeVar("T")
 
@@ -61,9 +63,14 @@ def _record(row: Any, sites: int = 0) -> Orchestrator:
 class PlacementStore:
     """The C{orchestrators} table and the sites' C{orchestrator_id}; methods return Deferreds."""
 
-    def __init__(self, engine: Engine, runner: Runner) -> None:
+    def __init__(self, engine: Engine, runner: Runner, clock: Clock | None = None) -> None:
         self._engine = engine
         self._runner = runner
+        self._clock: Clock = clock if clock is not None else WallClock()
+
+    def _now(self) -> datetime:
+        """The time from the same clock as the store's (the reactor in the daemon)."""
+        return datetime.fromtimestamp(self._clock.seconds(), UTC)
 
     def _tx(self, f: Callable[[Connection], T]) -> Deferred[T]:
         def run() -> T:
@@ -91,7 +98,7 @@ class PlacementStore:
                 with conn.begin_nested():
                     conn.execute(
                         insert(t.orchestrators).values(
-                            name=name, url=url, nginx=nginx, state="active", created_at=now()
+                            name=name, url=url, nginx=nginx, state="active", created_at=self._now()
                         )
                     )
             except IntegrityError:
@@ -113,7 +120,7 @@ class PlacementStore:
             if not changed.rowcount:
                 conn.execute(
                     insert(t.orchestrators).values(
-                        name=name, url=url, nginx=nginx, state="active", created_at=now()
+                        name=name, url=url, nginx=nginx, state="active", created_at=self._now()
                     )
                 )
             return self._one(conn, name)

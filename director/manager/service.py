@@ -192,7 +192,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     http = HTTPPoolService(reactor)
     for child in (db_pool, crypto_pool, http):
         child.setServiceParent(top)
-    store = Store(db_engine, db_pool)
+    store = Store(db_engine, db_pool, reactor)  # one clock: the store goes by the reactor
     signer = component_signer(reactor, config, "manager")
 
     def orchestrator_client(url: str) -> OrchestratorClient:
@@ -204,7 +204,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     o = config.orchestrator
     orchestrators = OrchestratorPool(
         reactor,
-        PlacementStore(db_engine, db_pool),
+        PlacementStore(db_engine, db_pool, reactor),
         orchestrator_client,
         o.name,
         o.url,

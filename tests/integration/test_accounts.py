@@ -583,7 +583,7 @@ def test_accounts_on_postgresql(postgres_database: str) -> None:
         live = result(store.create_token(user.id, "new", datetime.now(UTC) + timedelta(days=1)))
         assert result(store.user_for_token(expired)) is None
         assert result(store.user_for_token(live)).username == "admin-2"
-        assert [t["expired"] for t in result(store.list_tokens(user.id))] == [False, True]
+        assert [t.expired for t in result(store.list_tokens(user.id))] == [False, True]
     finally:
         engine.dispose()
 

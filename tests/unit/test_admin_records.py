@@ -37,7 +37,7 @@ class AdminRecordTests(SynchronousTestCase):
         return response.code, json.loads(self.successResultOf(self.http.content(response)))
 
     def images(self) -> list[str]:
-        return [i["name"] for i in self.h.result(self.h.store.list_images())]
+        return [i.name for i in self.h.result(self.h.store.list_images())]
 
     def test_delete_catalogue_images(self) -> None:
         fields = {**static_site_fields("nodesite"), "image": "director/node:20"}
@@ -91,7 +91,7 @@ class AdminRecordTests(SynchronousTestCase):
         self.assertEqual(self.call("DELETE", f"/api/v1/database-hosts/{spare}", self.admin)[0], 200)
         self.assertEqual(self.call("DELETE", f"/api/v1/database-hosts/{spare}", self.admin)[0], 404)
         hosts = self.h.result(self.h.store.list_database_hosts())
-        self.assertEqual([h["id"] for h in hosts], [used])
+        self.assertEqual([h.id for h in hosts], [used])
 
     def test_comments_on_requests(self) -> None:
         code, made = self.call(

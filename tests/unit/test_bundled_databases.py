@@ -93,7 +93,7 @@ class InitTests(SynchronousTestCase):
         from director.cli import _result, _store
 
         return [
-            (h["kind"], h["admin_host"], h["admin_port"], h["container_host"], h["admin_user"])
+            (h.kind, h.admin_host, h.admin_port, h.container_host, h.admin_user)
             for h in _result(_store(config).list_database_hosts())
         ]
 

@@ -177,9 +177,7 @@ class NoticesAndServiceAccountTests(_APICase):
         from datetime import UTC, datetime, timedelta
 
         later = datetime.now(UTC) + timedelta(hours=2)
-        self.assertEqual(
-            [b["id"] for b in self.h.result(self.h.store.banners(later))], [first["id"]]
-        )
+        self.assertEqual([b.id for b in self.h.result(self.h.store.banners(later))], [first["id"]])
         code, body = self.call("DELETE", f"/api/v1/banners/{first['id']}", self.admin)
         self.assertEqual(code, 200)
         self.assertEqual(self.call("DELETE", f"/api/v1/banners/{first['id']}", self.admin)[0], 404)

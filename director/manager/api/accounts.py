@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -80,7 +80,7 @@ class AccountRoutes(ManagerBase):
         session_id = getattr(request, "director_session_id", None)
         if session_id is not None:
             started = await self.store.session_started(session_id)
-            if started is not None and datetime.now(UTC) - started <= self.reauth:
+            if started is not None and self.store.now() - started <= self.reauth:
                 return True
         if password is None:
             return False
@@ -96,7 +96,9 @@ class AccountRoutes(ManagerBase):
     @app.route("/api/v1/tokens", methods=["GET"])
     @authenticated()
     async def list_tokens(self, request: IRequest, user: User) -> bytes:
-        return render_json(request, {"tokens": await self.store.list_tokens(user.id)})
+        return render_json(
+            request, {"tokens": [t.to_json() for t in await self.store.list_tokens(user.id)]}
+        )
 
     @app.route("/api/v1/tokens", methods=["POST"])
     @authenticated()
@@ -110,7 +112,7 @@ class AccountRoutes(ManagerBase):
                 "creating a token needs a recent sign-in: sign in again, or send your "
                 "current password as password",
             )
-        expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
+        expires = self.store.now() + timedelta(days=days) if days is not None else None
         token = await self.store.create_token(user.id, name, expires)
         await self.store.audit(
             user, "create_token", user.username, {"name": name, "expires_in_days": days}
@@ -132,7 +134,9 @@ class AccountRoutes(ManagerBase):
     @app.route("/api/v1/me/keys", methods=["GET"])
     @authenticated()
     async def list_keys(self, request: IRequest, user: User) -> bytes:
-        return render_json(request, {"keys": await self.store.ssh_keys(user.id)})
+        return render_json(
+            request, {"keys": [k.to_json() for k in await self.store.ssh_keys(user.id)]}
+        )
 
     @app.route("/api/v1/me/keys", methods=["POST"])
     @authenticated()

@@ -19,7 +19,7 @@ from director.common.client import ComponentCallError
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.web import render_json
-from director.contract.databases import DatabaseHost, DatabaseSpec
+from director.contract.databases import DatabaseSpec
 from director.manager import models
 from director.manager.access import Access, AccessDenied, locked
 from director.manager.backups import BackupScheduler
@@ -46,6 +46,7 @@ from director.manager.router_pool import RouterPool
 from director.manager.site_service import FALLBACK_IMAGE as FALLBACK_IMAGE
 from director.manager.site_service import SiteService
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
+from director.manager.store.rows import DatabaseHostRecord
 from director.manager.tasks import TaskScheduler
 
 MAX_JSON = 1024 * 1024
@@ -465,8 +466,8 @@ def parse_public_key(line: object) -> tuple[str, str, str]:
     return f"SHA256:{fingerprint}", comment, " ".join(parts[:2])
 
 
-def _database_login(db: Any, host: dict[str, Any]) -> DatabaseSpec:
-    return DatabaseSpec(DatabaseHost.from_record(host), db.name, db.username, db.password)
+def _database_login(db: Any, host: DatabaseHostRecord) -> DatabaseSpec:
+    return DatabaseSpec(host.admin(), db.name, db.username, db.password)
 
 
 _whole = models.whole_number

@@ -19,7 +19,9 @@ class CatalogueRoutes(ManagerBase):
     @app.route("/api/v1/images", methods=["GET"])
     @authenticated()
     async def list_images(self, request: IRequest, _user: User) -> bytes:
-        return render_json(request, {"images": await self.store.list_images()})
+        return render_json(
+            request, {"images": [i.to_json() for i in await self.store.list_images()]}
+        )
 
     @app.route("/api/v1/images", methods=["PUT"])
     @admin_only
@@ -42,7 +44,9 @@ class CatalogueRoutes(ManagerBase):
             raise ValidationError("is_default", "true or false")
         await self.store.put_image(name, friendly, description, setup, is_default)
         await self.store.audit(user, "put_image", name, {})
-        return render_json(request, {"images": await self.store.list_images()})
+        return render_json(
+            request, {"images": [i.to_json() for i in await self.store.list_images()]}
+        )
 
     @app.route("/api/v1/images", methods=["DELETE"])
     @admin_only
@@ -54,7 +58,9 @@ class CatalogueRoutes(ManagerBase):
         except NotFound:
             raise not_found("no such image in the catalogue") from None
         await self.store.audit(user, "delete_image", name, {})
-        return render_json(request, {"images": await self.store.list_images()})
+        return render_json(
+            request, {"images": [i.to_json() for i in await self.store.list_images()]}
+        )
 
     @app.route("/api/v1/database-hosts/<int(max=2147483647):host_id>", methods=["DELETE"])
     @admin_only
@@ -66,7 +72,7 @@ class CatalogueRoutes(ManagerBase):
         await self.store.audit(
             user,
             "delete_database_host",
-            f"{host['kind']}://{host['admin_host']}:{host['admin_port']}",
+            f"{host.kind}://{host.admin_host}:{host.admin_port}",
             {},
         )
         return render_json(request, {"deleted": host_id})
@@ -75,9 +81,7 @@ class CatalogueRoutes(ManagerBase):
     @admin_only
     async def list_database_hosts(self, request: IRequest, user: User) -> bytes:
         hosts = await self.store.list_database_hosts()
-        for host in hosts:
-            host["admin_password"] = None
-        return render_json(request, {"hosts": hosts})
+        return render_json(request, {"hosts": [h.to_json(show_password=False) for h in hosts]})
 
     @app.route("/api/v1/database-hosts", methods=["PUT"])
     @admin_only
@@ -100,4 +104,6 @@ class CatalogueRoutes(ManagerBase):
     @app.route("/api/v1/audit", methods=["GET"])
     @admin_only
     async def audit(self, request: IRequest, user: User) -> bytes:
-        return render_json(request, {"entries": await self.store.list_audit()})
+        return render_json(
+            request, {"entries": [e.to_json() for e in await self.store.list_audit()]}
+        )

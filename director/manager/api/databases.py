@@ -57,7 +57,7 @@ class DatabaseRoutes(ManagerBase):
             )
         identifier = f"site_{site.id}"
         database = {
-            "host_id": host["id"],
+            "host_id": host.id,
             "name": identifier,
             "username": identifier,
             "password": secrets.token_urlsafe(24),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
 from director.common.web import render_json
@@ -19,6 +17,7 @@ from director.manager.api.base import (
 )
 from director.manager.models import User, ValidationError
 from director.manager.store import Conflict
+from director.manager.store.rows import SiteRequest
 
 
 class RequestRoutes(ManagerBase):
@@ -28,10 +27,7 @@ class RequestRoutes(ManagerBase):
     @authenticated()
     async def list_requests(self, request: IRequest, user: User) -> bytes:
         requests_ = await self.store.list_requests(None if user.is_admin else user.id)
-        if not user.is_admin:
-            for item in requests_:
-                del item["admin_comment"]
-        return render_json(request, {"requests": requests_})
+        return render_json(request, {"requests": [r.to_json(user.is_admin) for r in requests_]})
 
     @app.route("/api/v1/requests/<int(max=2147483647):request_id>", methods=["PATCH"])
     @admin_only
@@ -44,8 +40,8 @@ class RequestRoutes(ManagerBase):
         if not await self.store.set_request_comments(request_id, values):
             raise not_found("no such request")
         await self.store.audit(user, "comment_request", str(request_id), {})
-        found = [r for r in await self.store.list_requests() if r["id"] == request_id]
-        return render_json(request, found[0])
+        found = [r for r in await self.store.list_requests() if r.id == request_id]
+        return render_json(request, found[0].to_json())
 
     @app.route("/api/v1/requests", methods=["POST"])
     @authenticated()
@@ -83,27 +79,27 @@ class RequestRoutes(ManagerBase):
     async def act_on_request(
         self, request: IRequest, user: User, request_id: int, action: str
     ) -> bytes:
-        found = [r for r in await self.store.list_requests() if r["id"] == request_id]
+        found = [r for r in await self.store.list_requests() if r.id == request_id]
         if not found:
             raise not_found("no such request")
         req = found[0]
-        if action in ("approve", "reject") and req["status"] == "pending-teacher":
-            if req["teacher"] != user.username and not user.is_admin:
+        if action in ("approve", "reject") and req.status == "pending-teacher":
+            if req.teacher != user.username and not user.is_admin:
                 raise not_found("no such request")
             status = "pending-admin" if action == "approve" else "rejected"
             await self.store.set_request_status(request_id, status)
-            await self.store.audit(user, f"request_{action}", req["name"], {"id": request_id})
+            await self.store.audit(user, f"request_{action}", req.name, {"id": request_id})
             await self._notify_request(req, status)
             return render_json(request, {"id": request_id, "status": status})
-        if action == "create" and req["status"] == "pending-admin":
+        if action == "create" and req.status == "pending-admin":
             self.require_admin(user)
             site, op = await self.site_service.record_new(
                 user,
-                req["name"],
+                req.name,
                 "static",
                 "activity",
-                req["description"],
-                [req["requester"], req["teacher"]],
+                req.description,
+                [req.requester, req.teacher],
             )
             await self.store.set_request_status(request_id, "created", site.id)
             await self._notify_request(req, "created")
@@ -112,25 +108,25 @@ class RequestRoutes(ManagerBase):
             return render_json(
                 request, {"site": self.site_json(site, user), "operation": op.to_json()}, 202
             )
-        if action == "reject" and req["status"] == "pending-admin" and user.is_admin:
+        if action == "reject" and req.status == "pending-admin" and user.is_admin:
             await self.store.set_request_status(request_id, "rejected")
             await self._notify_request(req, "rejected")
             return render_json(request, {"id": request_id, "status": "rejected"})
-        raise APIError(409, "bad_state", f"cannot {action} a request that is {req['status']}")
+        raise APIError(409, "bad_state", f"cannot {action} a request that is {req.status}")
 
-    async def _notify_request(self, req: dict[str, Any], status: str) -> None:
-        name = req["name"]
+    async def _notify_request(self, req: SiteRequest, status: str) -> None:
+        name = req.name
         if status == "pending-admin":
             self.mailer.notify(
                 await _emails(self.store, None, "admin"),
                 f"Site request approved: {name}",
-                f"{req['teacher']} approved {req['requester']}'s request for '{name}'. Create "
+                f"{req.teacher} approved {req.requester}'s request for '{name}'. Create "
                 "it with one click on the Requests page of Director.",
             )
         else:
             words = {"created": "was created", "rejected": "was not approved"}[status]
             self.mailer.notify(
-                await _emails(self.store, {req["requester"]}),
+                await _emails(self.store, {req.requester}),
                 f"Your site request: {name}",
                 f"Your request for the site '{name}' {words}.",
             )

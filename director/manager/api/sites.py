@@ -145,7 +145,7 @@ class SiteRoutes(ManagerBase):
         if "image" in body or "packages" in body:
             if kind == "rename_site":
                 raise APIError(400, "one_change", "rename the site and change its image separately")
-            images = {i["name"] for i in await self.store.list_images()} | {FALLBACK_IMAGE}
+            images = {i.name for i in await self.store.list_images()} | {FALLBACK_IMAGE}
             image = body.get("image", site.image)
             if image not in images:
                 raise Conflict("unknown_image", "choose an image from the catalogue")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -128,7 +128,7 @@ class UserRoutes(ManagerBase):
             raise APIError(
                 409, "not_service", "only service accounts get tokens from an administrator"
             )
-        expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
+        expires = self.store.now() + timedelta(days=days) if days is not None else None
         token = await self.store.create_token(target.id, name, expires)
         await self.store.audit(
             user, "create_token", target.username, {"name": name, "expires_in_days": days}
@@ -148,18 +148,18 @@ class UserRoutes(ManagerBase):
             request, "get", "/api/v1/banners"
         )  # read for everyone: one answer to bad input
         everything = user.is_admin and is_set(args["all"])
-        found = await self.store.banners(None if everything else datetime.now(UTC))
-        return render_json(request, {"banners": found})
+        found = await self.store.banners(None if everything else self.store.now())
+        return render_json(request, {"banners": [b.to_json() for b in found]})
 
     @app.route("/api/v1/banners", methods=["POST"])
     @admin_only
     async def add_banner(self, request: IRequest, user: User) -> bytes:
         body = read_object(request, {"message", "level", "expires_in_hours"})
         message, level, hours = notices.validate_banner(body)
-        expires = datetime.now(UTC) + timedelta(hours=hours) if hours is not None else None
+        expires = self.store.now() + timedelta(hours=hours) if hours is not None else None
         banner = await self.store.add_banner(message, level, user.id, expires)
-        await self.store.audit(user, "add_banner", str(banner["id"]), {"level": level})
-        return render_json(request, banner, 201)
+        await self.store.audit(user, "add_banner", str(banner.id), {"level": level})
+        return render_json(request, banner.to_json(), 201)
 
     @app.route("/api/v1/banners/<int(max=2147483647):banner_id>", methods=["DELETE"])
     @admin_only

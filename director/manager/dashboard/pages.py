@@ -56,6 +56,7 @@ from director.manager.passwords import Passwords
 from director.manager.placement_store import PlacementStore
 from director.manager.router_pool import RouterPool
 from director.manager.store import Conflict, Store
+from director.manager.store.rows import Banner, Image
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -297,10 +298,10 @@ class Dashboard:
                 badge = await self.queries.pending_requests(viewer.user.id, viewer.user.is_admin)
             except Exception:
                 self.log.failure("counting pending requests")
-        banners: list[dict[str, Any]] = []
+        banners: list[Banner] = []
         if viewer is not None:
             try:
-                banners = await self.store.banners(datetime.now(UTC))
+                banners = await self.store.banners(self.store.now())
             except Exception:
                 self.log.failure("reading banners")
         context.setdefault("section", "")
@@ -462,7 +463,7 @@ class Dashboard:
 
     async def _recently_signed_in(self, viewer: Viewer) -> bool:
         started = await self.store.session_started(viewer.session_id)
-        return started is not None and datetime.now(UTC) - started <= self.reauth
+        return started is not None and self.store.now() - started <= self.reauth
 
     @app.route("/login/oidc/callback", methods=["GET"])
     async def login_oidc_callback(self, request: Any) -> bytes:
@@ -695,11 +696,11 @@ class Dashboard:
             certificates=certificates,
         )
 
-    def _run_sh_templates(self, images: list[dict[str, Any]]) -> dict[str, str]:
+    def _run_sh_templates(self, images: list[Image]) -> dict[str, str]:
         out = {}
         for image in images:
-            prefix = next((p for p in RUN_SH_TEMPLATES if p and image["name"].startswith(p)), "")
-            out[image["name"]] = RUN_SH_TEMPLATES[prefix]
+            prefix = next((p for p in RUN_SH_TEMPLATES if p and image.name.startswith(p)), "")
+            out[image.name] = RUN_SH_TEMPLATES[prefix]
         return out
 
     async def _certificates(self, site: Site) -> dict[str, dict[str, Any]]:
@@ -757,7 +758,7 @@ class Dashboard:
         viewer = await self.require(request)
         site = await self.site_for(viewer, name)
         hosts = await self.store.list_database_hosts()
-        kinds = sorted({h["kind"] for h in hosts})
+        kinds = sorted({h.kind for h in hosts})
         operations = await self._operations(site, 1)
         return await self.render(
             request,
@@ -776,15 +777,11 @@ class Dashboard:
         viewer = await self.require(request, guidelines=False)
         user = viewer.user
         everything = await self.store.list_requests(None if user.is_admin else user.id)
-        mine = [r for r in everything if r["requester"] == user.username]
+        mine = [r for r in everything if r.requester == user.username]
         to_approve = [
-            r
-            for r in everything
-            if r["teacher"] == user.username and r["status"] == "pending-teacher"
+            r for r in everything if r.teacher == user.username and r.status == "pending-teacher"
         ]
-        to_create = (
-            [r for r in everything if r["status"] == "pending-admin"] if user.is_admin else []
-        )
+        to_create = [r for r in everything if r.status == "pending-admin"] if user.is_admin else []
         return await self.render(
             request,
             "requests.html",
@@ -901,7 +898,7 @@ class Dashboard:
             title="Database hosts",
             section="admin",
             tab="database-hosts",
-            hosts=[{k: v for k, v in h.items() if k != "admin_password"} for h in hosts],
+            hosts=[h.to_json(show_password=False) for h in hosts],
         )
 
     @app.route("/admin/notices", methods=["GET"])
@@ -913,8 +910,9 @@ class Dashboard:
             title="Notices and mail",
             section="admin",
             tab="notices",
-            all_banners=await self.store.banners(),
-            now=datetime.now(UTC).isoformat(),
+            # The template compares and shows the ISO forms.
+            all_banners=[b.to_json() for b in await self.store.banners()],
+            now=self.store.now().isoformat(),
         )
 
     @app.route("/admin/audit", methods=["GET"])
