@@ -5,8 +5,10 @@ The dashboard host on the routers: its settings, its nginx servers, and its cert
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.cli import dashboard_url
+from director.cli import main as director_main
 from director.common.config import ConfigError, parse_config
 from director.common.errors import StartupError
 from director.common.threads import InlineRunner
@@ -300,3 +304,41 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual((error.status, error.code), (409, "domain_taken"))
         self.assertIsNone(router.table.get("alpha"))
         self.assertNotIn("ssl", self.nginx.files[DASHBOARD_FILE])
+
+
+class BannerTests(SynchronousTestCase):
+    """`director banner` (which `make run` runs) names the dashboard host's address."""
+
+    def url(self, text: str, shared: Path | None = None) -> str:
+        base = Path(self.mktemp()).absolute()
+        base.mkdir()
+        config = parse_config(
+            f'[director]\nstate_dir = "{base / "var"}"\n'
+            f'[manager]\ndashboard_host = "{HOST}"\n'
+            "[router]\nhttp_port = 8080\nhttps_port = 8443\n" + text,
+            base,
+        )
+        layout = RouterLayout.from_config(config)
+        if shared is not None:
+            layout.bundles_dir.mkdir(parents=True)
+            layout.bundle(HOST).write_text("{}")
+        return dashboard_url(config)
+
+    def test_http_until_there_is_a_certificate(self) -> None:
+        self.assertEqual(self.url(""), f"http://{HOST}:8080/")
+
+    def test_https_once_issued_or_given(self) -> None:
+        self.assertEqual(self.url("", shared=Path()), f"https://{HOST}:8443/")
+        pair = self_signed(Path(self.mktemp()).absolute(), [HOST])
+        given = f'dashboard_certificate = "{pair[0]}"\ndashboard_certificate_key = "{pair[1]}"\n'
+        self.assertEqual(self.url(given), f"https://{HOST}:8443/")
+
+    def test_printed(self) -> None:
+        base = Path(self.mktemp())
+        base.mkdir()
+        config = base / "director.toml"
+        config.write_text(f'[director]\nstate_dir = "{base}"\n')
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(director_main(["banner", "--config", str(config)]), 0)
+        self.assertIn("dashboard and API: http://director.localhost/", out.getvalue())
