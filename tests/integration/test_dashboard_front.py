@@ -254,7 +254,8 @@ def test_the_dashboard_answers_over_https_by_host_name(front: Front) -> None:
     context = ssl.create_default_context(cafile=str(front.root))
     with socket.create_connection(("127.0.0.1", front.config.router.https_port), 10) as raw:
         with context.wrap_socket(raw, server_hostname=HOST) as tls:
-            names = [v for k, v in tls.getpeercert()["subjectAltName"] if k == "DNS"]
+            peer: Any = tls.getpeercert()
+    names = [value for kind, value in peer["subjectAltName"] if kind == "DNS"]
     assert names == [HOST]
 
 
