@@ -280,7 +280,8 @@ class ManagerSection:
     # Dashboard sessions last this many hours.
     session_hours: float = field(default=12.0, metadata=_check(_positive))
     # Sign-in through an OAuth2 / OpenID Connect provider (authorization code + PKCE); empty
-    # oidc_authorize_url: local accounts only. The callback is <url>/login/oidc/callback.
+    # oidc_authorize_url: local accounts only. The callback is <url>/login/oidc/callback, or
+    # the dashboard host's over HTTPS once it has a certificate (service.oidc_callback).
     oidc_name: str = "School account"
     oidc_authorize_url: str = field(default="", metadata=_check(_optional_url))
     oidc_token_url: str = field(default="", metadata=_check(_optional_url))

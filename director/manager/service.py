@@ -153,6 +153,20 @@ def _dns_name(url: str) -> str:
     return ""
 
 
+def oidc_callback(config: Config) -> str:
+    """
+    Where the provider sends browsers back: the dashboard host over HTTPS when the routers
+    will have its certificate (one given in the config, or ACME for a name a CA issues:
+    not .localhost), since that is where users sign in; else manager.url (one machine).
+    """
+    host, router = config.manager.dashboard_host, config.router
+    local = host == "localhost" or host.endswith(".localhost")
+    if router.dashboard_certificate or (router.acme_directory_url and not local):
+        secure, _ = dashboard_origins(host, router.http_port, router.https_port)
+        return secure.serialize() + "/login/oidc/callback"
+    return config.manager.url.rstrip("/") + "/login/oidc/callback"
+
+
 def _oidc(reactor: Any, config: Config, http: Any) -> OIDCProvider | None:
     m = config.manager
     if not m.oidc_authorize_url:
@@ -169,7 +183,7 @@ def _oidc(reactor: Any, config: Config, http: Any) -> OIDCProvider | None:
         m.oidc_userinfo_url,
         m.oidc_client_id,
         m.oidc_client_secret,
-        m.url.rstrip("/") + "/login/oidc/callback",
+        oidc_callback(config),
         m.oidc_username_claim,
         m.oidc_new_user_role,
         m.oidc_issuer,
