@@ -159,7 +159,8 @@ def main() -> None:
                     f"  -c{connections:<2} {label:30} {s['rps']:8.0f} req/s   "
                     f"p50 {s['p50'] * 1000:6.2f} ms   p99 {s['p99'] * 1000:6.2f} ms"
                 )
-            ratio = summary[("router", connections)]["rps"] / summary[("direct", connections)]["rps"]
+            routed_rps = summary[("router", connections)]["rps"]
+            ratio = routed_rps / summary[("direct", connections)]["rps"]
             print(f"  -c{connections:<2} ratio router/direct: {ratio:.2f}x (target >= 0.8)")
     finally:
         stack.close()  # the router stops its front nginx as it stops

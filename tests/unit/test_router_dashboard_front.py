@@ -295,7 +295,10 @@ class RouterTests(SynchronousTestCase):
             self.clock.advance(0)
             self.assertEqual(self.ca.orders, [])
             self.assertIsNone(router.certificate_json(front.host))
-        self.assertIn(f'ssl_certificate "{pair[0]}";', render(front=FRONT, certificate=pair))
+            conf = self.nginx.files[DASHBOARD_FILE]
+            given = front.given_certificate is not None
+            self.assertEqual(f'ssl_certificate "{pair[0]}";' in conf, given)
+            self.assertEqual("Strict-Transport-Security" in conf, given)
 
     def test_a_site_cannot_take_the_dashboard_host(self) -> None:
         router = self.router(acme=False)
