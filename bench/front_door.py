@@ -13,13 +13,17 @@ latency with one connection (-c1: p50/p99 of single requests, no queueing) and t
 with 16 connections (-t2 -c16: requests per second, and p50/p99 under that load). Direct
 and routed runs alternate, --rounds times each; the figures are medians, and the ratio is
 the median of each round's routed run over the direct run just before it (the machine is
-shared, so its load drifts). wrk, nginx and the manager share this machine's cores.
+shared, so its load drifts). wrk, nginx and the manager share this machine's cores. Each run
+also reports the CPU time per request of the manager and of the front nginx (master and
+workers, from /proc): a figure the machine's load hardly moves, showing what the extra hop
+costs next to what the manager spends.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 import shutil
 import statistics
@@ -86,6 +90,33 @@ def certificate(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes C{pids} have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def nginx_processes(pid_file: Path) -> list[int]:
+    """The front nginx's master and its workers."""
+    master = int(pid_file.read_text().split()[0])
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(stat[1]) == master:
+                workers.append(int(entry.name))
+    return [master, *workers]
+
+
 def _seconds(text: str) -> float:
     value, unit = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
@@ -102,6 +133,7 @@ def wrk(url: str, token: str, connections: int, duration: float, script: Path) -
     if "Non-2xx" in result or "Socket errors" in result:
         raise RuntimeError(f"wrk saw errors:\n{result}")
     found = {
+        "requests": float(re.search(r"([0-9]+) requests in", result).group(1)),  # type: ignore[union-attr]
         "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", result).group(1)),  # type: ignore[union-attr]
         "p50": _seconds(re.search(r"\n\s+50%\s+(\S+)", result).group(1)),  # type: ignore[union-attr]
         "p99": _seconds(re.search(r"\n\s+99%\s+(\S+)", result).group(1)),  # type: ignore[union-attr]
@@ -132,14 +164,19 @@ def main() -> None:
         direct = f"http://127.0.0.1:{stack.ports['manager']}/api/v1/sites"
         routed = f"https://{HOST}:{https_port}/api/v1/sites"
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
+        manager_pid = stack.processes[-1].pid
+        pid_file = stack.base / "var" / "router" / "nginx" / "nginx.pid"
         for url in (direct, routed):  # warm up: connections, caches, the JIT of nothing
             wrk(url, stack.token, 4, 2, script)
         for _ in range(args.rounds):
             for connections in (1, 16):
                 for what, url in (("direct", direct), ("router", routed)):
-                    results.setdefault((what, connections), []).append(
-                        wrk(url, stack.token, connections, args.duration, script)
-                    )
+                    before = (cpu_seconds([manager_pid]), cpu_seconds(nginx_processes(pid_file)))
+                    run = wrk(url, stack.token, connections, args.duration, script)
+                    after = (cpu_seconds([manager_pid]), cpu_seconds(nginx_processes(pid_file)))
+                    run["manager_cpu"] = (after[0] - before[0]) / run["requests"]
+                    run["nginx_cpu"] = (after[1] - before[1]) / run["requests"]
+                    results.setdefault((what, connections), []).append(run)
                     time.sleep(0.5)
         print(
             f"GET /api/v1/sites, admin token, {args.sites} sites in the store; "
@@ -148,7 +185,8 @@ def main() -> None:
         summary: dict[tuple[str, int], dict[str, float]] = {}
         for (what, connections), runs in results.items():
             summary[(what, connections)] = {
-                k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")
+                k: statistics.median(r[k] for r in runs)
+                for k in ("rps", "p50", "p99", "manager_cpu", "nginx_cpu")
             }
         for connections in (1, 16):
             for what, label in (
@@ -158,7 +196,9 @@ def main() -> None:
                 s = summary[(what, connections)]
                 print(
                     f"  -c{connections:<2} {label:30} {s['rps']:8.0f} req/s   "
-                    f"p50 {s['p50'] * 1000:6.2f} ms   p99 {s['p99'] * 1000:6.2f} ms"
+                    f"p50 {s['p50'] * 1000:6.2f} ms   p99 {s['p99'] * 1000:6.2f} ms   "
+                    f"CPU/request: manager {s['manager_cpu'] * 1e6:5.0f} us, "
+                    f"front nginx {s['nginx_cpu'] * 1e6:4.0f} us"
                 )
             # Each round's routed run against the direct run just before it (the load on a
             # shared machine drifts between rounds more than within one).
