@@ -182,12 +182,35 @@ def _register_bundled_databases(config: Config) -> None:
         )
 
 
+def dashboard_url(config: Config) -> str:
+    """
+    The dashboard's address through the routers: https:// once the dashboard host has a
+    certificate (given in the config, or already issued into the shared store), else http://.
+    """
+    from director.manager.dashboard.security import dashboard_origins
+    from director.router.layout import RouterLayout
+
+    section = config.router
+    secure, plain = dashboard_origins(
+        config.manager.dashboard_host, section.http_port, section.https_port
+    )
+    layout = RouterLayout.from_config(config)
+    issued = layout.bundle(config.manager.dashboard_host)
+    try:
+        has_certificate = bool(section.dashboard_certificate) or issued.exists()
+    except OSError:  # the shared store is the router's (0700): not ours to read
+        has_certificate = False
+    return (secure if has_certificate else plain).serialize() + "/"
+
+
 def banner(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     shell = config.shell
     ssh_host = "127.0.0.1" if shell.host in ("0.0.0.0", "::") else shell.host  # noqa: S104
     print("Director is starting:")
-    print(f"  dashboard and API: {config.manager.url}/   (API under {config.manager.url}/api/v1/)")
+    url = dashboard_url(config)
+    print(f"  dashboard and API: {url}   (API under {url}api/v1/)")
+    print(f"  manager directly:  {config.manager.url}/   (this machine only)")
     print(f"  SSH:               ssh -p {shell.port} USER@{ssh_host}")
     print(f"  sites:             http://NAME.{config.director.sites_domain}/")
     print(f"  state:             {config.director.state_dir}")

@@ -280,7 +280,8 @@ class ManagerSection:
     # Dashboard sessions last this many hours.
     session_hours: float = field(default=12.0, metadata=_check(_positive))
     # Sign-in through an OAuth2 / OpenID Connect provider (authorization code + PKCE); empty
-    # oidc_authorize_url: local accounts only. The callback is <url>/login/oidc/callback.
+    # oidc_authorize_url: local accounts only. The callback is <url>/login/oidc/callback, or
+    # the dashboard host's over HTTPS once it has a certificate (service.oidc_callback).
     oidc_name: str = "School account"
     oidc_authorize_url: str = field(default="", metadata=_check(_optional_url))
     oidc_token_url: str = field(default="", metadata=_check(_optional_url))
@@ -298,8 +299,10 @@ class ManagerSection:
     # The dashboard's own host name: never accepted as a site's custom domain.
     dashboard_host: str = field(default="director.localhost", metadata=_check(_domain))
     # Proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are
-    # believed; empty: none, the connection's peer is the client.
-    trusted_proxies: str = field(default="", metadata=_check(_networks))
+    # believed: the routers' front nginx as the manager sees them connect. The default is
+    # loopback, the router of a single machine (the manager listens there only); empty:
+    # none, the connection's peer is the client.
+    trusted_proxies: str = field(default="127.0.0.1, ::1", metadata=_check(_networks))
     # Creating an API token needs a sign-in at most this many minutes old, or the password.
     reauth_minutes: float = field(default=10.0, metadata=_check(_positive))
     # SMTP server for notifications (site requests); empty host: no mail is sent.
@@ -534,6 +537,15 @@ class RouterSection:
     acme_retry_max: float = field(default=21600.0, metadata=_check(_positive))
     # Renew this long before expiry (or at two thirds of the lifetime, if that is later).
     renew_before_days: float = field(default=30.0, metadata=_check(_positive))
+    # The dashboard host (manager.dashboard_host) is served by the front nginx and sent to
+    # these managers (host:port; with failover); empty: the host:port of manager.url.
+    manager_upstreams: str = field(default="", metadata=_check(_optional(_host_ports)))
+    # A certificate (and key) for the dashboard host; empty: ACME orders one (when ACME is
+    # configured and the host is not under .localhost), else the dashboard is plain HTTP.
+    dashboard_certificate: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    dashboard_certificate_key: str = field(default="", metadata=_check(_optional(_absolute_path)))
+    # Request body limit on the dashboard host (file uploads go through it).
+    dashboard_max_body_size: str = field(default="128m", metadata=_check(_nginx_size))
 
 
 @dataclass(frozen=True)
@@ -662,6 +674,23 @@ def _section(name: str, cls: type, raw: object, base: Path) -> Any:
     return cls(**values)
 
 
+#: Settings that make sense only together: both set or both empty.
+_PAIRS = (
+    ("router", "sites_certificate", "sites_certificate_key"),
+    ("router", "dashboard_certificate", "dashboard_certificate_key"),
+)
+
+
+def _check_pairs(parsed: Mapping[str, Any]) -> None:
+    for section, first, second in _PAIRS:
+        values = getattr(parsed[section], first), getattr(parsed[section], second)
+        if bool(values[0]) != bool(values[1]):
+            raise ConfigError(
+                f"{section}.{first} and {section}.{second}: set both (a certificate and its "
+                f"key) or neither"
+            )
+
+
 def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
     """
     Parse TOML text. Relative paths are taken relative to C{base} (the config file's
@@ -680,6 +709,7 @@ def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
         name: _section(name, f.default.__class__, raw.get(name, {}), base)
         for name, f in sections.items()
     }
+    _check_pairs(parsed)
     return Config(**parsed, source=source)
 
 

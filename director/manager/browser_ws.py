@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
@@ -92,8 +92,11 @@ class BrowserSockets:
         upstream_timeout: float = 15.0,
         proxies: Proxies | None = None,
         creation_wait: float = 30.0,
+        public_origins: Sequence[Origin] = (),
     ) -> None:
         self.reactor = reactor
+        #: the dashboard host's origins (through the routers): pages from there may connect
+        self.public_origins = tuple(public_origins)
         self.creation_wait = creation_wait
         self.store = store
         self.bus = bus
@@ -163,7 +166,8 @@ class BrowserSockets:
     # -- routes ----------------------------------------------------------------------------
 
     def _bad_origin(self, request: Any) -> bytes | None:
-        if self.origin.matches(request.getHeader(b"origin")):
+        header = request.getHeader(b"origin")
+        if any(o.matches(header) for o in (self.origin, *self.public_origins)):
             return None
         return render_error(request, 403, "bad_origin", "websockets must come from the dashboard")
 

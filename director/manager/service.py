@@ -30,6 +30,7 @@ from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import CountingResource, Metrics
 from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
+from director.manager.dashboard.security import dashboard_origins
 from director.manager.disk import DiskPoller
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.identity import claim_identity
@@ -152,6 +153,20 @@ def _dns_name(url: str) -> str:
     return ""
 
 
+def oidc_callback(config: Config) -> str:
+    """
+    Where the provider sends browsers back: the dashboard host over HTTPS when the routers
+    will have its certificate (one given in the config, or ACME for a name a CA issues:
+    not .localhost), since that is where users sign in; else manager.url (one machine).
+    """
+    host, router = config.manager.dashboard_host, config.router
+    local = host == "localhost" or host.endswith(".localhost")
+    if router.dashboard_certificate or (router.acme_directory_url and not local):
+        secure, _ = dashboard_origins(host, router.http_port, router.https_port)
+        return secure.serialize() + "/login/oidc/callback"
+    return config.manager.url.rstrip("/") + "/login/oidc/callback"
+
+
 def _oidc(reactor: Any, config: Config, http: Any) -> OIDCProvider | None:
     m = config.manager
     if not m.oidc_authorize_url:
@@ -168,7 +183,7 @@ def _oidc(reactor: Any, config: Config, http: Any) -> OIDCProvider | None:
         m.oidc_userinfo_url,
         m.oidc_client_id,
         m.oidc_client_secret,
-        m.url.rstrip("/") + "/login/oidc/callback",
+        oidc_callback(config),
         m.oidc_username_claim,
         m.oidc_new_user_role,
         m.oidc_issuer,
@@ -295,6 +310,10 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     backups.pending_path = config.director.state_dir / "backups" / "restore-pending.json"
     backups.files = backup_pool
     proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
+    # The dashboard host as the routers serve it: its pages and websockets come from there.
+    public_origins = dashboard_origins(
+        config.manager.dashboard_host, config.router.http_port, config.router.https_port
+    )
     reauth = timedelta(minutes=config.manager.reauth_minutes)
     # The dashboard's own names: its configured host, and its URL's unless that is an address.
     reserved_hosts = (config.manager.dashboard_host, _dns_name(config.manager.url))
@@ -351,6 +370,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.manager.url,
         proxies=proxies,
         creation_wait=config.manager.creation_wait,
+        public_origins=public_origins,
     )
     metrics = Metrics(reactor, queries, sockets.counts, backups=backups.records.summary)
     dashboard = Dashboard(
@@ -372,6 +392,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         shell_address=shell_address,
         student_agreement=config.manager.student_agreement,
         placements=orchestrators.records,
+        public_origins=public_origins,
     )
     dashboard.backups = backups.records  # type: ignore[attr-defined]  # /admin/backups
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))

@@ -19,6 +19,7 @@ from typing import Any
 from director.common.config import Config
 from director.common.nginx import NginxPaths
 from director.common.nginx_templates import NGINX_TEMPLATES
+from director.router.dashboard_front import DashboardFront
 from director.router.domains import SiteEntry
 from director.router.layout import RouterLayout
 from director.router.tls import stapling_possible
@@ -40,6 +41,8 @@ class FrontSettings:
     sites_certificate_ocsp: str | None = None
     #: name servers for nginx's C{resolver} (the system's), to reach OCSP responders
     resolvers: tuple[str, ...] = ()
+    #: the dashboard host and its managers (None: this router does not serve it)
+    dashboard: DashboardFront | None = None
 
     @classmethod
     def from_config(
@@ -71,6 +74,7 @@ class FrontSettings:
             sites_certificate=cert,
             sites_certificate_ocsp=sites_certificate_ocsp if cert else None,
             resolvers=resolvers,
+            dashboard=DashboardFront.from_config(config),
         )
 
 

@@ -26,6 +26,7 @@ from director.common.errors import StartupError
 from director.common.nginx import NginxError, NginxPaths
 from director.common.threads import Runner
 from director.router.certificates import CertificateKeeper
+from director.router.dashboard_front import DASHBOARD_FILE, DASHBOARD_OWNER, render_dashboard
 from director.router.domains import (
     RequestError,
     SiteEntry,
@@ -42,6 +43,7 @@ from director.router.front_nginx_config import (
     upstream_file,
 )
 from director.router.layout import RouterLayout
+from director.router.tls import stapling_possible
 
 
 class ConfigApplier(Protocol):
@@ -70,6 +72,8 @@ class Router:
         self._table = table if table is not None else SiteTable()
         self._locks: dict[str, DeferredLock] = {}
         self._released: dict[str, str] = {}
+        #: the OCSP responder of the dashboard certificate given in the config, if any
+        self.dashboard_ocsp: str | None = None
         if keeper is not None:
             keeper.attach(self._refresh_domain)
             keeper.set_domains(self._owners())
@@ -103,7 +107,11 @@ class Router:
     def certificate_json(self, domain: str) -> dict[str, Any] | None:
         owner = self._table.owner(domain)
         if owner is None:
-            return None
+            dashboard = self._acme_dashboard_host()
+            if dashboard is None or domain != dashboard or self._keeper is None:
+                return None
+            status = self._keeper.status(domain)
+            return status.to_json() if status is not None else None
         status = self._keeper.status(domain) if self._keeper is not None else None
         if status is None:
             return {
@@ -127,6 +135,11 @@ class Router:
         entry = parse_site_request(
             name, body, self.settings.sites_domain, self.settings.max_body_size
         )
+        dashboard = self.settings.dashboard
+        if dashboard is not None and dashboard.host in entry.domains:
+            raise RequestError(
+                409, "domain_taken", f"{dashboard.host} is the dashboard's host, not a site's"
+            )
         async with self._lock(entry.name):
             previous = self._table.get(entry.name)
             self._check_released(entry)
@@ -217,7 +230,44 @@ class Router:
         return self._locks.setdefault(site, DeferredLock())
 
     def _owners(self) -> dict[str, str]:
-        return {d: e.name for e in self._table.sites.values() for d in e.domains}
+        owners = {d: e.name for e in self._table.sites.values() for d in e.domains}
+        dashboard = self._acme_dashboard_host()
+        if dashboard is not None:
+            owners[dashboard] = DASHBOARD_OWNER
+        return owners
+
+    def _acme_dashboard_host(self) -> str | None:
+        """The dashboard host, if its certificate comes from ACME."""
+        dashboard = self.settings.dashboard
+        if dashboard is None or self._keeper is None or not dashboard.wants_acme:
+            return None
+        return dashboard.host
+
+    def render_dashboard(self) -> str | None:
+        """The dashboard host's file (None: this router does not serve it)."""
+        front = self.settings.dashboard
+        if front is None:
+            return None
+        certificate = front.given_certificate
+        responder = self.dashboard_ocsp
+        keeper = self._keeper
+        if certificate is None and keeper is not None and front.wants_acme:
+            version = keeper.installed.get(front.host)
+            if version is not None:
+                certificate = (
+                    str(self.layout.installed_cert(front.host, version)),
+                    str(self.layout.installed_key(front.host, version)),
+                )
+                responder = keeper.ocsp_responder(front.host)
+        return render_dashboard(
+            front,
+            self.settings.http_listen,
+            self.settings.https_listen,
+            self.settings.https_port,
+            str(self.layout.webroot),
+            certificate,
+            stapling_possible(responder, self.settings.resolvers),
+        )
 
     async def _committed(self) -> None:
         """After nginx took a change: save the table; drop certificates of removed domains."""
@@ -235,6 +285,10 @@ class Router:
 
     async def _refresh_domain(self, domain: str) -> None:
         """Re-apply the site of C{domain} (its certificate changed)."""
+        if domain == self._acme_dashboard_host():
+            async with self._lock(DASHBOARD_OWNER):
+                await self._nginx.apply({DASHBOARD_FILE: self.render_dashboard()})
+            return
         owner = self._table.owner(domain)
         if owner is None:
             return
@@ -256,13 +310,16 @@ class Router:
         if self._keeper is not None:
             self._keeper.store.prepare()
             self._keeper.installed_files.prepare()
-            self._keeper.seed(self._keeper.installed_files.scan(set(self._table.domains)))
+            self._keeper.seed(self._keeper.installed_files.scan(set(self._owners())))
             _warn_unless_world_readable(self.layout.challenge_dir, self.log)
         else:
             self.layout.challenge_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(paths.conf, render_main(self.settings, self.layout), 0o644)
         wanted = {upstream_file(a): render_upstream(a) for a in self._table.upstreams}
         wanted |= {site_file(name): self.render(e) for name, e in self._table.sites.items()}
+        dashboard = self.render_dashboard()
+        if dashboard is not None:
+            wanted[DASHBOARD_FILE] = dashboard
         for path in paths.sites.glob("*.conf"):
             if path.name not in wanted:
                 path.unlink()

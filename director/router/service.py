@@ -21,6 +21,7 @@ from director.common.nginx import (
 from director.common.service import guarded_http_service
 from director.common.threads import BlockingPool
 from director.router.certificates import CertificateKeeper
+from director.router.dashboard_front import check_given_certificate
 from director.router.front_nginx_config import FrontSettings
 from director.router.issuer import ACMEClient
 from director.router.layout import RouterLayout
@@ -176,6 +177,8 @@ def build_service(reactor: Any, config: Config, clock: IReactorTime | None = Non
 
     table = load_table(layout.site_table, settings.sites_domain, settings.max_body_size, log)
     router = Router(settings, layout, directory, files, keeper, table)
+    if settings.dashboard is not None:
+        router.dashboard_ocsp = check_given_certificate(settings.dashboard)
     # A reactor that cannot run processes (a test's memory reactor) gets no front nginx.
     runs_nginx = IReactorProcess.providedBy(reactor)
     FrontConfiguration(router, nginx if runs_nginx else None).setServiceParent(top)

@@ -21,7 +21,12 @@ from director.manager.dashboard import GUIDE_DIR, Dashboard
 from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import CountingResource, Metrics
 from director.manager.dashboard.queries import DashboardQueries
-from director.manager.dashboard.security import LoginThrottle, Origin, safe_next
+from director.manager.dashboard.security import (
+    LoginThrottle,
+    Origin,
+    dashboard_origins,
+    safe_next,
+)
 from director.manager.operations import OPERATIONS
 from director.manager.passwords import hash_password
 from director.testing.manager import ManagerHarness, static_site_fields
@@ -288,6 +293,17 @@ class SecurityHeaderTests(SynchronousTestCase):
         self.d = DashboardHarness()
         self.d.user("alice")
         self.session, self.csrf = self.d.session("alice")
+
+    def test_websockets_of_the_dashboard_host_are_allowed(self) -> None:
+        """The CSP lets pages served through the routers connect to the dashboard host."""
+        self.d.dashboard.public_origins = dashboard_origins("director.school.test", 80, 8443)
+        response, _ = self.d.request("GET", "/", self.session)
+        csp = response.headers.getRawHeaders("content-security-policy")[0]
+        self.assertIn(
+            "connect-src 'self' ws://127.0.0.1:8000 wss://director.school.test:8443 "
+            "ws://director.school.test;",
+            csp,
+        )
 
     def test_every_page_has_the_headers(self) -> None:
         """CSP without inline scripts, no framing, no sniffing, a referrer policy."""

@@ -15,12 +15,14 @@ from klein import Klein
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.common.config import parse_config
 from director.common.threads import InlineRunner
 from director.manager.dashboard import GUIDE_DIR, Dashboard
 from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import Metrics
 from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
+from director.manager.service import oidc_callback
 from director.testing.manager import ManagerHarness
 
 
@@ -263,3 +265,31 @@ class OIDCTests(SynchronousTestCase):
         self.assertIsNone(self.signed_in_as(response))
         self.sign_in(ADA, self.local_session("ada"), link=True)
         self.assertEqual(self.signed_in_as(self.sign_in(ADA)), "ada")
+
+
+class CallbackTests(SynchronousTestCase):
+    """The callback users come back to is on the dashboard host once that has HTTPS."""
+
+    def callback(self, text: str) -> str:
+        return oidc_callback(parse_config(text, Path("/etc/director")))
+
+    def test_one_machine_uses_the_manager_url(self) -> None:
+        url = '[manager]\nurl = "http://127.0.0.1:8123"\n'
+        self.assertEqual(self.callback(url), "http://127.0.0.1:8123/login/oidc/callback")
+        # ACME cannot certify director.localhost: still the manager's own address.
+        acme = url + '[router]\nacme_directory_url = "https://acme.test/dir"\n'
+        self.assertEqual(self.callback(acme), "http://127.0.0.1:8123/login/oidc/callback")
+
+    def test_the_dashboard_host_once_it_has_a_certificate(self) -> None:
+        host = '[manager]\ndashboard_host = "director.school.test"\n'
+        self.assertEqual(
+            self.callback(host + '[router]\nacme_directory_url = "https://acme.test/dir"\n'),
+            "https://director.school.test/login/oidc/callback",
+        )
+        given = (
+            '[router]\nhttps_port = 8443\ndashboard_certificate = "/c.pem"\n'
+            'dashboard_certificate_key = "/k.pem"\n'
+        )
+        self.assertEqual(
+            self.callback(host + given), "https://director.school.test:8443/login/oidc/callback"
+        )

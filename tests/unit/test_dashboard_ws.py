@@ -24,6 +24,7 @@ from director.manager.browser_ws import (
     BrowserSockets,
     render_event,
 )
+from director.manager.dashboard.security import dashboard_origins
 from tests.unit.test_dashboard import BASE, DashboardHarness
 
 
@@ -139,6 +140,29 @@ class BrowserSocketTests(RecordsConnects, SynchronousTestCase):
             self.assertIsInstance(result, bytes)
             self.assertEqual(request.responseCode, 403)
         self.assertEqual(self.connects, [])
+
+    def test_the_dashboard_host_origin_is_accepted(self) -> None:
+        """
+        Pages served through the routers (the dashboard host, over HTTPS or HTTP) may open
+        websockets; the same host on another scheme or port may not.
+        """
+        self.sockets.public_origins = dashboard_origins("director.school.test", 80, 443)
+        for origin, allowed in (
+            ("https://director.school.test", True),
+            ("http://director.school.test", True),
+            ("https://director.school.test:8443", False),
+            ("https://evil.director.school.test", False),
+            (BASE, True),
+        ):
+            request, result = self.route(
+                self.sockets.terminal,
+                "/ws/sites/alice-site/terminal",
+                "alice",
+                "alice-site",
+                origin=origin,
+            )
+            self.assertEqual(not isinstance(result, bytes), allowed, origin)
+            self.assertEqual(request.responseCode == 403, not allowed, origin)
 
     def test_anonymous_socket_closes_with_4401(self) -> None:
         _, resource = self.route(self.sockets.terminal, "/ws", None, "alice-site")

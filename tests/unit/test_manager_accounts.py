@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from director.cli import main as director_main
+from director.common.config import ManagerSection
 from director.manager import passwords as passwords_module
 from director.manager import schema
 from director.manager.dashboard.security import LoginThrottle
@@ -271,7 +272,19 @@ class ProxyTests(SynchronousTestCase):
         garbled = {b"x-forwarded-for": b"nonsense"}
         self.assertEqual(proxies.client(request_from("10.0.0.1", garbled)), "10.0.0.1")
 
-    def test_no_trusted_proxies_by_default(self) -> None:
+    def test_the_local_router_is_trusted_by_default(self) -> None:
+        """
+        The default trusts loopback (the router's nginx on this machine) and nothing else,
+        not even the rest of 127.0.0.0/8.
+        """
+        proxies = Proxies.from_config(ManagerSection().trusted_proxies)
+        forged = {b"x-forwarded-for": b"203.0.113.9", b"x-forwarded-proto": b"https"}
+        for peer, believed in (("127.0.0.1", True), ("::1", True), ("127.0.0.2", False)):
+            request = request_from(peer, forged)
+            self.assertEqual(proxies.client(request) == "203.0.113.9", believed)
+            self.assertEqual(proxies.https(request), believed)
+
+    def test_no_trusted_proxies_when_empty(self) -> None:
         proxies = Proxies.from_config("")
         request = request_from("127.0.0.1", {b"x-forwarded-for": b"203.0.113.9"})
         self.assertEqual(proxies.client(request), "127.0.0.1")

@@ -109,7 +109,9 @@ class BuildTests(SynchronousTestCase):
         )
         self.start(config)
         sites = root / "nginx" / "sites"
-        self.assertEqual(sorted(p.name for p in sites.iterdir()), ["site-alpha.conf"])
+        self.assertEqual(
+            sorted(p.name for p in sites.iterdir()), ["dashboard.conf", "site-alpha.conf"]
+        )
         self.assertIn("server_name www.example.test;", (sites / "site-alpha.conf").read_text())
 
     def test_corrupt_site_table_stops_startup(self) -> None:

@@ -11,7 +11,7 @@ Pages only read; every change a page offers goes through /api/v1, so the API's c
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -204,8 +204,11 @@ class Dashboard:
         shell_address: tuple[str, int] = ("director.localhost", 2322),
         student_agreement: str = "",
         placements: PlacementStore | None = None,
+        public_origins: Sequence[Origin] = (),
     ) -> None:
         self._reactor = reactor
+        #: the dashboard host's origins (through the routers), besides manager_url's
+        self.public_origins = tuple(public_origins)
         #: the orchestrators, for the admins' "move" form (None: not offered)
         self.placements = placements
         self.shell_address = shell_address
@@ -288,7 +291,7 @@ class Dashboard:
     async def render(self, request: Any, template: str, status: int = 200, **context: Any) -> bytes:
         viewer: Viewer | None = getattr(request, "dashboard_viewer", None)
         nonce = new_nonce()
-        set_security_headers(request, self.origin, nonce)
+        set_security_headers(request, self.origin, nonce, self.public_origins)
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
@@ -322,7 +325,7 @@ class Dashboard:
 
     @app.handle_errors(Redirect)
     def _redirect(self, request: Any, failure: Any) -> bytes:
-        set_security_headers(request, self.origin, None)
+        set_security_headers(request, self.origin, None, self.public_origins)
         request.setResponseCode(303)
         request.setHeader(b"location", failure.value.location.encode("utf-8"))
         request.setHeader(b"cache-control", b"no-store")
@@ -340,7 +343,7 @@ class Dashboard:
         asset = self.static.get(relative)
         if asset is None:
             raise not_found()
-        set_security_headers(request, self.origin, None)
+        set_security_headers(request, self.origin, None, self.public_origins)
         etag = f'"{asset.etag}"'.encode()
         request.setHeader(b"etag", etag)
         request.setHeader(b"content-type", asset.content_type.encode())
@@ -988,7 +991,7 @@ class Dashboard:
                 allowed = False
         if not allowed:
             raise not_found()
-        set_security_headers(request, self.origin, None)
+        set_security_headers(request, self.origin, None, self.public_origins)
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         return (await self.metrics.render()).encode("utf-8")

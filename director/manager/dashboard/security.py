@@ -8,6 +8,7 @@ need (browsers send cookies on cross-site websocket handshakes), and CSRF token 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,16 +59,26 @@ class Origin:
         return other == self
 
 
+def dashboard_origins(host: str, http_port: int, https_port: int) -> tuple[Origin, Origin]:
+    """
+    The origins of the dashboard host as the routers serve it: HTTPS (once it has a
+    certificate), then plain HTTP (before).
+    """
+    return Origin("https", host, https_port), Origin("http", host, http_port)
+
+
 def new_nonce() -> str:
     return secrets.token_urlsafe(18)
 
 
-def content_security_policy(origin: Origin, nonce: str | None) -> str:
+def content_security_policy(origin: Origin, nonce: str | None, also: Sequence[Origin] = ()) -> str:
     """
     Scripts only from our own files (no inline script at all); styles from our files plus
     the <style> elements CodeMirror and xterm.js create, which carry this response's nonce.
+    Websockets to the manager's origin and to C{also} (the dashboard host's).
     """
     style = "style-src 'self'" + (f" 'nonce-{nonce}'" if nonce else "")
+    sockets = " ".join(dict.fromkeys(o.websocket() for o in (origin, *also)))
     return "; ".join(
         [
             "default-src 'none'",
@@ -75,7 +86,7 @@ def content_security_policy(origin: Origin, nonce: str | None) -> str:
             style,
             "img-src 'self' data:",
             "font-src 'self'",
-            f"connect-src 'self' {origin.websocket()}",
+            f"connect-src 'self' {sockets}",
             "form-action 'self'",
             "frame-ancestors 'none'",
             "base-uri 'none'",
@@ -84,9 +95,12 @@ def content_security_policy(origin: Origin, nonce: str | None) -> str:
     )
 
 
-def set_security_headers(request: Any, origin: Origin, nonce: str | None) -> None:
+def set_security_headers(
+    request: Any, origin: Origin, nonce: str | None, also: Sequence[Origin] = ()
+) -> None:
     """Headers every dashboard response carries."""
-    request.setHeader(b"content-security-policy", content_security_policy(origin, nonce).encode())
+    policy = content_security_policy(origin, nonce, also)
+    request.setHeader(b"content-security-policy", policy.encode())
     request.setHeader(b"x-frame-options", b"DENY")
     request.setHeader(b"x-content-type-options", b"nosniff")
     request.setHeader(b"referrer-policy", b"same-origin")
