@@ -26,6 +26,8 @@ class RequestLoop:
     interval: float = 0.005
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    #: when each failure happened (time.monotonic()), beside C{failures}
+    failed_at: list[float] = field(default_factory=list)
     # A keep-alive connection the server closed while idle (a graceful nginx reload closes
     # idle connections) is opened again and the request sent again, as browsers and
     # HTTP libraries do; counted here, never as a success without an answer.
@@ -47,7 +49,16 @@ class RequestLoop:
         if status == self.status and data == self.body:
             self.ok += 1
         else:
-            self.failures.append(f"{status}: {data[:200]!r}")
+            self._fail(f"{status}: {data[:200]!r}")
+
+    def _fail(self, what: str) -> None:
+        self.failures.append(what)
+        self.failed_at.append(time.monotonic())
+
+    @property
+    def downtime(self) -> float:
+        """Seconds from the first failed request to the last one (0: none or one failed)."""
+        return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0
 
     def _run(self) -> None:
         keep: http.client.HTTPConnection | None = None
@@ -67,7 +78,7 @@ class RequestLoop:
                     keep, status, data = self._keep_alive(keep)
                     self._check(status, data)
             except Exception as e:
-                self.failures.append(f"{type(e).__name__}: {e}")
+                self._fail(f"{type(e).__name__}: {e}")
                 keep = None
             time.sleep(self.interval)
         if keep is not None:

@@ -8,8 +8,6 @@ run of failed requests) is printed.
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,86 +15,78 @@ from typing import Any
 
 import pytest
 from cluster_stack import ClusterStack, cluster_stack, wait
+from request_loop import RequestLoop
 
 from director.cluster.nodes import docker
 
 
 @dataclass
-class DowntimeProbe:
-    """GETs C{host} through the router's front until stopped: failures and their longest run."""
+class MoveResult:
+    """A move under load: the request loop (stopped), the operation, when each action ended."""
 
-    port: int
-    host: str
-    body: bytes
-    interval: float = 0.01
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    #: seconds from the first failure of a run to the next success, the longest run
-    downtime: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    requests: RequestLoop
+    operation: dict[str, Any]
+    took: float
+    #: (action, seconds after the move was asked for when it was seen done)
+    timeline: list[tuple[str, float]] = field(default_factory=list)
 
-    def start(self) -> DowntimeProbe:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
+    @property
+    def failures(self) -> list[str]:
+        return self.requests.failures
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+    @property
+    def ok(self) -> int:
+        return self.requests.ok
 
-    def _get(self) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", "/", headers={"Host": self.host, "Connection": "close"})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def _run(self) -> None:
-        failing_since: float | None = None
-        while not self._stop.is_set():
-            try:
-                status, data = self._get()
-                good = (status, data) == (200, self.body)
-                if not good:
-                    self.failures.append(f"{status}: {data[:120]!r}")
-            except Exception as e:
-                good = False
-                self.failures.append(f"{type(e).__name__}: {e}")
-            now = time.monotonic()
-            if good:
-                self.ok += 1
-                if failing_since is not None:
-                    self.downtime = max(self.downtime, now - failing_since)
-                    failing_since = None
-            elif failing_since is None:
-                failing_since = now
-            time.sleep(self.interval)
-        if failing_since is not None:
-            self.downtime = max(self.downtime, time.monotonic() - failing_since)
+    @property
+    def downtime(self) -> float:
+        return self.requests.downtime
 
 
-def move_under_load(stack: ClusterStack, name: str, body: bytes, target: str) -> DowntimeProbe:
-    """Move site C{name} to C{target} while a probe requests it; the probe, stopped."""
-    probe = DowntimeProbe(stack.ports.http, f"{name}.{stack.sites_domain}", body).start()
+def move_under_load(stack: ClusterStack, name: str, body: bytes, target: str) -> MoveResult:
+    """
+    Move site C{name} to C{target} while a loop of requests goes through the router; the
+    operation is polled often, so the printed timeline says which action the failed
+    requests fell in.
+    """
+    loop = RequestLoop(stack.ports.http, f"{name}.{stack.sites_domain}", body, interval=0.01)
+    loop.start()
+    timeline: list[tuple[str, float]] = []
     try:
         time.sleep(1.0)  # requests before the move too
         started = time.monotonic()
         answer = stack.api("POST", f"/api/v1/sites/{name}/move", {"orchestrator": target})
-        op = stack.wait_operation(answer, timeout=300)
+        op_id = answer["operation"]["id"]
+        op: dict[str, Any] = {}
+        seen: set[str] = set()
+        deadline = started + 300
+        while time.monotonic() < deadline:
+            op = stack.api("GET", f"/api/v1/operations/{op_id}")
+            for action in op["actions"]:
+                if action["status"] == "succeeded" and action["name"] not in seen:
+                    seen.add(action["name"])
+                    timeline.append((action["name"], time.monotonic() - started))
+            if op["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.05)
         took = time.monotonic() - started
-        time.sleep(1.0)  # and after it
+        assert op.get("status") == "succeeded", (op, stack.log_tail())
+        time.sleep(3.0)  # and after it (the removal from the source included)
     finally:
-        probe.stop()
-    steps = ", ".join(f"{a['name']}: {a['message']}" for a in op["actions"])
+        loop.stop()
+    steps = ", ".join(f"{a}: {t:.2f}" for a, t in timeline)
+    failed = ""
+    if loop.failed_at:
+        failed = (
+            f"; failures from {loop.failed_at[0] - started:.2f} s "
+            f"to {loop.failed_at[-1] - started:.2f} s"
+        )
     print(
-        f"move of {name} to {target}: {took:.1f} s; {probe.ok} requests answered, "
-        f"{len(probe.failures)} failed, downtime {probe.downtime:.2f} s ({steps})"
+        f"move of {name} to {target}: {took:.1f} s; {loop.ok} requests answered, "
+        f"{len(loop.failures)} failed, downtime {loop.downtime:.2f} s{failed} "
+        f"(actions done at: {steps})"
     )
-    return probe
+    return MoveResult(loop, op, took, timeline)
 
 
 @pytest.fixture(scope="module")
