@@ -32,6 +32,9 @@ class RequestLoop:
     # idle connections) is opened again and the request sent again, as browsers and
     # HTTP libraries do; counted here, never as a success without an answer.
     reconnects: int = 0
+    #: seconds from the first failure of a run of failures to the next success, the longest
+    downtime: float = 0.0
+    _failing_since: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -48,17 +51,18 @@ class RequestLoop:
     def _check(self, status: int, data: bytes) -> None:
         if status == self.status and data == self.body:
             self.ok += 1
+            if self._failing_since is not None:
+                self.downtime = max(self.downtime, time.monotonic() - self._failing_since)
+                self._failing_since = None
         else:
             self._fail(f"{status}: {data[:200]!r}")
 
     def _fail(self, what: str) -> None:
         self.failures.append(what)
-        self.failed_at.append(time.monotonic())
-
-    @property
-    def downtime(self) -> float:
-        """Seconds from the first failed request to the last one (0: none or one failed)."""
-        return self.failed_at[-1] - self.failed_at[0] if self.failed_at else 0.0
+        now = time.monotonic()
+        self.failed_at.append(now)
+        if self._failing_since is None:
+            self._failing_since = now
 
     def _run(self) -> None:
         keep: http.client.HTTPConnection | None = None
@@ -83,6 +87,8 @@ class RequestLoop:
             time.sleep(self.interval)
         if keep is not None:
             keep.close()
+        if self._failing_since is not None:
+            self.downtime = max(self.downtime, time.monotonic() - self._failing_since)
 
     def _keep_alive(
         self, keep: http.client.HTTPConnection | None

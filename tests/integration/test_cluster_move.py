@@ -2,8 +2,9 @@
 Moving sites between nodes through the real manager: on the two-node cluster
 (L{cluster_stack}), a static site and a dynamic site with a database, both on node 2, are
 moved to node 1 while a loop of requests goes through the router. They keep their files and
-their database; the static site fails no request, and the dynamic one's downtime (the longest
-run of failed requests) is printed.
+their database; the static site fails no request, the dynamic one few (bounded) and none
+once its move is over; each move's timeline (when each action ended, when requests failed)
+is printed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ class MoveResult:
     took: float
     #: (action, seconds after the move was asked for when it was seen done)
     timeline: list[tuple[str, float]] = field(default_factory=list)
+    #: when (time.monotonic()) the operation was seen to have succeeded
+    done_at: float = 0.0
+
+    @property
+    def failed_after_the_move(self) -> list[str]:
+        """Requests that failed once the operation had succeeded (the site must serve)."""
+        late = [at for at in self.requests.failed_at if at > self.done_at]
+        return self.requests.failures[len(self.requests.failures) - len(late) :]
 
     @property
     def failures(self) -> list[str]:
@@ -69,7 +78,8 @@ def move_under_load(stack: ClusterStack, name: str, body: bytes, target: str) ->
             if op["status"] in ("succeeded", "failed"):
                 break
             time.sleep(0.05)
-        took = time.monotonic() - started
+        done_at = time.monotonic()
+        took = done_at - started
         assert op.get("status") == "succeeded", (op, stack.log_tail())
         time.sleep(3.0)  # and after it (the removal from the source included)
     finally:
@@ -86,7 +96,7 @@ def move_under_load(stack: ClusterStack, name: str, body: bytes, target: str) ->
         f"{len(loop.failures)} failed, downtime {loop.downtime:.2f} s{failed} "
         f"(actions done at: {steps})"
     )
-    return MoveResult(loop, op, took, timeline)
+    return MoveResult(loop, op, took, timeline, done_at)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +107,20 @@ def stack() -> Iterator[ClusterStack]:
 
 def _query(stack: ClusterStack, site: str, sql: str) -> Any:
     return stack.api("POST", f"/api/v1/sites/{site}/database/query", {"sql": sql})
+
+
+#: At most this many requests (one every 10 ms) may fail while a dynamic site moves: its old
+#: task stops once the new one serves on the target, and the router's reload onto the
+#: target takes a moment (about 60 failed requests measured, 1.4 s; none is the aim).
+DYNAMIC_MOVE_FAILURES = 200
+
+
+def _check_dynamic_move(move: MoveResult) -> None:
+    """A dynamic site's move: few failures, and none once it is over (the source's removal
+    leaves the service the target took over)."""
+    assert move.failed_after_the_move == [], move.failed_after_the_move[:10]
+    assert len(move.failures) <= DYNAMIC_MOVE_FAILURES, (len(move.failures), move.failures[:10])
+    assert move.ok > 50
 
 
 def test_static_and_dynamic_sites_move_to_the_other_node(stack: ClusterStack) -> None:
@@ -112,8 +136,7 @@ def test_static_and_dynamic_sites_move_to_the_other_node(stack: ClusterStack) ->
     assert static.failures == [], static.failures[:10]
     assert static.ok > 50
     dynamic = move_under_load(s, "mvdy", b"dynamic moved", "node1")
-    # The target's process runs before the router switches: none is the aim.
-    assert dynamic.downtime < 5.0, (dynamic.downtime, dynamic.failures[:10])
+    _check_dynamic_move(dynamic)
 
     for name in ("mvst", "mvdy"):
         assert s.api("GET", f"/api/v1/sites/{name}")["orchestrator"] == "node1"
@@ -132,6 +155,12 @@ def test_static_and_dynamic_sites_move_to_the_other_node(stack: ClusterStack) ->
         "node 2's container of the moved site to go",
         60,
     )
+    # And back, away from the router's default orchestrator (node 1): the router switches
+    # from its default group to node 2's nginx.
+    back = move_under_load(s, "mvdy", b"dynamic moved", "node2")
+    _check_dynamic_move(back)
+    assert s.api("GET", "/api/v1/sites/mvdy")["orchestrator"] == "node2"
+    assert docker(s.layout, 2, "ps", "-q", "--filter", label).split()
 
 
 def test_a_site_keeps_its_database_across_a_move(stack: ClusterStack) -> None:
@@ -144,7 +173,7 @@ def test_a_site_keeps_its_database_across_a_move(stack: ClusterStack) -> None:
     url = s.api("GET", "/api/v1/sites/mvdb/database")["url"]
     s.wait_served("mvdb", b"with a database")
     probe = move_under_load(s, "mvdb", b"with a database", "node1")
-    assert probe.downtime < 5.0, (probe.downtime, probe.failures[:10])
+    _check_dynamic_move(probe)
     assert s.api("GET", "/api/v1/sites/mvdb")["orchestrator"] == "node1"
     assert _query(s, "mvdb", "SELECT v FROM kept")["rows"] == [["written on node 2"]]
     assert s.api("GET", "/api/v1/sites/mvdb/database")["url"] == url
