@@ -274,6 +274,14 @@ def _find(client: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
+def _remove_stopped_task_containers(client: Any, service: str) -> None:
+    """The containers of C{service}'s tasks that ended on this engine (swarm keeps them)."""
+    label = f"com.docker.swarm.service.name={service}"
+    for status in ("exited", "dead", "created"):
+        for container in client.containers(all=True, filters={"label": label, "status": status}):
+            client.remove_container(container["Id"], force=True)
+
+
 def _service_info(raw: dict[str, Any]) -> ServiceInfo:
     spec = raw["Spec"]
     replicas = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
@@ -514,8 +522,10 @@ class DockerGateway:
             if found is None:
                 return False
             # A service another node's orchestrator took over (a site moved there) is not
-            # this one's to remove, though it has the same name.
+            # this one's to remove, though it has the same name: only the containers its
+            # tasks left stopped here go.
             if not _owned((found["Spec"].get("Labels") or {}).get(OWNER_LABEL), self._node_name()):
+                _remove_stopped_task_containers(local, name)
                 return False
             client.remove_service(found["ID"])
             return True

@@ -79,8 +79,8 @@ def probe_engine(local: Any, manager: Any, node: str = "") -> dict[str, Any]:
     version = str(info.get("ServerVersion") or "") or None
     node_id = swarm.get("NodeID") or ""
     if local_state != "active" or not node_id:
-        error = f"the engine's swarm node is {local_state or 'not in a swarm'}"
-        return engine_report(None, version, name, local_state, swarm_error=error)
+        inactive = f"the engine's swarm node is {local_state or 'not in a swarm'}"
+        return engine_report(None, version, name, local_state, swarm_error=inactive)
     try:
         found = manager.inspect_node(node_id)
     except Exception as e:
@@ -89,8 +89,8 @@ def probe_engine(local: Any, manager: Any, node: str = "") -> dict[str, Any]:
     status = found.get("Status") or {}
     state = status.get("State") or None
     availability = (found.get("Spec") or {}).get("Availability") or None
-    error = None if state == "ready" else f"the swarm manager sees the node {state}"
-    return engine_report(None, version, name, local_state, state, availability, error)
+    seen = None if state == "ready" else f"the swarm manager sees the node {state}"
+    return engine_report(None, version, name, local_state, state, availability, seen)
 
 
 class EngineHealth:

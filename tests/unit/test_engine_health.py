@@ -98,7 +98,11 @@ class ProbeTests(SynchronousTestCase):
         local, manager = Engine(), Engine()
 
         def make(which: str, engine: Engine) -> Any:
-            return lambda: made.append(which) or engine
+            def made_one() -> Engine:
+                made.append(which)
+                return engine
+
+            return made_one
 
         probe = EngineProbe(make("local", local), make("manager", manager))
         probe()
