@@ -90,10 +90,12 @@ def parse_site(site_id: int, data: object) -> HostedSite:
     )
 
 
-#: Seconds a dynamic site's process keeps serving after swarm asks its task to stop. Its
-#: replacement already serves by then (start-first, behind the readiness gate), but when the
-#: replacement runs on another node (a move), the router still sends requests to this node
-#: until its reload onto the other node's nginx is through: those are answered meanwhile.
+#: Seconds a dynamic site's process keeps serving after swarm asks its task to stop, once
+#: its task went through the readiness gate (one that never did is stopped at once: a
+#: change rolled back). Its replacement already serves by then (start-first, behind the
+#: gate), but when the replacement runs on another node (a move), the router still sends
+#: requests to this node until its reload onto the other node's nginx is through: those
+#: are answered meanwhile.
 STOP_LINGER = 2
 
 # The process a dynamic site's container runs: the first executable run.sh, with marker
@@ -110,7 +112,7 @@ for f in /site/run.sh /site/private/run.sh /site/public/run.sh; do
     child=$!
     stop() {
       say "Stopping server"
-      sleep %(linger)s
+      [ -e /tmp/.director-started ] && sleep %(linger)s
       kill -TERM "$child" 2>/dev/null
       wait "$child"
       say "Stopped server"
