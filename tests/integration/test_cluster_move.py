@@ -112,7 +112,7 @@ def _query(stack: ClusterStack, site: str, sql: str) -> Any:
 #: At most this many requests (one every 10 ms) may fail while a dynamic site moves (about
 #: half a second's worth): its old process keeps serving for 2 s after the new one serves on
 #: the target (sites.STOP_LINGER), while the router's reload onto the target takes effect.
-#: Measured: 0-2 failed. Before: 59 (1.4 s) without the linger, 268 (3.4 s) when the source
+#: Measured: 0-4 failed. Before: 59 (1.4 s) without the linger, 268 (3.4 s) when the source
 #: also removed the service the target had taken over.
 DYNAMIC_MOVE_FAILURES = 50
 
