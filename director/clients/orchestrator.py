@@ -45,6 +45,17 @@ class OrchestratorClient(ComponentAPI):
     name, type, availability, healthy, ...
     """
 
+    async def health(self, timeout: float | None = None) -> dict[str, Any]:
+        """
+        Whether the orchestrator can run sites now: C{healthy}, C{engine} (C{ok}, C{version},
+        C{error}) and C{swarm} (C{node}, C{local_state}, C{state}, C{availability}, C{error}).
+        An orchestrator older than this route answers 404.
+        """
+        answer: dict[str, Any] = await self.caller.json(
+            "GET", "/v1/health", **call_options(timeout)
+        )
+        return answer
+
     # -- sites ---------------------------------------------------------------------------------
 
     async def put_site(

@@ -15,10 +15,11 @@ from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from director.clients import OrchestratorClient
-from director.common.client import ComponentClient
+from director.common.client import ComponentCallError, ComponentClient
 from director.common.config import Config
 from director.common.service import component_signer
 from director.manager.models import Orchestrator
+from director.manager.orchestrator_pool import health_problem
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,11 @@ def nodes_from_state(state_file: Path) -> list[NodeLine]:
 async def health(
     reactor: Any, config: Config, records: list[Orchestrator], timeout: float
 ) -> dict[str, str]:
-    """Each orchestrator's answer to the manager's signed C{whoami} ("ok" or the error)."""
+    """
+    Each orchestrator's answer to the manager's signed C{GET /v1/health} ("ok", "engine
+    down (...)" when the process answers but its Docker engine does not, or the error);
+    C{whoami} for an orchestrator older than the route.
+    """
     pool = HTTPConnectionPool(reactor, persistent=False)
     http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=timeout))
     signer = component_signer(reactor, config, "manager")
@@ -66,8 +71,7 @@ async def health(
             ComponentClient(reactor, signer, "orchestrator", record.url, http, timeout)
         )
         try:
-            answer = await client.whoami(timeout=timeout)
-            found[record.name] = "ok" if answer.get("caller") == "manager" else json.dumps(answer)
+            found[record.name] = await _orchestrator_health(client, timeout)
         except Exception as e:
             found[record.name] = f"down ({e})"
     router = config.router.url
@@ -80,6 +84,18 @@ async def health(
         found["router"] = f"down ({e!r})"
     await pool.closeCachedConnections()
     return found
+
+
+async def _orchestrator_health(client: OrchestratorClient, timeout: float) -> str:
+    try:
+        report = await client.health(timeout=timeout)
+    except ComponentCallError as e:
+        if e.status != 404:
+            raise
+        answer = await client.whoami(timeout=timeout)
+        return "ok" if answer.get("caller") == "manager" else json.dumps(answer)
+    problem = health_problem(report)
+    return "ok" if problem is None else f"engine down ({problem})"
 
 
 def render(

@@ -246,6 +246,35 @@ def _orchestrator_name(key: str, value: object) -> None:
         )
 
 
+def _tls_file(key: str, value: object) -> None:
+    if value != "" and (not isinstance(value, str) or not value.startswith("/") or "\0" in value):
+        raise ConfigError(f'{key}: expected an absolute path, or "" for none; got {value!r}')
+
+
+def _check_docker_tls(section: Any) -> None:
+    """The orchestrator's Docker TLS files: all three or none, each there, for a tcp:// URL."""
+    names = ("docker_tls_ca", "docker_tls_cert", "docker_tls_key")
+    given = [n for n in names if getattr(section, n)]
+    if not given:
+        return
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise ConfigError(
+            f"orchestrator.{missing[0]}: needed with orchestrator.{given[0]} (Docker TLS takes "
+            "a CA, a client certificate and its key: all three, or none)"
+        )
+    for name in names:
+        path = Path(getattr(section, name))
+        if not path.is_file():
+            raise ConfigError(f"orchestrator.{name}: {path} is not a file")
+    urls = (section.docker_url, section.swarm_manager_url)
+    if not any(u.startswith("tcp://") for u in urls):
+        raise ConfigError(
+            f"orchestrator.{given[0]}: Docker TLS is for a tcp:// engine, but neither "
+            "orchestrator.docker_url nor orchestrator.swarm_manager_url is one"
+        )
+
+
 def _check(validator: Callable[[str, object], None]) -> Any:
     return {"check": validator}
 
@@ -382,6 +411,12 @@ class OrchestratorSection:
     # constrained to it and labelled with it, and the orchestrator only sees services so
     # labelled. "": the node of docker_url's engine.
     node: str = field(default="", metadata=_check(_node_name))
+    # TLS for tcp:// engines (docker_url, swarm_manager_url; dockerd --tlsverify): the CA that
+    # signed the engines' certificates, and this orchestrator's client certificate and key
+    # (PEM files, absolute paths). All three or none; see docs/deploy.md, "Docker over TCP".
+    docker_tls_ca: str = field(default="", metadata=_check(_tls_file))
+    docker_tls_cert: str = field(default="", metadata=_check(_tls_file))
+    docker_tls_key: str = field(default="", metadata=_check(_tls_file))
     # The largest file the files API sends (downloads are streamed, so this is policy, not
     # memory: the original Director's 100 MB).
     max_download_mb: int = field(default=100, metadata=_check(_positive))
@@ -414,6 +449,9 @@ class OrchestratorSection:
     databases_bridge_host: str = field(
         default="172.17.0.1", metadata=_check(lambda key, value: _ip(key, value))
     )
+
+    def __post_init__(self) -> None:
+        _check_docker_tls(self)
 
 
 def _optional(validator: Callable[[str, object], None]) -> Callable[[str, object], None]:

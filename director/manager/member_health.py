@@ -1,6 +1,7 @@
 """
-What the manager's pools (orchestrators, routers) share: members that are asked C{whoami}
-with a short timeout every C{interval} seconds (one pass at a time, driven by a
+What the manager's pools (orchestrators, routers) share: members that are checked (asked
+C{whoami}, or what a pool's L{HealthCheckedPool._probe} asks) with a short timeout every
+C{interval} seconds (one pass at a time, driven by a
 L{LoopService}), what each answered last (C{healthy}), and listeners told when a member
 answers again after it did not (its waiting work can go on at once). One that does not answer
 is checked again every C{recheck_interval} seconds, so its work resumes soon after it is back
@@ -110,18 +111,22 @@ class HealthCheckedPool(Generic[M]):
 
         self._recheck = self._reactor.callLater(self._recheck_interval, recheck)
 
+    async def _probe(self, member: M) -> None:
+        """Fails unless C{member} can do its work now (here: it answers C{whoami})."""
+        await member.client.whoami(timeout=self._health_timeout)
+
     async def check(self, name: str) -> bool:
-        """Whether C{name} answers now (its C{whoami}); remembered until the next check."""
+        """Whether C{name} can work now (L{_probe}); remembered until the next check."""
         member = self._members.get(name)
         if member is None:
             return False
         try:
-            await member.client.whoami(timeout=self._health_timeout)
+            await self._probe(member)
             healthy = True
         except Exception as e:
             healthy = False
             if member.healthy:
-                self.log.warn("{kind} {name} does not answer: {e}", kind=self.kind, name=name, e=e)
+                self.log.warn("{kind} {name} is unavailable: {e}", kind=self.kind, name=name, e=e)
         was, member.healthy = member.healthy, healthy
         if healthy and not was:
             self.log.info("{kind} {name} answers again", kind=self.kind, name=name)

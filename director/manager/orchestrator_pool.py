@@ -1,9 +1,10 @@
 """
 The orchestrators the manager drives: one L{OrchestratorClient} per registered orchestrator
-(the C{orchestrators} table, reloaded every C{interval} seconds), which of them answer
-(C{whoami} with a short timeout), which one runs each site (L{OrchestratorPool.client_for})
-and where a new site goes (L{OrchestratorPool.place}: the healthy active orchestrator with
-the fewest sites, or the one an administrator names).
+(the C{orchestrators} table, reloaded every C{interval} seconds), which of them can run
+sites (C{GET /v1/health} with a short timeout: the orchestrator answers and so does its
+Docker engine; C{whoami} for an orchestrator older than that route), which one runs each
+site (L{OrchestratorPool.client_for}) and where a new site goes (L{OrchestratorPool.place}:
+the healthy active orchestrator with the fewest sites, or the one an administrator names).
 
 The configured orchestrator (C{orchestrator.url}, under C{orchestrator.name}) is registered
 when the pool starts, and sites without an orchestrator are placed on it; until the first
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from director.clients import OrchestratorClient
+from director.common.client import ComponentCallError
 from director.manager.member_health import HealthCheckedPool
 from director.manager.models import Orchestrator, Site
 from director.manager.placement_store import PlacementStore
@@ -40,6 +42,40 @@ class NodeUnavailable(Exception):
         self.name = name
 
 
+class EngineUnavailable(Exception):
+    """The orchestrator answers, but its Docker engine (or its swarm node) cannot run sites."""
+
+
+def health_problem(report: dict[str, Any]) -> str | None:
+    """What an orchestrator's health answer says is wrong (None: it can run sites)."""
+    if report.get("healthy") is True:
+        return None
+    engine = report.get("engine") or {}
+    swarm = report.get("swarm") or {}
+    return str(engine.get("error") or swarm.get("error") or "its Docker engine is not ready")
+
+
+def engine_view(report: dict[str, Any] | None) -> dict[str, Any]:
+    """
+    What the orchestrators API shows of a health answer: C{engine} ("ok", "down", or None
+    when not known: no answer yet, or an orchestrator older than the route) and the swarm
+    node's C{node_state} (its hostname, as the engine sees it, and as the swarm manager does).
+    """
+    if report is None:
+        return {"engine": None, "node_state": None}
+    engine = report.get("engine") or {}
+    swarm = report.get("swarm") or {}
+    return {
+        "engine": "ok" if engine.get("ok") else "down",
+        "node_state": {
+            "node": swarm.get("node"),
+            "local_state": swarm.get("local_state"),
+            "state": swarm.get("state"),
+            "availability": swarm.get("availability"),
+        },
+    }
+
+
 class PlacementError(Exception):
     """A new site cannot go where it was asked (or anywhere): C{status}, C{code}, message."""
 
@@ -58,6 +94,10 @@ class Member:
     client: OrchestratorClient
     #: whether it answered its last check (True until the first check: assumed up)
     healthy: bool = True
+    #: its last health answer (C{GET /v1/health}: its engine and swarm node), None: no answer
+    health: dict[str, Any] | None = None
+    #: what the last check found wrong (None: nothing)
+    problem: str | None = None
 
     @property
     def name(self) -> str:
@@ -126,6 +166,15 @@ class OrchestratorPool(HealthCheckedPool[Member]):
     def client_for(self, site: Site) -> OrchestratorClient:
         """The client of the orchestrator that runs C{site}."""
         return self.client(self.name_for(site))
+
+    def ready_client_for(self, site: Site) -> OrchestratorClient:
+        """
+        As L{client_for} for a call made now (a person waits for it): L{NodeUnavailable}
+        at once while that orchestrator (or its engine) is down, rather than a timeout.
+        """
+        if not self.up_for(site):
+            raise NodeUnavailable(self.name_for(site))
+        return self.client_for(site)
 
     async def client_for_id(self, site_id: int) -> OrchestratorClient:
         """As L{client_for}, from the site's id (its placement read from the records)."""
@@ -196,6 +245,28 @@ class OrchestratorPool(HealthCheckedPool[Member]):
 
     # -- the loop (L{HealthCheckedPool}'s, with the records reloaded first) ----------------
 
+    async def _probe(self, member: Member) -> None:
+        """
+        Its engine must run too (C{GET /v1/health}): an orchestrator whose dockerd died
+        answers, but none of its sites' work can be done. One older than that route is
+        asked C{whoami}, as before.
+        """
+        try:
+            report = await member.client.health(timeout=self._health_timeout)
+        except ComponentCallError as e:
+            if e.status != 404:
+                member.health, member.problem = None, f"it answers HTTP {e.status}"
+                raise
+            await member.client.whoami(timeout=self._health_timeout)
+            member.health, member.problem = None, None
+            return
+        except Exception as e:
+            member.health, member.problem = None, f"it does not answer ({e})"
+            raise
+        member.health, member.problem = report, health_problem(report)
+        if member.problem is not None:
+            raise EngineUnavailable(member.problem)
+
     async def register_default(self) -> None:
         """Register the configured orchestrator; place the sites that have none on it."""
         if self.records is None:
@@ -219,7 +290,9 @@ class OrchestratorPool(HealthCheckedPool[Member]):
         for record in records:
             old = self._members.get(record.name)
             if old is not None and old.record.url == record.url:
-                members[record.name] = Member(record, old.client, old.healthy)
+                members[record.name] = Member(
+                    record, old.client, old.healthy, old.health, old.problem
+                )
             else:
                 members[record.name] = Member(record, self._make_client(record.url))
         self._members = members

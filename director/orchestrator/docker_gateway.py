@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
 from director.common.threads import Runner
+from director.orchestrator.engine_health import PROBE_CALL_TIMEOUT, EngineProbe
 
 _RUNNING_STEP = re.compile(r"Running in ([0-9a-f]{12,64})\b")
 _BUILT = re.compile(r"Successfully built ([0-9a-f]{12,64})\b")
@@ -97,6 +98,12 @@ class IDockerGateway(Interface):
         missing. An existing network is left as it is.
         """
 
+    def engine_state() -> Deferred[dict[str, Any]]:
+        """
+        Whether the engine can run sites now: an L{engine_health.engine_report}, never a
+        failure (an engine that does not answer is reported so).
+        """
+
     def get_service(name: str) -> Deferred[ServiceInfo | None]:
         """The service called C{name}, or None."""
 
@@ -116,7 +123,10 @@ class IDockerGateway(Interface):
         """The last C{tail} lines a container wrote (stdout and stderr); [] if it is gone."""
 
     def remove_service(name: str) -> Deferred[bool]:
-        """Remove the service; False if there was none."""
+        """
+        Remove the service; False if there was none, or if it is another node's (one this
+        gateway's node does not own: a site moved there keeps its service).
+        """
 
     def list_services(label: str) -> Deferred[list[ServiceInfo]]:
         """Services carrying label C{label}."""
@@ -264,6 +274,14 @@ def _find(client: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
+def _remove_stopped_task_containers(client: Any, service: str) -> None:
+    """The containers of C{service}'s tasks that ended on this engine (swarm keeps them)."""
+    label = f"com.docker.swarm.service.name={service}"
+    for status in ("exited", "dead", "created"):
+        for container in client.containers(all=True, filters={"label": label, "status": status}):
+            client.remove_container(container["Id"], force=True)
+
+
 def _service_info(raw: dict[str, Any]) -> ServiceInfo:
     spec = raw["Spec"]
     replicas = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
@@ -322,12 +340,24 @@ class DockerGateway:
         docker_url: str = "",
         manager_url: str = "",
         node: str = "",
+        tls: Any = None,
     ) -> None:
         self._runner = runner
         self._url = docker_url
-        self._factory = client_factory or (lambda: _default_client(base_url=docker_url))
+        #: a docker.tls.TLSConfig for tcp:// engines (None: plain)
+        self._tls = tls
+        self._factory = client_factory or (lambda: _default_client(base_url=docker_url, tls=tls))
         self._manager_factory = (
-            (lambda: _default_client(base_url=manager_url)) if manager_url else None
+            (lambda: _default_client(base_url=manager_url, tls=tls)) if manager_url else None
+        )
+        # health probes have clients of their own, with a short timeout
+        self._probe = EngineProbe(
+            client_factory
+            or (lambda: _default_client(PROBE_CALL_TIMEOUT, base_url=docker_url, tls=tls)),
+            (lambda: _default_client(PROBE_CALL_TIMEOUT, base_url=manager_url, tls=tls))
+            if manager_url
+            else None,
+            node,
         )
         self._client: Any = None
         self._manager: Any = None
@@ -379,6 +409,9 @@ class DockerGateway:
                 raise DockerError(str(e)) from None
 
         return self._runner.run(call)
+
+    def engine_state(self) -> Deferred[dict[str, Any]]:
+        return self._runner.run(self._probe)
 
     def ensure_network(self, name: str, subnet: str | None = None) -> Deferred[None]:
         return self._run_both(
@@ -484,14 +517,20 @@ class DockerGateway:
         return self._run(logs)
 
     def remove_service(self, name: str) -> Deferred[bool]:
-        def remove(client: Any) -> bool:
+        def remove(local: Any, client: Any) -> bool:
             found = _find(client, name)
             if found is None:
+                return False
+            # A service another node's orchestrator took over (a site moved there) is not
+            # this one's to remove, though it has the same name: only the containers its
+            # tasks left stopped here go.
+            if not _owned((found["Spec"].get("Labels") or {}).get(OWNER_LABEL), self._node_name()):
+                _remove_stopped_task_containers(local, name)
                 return False
             client.remove_service(found["ID"])
             return True
 
-        return self._run_manager(remove)
+        return self._run_both(remove)
 
     def tasks(self, name: str, network: str) -> Deferred[list[TaskInfo]]:
         def tasks(client: Any, manager: Any) -> list[TaskInfo]:
@@ -559,7 +598,7 @@ class DockerGateway:
             if self._build_client is None:
                 # Reads wait as long as a build may take: a quiet step is not a dead daemon.
                 self._build_client = (
-                    _default_client(timeout=limits.timeout, base_url=self._url)
+                    _default_client(timeout=limits.timeout, base_url=self._url, tls=self._tls)
                     if self._default_factory
                     else self._factory()
                 )
@@ -964,10 +1003,14 @@ def _blocking_ensure_container(client: Any, spec: dict[str, Any]) -> str:
     return str(created["Id"])
 
 
-def _default_client(timeout: float = 60, base_url: str = "") -> Any:
-    """A client of the engine at C{base_url} (unix:///..., tcp://...; "": the default socket)."""
+def _default_client(timeout: float = 60, base_url: str = "", tls: Any = None) -> Any:
+    """
+    A client of the engine at C{base_url} (unix:///..., tcp://...; "": the default socket);
+    C{tls} (a docker.tls.TLSConfig) for a tcp:// one.
+    """
     import docker
 
     if base_url:
-        return docker.APIClient(base_url=base_url, version="1.41", timeout=timeout)
+        options = {"tls": tls} if tls is not None and base_url.startswith("tcp://") else {}
+        return docker.APIClient(base_url=base_url, version="1.41", timeout=timeout, **options)
     return docker.APIClient(version="1.41", timeout=timeout)

@@ -30,6 +30,7 @@ from director.orchestrator.bundled_databases import (
 )
 from director.orchestrator.disk import DiskUsage
 from director.orchestrator.docker_gateway import BuildLimits, DockerGateway, IDockerGateway
+from director.orchestrator.docker_tls import docker_tls
 from director.orchestrator.files import FileLimits
 from director.orchestrator.firewall import IFirewall, IptablesFirewall
 from director.orchestrator.metrics import OrchestratorMetrics
@@ -155,6 +156,7 @@ def build_service(
             docker_url=section.docker_url,
             manager_url=section.swarm_manager_url,
             node=section.node,
+            tls=docker_tls(section),
         ),
         SiteNginxFiles(nginx_directory, nginx),
         files_pool,

@@ -90,9 +90,17 @@ def parse_site(site_id: int, data: object) -> HostedSite:
     )
 
 
+#: Seconds a dynamic site's process keeps serving after swarm asks its task to stop, once
+#: its task went through the readiness gate (one that never did is stopped at once: a
+#: change rolled back). Its replacement already serves by then (start-first, behind the
+#: gate), but when the replacement runs on another node (a move), the router still sends
+#: requests to this node until its reload onto the other node's nginx is through: those
+#: are answered meanwhile.
+STOP_LINGER = 2
+
 # The process a dynamic site's container runs: the first executable run.sh, with marker
 # lines in the log, and a hint when there is none.
-RUN_SCRIPT = r"""
+RUN_SCRIPT_TEMPLATE = r"""
 umask 022
 mkdir -p "$HOME" 2>/dev/null
 say() { echo "DIRECTOR: $* at $(date)"; }
@@ -104,6 +112,7 @@ for f in /site/run.sh /site/private/run.sh /site/public/run.sh; do
     child=$!
     stop() {
       say "Stopping server"
+      [ -e /tmp/.director-started ] && sleep %(linger)s
       kill -TERM "$child" 2>/dev/null
       wait "$child"
       say "Stopped server"
@@ -121,6 +130,7 @@ echo "DIRECTOR: that starts a server on \$PORT, e.g.: exec python3 -m http.serve
 trap 'exit 0' TERM INT
 while :; do sleep 3600 & wait $!; done
 """
+RUN_SCRIPT = RUN_SCRIPT_TEMPLATE.replace("%(linger)s", str(STOP_LINGER))
 
 
 #: Where a dynamic site's container sees the orchestrator's go-ahead files (read-only).
@@ -232,7 +242,8 @@ def container_spec(
         "Init": True,
         "ReadOnly": True,
         "CapabilityDrop": ["ALL"],
-        "StopGracePeriod": 3_000_000_000,
+        # the linger, then 3 s for the process to end (after which it is killed)
+        "StopGracePeriod": (STOP_LINGER + 3) * 1_000_000_000,
         "Labels": {"director.site": str(site.id)},
         "Mounts": [
             {"Type": "bind", "Source": str(site_dir), "Target": "/site", "ReadOnly": False},

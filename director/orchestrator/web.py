@@ -25,6 +25,7 @@ from director.orchestrator.backups import BackupError, DatabaseTarget, SiteBacku
 from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
 from director.orchestrator.disk import DiskUsage, quota_refusal
 from director.orchestrator.docker_gateway import BuildError, DockerError, ImageInUse
+from director.orchestrator.engine_health import PROBE_TIMEOUT, EngineHealth
 from director.orchestrator.files import FileError, SiteFiles, TooLarge
 from director.orchestrator.firewall import FirewallError
 from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest, build_failure
@@ -97,8 +98,12 @@ class OrchestratorAPI:
         metrics: OrchestratorMetrics | None = None,
         archives: Runner | None = None,
         streams: Streams | None = None,
+        engine_health: EngineHealth | None = None,
     ) -> None:
         self.runtime = runtime
+        if engine_health is None and runtime is not None and reactor is not None:
+            engine_health = EngineHealth(reactor, runtime.docker.engine_state, PROBE_TIMEOUT)
+        self._engine_health = engine_health
         #: where whole-site archives are made and unpacked (long: threads of their own)
         self._archives = archives if archives is not None else files
         #: archives being sent (stopped before their pool when the daemon stops)
@@ -181,6 +186,18 @@ class OrchestratorAPI:
     @app.route("/v1/whoami", methods=["GET"])
     def whoami(self, request: IRequest) -> bytes:
         return render_json(request, {"component": "orchestrator", "caller": caller_of(request)})
+
+    @app.route("/v1/health", methods=["GET"])
+    async def health(self, request: IRequest) -> bytes:
+        """
+        Whether this orchestrator can run sites now: its Docker engine answers and its swarm
+        node is ready (the manager's pool checks this, not only that the process answers).
+        """
+        if self._engine_health is None:
+            return render_error(
+                request, 503, "unavailable", "no Docker engine on this orchestrator"
+            )
+        return render_json(request, await self._engine_health.check())
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:

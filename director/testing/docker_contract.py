@@ -334,8 +334,19 @@ async def check_exec_kill(ctx: DockerContext) -> None:
         await gw.remove_container(spec["Name"])
 
 
+async def check_engine_state(ctx: DockerContext) -> None:
+    """An engine that runs answers its probe healthy: an active swarm node, seen ready."""
+    report = await ctx.gateway.engine_state()
+    assert report["healthy"] is True, report
+    assert report["engine"]["ok"] is True and report["engine"]["error"] is None, report
+    assert report["swarm"]["local_state"] == "active", report
+    assert report["swarm"]["state"] == "ready", report
+    assert report["swarm"]["node"], report
+
+
 CHECKS = [
     check_interface,
+    check_engine_state,
     check_network_idempotent,
     check_service_lifecycle,
     check_services_belong_to_a_node,

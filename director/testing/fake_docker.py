@@ -26,6 +26,7 @@ from director.orchestrator.docker_gateway import (
     _owned,
     _with_placement,
 )
+from director.orchestrator.engine_health import engine_report
 
 
 @implementer(IDockerGateway)
@@ -57,6 +58,8 @@ class FakeDockerGateway:
         self._watchers: list[tuple[Callable[[ContainerEvent], None], Callable[[str], None]]] = []
         #: When true, events are lost (as while a real event stream is broken).
         self.drop_events = False
+        #: When true, the engine does not answer (as a killed dockerd): engine_state says so.
+        self.engine_down = False
 
     def _service_info(self, name: str) -> ServiceInfo:
         entry = self.services[name]
@@ -118,6 +121,13 @@ class FakeDockerGateway:
         """Tell watchers their stream broke (a real one then reconnects by itself)."""
         for _, on_error in list(self._watchers):
             on_error(message)
+
+    def engine_state(self) -> Deferred[dict[str, Any]]:
+        self.calls.append("engine_state")
+        if self.engine_down:
+            error = "the Docker engine does not answer: the fake engine is down"
+            return succeed(engine_report(error, node=self.node))
+        return succeed(engine_report(None, "fake", self.node, "active", "ready", "active"))
 
     def ensure_network(self, name: str, subnet: str | None = None) -> Deferred[None]:
         self.networks.add(name)
@@ -182,6 +192,9 @@ class FakeDockerGateway:
 
     def remove_service(self, name: str) -> Deferred[bool]:
         if name in self.services:
+            owner = self.services[name]["spec"].get("Labels", {}).get(OWNER_LABEL)
+            if not _owned(owner, self.node):
+                return succeed(False)  # another node's now (a moved site): left alone
             running = [t.container_id for t in self._tasks.get(name, []) if t.state == "running"]
             self._emit(name, "die", running)
         self._tasks.pop(name, None)

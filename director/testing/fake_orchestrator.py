@@ -29,6 +29,7 @@ from twisted.web.client import ResponseDone
 from director.common.client import ComponentCallError
 from director.contract.errors import ValidationError
 from director.orchestrator.databases import DatabaseError, DatabaseHost
+from director.orchestrator.engine_health import engine_report
 from director.orchestrator.files import LAYOUT, FileError
 from director.orchestrator.images import CUSTOM_TAG
 from director.orchestrator.site_archive import (
@@ -86,6 +87,8 @@ class FakeOrchestrator:
         self.restored: list[tuple[int, str, str]] = []  # (site id, snapshot, "files"|"database")
         #: site id -> its files as an import left them (path parts -> entry)
         self.files: dict[int, dict[tuple[str, ...], FakeEntry]] = {}
+        #: When true, its Docker engine does not answer (the process still does).
+        self.engine_down = False
 
     # -- Caller ----------------------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class FakeOrchestrator:
         params = kwargs.get("params") or {}
         routes: list[tuple[str, str, Callable[..., Any]]] = [
             ("GET", r"/v1/whoami", lambda: {"component": "orchestrator", "caller": "manager"}),
+            ("GET", r"/v1/health", self._health),
             ("GET", r"/v1/sites", self._list),
             ("PUT", r"/v1/sites/(\d+)", lambda i: self._put(path, int(i), body)),
             ("GET", r"/v1/sites/(\d+)", lambda i: self._status(path, int(i))),
@@ -150,6 +154,12 @@ class FakeOrchestrator:
             if match and verb == method:
                 return handler(*match.groups())
         raise refusal(path, 404, "not_found", f"no route {method} {path}")
+
+    def _health(self) -> dict[str, Any]:
+        if self.engine_down:
+            error = "the Docker engine does not answer: the fake engine is down"
+            return engine_report(error, node="fake-node")
+        return engine_report(None, "fake", "fake-node", "active", "ready", "active")
 
     def _site(self, path: str, site_id: int) -> HostedSite:
         if site_id not in self.sites:

@@ -201,6 +201,30 @@ class OrchestratorContract(ComponentContract):
     def ids(self) -> list[int]:
         return [s["id"] for s in self.call(self.client.list_sites())]
 
+    def stop_engine(self) -> None:
+        """Make the orchestrator's Docker engine stop answering (its process still does)."""
+        raise NotImplementedError
+
+    def test_health(self) -> None:
+        """An orchestrator whose engine runs is healthy: engine ok, its swarm node ready."""
+        report = self.call(self.client.health(timeout=5))
+        self.assertEqual(report["component"], "orchestrator")
+        self.assertTrue(report["healthy"])
+        self.assertEqual(report["engine"]["error"], None)
+        self.assertTrue(report["engine"]["ok"])
+        self.assertEqual(report["swarm"]["local_state"], "active")
+        self.assertEqual(report["swarm"]["state"], "ready")
+        self.assertTrue(report["swarm"]["node"])
+
+    def test_health_of_a_stopped_engine(self) -> None:
+        """Its engine stopped, the orchestrator still answers: unhealthy, saying why."""
+        self.stop_engine()
+        report = self.call(self.client.health(timeout=5))
+        self.assertFalse(report["healthy"])
+        self.assertFalse(report["engine"]["ok"])
+        self.assertIn("does not answer", report["engine"]["error"])
+        self.assertEqual(self.call(self.client.whoami())["component"], "orchestrator")
+
     def test_whoami(self) -> None:
         self.assertEqual(self.call(self.client.whoami())["component"], "orchestrator")
 

@@ -26,10 +26,15 @@ class RequestLoop:
     interval: float = 0.005
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    #: when each failure happened (time.monotonic()), beside C{failures}
+    failed_at: list[float] = field(default_factory=list)
     # A keep-alive connection the server closed while idle (a graceful nginx reload closes
     # idle connections) is opened again and the request sent again, as browsers and
     # HTTP libraries do; counted here, never as a success without an answer.
     reconnects: int = 0
+    #: seconds from the first failure of a run of failures to the next success, the longest
+    downtime: float = 0.0
+    _failing_since: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -46,8 +51,18 @@ class RequestLoop:
     def _check(self, status: int, data: bytes) -> None:
         if status == self.status and data == self.body:
             self.ok += 1
+            if self._failing_since is not None:
+                self.downtime = max(self.downtime, time.monotonic() - self._failing_since)
+                self._failing_since = None
         else:
-            self.failures.append(f"{status}: {data[:200]!r}")
+            self._fail(f"{status}: {data[:200]!r}")
+
+    def _fail(self, what: str) -> None:
+        self.failures.append(what)
+        now = time.monotonic()
+        self.failed_at.append(now)
+        if self._failing_since is None:
+            self._failing_since = now
 
     def _run(self) -> None:
         keep: http.client.HTTPConnection | None = None
@@ -67,11 +82,13 @@ class RequestLoop:
                     keep, status, data = self._keep_alive(keep)
                     self._check(status, data)
             except Exception as e:
-                self.failures.append(f"{type(e).__name__}: {e}")
+                self._fail(f"{type(e).__name__}: {e}")
                 keep = None
             time.sleep(self.interval)
         if keep is not None:
             keep.close()
+        if self._failing_since is not None:
+            self.downtime = max(self.downtime, time.monotonic() - self._failing_since)
 
     def _keep_alive(
         self, keep: http.client.HTTPConnection | None

@@ -193,11 +193,21 @@ def test_cluster_status(stack: ClusterStack) -> None:
     assert lines[-1].endswith("  ok"), out
 
 
+def _node2(stack: ClusterStack) -> dict[str, object]:
+    """Node 2's orchestrator as the manager's orchestrators API lists it."""
+    listed = stack.api("GET", "/api/v1/orchestrators")["orchestrators"]
+    found: dict[str, object] = next(o for o in listed if o["name"] == "node2")
+    return found
+
+
 def test_node2_engine_killed(stack: ClusterStack) -> None:
     """
     Node 2's dockerd killed: its dynamic site answers 503 through the router, node 1's sites
     (and node 2's static one, served by node 2's nginx without a container) keep serving
-    with no failed request; once the engine is back its site serves again by itself.
+    with no failed request. The manager reports node 2 unavailable (its engine down: the
+    orchestrators API, `director cluster status`, its sites' status) and refuses actions on
+    its sites with 503 node_unavailable; once the engine is back its site serves again by
+    itself and the manager sees node 2 healthy.
     """
     s = stack
     for name, body in SERVED.items():
@@ -220,13 +230,29 @@ def test_node2_engine_killed(stack: ClusterStack) -> None:
     try:
         s.kill_engine(2)
         wait(lambda: s.front("dy2")[0] == 503, "node 2's dynamic site answering 503", 60)
-        # the orchestrator process still runs: what the API says of the site
-        shown = s.api("GET", "/api/v1/sites/dy2")
-        print(f"node 2's engine down: the API shows dy2 with status {shown['status']!r}")
+        # node 2's orchestrator process still runs, but its engine does not: the manager
+        # says node 2 is unavailable (its health check), and so are its sites
+        wait(lambda: _node2(s)["engine"] == "down", "the manager to see node 2's engine down", 60)
+        listed = _node2(s)
+        assert listed["healthy"] is False and listed["problem"], listed
+        assert s.api("GET", "/api/v1/sites/dy2")["status"] == "node_unavailable"
+        assert s.api("GET", "/api/v1/sites/st2")["status"] == "node_unavailable"
+        assert s.api("GET", "/api/v1/sites/dy1")["status"] is None
+        refused = s.api("GET", "/api/v1/sites/dy2/files/public/", ok=(503,))
+        assert refused["error"] == "node_unavailable", refused
+        status = s.cli("cluster", "status", "--cluster-state", str(s.layout.state_file))
+        record = next(line for line in status.splitlines() if line.startswith("  node2 "))
+        assert "engine down" in record, status
+        print(f"node 2's engine down: {record.strip()}")
         started = time.monotonic()
         s.restart_engine(2)
         s.wait_served("dy2", b"dynamic on node 2", timeout=180)
         print(f"node 2's dynamic site back {time.monotonic() - started:.1f} s after its engine")
+        # and the manager sees node 2 whole again
+        wait(lambda: _node2(s)["healthy"] is True, "the manager to see node 2 healthy", 60)
+        assert _node2(s)["engine"] == "ok"
+        assert s.api("GET", "/api/v1/sites/dy2")["status"] is None
+        assert "index.html" in str(s.api("GET", "/api/v1/sites/dy2/files/public/"))
     finally:
         stop.set()
         poller.join()

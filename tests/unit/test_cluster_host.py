@@ -1,15 +1,19 @@
 """The host's part of a cluster: its config settings and what `director cluster status` prints."""
 
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.cli import _parse_settings, _toml_value
+from director.clients import OrchestratorClient
 from director.cluster.host import HostPorts, host_config, host_settings, orchestrator_name
 from director.cluster.layout import Layout
-from director.cluster.status import NodeLine, render
+from director.cluster.status import NodeLine, _orchestrator_health, render
 from director.common.config import Config, parse_config
 from director.manager.models import Orchestrator
+from director.testing.fake_orchestrator import FakeOrchestrator, refusal
 
 
 class HostSettingsTests(SynchronousTestCase):
@@ -72,3 +76,28 @@ class StatusRenderTests(SynchronousTestCase):
         self.assertEqual(lines[0], "orchestrators:")
         self.assertIn("none registered yet", lines[1])
         self.assertEqual(lines[-1], "  http://127.0.0.1:8200  ?")
+
+
+class OrchestratorHealthTests(SynchronousTestCase):
+    """What `director cluster status` says of an orchestrator (its /v1/health answer)."""
+
+    def said(self, fake: FakeOrchestrator) -> str:
+        d = Deferred.fromCoroutine(_orchestrator_health(OrchestratorClient(fake), 5))
+        return str(self.successResultOf(d))
+
+    def test_ok_engine_down_and_an_older_orchestrator(self) -> None:
+        fake = FakeOrchestrator()
+        self.assertEqual(self.said(fake), "ok")
+        fake.engine_down = True
+        self.assertEqual(
+            self.said(fake),
+            "engine down (the Docker engine does not answer: the fake engine is down)",
+        )
+
+        def older(method: str, path: str, kwargs: Any) -> Any:
+            if path == "/v1/health":
+                raise refusal(path, 404, "not_found", "no route")
+            return fake.serve(method, path, kwargs)
+
+        fake.answers = older
+        self.assertEqual(self.said(fake), "ok")

@@ -4,7 +4,13 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.orchestrator.docker_gateway import OWNER_LABEL, _owned, _with_placement
+from director.common.threads import InlineRunner
+from director.orchestrator.docker_gateway import (
+    OWNER_LABEL,
+    DockerGateway,
+    _owned,
+    _with_placement,
+)
 
 
 class PlacementTests(SynchronousTestCase):
@@ -34,3 +40,45 @@ class PlacementTests(SynchronousTestCase):
         self.assertTrue(_owned("n1", "n1"))
         self.assertTrue(_owned(None, "n1"))
         self.assertFalse(_owned("n2", "n1"))
+
+
+class SDK:
+    """The docker SDK calls remove_service makes: services by name, with their labels."""
+
+    def __init__(self, services: dict[str, dict[str, str]]) -> None:
+        self.services_by_name = services
+        self.removed: list[str] = []
+
+    def services(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            {"ID": f"id-{n}", "Spec": {"Name": n, "Labels": labels}}
+            for n, labels in self.services_by_name.items()
+            if n.startswith(filters["name"])
+        ]
+
+    def remove_service(self, service_id: str) -> None:
+        self.removed.append(service_id)
+
+    def containers(self, all: bool, filters: dict[str, str]) -> list[dict[str, str]]:
+        service = filters["label"].split("=", 1)[1]
+        if filters["status"] != "exited" or service not in self.services_by_name:
+            return []
+        return [{"Id": f"stopped-{service}"}]
+
+    def remove_container(self, container: str, force: bool) -> None:
+        self.removed.append(container)
+
+
+class RemoveServiceTests(SynchronousTestCase):
+    def test_only_this_nodes_services_are_removed(self) -> None:
+        """
+        A service another node took over (a site moved there) is left, only its tasks'
+        stopped containers here go; this node's and unlabelled ones are removed.
+        """
+        sdk = SDK({"site_1": {OWNER_LABEL: "n1"}, "site_2": {OWNER_LABEL: "n2"}, "site_3": {}})
+        gateway = DockerGateway(InlineRunner(), client_factory=lambda: sdk, node="n1")
+        self.assertTrue(self.successResultOf(gateway.remove_service("site_1")))
+        self.assertFalse(self.successResultOf(gateway.remove_service("site_2")))
+        self.assertTrue(self.successResultOf(gateway.remove_service("site_3")))
+        self.assertFalse(self.successResultOf(gateway.remove_service("site_4")))
+        self.assertEqual(sdk.removed, ["id-site_1", "stopped-site_2", "id-site_3"])

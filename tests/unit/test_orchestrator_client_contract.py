@@ -78,6 +78,9 @@ class RealOrchestratorContractTests(OrchestratorContract, RuntimeTestCase):
         self.client = OrchestratorClient(caller)
         self.clock = self.reactor
 
+    def stop_engine(self) -> None:
+        self.docker.engine_down = True
+
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         d = Deferred.fromCoroutine(coroutine)
         for _ in range(400):
@@ -93,6 +96,9 @@ class FakeOrchestratorContractTests(OrchestratorContract, SynchronousTestCase):
         self.fake = FakeOrchestrator(images=[IMAGE])
         self.client = OrchestratorClient(self.fake)
         self.clock = Clock()
+
+    def stop_engine(self) -> None:
+        self.fake.engine_down = True
 
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return _outcome(Deferred.fromCoroutine(coroutine))

@@ -27,7 +27,7 @@ from director.manager.disk import DiskPoller
 from director.manager.operations import OPERATIONS, route_spec
 from director.manager.orchestrator_pool import NODE_UNAVAILABLE, NODE_UNAVAILABLE_STATUS
 from director.manager.shell_server import ShellServerAPI
-from director.testing.fake_orchestrator import FakeOrchestrator
+from director.testing.fake_orchestrator import FakeOrchestrator, refusal
 from director.testing.keys import Keyring
 from director.testing.manager import ManagerHarness, static_site_fields
 from tests.unit.test_dashboard import BASE, DashboardHarness
@@ -81,7 +81,7 @@ class PoolTestCase(SynchronousTestCase):
         self.h.result(self.h.pool.refresh())
 
     def site_calls(self, fake: FakeOrchestrator) -> list[tuple[str, str]]:
-        return [(m, p) for m, p, _ in fake.calls if p != "/v1/whoami"]
+        return [(m, p) for m, p, _ in fake.calls if p not in ("/v1/whoami", "/v1/health")]
 
     def backup_scheduler(self) -> BackupScheduler:
         """Backups over the harness's store and orchestrator pool (no restic, no schedule)."""
@@ -422,6 +422,86 @@ class NodeUnavailableTests(PoolTestCase):
         self.assertIn("waiting", op.actions[0].message)
         self.set_up(self.second)
         self.assertEqual(self.h.result(self.h.store.get_operation(op.id)).status, "succeeded")
+
+
+class EngineDownTests(PoolTestCase):
+    """
+    The orchestrator answers but its Docker engine does not (its dockerd died): unhealthy,
+    as one that does not answer, and the orchestrators API says why.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.create("on-main")
+        self.create("on-second", self.admin, orchestrator="second")
+        self.h.engine.wake()
+        self.second.engine_down = True
+        self.h.result(self.h.pool.refresh())
+
+    def test_placement_skips_it_and_its_sites_are_unavailable(self) -> None:
+        self.assertFalse(self.h.pool.is_up("second"))
+        self.assertTrue(self.h.pool.is_up("main"))
+        self.assertEqual(
+            self.create("new-one", self.admin, orchestrator="second")[1]["error"],
+            "orchestrator_unavailable",
+        )
+        self.assertEqual(self.create("new-two")[0], 202)
+        self.assertEqual(self.placed("new-two"), "main")
+        code, body = self.call("GET", "/api/v1/sites/on-second", self.admin)
+        self.assertEqual((code, body["status"]), (200, NODE_UNAVAILABLE))
+        code, body = self.call("GET", "/api/v1/sites/on-second/status", self.admin)
+        self.assertEqual((code, body["status"]), (200, NODE_UNAVAILABLE))
+
+    def test_actions_on_its_sites_answer_node_unavailable_and_call_nothing(self) -> None:
+        self.second.calls.clear()
+        for method in ("GET", "DELETE"):
+            code, body = self.call(method, "/api/v1/sites/on-second/files/public/x", self.admin)
+            self.assertEqual((code, body["error"]), (503, "node_unavailable"), method)
+        self.assertEqual(self.site_calls(self.second), [])
+
+    def test_the_orchestrators_api_shows_the_engine(self) -> None:
+        _, body = self.call("GET", "/api/v1/orchestrators", self.admin)
+        rows = {o["name"]: o for o in body["orchestrators"]}
+        self.assertEqual((rows["second"]["healthy"], rows["second"]["engine"]), (False, "down"))
+        self.assertIn("the Docker engine does not answer", rows["second"]["problem"])
+        self.assertEqual((rows["main"]["healthy"], rows["main"]["engine"]), (True, "ok"))
+        self.assertIsNone(rows["main"]["problem"])
+        self.assertEqual(
+            rows["main"]["node_state"],
+            {
+                "node": "fake-node",
+                "local_state": "active",
+                "state": "ready",
+                "availability": "active",
+            },
+        )
+
+    def test_it_recovers_when_the_engine_is_back(self) -> None:
+        _, waiting = self.call("POST", "/api/v1/sites/on-second/restart", self.admin)
+        self.second.engine_down = False
+        self.h.clock.advance(3.1)  # the recheck of unhealthy members
+        self.assertTrue(self.h.pool.is_up("second"))
+        op = self.h.result(self.h.store.get_operation(waiting["operation"]["id"]))
+        self.assertEqual(op.status, "succeeded")
+        code, body = self.call("GET", "/api/v1/sites/on-second", self.admin)
+        self.assertEqual((code, body["status"]), (200, None))
+        _, body = self.call("GET", "/api/v1/orchestrators", self.admin)
+        rows = {o["name"]: o for o in body["orchestrators"]}
+        self.assertEqual((rows["second"]["engine"], rows["second"]["problem"]), ("ok", None))
+
+    def test_an_orchestrator_without_the_health_route_is_asked_whoami(self) -> None:
+        def older(method: str, path: str, kwargs: Any) -> Any:
+            if path == "/v1/health":
+                raise refusal(path, 404, "not_found", "no route")
+            return self.second.serve(method, path, kwargs)
+
+        self.second.answers = older
+        self.h.result(self.h.pool.refresh())
+        self.assertTrue(self.h.pool.is_up("second"))
+        self.assertIn(("GET", "/v1/whoami"), [(m, p) for m, p, _ in self.second.calls])
+        _, body = self.call("GET", "/api/v1/orchestrators", self.admin)
+        rows = {o["name"]: o for o in body["orchestrators"]}
+        self.assertEqual((rows["second"]["healthy"], rows["second"]["engine"]), (True, None))
 
 
 class AdminTests(PoolTestCase):

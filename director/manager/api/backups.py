@@ -25,7 +25,7 @@ class BackupRoutes(ManagerBase):
 
     async def _snapshots(self, site: Site) -> list[dict[str, Any]]:
         try:
-            snapshots = await self.pool.client_for(site).list_backups(site.id, timeout=120)
+            snapshots = await self.pool.ready_client_for(site).list_backups(site.id, timeout=120)
         except ComponentCallError as e:
             self.log.warn("listing backups failed: {e}", e=e)
             raise APIError(

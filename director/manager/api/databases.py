@@ -104,7 +104,7 @@ class DatabaseRoutes(ManagerBase):
         host = await self.store.database_host(host_id=db.host_id)
         assert host is not None
         try:
-            result = await self.pool.client_for(site).query_database(
+            result = await self.pool.ready_client_for(site).query_database(
                 _database_login(db, host), sql, query_timeout=10, max_rows=1000, timeout=30
             )
         except ComponentCallError as e:

@@ -56,7 +56,7 @@ class FileRoutes(ManagerBase):
         The orchestrator's answer to a file call, streamed to the client as it arrives (a
         download is never held whole; a slow client slows the orchestrator's side down).
         """
-        response: Any = await self.pool.client_for(site).files_request(
+        response: Any = await self.pool.ready_client_for(site).files_request(
             method,
             site.id,
             path,

@@ -14,6 +14,7 @@ from director.manager.access import admin_only, authenticated
 from director.manager.api.base import APIError, ManagerBase, app, not_found, read_object
 from director.manager.models import Orchestrator, User
 from director.manager.moves import check_move, start_move
+from director.manager.orchestrator_pool import engine_view
 from director.manager.store import NotFound
 
 
@@ -21,6 +22,9 @@ class OrchestratorRoutes(ManagerBase):
     def _orchestrator_json(self, record: Orchestrator) -> dict[str, Any]:
         data = record.to_json()
         data["healthy"] = self.pool.is_up(record.name)
+        member = self.pool.member(record.name)
+        data.update(engine_view(member.health if member else None))
+        data["problem"] = member.problem if member else None
         return data
 
     async def _records(self) -> list[Orchestrator]:
