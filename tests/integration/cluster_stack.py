@@ -112,9 +112,12 @@ class ClusterStack:
 
     def front(self, name: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
         """GET C{path} of site C{name} through the router's front port (0: no answer)."""
+        return self.front_host(f"{name}.{self.sites_domain}", timeout, path)
+
+    def front_host(self, host: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
+        """GET C{path} for C{Host: host} through the router's front port (0: no answer)."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports.http}{path}",
-            headers={"Host": f"{name}.{self.sites_domain}"},
+            f"http://127.0.0.1:{self.ports.http}{path}", headers={"Host": host}
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
