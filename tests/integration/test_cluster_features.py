@@ -155,8 +155,9 @@ def _backups(s: ClusterStack, name: str) -> dict[str, Any]:
 def test_backup_and_restore_on_node2(stack: ClusterStack) -> None:
     """
     A backup of the node-2 site, made by node 2's orchestrator into the cluster's one
-    repository (the manager's own snapshots are there too); the page changed, then the
-    backup restored: the old page is served again through the router.
+    repository, where the manager backs itself up too and applies the retention policy
+    (so node 2's older snapshot of the day goes); the page changed, then the backup
+    restored: the old page is served again through the router.
     """
     s = stack
     s.wait_served(SITE, b"feature site")
@@ -171,21 +172,22 @@ def test_backup_and_restore_on_node2(stack: ClusterStack) -> None:
     assert found["status"] == "succeeded", (found, s.log_tail())
     snapshots = _backups(s, SITE)["snapshots"]
     assert [x["short_id"] for x in snapshots] == [found["snapshot"][:8]], snapshots
-    # the repository is the cluster's one: the host's manager backs itself up into it too
-    s.cli("backup", "now")
+    # everything backed up: the manager, then each site, then retention over the repository
+    s.api("POST", "/api/v1/backups", {}, ok=(202,))
+    wait(lambda: not s.api("GET", "/api/v1/backups")["running"], "the whole backup run", 180)
+    whole = s.api("GET", "/api/v1/backups")
+    assert whole["failing"] == 0 and whole["last_success_at"], (whole, s.log_tail())
     repository = s.config.backup.repository
-    assert repository.startswith(str(s.layout.base)), repository
+    assert repository == str(s.layout.backup_repository), repository
     hosts = _snapshot_hosts(s)
-    wait(
-        lambda: {f"site-{_site_id(s)}", "director-manager"} <= _snapshot_hosts(s),
-        "the manager's snapshot beside the site's",
-        60,
-    )
-    print(f"snapshots in the cluster's repository, by host: {sorted(hosts)}")
+    assert {f"site-{_site_id(s)}", "director-manager"} <= hosts, hosts
+    # one of a day is kept (keep_daily): the run's, node 2's first one of today is gone
+    [kept] = _backups(s, SITE)["snapshots"]
+    assert kept["short_id"] != found["snapshot"][:8], kept
 
     s.api("PUT", f"/api/v1/sites/{SITE}/files/public/index.html", raw=b"changed after backup")
     s.wait_served(SITE, b"changed after backup", timeout=30)
-    s.wait_operation(s.api("POST", f"/api/v1/sites/{SITE}/backups/{found['snapshot']}/restore", {}))
+    s.wait_operation(s.api("POST", f"/api/v1/sites/{SITE}/backups/{kept['short_id']}/restore", {}))
     s.wait_served(SITE, b"feature site", timeout=60)
     assert s.api("GET", f"/api/v1/sites/{SITE}/files/public/index.html") == b"feature site"
 
