@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import HTTPChannel, HTTPFactory, PotentialDataLoss, Request
 from twisted.web.http_headers import Headers
@@ -119,6 +119,7 @@ class MirrorRequest(Request):
         headers.removeHeader(b"host")
         response: IResponse = await self.agent.request(self.method, self.uri, headers)
         self.touch()
+        log.info("{method} {uri}: {code}", method=self.method, uri=self.uri, code=response.code)
         self.setResponseCode(response.code, response.phrase)
         for name, values in passed_on(response.headers).getAllRawHeaders():
             self.responseHeaders.setRawHeaders(name, values)
@@ -167,6 +168,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
         print("usage: python -m director.cluster.mirror ADDRESS PORT", file=sys.stderr)
         return 2
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     listen(reactor, argv[0], int(argv[1]))
     print(f"proxying to {', '.join(sorted(MIRROR_HOSTS))} on {argv[0]}:{argv[1]}", flush=True)
     reactor.run()

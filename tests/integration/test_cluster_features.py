@@ -101,6 +101,9 @@ def test_package_image_built_and_run_on_node2(stack: ClusterStack) -> None:
     tag = f"director/site-{built['id']}:{op['id']}"
     assert built["packages"] == [PACKAGE], (built, op)
     assert _has_image(s, 2, tag) and not _has_image(s, 1, tag)
+    # node 2 has no route out: its build fetched the package through the host's proxy
+    proxied = (s.layout.base / "mirror.log").read_text()
+    assert f"/pool/main/h/{PACKAGE}/{PACKAGE}_" in proxied and ": 200" in proxied, proxied
     wait(lambda: _running_image(s, 2, built["id"]) == tag, f"node 2 running {tag}", 120)
     assert _running_image(s, 1, built["id"]) is None
     s.wait_served(SITE, b"feature site")
