@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT))
 
-from services import free_port  # noqa: E402
+from services import free_port, front_get  # noqa: E402
 
 from director.cli import main as director_main  # noqa: E402
 from director.common.config import Config, load_config  # noqa: E402
@@ -161,17 +161,8 @@ class BenchOrchestrator:
 
     def get(self, name: str, path: str = "/", timeout: float = 2) -> tuple[int, bytes]:
         """GET through the orchestrator's nginx (as the router would)."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.nginx_port}{path}",
-            headers={"Host": f"{name}.{self.config.director.sites_domain}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except OSError:
-            return 0, b""
+        host = f"{name}.{self.config.director.sites_domain}"
+        return front_get(self.nginx_port, host, path, timeout)
 
     def rss_kb(self) -> tuple[int, int]:
         """The orchestrator process's resident set now and at its peak (VmRSS, VmHWM), KiB."""

@@ -72,6 +72,8 @@ def host_settings(layout: Layout, ports: HostPorts) -> list[str]:
         f"router.https_port={ports.https}",
         f'router.upstreams="{layout.nginx_address(1)}"',
         f"shell.port={ports.shell}",
+        f'backup.repository="{layout.backup_repository}"',
+        f'backup.password_file="{layout.backup_password_file}"',
     ]
 
 

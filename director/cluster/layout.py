@@ -20,6 +20,8 @@ MAX_NODES = 8
 MAX_OCTET = 31
 API_PORT = 8100
 NGINX_PORT = 8180
+#: the port of the host's mirror proxy, on the host's hub address (apt-cacher-ng's)
+MIRROR_PORT = 3142
 
 _PREFIX = re.compile(r"[a-z][a-z0-9]{0,7}")
 
@@ -122,6 +124,11 @@ class Layout:
     def nginx_address(self, n: int) -> str:
         return f"{self.address(n)}:{NGINX_PORT}"
 
+    @property
+    def mirror_proxy(self) -> str:
+        """The proxy the nodes' image builds reach the Debian mirror through (on the host)."""
+        return f"http://{self.host_address}:{MIRROR_PORT}"
+
     # -- files -------------------------------------------------------------------------------
 
     @property
@@ -145,6 +152,19 @@ class Layout:
     @property
     def images(self) -> Path:
         return self.base / "images.tar"
+
+    @property
+    def backup_repository(self) -> Path:
+        """
+        The restic repository the manager and every node's orchestrator share (each node
+        backs up its own sites): one repository, as on a single machine, so retention and a
+        whole-installation restore see every site.
+        """
+        return self.base / "backups" / "restic"
+
+    @property
+    def backup_password_file(self) -> Path:
+        return self.base / "backups" / "restic-password"
 
     def node_dir(self, n: int) -> Path:
         return self.base / f"n{n}"
@@ -189,4 +209,7 @@ class Layout:
             "orchestrator.swarm_manager_url": '""' if n == 1 else f'"{self.docker_url(1)}"',
             "orchestrator.node": f'"{self.hostname(n)}"',
             "orchestrator.bundled_databases": "false",
+            "orchestrator.build_proxy": f'"{self.mirror_proxy}"',
+            "backup.repository": f'"{self.backup_repository}"',
+            "backup.password_file": f'"{self.backup_password_file}"',
         }

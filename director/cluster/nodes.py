@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from director.cluster.host import HostPorts, start_host, stop_host
-from director.cluster.layout import API_PORT, NGINX_PORT, Layout
+from director.cluster.layout import API_PORT, MIRROR_PORT, NGINX_PORT, Layout
 
 Say = Callable[[str], None]
 
@@ -253,9 +253,10 @@ def up(
     try:
         with _step(timings, "namespaces and links", say):
             _make_network(state)
-        with _step(timings, "DNS responders", say):
+        with _step(timings, "DNS responders and the mirror proxy", say):
             for n in layout.numbers:
                 _start_dns(state, n)
+            _start_mirror(state)
         with _step(timings, "engines", say):
             for n in layout.numbers:
                 _spawn_engine(state, n)
@@ -321,6 +322,17 @@ def _start_dns(state: State, n: int) -> None:
     pid = _spawn(argv, log)
     state.process(f"dns-{n}", pid, f"director.cluster.dns {address}")
     _wait(f"node {n}'s DNS responder", lambda: "answering" in _text(log), 20, log)
+
+
+def _start_mirror(state: State) -> None:
+    """The host's proxy to the Debian mirror, for the nodes' image builds (no route out)."""
+    layout = state.layout
+    address, port = layout.host_address, str(MIRROR_PORT)
+    argv = [sys.executable, "-m", "director.cluster.mirror", address, port]
+    log = layout.base / "mirror.log"
+    pid = _spawn(argv, log)
+    state.process("mirror", pid, f"director.cluster.mirror {address}")
+    _wait("the mirror proxy", lambda: _connects(address, MIRROR_PORT), 20, log)
 
 
 def _text(path: Path) -> str:
@@ -575,7 +587,7 @@ def down(layout: Layout, say: Say = print) -> dict[str, float]:
         for t in threads:
             t.join()
         _end_leftovers(layout)
-    with _step(timings, "DNS responders", say):
+    with _step(timings, "DNS responders and the mirror proxy", say):
         state = State.load(layout.state_file)
         for key, entry in list(state.data["processes"].items()):
             end_process(int(entry["pid"]), entry["marker"], 10)

@@ -52,6 +52,24 @@ def _url(key: str, value: object) -> None:
         raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
 
 
+def _optional_proxy(key: str, value: object) -> None:
+    """An http:// proxy URL (no credentials, no path), or "" for none."""
+    if value == "":
+        return
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if (
+        parts is None
+        or parts.scheme != "http"
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or any(c.isspace() for c in str(value))
+    ):
+        raise ConfigError(
+            f"{key}: expected an http:// proxy like 'http://10.0.0.1:3142' or \"\", got {value!r}"
+        )
+
+
 def _domain(key: str, value: object) -> None:
     label = LABEL.pattern
     if not isinstance(value, str) or not re.fullmatch(rf"{label}(\.{label})*", value):
@@ -428,6 +446,9 @@ class OrchestratorSection:
     max_builds: int = field(default=2, metadata=_check(_positive))
     build_timeout: int = field(default=900, metadata=_check(_positive))
     build_memory_mb: int = field(default=1024, metadata=_check(_positive))
+    # An HTTP proxy image builds reach the Debian mirror through (the http_proxy of their
+    # RUN steps, kept out of the image), for a node with no route out; "": none, direct.
+    build_proxy: str = field(default="", metadata=_check(_optional_proxy))
     # Each site's disk quota in MB unless an administrator set its own (limits.disk_quota_mb);
     # 0: no quota. Writes through the API, the editor and SFTP that would pass it are refused.
     disk_quota_mb: int = field(default=1024, metadata=_check(_count))

@@ -296,6 +296,17 @@ class BuildLimits:
     runner: Runner
     timeout: float = 900
     memory: int = 1024 * 1024 * 1024  # bytes, swap included
+    #: the HTTP proxy RUN steps reach the Debian mirror through ("": none)
+    proxy: str = ""
+
+    def build_args(self) -> dict[str, str]:
+        """
+        The build's arguments: the proxy as C{http_proxy} (apt's) and C{HTTP_PROXY}, which
+        Docker predefines, so no Dockerfile declares them and no image keeps them.
+        """
+        if not self.proxy:
+            return {}
+        return {"http_proxy": self.proxy, "HTTP_PROXY": self.proxy}
 
 
 def _with_placement(spec: dict[str, Any], node: str) -> dict[str, Any]:
@@ -651,6 +662,7 @@ class DockerGateway:
                 forcerm=True,
                 pull=False,
                 decode=True,
+                buildargs=limits.build_args(),
                 container_limits={"memory": limits.memory, "memswap": limits.memory},
             )
             for chunk in stream:

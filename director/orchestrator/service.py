@@ -151,7 +151,10 @@ def build_service(
         or DockerGateway(
             docker_pool,
             builds=BuildLimits(
-                builds_pool, section.build_timeout, section.build_memory_mb * 1024 * 1024
+                builds_pool,
+                section.build_timeout,
+                section.build_memory_mb * 1024 * 1024,
+                section.build_proxy,
             ),
             docker_url=section.docker_url,
             manager_url=section.swarm_manager_url,

@@ -8,22 +8,20 @@ asserts that nothing is left. Reusable by any multi-node test (moving sites, ...
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services import api_request, free_port
+from manager_calls import ManagerAPI, wait
+from services import free_port, front_get
 
 from director.cluster.host import HostPorts, host_config, host_dir, orchestrator_name
 from director.cluster.layout import Layout
@@ -34,17 +32,8 @@ BIN = Path(sys.executable).parent
 RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'
 
 
-def wait(check: Callable[[], bool], what: str, timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 @dataclass
-class ClusterStack:
+class ClusterStack(ManagerAPI):
     """What a test needs of the cluster: the API, the router's front, the node engines."""
 
     layout: Layout
@@ -52,6 +41,7 @@ class ClusterStack:
     config: Config
     token: str
     pids: list[int] = field(default_factory=list)
+    operation_timeout: float = 180
 
     @property
     def manager_url(self) -> str:
@@ -72,33 +62,6 @@ class ClusterStack:
         logs = [*host_dir(self.layout).glob("*.log"), *self.layout.base.glob("n*/*.log")]
         return "\n".join(f"--- {p}\n" + p.read_text(errors="replace")[-3000:] for p in logs)
 
-    def api(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        raw: bytes | None = None,
-        ok: tuple[int, ...] = (200, 201, 202),
-    ) -> Any:
-        status, content = api_request(self.manager_url, self.token, method, path, body, raw)
-        assert status in ok, (method, path, status, content[:500])
-        try:
-            return json.loads(content)
-        except ValueError:
-            return content
-
-    def wait_operation(self, answer: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
-        op_id = answer["operation"]["id"]
-        result: dict[str, Any] = {}
-
-        def done() -> bool:
-            result.update(self.api("GET", f"/api/v1/operations/{op_id}"))
-            return result["status"] in ("succeeded", "failed")
-
-        wait(done, f"operation {op_id}", timeout)
-        assert result["status"] == "succeeded", (result, self.log_tail())
-        return result
-
     def cli(self, *args: str, stdin: str | None = None) -> str:
         """C{director ARGS --config <the host's config>}; its output."""
         return subprocess.run(
@@ -112,17 +75,11 @@ class ClusterStack:
 
     def front(self, name: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
         """GET C{path} of site C{name} through the router's front port (0: no answer)."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports.http}{path}",
-            headers={"Host": f"{name}.{self.sites_domain}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except OSError:
-            return 0, b""
+        return self.front_host(f"{name}.{self.sites_domain}", timeout, path)
+
+    def front_host(self, host: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
+        """GET C{path} for C{Host: host} through the router's front port (0: no answer)."""
+        return front_get(self.ports.http, host, path, timeout)
 
     def wait_served(self, name: str, body: bytes, timeout: float = 120) -> None:
         last: list[tuple[int, bytes]] = [(0, b"")]
@@ -223,44 +180,65 @@ def pick_layout(prefix: str) -> Layout:
     )
 
 
+@dataclass
+class Nodes:
+    """A cluster that is up: its layout, and the pids that must be gone once it is down."""
+
+    layout: Layout
+    #: what was recorded when it came up; a test adds what it starts (a restarted engine)
+    pids: list[int]
+
+
 @contextmanager
-def cluster_stack(prefix: str = "dm") -> Iterator[ClusterStack]:
-    """The whole cluster, up; everything removed afterwards, and checked to be gone."""
+def cluster_nodes(
+    prefix: str, host: HostPorts | None = None, host_settings: tuple[str, ...] = ()
+) -> Iterator[Nodes]:
+    """
+    The nodes (with the host's components on C{host}'s ports, if given), up under C{prefix}
+    on a free octet; everything removed afterwards, even on failure, and checked to be gone:
+    namespaces, links, files, the processes recorded and any naming the cluster's paths.
+    """
     layout = pick_layout(prefix)
-    ports = HostPorts(
-        manager=free_port(), router_api=free_port(), http=free_port(), https=free_port(),
-        shell=free_port(), postgres=free_port(),
-    )  # fmt: skip
     started = time.monotonic()
     try:
-        timings = up(
-            layout, say=lambda line: None, host=ports, host_settings=("manager.bcrypt_rounds=4",)
-        )
+        timings = up(layout, say=lambda line: None, host=host, host_settings=host_settings)
     except Exception:
         assert not _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
         raise
-    print(f"cluster with manager up in {time.monotonic() - started:.1f} s: {timings}")
-    config = load_config(host_config(layout))
-    token = subprocess.run(
-        [str(BIN / "director"), "token", "create", "admin", "--config", str(host_config(layout))],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    stack = ClusterStack(layout, ports, config, token, _recorded_pids(layout))
+    print(f"cluster up in {time.monotonic() - started:.1f} s: {timings}")
+    nodes = Nodes(layout, _recorded_pids(layout))
     try:
-        yield stack
+        yield nodes
     finally:
-        stack.pids = sorted(set(stack.pids + _recorded_pids(layout)))
+        pids = sorted(set(nodes.pids + _recorded_pids(layout)))
         started = time.monotonic()
         down(layout, say=lambda line: None)
         print(f"cluster down in {time.monotonic() - started:.1f} s")
         left = _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
         assert not left, f"namespaces left behind: {left}"
-        alive = [pid for pid in stack.pids if _running(pid)]
+        alive = [pid for pid in pids if _running(pid)]
         assert not alive, f"processes left behind: {alive}"
         naming = _naming(layout)
         assert not naming, f"processes naming the cluster's directories left behind: {naming}"
         assert not layout.base.exists() and not layout.run_dir.exists()
         links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
         assert layout.host_link not in links
+
+
+@contextmanager
+def cluster_stack(prefix: str = "dm") -> Iterator[ClusterStack]:
+    """The whole cluster with the host's manager, router and shell (L{cluster_nodes})."""
+    ports = HostPorts(
+        manager=free_port(), router_api=free_port(), http=free_port(), https=free_port(),
+        shell=free_port(), postgres=free_port(),
+    )  # fmt: skip
+    with cluster_nodes(prefix, ports, ("manager.bcrypt_rounds=4",)) as nodes:
+        config_path = host_config(nodes.layout)
+        token = subprocess.run(
+            [str(BIN / "director"), "token", "create", "admin", "--config", str(config_path)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        yield ClusterStack(nodes.layout, ports, load_config(config_path), token, nodes.pids)

@@ -86,12 +86,14 @@ def api_request(
         return e.code, e.read()
 
 
-def front_get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
-    """GET through a front nginx on C{port} as a browser would: (status, body); (0, b"") when
-    nothing answers."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+def front_get(
+    port: int, host: str, path: str = "/", timeout: float = 10, address: str = "127.0.0.1"
+) -> tuple[int, bytes]:
+    """GET through a front nginx on C{address}:C{port} as a browser would: (status, body);
+    (0, b"") when nothing answers."""
+    request = urllib.request.Request(f"http://{address}:{port}{path}", headers={"Host": host})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()

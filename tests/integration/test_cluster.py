@@ -8,28 +8,22 @@ goes down takes only its own dynamic sites with it, which come back with the eng
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import pytest_twisted
+from cluster_stack import RUN_SH, Nodes, cluster_nodes
+from services import front_get
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from director.cluster.layout import Layout
+from director.cluster.layout import NGINX_PORT
 from director.cluster.nodes import (
     State,
     docker,
-    down,
-    routes_overlapping,
     start_engine,
     stop_engine,
     up,
@@ -39,8 +33,6 @@ from director.common.config import load_config
 from director.common.service import component_signer
 from director.orchestrator.docker_gateway import OWNER_LABEL
 from director.orchestrator.images import PYTHON_IMAGE
-
-RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/public\n'
 
 #: Node n's sites: a static one (id 10n+1) and a dynamic one (id 10n+2).
 STATIC, DYNAMIC = 1, 2
@@ -55,23 +47,16 @@ def site_name(n: int, kind: int) -> str:
 
 
 class Cluster:
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-        self.domain = load_config(layout.config(1)).director.sites_domain
-        self.pids: list[int] = []
+    def __init__(self, nodes: Nodes) -> None:
+        self.layout = nodes.layout
+        self.domain = load_config(self.layout.config(1)).director.sites_domain
+        #: the pids that must be gone at the end (the fixture's check): tests add theirs
+        self.pids = nodes.pids
 
     def get(self, n: int, name: str, timeout: float = 2) -> tuple[int, bytes]:
         """GET / of site C{name} through node C{n}'s nginx, from the host."""
-        request = urllib.request.Request(
-            f"http://{self.layout.nginx_address(n)}/", headers={"Host": f"{name}.{self.domain}"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except OSError:
-            return 0, b""
+        address = self.layout.address(n)
+        return front_get(NGINX_PORT, f"{name}.{self.domain}", "/", timeout, address)
 
     def wait_for(self, n: int, name: str, body: bytes, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -99,62 +84,14 @@ class Cluster:
         )
 
 
-def _namespaces() -> set[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
-
-
-def _recorded_pids(layout: Layout) -> list[int]:
-    state = State.load(layout.state_file)
-    pids = [int(p["pid"]) for p in state.data["processes"].values()]
-    for pidfile in layout.base.glob("n*/var/**/nginx.pid"):
-        pids.append(int(pidfile.read_text().strip()))
-    return pids
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """
     Two nodes with an orchestrator each, under a prefix and an octet of their own (so a
     `make cluster` running meanwhile is not touched); removed at the end, even on failure.
     """
-    tag = f"{os.getpid() % 10000:04d}"
-    octets = random.sample(range(16, 32), 16)
-    layout = next(
-        (Layout(f"dt{tag}", 2, o) for o in octets if not routes_overlapping(Layout("x", 2, o))),
-        Layout(f"dt{tag}", 2, octets[0]),  # up says which route is in the way
-    )
-    started = time.monotonic()
-    try:
-        timings = up(layout, say=lambda line: None)
-    except Exception:
-        assert not _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
-        raise
-    print(f"cluster up in {time.monotonic() - started:.1f} s: {timings}")
-    made = Cluster(layout)
-    made.pids = _recorded_pids(layout)
-    try:
-        yield made
-    finally:
-        made.pids = sorted(set(made.pids + _recorded_pids(layout)))
-        started = time.monotonic()
-        down(layout, say=lambda line: None)
-        print(f"cluster down in {time.monotonic() - started:.1f} s")
-        left = _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
-        assert not left, f"namespaces left behind: {left}"
-        alive = [pid for pid in made.pids if _running(pid)]
-        assert not alive, f"processes left behind: {alive}"
-        assert not layout.base.exists() and not layout.run_dir.exists()
-        links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
-        assert layout.host_link not in links
+    with cluster_nodes("dt") as nodes:
+        yield Cluster(nodes)
 
 
 async def _put_sites(c: Cluster, n: int) -> None:

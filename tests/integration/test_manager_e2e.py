@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import PebbleServer, PostgresServer, Services, api_request, free_port, front_get
+from manager_calls import ManagerAPI, wait
+from services import PebbleServer, PostgresServer, Services, free_port, front_get
 from sites_network import free_subnet, network_name, remove_network
 from test_daemon import stop_nginx
 
@@ -31,7 +32,7 @@ SITES = "sites.localhost"
 
 
 @dataclass
-class Stack:
+class Stack(ManagerAPI):
     base: Path
     config_path: Path
     config: Config
@@ -64,38 +65,15 @@ class Stack:
         process.send_signal(sig)
         process.wait(30)
 
+    @property
+    def manager_url(self) -> str:
+        return self.config.manager.url
+
     def log_tail(self) -> str:
         return "\n".join(
             f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
             for p in self.base.glob("*.log")
         )
-
-    def api(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        raw: bytes | None = None,
-        ok: tuple[int, ...] = (200, 201, 202),
-    ) -> Any:
-        status, content = api_request(self.config.manager.url, self.token, method, path, body, raw)
-        assert status in ok, (method, path, status, content[:500])
-        try:
-            return json.loads(content)
-        except ValueError:
-            return content
-
-    def wait_operation(self, answer: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-        op_id = answer["operation"]["id"]
-        result: dict[str, Any] = {}
-
-        def done() -> bool:
-            result.update(self.api("GET", f"/api/v1/operations/{op_id}"))
-            return result["status"] in ("succeeded", "failed")
-
-        wait(done, f"operation {op_id}", timeout, self.log_tail)
-        assert result["status"] == "succeeded", (result, self.log_tail())
-        return result
 
     def front(self, host: str, path: str = "/") -> tuple[int, bytes]:
         """GET through the router's front nginx, as a browser would."""
@@ -119,14 +97,6 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def wait(check: Any, what: str, timeout: float, details: Any = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{details()}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

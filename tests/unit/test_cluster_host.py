@@ -35,6 +35,16 @@ class HostSettingsTests(SynchronousTestCase):
         self.assertEqual(section.name, orchestrator_name(1))
         self.assertFalse(section.bundled_databases)
 
+    def test_the_manager_backs_up_into_the_nodes_repository(self) -> None:
+        """One repository for the manager and every node: retention and restores see all."""
+        layout = Layout("dcl", 2, 3)
+        config = self.config_of(layout, HostPorts())
+        self.assertEqual(config.backup.repository, str(layout.backup_repository))
+        self.assertEqual(config.backup.password_file, str(layout.backup_password_file))
+        self.assertEqual(
+            layout.orchestrator_settings(2)["backup.repository"], f'"{config.backup.repository}"'
+        )
+
     def test_keys_and_ports(self) -> None:
         """The nodes' shared keys; the ports asked for (`make run`'s by default)."""
         layout = Layout("dcl", 2, 0)

@@ -31,6 +31,22 @@ class LayoutTests(SynchronousTestCase):
         self.assertEqual(two["orchestrator.host"], '"10.77.0.2"')
         self.assertEqual(two["orchestrator.bundled_databases"], "false")
 
+    def test_nodes_share_one_repository_and_build_through_the_mirror_proxy(self) -> None:
+        """
+        Every node backs up into the cluster's one repository (under its base, beside the
+        shared keys), and builds images through the host's proxy (no route out).
+        """
+        layout = Layout("dcl", 3, 2, Path("/var/lib/c"), Path("/run/c"))
+        self.assertEqual(layout.mirror_proxy, "http://10.77.2.254:3142")
+        self.assertEqual(layout.backup_repository, Path("/var/lib/c/dcl/backups/restic"))
+        for n in layout.numbers:
+            settings = layout.orchestrator_settings(n)
+            self.assertEqual(settings["orchestrator.build_proxy"], '"http://10.77.2.254:3142"')
+            self.assertEqual(settings["backup.repository"], '"/var/lib/c/dcl/backups/restic"')
+            self.assertEqual(
+                settings["backup.password_file"], '"/var/lib/c/dcl/backups/restic-password"'
+            )
+
     def test_networks_never_overlap(self) -> None:
         """No two networks of a cluster, or of two clusters, overlap; none is the host's."""
         host = [ipaddress.IPv4Network(n) for n in ("172.16.0.0/12", "192.168.0.0/16")]
