@@ -80,7 +80,8 @@ class Process:
         return self.popen.pid
 
     def send(self, sig: int) -> None:
-        if self.popen is not None:
+        """Signal the process by its PID (if it still runs)."""
+        if self.popen is not None and self.popen.poll() is None:
             os.kill(self.popen.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -177,8 +178,11 @@ class ManagerPair:
 
     def close(self) -> None:
         for process in reversed(list(self.processes.values())):
-            process.send(signal.SIGCONT)  # one a test left stopped
-            process.stop()
+            try:
+                process.send(signal.SIGCONT)  # one a test left stopped
+                process.stop()
+            except OSError:
+                pass  # it is gone already; the others are still stopped
         for _, paths in nginx_instances(self.config):
             stop_instance(paths)
         applied = self.base / "var" / "orchestrator" / "applied"
