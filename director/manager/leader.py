@@ -114,13 +114,22 @@ class LeaderLease:
         d.addErrback(lambda f: log.failure("the {name} lease loop stopped", f, name=self.name))
 
     def stop(self) -> None:
-        """Stop renewing; give the lease up so another manager leads at once."""
+        """Stop renewing (L{release} gives the lease up)."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self.held:
-            self.held = False
-            d = self._leases.release(self.name, self.holder)
-            d.addErrback(lambda f: log.failure("releasing the {name} lease", f, name=self.name))
+
+    def release(self) -> Deferred[None]:
+        """Give the lease up, if held, so another manager leads at once (on a clean stop)."""
+        if not self.held:
+            return succeed(None)
+        self.held = False
+        d = self._leases.release(self.name, self.holder)
+
+        def failed(f: Any) -> None:
+            log.warn("cannot give the {name} lease up: {e}", name=self.name, e=f.value)
+
+        d.addErrback(failed)
+        return d
 
     def confirm(self) -> Deferred[bool]:
         """Claim (or renew) the lease now; whether this process leads."""

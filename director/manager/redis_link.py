@@ -45,6 +45,8 @@ class RedisLink(Service):
         self.timeout = timeout
         self._connect = connect or _txredisapi_connection
         self.connection: Any = None
+        #: run (and waited for) when the manager stops, before the connection closes
+        self.before_stop: list[Callable[[], Deferred[None]]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -57,13 +59,19 @@ class RedisLink(Service):
 
         d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        for hook in self.before_stop:
+            try:
+                await hook()
+            except Exception:
+                log.failure("before closing the Redis connection")
         connection, self.connection = self.connection, None
         if connection is not None:
-            d: Deferred[None] = connection.disconnect()
-            return d
-        return None
+            await connection.disconnect()
 
     def call(self, command: Callable[[Any], Deferred[Any]]) -> Deferred[Any]:
         """C{command(connection)} within C{timeout}; L{RedisUnavailable} if not connected."""

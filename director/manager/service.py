@@ -430,8 +430,9 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.manager.reconcile_interval,
         leader=leader,
     )
-    if leader is not None:
+    if leader is not None and shared.link is not None:
         LoopService(leader).setServiceParent(top)
+        shared.link.before_stop.append(leader.release)  # another leads at once
     _RedisBusService(reactor, config, bus).setServiceParent(top)
     # the operation engine and the reconciler are loops like the task and backup schedulers
     LoopService(operations).setServiceParent(top)

@@ -136,7 +136,32 @@ class LeaderLeaseTests(SynchronousTestCase):
         self.a.start()
         self.b.start()
         self.a.stop()
+        self.successResultOf(self.a.release())
         self.assertTrue(self.successResultOf(self.b.confirm()))
+
+    def test_the_link_releases_before_it_closes(self) -> None:
+        """On a clean stop the lease is given up over the link, then the link closes."""
+        order: list[str] = []
+
+        class Connection:
+            def eval(self, script: str, keys: list[str], args: list[str]) -> Deferred[Any]:
+                order.append("release" if "DEL" in script else "claim")
+                return succeed(1)
+
+            def disconnect(self) -> Deferred[None]:
+                order.append("disconnect")
+                return succeed(None)
+
+        link = RedisLink(self.clock, "redis://127.0.0.1:6379")
+        link.connection = Connection()
+        lease = LeaderLease(self.clock, RedisLeases(link), "reconcile", "manager-a/1", 3.0)
+        link.before_stop.append(lease.release)
+        lease.start()
+        self.assertTrue(lease.held)
+        lease.stop()
+        self.successResultOf(link.stopService())
+        self.assertEqual(order, ["claim", "release", "disconnect"])
+        self.assertIsNone(link.connection)
 
 
 class LeaderReconcileTests(SynchronousTestCase):
