@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,6 +166,7 @@ def main() -> None:
             )
         finally:
             discard(pair, postgres)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
