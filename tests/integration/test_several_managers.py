@@ -237,7 +237,7 @@ def passes(manager: Process) -> int:
 def test_the_reconcile_runs_on_one_manager_at_a_time(pair: ManagerPair) -> None:
     """
     Both managers try a pass every second; only the leader's log shows passes, and a drift
-    (the site's router entry removed by hand) is repaired by one repair operation.
+    (the site's host link removed by hand) is repaired by one repair operation, the leader's.
     """
     before = {m.name: passes(m) for m in (pair.a, pair.b)}
     time.sleep(5)
