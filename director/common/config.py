@@ -363,6 +363,9 @@ class ManagerSection:
     reconcile_interval: float = field(default=300.0, metadata=_check(_positive))
     # Seconds a manager holds an operation without renewing before another may take it over.
     operation_lease: float = field(default=60.0, metadata=_check(_positive))
+    # With several managers (redis_url set): seconds the reconcile's leader holds its Redis
+    # lease without renewing before another manager takes over the reconcile.
+    leader_lease: float = field(default=30.0, metadata=_check(_positive))
     # bcrypt work factor for passwords (each check costs about 2^rounds * 0.05 ms).
     bcrypt_rounds: int = field(default=12, metadata=_check(_bcrypt_rounds))
     # What one user may take (administrators are not limited). Sites a student is a member of:

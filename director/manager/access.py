@@ -19,7 +19,7 @@ from typing import Any
 
 from director.manager.models import SITE_NAME, Site, User
 from director.manager.proxies import Proxies, get_cookie
-from director.manager.ratelimit import RateLimiter
+from director.manager.ratelimit import Limiter
 from director.manager.store import Store
 
 SESSION_COOKIE = b"director_session"
@@ -60,7 +60,7 @@ class SignedIn:
 class Access:
     """The access rules over C{store}: a request's user, and the sites they may reach."""
 
-    def __init__(self, store: Store, proxies: Proxies, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, store: Store, proxies: Proxies, limiter: Limiter | None = None) -> None:
         self.store = store
         self.proxies = proxies
         self.limiter = limiter
@@ -124,7 +124,7 @@ class Access:
         if not user.is_active:
             raise AccessDenied(403, "inactive", "this account is deactivated")
         writes = write if write is not None else is_write(request)
-        if writes and self.limiter is not None and not self.limiter.allow(user.username):
+        if writes and self.limiter is not None and not await self.limiter.allow(user.username):
             raise AccessDenied(429, "rate_limited", "too many changes at once; try again shortly")
         request.director_user = user
         request.director_session = found is not None

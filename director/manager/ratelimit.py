@@ -1,8 +1,19 @@
-"""Per-key token buckets: writes per user, login attempts per user and address."""
+"""
+Per-key token buckets: writes per user. This one counts in the process; with several
+managers L{director.manager.shared_limits.RedisRateLimiter} counts in Redis (the same tests).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, succeed
+
+
+class Limiter(Protocol):
+    """What the API's access check needs of a write limiter (in memory or in Redis)."""
+
+    def allow(self, key: str, cost: float = 1.0) -> Deferred[bool]: ...
 
 
 class RateLimiter:
@@ -17,7 +28,11 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def allow(self, key: str, cost: float = 1.0) -> bool:
+    def allow(self, key: str, cost: float = 1.0) -> Deferred[bool]:
+        """Whether C{key} may spend C{cost} now (spent if so)."""
+        return succeed(self.allow_now(key, cost))
+
+    def allow_now(self, key: str, cost: float = 1.0) -> bool:
         now = self._clock.seconds()
         tokens, last = self._buckets.get(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._rate)

@@ -8,6 +8,8 @@ Each orchestrator of the pool is compared with the sites placed on it, and each 
 every site, separately; one that does not answer is left alone (its sites are not judged)
 until it is back. A router that answers again (after it missed changes while it was down)
 gets a pass at once (L{Reconciler.router_back}), so it catches up without an administrator.
+With several managers only the holder of the reconcile's leader lease
+(L{director.manager.leader.LeaderLease}, in Redis) makes passes; the others skip theirs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from twisted.logger import Logger
 from director.clients import OrchestratorClient, RouterClient
 from director.contract.errors import ValidationError
 from director.contract.sites import normalize_upstream
+from director.manager.leader import LeaderLease
 from director.manager.models import Site
 from director.manager.operations import OPERATIONS, OperationEngine
 from director.manager.orchestrator_pool import OrchestratorPool, as_pool
@@ -126,8 +129,11 @@ class Reconciler:
         orchestrator: OrchestratorClient | OrchestratorPool,
         router: RouterClient | RouterPool,
         interval: float = 300.0,
+        leader: LeaderLease | None = None,
     ) -> None:
         self._reactor = reactor
+        #: None: this manager is the only one, it always reconciles
+        self.leader = leader
         self._store = store
         self._engine = engine
         self.pool = as_pool(orchestrator)
@@ -207,7 +213,14 @@ class Reconciler:
         return reports
 
     async def run_once(self) -> Drift | None:
-        """One pass; failures are logged and the next pass tries again."""
+        """
+        One pass (None if another manager leads the reconcile); failures are logged and
+        the next pass tries again.
+        """
+        if self.leader is not None:
+            if not await self.leader.confirm():
+                return None
+            self.log.info("reconcile: a pass by {holder}", holder=self.leader.holder)
         try:
             routers = await self._router_reports()
             if not routers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,10 +31,11 @@ from director.manager.dashboard.guide import Guide
 from director.manager.dashboard.metrics import CountingResource, Metrics
 from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
-from director.manager.dashboard.security import dashboard_origins
+from director.manager.dashboard.security import LoginThrottle, SignInThrottle, dashboard_origins
 from director.manager.disk import DiskPoller
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.identity import claim_identity
+from director.manager.leader import LeaderLease, RedisLeases
 from director.manager.mail import NullMailer, SMTPMailer
 from director.manager.models import SiteNameRules, UserLimits
 from director.manager.operations import OPERATIONS, OperationEngine
@@ -41,10 +43,12 @@ from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.passwords import Passwords
 from director.manager.placement_store import PlacementStore
 from director.manager.proxies import Proxies
-from director.manager.ratelimit import RateLimiter
+from director.manager.ratelimit import Limiter, RateLimiter
 from director.manager.reconcile import Reconciler
+from director.manager.redis_link import RedisLink
 from director.manager.router_pool import RouterPool
 from director.manager.schedules import TaskSettings
+from director.manager.shared_limits import RedisLoginThrottle, RedisRateLimiter
 from director.manager.shell_server import ShellServerAPI
 from director.manager.store import Conflict, Store, make_engine, migrate
 from director.manager.tasks import TaskScheduler
@@ -141,6 +145,31 @@ class _RedisBusService(Service):
                 log.info("events fan out through Redis at {url}", url=url)
 
             d.addCallbacks(connected, lambda f: log.failure("cannot connect to Redis", f))
+
+
+@dataclass
+class _SharedState:
+    """Write limits, sign-in limits and leases: in Redis (link set) or in this process."""
+
+    link: RedisLink | None
+    limiter: Limiter
+    throttle: SignInThrottle
+    leases: RedisLeases | None
+
+
+def _shared_state(reactor: Any, config: Config) -> _SharedState:
+    m = config.manager
+    if not m.redis_url:
+        return _SharedState(
+            None, RateLimiter(reactor, m.write_rate, m.write_burst), LoginThrottle(reactor), None
+        )
+    link = RedisLink(reactor, m.redis_url)
+    return _SharedState(
+        link,
+        RedisRateLimiter(link, reactor, m.write_rate, m.write_burst),
+        RedisLoginThrottle(link, reactor),
+        RedisLeases(link),
+    )
 
 
 def _dns_name(url: str) -> str:
@@ -309,6 +338,10 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     backups.restore_site = _restore_site
     backups.pending_path = config.director.state_dir / "backups" / "restore-pending.json"
     backups.files = backup_pool
+    # Several managers share rate-limit counters and the reconcile's lead through Redis.
+    shared = _shared_state(reactor, config)
+    if shared.link is not None:
+        shared.link.setServiceParent(top)
     proxies = Proxies.from_config(config.manager.trusted_proxies, config.manager.url)
     # The dashboard host as the routers serve it: its pages and websockets come from there.
     public_origins = dashboard_origins(
@@ -334,7 +367,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         signer,
         config.orchestrator.url,
         router,
-        RateLimiter(reactor, config.manager.write_rate, config.manager.write_burst),
+        shared.limiter,
         SMTPMailer(
             reactor, config.manager.smtp_host, config.manager.smtp_port, config.manager.mail_from
         )
@@ -393,6 +426,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         student_agreement=config.manager.student_agreement,
         placements=orchestrators.records,
         public_origins=public_origins,
+        login_throttle=shared.throttle,
     )
     dashboard.backups = backups.records  # type: ignore[attr-defined]  # /admin/backups
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))
@@ -400,9 +434,25 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     root.add(b"/api/", CountingResource(api.app.resource(), metrics, "api"))
     root.add(b"/shell-server/", shell.app.resource())
     root.add(b"/ws/", sockets.app.resource())
-    reconciler = Reconciler(
-        reactor, store, operations, orchestrators, router, config.manager.reconcile_interval
+    leader = (
+        None
+        if shared.leases is None
+        else LeaderLease(
+            reactor, shared.leases, "reconcile", operations.worker, config.manager.leader_lease
+        )
     )
+    reconciler = Reconciler(
+        reactor,
+        store,
+        operations,
+        orchestrators,
+        router,
+        config.manager.reconcile_interval,
+        leader=leader,
+    )
+    if leader is not None and shared.link is not None:
+        LoopService(leader).setServiceParent(top)
+        shared.link.before_stop.append(leader.release)  # another leads at once
     _RedisBusService(reactor, config, bus).setServiceParent(top)
     # the operation engine and the reconciler are loops like the task and backup schedulers
     LoopService(operations).setServiceParent(top)

@@ -320,19 +320,19 @@ class SignInThrottleTests(SynchronousTestCase):
     def test_many_addresses_guessing_one_account_are_stopped(self) -> None:
         throttle = LoginThrottle(self.d.h.clock, max_failures=3, max_per_account=5)
         for i in range(5):
-            throttle.failed("alice", f"203.0.113.{i}")
-        self.assertTrue(throttle.blocked("alice", "198.51.100.1"))
-        self.assertFalse(throttle.blocked("bob", "198.51.100.1"))
+            throttle.failed_now("alice", f"203.0.113.{i}")
+        self.assertTrue(throttle.blocked_now("alice", "198.51.100.1"))
+        self.assertFalse(throttle.blocked_now("bob", "198.51.100.1"))
 
     def test_one_address_never_reaches_the_account_limit(self) -> None:
         """Blocked attempts are not counted, so one address stops below the account limit."""
         throttle = LoginThrottle(self.d.h.clock, max_failures=3, max_per_address=4)
         for name in ("alice", "bob", "carol", "dave", "erin", "frank"):
             for _ in range(3):
-                if not throttle.blocked(name, "203.0.113.66"):
-                    throttle.failed(name, "203.0.113.66")
-        self.assertTrue(throttle.blocked("zed", "203.0.113.66"))
-        self.assertFalse(throttle.blocked("alice", "198.51.100.1"))
+                if not throttle.blocked_now(name, "203.0.113.66"):
+                    throttle.failed_now(name, "203.0.113.66")
+        self.assertTrue(throttle.blocked_now("zed", "203.0.113.66"))
+        self.assertFalse(throttle.blocked_now("alice", "198.51.100.1"))
 
 
 class DummyHashTests(SynchronousTestCase):

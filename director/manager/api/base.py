@@ -41,7 +41,7 @@ from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool
 from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.query_args import read_query
-from director.manager.ratelimit import RateLimiter
+from director.manager.ratelimit import Limiter, RateLimiter
 from director.manager.router_pool import RouterPool
 from director.manager.site_service import FALLBACK_IMAGE as FALLBACK_IMAGE
 from director.manager.site_service import SiteService
@@ -157,7 +157,7 @@ class ManagerBase:
         signer: RequestSigner,
         orchestrator_url: str,
         router: RouterClient | RouterPool | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         mailer: Mailer | None = None,
         limits: UserLimits | None = None,
         *,
@@ -185,7 +185,7 @@ class ManagerBase:
         self.bus = bus
         self.sites_domain = sites_domain
         self.signer = signer
-        self.limiter = limiter or RateLimiter(reactor)
+        self.limiter: Limiter = limiter or RateLimiter(reactor)
         self._router = router
         self.mailer: Mailer = mailer or NullMailer()
         self.proxies = proxies or Proxies()

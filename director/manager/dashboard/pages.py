@@ -36,6 +36,7 @@ from director.manager.dashboard.security import (
     LoginThrottle,
     Origin,
     Proxies,
+    SignInThrottle,
     get_cookie,
     new_nonce,
     safe_next,
@@ -197,7 +198,7 @@ class Dashboard:
         router: RouterClient | RouterPool | None = None,
         authenticate: Callable[[Any], Awaitable[User]] | None = None,
         static_dir: Path = STATIC,
-        login_throttle: LoginThrottle | None = None,
+        login_throttle: SignInThrottle | None = None,
         oidc: OIDCProvider | None = None,
         proxies: Proxies | None = None,
         reauth: timedelta = timedelta(minutes=10),
@@ -228,7 +229,7 @@ class Dashboard:
         self.router = router
         self._authenticate = authenticate
         self.static = StaticFiles(static_dir)
-        self.login_throttle = login_throttle or LoginThrottle(reactor)
+        self.login_throttle: SignInThrottle = login_throttle or LoginThrottle(reactor)
         self.oidc = oidc
         self.env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),
@@ -416,16 +417,16 @@ class Dashboard:
         if not username or not password:
             return await again(400, "Enter your username and password.")
         address = self.proxies.client(request)
-        if self.login_throttle.blocked(username, address):
+        if await self.login_throttle.blocked(username, address):
             return await again(429, "Too many failed attempts. Wait a few minutes and try again.")
         found = await self.store.password_hash(username)
         # A missing account is checked against a dummy hash: it takes as long as a real one.
         ok = await self.passwords.check(password, found[1] if found else None)
         if not ok or found is None:
-            self.login_throttle.failed(username, address)
+            await self.login_throttle.failed(username, address)
             return await again(401, "Wrong username or password.")
         user = found[0]
-        self.login_throttle.succeeded(username, address)
+        await self.login_throttle.succeeded(username, address)
         if not user.is_active:
             return await again(403, "This account is deactivated. Ask an administrator.")
         self._cookie(request, LOGIN_CSRF_COOKIE, "", 0, same_site="Strict")

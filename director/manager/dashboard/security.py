@@ -10,8 +10,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred, succeed
 
 from director.manager.access import SESSION_COOKIE as SESSION_COOKIE  # re-exported
 from director.manager.proxies import HOST_PREFIX, Proxies
@@ -156,6 +158,16 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+class SignInThrottle(Protocol):
+    """What the sign-in form needs of a throttle (in memory or in Redis)."""
+
+    def blocked(self, username: str, address: str) -> Deferred[bool]: ...
+
+    def failed(self, username: str, address: str) -> Deferred[None]: ...
+
+    def succeeded(self, username: str, address: str) -> Deferred[None]: ...
+
+
 class LoginThrottle:
     """
     Refuses sign-in after too many wrong passwords within C{window} seconds, until the
@@ -167,6 +179,9 @@ class LoginThrottle:
     - the account from everywhere (C{max_per_account}, above C{max_per_address}): many
       addresses guessing at one account. One address alone can never reach it, so failures
       from one address never lock an account out for everyone else.
+
+    This one counts in the process; with several managers
+    L{director.manager.shared_limits.RedisLoginThrottle} counts in Redis (the same tests).
     """
 
     def __init__(
@@ -201,19 +216,30 @@ class LoginThrottle:
             self._failures.pop(key, None)
         return times
 
-    def blocked(self, username: str, address: str) -> bool:
+    def blocked(self, username: str, address: str) -> Deferred[bool]:
+        return succeed(self.blocked_now(username, address))
+
+    def failed(self, username: str, address: str) -> Deferred[None]:
+        self.failed_now(username, address)
+        return succeed(None)
+
+    def succeeded(self, username: str, address: str) -> Deferred[None]:
+        """The right password: this address's failures at this account are forgiven."""
+        self.succeeded_now(username, address)
+        return succeed(None)
+
+    def blocked_now(self, username: str, address: str) -> bool:
         return any(
             len(self._recent(key)) >= self._limits[kind]
             for kind, key in self.keys(username, address).items()
         )
 
-    def failed(self, username: str, address: str) -> None:
+    def failed_now(self, username: str, address: str) -> None:
         if len(self._failures) >= self._max_keys:
             for key in list(self._failures):
                 self._recent(key)
         for key in self.keys(username, address).values():
             self._failures.setdefault(key, []).append(self._clock.seconds())
 
-    def succeeded(self, username: str, address: str) -> None:
-        """The right password: this address's failures at this account are forgiven."""
+    def succeeded_now(self, username: str, address: str) -> None:
         self._failures.pop(self.keys(username, address)["pair"], None)
