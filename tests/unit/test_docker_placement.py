@@ -4,7 +4,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.orchestrator.docker_gateway import OWNER_LABEL, _owned, _with_placement
+from director.orchestrator.docker_sdk import OWNER_LABEL, _owned, _with_placement
 
 
 class PlacementTests(SynchronousTestCase):
