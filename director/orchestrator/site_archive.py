@@ -37,14 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Self
 
-from director.orchestrator.files import (
-    CHUNK,
-    FileError,
-    LimitExceeded,
-    SiteFiles,
-    _os_error,
-    _renameat2,
-)
+from director.orchestrator.confined_tree import CHUNK, _renameat2
+from director.orchestrator.file_errors import FileError, LimitExceeded, _os_error
+from director.orchestrator.files import SiteFiles
 
 #: The fresh directory of an import, beside the site's: C{.import-<id>-<random>}.
 IMPORT_PREFIX = ".import-"
