@@ -36,9 +36,7 @@ from director.orchestrator.confined_tree import (
     FileLimits,
     _chmod_fd,
     _chunks,
-    _mode_text,
     _rename_noreplace,
-    _type_of,
     parse_mode,
     split_path,
 )
@@ -99,22 +97,6 @@ class SiteFiles(ZippableTree):
     """
 
     # -- reading -------------------------------------------------------------------------------
-
-    def _entry(self, name: str, parent_fd: int | None, st: os.stat_result) -> Entry:
-        target = None
-        if stat.S_ISLNK(st.st_mode) and parent_fd is not None:
-            try:
-                target = os.fsdecode(os.readlink(name, dir_fd=parent_fd))
-            except OSError:
-                target = None
-        return Entry(
-            name=name,
-            type=_type_of(st.st_mode),
-            size=st.st_size,
-            mode=_mode_text(st.st_mode),
-            mtime=st.st_mtime,
-            target=target,
-        )
 
     def list_dir(self, path: str) -> list[Entry]:
         """The entries of a directory, sorted by name; links are described, not followed."""
