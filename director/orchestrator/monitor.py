@@ -19,339 +19,75 @@ no longer at its path (an ancestor was renamed) ends instead of reporting wrong 
 
 Everything runs on the reactor thread except the directory walks and C{stat}s, which run
 in the file pool; inotify itself is read by the reactor (twisted's L{INotify} plumbing).
+
+The inotify instance is in L{inotify_watches}, the events' translation in L{monitor_events};
+here, a client's session.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import os
-import struct
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from director.common.threads import Runner
-from director.orchestrator.files import TEMP_PREFIX, Entry, FileError, SiteFiles, split_path
-
-# inotify(7) event bits (twisted.internet.inotify has the same values; it lacks EXCL_UNLINK)
-IN_MODIFY = 0x00000002
-IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
-IN_UNMOUNT = 0x00002000
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
-IN_ONLYDIR = 0x01000000
-IN_EXCL_UNLINK = 0x04000000
-IN_ISDIR = 0x40000000
-
-WATCH_MASK = (
-    IN_CREATE
-    | IN_DELETE
-    | IN_MOVED_FROM
-    | IN_MOVED_TO
-    | IN_CLOSE_WRITE
-    | IN_MODIFY
-    | IN_ATTRIB
-    | IN_DELETE_SELF
-    | IN_MOVE_SELF
-    | IN_ONLYDIR
-    | IN_EXCL_UNLINK
+from director.orchestrator.files import Entry, FileError, SiteFiles, split_path
+from director.orchestrator.inotify_watches import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_EXCL_UNLINK,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+    WATCH_MASK,
+    DirectoryMonitor,
+    RawEvent,
+    WatchError,
+    WatchListener,
+    parse_events,
 )
+from director.orchestrator.monitor_events import Watch, _describe, _join, translate
 
-_HEADER = struct.Struct("=iIII")  # wd, mask, cookie, len
+__all__ = [
+    "IN_ATTRIB",
+    "IN_CLOSE_WRITE",
+    "IN_CREATE",
+    "IN_DELETE",
+    "IN_DELETE_SELF",
+    "IN_EXCL_UNLINK",
+    "IN_IGNORED",
+    "IN_ISDIR",
+    "IN_MODIFY",
+    "IN_MOVED_FROM",
+    "IN_MOVED_TO",
+    "IN_MOVE_SELF",
+    "IN_ONLYDIR",
+    "IN_Q_OVERFLOW",
+    "IN_UNMOUNT",
+    "WATCH_MASK",
+    "DirectoryMonitor",
+    "FileMonitorSession",
+    "RawEvent",
+    "Watch",
+    "WatchError",
+    "WatchListener",
+    "parse_events",
+    "translate",
+]
 
-log = Logger()
-
-
-class WatchError(Exception):
-    """A directory cannot be watched; C{code} and the message say why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class RawEvent:
-    """One inotify event: C{name} is None for events about the watched directory itself."""
-
-    wd: int
-    mask: int
-    cookie: int = 0
-    name: str | None = None
-
-
-def parse_events(buffer: bytes) -> tuple[list[RawEvent], bytes]:
-    """The complete events in C{buffer} (inotify's wire format) and the incomplete rest."""
-    events = []
-    offset = 0
-    while len(buffer) - offset >= _HEADER.size:
-        wd, mask, cookie, size = _HEADER.unpack_from(buffer, offset)
-        end = offset + _HEADER.size + size
-        if end > len(buffer):
-            break
-        raw = buffer[offset + _HEADER.size : end].rstrip(b"\0")
-        events.append(RawEvent(wd, mask, cookie, os.fsdecode(raw) if raw else None))
-        offset = end
-    return events, buffer[offset:]
-
-
-class WatchListener(Protocol):
-    """Who hears a watch's events (a file monitor connection)."""
-
-    def inotify_events(self, events: list[RawEvent]) -> None: ...
-
-
-class _Libc:
-    """inotify_add_watch and inotify_rm_watch with errno (twisted's wrappers drop it)."""
-
-    def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        self.add_watch = libc.inotify_add_watch
-        self.add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self.add_watch.restype = ctypes.c_int
-        self.rm_watch = libc.inotify_rm_watch
-        self.rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-        self.rm_watch.restype = ctypes.c_int
-
-
-def _make_inotify(reactor: Any, deliver: Callable[[list[RawEvent]], None]) -> Any:
-    """
-    twisted's L{INotify} for the reactor plumbing (a file descriptor the reactor reads),
-    with our own event handling: twisted's keys watches by path and closes the whole
-    instance when any watched directory is deleted, neither of which suits a shared one.
-    """
-    from twisted.internet.inotify import INotify
-
-    class _SharedINotify(INotify):
-        _rest = b""
-
-        def _doRead(self, data: bytes) -> None:
-            events, self._rest = parse_events(self._rest + data)
-            if events:
-                deliver(events)
-
-    return _SharedINotify(reactor)
-
-
-class DirectoryMonitor(Service):
-    """
-    The orchestrator's one inotify instance (made on first use) and who listens to which
-    watch. Only touched from the reactor thread.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._inotify: Any = None
-        self._libc: _Libc | None = None
-        self._listeners: dict[int, set[WatchListener]] = {}
-
-    @property
-    def watch_count(self) -> int:
-        return len(self._listeners)
-
-    def _instance(self) -> tuple[Any, _Libc]:
-        if self._inotify is None or self._libc is None:
-            self._libc = _Libc()
-            self._inotify = _make_inotify(self._reactor, self._deliver)
-            self._inotify.startReading()
-        return self._inotify, self._libc
-
-    def add(self, directory_fd: int, listener: WatchListener) -> int:
-        """Watch the directory open as C{directory_fd} for C{listener}; its watch descriptor."""
-        inotify, libc = self._instance()
-        path = f"/proc/self/fd/{directory_fd}".encode()
-        wd = libc.add_watch(inotify.fileno(), path, WATCH_MASK)
-        if wd < 0:
-            code = ctypes.get_errno()
-            if code == errno.ENOSPC:
-                raise WatchError(
-                    "too_many_watches",
-                    "the server watches too many directories (fs.inotify.max_user_watches)",
-                )
-            if code == errno.ENOTDIR:
-                raise WatchError("not_a_directory", "not a directory")
-            raise WatchError("watch_failed", f"cannot watch: {os.strerror(code)}")
-        self._listeners.setdefault(wd, set()).add(listener)
-        return int(wd)
-
-    def remove(self, wd: int, listener: WatchListener) -> None:
-        """C{listener} stops listening; the kernel watch goes when nobody listens any more."""
-        listeners = self._listeners.get(wd)
-        if listeners is None:
-            return
-        listeners.discard(listener)
-        if not listeners:
-            del self._listeners[wd]
-            if self._inotify is not None and self._libc is not None:
-                # EINVAL if the kernel already dropped it (directory deleted): harmless
-                self._libc.rm_watch(self._inotify.fileno(), wd)
-
-    def _deliver(self, events: list[RawEvent]) -> None:
-        batches: dict[WatchListener, list[RawEvent]] = {}
-        everyone = {listener for group in self._listeners.values() for listener in group}
-        for event in events:
-            if event.mask & IN_Q_OVERFLOW:
-                for listener in everyone:
-                    batches.setdefault(listener, []).append(event)
-                continue
-            for listener in self._listeners.get(event.wd, ()):
-                batches.setdefault(listener, []).append(event)
-            if event.mask & IN_IGNORED:
-                self._listeners.pop(event.wd, None)  # the kernel dropped the watch
-        for listener, batch in batches.items():
-            try:
-                listener.inotify_events(batch)
-            except Exception:
-                log.failure("a file monitor failed to take inotify events")
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._listeners.clear()
-        if self._inotify is not None:
-            self._inotify.loseConnection()
-            self._inotify = None
-
-
-@dataclass
-class Watch:
-    """One directory a connection watches: where it is, which inode, what it holds."""
-
-    wd: int
-    path: str  # site-relative, "" for the site directory
-    device: int
-    inode: int
-    known: dict[str, str] = field(default_factory=dict)  # name -> type, for deletes
-
-
-def _join(directory: str, name: str) -> str:
-    return f"{directory}/{name}" if directory else name
-
-
-def _is_temp(name: str) -> bool:
-    """A file the files API is writing (renamed over its target when complete)."""
-    return name.startswith(TEMP_PREFIX) and name.endswith(".tmp")
-
-
-def _describe(entry: Entry | None, event: str, path: str, kind: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"event": event, "path": path, "type": kind}
-    if entry is not None and event != "delete":
-        message.update(mode=entry.mode, size=entry.size, mtime=entry.mtime, target=entry.target)
-    return message
-
-
-def translate(
-    events: list[RawEvent],
-    watches: dict[int, Watch],
-    entries: dict[int, dict[str, Entry | None] | None],
-) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """
-    The JSON events for one batch of inotify events, and the watches that ended (wd ->
-    reason: "deleted", "moved" or "gone"). C{entries} is what each watched directory holds
-    now, per name (None: gone), or None for a directory no longer at its watch's path.
-    Pure: updates only the watches' C{known} types.
-
-    Moves within the batch pair up by cookie (a move out of the watched directories is a
-    delete, a move in a create); a file the files API wrote through a temporary file shows
-    as the create or update of its real name; repeated updates of a path collapse into one
-    (the type, mode and size are read after the batch, so one event carries the result).
-    """
-    out: list[dict[str, Any]] = []
-    emitted: set[tuple[str, str]] = set()
-    ended: dict[int, str] = {}
-    deleted = {e.wd for e in events if e.mask & IN_DELETE_SELF}
-    arriving = {e.cookie for e in events if e.mask & IN_MOVED_TO and e.cookie}
-    leaving: dict[int, tuple[Watch, str, str]] = {}
-
-    def emit(message: dict[str, Any]) -> None:
-        key = (message["event"], message["path"])
-        if key not in emitted:
-            emitted.add(key)
-            out.append(message)
-
-    for event in events:
-        if event.mask & IN_Q_OVERFLOW:
-            emit({"event": "overflow", "path": ""})
-            continue
-        watch = watches.get(event.wd)
-        if watch is None or event.wd in ended:
-            continue
-        now = entries.get(event.wd)
-        if now is None and event.wd not in deleted:
-            ended[event.wd] = "moved"  # an ancestor was renamed: paths would be wrong
-            continue
-        now = now or {}
-        if event.name is None:
-            if event.mask & IN_DELETE_SELF:
-                emit({"event": "delete", "path": watch.path, "type": "dir"})
-                ended[event.wd] = "deleted"
-            elif event.mask & IN_MOVE_SELF:
-                ended[event.wd] = "moved"
-            elif event.mask & (IN_IGNORED | IN_UNMOUNT):
-                ended[event.wd] = "gone"
-            continue
-        name = event.name
-        path = _join(watch.path, name)
-        entry = now.get(name)
-        kind = (
-            entry.type
-            if entry is not None
-            else watch.known.get(name, "dir" if event.mask & IN_ISDIR else "file")
-        )
-        if event.mask & IN_MOVED_FROM:
-            if event.cookie in arriving:
-                leaving[event.cookie] = (watch, name, watch.known.get(name, kind))
-            elif not _is_temp(name):
-                emit({"event": "delete", "path": path, "type": watch.known.pop(name, kind)})
-            continue
-        if event.mask & IN_MOVED_TO:
-            source = leaving.pop(event.cookie, None)
-            if _is_temp(name):
-                continue
-            if source is None:
-                # From outside the watch, or a rename whose first half came in an earlier
-                # read (a busy machine splits them): replacing a known name is an update.
-                written = "update" if name in watch.known else "create"
-                emit(_describe(entry, written, path, kind))
-            else:
-                from_watch, from_name, from_kind = source
-                from_watch.known.pop(from_name, None)
-                if _is_temp(from_name):
-                    written = "update" if name in watch.known else "create"
-                    emit(_describe(entry, written, path, kind))
-                else:
-                    message = _describe(entry, "move", path, kind if entry else from_kind)
-                    message["from"] = _join(from_watch.path, from_name)
-                    emit(message)
-            watch.known[name] = kind
-            continue
-        if _is_temp(name):
-            continue
-        if event.mask & IN_CREATE:
-            emit(_describe(entry, "create", path, kind))
-            watch.known[name] = kind
-        elif event.mask & IN_DELETE:
-            emit({"event": "delete", "path": path, "type": watch.known.pop(name, kind)})
-        elif event.mask & (IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB) and entry is not None:
-            if not any((done, path) in emitted for done in ("create", "update", "move")):
-                emit(_describe(entry, "update", path, kind))
-            watch.known[name] = kind
-    for watch_wd in deleted:
-        if watch_wd in watches and watch_wd not in ended:
-            ended[watch_wd] = "deleted"
-    return out, ended
+log = Logger(namespace="director.orchestrator.monitor")
 
 
 def _open_watched(files: SiteFiles, path: str) -> tuple[int, int, int]:

@@ -155,6 +155,22 @@ exit 0
 """
 
 
+def site_summary(site: HostedSite, upstream: list[str]) -> dict[str, Any]:
+    """
+    What the orchestrator's API answers about a site it applied, restarted or lists; one
+    function, so the in-memory orchestrator (L{director.testing.fake_orchestrator}) answers
+    the same.
+    """
+    return {
+        "id": site.id,
+        "name": site.name,
+        "type": site.type,
+        "availability": site.availability,
+        "served": site.availability == "enabled",
+        "upstream": upstream,
+    }
+
+
 def gate_healthcheck(bound: float) -> dict[str, Any]:
     """The HealthConfig of a site's container: the gate above, passing after C{bound} s at most."""
     script = GATE_SCRIPT % {"dir": GATE_DIR, "ticks": int(bound / 0.02), "bound": bound}

@@ -11,9 +11,9 @@ from director.common.client import ComponentClient, HTTPPoolService
 from director.common.config import Config, ShellSection
 from director.common.service import ListeningService, component_signer
 from director.shell.accounts import MANAGER_TIMEOUT, ShellAccounts
+from director.shell.avatar import SessionContext, ShellRealm
 from director.shell.bridge import BridgeConnector, OpenBridge
 from director.shell.login import LoginGate, ManagerKeyChecker, ManagerPasswordChecker
-from director.shell.session import SessionContext, ShellRealm
 from director.shell.ssh import DirectorSSHFactory, LoginLimits, load_host_keys
 from director.shell.throttle import LoginThrottle
 

@@ -1,45 +1,34 @@
 """
-What happens after login: the avatar, its SSH session channels, and each session's course
-from the site menu (or the site named at login) to the site's shell and back to an exit
-status.
+What happens in a shell session after login: its course from the site menu (or the site
+named at login) to the site's shell and back to an exit status.
 
 A session is a small state machine: MENU (reading a choice), CONNECTING (asking the manager
 for a token and opening the orchestrator's bridge), BRIDGED (bytes flow both ways), ENDED.
 Conch drives it through L{ISession} and the process-transport methods (C{write},
 C{loseConnection}); the bridge drives it through L{BridgeEvents}. Everything time-related
 uses the injected clock.
+
+The session is built in layers: L{session_io} (its state, output, endings, logs),
+L{git_deploy} (what follows a push), and here its course; the avatar and channels that
+make sessions are in L{avatar}.
 """
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.conch.avatar import ConchUser
-from twisted.conch.error import ConchError
-from twisted.conch.interfaces import IConchUser, ISession
-from twisted.conch.ssh import common
-from twisted.conch.ssh.connection import OPEN_ADMINISTRATIVELY_PROHIBITED
-from twisted.conch.ssh.session import SSHSession, SSHSessionProcessProtocol
-from twisted.conch.ssh.transport import DISCONNECT_BY_APPLICATION
-from twisted.cred.portal import IRealm
+from twisted.conch.interfaces import ISession
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from director.shell.accounts import (
     ManagerUnavailable,
     SessionRefused,
-    ShellAccounts,
     SiteSummary,
 )
-from director.shell.bridge import OpenBridge, SiteBridge
-from director.shell.git import COMMIT, DEPLOYED_MARKER, GIT_REQUEST, git_command
-from director.shell.login import ShellLogin
+from director.shell.git import GIT_REQUEST, git_command
+from director.shell.git_deploy import GitDeploy
 from director.shell.menu import (
     Chosen,
     EndOfInput,
@@ -50,19 +39,31 @@ from director.shell.menu import (
     Retry,
     SiteMenu,
 )
+from director.shell.session_io import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    MAX_PENDING_INPUT,
+    SessionContext,
+    _size,
+    log,
+)
 
-log = Logger(namespace="director.shell.session")
+if TYPE_CHECKING:
+    pass
 
-EXIT_REFUSED = 1
-EXIT_FAILED = 255
-EXIT_INTERRUPTED = 130
-#: Bytes a client may send on a session channel before we acknowledge them.
-CHANNEL_WINDOW = 2 * 1024 * 1024
-#: Session channels one connection may have open at once.
-MAX_SESSIONS_PER_CONNECTION = 4
-MAX_TERMINAL_SIDE = 1000
-#: Input kept while the session is being set up; beyond it the client is not read until then.
-MAX_PENDING_INPUT = 1024 * 1024
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_REFUSED",
+    "LOGIN_SHELL",
+    "MAX_PENDING_INPUT",
+    "SFTP_COMMAND",
+    "SUBSYSTEMS",
+    "SessionContext",
+    "ShellSession",
+]
+
 #: The shell a session without a terminal runs, so that `ssh -T user/site@host < script`
 #: feeds the script to a login shell in /site, like the orchestrator's interactive one.
 LOGIN_SHELL = (
@@ -84,171 +85,9 @@ SFTP_COMMAND = (
 SUBSYSTEMS = {b"sftp": SFTP_COMMAND}
 
 
-@dataclass(frozen=True)
-class SessionContext:
-    """What sessions need from the server: shared by every connection."""
-
-    clock: IReactorTime
-    accounts: ShellAccounts
-    open_bridge: OpenBridge
-    idle_timeout: float
-
-
-@implementer(IRealm)
-class ShellRealm:
-    """Makes a L{ShellUser} for each login; the mind is the client's address."""
-
-    def __init__(self, context: SessionContext) -> None:
-        self._context = context
-
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
-        if IConchUser not in interfaces or not isinstance(avatarId, ShellLogin):
-            raise NotImplementedError("the shell server only makes SSH users")
-        user = ShellUser(avatarId, str(mind), self._context)
-        return IConchUser, user, user.logout
-
-
-class ShellUser(ConchUser):
-    """
-    A logged-in user on one connection. Only session channels are offered (no port
-    forwarding or agent forwarding; of the subsystems, only SFTP), a few at a time, and a
-    connection with no session open for C{idle_timeout} is closed.
-    """
-
-    def __init__(self, login: ShellLogin, source: str, context: SessionContext) -> None:
-        super().__init__()
-        self.login = login
-        self.source = source
-        self.context = context
-        self.channelLookup[b"session"] = SiteSessionChannel
-        self.open_channels: set[SiteSessionChannel] = set()
-        self._idle: IDelayedCall | None = None
-        self._start_idle()
-
-    def __conform__(self, interface: Any) -> Any:
-        # Each session channel adapts its avatar to ISession once and keeps the result.
-        if interface is ISession:
-            return ShellSession(self)
-        return None
-
-    def lookupChannel(
-        self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
-    ) -> Any:
-        if channelType == b"session" and len(self.open_channels) >= MAX_SESSIONS_PER_CONNECTION:
-            raise ConchError(
-                "too many sessions on one connection", OPEN_ADMINISTRATIVELY_PROHIBITED
-            )
-        return super().lookupChannel(channelType, windowSize, maxPacket, data)
-
-    def channel_opened(self, channel: SiteSessionChannel) -> None:
-        self.open_channels.add(channel)
-        self._stop_idle()
-
-    def channel_closed(self, channel: SiteSessionChannel) -> None:
-        self.open_channels.discard(channel)
-        if not self.open_channels:
-            self._start_idle()
-
-    def _start_idle(self) -> None:
-        self._stop_idle()
-        self._idle = self.context.clock.callLater(self.context.idle_timeout, self._idle_expired)
-
-    def _stop_idle(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-
-    def _idle_expired(self) -> None:
-        self._idle = None
-        conn = getattr(self, "_conn", None)
-        if conn is not None and conn.transport is not None:
-            log.info(
-                "shell: closing {user}'s idle connection from {source}",
-                user=self.login.username,
-                source=self.source,
-            )
-            conn.transport.sendDisconnect(DISCONNECT_BY_APPLICATION, b"idle for too long")
-
-    def logout(self) -> None:
-        self._stop_idle()
-
-
-class SiteSessionChannel(SSHSession):
-    """
-    A session channel that tells its avatar when it opens and closes, and its session when
-    the client's window is full (so output from the site waits instead of piling up here).
-    """
-
-    avatar: ShellUser
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Conch's default window (128 KiB) holds bulk transfers (sftp, scp, rsync, git) to
-        # one round trip through the bridge per 64 KiB; OpenSSH's own server offers 2 MiB.
-        kwargs.setdefault("localWindow", CHANNEL_WINDOW)
-        super().__init__(*args, **kwargs)
-
-    def channelOpen(self, specificData: bytes) -> None:
-        super().channelOpen(specificData)
-        self.avatar.channel_opened(self)
-
-    def request_subsystem(self, data: bytes) -> int:
-        """SFTP runs the image's sftp-server in the site (see L{SFTP_COMMAND}); no others."""
-        name, _ = common.getNS(data)
-        if name not in SUBSYSTEMS:
-            log.info("shell: refusing subsystem {name!r}", name=name)
-            return 0
-        session = self._session
-        if not isinstance(session, ShellSession):
-            return 0
-
-        def complete(pp: SSHSessionProcessProtocol, subsystem: bytes) -> None:
-            session.execSubsystem(pp, subsystem)
-
-        return self._shellOrCommand(prepare=lambda: name, complete=complete)
-
-    def stopWriting(self) -> None:
-        if isinstance(self.session, ShellSession):
-            self.session.output_paused(True)
-
-    def startWriting(self) -> None:
-        if isinstance(self.session, ShellSession):
-            self.session.output_paused(False)
-
-    def closed(self) -> None:
-        try:
-            super().closed()
-        finally:
-            self.avatar.channel_closed(self)
-
-
 @implementer(ISession)
-class ShellSession:
+class ShellSession(GitDeploy):
     """One SSH session: the menu, then the site's shell or command through the bridge."""
-
-    def __init__(self, user: ShellUser) -> None:
-        self._user = user
-        self._context = user.context
-        self._clock = user.context.clock
-        self._stage = "new"
-        self._size: tuple[int, int] | None = None  # (rows, cols) when the client has a pty
-        self._proto: SSHSessionProcessProtocol | None = None
-        self._reader: LineReader | None = None
-        self._menu: SiteMenu | None = None
-        self._menu_command: str | None = None
-        self._bridge: SiteBridge | None = None
-        self._pending: list[bytes] = []
-        self._input_held = False
-        self._eof = False
-        self._paused = False
-        self._site: str | None = None
-        self._what = "shell"
-        self._subsystem: str | None = None
-        self._git: str | None = None  # upload-pack, receive-pack, upload-archive
-        self._stderr_tail = b""  # receive-pack: stderr after the last newline
-        self._deployed: str | None = None  # receive-pack: the commit its hook deployed
-        self._opened_at = 0.0
-        self._last_activity = self._clock.seconds()
-        self._idle: IDelayedCall | None = None
 
     # -- ISession ---------------------------------------------------------------------------
 
@@ -526,241 +365,8 @@ class ShellSession:
         self._log_end("exited", code)
         self._finish(code)
 
-    # -- after a git push: the deploy operation ------------------------------------------
-
-    def _filter_deployed(self, data: bytes) -> bytes:
-        """git-receive-pack's stderr, without the marker line naming the deployed commit."""
-        data = self._stderr_tail + data
-        complete, newline, tail = data.rpartition(b"\n")
-        out: list[bytes] = []
-        if newline:
-            for line in complete.split(b"\n"):
-                text = line.decode("ascii", "replace")
-                if text.startswith(DEPLOYED_MARKER):
-                    commit = text[len(DEPLOYED_MARKER) :].strip()
-                    self._deployed = commit if COMMIT.match(commit) else None
-                else:
-                    out.append(line + b"\n")
-        if len(tail) > 4096:  # not a marker: nothing to hold back
-            out.append(tail)
-            tail = b""
-        self._stderr_tail = tail
-        return b"".join(out)
-
-    async def _record_deploy(self, commit: str) -> None:
-        site = self._site or ""
-        self._say(f"Director: recording the deploy of {commit[:7]} and restarting {site} ...")
-        try:
-            result = await self._context.accounts.deploy(self._user.login.username, site, commit)
-        except SessionRefused as e:
-            self._log_deploy(1, e.code)
-            self._say(f"Director: {e.message}")
-            self._finish(EXIT_REFUSED)
-            return
-        except ManagerUnavailable as e:
-            log.error("shell deploy for {site}: manager: {error}", site=site, error=str(e))
-            self._log_deploy(EXIT_FAILED, "manager unavailable")
-            self._say(
-                "Director: the files are deployed, but the site could not be restarted now;"
-                " restart it from the dashboard."
-            )
-            self._finish(EXIT_FAILED)
-            return
-        if result.status == "succeeded":
-            self._log_deploy(0, None)
-            self._say(f"Director: {site} now runs {commit[:7]}.")
-            self._finish(0)
-        elif result.status == "failed":
-            self._log_deploy(1, "restart failed")
-            self._say(
-                f"Director: the files are deployed, but restarting {site} failed; see the"
-                " site's page in the dashboard."
-            )
-            self._finish(EXIT_REFUSED)
-        else:
-            self._log_deploy(0, "restart still running")
-            self._say(f"Director: {site} is still restarting; see its page in the dashboard.")
-            self._finish(0)
-
-    def _deploy_failed(self, failure: Failure) -> None:
-        log.failure("shell deploy for {site}", failure, site=self._site)
-        self._log_deploy(EXIT_FAILED, "error")
-        self._say(
-            "Director: the deploy could not be recorded; restart the site from the dashboard."
-        )
-        self._finish(EXIT_FAILED)
-
     def bridge_failed(self, message: str) -> None:
         self._bridge = None
         self._log_end("failed", None, message)
         self._say(message)
         self._finish(EXIT_FAILED)
-
-    # -- idle -----------------------------------------------------------------------------------
-
-    def _touch(self) -> None:
-        self._last_activity = self._clock.seconds()
-        if self._idle is None and self._stage != "ended":
-            self._idle = self._clock.callLater(self._context.idle_timeout, self._check_idle)
-
-    def _check_idle(self) -> None:
-        self._idle = None
-        if self._stage == "ended":
-            return
-        idle_for = self._clock.seconds() - self._last_activity
-        timeout = self._context.idle_timeout
-        if idle_for < timeout:
-            self._idle = self._clock.callLater(timeout - idle_for, self._check_idle)
-            return
-        minutes = max(1, round(timeout / 60))
-        self._log_end("idle", None)
-        self._say(f"Closing the session: nothing happened for {minutes} minutes.")
-        self._finish(EXIT_FAILED)
-
-    # -- endings ----------------------------------------------------------------------------
-
-    def _refuse(self, message: str) -> None:
-        self._say(message)
-        self._finish(EXIT_REFUSED)
-
-    def _finish(self, code: int | None) -> None:
-        """End the session and tell the client how (an exit status when there is one)."""
-        if self._stage == "ended":
-            return
-        proto = self._proto
-        self._end()
-        if proto is None:
-            return
-        if code is None:
-            proto.processEnded(None)
-        else:
-            code = code if 0 <= code <= 255 else EXIT_FAILED
-            proto.processEnded(Failure(ProcessTerminated(exitCode=code)))
-
-    def _channel_gone(self) -> None:
-        if self._stage == "bridged":
-            self._log_end("client left", None)
-        self._end()
-
-    def _end(self) -> None:
-        """Stop everything this session started (idempotent)."""
-        if self._stage == "ended":
-            return
-        self._stage = "ended"
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        bridge, self._bridge = self._bridge, None
-        if bridge is not None:
-            bridge.close()
-        self._pending = []
-        self._hold_input(False)
-
-    # -- output helpers -------------------------------------------------------------------
-
-    @property
-    def _newline(self) -> str:
-        return "\r\n" if self._size is not None else "\n"
-
-    def _out(self, text: str) -> None:
-        self._out_bytes(text.encode("utf-8"))
-
-    def _out_bytes(self, data: bytes) -> None:
-        if self._proto is not None and self._stage != "ended":
-            self._proto.outReceived(data)
-
-    def _say(self, message: str) -> None:
-        """
-        One line for the user: in the terminal when there is one (stderr would reach it by
-        another path, out of order with the menu), on stderr otherwise.
-        """
-        if self._proto is None or self._stage == "ended":
-            return
-        line = f"{message}{self._newline}".encode()
-        if self._size is not None:
-            self._proto.outReceived(line)
-        else:
-            self._proto.errReceived(line)
-
-    def _hold_input(self, hold: bool) -> None:
-        """Stop (or start again) reading the client's connection while input waits."""
-        if hold == self._input_held:
-            return
-        transport = self._ssh_transport()
-        if transport is None:
-            return
-        self._input_held = hold
-        if hold:
-            transport.pauseProducing()
-        else:
-            transport.resumeProducing()
-
-    def _ssh_transport(self) -> Any:
-        conn = getattr(self._user, "_conn", None)
-        ssh = getattr(conn, "transport", None)
-        return getattr(ssh, "transport", None)
-
-    # -- logging ----------------------------------------------------------------------------
-
-    def _log_refused(self, site: str | None, reason: str) -> None:
-        log.info(
-            "shell session refused: user={user} site={site} source={source} ({reason})",
-            user=self._user.login.username,
-            site=site or "-",
-            source=self._user.source,
-            reason=reason,
-            shell_event="session",
-            shell_result="refused",
-        )
-
-    def _log_session(self, result: str, detail: str | None) -> None:
-        log.info(
-            "shell session {result}: user={user} site={site} source={source} {what}"
-            " pty={pty}{detail}",
-            result=result,
-            user=self._user.login.username,
-            site=self._site,
-            source=self._user.source,
-            what=self._what,
-            pty="yes" if self._size is not None else "no",
-            detail=f" ({detail})" if detail else "",
-            shell_event="session",
-            shell_result=result,
-        )
-
-    def _log_deploy(self, code: int | None, detail: str | None) -> None:
-        deployed = code == 0 and self._deployed is not None
-        result = "deployed" if deployed else ("pushed" if code == 0 else "failed")
-        log.info(
-            "shell git push {result}: user={user} site={site} source={source}"
-            " commit={commit} (exit status {code}{detail})",
-            result=result,
-            user=self._user.login.username,
-            site=self._site,
-            source=self._user.source,
-            commit=(self._deployed or "-")[:12],
-            code="-" if code is None else code,
-            detail=f", {detail}" if detail else "",
-            shell_event="deploy",
-            shell_result=result,
-        )
-
-    def _log_end(self, how: str, code: int | None, message: str | None = None) -> None:
-        if self._stage != "bridged":
-            if message is not None and self._stage == "connecting":
-                self._log_refused(self._site, message)
-            return
-        seconds = self._clock.seconds() - self._opened_at
-        detail = f"{how}, exit status {code if code is not None else '-'}, {seconds:.0f} s"
-        self._log_session("ended", detail + (f": {message}" if message else ""))
-
-
-def _size(window: Any) -> tuple[int, int]:
-    """(rows, cols) from Conch's (rows, cols, xpixel, ypixel), kept to sane values."""
-    try:
-        rows, cols = int(window[0]), int(window[1])
-    except (TypeError, ValueError, IndexError, struct.error):
-        return 24, 80
-    rows = rows if 1 <= rows <= MAX_TERMINAL_SIDE else 24
-    cols = cols if 1 <= cols <= MAX_TERMINAL_SIDE else 80
-    return rows, cols

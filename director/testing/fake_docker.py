@@ -23,9 +23,8 @@ from director.orchestrator.docker_gateway import (
     ImageInUse,
     ServiceInfo,
     TaskInfo,
-    _owned,
-    _with_placement,
 )
+from director.orchestrator.docker_sdk import _owned, _with_placement
 from director.orchestrator.engine_health import engine_report
 
 

@@ -38,7 +38,7 @@ from director.orchestrator.site_archive import (
     open_archive,
     require_end,
 )
-from director.orchestrator.sites import IMAGE_NAME, HostedSite, parse_site
+from director.orchestrator.sites import IMAGE_NAME, HostedSite, parse_site, site_summary
 from director.testing.fake_databases import FakeDatabaseAdmin
 
 URL = "http://fake-orchestrator"
@@ -166,17 +166,6 @@ class FakeOrchestrator:
             raise refusal(path, 404, "unknown_site", f"site {site_id} is not on this orchestrator")
         return self.sites[site_id]
 
-    @staticmethod
-    def _brief(site: HostedSite, upstream: list[str]) -> dict[str, Any]:
-        return {
-            "id": site.id,
-            "name": site.name,
-            "type": site.type,
-            "availability": site.availability,
-            "served": site.availability == "enabled",
-            "upstream": upstream,
-        }
-
     def _upstream(self, site: HostedSite) -> list[str]:
         if site.type != "dynamic" or site.availability != "enabled":
             return []
@@ -185,7 +174,7 @@ class FakeOrchestrator:
     def _list(self) -> dict[str, Any]:
         return {
             "sites": [
-                {**self._brief(s, self._upstream(s)), "healthy": True}
+                {**site_summary(s, self._upstream(s)), "healthy": True}
                 for _, s in sorted(self.sites.items())
             ]
         }
@@ -204,7 +193,7 @@ class FakeOrchestrator:
             raise refusal(path, 400, "invalid", message)
         self.sites[site_id] = site
         self.specs[site_id] = body
-        return self._brief(site, self._upstream(site))
+        return site_summary(site, self._upstream(site))
 
     def _status(self, path: str, site_id: int) -> dict[str, Any]:
         site = self._site(path, site_id)
@@ -235,7 +224,7 @@ class FakeOrchestrator:
         site = self._site(path, site_id)
         if site.type == "dynamic":
             self.restarts.append(site_id)
-        return self._brief(site, self._upstream(site))
+        return site_summary(site, self._upstream(site))
 
     def _run(self, path: str, site_id: int, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):

@@ -25,7 +25,7 @@ from services import MariaDBServer, PostgresServer, free_port
 from twisted.internet.defer import Deferred, gatherResults
 
 from director.common.threads import BlockingPool
-from director.orchestrator import databases
+from director.orchestrator import mysql_admin
 from director.orchestrator.databases import (
     DatabaseError,
     DatabaseHost,
@@ -526,7 +526,7 @@ async def test_mariadb_statement_that_lifts_its_own_limit_is_still_stopped(
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    monkeypatch.setattr(databases, "_CLIENT_GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(mysql_admin, "_CLIENT_GRACE_SECONDS", 1.0)
     my = mariadb_server
     host = DatabaseHost("mysql", my.host, my.port, my.admin_user, my.admin_password)
     admin = MySQLAdmin(db_pool, host)

@@ -5,12 +5,8 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.threads import InlineRunner
-from director.orchestrator.docker_gateway import (
-    OWNER_LABEL,
-    DockerGateway,
-    _owned,
-    _with_placement,
-)
+from director.orchestrator.docker_gateway import DockerGateway
+from director.orchestrator.docker_sdk import OWNER_LABEL, _owned, _with_placement
 
 
 class PlacementTests(SynchronousTestCase):

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.orchestrator import files as files_module
+from director.orchestrator import confined_tree
 from director.orchestrator.files import (
     AlreadyExists,
     BadMode,
@@ -520,7 +520,7 @@ class NoRenameat2Mixin:
 
     def setUp(self) -> None:
         super().setUp()  # type: ignore[misc]
-        self.patch(files_module, "_renameat2", None)  # type: ignore[attr-defined]
+        self.patch(confined_tree, "_renameat2", None)  # type: ignore[attr-defined]
 
 
 class MoveWithoutRenameat2Tests(NoRenameat2Mixin, MoveTests):

@@ -10,7 +10,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.orchestrator.docker_gateway import ContainerEvent, _container_event, _EventWatch
+from director.orchestrator.docker_events import _container_event, _EventWatch
+from director.orchestrator.docker_interface import ContainerEvent
 
 
 def raw(action: str, container: str = "c1", site: str | None = "7", time: int = 100) -> Any:

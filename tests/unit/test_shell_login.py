@@ -21,6 +21,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.shell.accounts import LoginRefused
+from director.shell.avatar import SessionContext, ShellRealm, ShellUser
 from director.shell.login import (
     MAX_LOGIN_NAME,
     InvalidLoginName,
@@ -33,7 +34,6 @@ from director.shell.login import (
     TooManyFailures,
     parse_login_name,
 )
-from director.shell.session import SessionContext, ShellRealm, ShellUser
 from director.shell.throttle import LoginThrottle
 from director.testing.fake_shell_manager import FakeBridges, in_memory_manager
 

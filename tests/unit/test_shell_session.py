@@ -15,13 +15,13 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from director.shell.avatar import ShellUser
 from director.shell.bridge import HEARTBEAT_INTERVAL, START_TIMEOUT
 from director.shell.login import ShellLogin
 from director.shell.session import (
     LOGIN_SHELL,
     SessionContext,
     ShellSession,
-    ShellUser,
 )
 from director.testing.fake_shell_manager import FakeBridges, in_memory_manager
 
@@ -482,7 +482,7 @@ class ConnectionTests(SynchronousTestCase):
         """A connection may hold only a few session channels at once; others are refused."""
         from twisted.conch.error import ConchError
 
-        from director.shell.session import MAX_SESSIONS_PER_CONNECTION
+        from director.shell.avatar import MAX_SESSIONS_PER_CONNECTION
 
         for _ in range(MAX_SESSIONS_PER_CONNECTION):
             self.user.lookupChannel(b"session", 65536, 32768, b"")

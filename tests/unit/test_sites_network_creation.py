@@ -1,5 +1,5 @@
 """
-The sites network on a node (docker_gateway._blocking_network) against a recording stand-in
+The sites network on a node (docker_sdk._blocking_network) against a recording stand-in
 for the engine's API client: the swarm-scoped bridge is made once, the config-only network
 on every node, the swarm manager's own node included.
 """
@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.orchestrator.docker_gateway import _blocking_network
+from director.orchestrator.docker_sdk import _blocking_network
 
 
 class Engine:
