@@ -111,10 +111,13 @@ class OrchestratorClient(ComponentAPI):
         tag: str,
         parent: str,
         packages: Sequence[str],
-        setup_command: str | None,
+        setup_commands: Sequence[str] = (),
         timeout: float = 1800,
     ) -> dict[str, Any]:
-        """Build C{tag} from C{parent} plus Debian C{packages}; a failed build is a 422."""
+        """
+        Build C{tag} from C{parent}: the catalogue's C{setup_commands} for it (one RUN step
+        each), then Debian C{packages}; a failed build is a 422.
+        """
         answer: dict[str, Any] = await self.caller.json(
             "POST",
             "/v1/images/build",
@@ -122,7 +125,7 @@ class OrchestratorClient(ComponentAPI):
                 "tag": tag,
                 "parent": parent,
                 "packages": list(packages),
-                "setup_command": setup_command,
+                "setup_commands": list(setup_commands),
             },
             timeout=timeout,
         )

@@ -197,6 +197,8 @@ class Site:
     disk_quota_bytes: int | None = None
     #: the name of the orchestrator that runs the site (None: not placed yet)
     orchestrator: str | None = None
+    #: raw nginx directives an administrator added to its server block (None: none)
+    nginx_snippet: str | None = None
 
     @property
     def disk_quota(self) -> int | None:

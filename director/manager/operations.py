@@ -29,6 +29,7 @@ from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
 from director.contract.sites import RouteSpec
+from director.manager.catalogue import setup_commands_of
 from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
@@ -418,19 +419,16 @@ class OperationEngine:
         site = self._site(site)
         image = op.params.get("image", site.image)
         packages = list(op.params.get("packages", site.packages))
-        if not packages:
+        # The catalogue's setup commands for the parent image (admin-written) run first.
+        setup = setup_commands_of(await self._store.list_images(), image)
+        if not packages and not setup:
             await self._store.update_site(
                 site.id, {"image": image, "packages": [], "image_tag": None}
             )
             return "no extra packages: using the catalogue image"
         tag = f"director/site-{site.id}:{op.id}"
-        # The catalogue's setup command for the parent image (admin-written) runs first.
-        setup = next(
-            (i["setup_command"] for i in await self._store.list_images() if i["name"] == image),
-            None,
-        )
         try:
-            await self.pool.client_for(site).build_image(tag, image, packages, setup or None)
+            await self.pool.client_for(site).build_image(tag, image, packages, setup)
         except ComponentCallError as e:
             if e.status == 422:
                 raise PermanentError(

@@ -648,7 +648,10 @@ class Store:
         description: str = "",
         setup_command: str | None = None,
         is_default: bool = False,
+        **more: Any,
     ) -> Deferred[None]:
+        """Add or change a catalogue entry (C{more}: logo, visibility, run_template)."""
+
         def put(conn: Connection) -> None:
             if is_default:
                 conn.execute(update(t.images).values(is_default=False))
@@ -657,6 +660,7 @@ class Store:
                 "description": description,
                 "setup_command": setup_command,
                 "is_default": is_default,
+                **more,
             }
             if (
                 conn.execute(
@@ -664,7 +668,7 @@ class Store:
                 ).rowcount
                 == 0
             ):
-                conn.execute(insert(t.images).values(name=name, is_public=True, **values))
+                conn.execute(insert(t.images).values(name=name, **values))
 
         return self._tx(put)
 
@@ -898,6 +902,7 @@ class Store:
                 disk_usage_bytes=r.disk_usage_bytes,
                 disk_quota_bytes=r.disk_quota_bytes,
                 orchestrator=orchestrators.get(r.orchestrator_id),
+                nginx_snippet=r.nginx_snippet,
             )
             for r in rows
         ]

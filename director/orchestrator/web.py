@@ -464,11 +464,15 @@ class OrchestratorAPI:
             raise BadRequest("bad_parent", "parent must be an image from the catalogue")
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             raise BadRequest("bad_packages", "packages must be a list of Debian package names")
-        setup = body.get("setup_command")
-        if setup is not None and not isinstance(setup, str):
-            raise BadRequest("bad_request", "setup_command must be a string")
+        setup = body.get("setup_commands")
+        if setup is None and isinstance(body.get("setup_command"), str):
+            setup = [line for line in body["setup_command"].split("\n") if line.strip()]
+        if setup is not None and not (
+            isinstance(setup, list) and all(isinstance(c, str) for c in setup)
+        ):
+            raise BadRequest("bad_request", "setup_commands must be a list of strings")
         try:
-            dockerfile = ImageRequest(parent, tuple(packages), setup).dockerfile()
+            dockerfile = ImageRequest(parent, tuple(packages), tuple(setup or ())).dockerfile()
         except ImageError as e:
             raise BadRequest("bad_packages", str(e)) from None
         docker = self._rt().docker

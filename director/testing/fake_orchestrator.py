@@ -28,6 +28,7 @@ from twisted.web.client import ResponseDone
 
 from director.common.client import ComponentCallError
 from director.contract.errors import ValidationError
+from director.contract.images import validate_setup_commands
 from director.orchestrator.databases import DatabaseError, DatabaseHost
 from director.orchestrator.files import LAYOUT, FileError
 from director.orchestrator.images import CUSTOM_TAG
@@ -268,6 +269,10 @@ class FakeOrchestrator:
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             message = "packages must be a list of Debian package names"
             raise refusal(path, 400, "bad_packages", message)
+        try:
+            validate_setup_commands(body.get("setup_commands"))
+        except ValidationError as e:
+            raise refusal(path, 400, "bad_packages", e.reason) from None
         if self.images is not None and parent not in self.images:
             raise refusal(path, 404, "bad_parent", f"image {parent} does not exist")
         if parent in self.failing_builds:

@@ -294,11 +294,18 @@ class OrchestratorContract(ComponentContract):
         )
 
     def test_image_builds(self) -> None:
-        e = self.refused(self.client.build_image("mine:1", IMAGE, [], None))
+        e = self.refused(self.client.build_image("mine:1", IMAGE, []))
         self.assertEqual((e.status, e.code), (400, "bad_tag"))
-        e = self.refused(self.client.build_image("director/site-3:1", "director/nope:1", [], None))
+        e = self.refused(self.client.build_image("director/site-3:1", "director/nope:1", []))
         self.assertEqual((e.status, e.code), (404, "bad_parent"))
-        built = self.call(self.client.build_image("director/site-3:1", IMAGE, ["cowsay"], None))
+        # A setup command is one RUN step: a line break or a trailing backslash (which would
+        # join the next Dockerfile line) is refused before anything is built.
+        for bad in ("echo a\nRUN echo b", "echo a \\", "x" * 1001):
+            e = self.refused(self.client.build_image("director/site-3:1", IMAGE, [], [bad]))
+            self.assertEqual((e.status, e.code), (400, "bad_packages"), bad)
+        built = self.call(
+            self.client.build_image("director/site-3:1", IMAGE, ["cowsay"], ["echo ready"])
+        )
         self.assertEqual(built["tag"], "director/site-3:1")
         self.call(self.client.put_site(3, spec("web", "dynamic", image="director/site-3:1")))
 
