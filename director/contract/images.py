@@ -14,7 +14,9 @@ MAX_SETUP_COMMANDS = 20
 MAX_SETUP_COMMAND = 1000
 #: One line of printable text that does not end in a backslash (which would join the next
 #: Dockerfile line to it): exactly one RUN step of the build, run by /bin/sh in the image.
-SETUP_COMMAND = re.compile(r"[^\x00-\x1f\x7f]{0,%d}[^\x00-\x1f\x7f\\ ]" % (MAX_SETUP_COMMAND - 1))
+SETUP_COMMAND = re.compile(
+    r"[^\x00-\x1f\x7f]{0,999}[^\x00-\x1f\x7f\\ ]"  # at most MAX_SETUP_COMMAND characters
+)
 SETUP_COMMAND_RULE = (
     f"each setup command is one line of at most {MAX_SETUP_COMMAND} characters, without "
     f"control characters or a trailing backslash; at most {MAX_SETUP_COMMANDS} commands"
