@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from director.cli_images import add_parsers as add_image_parsers
 from director.common.atomic import atomic_write
 from director.common.config import COMPONENTS, Config, ConfigError, load_config, parse_config
 from director.common.errors import StartupError
@@ -300,18 +301,9 @@ def check(args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in results) else 1
 
 
-def images_bootstrap(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from director.orchestrator.images import bootstrap
-
-    try:
-        built = bootstrap(force=args.force)
-    except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
-        print(f"director: building the base images failed: {e}", file=sys.stderr)
-        return 1
-    print("built " + ", ".join(built) if built else "base images already present")
-    return 0
+def api_command(args: argparse.Namespace, handler: Any) -> int:
+    """Run C{handler(args, api)} with the API client of C{args} (--token, --url, --config)."""
+    return int(handler(args, _api(args)))
 
 
 def firewall_command(args: argparse.Namespace) -> int:
@@ -945,11 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=restore_command)
 
-    p = sub.add_parser("images", help="site images")
-    images = p.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
-    p = images.add_parser("bootstrap", help="build the offline base images (debootstrap)")
-    p.add_argument("--force", action="store_true", help="rebuild even if present")
-    p.set_defaults(func=images_bootstrap)
+    add_image_parsers(sub, DEFAULT_CONFIG, api_command)
 
     p = sub.add_parser("firewall", help="the sites firewall on this machine (iptables)")
     walls = p.add_subparsers(dest="firewall_command", required=True, metavar="COMMAND")

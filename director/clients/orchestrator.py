@@ -278,6 +278,27 @@ class OrchestratorClient(ComponentAPI):
             f"/v1/sites/{int(site_id)}/files/" + quote(path, safe="/") + ("/" if directory else "")
         )
 
+    async def create_file(
+        self, site_id: int, path: str, data: bytes, mode: str = "644", timeout: float = 30
+    ) -> bool:
+        """
+        Write a small file at C{path} unless one is there: True if written, False if the
+        path already existed (C{409}); other refusals raise.
+        """
+        try:
+            await self.caller.json(
+                "PUT",
+                self.files_path(site_id, path),
+                data=data,
+                params={"mode": mode, "exclusive": "1"},
+                timeout=timeout,
+            )
+        except ComponentCallError as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
     async def files_request(
         self,
         method: str,

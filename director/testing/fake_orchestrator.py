@@ -73,6 +73,8 @@ class FakeOrchestrator:
         self.removed: list[tuple[int, bool]] = []  # (site id, purged)
         self.restarts: list[int] = []
         self.built: dict[str, dict[str, Any]] = {}  # tag -> the build request
+        #: (site id, path) -> (bytes, mode): files written with create_file
+        self.files: dict[tuple[int, str], tuple[bytes, str]] = {}
         self.failing_builds: set[str] = set()  # parents whose builds fail (422)
         self.task_result: dict[str, Any] = {
             "exit_code": 0,
@@ -135,6 +137,11 @@ class FakeOrchestrator:
             ("GET", r"/v1/disk", self._disk),
             ("PUT", r"/v1/sites/(\d+)/archive", lambda i: self._import(path, int(i), kwargs)),
             ("POST", r"/v1/images/build", lambda: self._build(path, body)),
+            (
+                "PUT",
+                r"/v1/sites/(\d+)/files/([^/].*)",
+                lambda i, p: self._create_file(path, int(i), p, kwargs),
+            ),
             ("PUT", r"/v1/databases", lambda: self._put_database(path, body)),
             ("POST", r"/v1/databases/delete", lambda: self._drop_database(path, body)),
             ("POST", r"/v1/databases/query", lambda: self._query(path, body)),
@@ -283,6 +290,17 @@ class FakeOrchestrator:
         if self.images is not None:
             self.images.add(tag)
         return {"tag": tag, "log": ""}
+
+    def _create_file(
+        self, path: str, site_id: int, name: str, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A small file written whole (only C{exclusive} writes: what the manager sends)."""
+        self._site(path, site_id)
+        params = kwargs.get("params") or {}
+        if (site_id, name) in self.files and params.get("exclusive"):
+            raise refusal(path, 409, "exists", f"{name}: already exists")
+        self.files[site_id, name] = (kwargs.get("data") or b"", params.get("mode", "644"))
+        return {"created": name}
 
     def _database(self, path: str, body: Any) -> tuple[FakeDatabaseAdmin, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("host"), dict):

@@ -309,6 +309,14 @@ class OrchestratorContract(ComponentContract):
         self.assertEqual(built["tag"], "director/site-3:1")
         self.call(self.client.put_site(3, spec("web", "dynamic", image="director/site-3:1")))
 
+    def test_create_file(self) -> None:
+        """A new file is written once; a second write of it says it was there (False)."""
+        self.call(self.client.put_site(3, spec("web", "dynamic")))
+        self.assertTrue(self.call(self.client.create_file(3, "run.sh", b"#!/bin/sh\n", "755")))
+        self.assertFalse(self.call(self.client.create_file(3, "run.sh", b"other\n", "755")))
+        e = self.refused(self.client.create_file(99, "run.sh", b"x"))
+        self.assertEqual(e.status, 404)
+
     def test_databases(self) -> None:
         login = DatabaseSpec(
             DatabaseHost.from_record(HOST), "site_db", "site_user", "secret-password"

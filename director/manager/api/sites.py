@@ -9,7 +9,7 @@ from twisted.web.iweb import IRequest
 
 from director.common.client import ComponentCallError
 from director.common.web import render_json
-from director.manager import models
+from director.manager import catalogue, models
 from director.manager.access import authenticated
 from director.manager.api.base import (
     FALLBACK_IMAGE,
@@ -50,8 +50,20 @@ class SiteRoutes(ManagerBase):
             raise APIError(403, "guidelines", "accept the guidelines before creating sites")
         body = read_object(
             request,
-            {"name", "type", "description", "users", "purpose", "agreement", "orchestrator"},
+            {
+                "name",
+                "type",
+                "description",
+                "users",
+                "purpose",
+                "agreement",
+                "orchestrator",
+                "image",
+            },
         )
+        image = body.get("image")
+        if image is not None:
+            await self.check_image_choice(user, image)
         orchestrator = body.get("orchestrator")
         if orchestrator is not None and not user.is_admin:
             raise APIError(403, "forbidden", "only administrators choose a site's orchestrator")
@@ -77,7 +89,7 @@ class SiteRoutes(ManagerBase):
         )
         await self.check_members(user, members, purpose, kind, "enabled")
         site, op = await self.site_service.record_new(
-            user, name, kind, purpose, description, members, orchestrator
+            user, name, kind, purpose, description, members, orchestrator, image
         )
         await self.store.audit(user, "create_site", name, {"type": kind, "members": members})
         self.engine.wake()
@@ -145,10 +157,9 @@ class SiteRoutes(ManagerBase):
         if "image" in body or "packages" in body:
             if kind == "rename_site":
                 raise APIError(400, "one_change", "rename the site and change its image separately")
-            images = {i["name"] for i in await self.store.list_images()} | {FALLBACK_IMAGE}
             image = body.get("image", site.image)
-            if image not in images:
-                raise Conflict("unknown_image", "choose an image from the catalogue")
+            if image != site.image:
+                await self.check_image_choice(user, image)
             # The record keeps the image it runs until the build succeeds: the request
             # travels in the operation's params (and stays there if the build fails).
             params["image"] = image
@@ -197,6 +208,18 @@ class SiteRoutes(ManagerBase):
             {"site": self.site_json(updated, user), "operation": op.to_json() if op else None},
             202,
         )
+
+    async def check_image_choice(self, user: User, image: object) -> None:
+        """
+        409 unless C{user} may choose C{image}: in the catalogue and visible to them (an
+        image hidden from them is answered as one that is not there).
+        """
+        images = await self.store.list_images()
+        entry = next((i for i in images if i["name"] == image), None)
+        if entry is None and image == FALLBACK_IMAGE:
+            return  # what a site gets when the catalogue is empty
+        if entry is None or not catalogue.visible_to(user, entry):
+            raise Conflict("unknown_image", "choose an image from the catalogue")
 
     @app.route("/api/v1/sites/<name>", methods=["DELETE"])
     @authenticated()
