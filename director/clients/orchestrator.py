@@ -56,6 +56,15 @@ class OrchestratorClient(ComponentAPI):
         )
         return status
 
+    async def check_nginx(self, site_id: int, spec: Mapping[str, Any], timeout: float = 30) -> None:
+        """
+        Whether the orchestrator's nginx takes the site's server block for C{spec} (nothing
+        changes): a L{ComponentCallError} 400 C{bad_nginx_snippet} with nginx's words if not.
+        """
+        await self.caller.json(
+            "POST", f"/v1/sites/{site_id}/nginx-check", json=dict(spec), timeout=timeout
+        )
+
     async def site_status(self, site_id: int, timeout: float = 10) -> dict[str, Any]:
         """Whether the site runs, is starting, its error and last log lines; 404 if unknown."""
         status: dict[str, Any] = await self.caller.json(

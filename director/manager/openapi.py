@@ -11,7 +11,7 @@ from typing import Any
 from director.contract.databases import HOST_ADDRESS
 from director.contract.domains import domain_schema
 from director.contract.sites import BODY_SIZE, LIMIT_RANGES
-from director.manager import models
+from director.manager import catalogue, models
 from director.manager.passwords import MAX_LENGTH, MIN_LENGTH
 
 # Each constraint below is the one the route checks (models.py, api.py), so that input the
@@ -300,6 +300,12 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                     "the healthy active one with the fewest sites); 409 if it is unknown, "
                     "draining or unavailable",
                 },
+                "image": {
+                    "type": "string",
+                    "maxLength": 200,
+                    "description": "a catalogue image you may choose (else the default); "
+                    "409 unknown_image otherwise",
+                },
             },
             ("name",),
         ),
@@ -310,7 +316,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "patch",
         "/api/v1/sites/{name}",
         "Change a site: name, description, type, members, image and packages; admins also "
-        "availability, limits and comments",
+        "availability, limits, comments and nginx_snippet (raw nginx directives for the "
+        "site's server block, checked with nginx -t first: 400 with nginx's message)",
         _obj(
             {
                 "name": NAME,
@@ -328,6 +335,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "limits": LIMITS,
                 "admin_comments": TEXT,
                 "public_comment": TEXT,
+                "nginx_snippet": {"type": ["string", "null"], "maxLength": 10000},
             }
         )
         # a rename goes alone: the image and packages change in an operation of their own
@@ -625,7 +633,13 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         | {"minProperties": 1},
         200,
     ),
-    ("get", "/api/v1/images", "The image catalogue", None, 200),
+    (
+        "get",
+        "/api/v1/images",
+        "The image catalogue: the images you may choose (admins: every image)",
+        None,
+        200,
+    ),
     (
         "delete",
         "/api/v1/images",
@@ -643,7 +657,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     (
         "put",
         "/api/v1/images",
-        "Add or change a catalogue image (admins)",
+        "Add or change a catalogue image (admins); fields left out keep their value",
         _obj(
             {
                 "name": {
@@ -652,7 +666,21 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 },
                 "friendly_name": {"type": "string", "minLength": 1, "maxLength": 100},
                 "description": TEXT,
-                "setup_command": {"type": ["string", "null"], "maxLength": 10000},
+                "logo": {"enum": [*catalogue.LOGOS, None]},
+                "visibility": {"enum": list(catalogue.VISIBILITY)},
+                "setup_commands": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 1000},
+                    "maxItems": 20,
+                    "description": "one-line shell commands, each one RUN step of a site's "
+                    "image build on this image",
+                },
+                "setup_command": {
+                    "type": ["string", "null"],
+                    "maxLength": 20000,
+                    "description": "the same, one command a line (older form)",
+                },
+                "run_template": {"type": ["string", "null"], "maxLength": 10000},
                 "is_default": {"type": "boolean"},
             },
             ("name",),

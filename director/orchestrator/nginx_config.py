@@ -83,6 +83,7 @@ def needs_own_file(site: HostedSite) -> bool:
         site.type == "static"
         and site.availability == "enabled"
         and site.limits.client_max_body_size == "1m"
+        and not site.nginx_snippet
     )
 
 
@@ -112,5 +113,7 @@ def site_config(
         "port": SITE_PORT,
         "pages_dir": pages_dir,
         "not_running": NginxText(NOT_RUNNING_PAGE),
+        # An administrator's own directives, as they wrote them (nginx -t'd before kept).
+        "snippet": NginxText(site.nginx_snippet) if site.nginx_snippet else None,
     }
     return NGINX_TEMPLATES.get_template("orchestrator-site.conf.j2").render(**context)

@@ -153,6 +153,7 @@ def _site_from_json(data: dict[str, Any]) -> HostedSite:
     data = dict(data)
     data["limits"] = Limits(**data["limits"])
     data["custom_domains"] = tuple(data["custom_domains"])
+    data.setdefault("nginx_snippet", None)  # applied before snippets existed
     return HostedSite(**data)
 
 
@@ -935,6 +936,25 @@ class SiteRuntime:
                 id=site.id,
             )
             await self._set_upstream(site, [])
+
+    async def check_nginx(self, site: HostedSite) -> None:
+        """
+        Whether nginx takes C{site}'s server block as it would be written now (with an
+        administrator's snippet, say): L{NginxError} with nginx's message if not. Nothing
+        is written where nginx reads, and nothing is reloaded.
+        """
+        check = getattr(self._nginx, "check_alone", None)
+        if check is None:
+            return  # an nginx without a separate check (unit tests): the shape was checked
+        text = site_config(
+            site,
+            self._listen,
+            self._domain,
+            self.paths.site_dir(site.id),
+            self.upstreams.get(site.id, []),
+            self.paths.pages,
+        )
+        await check(text)
 
     async def _set_upstream(self, site: HostedSite, upstream: list[str]) -> None:
         text = site_config(

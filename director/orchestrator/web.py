@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from typing import Any
 
@@ -72,6 +73,13 @@ def _file_path(request: Any, site_id: int) -> str:
         return path_after(request, f"/v1/sites/{site_id}/files")
     except UnicodeDecodeError:
         raise BadRequest("bad_path", "paths must be UTF-8") from None
+
+
+def _nginx_message(output: str) -> str:
+    """nginx's complaint about a site's file, without the scratch file's path."""
+    lines = [line for line in output.splitlines() if "[emerg]" in line or "[warn]" in line]
+    text = "; ".join(lines) or output or "nginx refused the configuration"
+    return re.sub(r"in /\S*/check-alone/[0-9a-f]{32}\.conf", "in the snippet's server block", text)
 
 
 class OrchestratorAPI:
@@ -221,6 +229,20 @@ class OrchestratorAPI:
         if self._disk is not None and self._disk.used(site_id) is None:
             self._disk.changed(site_id)  # a new site: measured now, not at the next round
         return render_json(request, applied)
+
+    @app.route("/v1/sites/<int:site_id>/nginx-check", methods=["POST"])
+    async def check_site_nginx(self, request: IRequest, site_id: int) -> bytes:
+        """
+        Whether nginx would take the site's server block for this spec (an administrator's
+        snippet, before the manager keeps it): 400 bad_nginx_snippet with nginx's message if
+        not. Nothing changes either way.
+        """
+        site = parse_site(site_id, _json_body(request))
+        try:
+            await self._rt().check_nginx(site)
+        except NginxError as e:
+            raise BadRequest("bad_nginx_snippet", _nginx_message(e.output)) from None
+        return render_json(request, {"ok": True})
 
     @app.route("/v1/sites/<int:site_id>", methods=["GET"])
     async def get_site(self, request: IRequest, site_id: int) -> bytes:

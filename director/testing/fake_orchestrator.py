@@ -73,6 +73,8 @@ class FakeOrchestrator:
         self.removed: list[tuple[int, bool]] = []  # (site id, purged)
         self.restarts: list[int] = []
         self.built: dict[str, dict[str, Any]] = {}  # tag -> the build request
+        #: text that makes a snippet fail the fake's `nginx -t`
+        self.bad_snippets: list[str] = ["bogus_directive"]
         #: (site id, path) -> (bytes, mode): files written with create_file
         self.files: dict[tuple[int, str], tuple[bytes, str]] = {}
         self.failing_builds: set[str] = set()  # parents whose builds fail (422)
@@ -131,6 +133,11 @@ class FakeOrchestrator:
             ("GET", r"/v1/sites", self._list),
             ("PUT", r"/v1/sites/(\d+)", lambda i: self._put(path, int(i), body)),
             ("GET", r"/v1/sites/(\d+)", lambda i: self._status(path, int(i))),
+            (
+                "POST",
+                r"/v1/sites/(\d+)/nginx-check",
+                lambda i: self._check_nginx(path, int(i), body),
+            ),
             ("DELETE", r"/v1/sites/(\d+)", lambda i: self._remove(int(i), params)),
             ("POST", r"/v1/sites/(\d+)/restart", lambda i: self._restart(path, int(i))),
             ("POST", r"/v1/sites/(\d+)/tasks/run", lambda i: self._run(path, int(i), body)),
@@ -290,6 +297,17 @@ class FakeOrchestrator:
         if self.images is not None:
             self.images.add(tag)
         return {"tag": tag, "log": ""}
+
+    def _check_nginx(self, path: str, site_id: int, body: Any) -> dict[str, Any]:
+        """A spec's server block checked: C{bad_snippets} are what this fake's nginx refuses."""
+        try:
+            site = parse_site(site_id, body)
+        except ValidationError as e:
+            raise refusal(path, 400, "invalid", str(e)) from None
+        if site.nginx_snippet and any(bad in site.nginx_snippet for bad in self.bad_snippets):
+            message = f'[emerg] unknown directive in the snippet: "{site.nginx_snippet.split()[0]}"'
+            raise refusal(path, 400, "bad_nginx_snippet", message)
+        return {"ok": True}
 
     def _create_file(
         self, path: str, site_id: int, name: str, kwargs: dict[str, Any]

@@ -309,6 +309,14 @@ class OrchestratorContract(ComponentContract):
         self.assertEqual(built["tag"], "director/site-3:1")
         self.call(self.client.put_site(3, spec("web", "dynamic", image="director/site-3:1")))
 
+    def test_check_nginx(self) -> None:
+        """A spec's server block is checked without changing anything; bad shapes are 400."""
+        self.call(self.client.check_nginx(3, spec("web", nginx_snippet="add_header X-A b;\n")))
+        e = self.refused(self.client.check_nginx(3, spec("web", nginx_snippet="}")))
+        self.assertEqual(e.status, 400)
+        e = self.refused(self.client.check_nginx(3, spec("web", nginx_snippet="server {")))
+        self.assertEqual(e.status, 400)
+
     def test_create_file(self) -> None:
         """A new file is written once; a second write of it says it was there (False)."""
         self.call(self.client.put_site(3, spec("web", "dynamic")))
