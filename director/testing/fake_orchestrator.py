@@ -75,8 +75,6 @@ class FakeOrchestrator:
         self.built: dict[str, dict[str, Any]] = {}  # tag -> the build request
         #: text that makes a snippet fail the fake's `nginx -t`
         self.bad_snippets: list[str] = ["bogus_directive"]
-        #: (site id, path) -> (bytes, mode): files written with create_file
-        self.files: dict[tuple[int, str], tuple[bytes, str]] = {}
         self.failing_builds: set[str] = set()  # parents whose builds fail (422)
         self.task_result: dict[str, Any] = {
             "exit_code": 0,
@@ -315,9 +313,12 @@ class FakeOrchestrator:
         """A small file written whole (only C{exclusive} writes: what the manager sends)."""
         self._site(path, site_id)
         params = kwargs.get("params") or {}
-        if (site_id, name) in self.files and params.get("exclusive"):
+        entries = self._site_files(site_id)
+        key = tuple(name.split("/"))
+        if key in entries and params.get("exclusive"):
             raise refusal(path, 409, "exists", f"{name}: already exists")
-        self.files[site_id, name] = (kwargs.get("data") or b"", params.get("mode", "644"))
+        mode = int(params.get("mode", "644"), 8)
+        entries[key] = FakeEntry("file", mode, 0.0, kwargs.get("data") or b"")
         return {"created": name}
 
     def _database(self, path: str, body: Any) -> tuple[FakeDatabaseAdmin, Any]:

@@ -197,15 +197,14 @@ class CatalogueAPITests(SynchronousTestCase):
         )
         self.assertEqual(code, 202, body)
         site_id = body["site"]["id"]
-        self.assertEqual(
-            self.h.orchestrator.files[site_id, "run.sh"], (b"#!/bin/sh\nexec node app.js\n", "755")
-        )
+        entry = self.h.orchestrator.files[site_id][("run.sh",)]
+        self.assertEqual((entry.data, entry.mode), (b"#!/bin/sh\nexec node app.js\n", 0o755))
         restarts = [c for c in self.h.orchestrator.calls if c[1].endswith("/restart")]
         self.assertEqual(len(restarts), 1)
         # A static site gets none.
         self.call("POST", "/api/v1/sites", self.admin, {"name": "plain"})
         plain = self.h.result(self.h.store.get_site("plain"))
-        self.assertNotIn((plain.id, "run.sh"), self.h.orchestrator.files)
+        self.assertNotIn(("run.sh",), self.h.orchestrator.files.get(plain.id, {}))
 
     def test_nginx_snippets_are_for_admins_and_checked(self) -> None:
         self.call("POST", "/api/v1/sites", self.student, {"name": "web"})
