@@ -7,6 +7,7 @@ the catalogue's rules as plain values.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,53 @@ class MigrationTests(SynchronousTestCase):
         self.assertEqual(scalar("SELECT is_public FROM images WHERE name = 'a/shut:1'"), 0)
         self.assertNotIn("nginx_snippet", {c["name"] for c in inspect(engine).get_columns("sites")})
         self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
+
+
+class CataloguePageTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from tests.unit.test_dashboard import DashboardHarness
+
+        self.d = DashboardHarness()
+        self.d.user("alice")
+        self.d.user("root", role="admin")
+        store = self.d.h.store
+        self.d.result(store.put_image("director/python:3", "Python 3", "", None, True))
+        self.d.result(
+            store.put_image(
+                NODE, "Node.js", "", "npm -v", False, visibility="hidden", logo="nodejs"
+            )
+        )
+        self.site = self.d.site("alice-site", ["alice"])
+        self.alice = self.d.session("alice")[0]
+        self.root = self.d.session("root")[0]
+
+    def test_students_settings_page_lists_only_their_images(self) -> None:
+        _, page = self.d.request("GET", "/sites/alice-site/settings", self.alice)
+        self.assertIn('value="director/python:3"', page)
+        self.assertNotIn(NODE, page)
+        self.assertNotIn("nginx-snippet", page)  # the snippet form is the admins'
+        _, page = self.d.request("GET", "/sites/alice-site/settings", self.root)
+        self.assertIn(f'value="{NODE}"', page)
+        self.assertIn('src="/static/logos/nodejs.svg"', page)
+        self.assertIn('id="nginx-snippet"', page)
+
+    def test_admin_images_page_shows_every_field(self) -> None:
+        self.assertEqual(self.d.request("GET", "/admin/images", self.alice)[0].code, 404)
+        response, page = self.d.request("GET", "/admin/images", self.root)
+        self.assertEqual(response.code, 200)
+        self.assertIn('src="/static/logos/nodejs.svg"', page)
+        self.assertIn("RUN npm -v", page)
+        self.assertIn("hidden", page)
+        response, _ = self.d.request("GET", "/static/logos/nodejs.svg", self.root)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["image/svg+xml"])
+
+    def test_admin_domains_page(self) -> None:
+        """Every custom domain with its site; the certificate is unknown without a router's word."""
+        store = self.d.h.store
+        self.d.result(store.update_site(self.site.id, {}, domains=["www.alice.example"]))
+        self.assertEqual(self.d.request("GET", "/admin/domains", self.alice)[0].code, 404)
+        response, page = self.d.request("GET", "/admin/domains", self.root)
+        self.assertEqual(response.code, 200)
+        row = re.search(r'<tr data-domain="www.alice.example">(.*?)</tr>', page, re.S)
+        assert row is not None
+        self.assertIn('href="/sites/alice-site/settings"', row.group(1))

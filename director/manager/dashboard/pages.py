@@ -19,11 +19,13 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from klein import Klein
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from director.clients import RouterClient
 from director.contract.sites import MAX_SITE_NAME_LENGTH, SITE_NAME_PATTERN
+from director.manager import catalogue
 from director.manager.access import Access, SignedIn
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
@@ -63,20 +65,6 @@ STATIC = HERE / "static"
 SITES_PER_PAGE = 30  # as the original Director
 # Operation types a member may retry after a failure they can fix themselves.
 USER_RECOVERABLE = ("set_image", "create_database", "restart", "set_domains")
-# run.sh templates offered on the settings page, by image name prefix.
-RUN_SH_TEMPLATES = {
-    "director/python": (
-        "#!/bin/sh\n"
-        "# Serves public/ with Python's built-in server; replace with your app's command.\n"
-        'exec python3 -m http.server "$PORT" --bind "$HOST" --directory public\n'
-    ),
-    "": (
-        "#!/bin/sh\n"
-        "# Start your server here. It must listen on $PORT and bind to $HOST.\n"
-        'echo "run.sh: nothing to run yet (edit run.sh)"\n'
-        "exec sleep infinity\n"
-    ),
-}
 
 
 # People-readable names of operations and their steps (the scripts use the same words).
@@ -673,7 +661,11 @@ class Dashboard:
     async def site_settings(self, request: Any, name: str) -> bytes:
         viewer = await self.require(request)
         site = await self.site_for(viewer, name)
-        images = await self.store.list_images()
+        images = [
+            catalogue.entry_json(i)
+            for i in await self.store.list_images()
+            if catalogue.visible_to(viewer.user, i) or i["name"] == site.image
+        ]
         operations = await self._operations(site, 3)
         failed_image = next(
             (o for o in operations[:1] if o.status == "failed" and o.type == "set_image"), None
@@ -690,17 +682,10 @@ class Dashboard:
             section="sites",
             site=site,
             images=images,
-            run_sh=self._run_sh_templates(images),
+            run_sh={i["name"]: i["run_template"] for i in images},
             failed_image=failed_image,
             certificates=certificates,
         )
-
-    def _run_sh_templates(self, images: list[dict[str, Any]]) -> dict[str, str]:
-        out = {}
-        for image in images:
-            prefix = next((p for p in RUN_SH_TEMPLATES if p and image["name"].startswith(p)), "")
-            out[image["name"]] = RUN_SH_TEMPLATES[prefix]
-        return out
 
     async def _certificates(self, site: Site) -> dict[str, dict[str, Any]]:
         """The router's view of the site's custom domains' certificates (empty if unknown)."""
@@ -864,7 +849,33 @@ class Dashboard:
             title="Images",
             section="admin",
             tab="images",
-            images=await self.store.list_images(),
+            images=[catalogue.entry_json(i) for i in await self.store.list_images()],
+            logos=[logo for logo in catalogue.LOGOS if logo],
+            visibility=catalogue.VISIBILITY,
+        )
+
+    @app.route("/admin/domains", methods=["GET"])
+    async def admin_domains(self, request: Any) -> bytes:
+        """Every custom domain, with its site and (when a router answers) its certificate."""
+        self.require_admin(await self.require(request))
+        sites = [s for s in await self.store.list_sites(None, [], 5000, 0) if s.domains]
+        # The routers are asked about every site at once (each call times out after 5 s).
+        states = await gatherResults(
+            [Deferred.fromCoroutine(self._certificates(site)) for site in sites]
+        )
+        rows = []
+        for site, certificates in zip(sites, states, strict=True):
+            for domain in site.domains:
+                rows.append(
+                    {"domain": domain, "site": site, "certificate": certificates.get(domain)}
+                )
+        return await self.render(
+            request,
+            "admin/domains.html",
+            title="Custom domains",
+            section="admin",
+            tab="domains",
+            domains=sorted(rows, key=lambda r: r["domain"]),
         )
 
     @app.route("/admin/limits", methods=["GET"])
