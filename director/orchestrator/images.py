@@ -164,6 +164,14 @@ def _docker_has(tag: str) -> bool:
     return isinstance(labels, dict) and labels.get(VERSION_LABEL) == IMAGE_VERSION
 
 
+def image_present(tag: str) -> bool:
+    """Whether Docker has C{tag}, built from the current recipe (blocking: for the CLI)."""
+    try:
+        return _docker_has(tag)
+    except OSError:
+        return False
+
+
 def bootstrap(
     force: bool = False, log: object = print, only: tuple[str, ...] | None = None
 ) -> list[str]:
