@@ -103,6 +103,9 @@ async def _dynamic(
 ) -> None:
     await o.client.json("PUT", f"/v1/sites/{site_id}", json={"name": name, "type": "static"})
     for path, data in files.items():
+        parent = path.rsplit("/", 1)[0]
+        if parent.count("/"):  # below public/ or private/: made first (as the editor does)
+            await put_file(o, site_id, parent + "/", b"")
         await put_file(o, site_id, path, data)
     await put_file(o, site_id, "run.sh", run_sh.encode(), mode="755")
     await o.client.json(
