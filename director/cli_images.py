@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from director.manager.catalogue import LOGOS, VISIBILITY
 
@@ -67,7 +68,7 @@ def catalogue_command(args: argparse.Namespace, api: Any) -> int:
                     print(f"    RUN {command}")
             return 0
         if args.images_command == "delete":
-            api.delete(f"/api/v1/images?name={args.name}")
+            api.delete("/api/v1/images?" + urlencode({"name": args.name}))
             print(f"{args.name} taken out of the catalogue")
             return 0
         names = {i["name"] for i in api.get("/api/v1/images")["images"]}

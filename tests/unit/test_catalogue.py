@@ -354,3 +354,79 @@ class CataloguePageTests(SynchronousTestCase):
         row = re.search(r'<tr data-domain="www.alice.example">(.*?)</tr>', page, re.S)
         assert row is not None
         self.assertIn('href="/sites/alice-site/settings"', row.group(1))
+
+
+class FakeAPI:
+    """What `director images` sends, answered from a list of catalogue entries."""
+
+    def __init__(self) -> None:
+        self.images: list[dict[str, Any]] = [
+            {"name": "director/python:3", "friendly_name": "Python 3", "visibility": "everyone"}
+            | {"is_default": True, "setup_commands": []}
+        ]
+        self.sent: list[tuple[str, str, Any]] = []
+
+    def get(self, path: str) -> Any:
+        return {"images": self.images}
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        self.sent.append((method, path, body))
+        return {"images": self.images}
+
+    def delete(self, path: str) -> Any:
+        self.sent.append(("DELETE", path, None))
+        return {}
+
+
+class ImagesCommandTests(SynchronousTestCase):
+    def run_cli(self, api: FakeAPI, *argv: str) -> int:
+        import argparse
+
+        from director.cli_images import add_parsers
+
+        parser = argparse.ArgumentParser()
+        add_parsers(
+            parser.add_subparsers(dest="command"), "etc/director.toml", lambda a, h: h(a, api)
+        )
+        args = parser.parse_args(["images", *argv])
+        return int(args.func(args))
+
+    def test_add_sends_every_option_and_edit_only_what_is_given(self) -> None:
+        api = FakeAPI()
+        code = self.run_cli(
+            api,
+            "add",
+            NODE,
+            "--friendly-name",
+            "Node.js",
+            "--logo",
+            "nodejs",
+            "--visibility",
+            "teachers",
+            "--setup",
+            "npm -v",
+            "--setup",
+            "node -v",
+        )
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            api.sent[-1],
+            (
+                "PUT",
+                "/api/v1/images",
+                {
+                    "name": NODE,
+                    "friendly_name": "Node.js",
+                    "logo": "nodejs",
+                    "visibility": "teachers",
+                    "setup_commands": ["npm -v", "node -v"],
+                },
+            ),
+        )
+        api.images.append({"name": NODE})
+        self.assertEqual(self.run_cli(api, "edit", NODE, "--visibility", "hidden"), 0)
+        self.assertEqual(api.sent[-1][2], {"name": NODE, "visibility": "hidden"})
+        self.assertEqual(self.run_cli(api, "add", NODE), 1)  # there already: use edit
+        self.assertEqual(self.run_cli(api, "edit", "director/none:1"), 1)
+        self.assertEqual(self.run_cli(api, "delete", NODE), 0)
+        self.assertEqual(api.sent[-1][:2], ("DELETE", "/api/v1/images?name=director%2Fnode%3A18"))
