@@ -28,11 +28,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from director.common.atomic import atomic_write
+from director.common.nginx import NginxError
 from director.common.threads import Runner
 from director.orchestrator.docker_gateway import ContainerEvent, IDockerGateway, TaskInfo
 from director.orchestrator.files import FileError, FileLimits, SiteFiles
 from director.orchestrator.firewall import LINK_LOCAL, IFirewall, SitesFirewall, host_port
-from director.orchestrator.nginx_config import needs_own_file, site_config, site_file_name
+from director.orchestrator.nginx_config import (
+    needs_own_file,
+    site_config,
+    site_file_name,
+    snippet_error,
+)
 from director.orchestrator.site_nginx import NginxFiles
 from director.orchestrator.sites import (
     SITE_PORT,
@@ -954,7 +960,10 @@ class SiteRuntime:
             self.upstreams.get(site.id, []),
             self.paths.pages,
         )
-        await check(text)
+        try:
+            await check(text)
+        except NginxError as e:
+            raise NginxError(str(e), snippet_error(e.output, text)) from None
 
     async def _set_upstream(self, site: HostedSite, upstream: list[str]) -> None:
         text = site_config(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from typing import Any
 
@@ -73,13 +72,6 @@ def _file_path(request: Any, site_id: int) -> str:
         return path_after(request, f"/v1/sites/{site_id}/files")
     except UnicodeDecodeError:
         raise BadRequest("bad_path", "paths must be UTF-8") from None
-
-
-def _nginx_message(output: str) -> str:
-    """nginx's complaint about a site's file, without the scratch file's path."""
-    lines = [line for line in output.splitlines() if "[emerg]" in line or "[warn]" in line]
-    text = "; ".join(lines) or output or "nginx refused the configuration"
-    return re.sub(r"in /\S*/check-alone/[0-9a-f]{32}\.conf", "in the snippet's server block", text)
 
 
 class OrchestratorAPI:
@@ -241,7 +233,7 @@ class OrchestratorAPI:
         try:
             await self._rt().check_nginx(site)
         except NginxError as e:
-            raise BadRequest("bad_nginx_snippet", _nginx_message(e.output)) from None
+            raise BadRequest("bad_nginx_snippet", e.output) from None
         return render_json(request, {"ok": True})
 
     @app.route("/v1/sites/<int:site_id>", methods=["GET"])

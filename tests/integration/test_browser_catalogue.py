@@ -77,7 +77,7 @@ def test_catalogue_snippets_and_domains(chromium: Any, d: Director) -> None:
     page.click("#nginx-snippet-form button[type=submit]")
     error = page.locator("#nginx-snippet-form [data-error-for=form]")
     error.wait_for(state="visible")
-    assert 'unknown directive "bogus_directive"' in error.inner_text()
+    assert 'unknown directive "bogus_directive" at line 1 of the snippet' in error.inner_text()
     admin.shot("42-bad-nginx-snippet")
     # the refused PATCH (its 400) is the only thing the browser may log
     assert [p for p in admin.problems if "status of 400" not in p] == []

@@ -55,7 +55,7 @@ async def test_nginx_snippet_is_checked_then_served(host: Orchestrator) -> None:
         raise AssertionError("nginx took a bogus directive")
     except ComponentCallError as e:
         assert (e.status, e.code) == (400, "bad_nginx_snippet"), e.body
-        assert 'unknown directive "bogus_directive"' in e.detail, e.detail
+        assert e.detail == 'unknown directive "bogus_directive" at line 1 of the snippet', e.detail
         assert "check-alone" not in e.detail  # no scratch path leaks
     await served(o, "snip1", 200, b"snippet site")
     # A good one passes the check, and once applied is served.

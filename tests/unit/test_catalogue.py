@@ -88,6 +88,25 @@ class CatalogueRuleTests(SynchronousTestCase):
                 validate_nginx_snippet(bad)
 
 
+class SnippetErrorTests(SynchronousTestCase):
+    def test_nginx_words_with_the_snippets_line(self) -> None:
+        """nginx's complaint names the snippet's own line, and no scratch path."""
+        from director.orchestrator.nginx_config import site_config, snippet_error
+        from director.orchestrator.sites import HostedSite
+
+        site = HostedSite(1, "web", "static", nginx_snippet="add_header A b;\nbogus on;\n")
+        text = site_config(site, "127.0.0.1:1", "sites.test", Path("/s"), [])
+        line = text.splitlines().index("bogus on;") + 1
+        output = (
+            f'nginx: [emerg] unknown directive "bogus" in /v/nginx/check-alone/{"a" * 32}.conf:'
+            f"{line}\nnginx: configuration file /v/nginx/check.conf test failed\n"
+        )
+        self.assertEqual(
+            snippet_error(output, text), 'unknown directive "bogus" at line 2 of the snippet'
+        )
+        self.assertEqual(snippet_error("", text), "nginx refused the configuration")
+
+
 class CatalogueAPITests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))

@@ -238,7 +238,7 @@ class SiteRoutes(ManagerBase):
             await self.pool.client_for(site).check_nginx(site.id, spec.to_json())
         except ComponentCallError as e:
             if e.status == 400:
-                raise APIError(400, "bad_nginx_snippet", f"nginx: {e.detail}") from None
+                raise APIError(400, "bad_nginx_snippet", f"nginx -t: {e.detail}") from None
             raise
         return snippet
 
