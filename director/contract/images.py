@@ -12,14 +12,18 @@ from director.contract.errors import ValidationError
 
 MAX_SETUP_COMMANDS = 20
 MAX_SETUP_COMMAND = 1000
-#: One line of printable text that does not end in a backslash (which would join the next
-#: Dockerfile line to it): exactly one RUN step of the build, run by /bin/sh in the image.
-SETUP_COMMAND = re.compile(
-    r"[^\x00-\x1f\x7f]{0,999}[^\x00-\x1f\x7f\\ ]"  # at most MAX_SETUP_COMMAND characters
+#: One line of printable text (no C0 or C1 control characters or Unicode line separators)
+#: that does not end in a space or a backslash (which would join the next Dockerfile line to
+#: it): exactly one RUN step of the build, run by /bin/sh in the image. The same pattern is
+#: the OpenAPI document's (ECMA and Python read it alike).
+SETUP_COMMAND_PATTERN = (
+    "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]{0,999}[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\\\ ]$"
 )
+SETUP_COMMAND = re.compile(SETUP_COMMAND_PATTERN)
 SETUP_COMMAND_RULE = (
     f"each setup command is one line of at most {MAX_SETUP_COMMAND} characters, without "
-    f"control characters or a trailing backslash; at most {MAX_SETUP_COMMANDS} commands"
+    "control characters, not ending in a space or a backslash; "
+    f"at most {MAX_SETUP_COMMANDS} commands"
 )
 
 
@@ -31,9 +35,9 @@ def validate_setup_commands(value: object) -> tuple[str, ...]:
         raise ValidationError("setup_commands", SETUP_COMMAND_RULE)
     commands = []
     for command in value:
-        if not isinstance(command, str) or not SETUP_COMMAND.fullmatch(command.strip()):
+        if not isinstance(command, str) or not SETUP_COMMAND.fullmatch(command):
             raise ValidationError(
                 "setup_commands", f"{SETUP_COMMAND_RULE}; got {str(command)[:60]!r}"
             )
-        commands.append(command.strip())
+        commands.append(command)
     return tuple(commands)

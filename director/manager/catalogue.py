@@ -30,7 +30,6 @@ FIELDS = (
     "logo",
     "visibility",
     "setup_commands",
-    "setup_command",
     "run_template",
     "is_default",
 )
@@ -107,10 +106,12 @@ def validate_entry(body: dict[str, Any], current: dict[str, Any] | None) -> dict
     visibility = body.get("visibility", old.get("visibility", "everyone"))
     if visibility not in VISIBILITY:
         raise ValidationError("visibility", f"one of {', '.join(VISIBILITY)}")
-    if "setup_commands" in body and "setup_command" in body:
-        raise ValidationError("setup_commands", "send setup_commands or setup_command, not both")
-    raw_setup = body.get("setup_commands", body.get("setup_command", old.get("setup_command")))
-    commands = validate_setup_commands(raw_setup)
+    if "setup_commands" in body:
+        commands = validate_setup_commands(body["setup_commands"])
+        if isinstance(body["setup_commands"], str):
+            raise ValidationError("setup_commands", "a list of one-line commands")
+    else:
+        commands = setup_commands(old.get("setup_command"))
     template = body.get("run_template", old.get("run_template"))
     if template is not None and (
         not isinstance(template, str) or len(template) > MAX_RUN_TEMPLATE or "\x00" in template
@@ -119,8 +120,6 @@ def validate_entry(body: dict[str, Any], current: dict[str, Any] | None) -> dict
     is_default = body.get("is_default", old.get("is_default", False))
     if not isinstance(is_default, bool):
         raise ValidationError("is_default", "true or false")
-    if is_default and visibility != "everyone":
-        raise ValidationError("is_default", "the default image must be visible to everyone")
     return {
         "name": name,
         "friendly_name": friendly,
@@ -131,6 +130,13 @@ def validate_entry(body: dict[str, Any], current: dict[str, Any] | None) -> dict
         "run_template": template or None,
         "is_default": is_default,
     }
+
+
+def default_refusal(entry: dict[str, Any]) -> str | None:
+    """Why C{entry} (a L{validate_entry} result) cannot be saved as it is, if it cannot."""
+    if entry["is_default"] and entry["visibility"] != "everyone":
+        return "the default image must be visible to everyone"
+    return None
 
 
 def visible_to(user: User, image: dict[str, Any]) -> bool:

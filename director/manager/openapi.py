@@ -10,6 +10,7 @@ from typing import Any
 
 from director.contract.databases import HOST_ADDRESS
 from director.contract.domains import domain_schema
+from director.contract.images import SETUP_COMMAND_PATTERN
 from director.contract.sites import BODY_SIZE, LIMIT_RANGES
 from director.manager import catalogue, models
 from director.manager.passwords import MAX_LENGTH, MIN_LENGTH
@@ -657,7 +658,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     (
         "put",
         "/api/v1/images",
-        "Add or change a catalogue image (admins); fields left out keep their value",
+        "Add or change a catalogue image (admins); fields left out keep their value; 409 "
+        "default_visibility when the default image would not be visible to everyone",
         _obj(
             {
                 "name": {
@@ -670,15 +672,10 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "visibility": {"enum": list(catalogue.VISIBILITY)},
                 "setup_commands": {
                     "type": "array",
-                    "items": {"type": "string", "minLength": 1, "maxLength": 1000},
+                    "items": {"type": "string", "pattern": SETUP_COMMAND_PATTERN},
                     "maxItems": 20,
                     "description": "one-line shell commands, each one RUN step of a site's "
                     "image build on this image",
-                },
-                "setup_command": {
-                    "type": ["string", "null"],
-                    "maxLength": 20000,
-                    "description": "the same, one command a line (older form)",
                 },
                 "run_template": {"type": ["string", "null"], "maxLength": 10000},
                 "is_default": {"type": "boolean"},

@@ -61,9 +61,10 @@ class CatalogueRuleTests(SynchronousTestCase):
             {"name": NODE, "visibility": "students"},
             {"name": NODE, "setup_commands": ["echo a\nUSER root"]},
             {"name": NODE, "setup_commands": ["echo a \\"]},
-            {"name": NODE, "setup_commands": "x" * 1001},
+            {"name": NODE, "setup_commands": ["x" * 1001]},
+            {"name": NODE, "setup_commands": "echo a"},
+            {"name": NODE, "setup_commands": ["echo\x85 a"]},
             {"name": NODE, "run_template": 5},
-            {"name": NODE, "is_default": True, "visibility": "hidden"},
         ):
             with self.assertRaises(ValidationError, msg=str(body)[:60]):
                 catalogue.validate_entry(body, None)
@@ -171,12 +172,20 @@ class CatalogueAPITests(SynchronousTestCase):
             {"name": NODE, "visibility": "nobody"},
             {"name": NODE, "setup_commands": ["ok", "two\nlines"]},
             {"name": NODE, "unknown": 1},
+            {"name": NODE, "setup_command": "echo a"},
         ):
             code, answer = self.put(self.admin, **body)
             self.assertEqual(code, 400, answer)
         self.assertEqual(self.call("GET", "/api/v1/images", self.admin)[1], before)
         code, _ = self.put(self.student, name=NODE, friendly_name="mine")
         self.assertEqual(code, 403)
+        # The default image is for everyone: a hidden default is a conflict, and nothing changes.
+        self.assertEqual(
+            self.put(self.admin, name=NODE, is_default=True, visibility="hidden")[0], 409
+        )
+        code, body = self.put(self.admin, name="director/python:3", visibility="teachers")
+        self.assertEqual((code, body["error"]), (409, "default_visibility"))
+        self.assertEqual(self.call("GET", "/api/v1/images", self.admin)[1], before)
 
     def test_students_neither_see_nor_choose_restricted_images(self) -> None:
         self.put(self.admin, name=NODE, visibility="teachers")

@@ -10,7 +10,7 @@ from director.manager import catalogue
 from director.manager.access import admin_only, authenticated
 from director.manager.api.base import ManagerBase, app, not_found, query, read_object
 from director.manager.models import User
-from director.manager.store import NotFound
+from director.manager.store import Conflict, NotFound
 
 
 class CatalogueRoutes(ManagerBase):
@@ -34,6 +34,9 @@ class CatalogueRoutes(ManagerBase):
         name = body.get("name")
         current = next((i for i in await self.store.list_images() if i["name"] == name), None)
         entry = catalogue.validate_entry(body, current)
+        refusal = catalogue.default_refusal(entry)
+        if refusal:
+            raise Conflict("default_visibility", refusal)
         name = entry.pop("name")
         await self.store.put_image(
             name,
