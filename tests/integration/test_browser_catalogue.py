@@ -50,7 +50,7 @@ def test_catalogue_snippets_and_domains(chromium: Any, d: Director) -> None:
     form.locator("[name=friendly_name]").fill("Debian for teachers")
     form.locator("[name=logo]").select_option("terminal")
     form.locator("[name=visibility]").select_option("teachers")
-    form.locator("[name=setup_command]").fill("echo one\necho two")
+    form.locator("[name=setup_commands]").fill("echo one\necho two")
     form.locator("button[type=submit]").click()
     row = page.locator('li[data-image="director/debian:bookworm"]')
     row.wait_for()
