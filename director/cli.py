@@ -24,10 +24,11 @@ from director.cli_admin import (
     token_revoke,
     user_add,
 )
+from director.cli_images import add_parsers as add_image_parsers
 from director.cli_services import (
+    api_command,
     check,
     firewall_command,
-    images_bootstrap,
     nginx_instances,
     nginx_run,
     stop,
@@ -72,6 +73,7 @@ __all__ = [
     "_toml_value",
     "_wait_all_backups",
     "_wait_site_backup",
+    "api_command",
     "backup_command",
     "banner",
     "build_parser",
@@ -80,7 +82,6 @@ __all__ = [
     "dashboard_url",
     "database_host_add",
     "firewall_command",
-    "images_bootstrap",
     "init",
     "main",
     "nginx_instances",
@@ -301,11 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=restore_command)
 
-    p = sub.add_parser("images", help="site images")
-    images = p.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
-    p = images.add_parser("bootstrap", help="build the offline base images (debootstrap)")
-    p.add_argument("--force", action="store_true", help="rebuild even if present")
-    p.set_defaults(func=images_bootstrap)
+    add_image_parsers(sub, DEFAULT_CONFIG, api_command)
 
     p = sub.add_parser("firewall", help="the sites firewall on this machine (iptables)")
     walls = p.add_subparsers(dest="firewall_command", required=True, metavar="COMMAND")

@@ -117,18 +117,11 @@ def check(args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in results) else 1
 
 
-def images_bootstrap(args: argparse.Namespace) -> int:
-    import subprocess
+def api_command(args: argparse.Namespace, handler: Any) -> int:
+    """Run C{handler(args, api)} with the API client of C{args} (--token, --url, --config)."""
+    from director.cli_sites import _api
 
-    from director.orchestrator.images import bootstrap
-
-    try:
-        built = bootstrap(force=args.force)
-    except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
-        print(f"director: building the base images failed: {e}", file=sys.stderr)
-        return 1
-    print("built " + ", ".join(built) if built else "base images already present")
-    return 0
+    return int(handler(args, _api(args)))
 
 
 def firewall_command(args: argparse.Namespace) -> int:

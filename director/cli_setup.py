@@ -121,16 +121,39 @@ def _result(d: Any) -> Any:
 def _init_database(config: Config, args: argparse.Namespace) -> None:
     """Migrate the database; on a new one, the catalogue and the first administrator."""
     from director.manager.passwords import hash_password
-    from director.orchestrator.images import BASE_IMAGE, PYTHON_IMAGE
+    from director.orchestrator.images import (
+        BASE_IMAGE,
+        NODE_IMAGE,
+        PHP_IMAGE,
+        PYTHON_IMAGE,
+        image_present,
+    )
 
     store = _store(config)
     if _result(store.list_images()) == []:
         _result(
             store.put_image(
-                PYTHON_IMAGE, "Python 3", "Debian 12 with Python 3, pip and venv", None, True
+                PYTHON_IMAGE,
+                "Python 3",
+                "Debian 12 with Python 3, pip and venv",
+                None,
+                True,
+                logo="python",
             )
         )
-        _result(store.put_image(BASE_IMAGE, "Debian", "Debian 12 (bookworm), minimal", None, False))
+        _result(
+            store.put_image(
+                BASE_IMAGE, "Debian", "Debian 12 (bookworm), minimal", None, False, logo="debian"
+            )
+        )
+        # Node.js and PHP when `director images bootstrap` built them (admins add them later
+        # with `director images add` otherwise).
+        for tag, name, text, logo in (
+            (NODE_IMAGE, "Node.js 18", "Debian 12 with Node.js 18 and npm", "nodejs"),
+            (PHP_IMAGE, "PHP 8.2", "Debian 12 with PHP 8.2 (cli, fpm)", "php"),
+        ):
+            if image_present(tag):
+                _result(store.put_image(tag, name, text, None, False, logo=logo))
     if _result(store.list_users()) == []:
         password = secrets.token_urlsafe(12)
         rounds = config.manager.bcrypt_rounds

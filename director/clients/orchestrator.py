@@ -67,6 +67,15 @@ class OrchestratorClient(ComponentAPI):
         )
         return status
 
+    async def check_nginx(self, site_id: int, spec: Mapping[str, Any], timeout: float = 30) -> None:
+        """
+        Whether the orchestrator's nginx takes the site's server block for C{spec} (nothing
+        changes): a L{ComponentCallError} 400 C{bad_nginx_snippet} with nginx's words if not.
+        """
+        await self.caller.json(
+            "POST", f"/v1/sites/{site_id}/nginx-check", json=dict(spec), timeout=timeout
+        )
+
     async def site_status(self, site_id: int, timeout: float = 10) -> dict[str, Any]:
         """Whether the site runs, is starting, its error and last log lines; 404 if unknown."""
         status: dict[str, Any] = await self.caller.json(
@@ -122,10 +131,13 @@ class OrchestratorClient(ComponentAPI):
         tag: str,
         parent: str,
         packages: Sequence[str],
-        setup_command: str | None,
+        setup_commands: Sequence[str] = (),
         timeout: float = 1800,
     ) -> dict[str, Any]:
-        """Build C{tag} from C{parent} plus Debian C{packages}; a failed build is a 422."""
+        """
+        Build C{tag} from C{parent}: the catalogue's C{setup_commands} for it (one RUN step
+        each), then Debian C{packages}; a failed build is a 422.
+        """
         answer: dict[str, Any] = await self.caller.json(
             "POST",
             "/v1/images/build",
@@ -133,7 +145,7 @@ class OrchestratorClient(ComponentAPI):
                 "tag": tag,
                 "parent": parent,
                 "packages": list(packages),
-                "setup_command": setup_command,
+                "setup_commands": list(setup_commands),
             },
             timeout=timeout,
         )
@@ -285,6 +297,27 @@ class OrchestratorClient(ComponentAPI):
         return (
             f"/v1/sites/{int(site_id)}/files/" + quote(path, safe="/") + ("/" if directory else "")
         )
+
+    async def create_file(
+        self, site_id: int, path: str, data: bytes, mode: str = "644", timeout: float = 30
+    ) -> bool:
+        """
+        Write a small file at C{path} unless one is there: True if written, False if the
+        path already existed (C{409}); other refusals raise.
+        """
+        try:
+            await self.caller.json(
+                "PUT",
+                self.files_path(site_id, path),
+                data=data,
+                params={"mode": mode, "exclusive": "1"},
+                timeout=timeout,
+            )
+        except ComponentCallError as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
 
     async def files_request(
         self,

@@ -238,6 +238,48 @@ def _fields(data: object, allowed: tuple[str, ...], code: str = "invalid") -> Ma
     return data
 
 
+MAX_NGINX_SNIPPET = 10_000
+NGINX_SNIPPET_RULE = (
+    f"nginx directives for the site's server block, at most {MAX_NGINX_SNIPPET} characters, "
+    "with balanced braces (a snippet cannot close the server block)"
+)
+
+
+def validate_nginx_snippet(value: object) -> str | None:
+    """
+    An administrator's raw nginx directives for a site's server block (None or "": none).
+    Only the shape is checked here (text, braces that never close the server block);
+    whether nginx takes it is for `nginx -t` on the orchestrator.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_NGINX_SNIPPET or "\x00" in value:
+        raise ValidationError("nginx_snippet", NGINX_SNIPPET_RULE)
+    depth, quote, comment, escaped = 0, "", False, False
+    for char in value:
+        if comment:
+            comment = char != "\n"
+        elif escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            comment = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth < 0:
+                raise ValidationError("nginx_snippet", NGINX_SNIPPET_RULE)
+    if depth or quote:
+        raise ValidationError("nginx_snippet", NGINX_SNIPPET_RULE)
+    return value if value.endswith("\n") else value + "\n"
+
+
 @dataclass(frozen=True)
 class SiteSpec:
     """What an orchestrator needs to run and serve a site (C{PUT /v1/sites/<id>})."""
@@ -250,11 +292,22 @@ class SiteSpec:
     limits: Limits = field(default_factory=Limits)
     #: Redirects to a custom domain are the router's; the orchestrator serves them too.
     custom_domains: tuple[str, ...] = ()
+    #: An administrator's raw nginx directives for the site's server block (nginx -t'd).
+    nginx_snippet: str | None = None
 
-    FIELDS = ("name", "type", "availability", "image", "env", "limits", "custom_domains")
+    FIELDS = (
+        "name",
+        "type",
+        "availability",
+        "image",
+        "env",
+        "limits",
+        "custom_domains",
+        "nginx_snippet",
+    )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "type": self.type,
             "availability": self.availability,
@@ -263,6 +316,9 @@ class SiteSpec:
             "limits": self.limits.to_json(),
             "custom_domains": list(self.custom_domains),
         }
+        if self.nginx_snippet:
+            data["nginx_snippet"] = self.nginx_snippet
+        return data
 
     @classmethod
     def from_json(cls, data: object, extra: tuple[str, ...] = ()) -> SiteSpec:
@@ -282,6 +338,7 @@ class SiteSpec:
             env=_env(body.get("env", {})),
             limits=Limits() if limits is None else Limits.from_json(limits),
             custom_domains=_domains(body.get("custom_domains", []), "custom_domains"),
+            nginx_snippet=validate_nginx_snippet(body.get("nginx_snippet")),
         )
 
 

@@ -197,6 +197,8 @@ class Site:
     disk_quota_bytes: int | None = None
     #: the name of the orchestrator that runs the site (None: not placed yet)
     orchestrator: str | None = None
+    #: raw nginx directives an administrator added to its server block (None: none)
+    nginx_snippet: str | None = None
 
     @property
     def disk_quota(self) -> int | None:
@@ -222,6 +224,7 @@ class Site:
             limits=Limits.from_json(self.limits),
             # Redirects to a custom domain are the router's (once its certificate is served).
             custom_domains=tuple(self.domains),
+            nginx_snippet=self.nginx_snippet,
         )
 
     def orchestrator_spec(self) -> dict[str, Any]:
@@ -304,7 +307,7 @@ def ssh_access(site_name: str, username: str, host: str, port: int) -> dict[str,
 
 
 # Fields of a site's record that only administrators see (in the API and in events).
-ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments", "orchestrator"})
+ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments", "orchestrator", "nginx_snippet"})
 
 
 def site_record(site: Site, sites_domain: str) -> dict[str, Any]:
@@ -312,6 +315,7 @@ def site_record(site: Site, sites_domain: str) -> dict[str, Any]:
     data = site.to_json(sites_domain)
     data["admin_comments"] = site.admin_comments
     data["orchestrator"] = site.orchestrator
+    data["nginx_snippet"] = site.nginx_snippet
     return data
 
 

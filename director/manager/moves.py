@@ -45,6 +45,7 @@ from twisted.logger import Logger
 
 from director.clients import OrchestratorClient
 from director.common.client import file_digest
+from director.manager.catalogue import setup_commands_of
 from director.manager.models import Operation, Site
 from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, PlacementError
 from director.manager.store import Conflict, Store
@@ -188,10 +189,7 @@ class SiteMover:
         target = self._target(op)
         if site.type == "dynamic" and site.image_tag:
             # A custom image exists only where it was built: build it on the target too.
-            setup = next(
-                (i.setup_command for i in await self._store.list_images() if i.name == site.image),
-                None,
-            )
+            setup = setup_commands_of(await self._store.list_images(), site.image)
             await target.build_image(site.image_tag, site.image, list(site.packages), setup)
         spec = site.orchestrator_spec()
         # Not served, and static for now: a dynamic site's swarm service is one for the whole

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from director.manager import models
+from director.contract.images import SETUP_COMMAND_PATTERN
+from director.manager import catalogue, models
 from director.manager.openapi_schemas import (
     AGREEMENT,
     HOST,
@@ -144,7 +145,13 @@ INSTALLATION_ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         | {"minProperties": 1},
         200,
     ),
-    ("get", "/api/v1/images", "The image catalogue", None, 200),
+    (
+        "get",
+        "/api/v1/images",
+        "The image catalogue: the images you may choose (admins: every image)",
+        None,
+        200,
+    ),
     (
         "delete",
         "/api/v1/images",
@@ -162,7 +169,8 @@ INSTALLATION_ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     (
         "put",
         "/api/v1/images",
-        "Add or change a catalogue image (admins)",
+        "Add or change a catalogue image (admins); fields left out keep their value; 409 "
+        "default_visibility when the default image would not be visible to everyone",
         _obj(
             {
                 "name": {
@@ -171,7 +179,16 @@ INSTALLATION_ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 },
                 "friendly_name": {"type": "string", "minLength": 1, "maxLength": 100},
                 "description": TEXT,
-                "setup_command": {"type": ["string", "null"], "maxLength": 10000},
+                "logo": {"enum": [*catalogue.LOGOS, None]},
+                "visibility": {"enum": list(catalogue.VISIBILITY)},
+                "setup_commands": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": SETUP_COMMAND_PATTERN},
+                    "maxItems": 20,
+                    "description": "one-line shell commands, each one RUN step of a site's "
+                    "image build on this image",
+                },
+                "run_template": {"type": ["string", "null"], "maxLength": 10000},
                 "is_default": {"type": "boolean"},
             },
             ("name",),

@@ -99,6 +99,12 @@ SITE_ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                     "the healthy active one with the fewest sites); 409 if it is unknown, "
                     "draining or unavailable",
                 },
+                "image": {
+                    "type": "string",
+                    "maxLength": 200,
+                    "description": "a catalogue image you may choose (else the default); "
+                    "409 unknown_image otherwise",
+                },
             },
             ("name",),
         ),
@@ -109,7 +115,8 @@ SITE_ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
         "patch",
         "/api/v1/sites/{name}",
         "Change a site: name, description, type, members, image and packages; admins also "
-        "availability, limits and comments",
+        "availability, limits, comments and nginx_snippet (raw nginx directives for the "
+        "site's server block, checked with nginx -t first: 400 with nginx's message)",
         _obj(
             {
                 "name": NAME,
@@ -127,6 +134,7 @@ SITE_ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "limits": LIMITS,
                 "admin_comments": TEXT,
                 "public_comment": TEXT,
+                "nginx_snippet": {"type": ["string", "null"], "maxLength": 10000},
             }
         )
         # a rename goes alone: the image and packages change in an operation of their own

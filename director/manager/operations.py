@@ -29,6 +29,7 @@ from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
 from director.contract.sites import RouteSpec
+from director.manager.catalogue import run_template, setup_commands_of
 from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
@@ -365,7 +366,17 @@ class OperationEngine:
 
     async def _apply_orchestrator(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
-        status = await self.pool.client_for(site).put_site(site.id, site.orchestrator_spec())
+        client = self.pool.client_for(site)
+        status = await client.put_site(site.id, site.orchestrator_spec())
+        if op.type == "create_site" and site.type == "dynamic":
+            # A new dynamic site starts with its image's run.sh (the catalogue's template),
+            # unless it has one; its process, started without one, is started again.
+            images = await self._store.list_images()
+            entry = next((i for i in images if i.name == site.image), None)
+            template = run_template(entry, site.image).encode()
+            if await client.create_file(site.id, "run.sh", template, "755"):
+                await client.restart_site(site.id)
+                return "configured, with the image's run.sh"
         return "running" if status.get("upstream") else "configured"
 
     async def _to_routers(
@@ -418,19 +429,16 @@ class OperationEngine:
         site = self._site(site)
         image = op.params.get("image", site.image)
         packages = list(op.params.get("packages", site.packages))
-        if not packages:
+        # The catalogue's setup commands for the parent image (admin-written) run first.
+        setup = setup_commands_of(await self._store.list_images(), image)
+        if not packages and not setup:
             await self._store.update_site(
                 site.id, {"image": image, "packages": [], "image_tag": None}
             )
             return "no extra packages: using the catalogue image"
         tag = f"director/site-{site.id}:{op.id}"
-        # The catalogue's setup command for the parent image (admin-written) runs first.
-        setup = next(
-            (i.setup_command for i in await self._store.list_images() if i.name == image),
-            None,
-        )
         try:
-            await self.pool.client_for(site).build_image(tag, image, packages, setup or None)
+            await self.pool.client_for(site).build_image(tag, image, packages, setup)
         except ComponentCallError as e:
             if e.status == 422:
                 raise PermanentError(

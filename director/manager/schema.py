@@ -103,7 +103,10 @@ images = Table(
     Column("description", Text, nullable=False, default=""),
     Column("setup_command", Text, nullable=True),  # admin-written, run when building on it
     Column("is_default", Boolean, nullable=False, default=False),
-    Column("is_public", Boolean, nullable=False, default=True),
+    Column("logo", String(32), nullable=True),  # a curated icon name (manager/catalogue.py)
+    # everyone | teachers | hidden (admins only)
+    Column("visibility", String(16), nullable=False, server_default="everyone"),
+    Column("run_template", Text, nullable=True),  # a dynamic site's first run.sh
 )
 
 # The orchestrators sites run on (a pool): each site is placed on one of them.
@@ -146,6 +149,8 @@ sites = Table(
     # The orchestrator that runs the site (null only before the manager first started with
     # the pool: it places such sites on the configured orchestrator).
     Column("orchestrator_id", Integer, ForeignKey("orchestrators.id"), nullable=True),
+    # Raw nginx directives an administrator added to the site's server block (nginx -t'd).
+    Column("nginx_snippet", Text, nullable=True),
 )
 
 # Site ids are taken from here, never from the sites table: an id, once given, is never

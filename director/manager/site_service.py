@@ -36,15 +36,17 @@ class SiteService:
         description: str,
         members: list[str],
         orchestrator: str | None = None,
+        image: str | None = None,
     ) -> tuple[Site, Operation]:
         """
         Record the site (enabled, the catalogue's default image, no packages, the default
         limits) with C{members}, placed on C{orchestrator} (an administrator's choice) or
         on the pool's choice, and its C{create_site} operation, started by C{actor}.
+        C{image}: a catalogue image the caller checked C{actor} may choose (else the default).
         Its input is already validated; L{Conflict} if the name is taken,
         L{PlacementError} if no orchestrator (or not the one named) can take it.
         """
-        image = await self.store.default_image() or FALLBACK_IMAGE
+        image = image or await self.store.default_image() or FALLBACK_IMAGE
         fields: dict[str, Any] = {
             "name": name,
             "type": kind,

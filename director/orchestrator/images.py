@@ -16,8 +16,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from director.contract.errors import ValidationError
+from director.contract.images import validate_setup_commands
+
 BASE_IMAGE = "director/debian:bookworm"
 PYTHON_IMAGE = "director/python:3"
+NODE_IMAGE = "director/node:18"
+PHP_IMAGE = "director/php:8.2"
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,62}$")
 CUSTOM_TAG = re.compile(r"^director/site-[0-9]{1,8}:[0-9]{1,12}$")
 #: What the base images contain, as a label on both: `bootstrap` rebuilds images whose label
@@ -40,6 +45,29 @@ RUN apt-get update \\
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 """
 
+#: Node.js and PHP from Debian (bookworm: Node.js 18, PHP 8.2), on the same base, so they
+#: have the SSH features' tools (sftp-server, rsync, git) too.
+NODE_DOCKERFILE = f"""FROM {BASE_IMAGE}
+LABEL {VERSION_LABEL}={IMAGE_VERSION}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends nodejs npm \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+"""
+
+PHP_DOCKERFILE = f"""FROM {BASE_IMAGE}
+LABEL {VERSION_LABEL}={IMAGE_VERSION}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends php-cli php-fpm php-sqlite3 php-pgsql php-mysql \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+"""
+
+#: The images built on the base, in order: (tag, Dockerfile).
+DERIVED_IMAGES = (
+    (PYTHON_IMAGE, PYTHON_DOCKERFILE),
+    (NODE_IMAGE, NODE_DOCKERFILE),
+    (PHP_IMAGE, PHP_DOCKERFILE),
+)
+
 
 class ImageError(ValueError):
     """A custom image request that cannot be built; says what to fix."""
@@ -51,7 +79,9 @@ class ImageRequest:
 
     parent: str
     packages: tuple[str, ...]
-    setup_command: str | None = None
+    #: The catalogue's setup commands for the parent (admin-written, never students'), each
+    #: one RUN step, in order, before the packages.
+    setup_commands: tuple[str, ...] = ()
 
     def dockerfile(self) -> str:
         """The Dockerfile for this image. Package names are validated; nothing else is user text."""
@@ -61,9 +91,7 @@ class ImageRequest:
         if len(self.packages) > 100:
             raise ImageError("at most 100 extra packages")
         lines = [f"FROM {self.parent}"]
-        if self.setup_command:
-            # Admin-provided (image catalogue), never from students.
-            lines.append(f"RUN {self.setup_command}")
+        lines.extend(f"RUN {command}" for command in check_setup_commands(self.setup_commands))
         if self.packages:
             names = " ".join(sorted(set(self.packages)))
             # Every name is checked against the image's own package index before anything
@@ -78,6 +106,14 @@ class ImageRequest:
                 + " && apt-get clean && rm -rf /var/lib/apt/lists/*"
             )
         return "\n".join(lines) + "\n"
+
+
+def check_setup_commands(commands: tuple[str, ...]) -> tuple[str, ...]:
+    """The commands (trimmed), each one RUN step of one-line shell; else L{ImageError}."""
+    try:
+        return validate_setup_commands(list(commands))
+    except ValidationError as e:
+        raise ImageError(e.reason) from None
 
 
 #: How the package check names the packages the image's index does not have.
@@ -128,11 +164,22 @@ def _docker_has(tag: str) -> bool:
     return isinstance(labels, dict) and labels.get(VERSION_LABEL) == IMAGE_VERSION
 
 
-def bootstrap(force: bool = False, log: object = print) -> list[str]:
+def image_present(tag: str) -> bool:
+    """Whether Docker has C{tag}, built from the current recipe (blocking: for the CLI)."""
+    try:
+        return _docker_has(tag)
+    except OSError:
+        return False
+
+
+def bootstrap(
+    force: bool = False, log: object = print, only: tuple[str, ...] | None = None
+) -> list[str]:
     """
     Build the base images if missing or older than L{IMAGE_VERSION}: debootstrap -> docker
-    import for Debian with L{BASE_PACKAGES}, then docker build for the Python image (pip,
-    venv). Blocking: for the CLI only.
+    import for Debian with L{BASE_PACKAGES}, then docker build for L{DERIVED_IMAGES} (Python
+    with pip and venv, Node.js with npm, PHP), or only those named in C{only}.
+    Blocking: for the CLI only.
     """
     say = log if callable(log) else print
     built = []
@@ -191,13 +238,16 @@ def bootstrap(force: bool = False, log: object = print) -> list[str]:
             built.append(BASE_IMAGE)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    if force or BASE_IMAGE in built or not _docker_has(PYTHON_IMAGE):
-        say(f"docker build {PYTHON_IMAGE} ...")
-        subprocess.run(
-            ["docker", "build", "-q", "-t", PYTHON_IMAGE, "-"],
-            input=PYTHON_DOCKERFILE.encode(),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        built.append(PYTHON_IMAGE)
+    for tag, dockerfile in DERIVED_IMAGES:
+        if only is not None and tag not in only:
+            continue
+        if force or BASE_IMAGE in built or not _docker_has(tag):
+            say(f"docker build {tag} ...")
+            subprocess.run(
+                ["docker", "build", "-q", "-t", tag, "-"],
+                input=dockerfile.encode(),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            built.append(tag)
     return built

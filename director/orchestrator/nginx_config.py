@@ -83,6 +83,7 @@ def needs_own_file(site: HostedSite) -> bool:
         site.type == "static"
         and site.availability == "enabled"
         and site.limits.client_max_body_size == "1m"
+        and not site.nginx_snippet
     )
 
 
@@ -112,5 +113,34 @@ def site_config(
         "port": SITE_PORT,
         "pages_dir": pages_dir,
         "not_running": NginxText(NOT_RUNNING_PAGE),
+        # An administrator's own directives, as they wrote them (nginx -t'd before kept).
+        "snippet": NginxText(site.nginx_snippet) if site.nginx_snippet else None,
     }
     return NGINX_TEMPLATES.get_template("orchestrator-site.conf.j2").render(**context)
+
+
+SNIPPET_MARK = "# --- the administrators' snippet for this site ---"
+_CHECK_FILE = re.compile(r" in /\S*/check-alone/[0-9a-f]{32}\.conf:([0-9]+)")
+
+
+def snippet_error(output: str, text: str) -> str:
+    """
+    What `nginx -t` said about the server block C{text} (an admin's snippet in it), for a
+    person: its [emerg]/[warn] lines, with the scratch file's line numbers as lines of the
+    snippet (or "outside the snippet"), and without the scratch file's path.
+    """
+    lines = text.splitlines()
+    start = next((n for n, line in enumerate(lines, 1) if SNIPPET_MARK in line), None)
+
+    def where(match: re.Match[str]) -> str:
+        line = int(match.group(1))
+        if start is not None and line > start:
+            return f" at line {line - start} of the snippet"
+        return " (outside the snippet)"
+
+    found = [
+        _CHECK_FILE.sub(where, line.removeprefix("nginx: ").replace("[emerg] ", ""))
+        for line in output.splitlines()
+        if "[emerg]" in line or "[warn]" in line
+    ]
+    return "; ".join(found) or "nginx refused the configuration"

@@ -15,11 +15,12 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from director.common.nginx import NginxError
 from director.common.threads import Runner
 from director.orchestrator.docker_gateway import IDockerGateway
 from director.orchestrator.files import FileLimits, SiteFiles
 from director.orchestrator.firewall import LINK_LOCAL, IFirewall, SitesFirewall, host_port
-from director.orchestrator.nginx_config import site_config, site_file_name
+from director.orchestrator.nginx_config import site_config, site_file_name, snippet_error
 from director.orchestrator.runtime_state import (
     RuntimePaths,
     _load_allowed,
@@ -313,6 +314,28 @@ class RuntimeBase:
             return self.sites[site_id]
         except KeyError:
             raise UnknownSite(site_id) from None
+
+    async def check_nginx(self, site: HostedSite) -> None:
+        """
+        Whether nginx takes C{site}'s server block as it would be written now (with an
+        administrator's snippet, say): L{NginxError} with nginx's message if not. Nothing
+        is written where nginx reads, and nothing is reloaded.
+        """
+        check = getattr(self._nginx, "check_alone", None)
+        if check is None:
+            return  # an nginx without a separate check (unit tests): the shape was checked
+        text = site_config(
+            site,
+            self._listen,
+            self._domain,
+            self.paths.site_dir(site.id),
+            self.upstreams.get(site.id, []),
+            self.paths.pages,
+        )
+        try:
+            await check(text)
+        except NginxError as e:
+            raise NginxError(str(e), snippet_error(e.output, text)) from None
 
     async def _set_upstream(self, site: HostedSite, upstream: list[str]) -> None:
         text = site_config(

@@ -84,6 +84,7 @@ def _site_from_json(data: dict[str, Any]) -> HostedSite:
     data = dict(data)
     data["limits"] = Limits(**data["limits"])
     data["custom_domains"] = tuple(data["custom_domains"])
+    data.setdefault("nginx_snippet", None)  # applied before snippets existed
     return HostedSite(**data)
 
 

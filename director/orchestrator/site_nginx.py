@@ -27,6 +27,7 @@ file not written yet, or restored, is checked as it is, and is the same as what 
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,33 @@ class _CheckPaths(NginxPaths):
     @property
     def conf(self) -> Path:
         return self.prefix / "check.conf"
+
+
+@dataclass
+class _AlonePaths(NginxPaths):
+    """The nginx paths with a configuration of its own for one check of one file."""
+
+    check_conf: Path = Path("check-alone.conf")
+
+    @property
+    def conf(self) -> Path:
+        return self.check_conf
+
+
+def _write_alone(directory: Path, name: str, text: str, conf: str, render: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    atomic_write(path, text)
+    atomic_write(directory / conf, render([path]))
+    return path
+
+
+def _remove_alone(directory: Path, names: list[str]) -> None:
+    for name in names:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _write_check_config(
@@ -183,6 +211,22 @@ class StagedNginx(NginxProcess):
 
         return done.addBoth(finished)
 
+    async def check_alone(self, text: str) -> None:
+        """
+        `nginx -t` of the main configuration with only C{text} as a site's file, apart from
+        every file in flight or live (nothing is published): L{NginxError} with nginx's
+        message if it is refused.
+        """
+        directory = self.paths.prefix / "check-alone"
+        token = uuid.uuid4().hex
+        name, conf = f"{token}.conf", f"{token}.main"
+        await self._files.run(_write_alone, directory, name, text, conf, self._render)
+        try:
+            paths = _AlonePaths(self.paths.prefix, self.paths.binary, directory / conf)
+            await NginxProcess(self._reactor, paths, self.what).check()
+        finally:
+            await self._files.run(_remove_alone, directory, [name, conf])
+
     async def check(self) -> None:
         names = sorted(self._in_flight)
         await self._files.run(
@@ -202,6 +246,10 @@ class SiteNginxFiles:
 
     def apply(self, changes: Mapping[str, str | None]) -> Deferred[None]:
         return self._nginx.track(list(changes), self._directory.apply(changes))
+
+    def check_alone(self, text: str) -> Deferred[None]:
+        """Whether nginx takes C{text} as a site's file (see L{StagedNginx.check_alone})."""
+        return Deferred.fromCoroutine(self._nginx.check_alone(text))
 
     def drained(self, timeout: float = 5.0) -> Deferred[bool]:
         """Fires once no nginx worker serves with a configuration older than the last reload."""

@@ -41,6 +41,8 @@ class HostedSite:
     custom_domains: tuple[str, ...] = ()
     #: Accepted from older managers and ignored: the router redirects to a custom domain.
     primary_url: str | None = None
+    #: An administrator's raw nginx directives for the server block (checked with nginx -t).
+    nginx_snippet: str | None = None
 
     @property
     def service_name(self) -> str:
@@ -87,6 +89,7 @@ def parse_site(site_id: int, data: object) -> HostedSite:
         limits=spec.limits,
         custom_domains=spec.custom_domains,
         primary_url=primary,
+        nginx_snippet=spec.nginx_snippet,
     )
 
 

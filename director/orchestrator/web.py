@@ -239,6 +239,20 @@ class OrchestratorAPI:
             self._disk.changed(site_id)  # a new site: measured now, not at the next round
         return render_json(request, applied)
 
+    @app.route("/v1/sites/<int:site_id>/nginx-check", methods=["POST"])
+    async def check_site_nginx(self, request: IRequest, site_id: int) -> bytes:
+        """
+        Whether nginx would take the site's server block for this spec (an administrator's
+        snippet, before the manager keeps it): 400 bad_nginx_snippet with nginx's message if
+        not. Nothing changes either way.
+        """
+        site = parse_site(site_id, _json_body(request))
+        try:
+            await self._rt().check_nginx(site)
+        except NginxError as e:
+            raise BadRequest("bad_nginx_snippet", e.output) from None
+        return render_json(request, {"ok": True})
+
     @app.route("/v1/sites/<int:site_id>", methods=["GET"])
     async def get_site(self, request: IRequest, site_id: int) -> bytes:
         return render_json(request, await self._rt().status(site_id))
@@ -481,11 +495,15 @@ class OrchestratorAPI:
             raise BadRequest("bad_parent", "parent must be an image from the catalogue")
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             raise BadRequest("bad_packages", "packages must be a list of Debian package names")
-        setup = body.get("setup_command")
-        if setup is not None and not isinstance(setup, str):
-            raise BadRequest("bad_request", "setup_command must be a string")
+        setup = body.get("setup_commands")
+        if setup is None and isinstance(body.get("setup_command"), str):
+            setup = [line for line in body["setup_command"].split("\n") if line.strip()]
+        if setup is not None and not (
+            isinstance(setup, list) and all(isinstance(c, str) for c in setup)
+        ):
+            raise BadRequest("bad_request", "setup_commands must be a list of strings")
         try:
-            dockerfile = ImageRequest(parent, tuple(packages), setup).dockerfile()
+            dockerfile = ImageRequest(parent, tuple(packages), tuple(setup or ())).dockerfile()
         except ImageError as e:
             raise BadRequest("bad_packages", str(e)) from None
         docker = self._rt().docker

@@ -28,6 +28,7 @@ from twisted.web.client import ResponseDone
 
 from director.common.client import ComponentCallError
 from director.contract.errors import ValidationError
+from director.contract.images import validate_setup_commands
 from director.orchestrator.databases import DatabaseError, DatabaseHost
 from director.orchestrator.engine_health import engine_report
 from director.orchestrator.files import LAYOUT, FileError
@@ -73,6 +74,8 @@ class FakeOrchestrator:
         self.removed: list[tuple[int, bool]] = []  # (site id, purged)
         self.restarts: list[int] = []
         self.built: dict[str, dict[str, Any]] = {}  # tag -> the build request
+        #: text that makes a snippet fail the fake's `nginx -t`
+        self.bad_snippets: list[str] = ["bogus_directive"]
         self.failing_builds: set[str] = set()  # parents whose builds fail (422)
         self.task_result: dict[str, Any] = {
             "exit_code": 0,
@@ -132,12 +135,22 @@ class FakeOrchestrator:
             ("GET", r"/v1/sites", self._list),
             ("PUT", r"/v1/sites/(\d+)", lambda i: self._put(path, int(i), body)),
             ("GET", r"/v1/sites/(\d+)", lambda i: self._status(path, int(i))),
+            (
+                "POST",
+                r"/v1/sites/(\d+)/nginx-check",
+                lambda i: self._check_nginx(path, int(i), body),
+            ),
             ("DELETE", r"/v1/sites/(\d+)", lambda i: self._remove(int(i), params)),
             ("POST", r"/v1/sites/(\d+)/restart", lambda i: self._restart(path, int(i))),
             ("POST", r"/v1/sites/(\d+)/tasks/run", lambda i: self._run(path, int(i), body)),
             ("GET", r"/v1/disk", self._disk),
             ("PUT", r"/v1/sites/(\d+)/archive", lambda i: self._import(path, int(i), kwargs)),
             ("POST", r"/v1/images/build", lambda: self._build(path, body)),
+            (
+                "PUT",
+                r"/v1/sites/(\d+)/files/([^/].*)",
+                lambda i, p: self._create_file(path, int(i), p, kwargs),
+            ),
             ("PUT", r"/v1/databases", lambda: self._put_database(path, body)),
             ("POST", r"/v1/databases/delete", lambda: self._drop_database(path, body)),
             ("POST", r"/v1/databases/query", lambda: self._query(path, body)),
@@ -267,6 +280,10 @@ class FakeOrchestrator:
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             message = "packages must be a list of Debian package names"
             raise refusal(path, 400, "bad_packages", message)
+        try:
+            validate_setup_commands(body.get("setup_commands"))
+        except ValidationError as e:
+            raise refusal(path, 400, "bad_packages", e.reason) from None
         if self.images is not None and parent not in self.images:
             raise refusal(path, 404, "bad_parent", f"image {parent} does not exist")
         if parent in self.failing_builds:
@@ -277,6 +294,31 @@ class FakeOrchestrator:
         if self.images is not None:
             self.images.add(tag)
         return {"tag": tag, "log": ""}
+
+    def _check_nginx(self, path: str, site_id: int, body: Any) -> dict[str, Any]:
+        """A spec's server block checked: C{bad_snippets} are what this fake's nginx refuses."""
+        try:
+            site = parse_site(site_id, body)
+        except ValidationError as e:
+            raise refusal(path, 400, "invalid", str(e)) from None
+        if site.nginx_snippet and any(bad in site.nginx_snippet for bad in self.bad_snippets):
+            message = f'[emerg] unknown directive in the snippet: "{site.nginx_snippet.split()[0]}"'
+            raise refusal(path, 400, "bad_nginx_snippet", message)
+        return {"ok": True}
+
+    def _create_file(
+        self, path: str, site_id: int, name: str, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A small file written whole (only C{exclusive} writes: what the manager sends)."""
+        self._site(path, site_id)
+        params = kwargs.get("params") or {}
+        entries = self._site_files(site_id)
+        key = tuple(name.split("/"))
+        if key in entries and params.get("exclusive"):
+            raise refusal(path, 409, "exists", f"{name}: already exists")
+        mode = int(params.get("mode", "644"), 8)
+        entries[key] = FakeEntry("file", mode, 0.0, kwargs.get("data") or b"")
+        return {"created": name}
 
     def _database(self, path: str, body: Any) -> tuple[FakeDatabaseAdmin, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("host"), dict):

@@ -318,13 +318,36 @@ class OrchestratorContract(ComponentContract):
         )
 
     def test_image_builds(self) -> None:
-        e = self.refused(self.client.build_image("mine:1", IMAGE, [], None))
+        e = self.refused(self.client.build_image("mine:1", IMAGE, []))
         self.assertEqual((e.status, e.code), (400, "bad_tag"))
-        e = self.refused(self.client.build_image("director/site-3:1", "director/nope:1", [], None))
+        e = self.refused(self.client.build_image("director/site-3:1", "director/nope:1", []))
         self.assertEqual((e.status, e.code), (404, "bad_parent"))
-        built = self.call(self.client.build_image("director/site-3:1", IMAGE, ["cowsay"], None))
+        # A setup command is one RUN step: a line break or a trailing backslash (which would
+        # join the next Dockerfile line) is refused before anything is built.
+        for bad in ("echo a\nRUN echo b", "echo a \\", "x" * 1001):
+            e = self.refused(self.client.build_image("director/site-3:1", IMAGE, [], [bad]))
+            self.assertEqual((e.status, e.code), (400, "bad_packages"), bad)
+        built = self.call(
+            self.client.build_image("director/site-3:1", IMAGE, ["cowsay"], ["echo ready"])
+        )
         self.assertEqual(built["tag"], "director/site-3:1")
         self.call(self.client.put_site(3, spec("web", "dynamic", image="director/site-3:1")))
+
+    def test_check_nginx(self) -> None:
+        """A spec's server block is checked without changing anything; bad shapes are 400."""
+        self.call(self.client.check_nginx(3, spec("web", nginx_snippet="add_header X-A b;\n")))
+        e = self.refused(self.client.check_nginx(3, spec("web", nginx_snippet="}")))
+        self.assertEqual(e.status, 400)
+        e = self.refused(self.client.check_nginx(3, spec("web", nginx_snippet="server {")))
+        self.assertEqual(e.status, 400)
+
+    def test_create_file(self) -> None:
+        """A new file is written once; a second write of it says it was there (False)."""
+        self.call(self.client.put_site(3, spec("web", "dynamic")))
+        self.assertTrue(self.call(self.client.create_file(3, "run.sh", b"#!/bin/sh\n", "755")))
+        self.assertFalse(self.call(self.client.create_file(3, "run.sh", b"other\n", "755")))
+        e = self.refused(self.client.create_file(99, "run.sh", b"x"))
+        self.assertEqual(e.status, 404)
 
     def test_databases(self) -> None:
         login = DatabaseSpec(

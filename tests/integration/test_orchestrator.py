@@ -886,7 +886,7 @@ async def eventually(check: Any, what: str, timeout: float = 60) -> None:
 @pytest_twisted.ensureDeferred
 async def test_setup_command_runs_and_unused_images_go(orchestrator: Orchestrator) -> None:
     """
-    A custom image runs the catalogue's setup command; the image a site ran before a switch
+    A custom image runs the catalogue's setup commands; the image a site ran before a switch
     is removed once its container stops, and a deleted site's images go with it.
     """
     o = orchestrator
@@ -900,7 +900,11 @@ async def test_setup_command_runs_and_unused_images_go(orchestrator: Orchestrato
                 "tag": tags[n - 1],
                 "parent": PYTHON_IMAGE,
                 "packages": [],
-                "setup_command": f"echo setup-{n} > /setup-ran",
+                # one RUN step each, in order (the second sees the first's file)
+                "setup_commands": [
+                    f"echo setup-{n} > /setup-ran",
+                    "test -s /setup-ran && echo ran >> /setup-steps",
+                ],
             },
             timeout=600,
         )
@@ -915,6 +919,8 @@ async def test_setup_command_runs_and_unused_images_go(orchestrator: Orchestrato
 
         result = await deferToThread(docker_exec, 204, "cat", "/setup-ran")
         assert result.stdout.strip() == "setup-1", result
+        result = await deferToThread(docker_exec, 204, "cat", "/setup-steps")
+        assert result.stdout.strip() == "ran", result
         await build(2)
         assert image_exists(tags[0]) and image_exists(tags[1])  # running, and not yet applied
         await o.client.json("PUT", "/v1/sites/204", json=dict(spec, image=tags[1]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.orchestrator.images import MISSING_MARK, ImageRequest, build_failure
+from director.orchestrator.images import MISSING_MARK, ImageError, ImageRequest, build_failure
 
 
 class ImageBuildTests(SynchronousTestCase):
@@ -17,6 +17,26 @@ class ImageBuildTests(SynchronousTestCase):
         self.assertIn("for p in curl git;", run)
         self.assertIn(MISSING_MARK, run)
         self.assertNotIn("apt-cache", ImageRequest("director/python:3", ()).dockerfile())
+
+    def test_each_setup_command_is_one_run_step(self) -> None:
+        """The catalogue's setup commands run in order, one RUN each, before the packages."""
+        lines = (
+            ImageRequest("director/python:3", ("git",), ("pip install flask", "echo ok"))
+            .dockerfile()
+            .splitlines()
+        )
+        self.assertEqual(
+            lines[:3], ["FROM director/python:3", "RUN pip install flask", "RUN echo ok"]
+        )
+        self.assertIn("apt-get install", lines[3])
+
+    def test_a_setup_command_cannot_add_dockerfile_lines(self) -> None:
+        """A line break, or a trailing backslash (joining the next line), is refused."""
+        for bad in ("echo a\nUSER root", "echo a \\", "echo a\rb", " ", "x" * 1001):
+            with self.assertRaises(ImageError):
+                ImageRequest("director/python:3", (), (bad,)).dockerfile()
+        with self.assertRaises(ImageError):
+            ImageRequest("director/python:3", (), ("true",) * 21).dockerfile()
 
     def test_a_missing_package_is_named(self) -> None:
         log = f"Reading package lists...\n{MISSING_MARK} pyton3 gti\n"

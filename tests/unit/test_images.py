@@ -30,15 +30,40 @@ class StalenessTests(SynchronousTestCase):
 
     def test_current_images_are_kept(self) -> None:
         current = {images.VERSION_LABEL: images.IMAGE_VERSION}
-        commands = self.inspect({images.BASE_IMAGE: current, images.PYTHON_IMAGE: current})
+        commands = self.inspect(
+            {tag: current for tag in (images.BASE_IMAGE, images.PYTHON_IMAGE, images.NODE_IMAGE)}
+            | {images.PHP_IMAGE: current}
+        )
         self.assertEqual(images.bootstrap(log=lambda *_: None), [])
         self.assertTrue(all(c[:3] == ["docker", "image", "inspect"] for c in commands))
 
     def test_unlabelled_python_image_is_rebuilt_alone(self) -> None:
         current = {images.VERSION_LABEL: images.IMAGE_VERSION}
-        commands = self.inspect({images.BASE_IMAGE: current, images.PYTHON_IMAGE: {}})
+        commands = self.inspect(
+            {
+                images.BASE_IMAGE: current,
+                images.PYTHON_IMAGE: {},
+                images.NODE_IMAGE: current,
+                images.PHP_IMAGE: current,
+            }
+        )
         self.assertEqual(images.bootstrap(log=lambda *_: None), [images.PYTHON_IMAGE])
         self.assertIn(["docker", "build", "-q", "-t", images.PYTHON_IMAGE, "-"], commands)
+
+    def test_only_builds_the_images_named(self) -> None:
+        """`--only` builds just the images asked for (make test builds only what it needs)."""
+        current = {images.VERSION_LABEL: images.IMAGE_VERSION}
+        self.inspect({images.BASE_IMAGE: current})
+        built = images.bootstrap(log=lambda *_: None, only=(images.NODE_IMAGE,))
+        self.assertEqual(built, [images.NODE_IMAGE])
+
+    def test_node_and_php_recipes(self) -> None:
+        """Node.js (with npm) and PHP (cli and fpm) come from Debian, on the same base."""
+        self.assertIn("nodejs npm", images.NODE_DOCKERFILE)
+        self.assertIn("php-cli php-fpm", images.PHP_DOCKERFILE)
+        for dockerfile in (images.NODE_DOCKERFILE, images.PHP_DOCKERFILE):
+            self.assertTrue(dockerfile.startswith(f"FROM {images.BASE_IMAGE}\n"))
+            self.assertIn(f"LABEL {images.VERSION_LABEL}={images.IMAGE_VERSION}", dockerfile)
 
     def test_recipe_has_the_transfer_tools_and_the_label(self) -> None:
         for package in ("openssh-sftp-server", "rsync", "git", "python3"):

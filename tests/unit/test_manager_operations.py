@@ -89,9 +89,11 @@ class EngineTests(SynchronousTestCase):
         self.assertEqual(op.actions[0].message, "done before the crash")
 
     def test_custom_image_build_runs_the_catalogue_setup_command(self) -> None:
-        """The parent image's setup command (from the catalogue) goes with the build."""
+        """The parent image's setup commands (from the catalogue) go with the build."""
         self.h.result(
-            self.h.store.put_image("director/python:3", "Python 3", "", "pip install flask", True)
+            self.h.store.put_image(
+                "director/python:3", "Python 3", "", "pip install flask\necho ready", True
+            )
         )
         op_id = self.create()
         self.h.engine.wake()
@@ -106,5 +108,36 @@ class EngineTests(SynchronousTestCase):
         self.h.engine.wake()
         self.assertEqual(self.operation(op.id).status, "succeeded", op_id)
         builds = [c for c in self.h.orchestrator.calls if c[1] == "/v1/images/build"]
-        self.assertEqual(builds[0][2]["json"]["setup_command"], "pip install flask")
+        self.assertEqual(
+            builds[0][2]["json"]["setup_commands"], ["pip install flask", "echo ready"]
+        )
         self.assertEqual(builds[0][2]["json"]["packages"], ["curl"])
+
+    def test_setup_commands_build_an_image_without_packages(self) -> None:
+        """
+        An image with setup commands gets a site image of its own even with no extra
+        packages: the commands run (without them the catalogue image is used as it is).
+        """
+        self.h.result(
+            self.h.store.put_image("director/python:3", "Python 3", "", "pip install flask", True)
+        )
+        self.create()
+        self.h.engine.wake()
+        site = self.h.result(self.h.store.get_site("web"))
+        _, op = self.h.result(
+            self.h.store.update_site(
+                site.id,
+                {},
+                operation=("set_image", OPERATIONS["set_image"]),
+                params={"image": "director/python:3", "packages": []},
+            )
+        )
+        self.h.engine.wake()
+        self.assertEqual(self.operation(op.id).status, "succeeded")
+        builds = [c for c in self.h.orchestrator.calls if c[1] == "/v1/images/build"]
+        self.assertEqual(builds[0][2]["json"]["setup_commands"], ["pip install flask"])
+        self.assertEqual(builds[0][2]["json"]["packages"], [])
+        self.assertEqual(
+            self.h.result(self.h.store.get_site("web")).image_tag,
+            f"director/site-{site.id}:{op.id}",
+        )

@@ -566,5 +566,7 @@ class RulesTests(SynchronousTestCase):
         after = self.site("pkgs")
         self.assertEqual(after.packages, ("git",))
         self.assertEqual(after.image_tag, f"director/site-{after.id}:{op['id']}")
-        spec = [k["json"] for m, p, k in self.h.orchestrator.calls if m == "PUT"][-1]
+        spec = [k["json"] for m, p, k in self.h.orchestrator.calls if m == "PUT" and "json" in k][
+            -1
+        ]
         self.assertEqual(spec["image"], after.image_tag)

@@ -6,11 +6,11 @@ from twisted.web.iweb import IRequest
 
 from director.common.web import render_json
 from director.contract.databases import DATABASE_HOST_FIELDS, DatabaseHost
-from director.manager import models
+from director.manager import catalogue
 from director.manager.access import admin_only, authenticated
 from director.manager.api.base import ManagerBase, app, not_found, query, read_object
-from director.manager.models import User, ValidationError
-from director.manager.store import NotFound
+from director.manager.models import User
+from director.manager.store import Conflict, NotFound
 
 
 class CatalogueRoutes(ManagerBase):
@@ -18,35 +18,37 @@ class CatalogueRoutes(ManagerBase):
 
     @app.route("/api/v1/images", methods=["GET"])
     @authenticated()
-    async def list_images(self, request: IRequest, _user: User) -> bytes:
+    async def list_images(self, request: IRequest, user: User) -> bytes:
+        """The images C{user} may choose (admins: all, hidden and teachers-only ones too)."""
+        images = await self.store.list_images()
         return render_json(
-            request, {"images": [i.to_json() for i in await self.store.list_images()]}
+            request,
+            {"images": [catalogue.entry_json(i) for i in images if catalogue.visible_to(user, i)]},
         )
 
     @app.route("/api/v1/images", methods=["PUT"])
     @admin_only
     async def put_image(self, request: IRequest, user: User) -> bytes:
-        body = read_object(
-            request, {"name", "friendly_name", "description", "setup_command", "is_default"}
-        )
+        """Add an image, or change the fields sent of one (the others are kept)."""
+        body = read_object(request, set(catalogue.FIELDS))
         name = body.get("name")
-        if not isinstance(name, str) or not models.IMAGE_REFERENCE.fullmatch(name):
-            raise ValidationError("name", "a local image reference like director/python:3")
-        friendly = body.get("friendly_name", name)
-        if not isinstance(friendly, str) or not 1 <= len(friendly) <= 100:
-            raise ValidationError("friendly_name", "text of 1 to 100 characters")
-        description = models.validate_description(body.get("description", ""))
-        setup = body.get("setup_command")
-        if setup is not None and (not isinstance(setup, str) or len(setup) > 10_000):
-            raise ValidationError("setup_command", "a shell command of at most 10000 characters")
-        is_default = body.get("is_default", False)
-        if not isinstance(is_default, bool):
-            raise ValidationError("is_default", "true or false")
-        await self.store.put_image(name, friendly, description, setup, is_default)
-        await self.store.audit(user, "put_image", name, {})
-        return render_json(
-            request, {"images": [i.to_json() for i in await self.store.list_images()]}
+        current = next((i for i in await self.store.list_images() if i.name == name), None)
+        entry = catalogue.validate_entry(body, current)
+        refusal = catalogue.default_refusal(entry)
+        if refusal:
+            raise Conflict("default_visibility", refusal)
+        name = entry.pop("name")
+        await self.store.put_image(
+            name,
+            entry.pop("friendly_name"),
+            entry.pop("description"),
+            entry.pop("setup_command"),
+            entry.pop("is_default"),
+            **entry,
         )
+        await self.store.audit(user, "put_image", name, {})
+        images = await self.store.list_images()
+        return render_json(request, {"images": [catalogue.entry_json(i) for i in images]})
 
     @app.route("/api/v1/images", methods=["DELETE"])
     @admin_only
@@ -58,9 +60,8 @@ class CatalogueRoutes(ManagerBase):
         except NotFound:
             raise not_found("no such image in the catalogue") from None
         await self.store.audit(user, "delete_image", name, {})
-        return render_json(
-            request, {"images": [i.to_json() for i in await self.store.list_images()]}
-        )
+        images = await self.store.list_images()
+        return render_json(request, {"images": [catalogue.entry_json(i) for i in images]})
 
     @app.route("/api/v1/database-hosts/<int(max=2147483647):host_id>", methods=["DELETE"])
     @admin_only

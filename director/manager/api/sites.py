@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from typing import Any
 
@@ -9,7 +10,8 @@ from twisted.web.iweb import IRequest
 
 from director.common.client import ComponentCallError
 from director.common.web import render_json
-from director.manager import models
+from director.contract.sites import validate_nginx_snippet
+from director.manager import catalogue, models
 from director.manager.access import authenticated
 from director.manager.api.base import (
     FALLBACK_IMAGE,
@@ -50,8 +52,20 @@ class SiteRoutes(ManagerBase):
             raise APIError(403, "guidelines", "accept the guidelines before creating sites")
         body = read_object(
             request,
-            {"name", "type", "description", "users", "purpose", "agreement", "orchestrator"},
+            {
+                "name",
+                "type",
+                "description",
+                "users",
+                "purpose",
+                "agreement",
+                "orchestrator",
+                "image",
+            },
         )
+        image = body.get("image")
+        if image is not None:
+            await self.check_image_choice(user, image)
         orchestrator = body.get("orchestrator")
         if orchestrator is not None and not user.is_admin:
             raise APIError(403, "forbidden", "only administrators choose a site's orchestrator")
@@ -77,7 +91,7 @@ class SiteRoutes(ManagerBase):
         )
         await self.check_members(user, members, purpose, kind, "enabled")
         site, op = await self.site_service.record_new(
-            user, name, kind, purpose, description, members, orchestrator
+            user, name, kind, purpose, description, members, orchestrator, image
         )
         await self.store.audit(user, "create_site", name, {"type": kind, "members": members})
         self.engine.wake()
@@ -102,14 +116,22 @@ class SiteRoutes(ManagerBase):
     @authenticated()
     async def patch_site(self, request: IRequest, user: User, name: str) -> bytes:
         site = await self.site_ready(user, name)
-        admin_fields = {"availability", "limits", "admin_comments", "public_comment"}
+        admin_fields = {
+            "availability",
+            "limits",
+            "admin_comments",
+            "public_comment",
+            "nginx_snippet",
+        }
         body = read_object(
             request,
             {"name", "description", "type", "users", "image", "packages", "purpose"} | admin_fields,
         )
         if set(body) & admin_fields and not user.is_admin:
             raise APIError(
-                403, "forbidden", "only administrators change availability, limits and comments"
+                403,
+                "forbidden",
+                "only administrators change availability, limits, comments and nginx snippets",
             )
         values: dict[str, Any] = {}
         params: dict[str, Any] = {}
@@ -142,13 +164,14 @@ class SiteRoutes(ManagerBase):
             values["admin_comments"] = models.validate_description(body["admin_comments"])
         if "public_comment" in body:
             values["public_comment"] = models.validate_description(body["public_comment"])
+        if "nginx_snippet" in body:
+            values["nginx_snippet"] = await self.checked_snippet(site, body["nginx_snippet"])
         if "image" in body or "packages" in body:
             if kind == "rename_site":
                 raise APIError(400, "one_change", "rename the site and change its image separately")
-            images = {i.name for i in await self.store.list_images()} | {FALLBACK_IMAGE}
             image = body.get("image", site.image)
-            if image not in images:
-                raise Conflict("unknown_image", "choose an image from the catalogue")
+            if image != site.image:
+                await self.check_image_choice(user, image)
             # The record keeps the image it runs until the build succeeds: the request
             # travels in the operation's params (and stays there if the build fails).
             params["image"] = image
@@ -197,6 +220,39 @@ class SiteRoutes(ManagerBase):
             {"site": self.site_json(updated, user), "operation": op.to_json() if op else None},
             202,
         )
+
+    async def checked_snippet(self, site: models.Site, raw: object) -> str | None:
+        """
+        An administrator's nginx snippet for C{site}, once its orchestrator's `nginx -t`
+        took the site's server block with it: else 400 with nginx's message (and nothing
+        is kept).
+        """
+        try:
+            snippet = validate_nginx_snippet(raw)
+        except ValidationError as e:
+            raise APIError(400, "bad_nginx_snippet", e.message) from None
+        if snippet is None:
+            return None
+        spec = dataclasses.replace(site.site_spec(), nginx_snippet=snippet)
+        try:
+            await self.pool.client_for(site).check_nginx(site.id, spec.to_json())
+        except ComponentCallError as e:
+            if e.status == 400:
+                raise APIError(400, "bad_nginx_snippet", f"nginx -t: {e.detail}") from None
+            raise
+        return snippet
+
+    async def check_image_choice(self, user: User, image: object) -> None:
+        """
+        409 unless C{user} may choose C{image}: in the catalogue and visible to them (an
+        image hidden from them is answered as one that is not there).
+        """
+        images = await self.store.list_images()
+        entry = next((i for i in images if i.name == image), None)
+        if entry is None and image == FALLBACK_IMAGE:
+            return  # what a site gets when the catalogue is empty
+        if entry is None or not catalogue.visible_to(user, entry):
+            raise Conflict("unknown_image", "choose an image from the catalogue")
 
     @app.route("/api/v1/sites/<name>", methods=["DELETE"])
     @authenticated()

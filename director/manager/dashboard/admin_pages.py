@@ -1,17 +1,22 @@
 """
 The administrators' pages (L{AdminPages}): users, operations, backups, images, limits, disk
-use, database hosts, notices and the audit log. They only read; changes go through the API.
+use, database hosts, custom domains, notices and the audit log. They only read; changes go
+through the API.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, gatherResults
+
+from director.manager import catalogue
 from director.manager.dashboard.page_base import (
     Redirect,
     app,
 )
 from director.manager.dashboard.sign_in_pages import SignInPages
+from director.manager.models import Site
 
 
 class AdminPages(SignInPages):
@@ -75,7 +80,45 @@ class AdminPages(SignInPages):
             title="Images",
             section="admin",
             tab="images",
-            images=await self.store.list_images(),
+            images=[catalogue.entry_json(i) for i in await self.store.list_images()],
+            logos=[logo for logo in catalogue.LOGOS if logo],
+            visibility=catalogue.VISIBILITY,
+        )
+
+    async def _certificates(self, site: Site) -> dict[str, dict[str, Any]]:
+        """The router's view of the site's custom domains' certificates (empty if unknown)."""
+        if not site.domains or self.router is None:
+            return {}
+        try:
+            found = await self.router.get_site(site.name, timeout=5)
+        except Exception as e:
+            self.log.info("certificate state of {site} unknown: {e}", site=site.name, e=e)
+            return {}
+        certificates = found.get("certificates") if isinstance(found, dict) else None
+        return {k: v for k, v in (certificates or {}).items() if isinstance(v, dict)}
+
+    @app.route("/admin/domains", methods=["GET"])
+    async def admin_domains(self, request: Any) -> bytes:
+        """Every custom domain, with its site and (when a router answers) its certificate."""
+        self.require_admin(await self.require(request))
+        sites = [s for s in await self.store.list_sites(None, [], 5000, 0) if s.domains]
+        # The routers are asked about every site at once (each call times out after 5 s).
+        states = await gatherResults(
+            [Deferred.fromCoroutine(self._certificates(site)) for site in sites]
+        )
+        rows = []
+        for site, certificates in zip(sites, states, strict=True):
+            for domain in site.domains:
+                rows.append(
+                    {"domain": domain, "site": site, "certificate": certificates.get(domain)}
+                )
+        return await self.render(
+            request,
+            "admin/domains.html",
+            title="Custom domains",
+            section="admin",
+            tab="domains",
+            domains=sorted(rows, key=lambda r: r["domain"]),
         )
 
     @app.route("/admin/limits", methods=["GET"])

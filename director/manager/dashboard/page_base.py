@@ -51,21 +51,6 @@ STATIC = HERE / "static"
 SITES_PER_PAGE = 30  # as the original Director
 # Operation types a member may retry after a failure they can fix themselves.
 USER_RECOVERABLE = ("set_image", "create_database", "restart", "set_domains")
-# run.sh templates offered on the settings page, by image name prefix.
-RUN_SH_TEMPLATES = {
-    "director/python": (
-        "#!/bin/sh\n"
-        "# Serves public/ with Python's built-in server; replace with your app's command.\n"
-        'exec python3 -m http.server "$PORT" --bind "$HOST" --directory public\n'
-    ),
-    "": (
-        "#!/bin/sh\n"
-        "# Start your server here. It must listen on $PORT and bind to $HOST.\n"
-        'echo "run.sh: nothing to run yet (edit run.sh)"\n'
-        "exec sleep infinity\n"
-    ),
-}
-
 
 # People-readable names of operations and their steps (the scripts use the same words).
 STEP_NAMES = {

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from director.manager import catalogue
 from director.manager.dashboard.admin_pages import AdminPages
 from director.manager.dashboard.page_base import (
-    RUN_SH_TEMPLATES,
     SITES_PER_PAGE,
     USER_RECOVERABLE,
     Redirect,
@@ -37,7 +37,6 @@ from director.manager.models import (
     parse_query,
     ssh_access,
 )
-from director.manager.store.rows import Image
 
 
 class Dashboard(AdminPages):
@@ -138,7 +137,11 @@ class Dashboard(AdminPages):
     async def site_settings(self, request: Any, name: str) -> bytes:
         viewer = await self.require(request)
         site = await self.site_for(viewer, name)
-        images = await self.store.list_images()
+        images = [
+            catalogue.entry_json(i)
+            for i in await self.store.list_images()
+            if catalogue.visible_to(viewer.user, i) or i.name == site.image
+        ]
         operations = await self._operations(site, 3)
         failed_image = next(
             (o for o in operations[:1] if o.status == "failed" and o.type == "set_image"), None
@@ -155,29 +158,10 @@ class Dashboard(AdminPages):
             section="sites",
             site=site,
             images=images,
-            run_sh=self._run_sh_templates(images),
+            run_sh={i["name"]: i["run_template"] for i in images},
             failed_image=failed_image,
             certificates=certificates,
         )
-
-    def _run_sh_templates(self, images: list[Image]) -> dict[str, str]:
-        out = {}
-        for image in images:
-            prefix = next((p for p in RUN_SH_TEMPLATES if p and image.name.startswith(p)), "")
-            out[image.name] = RUN_SH_TEMPLATES[prefix]
-        return out
-
-    async def _certificates(self, site: Site) -> dict[str, dict[str, Any]]:
-        """The router's view of the site's custom domains' certificates (empty if unknown)."""
-        if not site.domains or self.router is None:
-            return {}
-        try:
-            found = await self.router.get_site(site.name, timeout=5)
-        except Exception as e:
-            self.log.info("certificate state of {site} unknown: {e}", site=site.name, e=e)
-            return {}
-        certificates = found.get("certificates") if isinstance(found, dict) else None
-        return {k: v for k, v in (certificates or {}).items() if isinstance(v, dict)}
 
     @app.route("/sites/<name>/files", methods=["GET"])
     async def editor(self, request: Any, name: str) -> bytes:

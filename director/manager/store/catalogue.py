@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
@@ -28,7 +30,10 @@ class CatalogueStore(StoreBase):
         description: str = "",
         setup_command: str | None = None,
         is_default: bool = False,
+        **more: Any,
     ) -> Deferred[None]:
+        """Add or change a catalogue entry (C{more}: logo, visibility, run_template)."""
+
         def put(conn: Connection) -> None:
             if is_default:
                 conn.execute(update(t.images).values(is_default=False))
@@ -37,6 +42,7 @@ class CatalogueStore(StoreBase):
                 "description": description,
                 "setup_command": setup_command,
                 "is_default": is_default,
+                **more,
             }
             if (
                 conn.execute(
@@ -44,7 +50,7 @@ class CatalogueStore(StoreBase):
                 ).rowcount
                 == 0
             ):
-                conn.execute(insert(t.images).values(name=name, is_public=True, **values))
+                conn.execute(insert(t.images).values(name=name, **values))
 
         return self._tx(put)
 

@@ -102,7 +102,12 @@ class Image:
     description: str
     setup_command: str | None
     is_default: bool
-    is_public: bool
+    #: a curated icon name (manager/catalogue.py LOGOS), or None: a letter badge
+    logo: str | None = None
+    #: everyone | teachers | hidden (admins only)
+    visibility: str = "everyone"
+    #: a dynamic site's first run.sh (None: by the image's name, catalogue.py)
+    run_template: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

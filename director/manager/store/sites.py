@@ -113,6 +113,7 @@ class SiteStore(StoreBase):
                 disk_usage_bytes=r.disk_usage_bytes,
                 disk_quota_bytes=r.disk_quota_bytes,
                 orchestrator=orchestrators.get(r.orchestrator_id),
+                nginx_snippet=r.nginx_snippet,
             )
             for r in rows
         ]

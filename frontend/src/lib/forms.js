@@ -29,6 +29,7 @@ export function formBody(form) {
     const type = element.dataset.type;
     if (type === "list") setPath(body, name, raw.split(/[\s,]+/).filter(Boolean));
     else if (type === "words") setPath(body, name, raw.split(/\s+/).filter(Boolean));
+    else if (type === "lines") setPath(body, name, raw.split("\n").map((l) => l.trim()).filter(Boolean));
     else if (type === "number") {
       if (raw.trim() !== "") setPath(body, name, Number(raw));
     } else if (!(skipEmpty && raw === "")) setPath(body, name, raw);
