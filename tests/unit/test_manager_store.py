@@ -3,6 +3,7 @@
 import tempfile
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +12,8 @@ from director.manager.models import DEFAULT_LIMITS
 from director.manager.schema import metadata
 from director.manager.store import Conflict
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
 
 
 class StoreTests(SynchronousTestCase):
@@ -66,9 +69,10 @@ class StoreTests(SynchronousTestCase):
         from sqlalchemy import text
 
         import director.manager.migrations as migrations
-        from director.manager.store import make_engine
+        from director.testing import manager_database
 
-        engine = make_engine(f"sqlite:///{tempfile.mkdtemp()}/old.db")
+        directory = Path(tempfile.mkdtemp())
+        engine = manager_database.engine(manager_database.database_url(directory, migrated=False))
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
         with engine.begin() as connection:

@@ -7,11 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.models import parse_query
 from director.testing.manager import ManagerHarness, static_site_fields
+
+pytestmark = pytest.mark.manager_store
 
 
 class ParseQueryTests(SynchronousTestCase):
