@@ -48,5 +48,4 @@ def _manager_databases(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(autouse=True, scope="session")
 def _manager_database_template() -> Iterator[None]:
     yield
-    if manager_database.on_postgresql():
-        manager_database.drop_template()
+    manager_database.close()

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
-from services import PostgresServer, ServiceError, Services  # noqa: E402
+from services import PostgresServer, ServiceError, Services
 
-from director.testing.manager_database import ENVIRONMENT_VARIABLE  # noqa: E402
+from director.testing.manager_database import ENVIRONMENT_VARIABLE
 
 
 def main(argv: list[str]) -> int:

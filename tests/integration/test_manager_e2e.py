@@ -25,6 +25,7 @@ from sites_network import free_subnet, network_name, remove_network
 from test_daemon import stop_nginx
 
 from director.common.config import Config, load_config
+from director.testing import manager_database
 
 BIN = Path(sys.executable).parent
 SITES = "sites.localhost"
@@ -130,8 +131,21 @@ def wait(check: Any, what: str, timeout: float, details: Any = lambda: "") -> No
 
 
 @pytest.fixture(scope="module")
+def manager_database_url() -> Iterator[str]:
+    """The manager's own store: SQLite under its state directory, or PostgreSQL when the
+    suite runs on it (C{python tests/with_postgres.py pytest ...})."""
+    base = Path(tempfile.mkdtemp(prefix="director-e2e-db-"))
+    with manager_database.shared_database(base) as url:
+        yield url
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def stack(
-    services: Services, postgres_server: PostgresServer, docker_swarm: Any
+    services: Services,
+    postgres_server: PostgresServer,
+    docker_swarm: Any,
+    manager_database_url: str,
 ) -> Iterator[Stack]:
     base = Path(tempfile.mkdtemp(prefix="director-e2e-", dir="/tmp"))
     base.chmod(0o755)
@@ -174,6 +188,8 @@ def stack(
     ]
     for setting in settings:
         args += ["--set", setting]
+    if not manager_database_url.startswith("sqlite"):
+        args += manager_database.init_settings(manager_database_url)
     subprocess.run(args, check=True, capture_output=True)
     (base / "var").chmod(0o755)
     subprocess.run(

@@ -603,7 +603,7 @@ class MigrationTests(SynchronousTestCase):
                 text(
                     "INSERT INTO users (id, username, full_name, email, role, is_active,"
                     " accepted_guidelines, created_at, is_service)"
-                    " VALUES (1, 'alice', '', '', 'student', 1, 1, '2026-01-01', 0)"
+                    " VALUES (1, 'alice', '', '', 'student', true, true, '2026-01-01', false)"
                 )
             )
             connection.execute(
