@@ -2,10 +2,11 @@
 Run a command with a throw-away PostgreSQL server: ``python tests/with_postgres.py CMD...``.
 
 The server (the integration tests' L{services.PostgresServer}: fsync off, a free loopback
-port, run as the postgres user, so as root) lives in a temporary directory for as long as CMD
-runs; CMD sees its admin URL in C{DIRECTOR_TEST_DATABASE_URL}, so the manager's tests give
-each test a database of its own on it (L{director.testing.manager_database}). The exit status
-is CMD's; the server is stopped (by PID) whatever happens.
+port, run as the postgres user, so as root; its time zone far from UTC) lives in a temporary
+directory for as long as CMD runs; CMD sees its admin URL in C{DIRECTOR_TEST_DATABASE_URL}, so
+the manager's tests give each test a database of its own on it
+(L{director.testing.manager_database}). The exit status is CMD's; the server is stopped (by
+PID) whatever happens.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ from services import PostgresServer, ServiceError, Services
 
 from director.testing.manager_database import ENVIRONMENT_VARIABLE
 
+#: The server's time zone: a session that keeps it (not UTC) shows every timestamp that
+#: depends on the server's zone.
+TIME_ZONE = "Pacific/Auckland"
+
+
+def _far_from_utc(server: PostgresServer) -> None:
+    import psycopg
+
+    with psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f"ALTER SYSTEM SET timezone = '{TIME_ZONE}'")
+        admin.execute("SELECT pg_reload_conf()")
+
 
 def main(argv: list[str]) -> int:
     if not argv:
@@ -39,6 +52,7 @@ def main(argv: list[str]) -> int:
             except ServiceError as exc:
                 print(f"could not start PostgreSQL: {exc}", file=sys.stderr)
                 return 1
+            _far_from_utc(server)
             url = (
                 f"postgresql+psycopg://{server.admin_user}:{server.admin_password}"
                 f"@{server.host}:{server.port}/postgres"
