@@ -1,4 +1,7 @@
-"""The manager's store on a real SQLite database: constraints, claims and migrations."""
+"""
+The manager's store on a real database (SQLite, or PostgreSQL in `make unit-postgres`):
+constraints, claims, migrations and timestamps.
+"""
 
 import tempfile
 from pathlib import Path
@@ -61,6 +64,13 @@ class StoreTests(SynchronousTestCase):
             self.h.result(self.store.list_operations(site_id=again))[0].site_name, "again"
         )
         self.assertEqual(len(self.h.result(self.store.list_operations(site_id=again))), 1)
+
+    def test_timestamps_come_back_in_utc(self) -> None:
+        """Whatever the database server's time zone (`make unit-postgres`'s is not UTC)."""
+        user = self.h.result(self.store.create_user("alice", "student", None))
+        self.h.result(self.store.create_token(user.id, "ci"))
+        (token,) = self.h.result(self.store.list_tokens(user.id))
+        self.assertTrue(token["created_at"].endswith("+00:00"), token["created_at"])
 
     def test_migration_starts_site_ids_above_every_id_given(self) -> None:
         """On a database from before 0002, new ids start above live and deleted sites' ids."""
