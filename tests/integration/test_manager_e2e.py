@@ -445,7 +445,10 @@ def test_reconcile_removes_a_leftover_site_with_its_files(stack: Stack) -> None:
     A site the orchestrator still runs after its records went (a deletion cut short) is
     removed by the reconcile with its files; the next site gets a new id.
     """
-    import sqlite3
+    from sqlalchemy import text
+
+    from director.manager.service import database_url
+    from director.manager.store import make_engine
 
     s = stack
     s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-left", "type": "dynamic"}))
@@ -453,13 +456,13 @@ def test_reconcile_removes_a_leftover_site_with_its_files(stack: Stack) -> None:
     site_id = s.api("GET", "/api/v1/sites/e2e-left")["id"]
     files = s.base / "var" / "sites" / str(site_id)
     assert files.exists()
-    db = sqlite3.connect(s.base / "var" / "director.db", timeout=30)
+    # the manager's own database (SQLite, or PostgreSQL when the suite runs on it)
+    engine = make_engine(database_url(s.config))
     try:
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("DELETE FROM sites WHERE id = ?", (site_id,))
-        db.commit()
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM sites WHERE id = :id"), {"id": site_id})
     finally:
-        db.close()
+        engine.dispose()
 
     def removed() -> bool:
         names = subprocess.run(
