@@ -135,6 +135,31 @@ class APIPagingTests(SynchronousTestCase):
             self.assertEqual((code, body["error"]), (400, "bad_query"), query)
 
 
+class UnstorableTextTests(SynchronousTestCase):
+    def test_a_nul_character_is_refused_everywhere(self) -> None:
+        """PostgreSQL's text cannot hold NUL (it was a 500 there): 400, and nothing is made."""
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        http: Any = StubTreq(h.api.app.resource())
+        admin = h.user("root", role="admin")
+        for path, method, raw, error in (
+            ("/api/v1/sites", "POST", b'{"name": "ok", "description": "a\\u0000b"}', "bad_json"),
+            ("/api/v1/users", "POST", b'{"username": "bob", "email": "b\\u0000@x.y"}', "bad_json"),
+            ("/api/v1/sites?q=a%00b", "GET", b"", "bad_query"),
+        ):
+            d = http.request(
+                method,
+                f"http://manager.test{path}",
+                data=raw or None,
+                headers={"Authorization": [f"Bearer {admin}"]},
+            )
+            http.flush()
+            response = self.successResultOf(d)
+            body = json.loads(self.successResultOf(http.content(response)))
+            self.assertEqual((response.code, body["error"]), (400, error), raw)
+        self.assertEqual(h.result(h.store.count_sites()), 0)
+        self.assertEqual([u.username for u in h.result(h.store.list_users())], ["root"])
+
+
 class LoneSurrogateTests(SynchronousTestCase):
     def test_text_that_is_not_unicode_is_refused_everywhere(self) -> None:
         h = ManagerHarness(Path(tempfile.mkdtemp()))

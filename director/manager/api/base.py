@@ -81,26 +81,32 @@ def read_json(request: Any) -> Any:
         value = json.loads(body)  # (only whitespace is not JSON: 400, as the document says)
     except (ValueError, UnicodeDecodeError):
         raise APIError(400, "bad_json", "the request body is not valid JSON") from None
-    if _lone_surrogate(value):
-        # JSON lets "\ud800" through; no database, file or header can hold it.
-        raise APIError(400, "bad_json", "the request body holds text that is not Unicode")
+    problem = _unstorable_text(value)
+    if problem:
+        raise APIError(400, "bad_json", f"the request body holds {problem}")
     return value
 
 
-def _lone_surrogate(value: Any) -> bool:
-    """Whether a decoded JSON value holds a string with a lone surrogate anywhere."""
+def _unstorable_text(value: Any) -> str | None:
+    """
+    What in a decoded JSON value no database, file or header can hold, if anything: JSON lets
+    a lone surrogate ("\\ud800") through, and "\\u0000", which PostgreSQL's text cannot hold
+    (SQLite's can) and no path or argv can.
+    """
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if any("\ud800" <= c <= "\udfff" for c in item):
-                return True
+                return "text that is not Unicode"
+            if "\x00" in item:
+                return "a NUL character (\\u0000)"
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None
 
 
 def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
