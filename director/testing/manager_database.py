@@ -10,8 +10,9 @@ connections ended, every row deleted, every sequence restarted), which is the st
 copy at a small part of the cost (C{bench/manager_test_databases.py}: 36 ms a test, where
 CREATE + DROP took 200 to 260 ms). An empty, unmigrated database (for tests that migrate, or
 run C{director init}) is created for the test and dropped after it. L{release_test_databases}
-runs after every test (an autouse fixture in C{tests/conftest.py}). C{python tests/with_postgres.py CMD...} runs
-CMD with a throw-away server and the variable set; C{make unit-postgres} uses it.
+runs after every test (an autouse fixture in C{tests/conftest.py}). C{python
+tests/with_postgres.py CMD...} runs CMD with a throw-away server and the variable set; C{make
+unit-postgres} uses it.
 """
 
 from __future__ import annotations

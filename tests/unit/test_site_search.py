@@ -137,14 +137,14 @@ class APIPagingTests(SynchronousTestCase):
 
 class UnstorableTextTests(SynchronousTestCase):
     def test_a_nul_character_is_refused_everywhere(self) -> None:
-        """PostgreSQL's text cannot hold NUL (it was a 500 there): 400, and nothing is made."""
+        """PostgreSQL's text cannot hold NUL (a 500 there for a user's email): 400, nothing made."""
         h = ManagerHarness(Path(tempfile.mkdtemp()))
         http: Any = StubTreq(h.api.app.resource())
         admin = h.user("root", role="admin")
         for path, method, raw, error in (
-            ("/api/v1/sites", "POST", b'{"name": "ok", "description": "a\\u0000b"}', "bad_json"),
-            ("/api/v1/users", "POST", b'{"username": "bob", "email": "b\\u0000@x.y"}', "bad_json"),
-            ("/api/v1/sites?q=a%00b", "GET", b"", "bad_query"),
+            ("/api/v1/sites", "POST", b'{"name": "ok", "description": "a\\u0000b"}', "invalid"),
+            ("/api/v1/users", "POST", b'{"username": "bob", "email": "b\\u0000@x.y"}', "invalid"),
+            ("/api/v1/users", "POST", b'{"username": "bob", "full_name": "\\u0000"}', "invalid"),
         ):
             d = http.request(
                 method,
@@ -155,7 +155,7 @@ class UnstorableTextTests(SynchronousTestCase):
             http.flush()
             response = self.successResultOf(d)
             body = json.loads(self.successResultOf(http.content(response)))
-            self.assertEqual((response.code, body["error"]), (400, error), raw)
+            self.assertEqual((response.code, body["error"]), (400, error), (raw, body))
         self.assertEqual(h.result(h.store.count_sites()), 0)
         self.assertEqual([u.username for u in h.result(h.store.list_users())], ["root"])
 

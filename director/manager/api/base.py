@@ -81,32 +81,26 @@ def read_json(request: Any) -> Any:
         value = json.loads(body)  # (only whitespace is not JSON: 400, as the document says)
     except (ValueError, UnicodeDecodeError):
         raise APIError(400, "bad_json", "the request body is not valid JSON") from None
-    problem = _unstorable_text(value)
-    if problem:
-        raise APIError(400, "bad_json", f"the request body holds {problem}")
+    if _lone_surrogate(value):
+        # JSON lets "\ud800" through; no database, file or header can hold it.
+        raise APIError(400, "bad_json", "the request body holds text that is not Unicode")
     return value
 
 
-def _unstorable_text(value: Any) -> str | None:
-    """
-    What in a decoded JSON value no database, file or header can hold, if anything: JSON lets
-    a lone surrogate ("\\ud800") through, and "\\u0000", which PostgreSQL's text cannot hold
-    (SQLite's can) and no path or argv can.
-    """
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string with a lone surrogate anywhere."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if any("\ud800" <= c <= "\udfff" for c in item):
-                return "text that is not Unicode"
-            if "\x00" in item:
-                return "a NUL character (\\u0000)"
+                return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return None
+    return False
 
 
 def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
@@ -481,8 +475,9 @@ _whole = models.whole_number
 def _text(body: dict[str, Any], key: str, longest: int) -> str:
     """An optional text field of C{body} ("" when absent), at most C{longest} characters."""
     value = body.get(key, "")
-    if not isinstance(value, str) or len(value) > longest:
-        raise ValidationError(key, f"text of at most {longest} characters")
+    # no NUL: PostgreSQL's text cannot hold it (SQLite's can; it was a 500 there)
+    if not isinstance(value, str) or len(value) > longest or "\x00" in value:
+        raise ValidationError(key, f"text of at most {longest} characters, without NUL")
     return value
 
 
