@@ -6,8 +6,8 @@ PY      := $(VENV)/bin/python
 CONFIG  ?= etc/director.toml
 STATE   ?= var
 
-.PHONY: run test deps venv docker images lint types pytest unit integration clean frontend \
-	cluster cluster-down
+.PHONY: run test deps venv docker images lint types pytest unit unit-postgres integration clean \
+	frontend cluster cluster-down
 
 deps:
 	bash scripts/install-deps.sh
@@ -89,10 +89,15 @@ types: venv
 unit: venv frontend
 	$(VENV)/bin/pytest tests/unit
 
+# The unit tests that use the manager's store (marked manager_store) once more, each on a
+# fresh database of a throw-away PostgreSQL on a free loopback port (README, "Tests").
+unit-postgres: venv frontend
+	$(PY) tests/with_postgres.py $(VENV)/bin/pytest -m manager_store tests/unit
+
 integration: venv frontend docker images
 	$(VENV)/bin/pytest tests/integration
 
-pytest: venv frontend docker images
+pytest: venv frontend docker images unit-postgres
 	$(VENV)/bin/pytest tests
 
 test: deps venv docker lint types pytest

@@ -71,8 +71,8 @@ INSTALLATION_ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
                 "username": USERNAME,
                 "role": {"enum": ["student", "teacher", "admin"]},
                 "password": {"oneOf": [PASSWORD, {"type": "null"}]},
-                "full_name": {"type": "string", "maxLength": 200},
-                "email": {"type": "string", "maxLength": 254},
+                "full_name": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00]*$"},
+                "email": {"type": "string", "maxLength": 254, "pattern": "^[^\\x00]*$"},
                 "is_service": {
                     "type": "boolean",
                     "description": "an account for scripts: API tokens only, no password",

@@ -1,4 +1,7 @@
-"""A manager wired for unit tests: real store (SQLite file), verified fakes, inline threads."""
+"""
+A manager wired for unit tests: real store (a SQLite file, or PostgreSQL when the tests run
+on it: see L{director.testing.manager_database}), verified fakes, inline threads.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ from director.manager.passwords import Passwords
 from director.manager.placement_store import PlacementStore
 from director.manager.router_pool import RouterPool
 from director.manager.schedules import TaskSettings
-from director.manager.store import Store, make_engine, migrate
+from director.manager.store import Store
 from director.manager.tasks import TaskScheduler
+from director.testing import manager_database
 from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.fake_router import FakeRouter
 from director.testing.keys import Keyring
@@ -99,7 +103,7 @@ def error(status: int, code: str = "error", message: str = "failed") -> Componen
 
 
 class ManagerHarness:
-    """Everything a ManagerAPI needs, in memory or in a temporary SQLite file."""
+    """Everything a ManagerAPI needs, in memory or in a fresh test database (C{database_url})."""
 
     def __init__(
         self,
@@ -109,8 +113,9 @@ class ManagerHarness:
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
-        engine = make_engine(f"sqlite:///{directory / 'director.db'}")
-        migrate(engine)
+        #: the store's database: another "manager process" may open its own engine on it
+        self.database_url = manager_database.database_url(directory)
+        self.db_engine = engine = manager_database.engine(self.database_url)
         self.store = Store(engine, InlineRunner())
         # Verified fakes at the wire (their contract suites run against the real apps too).
         self.orchestrator = FakeOrchestrator()

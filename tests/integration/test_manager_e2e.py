@@ -26,6 +26,7 @@ from sites_network import free_subnet, network_name, remove_network
 from test_daemon import stop_nginx
 
 from director.common.config import Config, load_config
+from director.testing import manager_database
 
 BIN = Path(sys.executable).parent
 SITES = "sites.localhost"
@@ -100,8 +101,21 @@ def _listening(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
+def manager_database_url() -> Iterator[str]:
+    """The manager's own store: SQLite under its state directory, or PostgreSQL when the
+    suite runs on it (C{python tests/with_postgres.py pytest ...})."""
+    base = Path(tempfile.mkdtemp(prefix="director-e2e-db-"))
+    with manager_database.shared_database(base) as url:
+        yield url
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def stack(
-    services: Services, postgres_server: PostgresServer, docker_swarm: Any
+    services: Services,
+    postgres_server: PostgresServer,
+    docker_swarm: Any,
+    manager_database_url: str,
 ) -> Iterator[Stack]:
     base = Path(tempfile.mkdtemp(prefix="director-e2e-", dir="/tmp"))
     base.chmod(0o755)
@@ -144,6 +158,8 @@ def stack(
     ]
     for setting in settings:
         args += ["--set", setting]
+    if not manager_database_url.startswith("sqlite"):
+        args += manager_database.init_settings(manager_database_url)
     subprocess.run(args, check=True, capture_output=True)
     (base / "var").chmod(0o755)
     subprocess.run(
@@ -399,7 +415,10 @@ def test_reconcile_removes_a_leftover_site_with_its_files(stack: Stack) -> None:
     A site the orchestrator still runs after its records went (a deletion cut short) is
     removed by the reconcile with its files; the next site gets a new id.
     """
-    import sqlite3
+    from sqlalchemy import text
+
+    from director.manager.service import database_url
+    from director.manager.store import make_engine
 
     s = stack
     s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "e2e-left", "type": "dynamic"}))
@@ -407,13 +426,13 @@ def test_reconcile_removes_a_leftover_site_with_its_files(stack: Stack) -> None:
     site_id = s.api("GET", "/api/v1/sites/e2e-left")["id"]
     files = s.base / "var" / "sites" / str(site_id)
     assert files.exists()
-    db = sqlite3.connect(s.base / "var" / "director.db", timeout=30)
+    # the manager's own database (SQLite, or PostgreSQL when the suite runs on it)
+    engine = make_engine(database_url(s.config))
     try:
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("DELETE FROM sites WHERE id = ?", (site_id,))
-        db.commit()
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM sites WHERE id = :id"), {"id": site_id})
     finally:
-        db.close()
+        engine.dispose()
 
     def removed() -> bool:
         names = subprocess.run(

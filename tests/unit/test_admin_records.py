@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.testing.manager import ManagerHarness, static_site_fields
+
+pytestmark = pytest.mark.manager_store
 
 
 class AdminRecordTests(SynchronousTestCase):

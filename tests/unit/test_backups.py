@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +26,9 @@ from director.manager.models import ValidationError
 from director.manager.store import Conflict
 from director.orchestrator.backups import BackupError, restore_path, snapshot_view
 from director.testing.manager import ManagerHarness, error
+
+pytestmark = pytest.mark.manager_store
+
 
 SNAP = "ab" * 32
 

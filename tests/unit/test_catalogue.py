@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -21,6 +22,9 @@ from director.manager import catalogue
 from director.manager.models import User
 from director.manager.store.rows import Image
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
+
 
 NODE = "director/node:18"
 

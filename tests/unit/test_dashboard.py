@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,6 +31,9 @@ from director.manager.dashboard.security import (
 from director.manager.operations import OPERATIONS
 from director.manager.passwords import hash_password
 from director.testing.manager import ManagerHarness, static_site_fields
+
+pytestmark = pytest.mark.manager_store
+
 
 BASE = "http://127.0.0.1:8000"
 XSS = "<script>alert(1)</script>"

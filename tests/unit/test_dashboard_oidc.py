@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from klein import Klein
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,6 +25,8 @@ from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.service import oidc_callback
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
 
 
 class FakeProvider:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,6 +27,8 @@ from director.manager.browser_ws import (
 )
 from director.manager.dashboard.security import dashboard_origins
 from tests.unit.test_dashboard import BASE, DashboardHarness
+
+pytestmark = pytest.mark.manager_store
 
 
 class FakeUpstream:

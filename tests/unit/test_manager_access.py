@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -24,6 +25,8 @@ from director.manager.ratelimit import RateLimiter
 from director.manager.shell_server import ShellServerAPI
 from director.testing.keys import Keyring
 from director.testing.manager import ManagerHarness, create_static_site
+
+pytestmark = pytest.mark.manager_store
 
 
 class Request(DummyRequest):

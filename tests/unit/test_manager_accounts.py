@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import pytest
 from sqlalchemy import update
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
@@ -31,8 +32,12 @@ from director.manager.dashboard.security import LoginThrottle
 from director.manager.passwords import Passwords, hash_password
 from director.manager.proxies import Proxies
 from director.manager.store import make_engine
+from director.testing import manager_database
 from director.testing.manager import ManagerHarness
 from tests.unit.test_dashboard import DashboardHarness, login_token
+
+pytestmark = pytest.mark.manager_store
+
 
 PASSWORD = "correct horse"
 
@@ -403,7 +408,9 @@ class PrivateFilesTests(SynchronousTestCase):
         config = str(directory / "director.toml")
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            director_main(["init", "--config", config, "--state-dir", str(directory / "var")])
+            url = manager_database.database_url(directory, migrated=False)
+            init = ["init", "--config", config, "--state-dir", str(directory / "var")]
+            director_main([*init, *manager_database.init_settings(url)])
             self.assertEqual(
                 director_main(
                     [

@@ -6,12 +6,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.api import ManagerAPI
 from director.manager.openapi import document
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
 
 
 def api_routes() -> set[tuple[str, str]]:

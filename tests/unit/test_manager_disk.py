@@ -11,12 +11,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager import models
 from director.manager.disk import DiskPoller, parse_report
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
+
 
 MB = 1024 * 1024
 

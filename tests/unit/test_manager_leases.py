@@ -9,13 +9,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.threads import InlineRunner
 from director.manager.identity import FILE_NAME, claim_identity
 from director.manager.operations import OperationEngine
-from director.manager.store import Store, make_engine
+from director.manager.store import Store
+from director.testing import manager_database
 from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.fake_router import FakeRouter
 from director.testing.manager import (
@@ -23,6 +25,9 @@ from director.testing.manager import (
     ManagerHarness,
     create_static_site,
 )
+
+pytestmark = pytest.mark.manager_store
+
 
 LEASE = 60.0
 
@@ -66,7 +71,7 @@ class IdentityFileTests(SynchronousTestCase):
 
 
 class LeaseTests(SynchronousTestCase):
-    """Two engines (two manager processes) on one SQLite file, sharing one fake clock."""
+    """Two engines (two manager processes) on one database, sharing one fake clock."""
 
     def setUp(self) -> None:
         self.directory = Path(tempfile.mkdtemp())
@@ -76,8 +81,8 @@ class LeaseTests(SynchronousTestCase):
     def engine(
         self, identity: str, orchestrator: FakeOrchestrator | HangingComponent | None = None
     ) -> tuple[OperationEngine, FakeOrchestrator | HangingComponent, FakeRouter]:
-        """Another manager process: its own connection pool to the same database file."""
-        store = Store(make_engine(f"sqlite:///{self.directory / 'director.db'}"), InlineRunner())
+        """Another manager process: its own connection pool to the same database."""
+        store = Store(manager_database.engine(self.h.database_url), InlineRunner())
         orchestrator = orchestrator or FakeOrchestrator()
         router = FakeRouter()
         engine = OperationEngine(

@@ -4,10 +4,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.operations import OPERATIONS
 from director.testing.manager import ManagerHarness, create_static_site, error
+
+pytestmark = pytest.mark.manager_store
 
 
 class EngineTests(SynchronousTestCase):

@@ -4,11 +4,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.reconcile import Reconciler, find_drift
 from director.testing.manager import ManagerHarness, create_static_site
+
+pytestmark = pytest.mark.manager_store
 
 
 class ReconcileTests(SynchronousTestCase):

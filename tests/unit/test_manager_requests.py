@@ -5,10 +5,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.testing.manager import ManagerHarness, RecordingMailer
+
+pytestmark = pytest.mark.manager_store
 
 
 class RequestTests(SynchronousTestCase):

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,6 +20,8 @@ from director.common.config import ConfigError, load_config, router_urls
 from director.manager.operations import OPERATIONS
 from director.manager.reconcile import Reconciler, router_drift
 from director.testing.manager import ManagerHarness, create_static_site, error
+
+pytestmark = pytest.mark.manager_store
 
 
 def down(method: str, path: str, kwargs: Any) -> Any:

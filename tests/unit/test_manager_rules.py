@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
@@ -22,6 +23,8 @@ from director.manager.service import user_limits
 from director.manager.shell_server import ShellServerAPI
 from director.testing.keys import Keyring
 from director.testing.manager import ManagerHarness, error
+
+pytestmark = pytest.mark.manager_store
 
 
 class FakeResponse:

@@ -1,8 +1,12 @@
-"""The manager's store on a real SQLite database: constraints, claims and migrations."""
+"""
+The manager's store on a real database (SQLite, or PostgreSQL in `make unit-postgres`):
+constraints, claims, migrations and timestamps.
+"""
 
 import tempfile
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +15,8 @@ from director.manager.models import DEFAULT_LIMITS
 from director.manager.schema import metadata
 from director.manager.store import Conflict
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
 
 
 class StoreTests(SynchronousTestCase):
@@ -59,6 +65,14 @@ class StoreTests(SynchronousTestCase):
         )
         self.assertEqual(len(self.h.result(self.store.list_operations(site_id=again))), 1)
 
+    def test_timestamps_come_back_in_utc(self) -> None:
+        """Whatever the database server's time zone (`make unit-postgres`'s is not UTC)."""
+        user = self.h.result(self.store.create_user("alice", "student", None))
+        self.h.result(self.store.create_token(user.id, "ci"))
+        (token,) = self.h.result(self.store.list_tokens(user.id))
+        created = token.to_json()["created_at"]
+        self.assertTrue(created.endswith("+00:00"), created)
+
     def test_migration_starts_site_ids_above_every_id_given(self) -> None:
         """On a database from before 0002, new ids start above live and deleted sites' ids."""
         from alembic import command
@@ -66,9 +80,10 @@ class StoreTests(SynchronousTestCase):
         from sqlalchemy import text
 
         import director.manager.migrations as migrations
-        from director.manager.store import make_engine
+        from director.testing import manager_database
 
-        engine = make_engine(f"sqlite:///{tempfile.mkdtemp()}/old.db")
+        directory = Path(tempfile.mkdtemp())
+        engine = manager_database.engine(manager_database.database_url(directory, migrated=False))
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
         with engine.begin() as connection:

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,6 +21,8 @@ from director.manager.tasks import TaskScheduler
 from director.orchestrator.tasks import BoundedOutput
 from director.testing.fake_orchestrator import FakeOrchestrator
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
 
 
 class ScheduleTests(SynchronousTestCase):

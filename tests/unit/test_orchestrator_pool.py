@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,11 +28,14 @@ from director.manager.disk import DiskPoller
 from director.manager.operations import OPERATIONS, route_spec
 from director.manager.orchestrator_pool import NODE_UNAVAILABLE, NODE_UNAVAILABLE_STATUS
 from director.manager.shell_server import ShellServerAPI
+from director.testing import manager_database
 from director.testing.fake_orchestrator import FakeOrchestrator, refusal
 from director.testing.keys import Keyring
 from director.testing.manager import ManagerHarness, static_site_fields
 from tests.unit.test_dashboard import BASE, DashboardHarness
 from tests.unit.test_dashboard_ws import Browser, FakeUpstream, RecordsConnects
+
+pytestmark = pytest.mark.manager_store
 
 
 def down(method: str, path: str, kwargs: Any) -> Any:
@@ -587,6 +591,7 @@ class CLITests(SynchronousTestCase):
     def setUp(self) -> None:
         directory = Path(tempfile.mkdtemp())
         self.config = str(directory / "director.toml")
+        url = manager_database.database_url(directory, migrated=False)
         with contextlib.redirect_stdout(io.StringIO()):
             director_main(
                 [
@@ -597,6 +602,7 @@ class CLITests(SynchronousTestCase):
                     str(directory / "var"),
                     "--set",
                     "manager.bcrypt_rounds=4",
+                    *manager_database.init_settings(url),
                 ]
             )
 
@@ -631,10 +637,10 @@ class CLITests(SynchronousTestCase):
         from director.common.config import load_config
         from director.manager.placement_store import PlacementStore
         from director.manager.service import database_url
-        from director.manager.store import Store, make_engine
+        from director.manager.store import Store
 
         self.add("node2", "10.0.0.2")
-        engine = make_engine(database_url(load_config(self.config)))
+        engine = manager_database.engine(database_url(load_config(self.config)))
         store = Store(engine, InlineRunner())
         result = self.successResultOf
         site, _ = result(
@@ -660,9 +666,9 @@ class MigrationTests(SynchronousTestCase):
         from sqlalchemy import inspect, text
 
         import director.manager.migrations as migrations
-        from director.manager.store import make_engine
 
-        engine = make_engine(f"sqlite:///{tempfile.mkdtemp()}/m.db")
+        directory = Path(tempfile.mkdtemp())
+        engine = manager_database.engine(manager_database.database_url(directory, migrated=False))
 
         def scalar(sql: str) -> Any:
             with engine.connect() as connection:
@@ -677,7 +683,7 @@ class MigrationTests(SynchronousTestCase):
                 text(
                     "INSERT INTO users (id, username, full_name, email, role, is_active,"
                     " accepted_guidelines, created_at, is_service)"
-                    " VALUES (1, 'alice', '', '', 'student', 1, 1, '2026-01-01', 0)"
+                    " VALUES (1, 'alice', '', '', 'student', true, true, '2026-01-01', false)"
                 )
             )
             connection.execute(

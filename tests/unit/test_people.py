@@ -7,11 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.store import Conflict
 from director.testing.manager import ManagerHarness, RecordingMailer, static_site_fields
+
+pytestmark = pytest.mark.manager_store
 
 
 class PendingMemberStoreTests(SynchronousTestCase):

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,7 +20,10 @@ from director.common.service import ExitOnStartupError, ListeningService
 from director.manager.service import build_service as build_manager
 from director.orchestrator.service import build_service as build_orchestrator
 from director.shell.service import build_service as build_shell
+from director.testing import manager_database
 from director.testing.fake_docker import FakeDockerGateway
+
+pytestmark = pytest.mark.manager_store
 
 
 def _walk(service: Any) -> Iterator[Any]:
@@ -32,6 +36,7 @@ def initialised(test: SynchronousTestCase, *settings: str, base: Path | None = N
     """A config and state written by the real `director init`."""
     base = base or Path(test.mktemp())
     args = ["init", "--config", str(base / "director.toml"), "--state-dir", str(base / "var")]
+    args += manager_database.init_settings(manager_database.database_url(base, migrated=False))
     for s in settings:
         args += ["--set", s]
     test.assertEqual(director_main(args), 0)

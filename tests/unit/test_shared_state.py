@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,6 +23,8 @@ from director.manager.redis_link import RedisLink, RedisUnavailable
 from director.manager.shared_limits import RedisLoginThrottle, RedisRateLimiter
 from director.testing.manager import ManagerHarness, create_static_site
 from director.testing.shared_state_contract import SharedStateContract
+
+pytestmark = pytest.mark.manager_store
 
 
 class MemoryContractTests(SharedStateContract, SynchronousTestCase):

@@ -11,11 +11,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.shell_server import ShellServerAPI
 from director.testing.manager import ManagerHarness
+
+pytestmark = pytest.mark.manager_store
+
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -14,12 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from director.cli import main as director_main
 from director.manager.models import Operation
 from director.manager.moves import MOVE_ACTIONS
 from director.manager.operations import OperationEngine
 from director.testing.fake_orchestrator import FakeEntry, FakeOrchestrator
 from tests.unit.test_orchestrator_pool import PoolTestCase, down
+
+pytestmark = pytest.mark.manager_store
+
 
 SECOND_NGINX = "10.0.0.2:8180"
 

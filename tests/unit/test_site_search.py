@@ -7,11 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.models import parse_query
 from director.testing.manager import ManagerHarness, static_site_fields
+
+pytestmark = pytest.mark.manager_store
 
 
 class ParseQueryTests(SynchronousTestCase):
@@ -130,6 +133,31 @@ class APIPagingTests(SynchronousTestCase):
         ):
             code, body = self.get(query)
             self.assertEqual((code, body["error"]), (400, "bad_query"), query)
+
+
+class UnstorableTextTests(SynchronousTestCase):
+    def test_a_nul_character_is_refused_everywhere(self) -> None:
+        """PostgreSQL's text cannot hold NUL (a 500 there for a user's email): 400, nothing made."""
+        h = ManagerHarness(Path(tempfile.mkdtemp()))
+        http: Any = StubTreq(h.api.app.resource())
+        admin = h.user("root", role="admin")
+        for path, method, raw, error in (
+            ("/api/v1/sites", "POST", b'{"name": "ok", "description": "a\\u0000b"}', "invalid"),
+            ("/api/v1/users", "POST", b'{"username": "bob", "email": "b\\u0000@x.y"}', "invalid"),
+            ("/api/v1/users", "POST", b'{"username": "bob", "full_name": "\\u0000"}', "invalid"),
+        ):
+            d = http.request(
+                method,
+                f"http://manager.test{path}",
+                data=raw or None,
+                headers={"Authorization": [f"Bearer {admin}"]},
+            )
+            http.flush()
+            response = self.successResultOf(d)
+            body = json.loads(self.successResultOf(http.content(response)))
+            self.assertEqual((response.code, body["error"]), (400, error), (raw, body))
+        self.assertEqual(h.result(h.store.count_sites()), 0)
+        self.assertEqual([u.username for u in h.result(h.store.list_users())], ["root"])
 
 
 class LoneSurrogateTests(SynchronousTestCase):

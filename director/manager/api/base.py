@@ -476,8 +476,9 @@ _whole = models.whole_number
 def _text(body: dict[str, Any], key: str, longest: int) -> str:
     """An optional text field of C{body} ("" when absent), at most C{longest} characters."""
     value = body.get(key, "")
-    if not isinstance(value, str) or len(value) > longest:
-        raise ValidationError(key, f"text of at most {longest} characters")
+    # no NUL: PostgreSQL's text cannot hold it (SQLite's can; it was a 500 there)
+    if not isinstance(value, str) or len(value) > longest or "\x00" in value:
+        raise ValidationError(key, f"text of at most {longest} characters, without NUL")
     return value
 
 

@@ -348,6 +348,7 @@ def _arg(request: IRequest, name: str) -> str | None:
     if not values:
         return None
     try:
-        return str(values[0].decode("utf-8"))
+        text = str(values[0].decode("utf-8"))
     except UnicodeDecodeError:
         return None
+    return None if "\x00" in text else text  # PostgreSQL's text cannot hold a NUL

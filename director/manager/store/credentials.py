@@ -142,7 +142,12 @@ class CredentialStore(StoreBase):
                 SshKey(
                     id=r.id, fingerprint=r.fingerprint, comment=r.comment, public_key=r.public_key
                 )
-                for r in conn.execute(select(t.ssh_keys).where(t.ssh_keys.c.user_id == user_id))
+                # ORDER BY: PostgreSQL returns rows in no promised order (SQLite's is the id's)
+                for r in conn.execute(
+                    select(t.ssh_keys)
+                    .where(t.ssh_keys.c.user_id == user_id)
+                    .order_by(t.ssh_keys.c.id)
+                )
             ]
         )
 

@@ -44,7 +44,13 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, connect_args={"connect_timeout": 10})
+    # Sessions in UTC: timestamps come back as +00:00 (as on SQLite), not in the server's zone.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        connect_args={"connect_timeout": 10, "options": "-c timezone=UTC"},
+    )
 
 
 def migrate(engine: Engine) -> None:
