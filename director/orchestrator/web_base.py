@@ -70,7 +70,8 @@ class OrchestratorAPIBase:
     """The collaborators every route uses, and the errors every route may raise."""
 
     app = app
-    log = Logger(namespace="director.orchestrator.web")
+    #: named for the class of the instance (director.orchestrator.web.OrchestratorAPI)
+    log = Logger()
 
     def __init__(
         self,
