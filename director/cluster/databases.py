@@ -82,7 +82,7 @@ def _as_owner(argv: list[str], settings: ServerSettings, log: Path, wait: bool) 
 
 def start_postgres(layout: Layout, directory: Path, port: int, secrets: Path) -> ServerSettings:
     """Set up (once) and start the sites' PostgreSQL; wait until it is ready."""
-    from director.cluster.nodes import ClusterError, State, _connects
+    from director.cluster.processes import ClusterError, State, _connects
 
     if _connects("127.0.0.1", port):
         raise ClusterError(
@@ -113,7 +113,7 @@ def start_postgres(layout: Layout, directory: Path, port: int, secrets: Path) ->
 
 
 def stop_postgres(layout: Layout) -> None:
-    from director.cluster.nodes import State, end_process
+    from director.cluster.processes import State, end_process
 
     state = State.load(layout.state_file)
     entry = state.data["processes"].get("host-postgres")

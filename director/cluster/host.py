@@ -87,7 +87,7 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
     the administrator), register the other nodes' orchestrators, start the three
     components and wait until they listen. C{extra}: further C{--set} settings.
     """
-    from director.cluster.nodes import ClusterError, State, _connects, _run, _spawn, _wait
+    from director.cluster.processes import ClusterError, State, _connects, _run, _spawn, _wait
 
     config = host_config(layout)
     host_dir(layout).mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
 
 def stop_host(layout: Layout) -> None:
     """End the host's components (by their pids) and the router's nginx."""
-    from director.cluster.nodes import State, _text, end_process
+    from director.cluster.processes import State, _text, end_process
 
     if not layout.state_file.exists():
         return

@@ -13,178 +13,67 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
+from director.cluster.engines import (
+    _images,
+    _load_images,
+    _make_swarm,
+    _spawn_engine,
+    _wait_engine,
+    start_engine,
+    stop_engine,
+)
 from director.cluster.host import HostPorts, start_host, stop_host
 from director.cluster.layout import API_PORT, MIRROR_PORT, NGINX_PORT, Layout
+from director.cluster.processes import (
+    COMMAND_TIMEOUT,
+    ENGINE_START_TIMEOUT,
+    ENGINE_STOP_TIMEOUT,
+    ORCHESTRATOR_START_TIMEOUT,
+    ClusterError,
+    State,
+    _cmdline,
+    _connects,
+    _in_netns,
+    _run,
+    _spawn,
+    _text,
+    _wait,
+    docker,
+    end_process,
+)
+
+__all__ = [
+    "COMMAND_TIMEOUT",
+    "ENGINE_START_TIMEOUT",
+    "ENGINE_STOP_TIMEOUT",
+    "ORCHESTRATOR_START_TIMEOUT",
+    "ClusterError",
+    "State",
+    "docker",
+    "down",
+    "end_process",
+    "is_up",
+    "routes_overlapping",
+    "start_engine",
+    "start_orchestrator",
+    "stop_engine",
+    "stop_orchestrator",
+    "up",
+    "wait_orchestrator",
+    "write_orchestrator_config",
+]
+
 
 Say = Callable[[str], None]
-
-#: How long an engine, an orchestrator or a command may take before we give up.
-ENGINE_START_TIMEOUT = 60.0
-ENGINE_STOP_TIMEOUT = 40.0
-ORCHESTRATOR_START_TIMEOUT = 60.0
-COMMAND_TIMEOUT = 120.0
-
-
-class ClusterError(Exception):
-    """The cluster cannot be brought up (or is up already); the message says why."""
-
-
-# -- the state file ------------------------------------------------------------------------
-
-
-class State:
-    """What exists of a cluster, written through to its state file at every change."""
-
-    def __init__(self, layout: Layout, data: dict[str, Any] | None = None) -> None:
-        self.layout = layout
-        self.data: dict[str, Any] = data or {
-            "prefix": layout.prefix,
-            "nodes": layout.nodes,
-            "octet": layout.octet,
-            "root": str(layout.root),
-            "run": str(layout.run),
-            "netns": [],
-            "host_link": False,
-            "processes": {},
-        }
-
-    @classmethod
-    def load(cls, state_file: Path) -> State:
-        data = json.loads(state_file.read_text())
-        layout = Layout(
-            data["prefix"], data["nodes"], data["octet"], Path(data["root"]), Path(data["run"])
-        )
-        return cls(layout, data)
-
-    def save(self) -> None:
-        path = self.layout.state_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        tmp.replace(path)
-
-    def netns_made(self, name: str) -> None:
-        self.data["netns"].append(name)
-        self.save()
-
-    def process(self, key: str, pid: int, marker: str) -> None:
-        """Process C{key} runs as C{pid}; its command line contains C{marker}."""
-        self.data["processes"][key] = {"pid": pid, "marker": marker}
-        self.save()
-
-    def pid(self, key: str) -> int | None:
-        entry = self.data["processes"].get(key)
-        return int(entry["pid"]) if entry else None
-
-    def forget(self, key: str) -> None:
-        self.data["processes"].pop(key, None)
-        self.save()
-
-
-# -- small helpers -------------------------------------------------------------------------
-
-
-def _run(argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ClusterError(f"{' '.join(argv)}: no answer within {timeout:g} s") from None
-    if check and done.returncode != 0:
-        raise ClusterError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout
-
-
-def docker(layout: Layout, n: int, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
-    """The docker CLI against node C{n}'s engine."""
-    return _run(["docker", "-H", layout.docker_url(n), *args], timeout=timeout)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    """Whether C{pid} runs (a zombie does not; our own children are reaped here)."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def end_process(pid: int, marker: str, timeout: float, sig: int = signal.SIGTERM) -> bool:
-    """
-    Send C{sig} to C{pid} if it still runs a command containing C{marker}, wait up to
-    C{timeout} s for it to end, then kill it. False if it was not running.
-    """
-    if not _alive(pid) or marker not in _cmdline(pid):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while _alive(pid) and time.monotonic() < deadline + 5:
-        time.sleep(0.1)
-    return True
-
-
-def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            cwd=str(log.parent),
-        )
-    return process.pid
-
-
-def _wait(what: str, ready: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.1)
-    tail = ""
-    if log is not None and log.exists():
-        tail = "; last lines of " + str(log) + ":\n" + "\n".join(log.read_text().splitlines()[-15:])
-    raise ClusterError(f"waited {timeout:g} s for {what}, in vain{tail}")
-
-
-def _connects(address: str, port: int) -> bool:
-    try:
-        socket.create_connection((address, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -310,10 +199,6 @@ def _make_network(state: State) -> None:
     _run([*ip, "link", "set", layout.host_link, "up"])
 
 
-def _in_netns(layout: Layout, n: int) -> list[str]:
-    return ["nsenter", f"--net=/run/netns/{layout.netns(n)}"]
-
-
 def _start_dns(state: State, n: int) -> None:
     layout = state.layout
     address = layout.address(n)
@@ -333,152 +218,6 @@ def _start_mirror(state: State) -> None:
     pid = _spawn(argv, log)
     state.process("mirror", pid, f"director.cluster.mirror {address}")
     _wait("the mirror proxy", lambda: _connects(address, MIRROR_PORT), 20, log)
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def _engine_argv(layout: Layout, n: int) -> list[str]:
-    # nsenter --net, not `ip netns exec` (which remounts /sys and hides the cgroups); a
-    # private mount and UTS namespace, for a hostname of the node's own.
-    return [
-        *_in_netns(layout, n),
-        "unshare", "--mount", "--uts", "--propagation", "slave", "--",
-        "sh", "-c", 'hostname "$0"; exec "$@"', layout.hostname(n),
-        "dockerd",
-        "--data-root", str(layout.data_root(n)),
-        "--exec-root", str(layout.exec_root(n) / "exec"),
-        "--pidfile", str(layout.pidfile(n)),
-        "-H", layout.docker_url(n),
-        "--bip", layout.bridge_ip(n),
-        "--default-address-pool", f"base={layout.address_pool(n)},size=27",
-        "--storage-driver", "overlay2",
-        "--containerd-namespace", f"{layout.prefix}n{n}",
-        "--containerd-plugins-namespace", f"{layout.prefix}n{n}p",
-        "--dns", layout.address(n),
-        "--iptables=true",
-        "--no-new-privileges",
-    ]  # fmt: skip
-
-
-def _spawn_engine(state: State, n: int) -> None:
-    layout = state.layout
-    layout.data_root(n).mkdir(parents=True, exist_ok=True)
-    layout.exec_root(n).mkdir(parents=True, exist_ok=True)
-    # A killed engine leaves its pid file and its containerd's: dockerd refuses to start
-    # while the pid in the first exists, and waits for the one in the second, even as a
-    # zombie not yet reaped.
-    for pidfile in (layout.pidfile(n), _containerd_pidfile(layout, n)):
-        recorded = _text(pidfile).strip()
-        if recorded.isdigit() and not _alive(int(recorded)):
-            pidfile.unlink()
-    # the swarm never pulls (the nodes have no route out): tasks use the local images
-    env = dict(os.environ, DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="1")
-    pid = _spawn(_engine_argv(layout, n), layout.log(n, "dockerd"), env)
-    state.process(f"dockerd-{n}", pid, str(layout.data_root(n)))
-
-
-def _containerd_pidfile(layout: Layout, n: int) -> Path:
-    """Where the containerd node C{n}'s dockerd starts writes its pid."""
-    return layout.exec_root(n) / "exec" / "containerd" / "containerd.pid"
-
-
-def _engine_answers(layout: Layout, n: int) -> bool:
-    try:
-        docker(layout, n, "version", "--format", "{{.Server.Version}}", timeout=5)
-        return True
-    except ClusterError:
-        return False
-
-
-def _wait_engine(layout: Layout, n: int) -> None:
-    _wait(
-        f"node {n}'s dockerd",
-        lambda: _engine_answers(layout, n),
-        ENGINE_START_TIMEOUT,
-        layout.log(n, "dockerd"),
-    )
-
-
-def start_engine(layout: Layout, n: int, forget_networks: bool = False) -> None:
-    """
-    (Re)start node C{n}'s dockerd (after L{stop_engine}) and wait until it answers. With
-    C{forget_networks}, its network store goes first: the recovery of an engine that died
-    uncleanly, whose swarm-scoped bridge otherwise rejects every new task with "network
-    <id> exists" (moby/moby#37087; docs/deploy.md). The config-only network goes with the
-    store; the node's orchestrator makes it again.
-    """
-    state = State.load(layout.state_file)
-    if forget_networks:
-        with contextlib.suppress(FileNotFoundError):
-            (layout.data_root(n) / "network" / "files" / "local-kv.db").unlink()
-    _spawn_engine(state, n)
-    _wait_engine(layout, n)
-
-
-def stop_engine(layout: Layout, n: int, sig: int = signal.SIGTERM) -> None:
-    """Stop node C{n}'s dockerd (by its pid), as a machine going down would."""
-    state = State.load(layout.state_file)
-    pid = state.pid(f"dockerd-{n}")
-    if pid is not None:
-        end_process(pid, str(layout.data_root(n)), ENGINE_STOP_TIMEOUT, sig)
-        state.forget(f"dockerd-{n}")
-    # its containerd ends with it (at once when killed: it gets SIGKILL when dockerd dies)
-    containerd = _text(_containerd_pidfile(layout, n)).strip()
-    if containerd.isdigit():
-        _wait(f"node {n}'s containerd to end", lambda: not _alive(int(containerd)), 15)
-
-
-def _images(layout: Layout) -> list[str]:
-    """The host's director/* base images (not sites' own images)."""
-    listed = _run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "director/*"])
-    return sorted(
-        ref
-        for ref in listed.split()
-        if not ref.startswith("director/site-") and not ref.endswith(":<none>")
-    )
-
-
-def _load_images(layout: Layout) -> None:
-    _run(["docker", "save", "-o", str(layout.images), *_images(layout)], timeout=600)
-    errors: list[str] = []
-
-    def load(n: int) -> None:
-        try:
-            docker(layout, n, "load", "-q", "-i", str(layout.images), timeout=600)
-        except ClusterError as e:
-            errors.append(str(e))
-
-    threads = [threading.Thread(target=load, args=(n,)) for n in layout.numbers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    layout.images.unlink()
-    if errors:
-        raise ClusterError("; ".join(errors))
-
-
-def _make_swarm(layout: Layout) -> None:
-    first = layout.address(1)
-    docker(layout, 1, "swarm", "init", "--advertise-addr", first, "--listen-addr",
-           f"{first}:2377", "--default-addr-pool", layout.overlay_pool)  # fmt: skip
-    token = docker(layout, 1, "swarm", "join-token", "-q", "worker").strip()
-    for n in layout.numbers[1:]:
-        address = layout.address(n)
-        docker(layout, n, "swarm", "join", "--advertise-addr", address, "--listen-addr",
-               f"{address}:2377", "--token", token, f"{first}:2377")  # fmt: skip
-
-    def all_ready() -> bool:
-        listed = docker(layout, 1, "node", "ls", "--format", "{{.Hostname}} {{.Status}}")
-        ready = {line.split()[0] for line in listed.splitlines() if line.endswith(" Ready")}
-        return ready >= {layout.hostname(n) for n in layout.numbers}
-
-    _wait("every node in the swarm", all_ready, 30)
 
 
 # -- orchestrators -------------------------------------------------------------------------

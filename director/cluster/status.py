@@ -33,7 +33,7 @@ class NodeLine:
 
 def nodes_from_state(state_file: Path) -> list[NodeLine]:
     """The nodes a cluster's state file records, and whether their processes still run."""
-    from director.cluster.nodes import State, _alive
+    from director.cluster.processes import State, _alive
 
     state = State.load(state_file)
     layout = state.layout

@@ -5,12 +5,12 @@ L{DockerGateway} uses the (blocking) docker SDK in a dedicated, bounded thread p
 L{director.testing.fake_docker.FakeDockerGateway} is the in-memory twin that passes the
 same contract tests (L{director.testing.docker_contract}). The interface and its values are
 in L{docker_interface}, the blocking SDK calls in L{docker_sdk}, image builds in
-L{docker_builds} and the event stream in L{docker_events}.
+L{docker_builds} and the event stream in L{docker_events}; the clients and thread pool in
+L{docker_gateway_base}, the image calls in L{docker_image_calls}.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +18,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from director.common.threads import Runner
-from director.orchestrator.docker_builds import BuildLimits, _blocking_build
+from director.orchestrator.docker_builds import BuildLimits
 from director.orchestrator.docker_events import _EventWatch
+from director.orchestrator.docker_gateway_base import DockerGatewayBase
+from director.orchestrator.docker_image_calls import ImageCalls
 from director.orchestrator.docker_interface import (
     BuildError,
     ContainerEvent,
@@ -35,14 +36,12 @@ from director.orchestrator.docker_sdk import (
     _blocking_ensure_container,
     _blocking_exec_kill,
     _blocking_network,
-    _default_client,
     _find,
     _owned,
     _remove_stopped_task_containers,
     _service_info,
     _with_placement,
 )
-from director.orchestrator.engine_health import PROBE_CALL_TIMEOUT, EngineProbe
 
 __all__ = [
     "OWNER_LABEL",
@@ -51,7 +50,9 @@ __all__ = [
     "ContainerEvent",
     "DockerError",
     "DockerGateway",
+    "DockerGatewayBase",
     "IDockerGateway",
+    "ImageCalls",
     "ImageInUse",
     "ServiceInfo",
     "TaskInfo",
@@ -59,7 +60,7 @@ __all__ = [
 
 
 @implementer(IDockerGateway)
-class DockerGateway:
+class DockerGateway(ImageCalls):
     """
     The real gateway: the docker SDK's low-level client, called only from C{runner}.
 
@@ -69,84 +70,6 @@ class DockerGateway:
     service this gateway puts is constrained to C{node} (default: the local engine's own
     name, which is its swarm node's hostname) and labelled with it (L{OWNER_LABEL}).
     """
-
-    def __init__(
-        self,
-        runner: Runner,
-        client_factory: Callable[[], Any] | None = None,
-        builds: BuildLimits | None = None,
-        docker_url: str = "",
-        manager_url: str = "",
-        node: str = "",
-        tls: Any = None,
-    ) -> None:
-        self._runner = runner
-        self._url = docker_url
-        #: a docker.tls.TLSConfig for tcp:// engines (None: plain)
-        self._tls = tls
-        self._factory = client_factory or (lambda: _default_client(base_url=docker_url, tls=tls))
-        self._manager_factory = (
-            (lambda: _default_client(base_url=manager_url, tls=tls)) if manager_url else None
-        )
-        # health probes have clients of their own, with a short timeout
-        self._probe = EngineProbe(
-            client_factory
-            or (lambda: _default_client(PROBE_CALL_TIMEOUT, base_url=docker_url, tls=tls)),
-            (lambda: _default_client(PROBE_CALL_TIMEOUT, base_url=manager_url, tls=tls))
-            if manager_url
-            else None,
-            node,
-        )
-        self._client: Any = None
-        self._manager: Any = None
-        self._node = node
-        self._builds = builds or BuildLimits(runner)
-        self._build_client: Any = None
-        self._default_factory = client_factory is None
-
-    def _c(self) -> Any:
-        if self._client is None:
-            self._client = self._factory()
-        return self._client
-
-    def _m(self) -> Any:
-        """The swarm manager's client (the local one unless manager_url was given)."""
-        if self._manager_factory is None:
-            return self._c()
-        if self._manager is None:
-            self._manager = self._manager_factory()
-        return self._manager
-
-    def _node_name(self) -> str:
-        """The node site services go to (blocking: asks the local engine once)."""
-        if not self._node:
-            self._node = str(self._c().info()["Name"])
-        return self._node
-
-    def _run(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return self._run_on(lambda: (self._c(),), f, *args)
-
-    def _run_manager(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return self._run_on(lambda: (self._m(),), f, *args)
-
-    def _run_both(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        """C{f(local, manager, *args)}."""
-        return self._run_on(lambda: (self._c(), self._m()), f, *args)
-
-    def _run_on(
-        self, clients: Callable[[], tuple[Any, ...]], f: Callable[..., Any], *args: Any
-    ) -> Deferred[Any]:
-        def call() -> Any:
-            import docker.errors
-
-            try:
-                return f(*clients(), *args)
-            except docker.errors.APIError as e:
-                raise DockerError(str(e.explanation or e)) from None
-            except docker.errors.DockerException as e:
-                raise DockerError(str(e)) from None
-
-        return self._runner.run(call)
 
     def engine_state(self) -> Deferred[dict[str, Any]]:
         return self._runner.run(self._probe)
@@ -308,119 +231,6 @@ class DockerGateway:
             return sorted(result, key=lambda t: t.timestamp, reverse=True)
 
         return self._run_both(tasks)
-
-    def image_exists(self, ref: str) -> Deferred[bool]:
-        def exists(client: Any) -> bool:
-            import docker.errors
-
-            try:
-                client.inspect_image(ref)
-                return True
-            except docker.errors.ImageNotFound:
-                return False
-
-        return self._run(exists)
-
-    def build_image(
-        self, dockerfile: str, tag: str, on_line: Callable[[str], None]
-    ) -> Deferred[None]:
-        limits = self._builds
-        # The container running the build's current step (the classic builder says
-        # "Running in <id>"): what a timed-out build stops, so it cannot finish and tag later.
-        step: list[str] = []
-
-        def build() -> None:
-            import docker.errors
-            import requests.exceptions
-
-            if self._build_client is None:
-                # Reads wait as long as a build may take: a quiet step is not a dead daemon.
-                self._build_client = (
-                    _default_client(timeout=limits.timeout, base_url=self._url, tls=self._tls)
-                    if self._default_factory
-                    else self._factory()
-                )
-            try:
-                _blocking_build(self._build_client, dockerfile, tag, limits, on_line, step)
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-                _abandon()
-                raise BuildError(
-                    f"building {tag} took longer than {limits.timeout:g} s", ""
-                ) from None
-            except BuildError as e:
-                if "took longer than" in str(e):
-                    _abandon()
-                raise
-            except docker.errors.APIError as e:
-                raise DockerError(str(e.explanation or e)) from None
-
-        def _abandon() -> None:
-            """
-            Stop the running step and hang up. Hanging up alone usually makes the daemon
-            cancel the build, but not always; one it finishes anyway stays untagged (the
-            build runs without a tag, which is given only on success in time).
-            """
-            client, self._build_client = self._build_client, None
-            import docker.errors
-
-            if step:
-                with contextlib.suppress(docker.errors.DockerException):  # already ended
-                    self._c().kill(step[-1])
-            with contextlib.suppress(Exception):  # only closing its sockets
-                client.close()
-
-        return limits.runner.run(build)
-
-    def remove_image(self, ref: str) -> Deferred[bool]:
-        def remove(client: Any) -> bool:
-            import docker.errors
-
-            try:
-                client.remove_image(ref)
-                return True
-            except docker.errors.ImageNotFound:
-                return False
-            except docker.errors.APIError as e:
-                if e.status_code == 409:
-                    raise ImageInUse(f"image {ref} is still in use") from None
-                raise
-
-        return self._run(remove)
-
-    def prune_images(self, repository: str, keep: frozenset[str]) -> Deferred[list[str]]:
-        def prune(client: Any, manager: Any) -> list[str]:
-            import docker.errors
-
-            # A forced removal of a tag only untags an image a running container uses, which
-            # would leave its service unable to start new tasks: skip every tag a live
-            # container or a service names.
-            in_use = {
-                str(c.get("Image", "")).split("@")[0]
-                for c in client.containers(all=True)
-                if c.get("State") not in ("exited", "dead")
-            }
-            for service in manager.services():
-                spec = service.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {})
-                in_use.add(str(spec.get("Image", "")).split("@")[0])
-            removed = []
-            for image in client.images(name=repository):
-                for tag in image.get("RepoTags") or ():
-                    if tag in keep or tag in in_use or tag.rpartition(":")[0] != repository:
-                        continue
-                    try:
-                        # force: stopped task containers (swarm keeps a few) do not hold
-                        # an image; a running container still does (409, kept).
-                        client.remove_image(tag, force=True)
-                    except docker.errors.ImageNotFound:
-                        continue
-                    except docker.errors.APIError as e:
-                        if e.status_code == 409:
-                            continue
-                        raise
-                    removed.append(tag)
-            return sorted(removed)
-
-        return self._run_both(prune)
 
     def ensure_container(self, spec: dict[str, Any]) -> Deferred[str]:
         return self._run(_blocking_ensure_container, spec)

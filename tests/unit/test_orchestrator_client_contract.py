@@ -19,7 +19,7 @@ from twisted.web.client import FileBodyProducer
 from director.clients.orchestrator import OrchestratorClient
 from director.common.client import ComponentClient
 from director.common.threads import InlineRunner
-from director.orchestrator import web
+from director.orchestrator import web_databases
 from director.orchestrator.databases import DatabaseHost
 from director.orchestrator.web import OrchestratorAPI
 from director.testing.fake_databases import FakeDatabaseAdmin
@@ -66,7 +66,7 @@ class RealOrchestratorContractTests(OrchestratorContract, RuntimeTestCase):
             key = (host.kind, host.admin_host, host.admin_port)
             return servers.setdefault(key, FakeDatabaseAdmin(host.kind, runner))
 
-        self.patch(web, "make_database_admin", admin)
+        self.patch(web_databases, "make_database_admin", admin)
         api = OrchestratorAPI(
             self.runtime, InlineRunner(), databases=InlineRunner(), reactor=self.reactor
         )
