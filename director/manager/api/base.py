@@ -23,6 +23,7 @@ from director.contract.databases import DatabaseSpec
 from director.manager import models
 from director.manager.access import Access, AccessDenied, locked
 from director.manager.backups import BackupScheduler
+from director.manager.catalogue_service import CatalogueService
 from director.manager.creation import unfinished_creation
 from director.manager.disk import DiskPoller
 from director.manager.events import IEventBus
@@ -199,6 +200,7 @@ class ManagerBase:
         self.backups = backups
         self.access = Access(store, self.proxies, self.limiter)
         self.site_service = SiteService(store, self.pool)
+        self.catalogue_service = CatalogueService(store)
 
     # -- errors --------------------------------------------------------------------------------
 
