@@ -43,9 +43,10 @@ from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.query_args import read_query
 from director.manager.ratelimit import Limiter, RateLimiter
+from director.manager.request_service import RequestService
 from director.manager.router_pool import RouterPool
 from director.manager.site_service import FALLBACK_IMAGE as FALLBACK_IMAGE
-from director.manager.site_service import SiteService
+from director.manager.site_service import SiteService, check_name_and_agreement
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 from director.manager.store.rows import DatabaseHostRecord
 from director.manager.tasks import TaskScheduler
@@ -173,7 +174,6 @@ class ManagerBase:
         self._reactor = reactor
         # Reads the sites' disk use again soon after a write through the files API.
         self._disk = disk
-        self.limits = limits or UserLimits()
         self.store = store
         self.engine = engine
         self.passwords = passwords
@@ -188,7 +188,6 @@ class ManagerBase:
         self.signer = signer
         self.limiter: Limiter = limiter or RateLimiter(reactor)
         self._router = router
-        self.mailer: Mailer = mailer or NullMailer()
         self.proxies = proxies or Proxies()
         self.reauth = reauth
         # The dashboard's own host names: never a site's custom domain.
@@ -201,6 +200,28 @@ class ManagerBase:
         self.access = Access(store, self.proxies, self.limiter)
         self.site_service = SiteService(store, self.pool)
         self.catalogue_service = CatalogueService(store)
+        self.request_service = RequestService(
+            store, self.site_service, mailer or NullMailer(), limits or UserLimits()
+        )
+
+    # What one user may take and where mail goes: the request service's, read by every route
+    # (set here, e.g. by a test, they change for the service too).
+
+    @property
+    def limits(self) -> UserLimits:
+        return self.request_service.limits
+
+    @limits.setter
+    def limits(self, limits: UserLimits) -> None:
+        self.request_service.limits = limits
+
+    @property
+    def mailer(self) -> Mailer:
+        return self.request_service.mailer
+
+    @mailer.setter
+    def mailer(self, mailer: Mailer) -> None:
+        self.request_service.mailer = mailer
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -276,14 +297,7 @@ class ManagerBase:
         self, user: User, name: str, purpose: str, agreed: object
     ) -> None:
         """The school's name rules, and its student agreement, for a new site or request."""
-        refusal = self.limits.names.refusal(user, name, purpose)
-        if refusal:
-            raise ValidationError("name", refusal)
-        if agreed is not None and not isinstance(agreed, bool):
-            raise ValidationError("agreement", "true when the agreement is ticked")
-        refusal = self.limits.agreement_refusal(user, agreed)
-        if refusal:
-            raise ValidationError("agreement", refusal)
+        check_name_and_agreement(self.limits, user, name, purpose, agreed)
 
     async def site_ready(self, user: User, name: str, change: bool = True) -> Site:
         """
@@ -431,17 +445,6 @@ class ManagerBase:
         if self.tasks is None:
             return render_json(request, document())
         return render_json(request, document(task_max_timeout=self.tasks.settings.max_timeout))
-
-
-async def _emails(store: Store, usernames: set[str] | None, role: str | None = None) -> list[str]:
-    return [
-        u.email
-        for u in await store.list_users()
-        if u.email
-        and u.is_active
-        and (usernames is None or u.username in usernames)
-        and (role is None or u.role == role)
-    ]
 
 
 def parse_public_key(line: object) -> tuple[str, str, str]:
