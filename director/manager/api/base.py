@@ -50,6 +50,7 @@ from director.manager.site_service import SiteService, check_name_and_agreement
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 from director.manager.store.rows import DatabaseHostRecord
 from director.manager.tasks import TaskScheduler
+from director.manager.user_service import UserService
 
 MAX_JSON = 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024
@@ -118,17 +119,6 @@ def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
             f"unknown field {unknown[0]!r}; allowed: " + ", ".join(sorted(allowed)),
         )
     return body
-
-
-def _token_request(body: dict[str, Any]) -> tuple[str, int | None]:
-    """(name, days until it expires or None) of a new API token."""
-    name = body.get("name", "api")
-    if not isinstance(name, str) or not 1 <= len(name) <= 100:
-        raise ValidationError("name", "1 to 100 characters")
-    days = _whole(body.get("expires_in_days"))
-    if body.get("expires_in_days") is not None and (days is None or not 1 <= days <= 3650):
-        raise ValidationError("expires_in_days", "a whole number of days from 1 to 3650")
-    return name, days
 
 
 def _check_usernames(usernames: list[str]) -> None:
@@ -200,6 +190,7 @@ class ManagerBase:
         self.access = Access(store, self.proxies, self.limiter)
         self.site_service = SiteService(store, self.pool)
         self.catalogue_service = CatalogueService(store)
+        self.user_service = UserService(store, passwords)
         self.request_service = RequestService(
             store, self.site_service, mailer or NullMailer(), limits or UserLimits()
         )
@@ -476,15 +467,6 @@ def _database_login(db: Any, host: DatabaseHostRecord) -> DatabaseSpec:
 
 
 _whole = models.whole_number
-
-
-def _text(body: dict[str, Any], key: str, longest: int) -> str:
-    """An optional text field of C{body} ("" when absent), at most C{longest} characters."""
-    value = body.get(key, "")
-    # no NUL: PostgreSQL's text cannot hold it (SQLite's can; it was a 500 there)
-    if not isinstance(value, str) or len(value) > longest or "\x00" in value:
-        raise ValidationError(key, f"text of at most {longest} characters, without NUL")
-    return value
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
