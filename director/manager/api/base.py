@@ -23,11 +23,11 @@ from director.contract.databases import DatabaseSpec
 from director.manager import models
 from director.manager.access import Access, AccessDenied, locked
 from director.manager.backups import BackupScheduler
-from director.manager.catalogue_service import CatalogueService
 from director.manager.creation import unfinished_creation
 from director.manager.disk import DiskPoller
+from director.manager.domain_services import ManagerServices
 from director.manager.events import IEventBus
-from director.manager.mail import Mailer, NullMailer
+from director.manager.mail import Mailer
 from director.manager.models import (
     USER_ERROR_CODES,
     Site,
@@ -43,14 +43,12 @@ from director.manager.passwords import Passwords
 from director.manager.proxies import Proxies
 from director.manager.query_args import read_query
 from director.manager.ratelimit import Limiter, RateLimiter
-from director.manager.request_service import RequestService
 from director.manager.router_pool import RouterPool
 from director.manager.site_service import FALLBACK_IMAGE as FALLBACK_IMAGE
-from director.manager.site_service import SiteService, check_name_and_agreement
+from director.manager.site_service import check_name_and_agreement
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 from director.manager.store.rows import DatabaseHostRecord
 from director.manager.tasks import TaskScheduler
-from director.manager.user_service import UserService
 
 MAX_JSON = 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024
@@ -150,9 +148,8 @@ class ManagerBase:
         orchestrator_url: str,
         router: RouterClient | RouterPool | None = None,
         limiter: Limiter | None = None,
-        mailer: Mailer | None = None,
-        limits: UserLimits | None = None,
         *,
+        services: ManagerServices,
         proxies: Proxies | None = None,
         reauth: timedelta = timedelta(minutes=10),
         reserved_hosts: tuple[str, ...] = ("director.localhost",),
@@ -188,12 +185,11 @@ class ManagerBase:
         self.tasks = tasks
         self.backups = backups
         self.access = Access(store, self.proxies, self.limiter)
-        self.site_service = SiteService(store, self.pool)
-        self.catalogue_service = CatalogueService(store)
-        self.user_service = UserService(store, passwords)
-        self.request_service = RequestService(
-            store, self.site_service, mailer or NullMailer(), limits or UserLimits()
-        )
+        # The rules the routes call (built once, by the manager's builder).
+        self.site_service = services.sites
+        self.catalogue_service = services.catalogue
+        self.user_service = services.users
+        self.request_service = services.requests
 
     # What one user may take and where mail goes: the request service's, read by every route
     # (set here, e.g. by a test, they change for the service too).
