@@ -33,6 +33,7 @@ from director.manager.dashboard.oidc import OIDCProvider, OIDCSettings
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.dashboard.security import LoginThrottle, SignInThrottle, dashboard_origins
 from director.manager.disk import DiskPoller
+from director.manager.domain_services import ManagerServices
 from director.manager.events import IEventBus, MemoryBus, connect_redis_bus
 from director.manager.identity import claim_identity
 from director.manager.leader import LeaderLease, RedisLeases
@@ -368,12 +369,20 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.orchestrator.url,
         router,
         shared.limiter,
-        SMTPMailer(
-            reactor, config.manager.smtp_host, config.manager.smtp_port, config.manager.mail_from
-        )
-        if config.manager.smtp_host
-        else NullMailer(),
-        user_limits(config),
+        services=ManagerServices.build(
+            store,
+            orchestrators,
+            passwords,
+            SMTPMailer(
+                reactor,
+                config.manager.smtp_host,
+                config.manager.smtp_port,
+                config.manager.mail_from,
+            )
+            if config.manager.smtp_host
+            else NullMailer(),
+            user_limits(config),
+        ),
         proxies=proxies,
         reauth=reauth,
         reserved_hosts=reserved_hosts,

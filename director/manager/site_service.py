@@ -8,13 +8,30 @@ from __future__ import annotations
 from typing import Any
 
 from director.manager import models
-from director.manager.models import Operation, Site, User
+from director.manager.models import Operation, Site, User, UserLimits, ValidationError
 from director.manager.operations import OPERATIONS
 from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.store import Store
 
 #: The image of a new site when the catalogue has no default.
 FALLBACK_IMAGE = "director/python:3"
+
+
+def check_name_and_agreement(
+    limits: UserLimits, user: User, name: str, purpose: str, agreed: object
+) -> None:
+    """
+    The school's name rules (C{limits}), and its student agreement, for a new site or site
+    request C{name} of C{user}'s: L{ValidationError} if refused.
+    """
+    refusal = limits.names.refusal(user, name, purpose)
+    if refusal:
+        raise ValidationError("name", refusal)
+    if agreed is not None and not isinstance(agreed, bool):
+        raise ValidationError("agreement", "true when the agreement is ticked")
+    refusal = limits.agreement_refusal(user, agreed)
+    if refusal:
+        raise ValidationError("agreement", refusal)
 
 
 class SiteService:

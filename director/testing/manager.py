@@ -15,7 +15,10 @@ from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.common.threads import InlineRunner
 from director.manager.api import ManagerAPI
+from director.manager.domain_services import ManagerServices
 from director.manager.events import MemoryBus
+from director.manager.mail import NullMailer
+from director.manager.models import UserLimits
 from director.manager.operations import OperationEngine
 from director.manager.orchestrator_pool import OrchestratorPool
 from director.manager.passwords import Passwords
@@ -188,6 +191,9 @@ class ManagerHarness:
             self.keys.signer("manager", self.clock),
             ORCHESTRATOR_URL,
             self.router_pool,
+            services=ManagerServices.build(
+                self.store, self.pool, self.passwords, NullMailer(), UserLimits()
+            ),
             tasks=self.tasks,
         )
 

@@ -25,8 +25,9 @@ from director.manager.access import Access, AccessDenied, locked
 from director.manager.backups import BackupScheduler
 from director.manager.creation import unfinished_creation
 from director.manager.disk import DiskPoller
+from director.manager.domain_services import ManagerServices
 from director.manager.events import IEventBus
-from director.manager.mail import Mailer, NullMailer
+from director.manager.mail import Mailer
 from director.manager.models import (
     USER_ERROR_CODES,
     Site,
@@ -44,7 +45,7 @@ from director.manager.query_args import read_query
 from director.manager.ratelimit import Limiter, RateLimiter
 from director.manager.router_pool import RouterPool
 from director.manager.site_service import FALLBACK_IMAGE as FALLBACK_IMAGE
-from director.manager.site_service import SiteService
+from director.manager.site_service import check_name_and_agreement
 from director.manager.store import KEEP, Conflict, Keep, NotFound, Store
 from director.manager.store.rows import DatabaseHostRecord
 from director.manager.tasks import TaskScheduler
@@ -118,17 +119,6 @@ def read_object(request: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-def _token_request(body: dict[str, Any]) -> tuple[str, int | None]:
-    """(name, days until it expires or None) of a new API token."""
-    name = body.get("name", "api")
-    if not isinstance(name, str) or not 1 <= len(name) <= 100:
-        raise ValidationError("name", "1 to 100 characters")
-    days = _whole(body.get("expires_in_days"))
-    if body.get("expires_in_days") is not None and (days is None or not 1 <= days <= 3650):
-        raise ValidationError("expires_in_days", "a whole number of days from 1 to 3650")
-    return name, days
-
-
 def _check_usernames(usernames: list[str]) -> None:
     """Members may be people who have not signed in yet, but their names must be names."""
     for name in usernames:
@@ -158,9 +148,8 @@ class ManagerBase:
         orchestrator_url: str,
         router: RouterClient | RouterPool | None = None,
         limiter: Limiter | None = None,
-        mailer: Mailer | None = None,
-        limits: UserLimits | None = None,
         *,
+        services: ManagerServices,
         proxies: Proxies | None = None,
         reauth: timedelta = timedelta(minutes=10),
         reserved_hosts: tuple[str, ...] = ("director.localhost",),
@@ -172,7 +161,6 @@ class ManagerBase:
         self._reactor = reactor
         # Reads the sites' disk use again soon after a write through the files API.
         self._disk = disk
-        self.limits = limits or UserLimits()
         self.store = store
         self.engine = engine
         self.passwords = passwords
@@ -187,7 +175,6 @@ class ManagerBase:
         self.signer = signer
         self.limiter: Limiter = limiter or RateLimiter(reactor)
         self._router = router
-        self.mailer: Mailer = mailer or NullMailer()
         self.proxies = proxies or Proxies()
         self.reauth = reauth
         # The dashboard's own host names: never a site's custom domain.
@@ -198,7 +185,30 @@ class ManagerBase:
         self.tasks = tasks
         self.backups = backups
         self.access = Access(store, self.proxies, self.limiter)
-        self.site_service = SiteService(store, self.pool)
+        # The rules the routes call (built once, by the manager's builder).
+        self.site_service = services.sites
+        self.catalogue_service = services.catalogue
+        self.user_service = services.users
+        self.request_service = services.requests
+
+    # What one user may take and where mail goes: the request service's, read by every route
+    # (set here, e.g. by a test, they change for the service too).
+
+    @property
+    def limits(self) -> UserLimits:
+        return self.request_service.limits
+
+    @limits.setter
+    def limits(self, limits: UserLimits) -> None:
+        self.request_service.limits = limits
+
+    @property
+    def mailer(self) -> Mailer:
+        return self.request_service.mailer
+
+    @mailer.setter
+    def mailer(self, mailer: Mailer) -> None:
+        self.request_service.mailer = mailer
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -274,14 +284,7 @@ class ManagerBase:
         self, user: User, name: str, purpose: str, agreed: object
     ) -> None:
         """The school's name rules, and its student agreement, for a new site or request."""
-        refusal = self.limits.names.refusal(user, name, purpose)
-        if refusal:
-            raise ValidationError("name", refusal)
-        if agreed is not None and not isinstance(agreed, bool):
-            raise ValidationError("agreement", "true when the agreement is ticked")
-        refusal = self.limits.agreement_refusal(user, agreed)
-        if refusal:
-            raise ValidationError("agreement", refusal)
+        check_name_and_agreement(self.limits, user, name, purpose, agreed)
 
     async def site_ready(self, user: User, name: str, change: bool = True) -> Site:
         """
@@ -431,17 +434,6 @@ class ManagerBase:
         return render_json(request, document(task_max_timeout=self.tasks.settings.max_timeout))
 
 
-async def _emails(store: Store, usernames: set[str] | None, role: str | None = None) -> list[str]:
-    return [
-        u.email
-        for u in await store.list_users()
-        if u.email
-        and u.is_active
-        and (usernames is None or u.username in usernames)
-        and (role is None or u.role == role)
-    ]
-
-
 def parse_public_key(line: object) -> tuple[str, str, str]:
     """(SHA256 fingerprint, comment, normalised line) of an OpenSSH public key line."""
     from twisted.conch.ssh.keys import BadKeyError, Key
@@ -471,15 +463,6 @@ def _database_login(db: Any, host: DatabaseHostRecord) -> DatabaseSpec:
 
 
 _whole = models.whole_number
-
-
-def _text(body: dict[str, Any], key: str, longest: int) -> str:
-    """An optional text field of C{body} ("" when absent), at most C{longest} characters."""
-    value = body.get(key, "")
-    # no NUL: PostgreSQL's text cannot hold it (SQLite's can; it was a 500 there)
-    if not isinstance(value, str) or len(value) > longest or "\x00" in value:
-        raise ValidationError(key, f"text of at most {longest} characters, without NUL")
-    return value
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from director.manager import catalogue
 from director.manager.access import admin_only, authenticated
 from director.manager.api.base import ManagerBase, app, not_found, query, read_object
 from director.manager.models import User
-from director.manager.store import Conflict, NotFound
+from director.manager.store import NotFound
 
 
 class CatalogueRoutes(ManagerBase):
@@ -20,34 +20,15 @@ class CatalogueRoutes(ManagerBase):
     @authenticated()
     async def list_images(self, request: IRequest, user: User) -> bytes:
         """The images C{user} may choose (admins: all, hidden and teachers-only ones too)."""
-        images = await self.store.list_images()
-        return render_json(
-            request,
-            {"images": [catalogue.entry_json(i) for i in images if catalogue.visible_to(user, i)]},
-        )
+        images = await self.catalogue_service.images_for(user)
+        return render_json(request, {"images": [catalogue.entry_json(i) for i in images]})
 
     @app.route("/api/v1/images", methods=["PUT"])
     @admin_only
     async def put_image(self, request: IRequest, user: User) -> bytes:
         """Add an image, or change the fields sent of one (the others are kept)."""
         body = read_object(request, set(catalogue.FIELDS))
-        name = body.get("name")
-        current = next((i for i in await self.store.list_images() if i.name == name), None)
-        entry = catalogue.validate_entry(body, current)
-        refusal = catalogue.default_refusal(entry)
-        if refusal:
-            raise Conflict("default_visibility", refusal)
-        name = entry.pop("name")
-        await self.store.put_image(
-            name,
-            entry.pop("friendly_name"),
-            entry.pop("description"),
-            entry.pop("setup_command"),
-            entry.pop("is_default"),
-            **entry,
-        )
-        await self.store.audit(user, "put_image", name, {})
-        images = await self.store.list_images()
+        images = await self.catalogue_service.put_image(user, body)
         return render_json(request, {"images": [catalogue.entry_json(i) for i in images]})
 
     @app.route("/api/v1/images", methods=["DELETE"])
@@ -56,26 +37,18 @@ class CatalogueRoutes(ManagerBase):
         """Take ?name= out of the catalogue (409 while it is the default or in use)."""
         name = query(request, "delete", "/api/v1/images")["name"]
         try:
-            await self.store.delete_image(name)
+            images = await self.catalogue_service.delete_image(user, name)
         except NotFound:
             raise not_found("no such image in the catalogue") from None
-        await self.store.audit(user, "delete_image", name, {})
-        images = await self.store.list_images()
         return render_json(request, {"images": [catalogue.entry_json(i) for i in images]})
 
     @app.route("/api/v1/database-hosts/<int(max=2147483647):host_id>", methods=["DELETE"])
     @admin_only
     async def delete_database_host(self, request: IRequest, user: User, host_id: int) -> bytes:
         try:
-            host = await self.store.delete_database_host(host_id)
+            await self.catalogue_service.delete_database_host(user, host_id)
         except NotFound:
             raise not_found("no such database host") from None
-        await self.store.audit(
-            user,
-            "delete_database_host",
-            f"{host.kind}://{host.admin_host}:{host.admin_port}",
-            {},
-        )
         return render_json(request, {"deleted": host_id})
 
     @app.route("/api/v1/database-hosts", methods=["GET"])
@@ -90,16 +63,7 @@ class CatalogueRoutes(ManagerBase):
         host = DatabaseHost.from_json(
             read_object(request, set(DATABASE_HOST_FIELDS)), sockets=False
         )
-        host_id = await self.store.put_database_host(
-            host.kind,
-            host.admin_host,
-            host.admin_port,
-            host.admin_user,
-            host.admin_password,
-            host.container_host,
-            host.container_port,
-        )
-        await self.store.audit(user, "put_database_host", f"{host.kind}:{host.admin_host}", {})
+        host_id = await self.catalogue_service.put_database_host(user, host)
         return render_json(request, {"id": host_id})
 
     @app.route("/api/v1/audit", methods=["GET"])

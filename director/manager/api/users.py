@@ -8,21 +8,20 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from director.common.web import render_json
-from director.manager import models, notices
+from director.manager import notices
 from director.manager.access import admin_only, authenticated
 from director.manager.api.base import (
     APIError,
     ManagerBase,
-    _text,
-    _token_request,
     app,
     not_found,
     query,
     read_object,
 )
-from director.manager.models import User, ValidationError
+from director.manager.models import User
 from director.manager.openapi import is_set
-from director.manager.passwords import validate_password
+from director.manager.store import NotFound
+from director.manager.user_service import token_request
 
 
 class UserRoutes(ManagerBase):
@@ -53,9 +52,8 @@ class UserRoutes(ManagerBase):
     @app.route("/api/v1/users", methods=["GET"])
     @authenticated()
     async def list_users(self, request: IRequest, user: User) -> bytes:
-        if not user.is_teacher:
-            raise APIError(403, "forbidden", "only teachers and administrators list users")
-        return render_json(request, {"users": [u.to_json() for u in await self.store.list_users()]})
+        users = await self.user_service.listed_for(user)
+        return render_json(request, {"users": [u.to_json() for u in users]})
 
     @app.route("/api/v1/users", methods=["POST"])
     @admin_only
@@ -63,76 +61,27 @@ class UserRoutes(ManagerBase):
         body = read_object(
             request, {"username", "role", "password", "full_name", "email", "is_service"}
         )
-        username = models.validate_username(body.get("username"))
-        role = models.validate_choice("role", body.get("role", "student"), models.ROLES)
-        service = body.get("is_service", False)
-        if not isinstance(service, bool):
-            raise ValidationError("is_service", "true for an account that only has API tokens")
-        password_hash = None
-        if body.get("password") is not None:
-            if service:
-                raise APIError(
-                    409, "service_account", "service accounts have no password: they use API tokens"
-                )
-            password_hash = await self.passwords.hash(validate_password(body["password"]))
-        created = await self.store.create_user(
-            username,
-            role,
-            password_hash,
-            _text(body, "full_name", 200),
-            _text(body, "email", 254),
-            is_service=service,
-        )
-        await self.store.audit(user, "create_user", username, {"role": role, "is_service": service})
+        created = await self.user_service.create(user, body)
         return render_json(request, created.to_json(), 201)
 
     @app.route("/api/v1/users/<username>", methods=["PATCH"])
     @admin_only
     async def patch_user(self, request: IRequest, user: User, username: str) -> bytes:
         body = read_object(request, {"role", "is_active", "password"})
-        values: dict[str, Any] = {}
-        if "role" in body:
-            values["role"] = models.validate_choice("role", body["role"], models.ROLES)
-        if "is_active" in body:
-            if not isinstance(body["is_active"], bool):
-                raise ValidationError("is_active", "true or false")
-            values["is_active"] = body["is_active"]
-        if "password" in body:
-            target = await self.store.get_user(username)
-            if target is not None and target.is_service:
-                raise APIError(
-                    409, "service_account", "service accounts have no password: they use API tokens"
-                )
-            values["password_hash"] = await self.passwords.hash(validate_password(body["password"]))
-        if not values:
+        if not body:
             raise APIError(400, "nothing_to_change", "send role, is_active or password")
-        updated = await self.store.update_user(username, **values)
-        if "password_hash" in values or values.get("is_active") is False:
-            await self.store.delete_sessions(updated.id)
-        await self.store.audit(
-            user, "edit_user", username, {k: v for k, v in values.items() if k != "password_hash"}
-        )
+        updated = await self.user_service.change(user, username, body)
         return render_json(request, updated.to_json())
 
     @app.route("/api/v1/users/<username>/tokens", methods=["POST"])
     @admin_only
     async def create_service_token(self, request: IRequest, user: User, username: str) -> bytes:
         """An API token for a service account (admins; people make their own tokens)."""
-        body = read_object(request, {"name", "expires_in_days"})
-        name, days = _token_request(body)
-        known = models.USERNAME.fullmatch(username)
-        target = await self.store.get_user(username) if known else None
-        if target is None:
-            raise not_found("no such user")
-        if not target.is_service:
-            raise APIError(
-                409, "not_service", "only service accounts get tokens from an administrator"
-            )
-        expires = self.store.now() + timedelta(days=days) if days is not None else None
-        token = await self.store.create_token(target.id, name, expires)
-        await self.store.audit(
-            user, "create_token", target.username, {"name": name, "expires_in_days": days}
-        )
+        name, days = token_request(read_object(request, {"name", "expires_in_days"}))
+        try:
+            token, expires = await self.user_service.issue_service_token(user, username, name, days)
+        except NotFound:
+            raise not_found("no such user") from None
         return render_json(
             request,
             {"token": token, "name": name, "expires_at": expires.isoformat() if expires else None},
