@@ -12,6 +12,7 @@ from typing import Any
 
 from director.manager.models import ValidationError
 from director.manager.store import Conflict
+from director.manager.store.rows import BackupRun
 
 #: restic's host field (retention group) of the manager's own snapshots
 MANAGER_GROUP = "director-manager"
@@ -92,21 +93,21 @@ def backup_due(
     return now - last_started >= timedelta(hours=interval_hours)
 
 
-def run_view(row: dict[str, Any], admin: bool) -> dict[str, Any]:
+def run_view(row: BackupRun, admin: bool) -> dict[str, Any]:
     """A backup run for the API; members are not shown why a run failed (admins are)."""
-    view = {
-        "id": row["id"],
-        "kind": row["kind"],
-        "site": row["site_name"] or None,
-        "status": row["status"],
-        "started_at": row["started_at"],
-        "finished_at": row["finished_at"],
-        "duration": row["duration"],
-        "snapshot": row["snapshot"],
-        "bytes": row["bytes"],
+    view: dict[str, Any] = {
+        "id": row.id,
+        "kind": row.kind,
+        "site": row.site_name or None,
+        "status": row.status,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "duration": row.duration,
+        "snapshot": row.snapshot,
+        "bytes": row.bytes,
     }
-    if row["status"] == "failed":
-        view["error"] = row["error"] if admin else "the backup failed; the administrators see why"
+    if row.status == "failed":
+        view["error"] = row.error if admin else "the backup failed; the administrators see why"
     return view
 
 

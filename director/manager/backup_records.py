@@ -17,6 +17,7 @@ from director.common.threads import Runner
 from director.manager import schema as t
 from director.manager.backup_policy import _iso
 from director.manager.models import Site
+from director.manager.store.rows import BackupRun, BackupSummary
 
 
 class BackupRecords:
@@ -77,8 +78,8 @@ class BackupRecords:
 
     def recent(
         self, site_id: int | None = None, kind: str | None = None, limit: int = 50
-    ) -> Deferred[list[dict[str, Any]]]:
-        def get(conn: Connection) -> list[dict[str, Any]]:
+    ) -> Deferred[list[BackupRun]]:
+        def get(conn: Connection) -> list[BackupRun]:
             query = select(t.backup_runs).order_by(desc(t.backup_runs.c.id)).limit(limit)
             if site_id is not None:
                 query = query.where(t.backup_runs.c.site_id == site_id)
@@ -89,7 +90,7 @@ class BackupRecords:
                 row = dict(r._mapping)
                 row["started_at"] = _iso(row["started_at"])
                 row["finished_at"] = _iso(row["finished_at"])
-                rows.append(row)
+                rows.append(BackupRun(**row))
             return rows
 
         return self._tx(get)
@@ -162,10 +163,10 @@ class BackupRecords:
 
         return self._tx(get)
 
-    def summary(self) -> Deferred[dict[str, Any]]:
+    def summary(self) -> Deferred[BackupSummary]:
         """The last successful whole run, and the sites whose latest backup failed."""
 
-        def get(conn: Connection) -> dict[str, Any]:
+        def get(conn: Connection) -> BackupSummary:
             runs = t.backup_runs
             last = conn.execute(
                 select(runs)
@@ -183,10 +184,10 @@ class BackupRecords:
             finished = last.finished_at if last is not None else None
             if finished is not None and finished.tzinfo is None:
                 finished = finished.replace(tzinfo=UTC)
-            return {
-                "last_success_at": finished,
-                "last_success_duration": last.duration if last is not None else None,
-                "failing": sum(1 for status in latest.values() if status == "failed"),
-            }
+            return BackupSummary(
+                last_success_at=finished,
+                last_success_duration=last.duration if last is not None else None,
+                failing=sum(1 for status in latest.values() if status == "failed"),
+            )
 
         return self._tx(get)

@@ -45,6 +45,7 @@ from director.manager.backup_records import BackupRecords
 from director.manager.manager_backup import ManagerBackup, postgres_dump_url
 from director.manager.models import Site
 from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool, as_pool
+from director.manager.store.rows import BackupRun
 
 __all__ = [
     "FIRST_RUN_DELAY",
@@ -224,7 +225,7 @@ class BackupScheduler:
         async def one(site: Site) -> bool:
             await slots.acquire()
             try:
-                return (await self.backup_site(site))["status"] == "succeeded"
+                return (await self.backup_site(site)).status == "succeeded"
             finally:
                 slots.release()
 
@@ -258,7 +259,7 @@ class BackupScheduler:
     def site_running(self, site_id: int) -> bool:
         return site_id in self._sites_running
 
-    async def backup_site(self, site: Site, run_id: int | None = None) -> dict[str, Any]:
+    async def backup_site(self, site: Site, run_id: int | None = None) -> BackupRun:
         """Back up one site now (recorded, in C{run_id} if given); the run's row."""
         self._sites_running.add(site.id)
         try:
@@ -296,7 +297,7 @@ class BackupScheduler:
         finally:
             self._sites_running.discard(site.id)
 
-    async def backup_site_soon(self, site: Site) -> dict[str, Any]:
+    async def backup_site_soon(self, site: Site) -> BackupRun:
         """Start L{backup_site} in the background (the API's "back up now"); its row, running."""
         self._sites_running.add(site.id)
         run_id = await self.records.start("site", site)

@@ -101,7 +101,7 @@ def test_backup_runs_on_postgresql(postgres_database: str) -> None:
         assert result(records.claim_installation(seen, 24)) is None
         result(records.finish(first, "succeeded", 12.5, size=3 * 1024**3))
         summary = result(records.summary())
-        assert summary["last_success_duration"] == 12.5
-        assert result(records.recent(kind="installation"))[0]["bytes"] == 3 * 1024**3
+        assert summary.last_success_duration == 12.5
+        assert result(records.recent(kind="installation"))[0].bytes == 3 * 1024**3
     finally:
         engine.dispose()

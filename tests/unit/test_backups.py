@@ -392,7 +392,7 @@ class ScheduleTests(SynchronousTestCase):
                 .values(started_at=datetime.now(UTC) - timedelta(hours=8))
             )
         self.assertEqual(h.result(records.end_interrupted(timedelta(hours=7))), 1)
-        rows = {r["id"]: r for r in h.result(records.recent())}
-        self.assertEqual(rows[old]["status"], "failed")
-        self.assertIn("interrupted", rows[old]["error"])
-        self.assertEqual(rows[recent]["status"], "running")
+        rows = {r.id: r for r in h.result(records.recent())}
+        self.assertEqual(rows[old].status, "failed")
+        self.assertIn("interrupted", rows[old].error or "")
+        self.assertEqual(rows[recent].status, "running")

@@ -227,7 +227,7 @@ class RoutingTests(PoolTestCase):
     def test_backups(self) -> None:
         scheduler = self.backup_scheduler()
         run = self.h.result(Deferred.fromCoroutine(scheduler.backup_site(self.b)))
-        self.assertEqual(run["status"], "succeeded")
+        self.assertEqual(run.status, "succeeded")
         self.assertIn(("POST", f"/v1/sites/{self.b.id}/backups"), self.site_calls(self.second))
         self.assertEqual(self.site_calls(self.main), [])
 
@@ -404,8 +404,8 @@ class NodeUnavailableTests(PoolTestCase):
         scheduler = self.backup_scheduler()
         site = self.h.result(self.h.store.get_site("on-second"))
         run = self.h.result(Deferred.fromCoroutine(scheduler.backup_site(site)))
-        self.assertEqual(run["status"], "failed")
-        self.assertIn("not available", run["error"])
+        self.assertEqual(run.status, "failed")
+        self.assertIn("not available", run.error or "")
         self.assertEqual(self.site_calls(self.second), [])
 
     def test_an_orchestrator_lost_between_checks_turns_retries_into_a_wait(self) -> None:

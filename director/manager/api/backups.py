@@ -97,14 +97,14 @@ class BackupRoutes(ManagerBase):
         scheduler = self._backups()
         summary = await scheduler.records.summary()
         runs = await scheduler.records.recent(limit=100)
-        last = summary["last_success_at"]
+        last = summary.last_success_at
         return render_json(
             request,
             {
                 "running": scheduler.running is not None,
                 "last_success_at": last.isoformat() if last is not None else None,
-                "last_success_duration": summary["last_success_duration"],
-                "failing": summary["failing"],
+                "last_success_duration": summary.last_success_duration,
+                "failing": summary.failing,
                 "runs": [run_view(r, True) for r in runs],
             },
         )

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from director.common.metrics import exposition
 from director.manager.dashboard.queries import DashboardQueries
 from director.manager.models import AVAILABILITY, SITE_TYPES
+from director.manager.store.rows import BackupSummary
 
 OPERATION_STATUSES = ("pending", "running", "succeeded", "failed")
 
@@ -32,7 +33,7 @@ class Metrics:
         queries: DashboardQueries,
         websockets: Callable[[], dict[str, int]] | None = None,
         cache_seconds: float = 10.0,
-        backups: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        backups: Callable[[], Awaitable[BackupSummary]] | None = None,
     ) -> None:
         self._clock = clock
         self._queries = queries
@@ -84,9 +85,9 @@ class Metrics:
         families: list[Metric] = [sites, operations, users, websockets, requests]
         if self._backups is not None:
             backups = await self._backups()
-            last = backups["last_success_at"]
+            last = backups.last_success_at
             age = (datetime.now(UTC) - last).total_seconds() if last is not None else -1
-            duration = backups["last_success_duration"]
+            duration = backups.last_success_duration
             families += [
                 GaugeMetricFamily(
                     "director_backup_last_success_age_seconds",
@@ -101,7 +102,7 @@ class Metrics:
                 GaugeMetricFamily(
                     "director_backup_failing",
                     "Sites (and the manager) whose latest backup failed.",
-                    value=backups["failing"],
+                    value=backups.failing,
                 ),
             ]
         return exposition(families)

@@ -6,6 +6,7 @@ pool, so nothing here blocks the reactor.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -15,6 +16,27 @@ from twisted.internet.defer import Deferred
 from director.common.threads import Runner
 from director.manager import schema as t
 from director.manager.models import DEFAULT_LIMITS
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """An active teacher, as the request form lists them."""
+
+    username: str
+    full_name: str
+
+
+@dataclass(frozen=True)
+class CustomLimits:
+    """A site whose limits or availability are not the defaults (Administration → Limits)."""
+
+    name: str
+    availability: str
+    cpus: float
+    memory_mb: int
+    pids: int
+    client_max_body_size: str
+    admin_comments: str
 
 
 class DashboardQueries:
@@ -54,23 +76,23 @@ class DashboardQueries:
 
         return self._read(read)
 
-    def teachers(self) -> Deferred[list[dict[str, str]]]:
+    def teachers(self) -> Deferred[list[Teacher]]:
         """Active teachers (for the request form's sponsor list)."""
 
-        def read(conn: Connection) -> list[dict[str, str]]:
+        def read(conn: Connection) -> list[Teacher]:
             rows = conn.execute(
                 select(t.users.c.username, t.users.c.full_name)
                 .where(t.users.c.role == "teacher", t.users.c.is_active.is_(True))
                 .order_by(t.users.c.username)
             ).all()
-            return [{"username": r.username, "full_name": r.full_name} for r in rows]
+            return [Teacher(r.username, r.full_name) for r in rows]
 
         return self._read(read)
 
-    def custom_limit_sites(self) -> Deferred[list[dict[str, Any]]]:
+    def custom_limit_sites(self) -> Deferred[list[CustomLimits]]:
         """Sites whose limits differ from the defaults, or that are not plainly enabled."""
 
-        def read(conn: Connection) -> list[dict[str, Any]]:
+        def read(conn: Connection) -> list[CustomLimits]:
             rows = conn.execute(
                 select(t.sites)
                 .where(
@@ -85,15 +107,15 @@ class DashboardQueries:
                 .order_by(t.sites.c.name)
             ).all()
             return [
-                {
-                    "name": r.name,
-                    "availability": r.availability,
-                    "cpus": r.cpus,
-                    "memory_mb": r.memory_mb,
-                    "pids": r.pids,
-                    "client_max_body_size": r.client_max_body_size,
-                    "admin_comments": r.admin_comments,
-                }
+                CustomLimits(
+                    name=r.name,
+                    availability=r.availability,
+                    cpus=r.cpus,
+                    memory_mb=r.memory_mb,
+                    pids=r.pids,
+                    client_max_body_size=r.client_max_body_size,
+                    admin_comments=r.admin_comments,
+                )
                 for r in rows
             ]
 

@@ -175,3 +175,32 @@ class SiteRequest:
         if not admin:
             del shown["admin_comment"]
         return shown
+
+
+@dataclass(frozen=True)
+class BackupRun:
+    """
+    A row of C{backup_runs}: one part of a backup run (a site, the manager) or the run itself
+    (C{installation}). Its times are ISO text, as the API shows them.
+    """
+
+    id: int
+    kind: str
+    site_id: int | None
+    site_name: str
+    status: str  # running | succeeded | failed
+    started_at: str | None
+    finished_at: str | None
+    duration: float | None
+    snapshot: str | None
+    bytes: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """The last successful whole run, and how many parts' latest backup failed."""
+
+    last_success_at: datetime | None
+    last_success_duration: float | None
+    failing: int
