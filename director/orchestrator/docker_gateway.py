@@ -38,7 +38,7 @@ from director.orchestrator.docker_sdk import (
     _blocking_network,
     _find,
     _owned,
-    _remove_stopped_task_containers,
+    _remove_task_containers,
     _service_info,
     _with_placement,
 )
@@ -184,9 +184,9 @@ class DockerGateway(ImageCalls):
                 return False
             # A service another node's orchestrator took over (a site moved there) is not
             # this one's to remove, though it has the same name: only the containers its
-            # tasks left stopped here go.
+            # tasks left here go.
             if not _owned((found["Spec"].get("Labels") or {}).get(OWNER_LABEL), self._node_name()):
-                _remove_stopped_task_containers(local, name)
+                _remove_task_containers(local, name)
                 return False
             client.remove_service(found["ID"])
             return True

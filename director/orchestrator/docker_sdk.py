@@ -83,12 +83,15 @@ def _find(client: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
-def _remove_stopped_task_containers(client: Any, service: str) -> None:
-    """The containers of C{service}'s tasks that ended on this engine (swarm keeps them)."""
+def _remove_task_containers(client: Any, service: str) -> None:
+    """
+    Every container of C{service}'s tasks on this engine. The service now runs on another
+    node (a site moved there), so each one here is left over: stopped, or an old task still
+    lingering (its stop grace) after the routers switched; swarm would keep them.
+    """
     label = f"com.docker.swarm.service.name={service}"
-    for status in ("exited", "dead", "created"):
-        for container in client.containers(all=True, filters={"label": label, "status": status}):
-            client.remove_container(container["Id"], force=True)
+    for container in client.containers(all=True, filters={"label": label}):
+        client.remove_container(container["Id"], force=True)
 
 
 def _service_info(raw: dict[str, Any]) -> ServiceInfo:

@@ -267,7 +267,10 @@ def test_student_static_site_from_creation_to_deletion(browser: Any, director: D
 
 
 def test_dynamic_site_run_sh_restart_and_log(browser: Any, director: Director) -> None:
-    """A dynamic site's run.sh, made executable in the editor, restarted with Alt+Enter."""
+    """
+    A new dynamic site starts with its image's run.sh (executable); rewritten in the editor,
+    made executable again, and restarted with Alt+Enter, it runs and logs.
+    """
     alice = Person(browser, director)
     alice.sign_in("alice")
     page = alice.page
@@ -281,11 +284,14 @@ def test_dynamic_site_run_sh_restart_and_log(browser: Any, director: Director) -
     alice.goto(f"/sites/{name}/files")
     page.wait_for_selector("[data-path='public']")
     page.wait_for_selector(".pane-tab:has-text('Log')")
-    page.click("[data-file-action=new-file]")
-    page.fill(".tree-input", "run.sh")
-    page.keyboard.press("Enter")
+    # the catalogue's template for the image (python: a static file server), executable
+    page.wait_for_selector("[data-path='run.sh'].executable")
+    page.click("[data-path='run.sh']")
     page.wait_for_selector("[data-current-file]:has-text('run.sh')")
+    page.wait_for_selector(".cm-content:has-text('http.server')")
     page.click(".cm-content")
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Backspace")  # (as for the static page: the editor's own delete)
     page.keyboard.insert_text(
         "#!/bin/sh\n"
         'echo "run.sh says hello on port $PORT"\n'
@@ -293,6 +299,10 @@ def test_dynamic_site_run_sh_restart_and_log(browser: Any, director: Director) -
     )
     page.keyboard.press("Control+s")
     page.wait_for_selector("[data-save-state]:has-text('Saved ')")
+    # the file menu takes the mode away and gives it back
+    page.click("[data-path='run.sh']", button="right")
+    page.click("[data-context-menu] button:has-text('Make not executable')")
+    page.wait_for_selector("[data-path='run.sh']:not(.executable)")
     page.click("[data-path='run.sh']", button="right")
     page.click("[data-context-menu] button:has-text('Make executable')")
     page.wait_for_selector("[data-path='run.sh'].executable")

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from test_manager_e2e import Stack, stack, wait  # noqa: F401  (stack: the fixture)
+from test_manager_e2e import Stack, manager_database_url, stack, wait  # noqa: F401  (fixtures)
 
 
 def _site(s: Stack, name: str) -> None:

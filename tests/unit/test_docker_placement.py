@@ -57,9 +57,9 @@ class SDK:
 
     def containers(self, all: bool, filters: dict[str, str]) -> list[dict[str, str]]:
         service = filters["label"].split("=", 1)[1]
-        if filters["status"] != "exited" or service not in self.services_by_name:
+        if service not in self.services_by_name:
             return []
-        return [{"Id": f"stopped-{service}"}]
+        return [{"Id": f"left-{service}"}]
 
     def remove_container(self, container: str, force: bool) -> None:
         self.removed.append(container)
@@ -69,7 +69,7 @@ class RemoveServiceTests(SynchronousTestCase):
     def test_only_this_nodes_services_are_removed(self) -> None:
         """
         A service another node took over (a site moved there) is left, only its tasks'
-        stopped containers here go; this node's and unlabelled ones are removed.
+        containers here go; this node's and unlabelled ones are removed.
         """
         sdk = SDK({"site_1": {OWNER_LABEL: "n1"}, "site_2": {OWNER_LABEL: "n2"}, "site_3": {}})
         gateway = DockerGateway(InlineRunner(), client_factory=lambda: sdk, node="n1")
@@ -77,4 +77,4 @@ class RemoveServiceTests(SynchronousTestCase):
         self.assertFalse(self.successResultOf(gateway.remove_service("site_2")))
         self.assertTrue(self.successResultOf(gateway.remove_service("site_3")))
         self.assertFalse(self.successResultOf(gateway.remove_service("site_4")))
-        self.assertEqual(sdk.removed, ["id-site_1", "stopped-site_2", "id-site_3"])
+        self.assertEqual(sdk.removed, ["id-site_1", "left-site_2", "id-site_3"])
