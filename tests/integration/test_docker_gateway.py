@@ -135,6 +135,7 @@ async def test_gateways_see_only_their_own_nodes_services(
         other = await theirs.get_service(names[1])
         assert other is not None and other.spec["Labels"][OWNER_LABEL] == "no-such-node"
     finally:
-        for site in sites:
-            await mine.remove_service(site.service_name)
+        # each by the gateway whose node owns it: another node's service is not removed
+        for site, owner in zip(sites, (mine, theirs, mine), strict=True):
+            await owner.remove_service(site.service_name)
         pool.stopService()
