@@ -11,6 +11,7 @@ import dataclasses
 import json
 import secrets
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, Mapping):  # a table of strings (director.url_formats), inline
+        return "{" + ", ".join(f"{k} = {json.dumps(str(v))}" for k, v in value.items()) + "}"
     return json.dumps(str(value))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from director.common.config_checks import ConfigError, router_urls
+from director.common.config_checks import ConfigError, router_urls, url_formats
 from director.common.config_sections import (
     AuthSection,
     BackupSection,
@@ -26,6 +26,7 @@ from director.common.config_sections import (
     RouterSection,
     ShellSection,
 )
+from director.contract.urls import UrlFormats
 
 __all__ = [
     "COMPONENTS",
@@ -59,6 +60,12 @@ class Config:
     shell: ShellSection = ShellSection()  # noqa: RUF009 (frozen)
     backup: BackupSection = BackupSection()  # noqa: RUF009 (frozen)
     source: Path | None = None
+
+    def url_formats(self) -> UrlFormats:
+        """Each purpose's site URL format (director.url_formats), checked."""
+        return url_formats(
+            self.director.sites_domain, self.director.url_formats, self.manager.dashboard_host
+        )
 
     def replace(self, **sections: Any) -> Config:
         """A copy with whole sections replaced (used by tests and C{director init})."""
@@ -100,6 +107,8 @@ def _section(name: str, cls: type, raw: object, base: Path) -> Any:
             value = _convert(key, str(f.type), raw[fname], base)
         else:
             value = f.default
+            if value is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
             if isinstance(value, Path) and not value.is_absolute():
                 value = base / value
         check = f.metadata.get("check")
@@ -145,7 +154,9 @@ def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
         for name, f in sections.items()
     }
     _check_pairs(parsed)
-    return Config(**parsed, source=source)
+    config = Config(**parsed, source=source)
+    config.url_formats()
+    return config
 
 
 def load_config(path: str | Path) -> Config:

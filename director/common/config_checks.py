@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from director.common.errors import StartupError
 from director.contract.domains import LABEL
+from director.contract.errors import ValidationError
 from director.contract.sites import is_site_name
+from director.contract.urls import UrlFormats
 
 
 class ConfigError(StartupError):
@@ -383,3 +385,27 @@ def _restic_repository(key: str, value: object) -> None:
             f'{key}: expected a restic repository (a path, "sftp:...", "s3:...", "rest:...") '
             f'or "" for <state_dir>/backups/restic; got {value!r}'
         )
+
+
+def _url_format_table(key: str, value: object) -> None:
+    """A table of purpose = "format" strings (checked against each other in L{url_formats})."""
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(
+            f'{key}: expected a table of purpose = "format" strings, like '
+            f'personal = "user.example.org/{{name}}/"; got {value!r}'
+        )
+
+
+def url_formats(sites_domain: str, raw: Mapping[str, str], dashboard_host: str) -> UrlFormats:
+    """C{director.url_formats} checked (L{UrlFormats.parse}), or L{ConfigError} naming the key."""
+    try:
+        formats = UrlFormats.parse(sites_domain, raw)
+    except ValidationError as e:
+        raise ConfigError(f"director.url_formats.{e.field}: {e.reason}") from None
+    for purpose, parsed in formats.formats.items():
+        if parsed.path and parsed.host == dashboard_host:
+            raise ConfigError(
+                f"director.url_formats.{purpose}: {parsed} would put sites on the dashboard's "
+                f"host {dashboard_host} (manager.dashboard_host)"
+            )
+    return formats

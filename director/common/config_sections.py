@@ -5,6 +5,7 @@ with its default, its check and a comment saying what it does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from director.common.config_checks import (
     _text,
     _tls_file,
     _url,
+    _url_format_table,
     _whole,
     _zero_or_one,
 )
@@ -61,6 +63,10 @@ class DirectorSection:
 
     state_dir: Path = Path("var")
     sites_domain: str = field(default="sites.localhost", metadata=_check(_domain))
+    # Each purpose's site URL (a [director.url_formats] table, purpose = "format"):
+    # "{name}.<domain>" (a host per site) or "<host>/{name}/" (a path of one shared host).
+    # A purpose not listed: "{name}.<sites_domain>". See docs/configuration.md.
+    url_formats: Mapping[str, str] = field(default_factory=dict, metadata=_check(_url_format_table))
 
 
 @dataclass(frozen=True)

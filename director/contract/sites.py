@@ -352,21 +352,48 @@ class RouteSpec:
     #: "host:port" of the orchestrator nginx that holds the site (L{normalize_upstream});
     #: None: the router's default group (router.upstreams).
     upstream: str | None = None
+    #: The host of the site's URL when its purpose's format is not the canonical host
+    #: (L{director.contract.urls}); None: the canonical host alone.
+    url_host: str | None = None
+    #: True: the site is under C{/<name>/} of C{url_host} (a path format), a host it shares.
+    url_path: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "domains": list(self.domains),
             "max_body_size": self.max_body_size,
             "upstream": self.upstream,
         }
+        # Only when set, so that a site with the default format reads as before.
+        if self.url_host is not None:
+            data["url_host"] = self.url_host
+            data["url_path"] = self.url_path
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> RouteSpec:
-        body = _fields(data, ("domains", "max_body_size", "upstream"), code="invalid_request")
+        body = _fields(
+            data,
+            ("domains", "max_body_size", "upstream", "url_host", "url_path"),
+            code="invalid_request",
+        )
         size = body.get("max_body_size")
         upstream = body.get("upstream")
+        url_host = body.get("url_host")
+        url_path = body.get("url_path", False)
+        if not isinstance(url_path, bool) or (url_path and url_host is None):
+            raise ValidationError(
+                "url_path", "true (with a url_host) or false", code="invalid_request"
+            )
+        if url_host is not None:
+            try:
+                url_host = normalize_domain(url_host)
+            except ValidationError as e:
+                raise ValidationError("url_host", e.reason, code="invalid_domain") from None
         return cls(
             _domains(body.get("domains", []), "domains"),
             normalize_size(size) if size is not None else None,
             normalize_upstream(upstream) if upstream is not None else None,
+            url_host,
+            url_path,
         )

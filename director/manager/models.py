@@ -22,6 +22,8 @@ from director.contract.sites import Limits, RouteSpec, SiteSpec
 from director.contract.sites import validate_choice as validate_choice
 from director.contract.sites import validate_site_name as contract_site_name
 from director.contract.sites import whole_number as whole_number
+from director.contract.urls import PURPOSES as PURPOSES
+from director.contract.urls import UrlFormats, formats_of
 from director.manager.user_rules import ADMIN_PURPOSES as ADMIN_PURPOSES
 from director.manager.user_rules import SiteNameRules as SiteNameRules
 from director.manager.user_rules import UserLimits as UserLimits
@@ -29,7 +31,6 @@ from director.manager.user_rules import membership_refusal as membership_refusal
 from director.manager.user_rules import purpose_refusal as purpose_refusal
 
 ROLES = ("student", "teacher", "admin")
-PURPOSES = ("personal", "project", "activity", "other")
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,62}$")
 # Names that would be confusing or collide with infrastructure hosts.
@@ -212,8 +213,9 @@ class Site:
         own = self.limits.get("disk_quota_mb")
         return own * 1024 * 1024 if own else self.disk_quota_bytes
 
-    def url(self, sites_domain: str, scheme: str = "http") -> str:
-        return f"{scheme}://{self.name}.{sites_domain}/"
+    def url(self, formats: UrlFormats | str, scheme: str = "http", port: int | None = None) -> str:
+        """The site's URL by its purpose's format (C{formats}; a sites domain: the default)."""
+        return formats_of(formats).url(self.name, self.purpose, scheme, port)
 
     @property
     def running_image(self) -> str:
@@ -237,15 +239,21 @@ class Site:
         """L{site_spec} as JSON."""
         return self.site_spec().to_json()
 
-    def route_spec(self) -> RouteSpec:
-        """What the router serves for this site besides its own host."""
-        return RouteSpec(tuple(self.domains), self.limits["client_max_body_size"])
+    def route_spec(self, formats: UrlFormats | None = None) -> RouteSpec:
+        """What the router serves for this site besides its own host (and its URL's)."""
+        url_host, url_path = formats.route(self.name, self.purpose) if formats else (None, False)
+        return RouteSpec(
+            tuple(self.domains),
+            self.limits["client_max_body_size"],
+            url_host=url_host,
+            url_path=url_path,
+        )
 
     def database_env(self) -> dict[str, str]:
         db = self.database
         return {} if db is None else db.site_database().environment()
 
-    def to_json(self, sites_domain: str, show_secrets: bool = False) -> dict[str, Any]:
+    def to_json(self, formats: UrlFormats | str, show_secrets: bool = False) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -253,7 +261,7 @@ class Site:
             "purpose": self.purpose,
             "availability": self.availability,
             "description": self.description,
-            "url": self.url(sites_domain),
+            "url": self.url(formats),
             "image": self.image,
             "packages": list(self.packages),
             "limits": self.limits,
@@ -316,9 +324,9 @@ def ssh_access(site_name: str, username: str, host: str, port: int) -> dict[str,
 ADMIN_ONLY_SITE_FIELDS = frozenset({"admin_comments", "orchestrator", "nginx_snippet"})
 
 
-def site_record(site: Site, sites_domain: str) -> dict[str, Any]:
+def site_record(site: Site, formats: UrlFormats | str) -> dict[str, Any]:
     """The whole record of C{site} as JSON, admin-only fields included (published raw)."""
-    data = site.to_json(sites_domain)
+    data = site.to_json(formats)
     data["admin_comments"] = site.admin_comments
     data["orchestrator"] = site.orchestrator
     data["nginx_snippet"] = site.nginx_snippet

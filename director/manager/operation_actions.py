@@ -19,6 +19,7 @@ from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
 from director.contract.sites import RouteSpec
+from director.contract.urls import UrlFormats
 from director.manager.catalogue import run_template, setup_commands_of
 from director.manager.models import Operation, Site
 from director.manager.orchestrator_pool import NodeUnavailable, OrchestratorPool
@@ -43,9 +44,12 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT)
 
 
-def route_spec(site: Site, upstream: str | None) -> RouteSpec:
-    """What the router serves for C{site}, forwarded to C{upstream} (its orchestrator's nginx)."""
-    return dataclasses.replace(site.route_spec(), upstream=upstream)
+def route_spec(site: Site, upstream: str | None, formats: UrlFormats | None = None) -> RouteSpec:
+    """
+    What the router serves for C{site}, forwarded to C{upstream} (its orchestrator's nginx),
+    at its purpose's URL (C{formats}; None: its canonical host only).
+    """
+    return dataclasses.replace(site.route_spec(formats), upstream=upstream)
 
 
 class OperationActions:
@@ -58,6 +62,7 @@ class OperationActions:
     _store: Store
     pool: OrchestratorPool
     routers: RouterPool
+    url_formats: UrlFormats
 
     async def _client(self, op: Operation, site: Site | None) -> OrchestratorClient:
         """The orchestrator of the operation's site (from the records if the site is gone)."""
@@ -107,7 +112,7 @@ class OperationActions:
 
     async def _apply_router(self, op: Operation, site: Site | None) -> str:
         site = self._site(site)
-        spec = route_spec(site, self.pool.nginx_for(site))
+        spec = route_spec(site, self.pool.nginx_for(site), self.url_formats)
         return await self._to_routers(
             op,
             lambda r, timeout: r.put_route(site.name, spec, timeout=timeout),

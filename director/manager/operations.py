@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
+from director.contract.urls import UrlFormats
 from director.manager.events import IEventBus
 from director.manager.identity import new_identity, new_incarnation, worker_name
 from director.manager.models import Operation, Site, public_error
@@ -107,6 +108,7 @@ class OperationEngine(OperationActions):
         node_wait: float = 15.0,
         work_dir: Path | None = None,
         move_grace: float = 5.0,
+        url_formats: UrlFormats | None = None,
     ) -> None:
         self._reactor = reactor
         self._store = store
@@ -118,7 +120,8 @@ class OperationEngine(OperationActions):
         #: every router: each change goes to all of them (see L{_to_routers})
         self.routers = as_router_pool(router)
         self._bus = bus
-        self._domain = sites_domain
+        #: each purpose's URL format: what the routers serve a site at besides its own host
+        self.url_formats = url_formats or UrlFormats(sites_domain)
         self._poll_interval = poll_interval
         self._lease = lease
         self._max_attempts = max_attempts

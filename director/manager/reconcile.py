@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from director.clients import OrchestratorClient, RouterClient
 from director.contract.errors import ValidationError
 from director.contract.sites import normalize_upstream
+from director.contract.urls import UrlFormats
 from director.manager.leader import LeaderLease
 from director.manager.models import Site
 from director.manager.operations import OPERATIONS, OperationEngine
@@ -65,11 +66,13 @@ def router_drift(
     router: list[dict[str, Any]],
     busy: frozenset[str] = frozenset(),
     upstreams: Mapping[str, str | None] | None = None,
+    formats: UrlFormats | None = None,
 ) -> tuple[list[str], tuple[str, ...]]:
     """
     No I/O: the sites one router serves wrongly or not at all; the names it alone has.
     C{upstreams}: site name -> the upstream it should be forwarded to (a site not in it:
     its upstream is not judged, as for a site whose orchestrator does not answer).
+    C{formats}: the URL formats, whose host and path each site should be served at too.
     """
     by_name = {s["name"]: s for s in router}
     upstreams = upstreams or {}
@@ -83,6 +86,11 @@ def router_drift(
             or (
                 site.name in upstreams
                 and _upstream(r.get("upstream")) != _upstream(upstreams[site.name])
+            )
+            or (
+                formats is not None
+                and (r.get("url_host"), bool(r.get("url_path")))
+                != formats.route(site.name, site.purpose)
             )
         ):
             repair.append(site.name)
@@ -196,7 +204,9 @@ class Reconciler:
         # Where each site should be forwarded, for sites whose orchestrator answers.
         upstreams = {s.name: self.pool.nginx_for(s) for s in sites if self.pool.up_for(s)}
         for name, listed in routers.items():
-            drifted, router_orphans[name] = router_drift(sites, listed, busy, upstreams)
+            drifted, router_orphans[name] = router_drift(
+                sites, listed, busy, upstreams, self._engine.url_formats
+            )
             repair.update(drifted)
         every = tuple(sorted({n for names in router_orphans.values() for n in names}))
         return Drift(tuple(sorted(repair)), tuple(sorted(orphans)), every), router_orphans

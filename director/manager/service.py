@@ -286,6 +286,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         lease=config.manager.operation_lease,
         identity=identity.name,
         work_dir=config.director.state_dir / "moves",
+        url_formats=config.url_formats(),
     )
     scheduler = TaskScheduler(
         reactor,
@@ -390,6 +391,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         disk=disk,
         tasks=scheduler,
         backups=backups,
+        url_formats=operations.url_formats,
     )
     shell = ShellServerAPI(
         reactor,
@@ -436,6 +438,7 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         placements=orchestrators.records,
         public_origins=public_origins,
         login_throttle=shared.throttle,
+        url_formats=operations.url_formats,
     )
     dashboard.backups = backups.records  # type: ignore[attr-defined]  # /admin/backups
     root = PrefixDispatch(CountingResource(dashboard.app.resource(), metrics, "dashboard"))

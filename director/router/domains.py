@@ -84,25 +84,45 @@ def normalize_size(raw: object) -> str:
 class SiteEntry:
     """
     What the router serves for one site: its canonical host and custom domains, and where
-    it sends them (C{upstream}, a checked "host:port"; None: the default group).
+    it sends them (C{upstream}, a checked "host:port"; None: the default group). C{url_host}:
+    the host of its purpose's URL format, if not the canonical one; with C{url_path}, the
+    site is under C{/<name>/} of that host, which it shares with other sites.
     """
 
     name: str
     domains: tuple[str, ...]
     max_body_size: str
     upstream: str | None = None
+    url_host: str | None = None
+    url_path: bool = False
 
     def host(self, sites_domain: str) -> str:
         return f"{self.name}.{sites_domain}"
 
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The names this site alone is served at besides its canonical host."""
+        if self.url_host is None or self.url_path or self.url_host in self.domains:
+            return self.domains
+        return (*self.domains, self.url_host)
+
+    @property
+    def path_host(self) -> str | None:
+        """The shared host it is under C{/<name>/} of (a path format), if any."""
+        return self.url_host if self.url_path else None
+
     def to_json(self, sites_domain: str) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "host": self.host(sites_domain),
             "domains": list(self.domains),
             "max_body_size": self.max_body_size,
             "upstream": self.upstream,
         }
+        if self.url_host is not None:  # as in a RouteSpec: only when the format is not the default
+            data["url_host"] = self.url_host
+            data["url_path"] = self.url_path
+        return data
 
 
 def parse_site_request(
@@ -116,7 +136,23 @@ def parse_site_request(
         raise _refused(e) from None
     for domain in spec.domains:
         _check_not_reserved(domain, sites_domain)
-    return SiteEntry(site, spec.domains, spec.max_body_size or default_size, spec.upstream)
+    url_host = spec.url_host
+    if url_host == f"{site}.{sites_domain}" and not spec.url_path:
+        url_host = None  # the canonical host, said out loud
+    elif url_host is not None and spec.url_path and is_within(url_host, sites_domain):
+        raise invalid(
+            "reserved_domain",
+            f"{url_host} is under {sites_domain}, whose names are sites' own hosts; "
+            "it cannot be a path host",
+        )
+    return SiteEntry(
+        site,
+        spec.domains,
+        spec.max_body_size or default_size,
+        spec.upstream,
+        url_host,
+        spec.url_path and url_host is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -129,8 +165,9 @@ class SiteTable:
         return self.sites.get(name)
 
     def owner(self, domain: str) -> str | None:
+        """The site served alone at C{domain} (a custom domain or its URL format's host)."""
         for entry in self.sites.values():
-            if domain in entry.domains:
+            if domain in entry.hosts:
                 return entry.name
         return None
 
@@ -141,16 +178,37 @@ class SiteTable:
 
     @property
     def domains(self) -> frozenset[str]:
-        return frozenset(d for entry in self.sites.values() for d in entry.domains)
+        """Every name a site is served at alone (custom domains, URL format hosts)."""
+        return frozenset(d for entry in self.sites.values() for d in entry.hosts)
+
+    @property
+    def path_hosts(self) -> frozenset[str]:
+        """The hosts of path formats, each shared by its sites."""
+        return frozenset(e.path_host for e in self.sites.values() if e.path_host is not None)
+
+    def under(self, path_host: str) -> list[SiteEntry]:
+        """The sites under C{path_host}, by name."""
+        return sorted(
+            (e for e in self.sites.values() if e.path_host == path_host), key=lambda e: e.name
+        )
 
     def check(self, entry: SiteEntry) -> None:
-        """Refuse (409) a domain that another site already has."""
-        for domain in entry.domains:
+        """Refuse (409) a name that another site already has, or that a path host shares."""
+        paths = self.without(entry.name).path_hosts
+        for domain in entry.hosts:
             owner = self.owner(domain)
             if owner is not None and owner != entry.name:
                 raise RequestError(
                     409, "domain_taken", f"{domain} is already a domain of site {owner!r}"
                 )
+            if domain in paths:
+                raise RequestError(
+                    409, "domain_taken", f"{domain} is a host that sites are served under"
+                )
+        host = entry.path_host
+        owner = self.owner(host) if host is not None else None
+        if owner is not None and owner != entry.name:
+            raise RequestError(409, "domain_taken", f"{host} is already a host of site {owner!r}")
 
     def with_site(self, entry: SiteEntry) -> SiteTable:
         self.check(entry)
@@ -167,11 +225,9 @@ class SiteTable:
         return {
             "version": 1,
             "sites": {
-                name: {
-                    "domains": list(e.domains),
-                    "max_body_size": e.max_body_size,
-                    "upstream": e.upstream,
-                }
+                name: RouteSpec(
+                    e.domains, e.max_body_size, e.upstream, e.url_host, e.url_path
+                ).to_json()
                 for name, e in sorted(self.sites.items())
             },
         }

@@ -125,7 +125,8 @@ def render_upstream(address: str) -> str:
     )
 
 
-def _common(settings: FrontSettings, layout: RouterLayout) -> dict[str, Any]:
+def common_values(settings: FrontSettings, layout: RouterLayout) -> dict[str, Any]:
+    """What every server of the front nginx's templates uses."""
     cert, key = settings.sites_certificate or ("", "")
     return {
         "http_listen": settings.http_listen,
@@ -142,7 +143,7 @@ def render_main(settings: FrontSettings, layout: RouterLayout) -> str:
     """nginx.conf: global settings, the upstreams, the default and fallback servers."""
     paths = NginxPaths(layout.nginx_prefix)
     return NGINX_TEMPLATES.get_template("router.conf.j2").render(
-        **_common(settings, layout),
+        **common_values(settings, layout),
         workers=settings.workers,
         pid=str(paths.pid),
         error_log=str(paths.error_log),
@@ -170,23 +171,24 @@ def render_site(
     responders: Mapping[str, str] | None = None,
 ) -> str:
     """
-    One site's servers: its canonical host, its custom domains over HTTP, and over HTTPS
-    those in C{secured} (domain -> version of its installed certificate). The canonical
-    host redirects to the primary (first) custom domain once that one is secured, and is
-    served as itself until then: a redirect never leads to an address without a certificate.
+    One site's servers: its canonical host, its custom domains (and its URL format's host,
+    for a host format) over HTTP, and over HTTPS those in C{secured} (domain -> version
+    of its installed certificate). The canonical host redirects to the primary (first)
+    custom domain once that one is secured, and is served as itself until then: a redirect
+    never leads to an address without a certificate.
     C{responders}: domain -> OCSP responder of its installed certificate, for those that
     name one; their HTTPS servers staple (when nginx can reach the responder).
     """
     responders = responders or {}
-    secured_domains = [d for d in entry.domains if d in secured]
+    secured_domains = [d for d in entry.hosts if d in secured]
     primary = entry.domains[0] if entry.domains else None
     return NGINX_TEMPLATES.get_template("router-site.conf.j2").render(
-        **_common(settings, layout),
+        **common_values(settings, layout),
         name=entry.name,
         canonical_host=entry.host(settings.sites_domain),
         max_body_size=entry.max_body_size,
         upstream_name=upstream_name(entry.upstream),
-        plain_domains=[d for d in entry.domains if d not in secured],
+        plain_domains=[d for d in entry.hosts if d not in secured],
         secured_domains=secured_domains,
         redirect_to=primary if primary in secured else None,
         certificates={

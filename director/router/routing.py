@@ -26,7 +26,12 @@ from director.common.errors import StartupError
 from director.common.nginx import NginxError, NginxPaths
 from director.common.threads import Runner
 from director.router.certificates import CertificateKeeper
-from director.router.dashboard_front import DASHBOARD_FILE, DASHBOARD_OWNER, render_dashboard
+from director.router.dashboard_front import (
+    DASHBOARD_FILE,
+    DASHBOARD_OWNER,
+    is_local_name,
+    render_dashboard,
+)
 from director.router.domains import (
     RequestError,
     SiteEntry,
@@ -43,6 +48,7 @@ from director.router.front_nginx_config import (
     upstream_file,
 )
 from director.router.layout import RouterLayout
+from director.router.path_hosts import PATH_HOST_OWNER, path_host_file, render_path_host
 from director.router.tls import stapling_possible
 
 
@@ -94,7 +100,10 @@ class Router:
             return None
         return {
             "site": entry.to_json(self.settings.sites_domain),
-            "certificates": {d: self.certificate_json(d) for d in entry.domains},
+            "certificates": {
+                d: self.certificate_json(d)
+                for d in (*entry.hosts, *filter(None, [entry.path_host]))
+            },
         }
 
     def sites_json(self) -> dict[str, Any]:
@@ -106,6 +115,8 @@ class Router:
 
     def certificate_json(self, domain: str) -> dict[str, Any] | None:
         owner = self._table.owner(domain)
+        if owner is None and domain in self._table.path_hosts:
+            owner = PATH_HOST_OWNER
         if owner is None:
             dashboard = self._acme_dashboard_host()
             if dashboard is None or domain != dashboard or self._keeper is None:
@@ -125,7 +136,10 @@ class Router:
     def certificates_json(self) -> dict[str, Any]:
         return {
             "acme": self._keeper is not None,
-            "certificates": {d: self.certificate_json(d) for d in sorted(self._table.domains)},
+            "certificates": {
+                d: self.certificate_json(d)
+                for d in sorted(self._table.domains | self._table.path_hosts)
+            },
         }
 
     # Changing.
@@ -136,7 +150,7 @@ class Router:
             name, body, self.settings.sites_domain, self.settings.max_body_size
         )
         dashboard = self.settings.dashboard
-        if dashboard is not None and dashboard.host in entry.domains:
+        if dashboard is not None and dashboard.host in (*entry.hosts, entry.path_host):
             raise RequestError(
                 409, "domain_taken", f"{dashboard.host} is the dashboard's host, not a site's"
             )
@@ -144,7 +158,7 @@ class Router:
             previous = self._table.get(entry.name)
             self._check_released(entry)
             self._table = self._table.with_site(entry)  # 409 if a domain is taken
-            with self._releasing(entry.name, previous, entry.domains):
+            with self._releasing(entry.name, previous, entry.hosts):
                 try:
                     await self._nginx.apply(self._changes(entry.name, previous, entry))
                 except NginxError as e:
@@ -186,6 +200,9 @@ class Router:
         if entry is not None and entry.upstream is not None:
             changes[upstream_file(entry.upstream)] = render_upstream(entry.upstream)
         changes[site_file(name)] = self.render(entry) if entry is not None else None
+        shared = {h for e in (previous, entry) if e is not None and (h := e.path_host)}
+        for host in sorted(shared):
+            changes[path_host_file(host)] = self.render_path_host(host)
         left = previous.upstream if previous is not None else None
         if left is not None and left not in self._table.upstreams:
             changes[upstream_file(left)] = None
@@ -196,13 +213,29 @@ class Router:
         if keeper is None:
             return render_site(entry, self.settings, self.layout, {})
         installed = keeper.installed
-        secured = {d: installed[d] for d in entry.domains if d in installed}
+        secured = {d: installed[d] for d in entry.hosts if d in installed}
         responders = {d: url for d in secured if (url := keeper.ocsp_responder(d)) is not None}
         return render_site(entry, self.settings, self.layout, secured, responders)
 
+    def render_path_host(self, host: str) -> str | None:
+        """The file of path host C{host} (None: no site is under it any more)."""
+        sites = self._table.under(host)
+        if not sites:
+            return None
+        keeper = self._keeper
+        version = keeper.installed.get(host) if keeper is not None else None
+        if keeper is None or version is None:
+            return render_path_host(host, sites, self.settings, self.layout)
+        certificate = (
+            str(self.layout.installed_cert(host, version)),
+            str(self.layout.installed_key(host, version)),
+        )
+        stapling = stapling_possible(keeper.ocsp_responder(host), self.settings.resolvers)
+        return render_path_host(host, sites, self.settings, self.layout, certificate, stapling)
+
     def _check_released(self, entry: SiteEntry) -> None:
         """Refuse (409) a domain that another site is giving up in a change not yet live."""
-        for domain in entry.domains:
+        for domain in entry.hosts:
             holder = self._released.get(domain)
             if holder is not None and holder != entry.name:
                 raise RequestError(
@@ -217,7 +250,7 @@ class Router:
         Keep the domains C{site} is giving up reserved until nginx has taken the change: if
         nginx refuses it, the site gets them back, so nobody else may have taken them.
         """
-        released = set(previous.domains if previous else ()) - set(keeping)
+        released = set(previous.hosts if previous else ()) - set(keeping)
         for domain in released:
             self._released[domain] = site
         try:
@@ -231,6 +264,11 @@ class Router:
 
     def _owners(self) -> dict[str, str]:
         owners = {d: e.name for e in self._table.sites.values() for d in e.domains}
+        # A URL format's host gets its certificate too, unless no CA would issue one for it.
+        for entry in self._table.sites.values():
+            host = entry.url_host
+            if host is not None and not is_local_name(host):
+                owners.setdefault(host, PATH_HOST_OWNER if entry.url_path else entry.name)
         dashboard = self._acme_dashboard_host()
         if dashboard is not None:
             owners[dashboard] = DASHBOARD_OWNER
@@ -289,12 +327,15 @@ class Router:
             async with self._lock(DASHBOARD_OWNER):
                 await self._nginx.apply({DASHBOARD_FILE: self.render_dashboard()})
             return
+        if domain in self._table.path_hosts:
+            await self._nginx.apply({path_host_file(domain): self.render_path_host(domain)})
+            return
         owner = self._table.owner(domain)
         if owner is None:
             return
         async with self._lock(owner):
             entry = self._table.get(owner)
-            if entry is not None and domain in entry.domains:
+            if entry is not None and domain in entry.hosts:
                 await self._nginx.apply({site_file(owner): self.render(entry)})
 
     # Start-up (blocking, before nginx runs).
@@ -317,6 +358,10 @@ class Router:
         atomic_write(paths.conf, render_main(self.settings, self.layout), 0o644)
         wanted = {upstream_file(a): render_upstream(a) for a in self._table.upstreams}
         wanted |= {site_file(name): self.render(e) for name, e in self._table.sites.items()}
+        for host in self._table.path_hosts:
+            text = self.render_path_host(host)
+            assert text is not None
+            wanted[path_host_file(host)] = text
         dashboard = self.render_dashboard()
         if dashboard is not None:
             wanted[DASHBOARD_FILE] = dashboard

@@ -20,6 +20,7 @@ from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.web import render_json
 from director.contract.databases import DatabaseSpec
+from director.contract.urls import UrlFormats
 from director.manager import models
 from director.manager.access import Access, AccessDenied, locked
 from director.manager.backups import BackupScheduler
@@ -157,6 +158,7 @@ class ManagerBase:
         disk: DiskPoller | None = None,
         tasks: TaskScheduler | None = None,
         backups: BackupScheduler | None = None,
+        url_formats: UrlFormats | None = None,
     ) -> None:
         self._reactor = reactor
         # Reads the sites' disk use again soon after a write through the files API.
@@ -172,6 +174,8 @@ class ManagerBase:
         )
         self.bus = bus
         self.sites_domain = sites_domain
+        #: each purpose's URL format (director.url_formats); a site's URL and route
+        self.url_formats = url_formats or UrlFormats(sites_domain)
         self.signer = signer
         self.limiter: Limiter = limiter or RateLimiter(reactor)
         self._router = router
@@ -359,7 +363,7 @@ class ManagerBase:
                 addresses,
                 f"You were added to the site {site.name}",
                 f"{actor.username} added you as a member of the site {site.name} "
-                f"({site.url(self.sites_domain)}). Open it on the Sites page of Director.",
+                f"({site.url(self.url_formats)}). Open it on the Sites page of Director.",
             )
 
     def require_admin(self, user: User) -> None:
@@ -408,7 +412,7 @@ class ManagerBase:
                     "type": "site",
                     "site_id": site.id,
                     "members": list(site.members),
-                    "site": models.site_record(site, self.sites_domain),
+                    "site": models.site_record(site, self.url_formats),
                 },
             )
         except Exception:
@@ -421,7 +425,7 @@ class ManagerBase:
         )
 
     def site_json(self, site: Site, user: User) -> dict[str, Any]:
-        data = models.site_view(models.site_record(site, self.sites_domain), user.is_admin)
+        data = models.site_view(models.site_record(site, self.url_formats), user.is_admin)
         data.update(models.ssh_access(site.name, user.username, *self.shell_address))
         return data
 

@@ -29,6 +29,11 @@ class DomainRoutes(ManagerBase):
             raise Conflict(
                 "domain_reserved", f"{self.sites_domain} names are sites' own, not custom domains"
             )
+        taken = next((h for h in self.url_formats.reserved() if is_within(domain, h)), None)
+        if taken is not None:
+            raise Conflict(
+                "domain_reserved", f"{taken} names are sites' own addresses, not custom domains"
+            )
         if any(is_within(domain, h) for h in self.reserved_hosts):
             raise Conflict(
                 "domain_reserved",

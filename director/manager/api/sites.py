@@ -201,12 +201,21 @@ class SiteRoutes(ManagerBase):
             values.get("availability", site.availability),
             site.id,
         )
-        only_records = kind != "set_image" and set(values) <= {
-            "description",
-            "purpose",
-            "admin_comments",
-            "public_comment",
-        }
+        # A purpose with another URL format moves the site: the routers must hear of it.
+        moved = "purpose" in values and self.url_formats.route(
+            site.name, values["purpose"]
+        ) != self.url_formats.route(site.name, site.purpose)
+        only_records = (
+            not moved
+            and kind != "set_image"
+            and set(values)
+            <= {
+                "description",
+                "purpose",
+                "admin_comments",
+                "public_comment",
+            }
+        )
         if only_records:
             updated, _ = await self.store.update_site(site.id, values, members=members)
             await self.store.audit(user, "edit_site", site.name, {"values": _plain(values)})

@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 
 from director.clients import RouterClient
 from director.contract.sites import MAX_SITE_NAME_LENGTH, SITE_NAME_PATTERN
+from director.contract.urls import UrlFormats
 from director.manager.access import Access, SignedIn
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
@@ -185,6 +186,7 @@ class DashboardBase:
         student_agreement: str = "",
         placements: PlacementStore | None = None,
         public_origins: Sequence[Origin] = (),
+        url_formats: UrlFormats | None = None,
     ) -> None:
         self._reactor = reactor
         #: the dashboard host's origins (through the routers), besides manager_url's
@@ -203,6 +205,8 @@ class DashboardBase:
         self.access = Access(store, self.proxies)
         self.reauth = reauth
         self.sites_domain = sites_domain
+        #: each purpose's URL format (director.url_formats)
+        self.url_formats = url_formats or UrlFormats(sites_domain)
         self.session_lifetime = session_lifetime
         self.sites_port = sites_port
         self.router = router
@@ -222,6 +226,7 @@ class DashboardBase:
         self.env.filters["step"] = lambda n: STEP_NAMES.get(n, n.replace("_", " "))
         self.env.filters["optype"] = lambda n: OPERATION_NAMES.get(n, n.replace("_", " "))
         self.env.globals["asset"] = self.asset
+        self.env.globals["url_example"] = self.url_example
         # The site-name rule of the contract, for the forms' pattern and maxlength.
         self.env.globals["site_name_pattern"] = SITE_NAME_PATTERN
         self.env.globals["site_name_length"] = MAX_SITE_NAME_LENGTH
@@ -234,8 +239,12 @@ class DashboardBase:
         return f"/static/build/{name}?v={self.static.version('build/' + name)}"
 
     def site_url(self, site: Site) -> str:
-        port = "" if self.sites_port == 80 else f":{self.sites_port}"
-        return f"http://{site.name}.{self.sites_domain}{port}/"
+        """The site's URL by its purpose's format, on the routers' HTTP port."""
+        return site.url(self.url_formats, port=self.sites_port)
+
+    def url_example(self, purpose: str, name: str = "NAME") -> str:
+        """What a site of C{purpose} named C{name} is reached at, for forms' help."""
+        return self.url_formats.url(name, purpose, port=self.sites_port)
 
     async def viewer(self, request: Any) -> Viewer | None:
         """The signed-in user of C{request}, if its session cookie is valid."""
