@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
 from director.common.threads import InlineRunner
+from director.contract.urls import UrlFormats
 from director.manager.api import ManagerAPI
 from director.manager.domain_services import ManagerServices
 from director.manager.events import MemoryBus
@@ -113,6 +114,7 @@ class ManagerHarness:
         directory: Path,
         sites_domain: str = "sites.test",
         router_names: tuple[str, ...] = ("router",),
+        url_formats: UrlFormats | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -168,6 +170,7 @@ class ManagerHarness:
             max_attempts=4,
             work_dir=directory / "moves",
             move_grace=0.0,
+            url_formats=url_formats,
         )
         self.passwords = Passwords(InlineRunner(), rounds=4)
         self.tasks = TaskScheduler(
@@ -195,6 +198,7 @@ class ManagerHarness:
                 self.store, self.pool, self.passwords, NullMailer(), UserLimits()
             ),
             tasks=self.tasks,
+            url_formats=url_formats,
         )
 
     def _orchestrator_client(self, url: str) -> OrchestratorClient:

@@ -75,7 +75,7 @@ def front(services: Services) -> Iterator[tuple[RouterUnderTest, Orchestrators]]
         PebbleServer(services.base_dir, name="pebble-urls", http_port=http_port)
     )
     # start_router sends every site to the backend's address (router.upstreams).
-    started = start_router(base, pebble, backend, http_port=http_port)  # type: ignore[arg-type]
+    started = start_router(base, pebble, backend, http_port=http_port)
     under_test, stop = pytest_twisted.blockon(Deferred.fromCoroutine(started))
     yield under_test, backend
     pytest_twisted.blockon(Deferred.fromCoroutine(stop()))
