@@ -65,7 +65,7 @@ class DirectorSection:
     sites_domain: str = field(default="sites.localhost", metadata=_check(_domain))
     # Each purpose's site URL (a [director.url_formats] table, purpose = "format"):
     # "{name}.<domain>" (a host per site) or "<host>/{name}/" (a path of one shared host).
-    # A purpose not listed: "{name}.<sites_domain>". See docs/configuration.md.
+    # A purpose not listed: "{name}.<sites_domain>". See docs/router.md, "URL formats".
     url_formats: Mapping[str, str] = field(default_factory=dict, metadata=_check(_url_format_table))
 
 
