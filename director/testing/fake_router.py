@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from director.router.domains import RequestError, SiteTable, parse_site_request, validate_site_name
+from director.router.path_hosts import PATH_HOST_OWNER
 from director.testing.fake_orchestrator import refusal
 
 DEFAULT_BODY_SIZE = "2m"
@@ -79,7 +80,7 @@ class FakeRouter:
                 return {"site": name, "removed": removed}
         if (method, collection) == ("GET", "certificates"):
             if name is None:
-                domains = sorted(self.table.domains)
+                domains = sorted(self.table.domains | self.table.path_hosts)
                 return {"acme": False, "certificates": {d: self._certificate(d) for d in domains}}
             state = self._certificate(name.lower())
             if state is None:
@@ -93,11 +94,15 @@ class FakeRouter:
             return None
         return {
             "site": entry.to_json(self.sites_domain),
-            "certificates": {d: self._certificate(d) for d in entry.domains},
+            "certificates": {
+                d: self._certificate(d) for d in (*entry.hosts, *filter(None, [entry.path_host]))
+            },
         }
 
     def _certificate(self, domain: str) -> dict[str, Any] | None:
         owner = self.table.owner(domain)
+        if owner is None and domain in self.table.path_hosts:
+            owner = PATH_HOST_OWNER
         if owner is None:
             return None
         return {

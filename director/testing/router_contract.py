@@ -10,6 +10,7 @@ L{director.testing.component_contract.ComponentContract}); its sites domain is C
 from __future__ import annotations
 
 from director.clients.router import RouterClient
+from director.contract.sites import RouteSpec
 from director.testing.component_contract import ComponentContract
 
 
@@ -61,6 +62,35 @@ class RouterContract(ComponentContract):
         self.assertEqual(
             self.call(self.client.get_site("web"))["site"]["upstream"], "10.0.0.5:8180"
         )
+
+    def test_a_site_at_its_url_format(self) -> None:
+        """A path host is shared by its sites; a host format's host is its site's alone."""
+        under = RouteSpec(url_host="user.example.org", url_path=True)
+        answer = self.call(self.client.put_route("web", under))
+        self.assertEqual(
+            (answer["site"]["url_host"], answer["site"]["url_path"]), ("user.example.org", True)
+        )
+        self.assertEqual(answer["certificates"]["user.example.org"]["site"], ":path-host")
+        self.call(self.client.put_route("app", under))
+        own = self.call(self.client.put_route("club", RouteSpec(url_host="club.example.org")))
+        self.assertEqual(own["certificates"]["club.example.org"]["site"], "club")
+        for domain in ("user.example.org", "club.example.org"):
+            e = self.refused(self.client.put_site("other", [domain], "1m"))
+            self.assertEqual((e.status, e.code), (409, "domain_taken"), domain)
+        listed = {
+            s["name"]: (s.get("url_host"), s.get("url_path", False))
+            for s in self.call(self.client.list_sites())
+        }
+        self.assertEqual(
+            listed,
+            {
+                "web": ("user.example.org", True),
+                "app": ("user.example.org", True),
+                "club": ("club.example.org", False),
+            },
+        )
+        back = self.call(self.client.put_route("web", RouteSpec()))
+        self.assertNotIn("url_host", back["site"])
 
     def test_unknown(self) -> None:
         e = self.refused(self.client.get_site("web"))

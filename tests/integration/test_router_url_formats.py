@@ -136,8 +136,13 @@ async def test_path_format_site_under_its_prefix(
         assert get(router, f"http://{PATH_HOST}/").status == 404
         assert get(router, f"http://{PATH_HOST}/alicex/").status == 404
         assert get(router, f"http://{PATH_HOST}/carol/").status == 404
-        # The canonical host keeps serving the site at its root.
-        assert http(router.http_port, f"alice.{SITES}", "/c").body == f"alice.{SITES} /c"
+        # The canonical host keeps serving the site at its root, with no prefix whatever
+        # the client claims.
+        canonical = http(
+            router.http_port, f"alice.{SITES}", "/c", headers={"X-Forwarded-Prefix": "/x"}
+        )
+        assert canonical.body == f"alice.{SITES} /c"
+        assert "x-forwarded-prefix" not in backend.headers_of["/c"]
         shared = router.site_files()["path-user.example.test.conf"]
         assert "location /alice/ {" in shared and "location /bob/ {" in shared, shared
 
