@@ -52,12 +52,19 @@ function reloadSoon(op) {
 }
 
 function startNamePreview() {
-  const input = document.querySelector('form[data-api="/api/v1/sites"] input[name="name"]');
-  const preview = document.querySelector("[data-name-preview]");
+  const form = document.querySelector('form[data-api="/api/v1/sites"]');
+  const input = form?.querySelector('input[name="name"]');
+  const preview = document.querySelector("[data-url-preview]");
   if (!input || !preview) return;
-  input.addEventListener("input", () => {
-    preview.textContent = input.value.trim().toLowerCase() || "name";
-  });
+  // purpose -> [before the name, after it], from the purposes' URL formats
+  const formats = JSON.parse(preview.dataset.urlFormats);
+  const purpose = form.querySelector('[name="purpose"]');
+  const update = () => {
+    const [before, after] = formats[purpose?.value] || formats.project;
+    preview.textContent = before + (input.value.trim().toLowerCase() || "name") + after;
+  };
+  input.addEventListener("input", update);
+  purpose?.addEventListener("change", update);
 }
 
 async function startPageModules() {

@@ -6,7 +6,9 @@ a host format's server name, a path host's shared file; injection refused everyw
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -314,3 +316,34 @@ class ManagerTests(SynchronousTestCase):
                 "POST", "/api/v1/sites/proj/domains", self.alice, {"domain": domain}
             )
             self.assertEqual((code, body["error"]), (409, "domain_reserved"), domain)
+
+
+@pytest.mark.manager_store
+class DashboardTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from tests.unit.test_dashboard import DashboardHarness
+
+        self.d = DashboardHarness()
+        self.d.dashboard.url_formats = FORMATS
+        self.d.user("alice")
+        self.d.site("alice", ["alice"], purpose="personal")
+        self.d.site("club", ["alice"], purpose="activity")
+        self.session = self.d.session("alice")[0]
+
+    def test_pages_show_the_formats_url(self) -> None:
+        _, page = self.d.request("GET", "/sites/alice", self.session)
+        self.assertIn('href="http://user.example.org:8080/alice/"', page)
+        _, page = self.d.request("GET", "/sites/club", self.session)
+        self.assertIn('href="http://club.clubs.example.org:8080/"', page)
+        _, listing = self.d.request("GET", "/", self.session)
+        self.assertIn("http://user.example.org:8080/alice/", listing)
+        _, settings = self.d.request("GET", "/sites/club/settings", self.session)
+        self.assertIn("<code>http://NAME.clubs.example.org:8080/</code>", settings)
+
+    def test_new_site_preview_by_purpose(self) -> None:
+        _, page = self.d.request("GET", "/sites/new", self.session)
+        match = re.search(r"data-url-formats='([^']*)'", page)
+        assert match is not None, page
+        previews = json.loads(html.unescape(match.group(1)))
+        self.assertEqual(previews["personal"], ["http://user.example.org:8080/", "/"])
+        self.assertEqual(previews["project"], ["http://", ".sites.test:8080/"])

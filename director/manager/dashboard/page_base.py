@@ -20,7 +20,7 @@ from twisted.web.iweb import IRequest
 
 from director.clients import RouterClient
 from director.contract.sites import MAX_SITE_NAME_LENGTH, SITE_NAME_PATTERN
-from director.contract.urls import UrlFormats
+from director.contract.urls import PURPOSES, UrlFormats
 from director.manager.access import Access, SignedIn
 from director.manager.dashboard.assets import StaticFiles
 from director.manager.dashboard.guide import Guide
@@ -227,6 +227,7 @@ class DashboardBase:
         self.env.filters["optype"] = lambda n: OPERATION_NAMES.get(n, n.replace("_", " "))
         self.env.globals["asset"] = self.asset
         self.env.globals["url_example"] = self.url_example
+        self.env.globals["url_previews"] = self.url_previews
         # The site-name rule of the contract, for the forms' pattern and maxlength.
         self.env.globals["site_name_pattern"] = SITE_NAME_PATTERN
         self.env.globals["site_name_length"] = MAX_SITE_NAME_LENGTH
@@ -245,6 +246,10 @@ class DashboardBase:
     def url_example(self, purpose: str, name: str = "NAME") -> str:
         """What a site of C{purpose} named C{name} is reached at, for forms' help."""
         return self.url_formats.url(name, purpose, port=self.sites_port)
+
+    def url_previews(self) -> dict[str, list[str]]:
+        """Each purpose's URL around the name (before, after), for the new-site preview."""
+        return {p: self.url_example(p, "\0").split("\0") for p in PURPOSES}
 
     async def viewer(self, request: Any) -> Viewer | None:
         """The signed-in user of C{request}, if its session cookie is valid."""
