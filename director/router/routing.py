@@ -125,12 +125,12 @@ class Router:
             return status.to_json() if status is not None else None
         status = self._keeper.status(domain) if self._keeper is not None else None
         if status is None:
-            return {
-                "domain": domain,
-                "site": owner,
-                "state": "disabled",
-                "detail": "ACME is not configured (router.acme_directory_url); served over HTTP",
-            }
+            detail = (
+                "ACME is not configured (router.acme_directory_url); served over HTTP"
+                if self._keeper is None
+                else "no CA issues certificates for names under .localhost; served over HTTP"
+            )
+            return {"domain": domain, "site": owner, "state": "disabled", "detail": detail}
         return status.to_json()
 
     def certificates_json(self) -> dict[str, Any]:

@@ -224,6 +224,15 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual((code, error["error"]), (400, "reserved_domain"))
         self.assertEqual({k: v for k, v in self.nginx.files.items() if "owner" not in k}, before)
 
+    def test_no_certificate_for_local_names(self) -> None:
+        code, body = self.put("alice", {"url_host": "user.localhost", "url_path": True})
+        self.assertEqual(code, 200)
+        self.clock.advance(0)
+        self.assertEqual(self.ca.orders, [])
+        state = body["certificates"]["user.localhost"]
+        self.assertEqual((state["state"], state["site"]), ("disabled", ":path-host"))
+        self.assertIn(".localhost", state["detail"])
+
     def test_rendering_refuses_what_checks_would_have(self) -> None:
         for name in ["a;b", "a b", "a{", 'a"']:
             entry = SiteEntry(name, (), "1m", None, "user.example.org", True)
