@@ -62,7 +62,9 @@ class HoldingDirectory(FakeConfigDirectory):
             d.errback(NginxError("nginx rejected the configuration: test", "test"))
 
 
-class APITests(SynchronousTestCase):
+class RouterAPIHarness(SynchronousTestCase):
+    """The router's app on a fake nginx directory and a fake CA, and calls to it."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -104,6 +106,8 @@ class APITests(SynchronousTestCase):
             table.read_bytes() if table.exists() else None,
         )
 
+
+class APITests(RouterAPIHarness):
     def test_put_then_get(self) -> None:
         code, body = self.req(
             "PUT", "/v1/sites/alpha", {"domains": ["WWW.Example.test"], "max_body_size": "10M"}

@@ -15,28 +15,21 @@ from typing import Any
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.cli_setup import render_config
 from director.common.config import ConfigError, parse_config
-from director.common.threads import InlineRunner
 from director.contract.errors import ValidationError
 from director.contract.sites import RouteSpec
 from director.contract.urls import UrlFormat, UrlFormats
 from director.manager.models import DEFAULT_LIMITS, Site
 from director.manager.reconcile import router_drift
-from director.router.certificates import CertificateKeeper
 from director.router.domains import SiteEntry
-from director.router.layout import RouterLayout
 from director.router.path_hosts import render_path_host
-from director.router.renewal import RenewalPolicy
-from director.router.routing import Router, load_table
-from director.router.testing import FakeACMEClient, FakeConfigDirectory, webroot_fetcher
-from director.router.web import RouterAPI
+from director.router.routing import load_table
 from director.testing.manager import ManagerHarness
-from tests.unit.test_router_api import SETTINGS
+from tests.unit import test_router_api as router_api
 
 BASE = Path("/etc/director")
 FORMATS = UrlFormats.parse(
@@ -134,31 +127,12 @@ class RouteSpecTests(SynchronousTestCase):
                 RouteSpec.from_json(body)
 
 
-class RouterTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_800_000_000)
-        base = Path(self.mktemp())
-        self.layout = RouterLayout(base / "router", base / "shared")
-        self.nginx = FakeConfigDirectory()
-        self.ca = FakeACMEClient(webroot_fetcher(self.layout.challenge_dir), self.clock.seconds)
-        keeper = CertificateKeeper(
-            self.clock, InlineRunner(), InlineRunner(), self.layout, self.ca, RenewalPolicy()
-        )
-        self.router = Router(SETTINGS, self.layout, self.nginx, InlineRunner(), keeper)
-        self.router.prepare()
-        keeper.startService()
-        self.addCleanup(keeper.stopService)
-        self.http: Any = StubTreq(RouterAPI(self.router).app.resource())
-
+class RouterTests(router_api.RouterAPIHarness):
     def put(self, name: str, body: Any) -> tuple[int, Any]:
-        d = self.http.request("PUT", f"http://router.test/v1/sites/{name}", data=json.dumps(body))
-        self.http.flush()
-        response = self.successResultOf(d)
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.req("PUT", f"/v1/sites/{name}", body)
 
     def delete(self, name: str) -> None:
-        self.successResultOf(self.http.request("DELETE", f"http://router.test/v1/sites/{name}"))
+        self.req("DELETE", f"/v1/sites/{name}")
 
     def test_path_host_one_file_a_location_per_site(self) -> None:
         path = {"url_host": "user.example.org", "url_path": True}
@@ -176,7 +150,6 @@ class RouterTests(SynchronousTestCase):
         self.assertNotIn("user.example.org", self.nginx.files["site-alice.conf"])
         # Its certificate, like a custom domain's: then HTTPS, and HTTP redirects there.
         self.clock.advance(0)
-        self.assertEqual(self.ca.orders, ["user.example.org"])
         state = self.router.certificate_json("user.example.org")
         assert state is not None
         self.assertEqual((state["state"], state["site"]), ("valid", ":path-host"))
@@ -228,7 +201,7 @@ class RouterTests(SynchronousTestCase):
         code, body = self.put("alice", {"url_host": "user.localhost", "url_path": True})
         self.assertEqual(code, 200)
         self.clock.advance(0)
-        self.assertEqual(self.ca.orders, [])
+        self.assertEqual(self.router.keeper.installed if self.router.keeper else None, {})
         state = body["certificates"]["user.localhost"]
         self.assertEqual((state["state"], state["site"]), ("disabled", ":path-host"))
         self.assertIn(".localhost", state["detail"])
@@ -237,10 +210,13 @@ class RouterTests(SynchronousTestCase):
         for name in ["a;b", "a b", "a{", 'a"']:
             entry = SiteEntry(name, (), "1m", None, "user.example.org", True)
             with self.assertRaises(ValueError, msg=name):
-                render_path_host("user.example.org", [entry], SETTINGS, self.layout)
+                render_path_host("user.example.org", [entry], router_api.SETTINGS, self.layout)
         with self.assertRaises(ValueError):
             render_path_host(
-                "u.org;", [SiteEntry("ok", (), "1m", None, "u.org;", True)], SETTINGS, self.layout
+                "u.org;",
+                [SiteEntry("ok", (), "1m", None, "u.org;", True)],
+                router_api.SETTINGS,
+                self.layout,
             )
 
 
