@@ -178,7 +178,12 @@ class SiteTable:
 
     @property
     def domains(self) -> frozenset[str]:
-        """Every name a site is served at alone (custom domains, URL format hosts)."""
+        """Every custom domain."""
+        return frozenset(d for entry in self.sites.values() for d in entry.domains)
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Every name a site is served at alone (custom domains, host formats' hosts)."""
         return frozenset(d for entry in self.sites.values() for d in entry.hosts)
 
     @property

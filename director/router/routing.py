@@ -138,7 +138,7 @@ class Router:
             "acme": self._keeper is not None,
             "certificates": {
                 d: self.certificate_json(d)
-                for d in sorted(self._table.domains | self._table.path_hosts)
+                for d in sorted(self._table.hosts | self._table.path_hosts)
             },
         }
 

@@ -80,7 +80,7 @@ class FakeRouter:
                 return {"site": name, "removed": removed}
         if (method, collection) == ("GET", "certificates"):
             if name is None:
-                domains = sorted(self.table.domains | self.table.path_hosts)
+                domains = sorted(self.table.hosts | self.table.path_hosts)
                 return {"acme": False, "certificates": {d: self._certificate(d) for d in domains}}
             state = self._certificate(name.lower())
             if state is None:
