@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.cli_setup import render_config
 from director.common.config import ConfigError, parse_config
+from director.common.threads import InlineRunner
 from director.contract.errors import ValidationError
 from director.contract.sites import RouteSpec
 from director.contract.urls import UrlFormat, UrlFormats
@@ -27,7 +28,8 @@ from director.manager.models import DEFAULT_LIMITS, Site
 from director.manager.reconcile import router_drift
 from director.router.domains import SiteEntry
 from director.router.path_hosts import render_path_host
-from director.router.routing import load_table
+from director.router.routing import Router, load_table
+from director.router.testing import FakeConfigDirectory
 from director.testing.manager import ManagerHarness
 from tests.unit import test_router_api as router_api
 
@@ -161,6 +163,12 @@ class RouterTests(router_api.RouterAPIHarness):
         self.assertEqual(
             table.get("alice"), SiteEntry("alice", (), "2m", None, "user.example.org", True)
         )
+        # A restarted router writes the shared host's file again, before nginx starts.
+        written = self.layout.nginx_prefix / "sites" / "path-user.example.org.conf"
+        written.unlink(missing_ok=True)
+        settings = router_api.SETTINGS
+        Router(settings, self.layout, FakeConfigDirectory(), InlineRunner(), None, table).prepare()
+        self.assertIn("location /bob/ {", written.read_text())
         self.delete("alice")
         self.assertNotIn("location /alice/", self.nginx.files["path-user.example.org.conf"])
         self.delete("bob")
