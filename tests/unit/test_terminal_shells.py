@@ -104,3 +104,13 @@ class TerminalRouteTests(RuntimeTestCase):
         # What passes the checks goes on to the websocket upgrade (426 without one).
         for path in ("/ws/sites/5/terminal", "/ws/sites/6/terminal?shell=database"):
             self.assertEqual(self.get(path)[0], 426, path)
+
+
+class DocumentTests(SynchronousTestCase):
+    def test_the_openapi_document_names_the_choices(self) -> None:
+        from director.manager.openapi import document
+
+        terminal = document()["x-websockets"]["/ws/sites/{name}/terminal"]
+        shell = next(p for p in terminal["parameters"] if p["name"] == "shell")
+        self.assertEqual(shell["schema"]["enum"], ["login", "database"])
+        self.assertEqual(set(terminal["responses"]), {"101", "400", "409"})
