@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from services import api_request
 from test_browser import Director, Person, _wait_operation, browser, director  # noqa: F401
+from test_database_shell import add_host
 
 
 @pytest.fixture(scope="module")
@@ -253,20 +254,7 @@ def _give_database(director: Director, site: str, postgres_server: Any) -> None:
     assert code == 200, body
     if body["database"] is not None:
         return
-    code, body = director.api(
-        "PUT",
-        "/api/v1/database-hosts",
-        {
-            "kind": "postgres",
-            "admin_host": postgres_server.host,
-            "admin_port": postgres_server.port,
-            "admin_user": postgres_server.admin_user,
-            "admin_password": postgres_server.admin_password,
-            "container_host": postgres_server.bridge_host or postgres_server.host,
-            "container_port": postgres_server.port,
-        },
-    )
-    assert code == 200, body
+    add_host(director, "postgres", postgres_server)
     code, body = director.api("POST", f"/api/v1/sites/{site}/database", {"type": "postgres"})
     assert code == 202, body
     assert _wait_operation(director, body["operation"]["id"])["status"] == "succeeded"
