@@ -199,9 +199,12 @@ class TerminalProtocol(ExecWebSocket):
 
     def onOpen(self) -> None:
         super().onOpen()
-        argv, _ = self._command()
-        d = Deferred.fromCoroutine(self.start_exec(argv, True))
+        d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._failed)
+
+    async def _start(self) -> None:
+        # The database may have gone since the route checked: then an error, not a shell.
+        await self.start_exec(self._command()[0], True)
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
         shell = parse_shell(getattr(self.factory, "shell", None))

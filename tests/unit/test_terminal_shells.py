@@ -114,3 +114,30 @@ class DocumentTests(SynchronousTestCase):
         shell = next(p for p in terminal["parameters"] if p["name"] == "shell")
         self.assertEqual(shell["schema"]["enum"], ["login", "database"])
         self.assertEqual(set(terminal["responses"]), {"101", "400", "409"})
+
+
+class TerminalProtocolTests(SynchronousTestCase):
+    def protocol(self, shell: str, env: dict[str, str]) -> Any:
+        from types import SimpleNamespace
+
+        from director.orchestrator.streams import TerminalProtocol
+
+        site = HostedSite(id=6, name="s6", type="static", env=env)
+        protocol = TerminalProtocol()
+        runtime = SimpleNamespace(get=lambda site_id: site)
+        protocol.factory = SimpleNamespace(shell=shell, runtime=runtime, site_id=6)
+        return protocol, site
+
+    def test_the_exec_gets_the_clients_login_in_its_environment(self) -> None:
+        protocol, site = self.protocol("database", database_env("mysql"))
+        self.assertEqual(protocol.exec_env(site), {"MYSQL_PWD": PASSWORD})
+        protocol, site = self.protocol("login", database_env("mysql"))
+        self.assertEqual(protocol.exec_env(site), {})
+
+    def test_a_database_gone_since_the_route_checked_is_an_error(self) -> None:
+        """Nothing is started: the failure goes to the socket as {"error"} and a close."""
+        from twisted.internet.defer import Deferred
+
+        protocol, _ = self.protocol("database", {})
+        failure = self.failureResultOf(Deferred.fromCoroutine(protocol._start()))
+        self.assertIsInstance(failure.value, NoDatabase)
