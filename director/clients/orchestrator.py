@@ -25,6 +25,7 @@ from twisted.web.iweb import IResponse
 from director.clients.component import ComponentAPI, call_options
 from director.common.client import ComponentCallError
 from director.contract.databases import DatabaseHost, DatabaseSpec
+from director.contract.terminals import TerminalShell, parse_shell
 
 #: How long a site's apply, restart or removal may take (a dynamic site rolls out a task).
 SITE_CHANGE_TIMEOUT = 180.0
@@ -358,8 +359,10 @@ class OrchestratorClient(ComponentAPI):
         return "/ws/whoami"
 
     @staticmethod
-    def terminal_path(site_id: int) -> str:
-        return f"/ws/sites/{int(site_id)}/terminal"
+    def terminal_path(site_id: int, shell: TerminalShell = "login") -> str:
+        """The terminal's path; the database shell's with C{?shell=database}."""
+        path = f"/ws/sites/{int(site_id)}/terminal"
+        return path if shell == "login" else f"{path}?shell={parse_shell(shell)}"
 
     @staticmethod
     def logs_path(site_id: int, tail: int) -> str:

@@ -1,7 +1,8 @@
 """
 The manager's browser websockets: the dashboard's live views.
 
-    /ws/sites/<name>/terminal        relay of the orchestrator's terminal (binary + JSON controls)
+    /ws/sites/<name>/terminal        relay of the orchestrator's terminal (binary + JSON controls);
+                                     ?shell=database for the site's psql or mysql
     /ws/sites/<name>/logs?tail=N     relay of the site's log ({"line": ...})
     /ws/sites/<name>/files/monitor   relay of the orchestrator's file monitor (JSON both ways)
     /ws/sites/<name>/status          the site's status ({"site": name, "status": {...}})
@@ -38,6 +39,8 @@ from director.common.client import SignedClientProtocol, connect_websocket
 from director.common.guard import render_error
 from director.common.signing import RequestSigner
 from director.common.websocket import websocket_resource
+from director.contract.errors import ValidationError
+from director.contract.terminals import NoDatabase, parse_shell
 from director.manager.access import Access, locked
 from director.manager.browser_ws_events import EventsProtocol, render_event
 from director.manager.browser_ws_protocol import (
@@ -203,6 +206,7 @@ class BrowserSockets:
         kind: str,
         upstream: Callable[[int], str],
         protocol: type[BrowserProtocol],
+        check: Callable[[Site], bytes | None] | None = None,
     ) -> Any:
         bad = self._bad_origin(request)
         if bad is not None:
@@ -218,6 +222,9 @@ class BrowserSockets:
             return self._refused(
                 kind, CLOSE_FORBIDDEN, "an administrator disabled this site; ask them to enable it"
             )
+        refused = check(site) if check is not None else None
+        if refused is not None:
+            return refused
         if not self.up_for(site):
             return websocket_resource(
                 NodeUnavailableProtocol,
@@ -252,9 +259,30 @@ class BrowserSockets:
         )
 
     @app.route("/ws/sites/<name>/terminal")
-    async def terminal(self, request: IRequest, name: str) -> Any:
+    async def terminal(self, request: Any, name: str) -> Any:
+        """
+        C{?shell=database}: the site's database client (L{director.contract.terminals}); 400
+        C{bad_shell} for another value, 409 C{no_database} (to a member) if it has none.
+        """
+        raw = (request.args.get(b"shell") or [b""])[0].decode("utf-8", "replace")
+        try:
+            shell = parse_shell(raw)
+        except ValidationError as e:
+            return render_error(request, 400, e.code, e.message)
+
+        def no_database(site: Site) -> bytes | None:
+            if shell != "database" or site.database is not None:
+                return None
+            refusal = NoDatabase()
+            return render_error(request, 409, refusal.code, refusal.message)
+
         return await self._site_socket(
-            request, name, "terminal", OrchestratorClient.terminal_path, RelayProtocol
+            request,
+            name,
+            "terminal",
+            lambda site_id: OrchestratorClient.terminal_path(site_id, shell),
+            RelayProtocol,
+            check=no_database,
         )
 
     @app.route("/ws/sites/<name>/logs")

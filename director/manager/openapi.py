@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from director.contract.terminals import TERMINAL_SHELLS
 from director.manager.openapi_admin_routes import INSTALLATION_ROUTES
 from director.manager.openapi_responses import (
     ALSO_SUCCEEDS,
@@ -81,6 +82,7 @@ __all__ = [
     "SUCCESS_SCHEMAS",
     "TEXT",
     "USERNAME",
+    "WEBSOCKETS",
     "document",
     "is_set",
     "task_fields",
@@ -169,4 +171,32 @@ def document(task_max_timeout: int = 3600) -> dict[str, Any]:
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
         "paths": paths,
+        "x-websockets": WEBSOCKETS,
     }
+
+
+#: The dashboard's websockets (signed-in session and the dashboard's Origin), outside
+#: C{paths}: they are not REST routes. Documented here for the choice they take.
+WEBSOCKETS: dict[str, Any] = {
+    "/ws/sites/{name}/terminal": {
+        "summary": "a terminal in the site's container (see docs/api.md)",
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": NAME},
+            {
+                "name": "shell",
+                "in": "query",
+                "required": False,
+                "description": "login (default) or database: the site's psql or mysql",
+                "schema": {"type": "string", "enum": list(TERMINAL_SHELLS)},
+            },
+        ],
+        "responses": {
+            "101": {"description": "the websocket"},
+            "400": {"description": "bad_shell", "content": {"application/json": {"schema": ERROR}}},
+            "409": {
+                "description": "no_database: the database shell of a site without one",
+                "content": {"application/json": {"schema": ERROR}},
+            },
+        },
+    }
+}

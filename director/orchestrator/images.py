@@ -8,6 +8,7 @@ and everything else is built locally on top of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -25,41 +26,75 @@ NODE_IMAGE = "director/node:18"
 PHP_IMAGE = "director/php:8.2"
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,62}$")
 CUSTOM_TAG = re.compile(r"^director/site-[0-9]{1,8}:[0-9]{1,12}$")
-#: What the base images contain, as a label on both: `bootstrap` rebuilds images whose label
-#: differs (bump it whenever BASE_PACKAGES or the Python image change).
-IMAGE_VERSION = "2"
 VERSION_LABEL = "director.image-version"
-#: Besides minbase: Python, and the servers the shell server runs in a site's container for
-#: SFTP/scp (sftp-server), rsync and git (upload-pack/receive-pack).
-BASE_PACKAGES = ("python3", "ca-certificates", "openssh-sftp-server", "rsync", "git")
+#: Besides minbase: Python, the servers the shell server runs in a site's container for
+#: SFTP/scp (sftp-server), rsync and git (upload-pack/receive-pack), and the database
+#: clients the terminal's database shell runs (psql; mariadb-client-core's `mysql`, 27 MB
+#: with psql where the whole mariadb-client, with mysqldump and the rest, is 91 MB: a site
+#: that wants those adds `mariadb-client` to its extra packages).
+BASE_PACKAGES = (
+    "python3",
+    "ca-certificates",
+    "openssh-sftp-server",
+    "rsync",
+    "git",
+    "postgresql-client",
+    "mariadb-client-core",
+)
 
 SOURCES = """deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-updates main
 deb http://deb.debian.org/debian-security bookworm-security main
 """
 
-PYTHON_DOCKERFILE = f"""FROM {BASE_IMAGE}
-LABEL {VERSION_LABEL}={IMAGE_VERSION}
-RUN apt-get update \\
+#: What the base image's root file system loses before the import (caches, docs, locales).
+TRIMMED = (
+    "var/cache/apt/*.bin",
+    "var/cache/apt/archives/*.deb",
+    "var/lib/apt/lists/*",
+    "usr/share/doc/*",
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "usr/share/locale/*",
+)
+
+#: What each image built on the base adds (after FROM and the version label).
+PYTHON_RECIPE = """RUN apt-get update \\
  && apt-get install -y --no-install-recommends python3-pip python3-venv \\
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 """
-
 #: Node.js and PHP from Debian (bookworm: Node.js 18, PHP 8.2), on the same base, so they
-#: have the SSH features' tools (sftp-server, rsync, git) too.
-NODE_DOCKERFILE = f"""FROM {BASE_IMAGE}
-LABEL {VERSION_LABEL}={IMAGE_VERSION}
-RUN apt-get update \\
+#: have the SSH features' tools (sftp-server, rsync, git) and the database clients too.
+NODE_RECIPE = """RUN apt-get update \\
  && apt-get install -y --no-install-recommends nodejs npm \\
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 """
-
-PHP_DOCKERFILE = f"""FROM {BASE_IMAGE}
-LABEL {VERSION_LABEL}={IMAGE_VERSION}
-RUN apt-get update \\
+PHP_RECIPE = """RUN apt-get update \\
  && apt-get install -y --no-install-recommends php-cli php-fpm php-sqlite3 php-pgsql php-mysql \\
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 """
+
+
+def recipe_version(*parts: str) -> str:
+    """A digest of everything the base images are made from (their version label)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+#: What the base images contain, as a label on each: `bootstrap` rebuilds images whose label
+#: differs. It is a digest of the recipe, so any change to the packages, the sources, the
+#: trimming or a derived image's Dockerfile rebuilds them (no number to remember to bump).
+IMAGE_VERSION = recipe_version(
+    " ".join(BASE_PACKAGES), SOURCES, " ".join(TRIMMED), PYTHON_RECIPE, NODE_RECIPE, PHP_RECIPE
+)
+
+
+def _derived(recipe: str) -> str:
+    return f"FROM {BASE_IMAGE}\nLABEL {VERSION_LABEL}={IMAGE_VERSION}\n{recipe}"
+
+
+PYTHON_DOCKERFILE = _derived(PYTHON_RECIPE)
+NODE_DOCKERFILE = _derived(NODE_RECIPE)
+PHP_DOCKERFILE = _derived(PHP_RECIPE)
 
 #: The images built on the base, in order: (tag, Dockerfile).
 DERIVED_IMAGES = (
@@ -201,15 +236,7 @@ def bootstrap(
                 stdout=subprocess.DEVNULL,
             )
             (root / "etc/apt/sources.list").write_text(SOURCES)
-            for pattern in (
-                "var/cache/apt/*.bin",
-                "var/cache/apt/archives/*.deb",
-                "var/lib/apt/lists/*",
-                "usr/share/doc/*",
-                "usr/share/man/*",
-                "usr/share/info/*",
-                "usr/share/locale/*",
-            ):
+            for pattern in TRIMMED:
                 for path in root.glob(pattern):
                     if path.is_dir() and not path.is_symlink():
                         shutil.rmtree(path)

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from director.common.tokens import TokenError
+from director.contract.terminals import parse_shell, shell_command
 from director.orchestrator.exec_session import Demultiplexer, ExecSession
 from director.orchestrator.monitor import FileMonitorSession
 from director.orchestrator.sites import site_environment
@@ -86,12 +87,7 @@ class ExecWebSocket(WebSocketServerProtocol):
         site = runtime.get(self.factory.site_id)
         container = await runtime.terminal_container(site)
         if argv is None:
-            argv = [
-                "sh",
-                "-c",
-                "umask 022; cd /site; if command -v bash >/dev/null; "
-                "then exec bash -l; else exec sh -l; fi",
-            ]
+            argv = shell_command("login", {})[0]
         env = site_environment(site, "UTC")
         env["TERM"] = "xterm-256color"
         env.update(self.exec_env(site))
@@ -196,12 +192,27 @@ class ExecWebSocket(WebSocketServerProtocol):
 
 
 class TerminalProtocol(ExecWebSocket):
-    """/ws/sites/<id>/terminal: an interactive shell in the site's terminal container."""
+    """
+    /ws/sites/<id>/terminal[?shell=login|database]: an interactive shell in the site's
+    terminal container, or its database client (the route checked that it has a database).
+    """
 
     def onOpen(self) -> None:
         super().onOpen()
-        d = Deferred.fromCoroutine(self.start_exec(None, True))
+        d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._failed)
+
+    async def _start(self) -> None:
+        # The database may have gone since the route checked: then an error, not a shell.
+        await self.start_exec(self._command()[0], True)
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        shell = parse_shell(getattr(self.factory, "shell", None))
+        return shell_command(shell, self.factory.runtime.get(self.factory.site_id).env)
+
+    def exec_env(self, site: Any) -> dict[str, str]:
+        """The database client's login (PGPASSWORD, MYSQL_PWD: not on its command line)."""
+        return self._command()[1]
 
     def _failed(self, failure: Any) -> None:
         log.failure("starting a terminal", failure)

@@ -13,6 +13,8 @@ from director.common.metrics import CONTENT_TYPE
 from director.common.nginx import NginxError
 from director.common.web import healthz, render_json
 from director.common.websocket import WhoAmIProtocol, websocket_resource
+from director.contract.errors import ValidationError
+from director.contract.terminals import NoDatabase, parse_shell, shell_command
 from director.orchestrator.docker_gateway import BuildError
 from director.orchestrator.images import CUSTOM_TAG, ImageError, ImageRequest, build_failure
 from director.orchestrator.sites import IMAGE_NAME, parse_site
@@ -164,7 +166,18 @@ class SiteRoutes(OrchestratorAPIBase):
 
     @app.route("/ws/sites/<int:site_id>/terminal")
     def ws_terminal(self, request: IRequest, site_id: int) -> Any:
-        return self._exec_ws(TerminalProtocol, site_id)
+        """
+        C{?shell=database} runs the site's database client instead of the login shell: 400
+        C{bad_shell} for another value, 409 C{no_database} for a site without a database.
+        """
+        try:
+            shell = parse_shell(_arg(request, "shell"))
+            shell_command(shell, self._rt().get(site_id).env)
+        except NoDatabase as e:
+            raise BadRequest(e.code, e.message, 409) from None
+        except ValidationError as e:
+            raise BadRequest(e.code, e.message) from None
+        return self._exec_ws(TerminalProtocol, site_id, shell=shell)
 
     @app.route("/ws/shell-server/<int:site_id>/ssh-shell")
     def ws_shell(self, request: IRequest, site_id: int) -> Any:

@@ -122,6 +122,7 @@ export class SiteEditor {
     this.keymaps = { default: [] };
     this.panes = new Panes(root.querySelector("[data-bottom-panes]"));
     this.terminals = 0;
+    this.openTerminals = new Set(); // their theme and font size follow the settings
     this.renderQueued = false;
   }
 
@@ -705,6 +706,7 @@ export class SiteEditor {
     }
     this.view?.dispatch({ effects: this.preferences.reconfigure(this.preferenceExtensions()) });
     this.view?.requestMeasure();
+    for (const terminal of this.openTerminals) terminal.applySettings(this.settings);
   }
 
   bindSettings() {
@@ -836,6 +838,7 @@ export class SiteEditor {
     this.root.querySelector("[data-restart]")?.addEventListener("click", () => this.restart());
     this.root.querySelector("[data-new-terminal]").addEventListener("click", () => this.openTerminal());
     this.root.querySelector("[data-open-sql]")?.addEventListener("click", () => this.openSql());
+    this.root.querySelector("[data-open-db-shell]")?.addEventListener("click", () => this.openTerminal("database"));
     const upload = this.root.querySelector("[data-upload]");
     upload.addEventListener("change", () => {
       if (upload.files.length) this.upload(this.targetDir(), upload.files).then(() => (upload.value = ""));
@@ -970,23 +973,32 @@ export class SiteEditor {
     }
   }
 
-  async openTerminal() {
+  /** A terminal pane: the login shell, or ("database") the site's psql or mysql. */
+  async openTerminal(shell = "login") {
     const { SiteTerminal } = await import("./terminal.js");
     if (!this.layout.bottomOpen) this.setLayout({ bottomOpen: true });
     this.terminals += 1;
-    const host = h("div", { class: "pane-terminal" });
+    const host = h("div", { class: "pane-terminal", dataset: { shell } });
     const body = h("div", {}, host);
     let terminal = null;
-    const pane = this.panes.add(`Terminal ${this.terminals}`, body, {
-      onClose: () => terminal?.dispose(),
+    const client = this.root.querySelector("[data-open-db-shell]")?.dataset.client || "SQL";
+    const title = shell === "database" ? `${client} ${this.terminals}` : `Terminal ${this.terminals}`;
+    const pane = this.panes.add(title, body, {
+      onClose: () => {
+        this.openTerminals.delete(terminal);
+        terminal?.dispose();
+      },
       onShow: () => requestAnimationFrame(() => terminal?.resize()),
     });
     host.style.height = "100%";
     terminal = new SiteTerminal(host, this.site, {
+      shell,
+      settings: this.settings,
       onState: (kind, text) => {
         pane.tab.title = text;
       },
     });
+    this.openTerminals.add(terminal);
   }
 }
 

@@ -2,7 +2,9 @@
 The online editor's preferences in a real browser (Playwright and Debian's Chromium against
 the all-in-one daemon, real Docker): hidden files show only after the toggle, the settings
 (theme, key map, font size) and the layout (panel sizes, which panels are open) are kept in the
-browser across a reload until "Reset layout", and the vim and emacs key maps really edit.
+browser across a reload until "Reset layout", and the vim and emacs key maps really edit; with
+a database, the SQL console and the database shell (psql in a terminal that follows the theme
+and font size) answer.
 Screenshots go to artifacts/screenshots/ for a person to look at; no page may log a script
 error or a Content-Security-Policy violation.
 """
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 from services import api_request
 from test_browser import Director, Person, _wait_operation, browser, director  # noqa: F401
+from test_database_shell import add_host
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +248,18 @@ def test_the_layout_is_kept_until_reset(
     alice.close()
 
 
+def _give_database(director: Director, site: str, postgres_server: Any) -> None:  # noqa: F811
+    """A PostgreSQL database for the site (on the session's server), unless it has one."""
+    code, body = director.api("GET", f"/api/v1/sites/{site}")
+    assert code == 200, body
+    if body["database"] is not None:
+        return
+    add_host(director, "postgres", postgres_server)
+    code, body = director.api("POST", f"/api/v1/sites/{site}/database", {"type": "postgres"})
+    assert code == 202, body
+    assert _wait_operation(director, body["operation"]["id"])["status"] == "succeeded"
+
+
 def test_the_sql_console_in_the_editor(
     browser: Any,  # noqa: F811
     director: Director,  # noqa: F811
@@ -256,23 +271,8 @@ def test_the_sql_console_in_the_editor(
     alice.sign_in("alice")
     page = _open_editor(alice, site)
     assert page.locator("[data-open-sql]").count() == 0  # no database yet
-    code, body = director.api(
-        "PUT",
-        "/api/v1/database-hosts",
-        {
-            "kind": "postgres",
-            "admin_host": postgres_server.host,
-            "admin_port": postgres_server.port,
-            "admin_user": postgres_server.admin_user,
-            "admin_password": postgres_server.admin_password,
-            "container_host": postgres_server.bridge_host or postgres_server.host,
-            "container_port": postgres_server.port,
-        },
-    )
-    assert code == 200, body
-    code, body = director.api("POST", f"/api/v1/sites/{site}/database", {"type": "postgres"})
-    assert code == 202, body
-    assert _wait_operation(director, body["operation"]["id"])["status"] == "succeeded"
+    assert page.locator("[data-open-db-shell]").count() == 0
+    _give_database(director, site, postgres_server)
 
     page.reload()
     page.wait_for_selector("[data-path='public']")
@@ -294,6 +294,78 @@ def test_the_sql_console_in_the_editor(
     page.wait_for_selector(".pane-sql textarea")
     page.locator(".pane-sql textarea").press("ArrowUp")
     assert page.input_value(".pane-sql textarea") == "select nope"
+    alice.close()
+
+
+def _terminal_text(page: Any, selector: str, wanted: str, after: str = "") -> None:
+    """Wait until the terminal at C{selector} shows C{wanted} (after the text C{after})."""
+    try:
+        page.wait_for_function(
+            "([sel, wanted, after]) => { const text = document.querySelector(sel)?.innerText || '';"
+            " return (after ? text.split(after).pop() : text).includes(wanted); }",
+            arg=[selector, wanted, after],
+            timeout=30000,
+        )
+    except Exception as e:
+        shown = page.evaluate("(sel) => document.querySelector(sel)?.innerText", selector)
+        raise AssertionError(f"{wanted!r} not in {selector}: {shown!r}") from e
+
+
+def test_the_database_shell_in_the_editor_and_the_terminal_page(
+    browser: Any,  # noqa: F811
+    director: Director,  # noqa: F811
+    site: str,
+    postgres_server: Any,
+) -> None:
+    """
+    With a database, the editor's Database shell opens psql in a pane and SELECT 40+2;
+    shows 42; the pane's terminal takes the editor's theme and font size, also when they
+    change; the terminal page switches between the database and the login shell.
+    """
+    _give_database(director, site, postgres_server)
+    alice = Person(browser, director)
+    alice.sign_in("alice")
+    page = _open_editor(alice, site)
+    page.click("[data-settings-button]")
+    page.select_option("#editor-theme", "dark")
+    page.select_option("#editor-font-size", "18")
+    page.click("[data-settings-close]")
+    page.click("[data-open-db-shell]")
+    host = ".pane-body [data-shell='database']"
+    rows = f"{host} .xterm-rows"
+    _terminal_text(page, rows, "=>")  # psql's prompt: site_N=>
+    assert page.locator(".pane-tab:has-text('psql')").count() == 1
+    page.keyboard.type("SELECT 40+2;\n")
+    _terminal_text(page, rows, "42", after="SELECT 40+2;")
+
+    def looks() -> tuple[str, str]:
+        font = page.eval_on_selector(rows, "e => getComputedStyle(e).fontSize")
+        return font, page.eval_on_selector(host, "e => getComputedStyle(e).backgroundColor")
+
+    assert looks() == ("18px", "rgb(40, 44, 52)")  # One Dark, as the editor
+    alice.shot("45-editor-database-shell")
+    page.click("[data-settings-button]")
+    page.select_option("#editor-theme", "light")
+    page.select_option("#editor-font-size", "13")
+    page.click("[data-settings-close]")
+    page.wait_for_function(
+        "(sel) => getComputedStyle(document.querySelector(sel)).fontSize === '13px'", arg=rows
+    )
+    assert looks() == ("13px", "rgb(255, 255, 255)")
+
+    alice.goto(f"/sites/{site}/terminal?shell=database")
+    page.wait_for_selector("[data-terminal-state].ok")
+    _terminal_text(page, ".xterm-rows", "=>")
+    page.keyboard.type("SELECT 40+2;\n")
+    _terminal_text(page, ".xterm-rows", "42", after="SELECT 40+2;")
+    assert page.get_attribute("[data-terminal-shell]", "aria-pressed") == "true"
+    alice.shot("46-terminal-database-shell")
+    page.click("[data-terminal-shell]")  # back to the login shell
+    page.wait_for_selector("[data-terminal-state].ok")
+    _terminal_text(page, ".xterm-rows", "$")
+    page.keyboard.type("echo login-$((6*7))\n")
+    _terminal_text(page, ".xterm-rows", "login-42")
+    assert "shell=" not in page.url
     alice.close()
 
 

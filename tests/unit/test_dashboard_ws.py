@@ -262,6 +262,47 @@ class BrowserSocketTests(RecordsConnects, SynchronousTestCase):
         browser.protocol.upstream_closed(1006, None)
         self.assertEqual(browser.closes, [1000])
 
+    def shell_request(self, shell: str, user: str = "alice") -> tuple[Any, Any]:
+        request = self.request("/ws/sites/alice-site/terminal", user)
+        request.args[b"shell"] = [shell.encode()]
+        result = self.d.result(Deferred.fromCoroutine(self.sockets.terminal(request, "alice-site")))
+        return request, result
+
+    def test_database_shell_of_a_site_without_a_database_is_409(self) -> None:
+        """Nothing is opened upstream; a non-member still gets the 4404 and learns nothing."""
+        request, result = self.shell_request("database")
+        self.assertEqual(request.responseCode, 409)
+        self.assertEqual(json.loads(result)["error"], "no_database")
+        _, resource = self.shell_request("database", user="bob")
+        self.assertEqual(Browser(resource).open().closes, [CLOSE_NOT_FOUND])
+        self.assertEqual(self.connects, [])
+
+    def test_database_shell_is_relayed_to_the_orchestrators(self) -> None:
+        host = self.d.result(
+            self.d.h.store.put_database_host("mysql", "10.0.0.2", 3306, "root", "pw", None, None)
+        )
+        self.d.result(
+            self.d.h.store.update_site(
+                self.site.id,
+                {},
+                database={"host_id": host, "name": "db", "username": "db", "password": "x"},
+            )
+        )
+        _, resource = self.shell_request("database")
+        Browser(resource).open()
+        _, resource = self.shell_request("login")
+        Browser(resource).open()
+        terminal = f"ws://127.0.0.1:8100/ws/sites/{self.site.id}/terminal"
+        self.assertEqual(self.connects, [f"{terminal}?shell=database", terminal])
+
+    def test_unknown_shell_is_refused_before_anything(self) -> None:
+        """The choice is a closed set: nothing else reaches the orchestrator's URL."""
+        for shell in ("bash", "database&x=1", "DATABASE", "login\x00"):
+            request, result = self.shell_request(shell)
+            self.assertEqual(request.responseCode, 400, shell)
+            self.assertEqual(json.loads(result)["error"], "bad_shell")
+        self.assertEqual(self.connects, [])
+
     def test_admin_may_open_any_site(self) -> None:
         request = self.request("/ws/sites/alice-site/logs", "root")
         request.args[b"tail"] = [b"50"]

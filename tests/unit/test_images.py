@@ -71,3 +71,21 @@ class StalenessTests(SynchronousTestCase):
         self.assertIn(
             f"LABEL {images.VERSION_LABEL}={images.IMAGE_VERSION}", images.PYTHON_DOCKERFILE
         )
+
+    def test_the_version_label_follows_the_recipe(self) -> None:
+        """
+        The label is a digest of the recipe: adding a package (as the database clients were)
+        makes every image stale, so `make images` and the tests' image step rebuild them.
+        """
+        parts = (" ".join(images.BASE_PACKAGES), images.SOURCES, " ".join(images.TRIMMED))
+        derived = (images.PYTHON_RECIPE, images.NODE_RECIPE, images.PHP_RECIPE)
+        self.assertEqual(images.recipe_version(*parts, *derived), images.IMAGE_VERSION)
+        more = " ".join((*images.BASE_PACKAGES, "mariadb-client"))
+        self.assertNotEqual(images.recipe_version(more, *parts[1:], *derived), images.IMAGE_VERSION)
+        node = images.NODE_RECIPE.replace("npm", "npm yarnpkg")
+        self.assertNotEqual(
+            images.recipe_version(*parts, images.PYTHON_RECIPE, node, images.PHP_RECIPE),
+            images.IMAGE_VERSION,
+        )
+        for package in ("postgresql-client", "mariadb-client-core"):
+            self.assertIn(package, images.BASE_PACKAGES)  # the terminal's database shell
