@@ -108,20 +108,28 @@ class PlacementStore:
         return self._tx(add_)
 
     def put(self, name: str, url: str, nginx: str) -> Deferred[Orchestrator]:
-        """Register C{name} or update its url and nginx (its state is kept)."""
+        """
+        Register C{name} or update its url and nginx (its state is kept). Idempotent: two
+        managers starting together both put the configured orchestrator, and the one whose
+        insert meets the other's row updates that row instead.
+        """
         validate_orchestrator(name, url, nginx)
 
         def put_(conn: Connection) -> Orchestrator:
-            changed = conn.execute(
-                update(t.orchestrators)
-                .where(t.orchestrators.c.name == name)
-                .values(url=url, nginx=nginx)
-            )
-            if not changed.rowcount:
-                conn.execute(
-                    insert(t.orchestrators).values(
-                        name=name, url=url, nginx=nginx, state="active", created_at=self._now()
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(t.orchestrators).values(
+                            name=name, url=url, nginx=nginx, state="active", created_at=self._now()
+                        )
                     )
+            except IntegrityError:
+                # registered already (perhaps by another manager just now, committed before
+                # our insert ended: PostgreSQL makes it wait for that one): update it
+                conn.execute(
+                    update(t.orchestrators)
+                    .where(t.orchestrators.c.name == name)
+                    .values(url=url, nginx=nginx)
                 )
             return self._one(conn, name)
 
