@@ -82,9 +82,8 @@ class DiskPoller:
         """A background pass: by the leader only, when several managers share a store."""
         if self.leader is None:
             return self.poll()
-        d = self.leader.confirm()  # never fails: a lease it cannot claim is not held
-        d.addCallback(lambda held: self.poll() if held else None)
-        return d
+        confirmed = self.leader.confirm()  # never fails: a lease it cannot claim is not held
+        return confirmed.addCallback(lambda held: self.poll() if held else None)
 
     def soon(self) -> None:
         """A site's files changed: read the figures again shortly (once for many writes)."""

@@ -99,5 +99,5 @@ class PutRaceTests(SynchronousTestCase):
             self.assertEqual(failures, [])
             self.assertEqual([a.name for a in answers], names)  # type: ignore[union-attr]
         for a, b in zip(*results, strict=True):
-            self.assertEqual(a.id, b.id)  # type: ignore[union-attr]
+            self.assertEqual(a.id, b.id)
         self.assertEqual([self.rows(n) for n in names], [1] * len(names))
