@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from director.manager.store import Store
 from director.orchestrator import images
 from director.orchestrator.images import NODE_IMAGE, PHP_IMAGE, PYTHON_IMAGE
 from director.testing import manager_database
+from director.testing.races import in_step
 
 pytestmark = pytest.mark.manager_store
 
@@ -63,20 +63,9 @@ class OfferTests(SynchronousTestCase):
         """Real threads, one engine each, released together: one adds each image."""
         stores = [self.store, Store(manager_database.engine(self.url), InlineRunner())]
         tags = [f"example/image-{i}:1" for i in range(10)]
-        barriers = [threading.Barrier(2, timeout=30) for _ in tags]
-        answers: list[list[bool | Failure]] = [[], []]
-
-        def manager(index: int) -> None:
-            for tag, barrier in zip(tags, barriers, strict=True):
-                barrier.wait()
-                stores[index].offer_image(tag, tag).addBoth(answers[index].append)
-
-        threads = [threading.Thread(target=manager, args=(i,)) for i in (0, 1)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-            self.assertFalse(thread.is_alive())
+        answers = in_step(
+            len(tags), *(lambda i, s=store: s.offer_image(tags[i], tags[i]) for store in stores)
+        )
         self.assertEqual([a for a in answers[0] + answers[1] if isinstance(a, Failure)], [])
         self.assertEqual([a + b for a, b in zip(*answers, strict=True)], [1] * len(tags))
         self.assertEqual(sorted(self.names()), tags)

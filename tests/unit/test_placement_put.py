@@ -7,7 +7,6 @@ SQLite and, under C{tests/with_postgres.py}, PostgreSQL, each with its own engin
 from __future__ import annotations
 
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.threads import InlineRunner
 from director.manager import schema as t
-from director.manager.models import Orchestrator
 from director.manager.placement_store import PlacementStore
 from director.testing import manager_database
+from director.testing.races import in_step
 
 pytestmark = pytest.mark.manager_store
 
@@ -79,25 +78,17 @@ class PutRaceTests(SynchronousTestCase):
     def test_two_managers_register_at_once(self) -> None:
         """Real threads, one engine each, released together; every name registered once."""
         names = [f"node-{i}" for i in range(10)]
-        results: list[list[Orchestrator | Failure]] = [[], []]
-        barriers = [threading.Barrier(2, timeout=30) for _ in names]
-
-        def manager(index: int) -> None:
-            for name, barrier in zip(names, barriers, strict=True):
-                barrier.wait()
-                d = self.managers[index].put(name, f"http://{name}.test:8101", f"{name}.test:80")
-                d.addBoth(results[index].append)
-
-        threads = [threading.Thread(target=manager, args=(i,)) for i in (0, 1)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-            self.assertFalse(thread.is_alive())
+        results = in_step(
+            len(names),
+            *(
+                lambda i, m=manager: m.put(names[i], f"http://{names[i]}.test:8101", "n.test:80")
+                for manager in self.managers
+            ),
+        )
         for answers in results:
             failures = [a for a in answers if isinstance(a, Failure)]
             self.assertEqual(failures, [])
-            self.assertEqual([a.name for a in answers], names)  # type: ignore[union-attr]
+            self.assertEqual([a.name for a in answers], names)
         for a, b in zip(*results, strict=True):
             self.assertEqual(a.id, b.id)
         self.assertEqual([self.rows(n) for n in names], [1] * len(names))
