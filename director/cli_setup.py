@@ -122,7 +122,10 @@ def _result(d: Any) -> Any:
 
 
 def _init_database(config: Config, args: argparse.Namespace) -> None:
-    """Migrate the database; on a new one, the catalogue and the first administrator."""
+    """
+    Migrate the database; on a new one, the catalogue and the first administrator; the
+    built images the catalogue was never offered.
+    """
     from director.manager.passwords import hash_password
     from director.orchestrator.images import (
         BASE_IMAGE,
@@ -149,14 +152,17 @@ def _init_database(config: Config, args: argparse.Namespace) -> None:
                 BASE_IMAGE, "Debian", "Debian 12 (bookworm), minimal", None, False, logo="debian"
             )
         )
-        # Node.js and PHP when `director images bootstrap` built them (admins add them later
-        # with `director images add` otherwise).
-        for tag, name, text, logo in (
-            (NODE_IMAGE, "Node.js 18", "Debian 12 with Node.js 18 and npm", "nodejs"),
-            (PHP_IMAGE, "PHP 8.2", "Debian 12 with PHP 8.2 (cli, fpm)", "php"),
+    # Node.js and PHP once `director images bootstrap` built them, on a new catalogue or an
+    # existing one, but once only: an entry an administrator deleted stays deleted.
+    listed = {image.name for image in _result(store.list_images())}
+    for tag, name, text, logo in (
+        (NODE_IMAGE, "Node.js 18", "Debian 12 with Node.js 18 and npm", "nodejs"),
+        (PHP_IMAGE, "PHP 8.2", "Debian 12 with PHP 8.2 (cli, fpm)", "php"),
+    ):
+        if (tag in listed or image_present(tag)) and _result(
+            store.offer_image(tag, name, text, logo=logo)
         ):
-            if image_present(tag):
-                _result(store.put_image(tag, name, text, None, False, logo=logo))
+            print(f"added {tag} to the image catalogue")
     if _result(store.list_users()) == []:
         password = secrets.token_urlsafe(12)
         rounds = config.manager.bcrypt_rounds

@@ -4,6 +4,10 @@ that the API and the dashboard read it without calling them: every C{interval} s
 (every orchestrator of the pool, their reports merged), and a few seconds after a write
 through the files API (L{DiskPoller.soon}). Failures are logged (an orchestrator that does
 not answer leaves its sites' figures as they were); the next pass tries again.
+
+With several managers only the reconcile's leader (L{director.manager.leader.LeaderLease})
+makes the timed passes, which would otherwise repeat the same calls and writes on every
+manager; the pass after a write is made by the manager that served it, leader or not.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from director.clients import OrchestratorClient
+from director.manager.leader import LeaderLease
 from director.manager.orchestrator_pool import OrchestratorPool, as_pool
 from director.manager.store import Store
 
@@ -44,29 +49,41 @@ class DiskPoller:
         orchestrator: OrchestratorClient | OrchestratorPool,
         interval: float = 60.0,
         settle: float = 3.0,
+        leader: LeaderLease | None = None,
     ) -> None:
         self._reactor = reactor
         self._store = store
         self.pool = as_pool(orchestrator)
         self._interval = interval
         self._settle = settle
+        self.leader = leader
         self._loop: LoopingCall | None = None
         self._soon: Any = None
+        self._first: Any = None
         self._running: Deferred[None] | None = None
 
     def start(self) -> None:
-        self._loop = LoopingCall(self.poll)
+        self._loop = LoopingCall(self.timed)
         self._loop.clock = self._reactor
         self._loop.start(self._interval, now=False).addErrback(
             lambda f: self.log.failure("the disk usage loop stopped", f)
         )
-        self.soon()  # the first pass once the other components have started too
+        # the first pass once the other components have started too
+        self._first = self._reactor.callLater(self._settle, self.timed)
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self._soon is not None and self._soon.active():
-            self._soon.cancel()
+        for call in (self._soon, self._first):
+            if call is not None and call.active():
+                call.cancel()
+
+    def timed(self) -> Deferred[None]:
+        """A background pass: by the leader only, when several managers share a store."""
+        if self.leader is None:
+            return self.poll()
+        confirmed = self.leader.confirm()  # never fails: a lease it cannot claim is not held
+        return confirmed.addCallback(lambda held: self.poll() if held else None)
 
     def soon(self) -> None:
         """A site's files changed: read the figures again shortly (once for many writes)."""

@@ -89,39 +89,46 @@ class PlacementStore:
         ).scalar_one()
         return _record(row, int(count))
 
+    def _inserted(self, conn: Connection, name: str, url: str, nginx: str) -> bool:
+        """Insert C{name} (active) in a savepoint; False if the name is taken (nothing done)."""
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(t.orchestrators).values(
+                        name=name, url=url, nginx=nginx, state="active", created_at=self._now()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
     def add(self, name: str, url: str, nginx: str) -> Deferred[Orchestrator]:
         """Register a new (active) orchestrator; L{Conflict} if the name is taken."""
         validate_orchestrator(name, url, nginx)
 
         def add_(conn: Connection) -> Orchestrator:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(t.orchestrators).values(
-                            name=name, url=url, nginx=nginx, state="active", created_at=self._now()
-                        )
-                    )
-            except IntegrityError:
-                raise Conflict("name_taken", f"an orchestrator named {name} exists") from None
+            if not self._inserted(conn, name, url, nginx):
+                raise Conflict("name_taken", f"an orchestrator named {name} exists")
             return self._one(conn, name)
 
         return self._tx(add_)
 
     def put(self, name: str, url: str, nginx: str) -> Deferred[Orchestrator]:
-        """Register C{name} or update its url and nginx (its state is kept)."""
+        """
+        Register C{name} or update its url and nginx (its state is kept). Idempotent: two
+        managers starting together both put the configured orchestrator, and the one whose
+        insert meets the other's row updates that row instead.
+        """
         validate_orchestrator(name, url, nginx)
 
         def put_(conn: Connection) -> Orchestrator:
-            changed = conn.execute(
-                update(t.orchestrators)
-                .where(t.orchestrators.c.name == name)
-                .values(url=url, nginx=nginx)
-            )
-            if not changed.rowcount:
+            if not self._inserted(conn, name, url, nginx):
+                # registered already (perhaps by another manager just now, committed before
+                # our insert ended: PostgreSQL makes it wait for that one): update it
                 conn.execute(
-                    insert(t.orchestrators).values(
-                        name=name, url=url, nginx=nginx, state="active", created_at=self._now()
-                    )
+                    update(t.orchestrators)
+                    .where(t.orchestrators.c.name == name)
+                    .values(url=url, nginx=nginx)
                 )
             return self._one(conn, name)
 

@@ -109,6 +109,15 @@ images = Table(
     Column("run_template", Text, nullable=True),  # a dynamic site's first run.sh
 )
 
+# The images `director init` put into the catalogue by itself once they were built (Node.js,
+# PHP): each is offered once, so an entry an administrator deleted is not added back.
+catalogue_offers = Table(
+    "catalogue_offers",
+    metadata,
+    Column("name", String(128), primary_key=True),  # the Docker image reference
+    Column("offered_at", DateTime(timezone=True), nullable=False),
+)
+
 # The orchestrators sites run on (a pool): each site is placed on one of them.
 orchestrators = Table(
     "orchestrators",

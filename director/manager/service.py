@@ -356,7 +356,17 @@ def build_service(reactor: Any, config: Config) -> MultiService:
         config.shell.public_host or config.manager.dashboard_host,
         config.shell.public_port or config.shell.port,
     )
-    disk = DiskPoller(reactor, store, orchestrators, config.manager.disk_poll_interval)
+    # One manager of several leads the background passes: the reconcile and disk use.
+    leader = (
+        None
+        if shared.leases is None
+        else LeaderLease(
+            reactor, shared.leases, "reconcile", operations.worker, config.manager.leader_lease
+        )
+    )
+    disk = DiskPoller(
+        reactor, store, orchestrators, config.manager.disk_poll_interval, leader=leader
+    )
     LoopService(disk).setServiceParent(top)
     api = ManagerAPI(
         reactor,
@@ -446,13 +456,6 @@ def build_service(reactor: Any, config: Config) -> MultiService:
     root.add(b"/api/", CountingResource(api.app.resource(), metrics, "api"))
     root.add(b"/shell-server/", shell.app.resource())
     root.add(b"/ws/", sockets.app.resource())
-    leader = (
-        None
-        if shared.leases is None
-        else LeaderLease(
-            reactor, shared.leases, "reconcile", operations.worker, config.manager.leader_lease
-        )
-    )
     reconciler = Reconciler(
         reactor,
         store,

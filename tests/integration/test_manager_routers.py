@@ -222,8 +222,28 @@ def test_a_router_down_then_back(routers: Routers) -> None:
     domain too (over HTTPS, from the shared certificate: no second order) once the manager
     sees it answer, without an administrator (the periodic reconcile is an hour away).
     """
-    s, b = routers.stack, routers.b
+    b = routers.b
     b.stop()
+    # The premise: b's address refuses connections while b is stopped. Freed, its port (from
+    # the ephemeral range, as free_port picks) may be handed to any process on the machine
+    # that binds port 0 (other test runs share it); whatever listens there then answers the
+    # manager's change, which rightly counts as taken: the likeliest cause of the one run in
+    # which the domain's operation named no degraded router (the product reports every call
+    # that fails). So the port stays bound, never listening, until b starts again: no
+    # port-0 bind gets it, and connections to it are refused as to a stopped router.
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # beside b's TIME_WAITs
+        held.bind(("127.0.0.1", b.config.router.port))
+        _down_then_back(routers, held)
+    finally:
+        held.close()
+
+
+def _down_then_back(routers: Routers, held: socket.socket) -> None:
+    s, b = routers.stack, routers.b
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", b.config.router.port), timeout=5).close()
     op = s.wait_operation(s.api("POST", "/api/v1/sites", {"name": "solo", "type": "static"}))
     assert op["degraded_routers"] == ["b"], op
     published = next(a for a in op["actions"] if a["name"] == "apply_router")
@@ -244,6 +264,7 @@ def test_a_router_down_then_back(routers: Routers) -> None:
 
     wait(lambda: served(s.config), "router a to serve the domain", 90, s.log_tail)
     assert not served(b.config)
+    held.close()  # b listens there again
     b.start()
     wait(lambda: served(b.config), "router b to catch up", 90, s.log_tail)
     repairs = [

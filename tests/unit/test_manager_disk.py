@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager import models
 from director.manager.disk import DiskPoller, parse_report
+from director.manager.leader import LeaderLease, MemoryLeases
 from director.testing.manager import ManagerHarness
 
 pytestmark = pytest.mark.manager_store
@@ -122,6 +123,49 @@ class DiskTests(SynchronousTestCase):
         self.h.clock.advance(3)
         calls = [c for c in self.h.orchestrator.calls if c[1] == "/v1/disk"]
         self.assertEqual(len(calls), 1)
+
+    def disk_calls(self) -> int:
+        return sum(1 for c in self.h.orchestrator.calls if c[1] == "/v1/disk")
+
+    def test_only_the_leader_makes_the_timed_passes(self) -> None:
+        leases = MemoryLeases(self.h.clock)
+        pollers = []
+        for name in ("manager-a/1", "manager-b/1"):
+            poller = DiskPoller(
+                self.h.clock,
+                self.h.store,
+                self.h.orchestrator_client,
+                interval=60,
+                leader=LeaderLease(self.h.clock, leases, "reconcile", name, 90.0),
+            )
+            self.addCleanup(poller.stop)
+            pollers.append(poller)
+        first, second = pollers
+        start = self.h.clock.seconds()
+        first.start()
+        self.wait(1)
+        second.start()
+        self.wait(2)  # the first's first pass: it takes the lead
+        self.assertEqual(self.disk_calls(), 1)
+        self.wait(1)  # the second's: the lease is the first's
+        self.assertEqual(self.disk_calls(), 1)
+        self.wait(60)  # the first renews at 60, the second skips at 61
+        self.assertEqual(self.disk_calls(), 2, "one pass an interval, not one per manager")
+        second.soon()  # a write through the second: it reads the figures again itself
+        self.wait(3)
+        self.assertEqual(self.disk_calls(), 3)
+        first.stop()  # the leader died at 67: its lease (renewed at 60) runs out at 150
+        self.wait(121 - (self.h.clock.seconds() - start))
+        self.assertEqual(self.disk_calls(), 3, "the second skips at 121")
+        self.wait(60)
+        self.assertEqual(self.disk_calls(), 4, "and leads at 181")
+        self.assertEqual(
+            self.call("GET", "/api/v1/sites/big", self.bob)[1]["disk_usage_bytes"], 900 * MB
+        )
+
+    def wait(self, seconds: float) -> None:
+        """Advance the clock a second at a time (each call runs at its own time)."""
+        self.h.clock.pump([1.0] * round(seconds))
 
     def test_admins_see_the_largest_sites(self) -> None:
         self.h.result(self.poller.poll())

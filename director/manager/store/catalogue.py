@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
 from director.manager import schema as t
@@ -53,6 +54,38 @@ class CatalogueStore(StoreBase):
                 conn.execute(insert(t.images).values(name=name, **values))
 
         return self._tx(put)
+
+    def offer_image(
+        self, name: str, friendly_name: str, description: str = "", **more: Any
+    ) -> Deferred[bool]:
+        """
+        Put a built image into the catalogue, once ever: whether it was added now. Not when
+        it was offered before (an administrator may have deleted it since); an entry already
+        there (an administrator's) is left as it is and counts as offered.
+        """
+
+        def offer(conn: Connection) -> bool:
+            try:
+                with conn.begin_nested():
+                    offered = insert(t.catalogue_offers).values(name=name, offered_at=self.now())
+                    conn.execute(offered)
+            except IntegrityError:
+                return False  # offered before, or by another `director init` just now
+            if conn.execute(select(t.images.c.id).where(t.images.c.name == name)).first():
+                return False
+            conn.execute(
+                insert(t.images).values(
+                    name=name,
+                    friendly_name=friendly_name,
+                    description=description,
+                    setup_command=None,
+                    is_default=False,
+                    **more,
+                )
+            )
+            return True
+
+        return self._tx(offer)
 
     def delete_image(self, name: str) -> Deferred[None]:
         """
