@@ -57,12 +57,14 @@ def pair(
 class EventSocket:
     """A blocking websocket client for /ws/events, as the dashboard's page opens it."""
 
-    def __init__(self, port: int, path: str, cookie: str, origin: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(
+        self, port: int, path: str, cookie: str, origin: str, address: str = "127.0.0.1"
+    ) -> None:
+        self.sock = socket.create_connection((address, port), timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: {address}:{port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
                 f"Cookie: director_session={cookie}\r\n\r\n"
