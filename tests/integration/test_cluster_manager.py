@@ -323,11 +323,22 @@ class ApiLoop:
         down = i in self.down
         status, content = self.stack.api_on(i, method, path, body)
         self.calls += 1
-        if status == 503 and b"node_unavailable" in content:
+        if status in (409, 503) and _error(content) in NODE_DOWN:
             self.refused.append(path)  # a node that is down: said clearly, nothing started
         elif status not in (200, 202) and not down and i not in self.down:
             self.failures.append((i, method, status, content[:300]))
         return status, content
+
+
+#: the errors of a call that needs a node that is down (nothing was started)
+NODE_DOWN = ("node_unavailable", "orchestrator_unavailable")
+
+
+def _error(content: bytes) -> str:
+    try:
+        return str(json.loads(content).get("error"))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _wait_op(s: ClusterStack, op_id: int, timeout: float, on: int = 1) -> dict[str, Any]:
@@ -487,7 +498,7 @@ def test_kill_9_loses_no_operation_no_data_no_visitor(stack: ClusterStack) -> No
         print("; ".join(timeline))
     print(
         f"{calls.calls} API calls ({len(calls.started)} operations, {len(calls.refused)} "
-        f"refused node_unavailable, {len(calls.unanswered)} unanswered: {calls.unanswered}); "
+        f"refused: node down, {len(calls.unanswered)} unanswered: {calls.unanswered}); "
         + ", ".join(f"{v.host}@{v.address}: {v.ok} ok" for v in visitors)
     )
     for loop in visitors:
