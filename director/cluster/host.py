@@ -288,11 +288,13 @@ def stop_host(layout: Layout) -> None:
     if not layout.state_file.exists():
         return
     state = State.load(layout.state_file)
-    for key, component, instance in reversed(COMPONENTS):
-        pid = state.pid(key)
-        if pid is not None:
-            end_process(pid, str(config_of(layout, component, instance)), 20)
-            state.forget(key)
+    running = [(key, state.pid(key), config_of(layout, c, i)) for key, c, i in COMPONENTS]
+    with ThreadPoolExecutor(len(COMPONENTS)) as pool:  # all at once: each may take seconds
+        ends = [pool.submit(end_process, pid, str(config), 20) for _, pid, config in running if pid]
+        for done in ends:
+            done.result()
+    for key, _pid, _config in running:
+        state.forget(key)
     for pidfile in host_dir(layout).glob("**/nginx.pid"):
         text = _text(pidfile).strip()
         if text.isdigit():
@@ -314,20 +316,23 @@ def banner(layout: Layout) -> str:
         check=False,
     )
     ports = stored_ports(layout)
-    text = done.stdout.replace("Director is starting:", "Director (cluster) is up:")
-    lines = text.splitlines(keepends=True)
-    b = ports.addresses[1]
-    at = next((i + 1 for i, line in enumerate(lines) if "dashboard and API" in line), 1)
-    host = _dashboard_host(layout)
-    lines[at:at] = [
-        f"  through router b:  curl --resolve {host}:{ports.http}:{b} http://{host}"
-        f"{'' if ports.http == 80 else f':{ports.http}'}/   (its front {b}:{ports.http})\n",
-    ]
-    return "".join(lines).replace(
-        "  manager directly:  ",
-        f"  manager b:         {ports.manager_url(1)}/   (this machine only)\n"
-        "  manager a:         ",
-    )
+    host, b = _dashboard_host(layout), ports.addresses[1]
+    port = "" if ports.http == 80 else f":{ports.http}"
+    lines: list[str] = []
+    for line in done.stdout.replace(
+        "Director is starting:", "Director (cluster) is up:"
+    ).splitlines():
+        if line.startswith("  manager directly:"):
+            lines += [f"  manager {x}:         {ports.manager_url(i)}/   (this machine only)"
+                      for i, x in enumerate("ab")]  # fmt: skip
+            continue
+        lines.append(line)
+        if line.startswith("  dashboard and API:"):
+            lines.append(
+                f"  through router b:  curl --resolve {host}:{ports.http}:{b} "
+                f"http://{host}{port}/   (router a's front: {ports.addresses[0]}, b's: {b})"
+            )
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _dashboard_host(layout: Layout) -> str:

@@ -299,8 +299,8 @@ def cluster_nodes(
     finally:
         pids = sorted(set(nodes.pids + _recorded_pids(layout)))
         started = time.monotonic()
-        down(layout, say=lambda line: None)
-        print(f"cluster down in {time.monotonic() - started:.1f} s")
+        timings = down(layout, say=lambda line: None)
+        print(f"cluster down in {time.monotonic() - started:.1f} s: {timings}")
         left = _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
         assert not left, f"namespaces left behind: {left}"
         alive = [pid for pid in pids if _running(pid)]

@@ -387,13 +387,7 @@ def test_dashboard_and_sites_through_both_routers(stack: ClusterStack) -> None:
             assert answer == {"type": "subscribed", "site": "fd1"}, answer
         finally:
             os.kill(orchestrator, signal.SIGCONT)
-        seen: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 120
-        while not seen or seen[-1]["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, (seen, s.log_tail())
-            message = socket_b.message(timeout=120)
-            if message.get("type") == "operation" and message["operation"]["id"] == op_id:
-                seen.append(message["operation"])
+        seen = socket_b.operation_until_ended(op_id, 120, s.log_tail)
     finally:
         socket_b.close()
     assert seen[-1]["status"] == "succeeded", seen

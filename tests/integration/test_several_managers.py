@@ -113,6 +113,22 @@ class EventSocket:
             if first & 0x80:
                 return json.loads(payload)
 
+    def operation_until_ended(
+        self, op_id: int, timeout: float, details: Any = lambda: ""
+    ) -> list[dict[str, Any]]:
+        """Every state of operation C{op_id} this socket is sent, up to its end."""
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while not seen or seen[-1]["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, (seen, details())
+            try:
+                message = self.message(timeout=timeout)
+            except (OSError, ValueError) as e:
+                raise AssertionError(f"{e}; seen {seen}\n{details()}") from None
+            if message.get("type") == "operation" and message["operation"]["id"] == op_id:
+                seen.append(message["operation"])
+        return seen
+
     def send(self, message: Any) -> None:
         """One masked text frame, as a browser sends it."""
         data = json.dumps(message).encode()
@@ -155,16 +171,7 @@ def test_one_operation_runs_once_and_b_shows_its_progress(pair: ManagerPair) -> 
         finally:
             orchestrator.send(signal.SIGCONT)
         op_id = created["operation"]["id"]
-        seen: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 120
-        while not seen or seen[-1]["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, (seen, pair.logs())
-            try:
-                message = socket_b.message(timeout=120)
-            except (OSError, ValueError) as e:
-                raise AssertionError(f"{e}; seen {seen}\n{pair.logs()}") from None
-            if message.get("type") == "operation" and message["operation"]["id"] == op_id:
-                seen.append(message["operation"])
+        seen = socket_b.operation_until_ended(op_id, 120, pair.logs)
     finally:
         socket_b.close()
     assert seen[-1]["status"] == "succeeded", seen
