@@ -172,7 +172,7 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
     other nodes' orchestrators, start the five components and wait until they listen.
     C{extra}: further C{--set} settings of every config.
     """
-    from director.cluster.processes import ClusterError, State, _run
+    from director.cluster.processes import State
 
     host_dir(layout).mkdir(parents=True, exist_ok=True)
     host_dir(layout).chmod(0o755)
@@ -190,8 +190,9 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
     shared = [*host_settings(layout, ports, database_url, redis_url), *extra]
     config = host_config(layout)
     _init(config, secrets, shared)  # the store's schema and administrator: first, alone
-    with ThreadPoolExecutor(2) as pool:  # b's configs meanwhile (each init takes seconds)
-        inits = [
+    # then b's configs and the registrations at once (each command takes seconds)
+    with ThreadPoolExecutor(3) as pool:
+        steps = [
             pool.submit(
                 _init,
                 config_of(layout, component, "b"),
@@ -200,8 +201,20 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
             )
             for component in ("manager", "router")
         ]
-        for done in inits:
+        steps.append(pool.submit(_register, layout, ports, secrets))
+        for done in steps:
             done.result()
+    for key, _component, _instance in COMPONENTS:
+        start_component(layout, key)
+    for key, _component, _instance in COMPONENTS:
+        wait_component(layout, key, ports)
+
+
+def _register(layout: Layout, ports: HostPorts, secrets: Path) -> None:
+    """The sites' PostgreSQL and the other nodes' orchestrators, in the managers' store."""
+    from director.cluster.processes import ClusterError, _run
+
+    config = host_config(layout)
     password = ensure_password(secrets, "postgres")
     added = subprocess.run(
         _director(
@@ -221,10 +234,6 @@ def start_host(layout: Layout, ports: HostPorts = HostPorts(), extra: tuple[str,
                 "--nginx", layout.nginx_address(n), "--config", str(config),
             )
         )  # fmt: skip
-    for key, _component, _instance in COMPONENTS:
-        start_component(layout, key)
-    for key, _component, _instance in COMPONENTS:
-        wait_component(layout, key, ports)
 
 
 def _component(key: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ asserts that nothing is left. Reusable by any multi-node test (moving sites, ...
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -150,6 +151,12 @@ class ClusterStack(ManagerAPI):
             self.wait_operation(self.api("PATCH", f"/api/v1/sites/{name}", {"type": "dynamic"}))
         site: dict[str, Any] = self.api("GET", f"/api/v1/sites/{name}")
         return site
+
+    def pool_names(self, i: int) -> list[str]:
+        """The orchestrators in manager C{i}'s pool that answered its last check."""
+        status, content = self.api_on(i, "GET", "/api/v1/orchestrators")
+        listed = json.loads(content)["orchestrators"] if status == 200 else []
+        return sorted(o["name"] for o in listed if o["healthy"])
 
     def pid(self, key: str) -> int:
         """The pid the state file records for C{key} (host-manager-a, orchestrator-2, ...)."""
@@ -336,4 +343,8 @@ def cluster_stack(prefix: str = "dm", settings: tuple[str, ...] = ()) -> Iterato
             text=True,
             timeout=60,
         ).stdout.strip()
-        yield ClusterStack(nodes.layout, ports, load_config(config_path), token, nodes.pids)
+        stack = ClusterStack(nodes.layout, ports, load_config(config_path), token, nodes.pids)
+        for i in (0, 1):  # both managers' pools have both nodes, up (checked after start)
+            wait(lambda i=i: stack.pool_names(i) == ["node1", "node2"],
+                 f"manager {'ab'[i]}'s pool to list both nodes", 90, stack.log_tail)  # fmt: skip
+        yield stack
