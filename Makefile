@@ -65,9 +65,10 @@ run: deps venv frontend docker images
 
 # A swarm of CLUSTER_NODES nodes on this machine (a dockerd per network namespace, node 1 the
 # manager) with an orchestrator on each, at 10.77.<CLUSTER_OCTET>.N:8100 (nginx :8180); the
-# host reaches them over its link 10.77.<CLUSTER_OCTET>.254; on the host the manager
-# (127.0.0.1:8000), the router (:80, :443), the shell (:2322) and a PostgreSQL for site
-# databases, as `make run` has them. See docs/deploy.md ("make cluster").
+# host reaches them over its link 10.77.<CLUSTER_OCTET>.254; on the host the whole front door:
+# two managers (127.0.0.1:8000, 127.0.0.2:8000) on one PostgreSQL store and one Redis, two
+# routers (fronts 127.0.0.1:80/443 and 127.0.0.2:80/443, each serving the dashboard host and
+# every site), the shell (:2322) and the sites' PostgreSQL. See docs/deploy.md ("make cluster").
 CLUSTER_PREFIX ?= dcl
 CLUSTER_NODES  ?= 2
 CLUSTER_OCTET  ?= 0

@@ -135,7 +135,7 @@ def orchestrator_command(args: argparse.Namespace) -> int:
 
 
 def cluster_status(args: argparse.Namespace) -> int:
-    """Nodes (from the cluster's state file), orchestrators with their health, routers."""
+    """Nodes (from the cluster's state file), orchestrators, managers and routers: health."""
     from twisted.internet.task import react
 
     from director.cluster import status
@@ -150,12 +150,14 @@ def cluster_status(args: argparse.Namespace) -> int:
     nodes = status.nodes_from_state(state_file) if state_file.exists() else None
     records = _result(PlacementStore(_store(config).engine, InlineRunner()).list())
     answers: dict[str, str] = {}
+    managers, routers = status.front_door(config)
 
     def main(reactor: Any) -> Any:
         from twisted.internet.defer import Deferred
 
         async def run() -> None:
-            answers.update(await status.health(reactor, config, records, args.timeout))
+            found = await status.health(reactor, config, records, args.timeout, managers, routers)
+            answers.update(found)
 
         return Deferred.fromCoroutine(run())
 
@@ -164,6 +166,6 @@ def cluster_status(args: argparse.Namespace) -> int:
     except SystemExit as e:
         if e.code:
             raise
-    for line in status.render(nodes, records, answers, config.router.url):
+    for line in status.render(nodes, records, answers, managers, routers):
         print(line)
     return 0

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-host",
         action="store_true",
-        help="no manager, router and shell on the host (only the nodes' orchestrators)",
+        help="no managers, routers and shell on the host (only the nodes' orchestrators)",
     )
     args = parser.parse_args(argv)
     try:

@@ -1,20 +1,26 @@
 """
-Site databases for a cluster: one PostgreSQL on the host, listening on 127.0.0.1 and on the
-host's hub address 10.77.<octet>.254, where the nodes' orchestrators log in as its
-administrator (they create the sites' databases) and site containers on every node reach it
-(their traffic leaves the node masqueraded as the node's address, the same address the
-orchestrator's has: so the hub network may log in as any user, with a password; the
-administrator's is random). Registered with C{director database-host add}.
+Databases for a cluster, on the host: the managers' store and Redis, and the sites'
+databases. One PostgreSQL, listening on 127.0.0.1 and on the host's hub address
+10.77.<octet>.254, where the nodes' orchestrators log in as its administrator (they create
+the sites' databases) and site containers on every node reach it (their traffic leaves the
+node masqueraded as the node's address, the same address the orchestrator's has: so the hub
+network may log in as any user, with a password; the administrator's is random). Registered
+with C{director database-host add}.
 
 The nodes' orchestrators run no bundled servers (those are one machine's); this is the same
 server set-up (L{director.orchestrator.bundled_databases}: data directory, access rules,
-the system user), run as a process of the cluster, recorded in its state file.
+the system user), run as a process of the cluster, recorded in its state file. The two
+managers keep their store in a database of its own on the same server (L{manager_store}: its
+own role, not the administrator), and fan their events out through a Redis on 127.0.0.1
+(L{start_redis}), as several managers on real machines do.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -34,6 +40,9 @@ from director.orchestrator.bundled_databases import (
 )
 
 POSTGRES_START_TIMEOUT = 60.0
+REDIS_START_TIMEOUT = 30.0
+#: the managers' store: its database and role on the cluster's PostgreSQL
+MANAGER_STORE = "director_manager"
 
 
 def postgres_settings(layout: Layout, directory: Path, port: int) -> ServerSettings:
@@ -125,3 +134,79 @@ def stop_postgres(layout: Layout) -> None:
 
 def admin_user() -> str:
     return ADMIN_USERS["postgres"]
+
+
+def manager_store(port: int, secrets: Path) -> str:
+    """
+    The managers' database and its owner (a role of its own, its password in C{secrets}),
+    made once on the running server: the SQLAlchemy URL both managers use.
+    """
+    import psycopg
+    from psycopg import sql
+
+    admin = ensure_password(secrets, "postgres")
+    password = ensure_password(secrets, "manager-store")
+    dsn = f"host=127.0.0.1 port={port} dbname=postgres user={admin_user()} connect_timeout=10"
+    with psycopg.connect(dsn, password=admin, autocommit=True) as conn:
+        role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (MANAGER_STORE,))
+        if role.fetchone() is None:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(MANAGER_STORE), sql.Literal(password)
+                )
+            )
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (MANAGER_STORE,))
+        if found.fetchone() is None:
+            name = sql.Identifier(MANAGER_STORE)
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, name))
+    # token_urlsafe: nothing in it needs quoting in a URL
+    return f"postgresql+psycopg://{MANAGER_STORE}:{password}@127.0.0.1:{port}/{MANAGER_STORE}"
+
+
+def redis_conf(directory: Path, port: int) -> str:
+    """Redis for the managers' events: loopback only, nothing kept on disk."""
+    return (
+        "# Written by director.cluster at every start.\n"
+        # its command line keeps naming this file, so `down` knows its pid runs it
+        "set-proc-title no\n"
+        f"bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize no\n"
+        f'dir {directory}\nsave ""\nappendonly no\n'
+    )
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(layout: Layout, directory: Path, port: int) -> str:
+    """Start the managers' Redis (recorded as C{host-redis}); its URL once it answers."""
+    from director.cluster.processes import ClusterError, State, _connects, _spawn, _wait
+
+    if _connects("127.0.0.1", port):
+        raise ClusterError(f"port {port} on 127.0.0.1 is taken: the managers' Redis needs it")
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ClusterError("no redis-server: run `make deps` (scripts/install-deps.sh)")
+    conf = directory / "redis.conf"
+    conf.write_text(redis_conf(directory, port))
+    log = directory / "redis.log"
+    pid = _spawn([binary, str(conf)], log)
+    State.load(layout.state_file).process("host-redis", pid, str(conf))
+    _wait("the managers' Redis", lambda: _redis_answers(port), REDIS_START_TIMEOUT, log)
+    return f"redis://127.0.0.1:{port}"
+
+
+def stop_redis(layout: Layout) -> None:
+    from director.cluster.processes import State, end_process
+
+    state = State.load(layout.state_file)
+    entry = state.data["processes"].get("host-redis")
+    if entry is not None:
+        end_process(int(entry["pid"]), entry["marker"], 10)
+        state.forget("host-redis")

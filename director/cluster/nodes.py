@@ -116,7 +116,7 @@ def up(
     """
     Bring the whole cluster up; returns the seconds each step took. Refuses (changing
     nothing) if the cluster is up already; on a failure, removes what it made and raises.
-    With C{host}, the manager, router and shell on the host too, listening on those ports
+    With C{host}, the managers, routers and shell on the host too, listening on those ports
     (L{director.cluster.host}; C{host_settings}: further config settings of theirs).
     """
     if is_up(layout):
@@ -162,7 +162,7 @@ def up(
                 for n in layout.numbers:
                     wait_orchestrator(layout, n)
             if host is not None:
-                with _step(timings, "manager, router and shell", say):
+                with _step(timings, "managers, routers and shell", say):
                     start_host(layout, host, host_settings)
     except BaseException:
         say(f"cluster: bringing {layout.prefix!r} up failed; removing what was made")
@@ -300,7 +300,7 @@ def down(layout: Layout, say: Say = print) -> dict[str, float]:
     state = State.load(layout.state_file)
     layout = state.layout
     processes = state.data["processes"]
-    with _step(timings, "manager, router and shell", say):
+    with _step(timings, "managers, routers and shell", say):
         stop_host(layout)
     with _step(timings, "orchestrators", say):
         for n in layout.numbers:

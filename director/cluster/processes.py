@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +61,8 @@ class State:
     def save(self) -> None:
         path = self.layout.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        # a tmp file per thread: `down` stops the engines from several threads at once
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(self.data, indent=2))
         tmp.replace(path)
 

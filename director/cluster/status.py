@@ -1,12 +1,14 @@
 """
 C{director cluster status}: the cluster's nodes (from its state file, when there is one),
 the pool's orchestrators (from the manager's store) with whether each answers the manager's
-signature now, and the router. What an operator looks at first when a node is in doubt.
+signature now, the managers (those the routers send the dashboard to) and the routers (the
+managers' pool), each up or down. What an operator looks at first when a part is in doubt.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +56,31 @@ def nodes_from_state(state_file: Path) -> list[NodeLine]:
     ]
 
 
+def front_door(config: Config) -> tuple[list[str], list[tuple[str, str]]]:
+    """
+    The managers' URLs (C{router.manager_upstreams}, as the routers reach them) and the
+    routers (name, URL) of C{router.urls}: the parts of the front door to look at.
+    """
+    from director.common.config_checks import router_urls
+    from director.router.dashboard_front import manager_upstreams
+
+    managers = manager_upstreams(config.router.manager_upstreams, config.manager.url)
+    return [f"http://{m}" for m in managers], router_urls(config.router.urls, config.router.url)
+
+
 async def health(
-    reactor: Any, config: Config, records: list[Orchestrator], timeout: float
+    reactor: Any,
+    config: Config,
+    records: list[Orchestrator],
+    timeout: float,
+    managers: Sequence[str] = (),
+    routers: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """
     Each orchestrator's answer to the manager's signed C{GET /v1/health} ("ok", "engine
     down (...)" when the process answers but its Docker engine does not, or the error);
-    C{whoami} for an orchestrator older than the route.
+    C{whoami} for an orchestrator older than the route. Each manager's sign-in page and
+    each router's C{/healthz} (keyed by URL): "ok", or "down (...)".
     """
     pool = HTTPConnectionPool(reactor, persistent=False)
     http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=timeout))
@@ -74,14 +94,17 @@ async def health(
             found[record.name] = await _orchestrator_health(client, timeout)
         except Exception as e:
             found[record.name] = f"down ({e})"
-    router = config.router.url
-    try:
-        d = http.get(f"{router}/healthz")
-        d.addTimeout(timeout, reactor)
-        response = await d
-        found["router"] = "ok" if response.code == 200 else f"HTTP {response.code}"
-    except Exception as e:
-        found["router"] = f"down ({e!r})"
+    checks = [(f"{m}/login", m) for m in managers]
+    checks += [(f"{url}/healthz", url) for _, url in routers]
+    for url, key in checks:
+        try:
+            d = http.get(url)
+            d.addTimeout(timeout, reactor)
+            response = await d
+            await response.text()
+            found[key] = "ok" if response.code == 200 else f"down (HTTP {response.code})"
+        except Exception as e:
+            found[key] = f"down ({e!r})"
     await pool.closeCachedConnections()
     return found
 
@@ -99,7 +122,11 @@ async def _orchestrator_health(client: OrchestratorClient, timeout: float) -> st
 
 
 def render(
-    nodes: list[NodeLine] | None, records: list[Orchestrator], answers: dict[str, str], router: str
+    nodes: list[NodeLine] | None,
+    records: list[Orchestrator],
+    answers: dict[str, str],
+    managers: Sequence[str],
+    routers: Sequence[tuple[str, str]],
 ) -> list[str]:
     """The lines C{director cluster status} prints."""
     lines: list[str] = []
@@ -120,6 +147,13 @@ def render(
             f"  {r.name:<12} {r.state:<9} {r.sites:>4} site(s)  {answers.get(r.name, '?'):<8} "
             f"{r.url}  sites through {r.nginx}"
         )
+    lines.append("managers:")
+    lines += [f"  {url:<28} {_up(answers.get(url, '?'))}" for url in managers]
     lines.append("routers:")
-    lines.append(f"  {router}  {answers.get('router', '?')}")
+    lines += [f"  {name:<4} {url:<28} {_up(answers.get(url, '?'))}" for name, url in routers]
     return lines
+
+
+def _up(answer: str) -> str:
+    """C{up} for an "ok", else C{DOWN} and why."""
+    return "up" if answer == "ok" else f"DOWN {answer.removeprefix('down ')}"

@@ -1,13 +1,15 @@
 """
 A whole cluster for integration tests: two nodes with an orchestrator each
-(director.cluster), and on the host the real manager, router and shell driving them
-(director.cluster.host), under a prefix and an octet of their own and free loopback ports.
+(director.cluster), and on the host the real front door driving them (director.cluster.host:
+managers a and b on PostgreSQL and Redis, routers a and b, the shell), under a prefix and an
+octet of their own and free ports on 127.0.0.1 and 127.0.0.2.
 L{cluster_stack} brings it up and removes everything at the end, even on failure, and
 asserts that nothing is left. Reusable by any multi-node test (moving sites, ...).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -21,11 +23,28 @@ from pathlib import Path
 from typing import Any
 
 from manager_calls import ManagerAPI, wait
-from services import free_port, front_get
+from services import api_request, free_port, front_get
 
-from director.cluster.host import HostPorts, host_config, host_dir, orchestrator_name
+from director.cluster.host import (
+    HostPorts,
+    host_config,
+    host_dir,
+    orchestrator_name,
+    start_component,
+    wait_component,
+)
 from director.cluster.layout import Layout
-from director.cluster.nodes import State, down, routes_overlapping, start_engine, stop_engine, up
+from director.cluster.nodes import (
+    State,
+    down,
+    routes_overlapping,
+    start_engine,
+    start_orchestrator,
+    stop_engine,
+    up,
+    wait_orchestrator,
+)
+from director.cluster.processes import _alive
 from director.common.config import Config, load_config
 
 BIN = Path(sys.executable).parent
@@ -34,7 +53,10 @@ RUN_SH = b'#!/bin/sh\nexec python3 -m http.server "$PORT" --directory /site/publ
 
 @dataclass
 class ClusterStack(ManagerAPI):
-    """What a test needs of the cluster: the API, the router's front, the node engines."""
+    """
+    What a test needs of the cluster: the API (manager a's; C{api_on} either), the routers'
+    fronts, the node engines, and killing (by pid) and restarting any part.
+    """
 
     layout: Layout
     ports: HostPorts
@@ -45,7 +67,17 @@ class ClusterStack(ManagerAPI):
 
     @property
     def manager_url(self) -> str:
-        return self.config.manager.url
+        return self.ports.manager_url(0)
+
+    def api_on(
+        self, i: int, method: str, path: str, body: Any = None, timeout: float = 30
+    ) -> tuple[int, bytes]:
+        """One API call to manager C{i} (0: a, 1: b): (status, body); 0 when it is down."""
+        try:
+            return api_request(self.ports.manager_url(i), self.token, method, path, body,
+                               timeout=timeout)  # fmt: skip
+        except OSError as e:
+            return 0, str(e).encode()
 
     @property
     def sites_domain(self) -> str:
@@ -73,13 +105,17 @@ class ClusterStack(ManagerAPI):
             timeout=60,
         ).stdout
 
-    def front(self, name: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
-        """GET C{path} of site C{name} through the router's front port (0: no answer)."""
-        return self.front_host(f"{name}.{self.sites_domain}", timeout, path)
+    def front(
+        self, name: str, timeout: float = 5, path: str = "/", router: int = 0
+    ) -> tuple[int, bytes]:
+        """GET C{path} of site C{name} through router C{router}'s front (0: no answer)."""
+        return self.front_host(f"{name}.{self.sites_domain}", timeout, path, router)
 
-    def front_host(self, host: str, timeout: float = 5, path: str = "/") -> tuple[int, bytes]:
-        """GET C{path} for C{Host: host} through the router's front port (0: no answer)."""
-        return front_get(self.ports.http, host, path, timeout)
+    def front_host(
+        self, host: str, timeout: float = 5, path: str = "/", router: int = 0
+    ) -> tuple[int, bytes]:
+        """GET C{path} for C{Host: host} through router C{router}'s front (0: no answer)."""
+        return front_get(self.ports.http, host, path, timeout, self.ports.addresses[router])
 
     def wait_served(self, name: str, body: bytes, timeout: float = 120) -> None:
         last: list[tuple[int, bytes]] = [(0, b"")]
@@ -116,6 +152,50 @@ class ClusterStack(ManagerAPI):
         site: dict[str, Any] = self.api("GET", f"/api/v1/sites/{name}")
         return site
 
+    def pool_names(self, i: int) -> list[str]:
+        """The orchestrators in manager C{i}'s pool that answered its last check."""
+        status, content = self.api_on(i, "GET", "/api/v1/orchestrators")
+        listed = json.loads(content)["orchestrators"] if status == 200 else []
+        return sorted(o["name"] for o in listed if o["healthy"])
+
+    def pid(self, key: str) -> int:
+        """The pid the state file records for C{key} (host-manager-a, orchestrator-2, ...)."""
+        pid = State.load(self.layout.state_file).pid(key)
+        assert pid is not None, key
+        return pid
+
+    def kill(self, key: str) -> None:
+        """kill -9 of the process recorded as C{key}; returns once it is gone."""
+        pid = self.pid(key)
+        os.kill(pid, signal.SIGKILL)
+        wait(lambda: not _alive(pid), f"{key} (pid {pid}) gone", 10)
+
+    def restart(self, key: str) -> None:
+        """The host's component C{key} started again (recorded, so ended at `down`)."""
+        self.pids.append(start_component(self.layout, key))
+        wait_component(self.layout, key, self.ports)
+
+    def kill_node(self, n: int) -> None:
+        """
+        Node C{n} down as in a power cut: its orchestrator, its nginx and its dockerd (with
+        its containers) killed with SIGKILL, by pid.
+        """
+        self.kill(f"orchestrator-{n}")
+        for pidfile in self.layout.state_dir(n).glob("**/nginx.pid"):
+            text = pidfile.read_text().strip()
+            if text.isdigit() and _alive(int(text)):
+                # the master and its workers (which would go on serving without it)
+                for pid in (int(text), *_children(int(text))):
+                    os.kill(pid, signal.SIGKILL)
+        self.kill_engine(n)
+
+    def restart_node(self, n: int) -> None:
+        """Node C{n} back: its engine (its network store dropped), then its orchestrator."""
+        self.restart_engine(n)
+        start_orchestrator(self.layout, n)
+        self.pids.append(self.pid(f"orchestrator-{n}"))
+        wait_orchestrator(self.layout, n)
+
     def kill_engine(self, n: int) -> None:
         """Node C{n}'s dockerd killed (a power cut; its orchestrator keeps running)."""
         stop_engine(self.layout, n, signal.SIGKILL)
@@ -124,6 +204,20 @@ class ClusterStack(ManagerAPI):
         """Node C{n}'s dockerd started again, its network store dropped (docs/deploy.md)."""
         start_engine(self.layout, n, forget_networks=True)
         self.pids.append(State.load(self.layout.state_file).pid(f"dockerd-{n}") or 0)
+
+
+def _children(parent: int) -> list[int]:
+    """The pids whose parent is C{parent}."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def _namespaces() -> set[str]:
@@ -212,8 +306,8 @@ def cluster_nodes(
     finally:
         pids = sorted(set(nodes.pids + _recorded_pids(layout)))
         started = time.monotonic()
-        down(layout, say=lambda line: None)
-        print(f"cluster down in {time.monotonic() - started:.1f} s")
+        timings = down(layout, say=lambda line: None)
+        print(f"cluster down in {time.monotonic() - started:.1f} s: {timings}")
         left = _namespaces() & {layout.hub, layout.netns(1), layout.netns(2)}
         assert not left, f"namespaces left behind: {left}"
         alive = [pid for pid in pids if _running(pid)]
@@ -226,13 +320,21 @@ def cluster_nodes(
 
 
 @contextmanager
-def cluster_stack(prefix: str = "dm") -> Iterator[ClusterStack]:
-    """The whole cluster with the host's manager, router and shell (L{cluster_nodes})."""
+def cluster_stack(prefix: str = "dm", settings: tuple[str, ...] = ()) -> Iterator[ClusterStack]:
+    """
+    The whole cluster with the host's managers, routers and shell (L{cluster_nodes});
+    C{settings}: further settings of theirs.
+    """
+    both = ("127.0.0.1", "127.0.0.2")
+
+    def port() -> int:
+        return free_port(also_bind=both[1:])
+
     ports = HostPorts(
-        manager=free_port(), router_api=free_port(), http=free_port(), https=free_port(),
-        shell=free_port(), postgres=free_port(),
+        manager=port(), router_api=port(), http=port(), https=port(), shell=free_port(),
+        postgres=free_port(), redis=free_port(), addresses=both,
     )  # fmt: skip
-    with cluster_nodes(prefix, ports, ("manager.bcrypt_rounds=4",)) as nodes:
+    with cluster_nodes(prefix, ports, ("manager.bcrypt_rounds=4", *settings)) as nodes:
         config_path = host_config(nodes.layout)
         token = subprocess.run(
             [str(BIN / "director"), "token", "create", "admin", "--config", str(config_path)],
@@ -241,4 +343,8 @@ def cluster_stack(prefix: str = "dm") -> Iterator[ClusterStack]:
             text=True,
             timeout=60,
         ).stdout.strip()
-        yield ClusterStack(nodes.layout, ports, load_config(config_path), token, nodes.pids)
+        stack = ClusterStack(nodes.layout, ports, load_config(config_path), token, nodes.pids)
+        for i in (0, 1):  # both managers' pools have both nodes, up (checked after start)
+            wait(lambda i=i: stack.pool_names(i) == ["node1", "node2"],
+                 f"manager {'ab'[i]}'s pool to list both nodes", 90, stack.log_tail)  # fmt: skip
+        yield stack

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RequestLoop:
-    """GET C{path} for C{host} on 127.0.0.1:C{port} until stopped; C{status} + C{body}: success."""
+    """GET C{path} for C{host} on C{address}:C{port} until stopped; C{status} + C{body}: success."""
 
     port: int
     host: str
@@ -24,6 +24,7 @@ class RequestLoop:
     path: str = "/"
     status: int = 200
     interval: float = 0.005
+    address: str = "127.0.0.1"
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     #: when each failure happened (time.monotonic()), beside C{failures}
@@ -71,7 +72,7 @@ class RequestLoop:
             n += 1
             try:
                 if n % 2:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                    conn = http.client.HTTPConnection(self.address, self.port, timeout=10)
                     conn.request(
                         "GET", self.path, headers={"Host": self.host, "Connection": "close"}
                     )
@@ -101,7 +102,7 @@ class RequestLoop:
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 keep.close()
                 self.reconnects += 1
-        keep = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        keep = http.client.HTTPConnection(self.address, self.port, timeout=10)
         keep.request("GET", self.path, headers={"Host": self.host})
         response = keep.getresponse()
         return keep, response.status, response.read()

@@ -1,25 +1,33 @@
 """
-Several nodes through the real manager: a two-node cluster (a dockerd and an orchestrator
-per node) driven by a manager, a router and a shell on the host (what `make cluster`
+Several nodes through the real front door: a two-node cluster (a dockerd and an orchestrator
+per node) driven by two managers, two routers and a shell on the host (what `make cluster`
 starts). Sites placed on node 1, on node 2 and by the default placement are all served
-through the one router; node 2's engine killed takes only node 2's dynamic site, which
-serves again once the engine is back, without an administrator.
+through the routers; node 2's engine killed takes only node 2's dynamic site, which serves
+again once the engine is back, without an administrator. The dashboard answers through
+both routers, a site made through manager a shows its progress live on manager b, and
+kill -9 of a manager mid-operation, of a router's daemon and of node 2 loses no operation,
+no file and no visitor of node 1's sites.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import pytest_twisted
 from cluster_stack import ClusterStack, cluster_stack, wait
+from request_loop import RequestLoop
 from test_browser import PASSWORD
 from test_dashboard_ws import connect, next_message, session_cookie
+from test_several_managers import EventSocket
 from twisted.internet.threads import deferToThread
 
 from director.cluster.nodes import ClusterError, docker
@@ -28,7 +36,10 @@ from director.cluster.nodes import ClusterError, docker
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ClusterStack]:
     started = time.monotonic()
-    with cluster_stack("dm") as made:
+    # short leases: a killed manager's operation is taken over within seconds
+    settings = ("manager.operation_lease=10", "manager.leader_lease=10",
+                "manager.write_burst=100000.0")  # fmt: skip
+    with cluster_stack("dm", settings) as made:
         made.cli("user", "add", "alice", "--student", "--password-stdin", stdin=PASSWORD + "\n")
         yield made
     print(f"test_cluster_manager: module took {time.monotonic() - started:.1f} s")
@@ -182,7 +193,10 @@ def test_site_database_reached_from_node2(stack: ClusterStack) -> None:
 
 
 def test_cluster_status(stack: ClusterStack) -> None:
-    """`director cluster status` lists both nodes running, both orchestrators ok, the router."""
+    """
+    `director cluster status` lists both nodes running, both orchestrators ok, both
+    managers and both routers up.
+    """
     out = stack.cli("cluster", "status", "--cluster-state", str(stack.layout.state_file))
     lines = out.splitlines()
     for n in (1, 2):
@@ -190,7 +204,17 @@ def test_cluster_status(stack: ClusterStack) -> None:
         assert "engine running" in node and "orchestrator running" in node, out
         record = next(line for line in lines if line.startswith(f"  node{n} "))
         assert " active " in record and " 2 site(s)  ok " in record, out
-    assert lines[-1].endswith("  ok"), out
+    assert _front_door(stack, out) == ["up"] * 4, out
+
+
+def _front_door(s: ClusterStack, status: str) -> list[str]:
+    """What `director cluster status` says of managers a and b and routers a and b."""
+    lines = status.splitlines()
+    urls = [s.ports.manager_url(0), s.ports.manager_url(1)]
+    urls += [s.ports.router_url(0), s.ports.router_url(1)]
+    return [
+        next(line for line in lines if f" {url} " in line).split(url)[1].split()[0] for url in urls
+    ]
 
 
 def _node2(stack: ClusterStack) -> dict[str, object]:
@@ -258,3 +282,239 @@ def test_node2_engine_killed(stack: ClusterStack) -> None:
         poller.join()
     assert polls["count"] > 10
     assert failures == [], failures
+
+
+@dataclass
+class ApiLoop:
+    """
+    A stream of API calls through both managers, in turn: the sites listed, and every
+    fourth call a static site created (on node 1 and node 2 in turn). Calls to a manager
+    in C{down} (being killed) may fail; any other failure is counted, as is every operation
+    started (its id) and every create whose answer never came (its manager was killed).
+    """
+
+    stack: ClusterStack
+    down: set[int] = field(default_factory=set)
+    started: dict[int, str] = field(default_factory=dict)
+    unanswered: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    failures: list[tuple[int, str, int, bytes]] = field(default_factory=list)
+    calls: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            if n % 4:
+                self.call(n % 2, "GET", "/api/v1/sites")
+            else:
+                k = n // 4  # creates: through a and b in turn, on node 1 twice, node 2 twice
+                name = f"ld{k}"
+                body = {"name": name, "type": "static", "orchestrator": f"node{k // 2 % 2 + 1}"}
+                status, content = self.call(k % 2, "POST", "/api/v1/sites", body)
+                if status == 202:
+                    self.started[json.loads(content)["operation"]["id"]] = name
+                elif status == 0 and b"refused" not in content:
+                    self.unanswered.append(name)  # in flight when its manager was killed
+            time.sleep(0.25)
+
+    def call(self, i: int, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        down = i in self.down
+        status, content = self.stack.api_on(i, method, path, body)
+        self.calls += 1
+        if status in (409, 503) and _error(content) in NODE_DOWN:
+            self.refused.append(path)  # a node that is down: said clearly, nothing started
+        elif status not in (200, 202) and not down and i not in self.down:
+            self.failures.append((i, method, status, content[:300]))
+        return status, content
+
+
+#: the errors of a call that needs a node that is down (nothing was started)
+NODE_DOWN = ("node_unavailable", "orchestrator_unavailable")
+
+
+def _error(content: bytes) -> str:
+    try:
+        return str(json.loads(content).get("error"))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _wait_op(s: ClusterStack, op_id: int, timeout: float, on: int = 1) -> dict[str, Any]:
+    """Operation C{op_id} once ended, asked of manager C{on}; it must have succeeded."""
+    found: dict[str, Any] = {}
+
+    def ended() -> bool:
+        status, content = s.api_on(on, "GET", f"/api/v1/operations/{op_id}")
+        if status == 200:
+            found.update(json.loads(content))
+        return found.get("status") in ("succeeded", "failed")
+
+    wait(ended, f"operation {op_id} to end", timeout, s.log_tail, interval=0.2)
+    assert found["status"] == "succeeded", (found, s.log_tail())
+    return found
+
+
+def _op_running(s: ClusterStack, op_id: int) -> bool:
+    status, content = s.api_on(1, "GET", f"/api/v1/operations/{op_id}")
+    return status == 200 and json.loads(content)["status"] == "running"
+
+
+def test_dashboard_and_sites_through_both_routers(stack: ClusterStack) -> None:
+    """
+    The dashboard answers through either router by its host name; a site created through
+    manager a is served by both routers, and a browser's websocket on manager b sees its
+    operation's progress as it happens (node 1's orchestrator held while b's page
+    subscribes).
+    """
+    s = stack
+    for router in (0, 1):
+        status, page = s.front_host(s.config.manager.dashboard_host, path="/login", router=router)
+        assert status == 200 and b'name="csrf"' in page, (router, status, page[:300])
+    cookie = session_cookie(_Browser(s.ports.manager_url(1)), "alice")
+    socket_b = EventSocket(
+        s.ports.manager, "/ws/events", cookie, s.config.manager.url, s.ports.addresses[1]
+    )
+    orchestrator = s.pid("orchestrator-1")
+    try:
+        os.kill(orchestrator, signal.SIGSTOP)
+        try:
+            request = {"name": "fd1", "type": "static", "orchestrator": "node1", "users": ["alice"]}
+            op_id = s.api("POST", "/api/v1/sites", request)["operation"]["id"]
+            socket_b.send({"subscribe": ["fd1"]})
+            answer = socket_b.message(timeout=30)
+            assert answer == {"type": "subscribed", "site": "fd1"}, answer
+        finally:
+            os.kill(orchestrator, signal.SIGCONT)
+        seen = socket_b.operation_until_ended(op_id, 120, s.log_tail)
+    finally:
+        socket_b.close()
+    assert seen[-1]["status"] == "succeeded", seen
+    assert any(op["status"] == "running" for op in seen[:-1]), seen
+    s.api("PUT", "/api/v1/sites/fd1/files/public/index.html", raw=b"front door")
+    for router in (0, 1):
+        wait(lambda r=router: s.front("fd1", router=r) == (200, b"front door"),
+             f"fd1 through router {router}", 60, s.log_tail)  # fmt: skip
+
+
+def test_kill_9_loses_no_operation_no_data_no_visitor(stack: ClusterStack) -> None:
+    """
+    Under a stream of API calls through both managers and visitors of node 1's static sites
+    through both routers, kill -9 (by pid) in turn: manager a in the middle of an operation
+    (b finishes it once its lease runs out), router b's twistd (its nginx keeps serving;
+    the change made meanwhile reaches it once it is back), and node 2 as in a power cut
+    (its orchestrator, nginx and dockerd; its operations wait until it is back). Every
+    operation started succeeds, the files written before are all there, the visitors see no
+    failed request, and calls to a manager that is not the one killed never fail.
+    """
+    s = stack
+    s.create_site("fd2", "dynamic", b"turned dynamic", "node1")  # static on node 1 so far
+    s.wait_operation(s.api("PATCH", "/api/v1/sites/fd2", {"type": "static"}))
+    s.api("PUT", "/api/v1/sites/st2/files/public/kept.txt", raw=b"kept on node 2")
+    s.api("PUT", "/api/v1/sites/fd1/files/public/kept.txt", raw=b"kept on node 1")
+    for name, body in (("fd1", b"front door"), ("st1", SERVED["st1"])):
+        for router in (0, 1):
+            wait(lambda n=name, b=body, r=router: s.front(n, router=r) == (200, b),
+                 f"{name} through router {router}", 60, s.log_tail)  # fmt: skip
+    visitors = [
+        RequestLoop(s.ports.http, f"{name}.{s.sites_domain}", body, interval=0.05,
+                    address=s.ports.addresses[router])
+        for name, body in (("fd1", b"front door"), ("st1", SERVED["st1"]))
+        for router in (0, 1)
+    ]  # fmt: skip
+    calls = ApiLoop(s)
+    caller = threading.Thread(target=calls.run, daemon=True)
+    for loop in visitors:
+        loop.start()
+    caller.start()
+    started = time.monotonic()
+    timeline: list[str] = []
+
+    def mark(what: str) -> None:
+        timeline.append(f"{time.monotonic() - started:.1f} s {what}")
+
+    try:
+        time.sleep(3)
+        # 1. manager a killed in the middle of an operation (node 1's orchestrator held for
+        # a moment, so that the operation is surely still running)
+        orchestrator = s.pid("orchestrator-1")
+        os.kill(orchestrator, signal.SIGSTOP)
+        try:
+            mid = s.api("PATCH", "/api/v1/sites/fd2", {"type": "dynamic"})["operation"]["id"]
+            wait(lambda: _op_running(s, mid), "the operation running", 30, s.log_tail)
+            calls.down.add(0)
+            s.kill("host-manager-a")
+            mark(f"manager a killed, operation {mid} running")
+        finally:
+            os.kill(orchestrator, signal.SIGCONT)
+        said = s.cli("cluster", "status", "--cluster-state", str(s.layout.state_file))
+        assert _front_door(s, said)[:2] == ["DOWN", "up"], said
+        _wait_op(s, mid, 120)
+        mark(f"operation {mid} finished by manager b")
+        s.restart("host-manager-a")
+        calls.down.discard(0)
+        mark("manager a restarted")
+        # 2. router b's twistd killed: its nginx serves on; a change made meanwhile
+        s.kill("host-router-b")
+        mark("router b killed")
+        made = s.api_on(1, "POST", "/api/v1/sites", {"name": "rk", "type": "static",
+                                                      "orchestrator": "node1"})  # fmt: skip
+        assert made[0] == 202, made
+        _wait_op(s, json.loads(made[1])["operation"]["id"], 60)
+        s.api("PUT", "/api/v1/sites/rk/files/public/index.html", raw=b"made meanwhile")
+        time.sleep(2)
+        s.restart("host-router-b")
+        mark("router b restarted")
+        wait(lambda: s.front("rk", router=1) == (200, b"made meanwhile"),
+             "router b serving the site made while it was down", 60, s.log_tail)  # fmt: skip
+        mark("router b serves rk")
+        # 3. node 2 down: its orchestrator, nginx and dockerd killed
+        s.kill_node(2)
+        mark("node 2 killed")
+        during = s.api_on(1, "POST", "/api/v1/sites", {"name": "nk", "type": "static",
+                                                        "orchestrator": "node2"})  # fmt: skip
+        if during[0] == 202:
+            calls.started[json.loads(during[1])["operation"]["id"]] = "nk"
+        mark(f"site on node 2 asked for: {during[0]}")
+        time.sleep(5)
+        s.restart_node(2)
+        mark("node 2 restarted")
+        for op_id in sorted(calls.started):
+            _wait_op(s, op_id, 180)
+        mark(f"all {len(calls.started)} operations of the stream succeeded")
+        time.sleep(2)
+    finally:
+        calls.stop.set()
+        caller.join(60)
+        for loop in visitors:
+            loop.stop()
+        print("; ".join(timeline))
+    print(
+        f"{calls.calls} API calls ({len(calls.started)} operations, {len(calls.refused)} "
+        f"refused: node down, {len(calls.unanswered)} unanswered: {calls.unanswered}); "
+        + ", ".join(f"{v.host}@{v.address}: {v.ok} ok" for v in visitors)
+    )
+    for loop in visitors:
+        assert loop.failures == [], (loop.host, loop.address, loop.failures[:5])
+        assert loop.ok > 100, (loop.host, loop.ok)
+    assert calls.failures == [], calls.failures[:5]
+    assert len(calls.started) >= 10, calls.started
+    # a create whose answer never came: there, its operation done, or not there at all
+    for name in calls.unanswered:
+        status, content = s.api_on(0, "GET", f"/api/v1/sites/{name}")
+        assert status in (200, 404), (name, status, content[:300])
+    # no data lost: files written before, on both nodes, served again
+    kept = (200, b"kept on node 2")
+    for router in (0, 1):
+        wait(lambda r=router: s.front("st2", path="/kept.txt", router=r) == kept,
+             f"st2's file through router {router}", 120, s.log_tail)  # fmt: skip
+        assert s.front("fd1", path="/kept.txt", router=router) == (200, b"kept on node 1")
+    assert s.api("GET", "/api/v1/sites/st2/files/public/kept.txt") == b"kept on node 2"
+    s.wait_served("fd2", b"turned dynamic")
+    # and the sites made during the stream, on both nodes, through both routers
+    for name in sorted(set(calls.started.values()))[:6]:
+        s.api("PUT", f"/api/v1/sites/{name}/files/public/index.html", raw=name.encode())
+        for router in (0, 1):
+            wait(lambda n=name, r=router: s.front(n, router=r) == (200, n.encode()),
+                 f"{name} through router {router}", 60, s.log_tail)  # fmt: skip

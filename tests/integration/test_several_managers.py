@@ -57,12 +57,14 @@ def pair(
 class EventSocket:
     """A blocking websocket client for /ws/events, as the dashboard's page opens it."""
 
-    def __init__(self, port: int, path: str, cookie: str, origin: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(
+        self, port: int, path: str, cookie: str, origin: str, address: str = "127.0.0.1"
+    ) -> None:
+        self.sock = socket.create_connection((address, port), timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: {address}:{port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
                 f"Cookie: director_session={cookie}\r\n\r\n"
@@ -111,6 +113,22 @@ class EventSocket:
             if first & 0x80:
                 return json.loads(payload)
 
+    def operation_until_ended(
+        self, op_id: int, timeout: float, details: Any = lambda: ""
+    ) -> list[dict[str, Any]]:
+        """Every state of operation C{op_id} this socket is sent, up to its end."""
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while not seen or seen[-1]["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, (seen, details())
+            try:
+                message = self.message(timeout=timeout)
+            except (OSError, ValueError) as e:
+                raise AssertionError(f"{e}; seen {seen}\n{details()}") from None
+            if message.get("type") == "operation" and message["operation"]["id"] == op_id:
+                seen.append(message["operation"])
+        return seen
+
     def send(self, message: Any) -> None:
         """One masked text frame, as a browser sends it."""
         data = json.dumps(message).encode()
@@ -153,16 +171,7 @@ def test_one_operation_runs_once_and_b_shows_its_progress(pair: ManagerPair) -> 
         finally:
             orchestrator.send(signal.SIGCONT)
         op_id = created["operation"]["id"]
-        seen: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 120
-        while not seen or seen[-1]["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, (seen, pair.logs())
-            try:
-                message = socket_b.message(timeout=120)
-            except (OSError, ValueError) as e:
-                raise AssertionError(f"{e}; seen {seen}\n{pair.logs()}") from None
-            if message.get("type") == "operation" and message["operation"]["id"] == op_id:
-                seen.append(message["operation"])
+        seen = socket_b.operation_until_ended(op_id, 120, pair.logs)
     finally:
         socket_b.close()
     assert seen[-1]["status"] == "succeeded", seen
