@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
-from director.common.threads import InlineRunner
+from director.common.threads import InlineRunner, fired
 from director.manager.api import ManagerAPI
 from director.manager.domain_services import ManagerServices
 from director.manager.events import MemoryBus
@@ -214,14 +214,7 @@ class ManagerHarness:
         return fake
 
     def result(self, d: Deferred[Any]) -> Any:
-        out: list[Any] = []
-        d.addBoth(out.append)
-        assert out, "the Deferred did not fire"
-        from twisted.python.failure import Failure
-
-        if isinstance(out[0], Failure):
-            out[0].raiseException()
-        return out[0]
+        return fired(d)
 
     def user(self, username: str, role: str = "student", accepted: bool = True) -> str:
         """Create a user and return an API token for them."""
