@@ -73,4 +73,4 @@ def fired(d: Deferred[T]) -> T:
         raise AssertionError(f"{d!r} has not fired")
     if isinstance(out[0], Failure):
         out[0].raiseException()
-    return out[0]  # type: ignore[no-any-return]
+    return out[0]
