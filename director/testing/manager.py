@@ -5,11 +5,14 @@ on it: see L{director.testing.manager_database}), verified fakes, inline threads
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
@@ -34,6 +37,7 @@ from director.testing.keys import Keyring
 
 #: Where the harness's first orchestrator ("main") is.
 ORCHESTRATOR_URL = "http://orchestrator.test"
+T = TypeVar("T")
 
 
 class HangingComponent:
@@ -223,3 +227,28 @@ class ManagerHarness:
             self.result(self.store.update_user(username, accepted_guidelines=True))
         token: str = self.result(self.store.create_token(user.id, "test"))
         return token
+
+
+class ServiceTestCase(SynchronousTestCase):
+    """
+    A domain service (L{UserService} and its siblings) called directly over a harness's
+    store: C{run_} awaits one of its coroutines at once, C{fails} returns what it raised.
+    """
+
+    def setUp(self) -> None:
+        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+
+    def run_(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        result: T = self.h.result(Deferred.fromCoroutine(coroutine))
+        return result
+
+    def fails(self, coroutine: Coroutine[Any, Any, object]) -> Exception:
+        try:
+            self.run_(coroutine)
+        except Exception as e:
+            return e
+        self.fail("no error")
+
+    def audited(self) -> list[tuple[str, str]]:
+        """(action, target) of each audit entry, as the store lists them."""
+        return [(e.action, e.target) for e in self.h.result(self.h.store.list_audit())]
