@@ -120,6 +120,7 @@ class ManagerHarness:
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
+        self._http: Any = None  # a StubTreq over the API, made by the first L{call}
         #: the store's database: another "manager process" may open its own engine on it
         self.database_url = manager_database.database_url(directory)
         self.db_engine = engine = manager_database.engine(self.database_url)
@@ -219,6 +220,24 @@ class ManagerHarness:
 
     def result(self, d: Deferred[Any]) -> Any:
         return fired(d)
+
+    def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        """A request to the real API app (StubTreq) with C{token}: its status and JSON body."""
+        import json
+
+        from treq.testing import StubTreq
+
+        if self._http is None:
+            self._http = StubTreq(self.api.app.resource())
+        d = self._http.request(
+            method,
+            f"http://manager.test{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": [f"Bearer {token}"]},
+        )
+        self._http.flush()
+        response = self.result(d)
+        return response.code, json.loads(self.result(self._http.content(response)))
 
     def user(self, username: str, role: str = "student", accepted: bool = True) -> str:
         """Create a user and return an API token for them."""
