@@ -6,14 +6,12 @@ the catalogue's rules as plain values.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.contract.errors import ValidationError
@@ -132,20 +130,13 @@ class SnippetErrorTests(SynchronousTestCase):
 class CatalogueAPITests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.student = self.h.user("alice")
         self.teacher = self.h.user("tina", role="teacher")
         self.admin = self.h.user("root", role="admin")
         self.h.result(self.h.store.put_image("director/python:3", "Python 3", "", None, True))
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Authorization": [f"Bearer {token}"]}
-        response = self.successResultOf(
-            self.http.request(method, f"http://manager.test{path}", data=data, headers=headers)
-        )
-        content = self.successResultOf(self.http.content(response))
-        return response.code, json.loads(content)
+        return self.h.call(method, path, token, body)
 
     def put(self, token: str, **body: Any) -> tuple[int, Any]:
         return self.call("PUT", "/api/v1/images", token, body)

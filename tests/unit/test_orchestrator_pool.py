@@ -55,18 +55,7 @@ class PoolTestCase(SynchronousTestCase):
     def call(
         self, method: str, path: str, token: str, body: Any = None
     ) -> tuple[int, dict[str, Any]]:
-        headers = {"Authorization": [f"Bearer {token}"]}
-        if body is not None:
-            headers["Content-Type"] = ["application/json"]
-        response = self.successResultOf(
-            self.http.request(
-                method,
-                f"http://manager.test{path}",
-                data=json.dumps(body).encode() if body is not None else None,
-                headers=headers,
-            )
-        )
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
     def create(self, name: str, token: str | None = None, **extra: Any) -> tuple[int, Any]:
         return self.call("POST", "/api/v1/sites", token or self.alice, {"name": name, **extra})
