@@ -6,42 +6,22 @@ with 1,000 and 5,000 other sites configured, against a full `nginx -t` of every 
     .venv/bin/python bench/nginx_snippet_check.py [--sites 1000,5000] [--rounds 5]
 
 The orchestrator's own nginx machinery in this process on the real reactor (no nginx is
-started: a check needs none); one file per site, as orchestrator_nginx_scale.py makes them.
+started: a check needs none); one file per site, as orchestrator_nginx_scale.py makes them
+(both from nginx_common.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-sys.path.insert(0, str(ROOT))
+from nginx_common import for_each_count, main, site, sites_nginx
 
-from services import free_port  # noqa: E402
-from twisted.internet.defer import Deferred  # noqa: E402
-from twisted.internet.task import react  # noqa: E402
+from director.common.nginx import NginxError
 
-from director.common.nginx import NginxError, NginxPaths, NginxProcess  # noqa: E402
-from director.common.threads import BlockingPool  # noqa: E402
-from director.orchestrator.nginx_config import main_config, site_config, site_file_name  # noqa: E402
-from director.orchestrator.site_nginx import StagedNginx, sync_staging  # noqa: E402
-from director.orchestrator.sites import HostedSite, Limits  # noqa: E402
-
-DOMAIN = "sites.bench"
 SNIPPET = 'add_header X-Bench yes always;\nlocation = /x { return 200 "x"; }\n'
-
-
-def site(site_id: int) -> HostedSite:
-    return HostedSite(
-        id=site_id, name=f"s{site_id}", type="static", limits=Limits(client_max_body_size="2m")
-    )
 
 
 def median(values: list[float]) -> float:
@@ -49,57 +29,37 @@ def median(values: list[float]) -> float:
 
 
 async def measure(reactor: Any, count: int, rounds: int, base: Path) -> dict[str, float]:
-    prefix = base / f"nginx-{count}"
-    paths = NginxPaths(prefix)
-    paths.create()
-    hosts = base / "hosts"
-    hosts.mkdir(exist_ok=True)
-    listen = f"127.0.0.1:{free_port()}"
     public = base / "site"
     (public / "public").mkdir(parents=True, exist_ok=True)
-
-    def render(site_files: list[Path] | None = None) -> str:
-        return main_config(prefix, listen, DOMAIN, hosts, paths.sites, 2, site_files)
-
-    paths.conf.write_text(render())
-    for site_id in range(1, count + 1):
-        (paths.sites / site_file_name(site_id)).write_text(
-            site_config(site(site_id), listen, DOMAIN, public, [])
-        )
-    staged = prefix / "staged"
-    sync_staging(staged, paths.sites)
-    pool = BlockingPool(reactor, "bench-files", 2)
-    pool.startService()
-    nginx = StagedNginx(reactor, paths, "bench", pool, render, staged)
-    full = NginxProcess(reactor, paths, "bench")
+    bench = sites_nginx(reactor, base, count, public, workers=2)
     checked = dataclasses.replace(site(count // 2), nginx_snippet=SNIPPET)
     bad = dataclasses.replace(checked, nginx_snippet="bogus_directive on;\n")
     alone, refused, whole = [], [], []
     try:
         for _ in range(rounds):
             started = time.monotonic()
-            await nginx.check_alone(site_config(checked, listen, DOMAIN, public, []))
+            await bench.nginx.check_alone(bench.site_config(checked, public))
             alone.append(time.monotonic() - started)
             started = time.monotonic()
             try:
-                await nginx.check_alone(site_config(bad, listen, DOMAIN, public, []))
+                await bench.nginx.check_alone(bench.site_config(bad, public))
                 raise RuntimeError("nginx took a bogus directive")
             except NginxError:
                 refused.append(time.monotonic() - started)
             started = time.monotonic()
-            await full.check()
+            await bench.full.check()
             whole.append(time.monotonic() - started)
     finally:
-        pool.stopService()
+        bench.pool.stopService()
     return {"alone": median(alone), "refused": median(refused), "full": median(whole)}
 
 
 async def run(reactor: Any, counts: list[int], rounds: int) -> None:
-    base = Path(tempfile.mkdtemp(prefix="director-bench-snippet-", dir="/tmp"))
-    try:
-        results = {n: await measure(reactor, n, rounds, base) for n in counts}
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    results = await for_each_count(
+        counts,
+        "director-bench-snippet-",
+        lambda n, base: measure(reactor, n, rounds, base),
+    )
     print(f"an nginx snippet's check, medians of {rounds}")
     print(f"{'sites':>6} {'check alone':>12} {'refused':>9} {'full nginx -t':>14}")
     for n, r in results.items():
@@ -109,14 +69,5 @@ async def run(reactor: Any, counts: list[int], rounds: int) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sites", default="1000,5000")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    counts = [int(n) for n in args.sites.split(",")]
-    react(lambda reactor: Deferred.fromCoroutine(run(reactor, counts, args.rounds)))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

@@ -18,39 +18,22 @@ without scoping) and a bare reload (SIGHUP to the new page).
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import signal
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-sys.path.insert(0, str(ROOT))
+from nginx_common import DOMAIN, for_each_count, main, site, sites_nginx
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
-from services import free_port  # noqa: E402
-from twisted.internet.defer import Deferred  # noqa: E402
-from twisted.internet.task import deferLater, react  # noqa: E402
-from twisted.internet.threads import deferToThread  # noqa: E402
-
-from director.common.nginx import NginxConfigDirectory, NginxPaths, NginxProcess  # noqa: E402
-from director.common.threads import BlockingPool  # noqa: E402
-from director.orchestrator.nginx_config import (  # noqa: E402
-    NOT_FOUND_PAGE,
-    main_config,
-    site_config,
-    site_file_name,
-)
-from director.orchestrator.site_nginx import SiteNginxFiles, StagedNginx, sync_staging  # noqa: E402
-from director.orchestrator.sites import HostedSite, Limits  # noqa: E402
-
-DOMAIN = "sites.bench"
+from director.common.nginx import NginxConfigDirectory
+from director.orchestrator.nginx_config import NOT_FOUND_PAGE, site_file_name
+from director.orchestrator.site_nginx import SiteNginxFiles
 
 
 def fetch(port: int, host: str) -> bytes:
@@ -71,47 +54,17 @@ async def until_served(reactor: Any, port: int, host: str, body: bytes, started:
         await deferLater(reactor, 0.005, lambda: None)
 
 
-def site(site_id: int) -> HostedSite:
-    return HostedSite(
-        id=site_id,
-        name=f"s{site_id}",
-        type="static",
-        limits=Limits(client_max_body_size="2m"),
-    )
-
-
 async def measure(reactor: Any, count: int, rounds: int, base: Path) -> dict[str, Any]:
-    prefix = base / f"nginx-{count}"
-    paths = NginxPaths(prefix)
-    paths.create()
-    (prefix / "pages" / "__director").mkdir(parents=True)
-    (prefix / "pages" / "__director" / "not-found.html").write_text(NOT_FOUND_PAGE)
-    hosts = base / "hosts"
-    hosts.mkdir(exist_ok=True)
-    port = free_port()
-    listen = f"127.0.0.1:{port}"
-
-    def render(site_files: list[Path] | None = None) -> str:
-        workers = min(4, os.cpu_count() or 1)
-        return main_config(prefix, listen, DOMAIN, hosts, paths.sites, workers, site_files)
-
-    paths.conf.write_text(render())
     pages = {}
     for version in ("v1", "v2"):
         directory = base / version
         (directory / "public").mkdir(parents=True, exist_ok=True)
         (directory / "public" / "index.html").write_text(version)
         pages[version] = directory
-    for site_id in range(1, count + 1):
-        (paths.sites / site_file_name(site_id)).write_text(
-            site_config(site(site_id), listen, DOMAIN, pages["v1"], [])
-        )
-    staged = prefix / "staged"
-    sync_staging(staged, paths.sites)
-    pool = BlockingPool(reactor, "bench-files", 2)
-    pool.startService()
-    nginx = StagedNginx(reactor, paths, "bench", pool, render, staged)
-    full_check = NginxProcess(reactor, paths, "bench")
+    bench = sites_nginx(reactor, base, count, pages["v1"], workers=min(4, os.cpu_count() or 1))
+    (bench.prefix / "pages" / "__director").mkdir(parents=True)
+    (bench.prefix / "pages" / "__director" / "not-found.html").write_text(NOT_FOUND_PAGE)
+    nginx, pool, staged, port = bench.nginx, bench.pool, bench.staged, bench.port
     started = time.monotonic()
     nginx.privilegedStartService()
     nginx.startService()
@@ -124,13 +77,11 @@ async def measure(reactor: Any, count: int, rounds: int, base: Path) -> dict[str
     version = "v1"
     for _ in range(rounds):
         started = time.monotonic()
-        await full_check.check()
+        await bench.full.check()
         checks.append(time.monotonic() - started)
         # a reload on its own: write the change by hand, SIGHUP, wait for the new page
         version = "v2" if version == "v1" else "v1"
-        text = site_config(changed, listen, DOMAIN, pages[version], [])
-        (paths.sites / site_file_name(changed.id)).write_text(text)
-        (staged / site_file_name(changed.id)).write_text(text)
+        bench.write(changed, pages[version])
         started = time.monotonic()
         assert nginx.pid is not None
         os.kill(nginx.pid, signal.SIGHUP)
@@ -138,7 +89,7 @@ async def measure(reactor: Any, count: int, rounds: int, base: Path) -> dict[str
         await deferLater(reactor, 0.5, lambda: None)  # let the old workers go
         # the whole change as the runtime makes it: write, nginx -t, reload, serving
         version = "v2" if version == "v1" else "v1"
-        text = site_config(changed, listen, DOMAIN, pages[version], [])
+        text = bench.site_config(changed, pages[version])
         started = time.monotonic()
         live: Deferred[None] = files.apply({site_file_name(changed.id): text})
         await live
@@ -162,12 +113,11 @@ async def measure(reactor: Any, count: int, rounds: int, base: Path) -> dict[str
 
 
 async def run(reactor: Any, counts: list[int], rounds: int) -> None:
-    base = Path(tempfile.mkdtemp(prefix="director-bench-nginx-", dir="/tmp"))
-    base.chmod(0o755)
-    try:
-        results = {n: await measure(reactor, n, rounds, base) for n in counts}
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    results = await for_each_count(
+        counts,
+        "director-bench-nginx-",
+        lambda n, base: measure(reactor, n, rounds, base),
+    )
     workers = min(4, os.cpu_count() or 1)
     print(f"one site's nginx change, medians of {rounds} (nginx workers: {workers})")
     columns = ("sites", "start", "full -t", "reload", "apply->live", "max", "master RSS")
@@ -181,14 +131,5 @@ async def run(reactor: Any, counts: list[int], rounds: int) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sites", default="1000,5000")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    counts = [int(n) for n in args.sites.split(",")]
-    react(lambda reactor: Deferred.fromCoroutine(run(reactor, counts, args.rounds)))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

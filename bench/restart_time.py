@@ -70,6 +70,29 @@ class Loop(threading.Thread):
             time.sleep(0.005)  # about 150 requests/s: the loop must not starve the machine
 
 
+def restart_until_served(stack: Stack, name: str, host: str) -> float:
+    """
+    One restart of C{name} through the API: the seconds from the call to the new task
+    serving (its page changes); returns once the operation is over and the old task stopped.
+    """
+    before = get(stack, host)[1]
+    started = time.monotonic()
+    answer = stack.api("POST", f"/api/v1/sites/{name}/restart")
+    while True:
+        status, body = get(stack, host, timeout=5)
+        if status == 200 and body != before:
+            break
+        if time.monotonic() - started > 60:
+            raise SystemExit("the new task never served")
+        time.sleep(0.005)
+    took = time.monotonic() - started
+    op = answer["operation"]["id"]
+    while stack.api("GET", f"/api/v1/operations/{op}")["status"] not in ("succeeded", "failed"):
+        time.sleep(0.05)
+    time.sleep(0.5)  # the old task's stop, well clear of the next restart
+    return took
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--restarts", type=int, default=10)
@@ -101,24 +124,7 @@ def main() -> None:
         loop.start()
         times: list[float] = []
         for _ in range(args.restarts):
-            before = get(stack, host)[1]
-            started = time.monotonic()
-            answer = stack.api("POST", f"/api/v1/sites/{name}/restart")
-            while True:
-                status, body = get(stack, host, timeout=5)
-                if status == 200 and body != before:
-                    break
-                if time.monotonic() - started > 60:
-                    raise SystemExit("the new task never served")
-                time.sleep(0.005)
-            times.append(time.monotonic() - started)
-            op = answer["operation"]["id"]
-            while stack.api("GET", f"/api/v1/operations/{op}")["status"] not in (
-                "succeeded",
-                "failed",
-            ):
-                time.sleep(0.05)
-            time.sleep(0.5)  # the old task's stop, well clear of the next restart
+            times.append(restart_until_served(stack, name, host))
         loop.stopped.set()
         loop.join(30)
         print(

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _stack import Stack
-from restart_time import RUN_SH, get
+from restart_time import RUN_SH, get, restart_until_served
 
 from director.cli import nginx_instances
 from director.common import pidfiles
@@ -259,24 +259,7 @@ def main() -> None:
         name = names[len(names) // 2]
         host = f"{name}.sites.localhost"
         for _ in range(3):
-            before = get(stack, host)[1]
-            t = time.monotonic()
-            answer = stack.api("POST", f"/api/v1/sites/{name}/restart")
-            while True:
-                status, body = get(stack, host, timeout=5)
-                if status == 200 and body != before:
-                    break
-                if time.monotonic() - t > 60:
-                    raise SystemExit("the new task never served")
-                time.sleep(0.005)
-            times.append(time.monotonic() - t)
-            op = answer["operation"]["id"]
-            while stack.api("GET", f"/api/v1/operations/{op}")["status"] not in (
-                "succeeded",
-                "failed",
-            ):
-                time.sleep(0.05)
-            time.sleep(0.5)
+            times.append(restart_until_served(stack, name, host))
         print(
             f"one site's restart, API call -> new task serving: median "
             f"{statistics.median(times):.2f} s ({', '.join(f'{x:.2f}' for x in times)})"

@@ -17,26 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
-from director.common.threads import InlineRunner
-from director.manager.models import DEFAULT_LIMITS
+from director.common.threads import InlineRunner, fired
 from director.manager.store import Store, make_engine, migrate
-
-
-def result(d: Deferred[Any]) -> Any:
-    out: list[Any] = []
-    d.addBoth(out.append)
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
+from director.testing.manager import static_site_fields
 
 
 def timed(call: Callable[[], Deferred[Any]], rounds: int) -> tuple[float, float, int]:
     times, size = [], 0
     for _ in range(rounds):
         start = time.perf_counter()
-        size = len(result(call()))
+        size = len(fired(call()))
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
     return statistics.median(times), times[int(len(times) * 0.95) - 1], size
@@ -51,30 +42,21 @@ def main() -> None:
     engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}")
     migrate(engine)
     store = Store(engine, InlineRunner())
-    user = result(store.create_user("alice", "student"))
+    user = fired(store.create_user("alice", "student"))
     for n in range(args.sites):
-        result(
+        fired(
             store.create_site(
-                {
-                    "name": f"site{n}",
-                    "type": "static",
-                    "purpose": "project",
-                    "availability": "enabled",
-                    "description": "",
-                    "image": "director/python:3",
-                    "packages": [],
-                    "limits": dict(DEFAULT_LIMITS),
-                },
+                static_site_fields(f"site{n}"),
                 ["alice"],
                 ("create_site", []),
                 None,
             )
         )
     for n in range(args.audit):
-        result(store.audit(user, "touch", f"site{n}", {"n": n}))
+        fired(store.audit(user, "touch", f"site{n}", {"n": n}))
     for n in range(20):
-        result(store.create_token(user.id, f"token{n}"))
-        result(store.add_banner(f"banner {n}", "info", None, None))
+        fired(store.create_token(user.id, f"token{n}"))
+        fired(store.add_banner(f"banner {n}", "info", None, None))
     print(f"store reads, SQLite, {args.sites} sites, {args.audit} audit entries:")
     for name, call in (
         ("list_sites", lambda: store.list_sites(limit=args.sites)),

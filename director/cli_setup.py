@@ -18,6 +18,7 @@ from typing import Any
 from director.common.atomic import atomic_write
 from director.common.config import COMPONENTS, Config, ConfigError, load_config, parse_config
 from director.common.keys import generate_component_keys, generate_ssh_host_keys
+from director.common.threads import fired
 
 DEFAULT_CONFIG = "etc/director.toml"
 
@@ -110,15 +111,8 @@ def _store(config: Config) -> Any:
     return Store(engine, InlineRunner())
 
 
-def _result(d: Any) -> Any:
-    """The result of an already-fired Deferred (the CLI's store runs inline)."""
-    out: list[Any] = []
-    d.addBoth(out.append)
-    from twisted.python.failure import Failure
-
-    if out and isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
+#: the result of an already-fired Deferred (the CLI's store runs inline)
+_result = fired
 
 
 def _init_database(config: Config, args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
@@ -59,3 +60,17 @@ class InlineRunner:
             return succeed(f(*args, **kwargs))
         except BaseException:
             return fail()
+
+
+def fired(d: Deferred[T]) -> T:
+    """
+    The result of a Deferred that has already fired (an L{InlineRunner}'s: the CLI's store,
+    synchronous tests and benchmarks), its failure raised; one still waiting is a bug.
+    """
+    out: list[Any] = []
+    d.addBoth(out.append)
+    if not out:
+        raise AssertionError(f"{d!r} has not fired")
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]

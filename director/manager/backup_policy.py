@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from director.manager.models import ValidationError
@@ -109,11 +109,3 @@ def run_view(row: BackupRun, admin: bool) -> dict[str, Any]:
     if row.status == "failed":
         view["error"] = row.error if admin else "the backup failed; the administrators see why"
     return view
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()

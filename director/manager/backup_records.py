@@ -15,8 +15,7 @@ from twisted.internet.defer import Deferred
 
 from director.common.threads import Runner
 from director.manager import schema as t
-from director.manager.backup_policy import _iso
-from director.manager.models import Site
+from director.manager.models import Site, iso_utc
 from director.manager.store.rows import BackupRun, BackupSummary
 
 
@@ -88,8 +87,8 @@ class BackupRecords:
             rows = []
             for r in conn.execute(query):
                 row = dict(r._mapping)
-                row["started_at"] = _iso(row["started_at"])
-                row["finished_at"] = _iso(row["finished_at"])
+                row["started_at"] = iso_utc(row["started_at"])
+                row["finished_at"] = iso_utc(row["finished_at"])
                 rows.append(BackupRun(**row))
             return rows
 

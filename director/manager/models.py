@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from director.contract.databases import DatabaseKind, SiteDatabase
@@ -29,6 +29,16 @@ from director.manager.user_rules import SiteNameRules as SiteNameRules
 from director.manager.user_rules import UserLimits as UserLimits
 from director.manager.user_rules import membership_refusal as membership_refusal
 from director.manager.user_rules import purpose_refusal as purpose_refusal
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """A time as the API shows it: ISO 8601, a naive one (SQLite's) taken as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
 
 ROLES = ("student", "teacher", "admin")
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")

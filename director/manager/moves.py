@@ -83,19 +83,7 @@ async def check_move(pool: OrchestratorPool, site: Site, target: str) -> None:
     if target == source:
         raise PlacementError(409, "same_orchestrator", f"the site already runs on {target}")
     records = await pool.records.list() if pool.records is not None else []
-    record = next((r for r in records if r.name == target), None)
-    if record is None or pool.member(target) is None:
-        raise PlacementError(
-            404, "unknown_orchestrator", f"there is no orchestrator named {target}"
-        )
-    if record.state != "active":
-        raise PlacementError(
-            409, "orchestrator_draining", f"the orchestrator {target} takes no new sites"
-        )
-    if not pool.is_up(target):
-        raise PlacementError(
-            409, "orchestrator_unavailable", f"the orchestrator {target} is unavailable"
-        )
+    pool.usable(next((r for r in records if r.name == target), None), target, 404)
     if not pool.is_up(source):
         raise PlacementError(
             409,

@@ -221,20 +221,7 @@ class OrchestratorPool(HealthCheckedPool[Member]):
         records = await self.records.list() if self.records else [self._default]
         known = {r.name: r for r in records if r.name in self._members}
         if requested is not None:
-            record = known.get(requested)
-            if record is None:
-                raise PlacementError(
-                    409, "unknown_orchestrator", f"there is no orchestrator named {requested}"
-                )
-            if record.state != "active":
-                raise PlacementError(
-                    409, "orchestrator_draining", f"the orchestrator {requested} takes no new sites"
-                )
-            if not self.is_up(requested):
-                raise PlacementError(
-                    409, "orchestrator_unavailable", f"the orchestrator {requested} is unavailable"
-                )
-            return record
+            return self.usable(known.get(requested), requested)
         active = [r for r in known.values() if r.state == "active"]
         if not active:
             raise PlacementError(
@@ -242,6 +229,27 @@ class OrchestratorPool(HealthCheckedPool[Member]):
             )
         healthy = [r for r in active if self.is_up(r.name)]
         return min(healthy or active, key=lambda r: (r.sites, r.name))
+
+    def usable(
+        self, record: Orchestrator | None, name: str, unknown_status: int = 409
+    ) -> Orchestrator:
+        """
+        C{record}, the orchestrator named C{name}, if it may take a site now (a member,
+        active and up); else L{PlacementError} (C{unknown_status} for one it does not know).
+        """
+        if record is None or self.member(name) is None:
+            raise PlacementError(
+                unknown_status, "unknown_orchestrator", f"there is no orchestrator named {name}"
+            )
+        if record.state != "active":
+            raise PlacementError(
+                409, "orchestrator_draining", f"the orchestrator {name} takes no new sites"
+            )
+        if not self.is_up(name):
+            raise PlacementError(
+                409, "orchestrator_unavailable", f"the orchestrator {name} is unavailable"
+            )
+        return record
 
     # -- the loop (L{HealthCheckedPool}'s, with the records reloaded first) ----------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
-from director.manager.models import ValidationError
+from director.manager.models import ValidationError, iso_utc
 
 MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
 MAX_SCHEDULE = 100
@@ -132,14 +132,6 @@ def validate_enabled(value: object) -> bool:
     return value
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
-
-
 @dataclass(frozen=True)
 class TaskRun:
     id: int
@@ -166,8 +158,8 @@ class TaskRun:
             "output": self.output,
             "output_truncated": self.output_truncated,
             "message": self.message,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "started_at": iso_utc(self.started_at),
+            "finished_at": iso_utc(self.finished_at),
             "duration": duration,
         }
 
@@ -196,7 +188,7 @@ class Task:
             "next_run_at": datetime.fromtimestamp(self.next_run_at, UTC).isoformat()
             if self.enabled
             else None,
-            "created_at": _iso(self.created_at),
+            "created_at": iso_utc(self.created_at),
             "last_run": self.last_run.to_json() if self.last_run is not None else None,
         }
 

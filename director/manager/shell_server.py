@@ -21,7 +21,7 @@ from director.common.tokens import mint
 from director.common.web import render_json
 from director.manager.access import locked, may_act
 from director.manager.api import APIError, parse_public_key, read_object
-from director.manager.models import ValidationError
+from director.manager.models import Site, User, ValidationError
 from director.manager.operations import OPERATIONS, wait_for
 from director.manager.orchestrator_pool import OrchestratorPool, url_of
 from director.manager.passwords import Passwords
@@ -119,9 +119,11 @@ class ShellServerAPI:
             },
         )
 
-    @app.route("/shell-server/session", methods=["POST"])
-    async def session(self, request: IRequest) -> bytes:
-        body = read_object(request, {"username", "site"})
+    async def _active_member(self, body: dict[str, Any]) -> tuple[User, Site]:
+        """
+        The active user C{body["username"]} and C{body["site"]}, one of their sites; whatever
+        else the names are, one answer (no such site), which does not tell if the site exists.
+        """
         username, name = body.get("username"), body.get("site")
         unknown = APIError(404, "unknown_site", "no such site, or you are not a member")
         if not isinstance(username, str) or not isinstance(name, str) or len(name) > 64:
@@ -132,6 +134,12 @@ class ShellServerAPI:
             raise unknown
         if not user.is_active:
             raise APIError(403, "inactive", "this account is deactivated")
+        return user, site
+
+    @app.route("/shell-server/session", methods=["POST"])
+    async def session(self, request: IRequest) -> bytes:
+        body = read_object(request, {"username", "site"})
+        user, site = await self._active_member(body)
         if locked(user, site):
             raise APIError(
                 403,
@@ -148,7 +156,9 @@ class ShellServerAPI:
         token = mint(
             self._key, self._reactor, site.id, user.username, TOKEN_TTL, admin=user.is_admin
         )
-        self.log.info("shell session token for {user} on {site}", user=username, site=site.name)
+        self.log.info(
+            "shell session token for {user} on {site}", user=user.username, site=site.name
+        )
         return render_json(
             request,
             {
@@ -169,18 +179,10 @@ class ShellServerAPI:
         with the operation (its status and error say how it went).
         """
         body = read_object(request, {"username", "site", "commit"})
-        username, name, commit = body.get("username"), body.get("site"), body.get("commit")
-        unknown = APIError(404, "unknown_site", "no such site, or you are not a member")
-        if not isinstance(username, str) or not isinstance(name, str) or len(name) > 64:
-            raise unknown
+        commit = body.get("commit")
         if not isinstance(commit, str) or not COMMIT.match(commit):
             raise APIError(400, "bad_commit", "commit must be a hexadecimal commit id")
-        user = await self._store.get_user(username)
-        site = await self._store.get_site(name)
-        if user is None or site is None or not may_act(user, site.members):
-            raise unknown
-        if not user.is_active:
-            raise APIError(403, "inactive", "this account is deactivated")
+        user, site = await self._active_member(body)
         if site.availability == "disabled":
             raise APIError(403, "site_disabled", f"{site.name} is disabled")
         params = {"commit": commit, "via": "git push"}
@@ -198,7 +200,7 @@ class ShellServerAPI:
         self.log.info(
             "git push deploy of {site} by {user} ({commit})",
             site=site.name,
-            user=username,
+            user=user.username,
             commit=commit,
         )
         done = await wait_for(self._reactor, self._store, op.id, timeout=DEPLOY_WAIT)

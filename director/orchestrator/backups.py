@@ -212,25 +212,17 @@ class SiteBackups:
 
     async def _dump(self, target: DatabaseTarget, into: Path) -> None:
         host, db = target.host, target.site
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env = _client_env(host, db.kind)
         if db.kind == "postgres":
             argv = [
                 _tool("pg_dump"),
-                "--host",
-                host.admin_host,
-                "--port",
-                str(host.admin_port),
-                "--username",
-                host.admin_user,
-                "--no-password",
+                *_postgres_login(host),
                 "--no-owner",
                 "--no-privileges",
                 "--file",
                 str(into),
                 db.name,
             ]
-            env["PGPASSWORD"] = host.admin_password
-            env["PGCONNECT_TIMEOUT"] = str(host.connect_timeout)
         else:
             argv = [
                 _tool("mysqldump"),
@@ -244,14 +236,12 @@ class SiteBackups:
                 f"--result-file={into}",
                 db.name,
             ]
-            env["MYSQL_PWD"] = host.admin_password
         _, err, code = await run_process(self._reactor, argv, env, DATABASE_TIMEOUT)
         if code != 0:
-            message = err.decode("utf-8", "replace").strip().splitlines()
             raise BackupError(
                 502,
                 "database_dump_failed",
-                f"the database could not be dumped: {message[-1] if message else code}",
+                f"the database could not be dumped: {_last_line(err, code)}",
             )
 
     # -- listing ----------------------------------------------------------------------------
@@ -331,17 +321,11 @@ class SiteBackups:
 
     async def _load(self, target: DatabaseTarget, dump: Path) -> None:
         host, db = target.host, target.site
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env = _client_env(host, db.kind)
         if db.kind == "postgres":
             argv = [
                 _tool("psql"),
-                "--host",
-                host.admin_host,
-                "--port",
-                str(host.admin_port),
-                "--username",
-                host.admin_user,
-                "--no-password",
+                *_postgres_login(host),
                 "--quiet",
                 "--no-psqlrc",
                 "--set",
@@ -354,8 +338,6 @@ class SiteBackups:
                 "--file",
                 str(dump),
             ]
-            env["PGPASSWORD"] = host.admin_password
-            env["PGCONNECT_TIMEOUT"] = str(host.connect_timeout)
             stdin = None
         else:
             argv = [
@@ -365,18 +347,40 @@ class SiteBackups:
                 f"--connect-timeout={host.connect_timeout}",
                 f"--database={db.name}",
             ]
-            env["MYSQL_PWD"] = host.admin_password
             stdin = dump
         _, err, code = await run_process(
             self._reactor, argv, env, DATABASE_TIMEOUT, stdin_path=stdin
         )
         if code != 0:
-            message = err.decode("utf-8", "replace").strip().splitlines()
             raise BackupError(
                 502,
                 "database_restore_failed",
-                f"the database could not be loaded: {message[-1] if message else code}",
+                f"the database could not be loaded: {_last_line(err, code)}",
             )
+
+
+def _client_env(host: DatabaseHost, kind: str) -> dict[str, str]:
+    """A dump or load client's environment: the admin's password is never on its argv."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if kind == "postgres":
+        env["PGPASSWORD"] = host.admin_password
+        env["PGCONNECT_TIMEOUT"] = str(host.connect_timeout)
+    else:
+        env["MYSQL_PWD"] = host.admin_password
+    return env
+
+
+def _postgres_login(host: DatabaseHost) -> list[str]:
+    return [
+        "--host", host.admin_host, "--port", str(host.admin_port),
+        "--username", host.admin_user, "--no-password",
+    ]  # fmt: skip
+
+
+def _last_line(err: bytes, code: int) -> str:
+    """What a failed client said last (or its exit code)."""
+    message = err.decode("utf-8", "replace").strip().splitlines()
+    return message[-1] if message else str(code)
 
 
 def _mysql_address(host: DatabaseHost) -> list[str]:

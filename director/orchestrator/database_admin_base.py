@@ -79,6 +79,17 @@ class DatabaseError(Exception):
         return f"{self.code}: {self.message}"
 
 
+#: The HTTP status the orchestrator answers each L{DatabaseError} code with (others: 400).
+DATABASE_ERROR_STATUS = {
+    "unavailable": 503,
+    "server_error": 502,
+    "query_failed": 422,
+    "query_timeout": 422,
+    "access_denied": 422,
+    "not_found": 404,
+}
+
+
 def site_identifier(site_id: int) -> str:
     """The database name and user name of site C{site_id}."""
     name = f"site_{site_id}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 from director.common.threads import Runner
 from director.contract.databases import DATABASE_KINDS, DatabaseKind
 from director.orchestrator.database_admin_base import (
+    DATABASE_ERROR_STATUS,
     MAX_PASSWORD_LENGTH,
     MAX_QUERY_LENGTH,
     MAX_QUERY_ROWS,
@@ -40,6 +41,7 @@ from director.orchestrator.mysql_admin import MySQLAdmin, _grant_pattern, _sessi
 from director.orchestrator.postgres_admin import PostgresAdmin
 
 __all__ = [
+    "DATABASE_ERROR_STATUS",
     "DATABASE_KINDS",
     "MAX_PASSWORD_LENGTH",
     "MAX_QUERY_LENGTH",

@@ -14,7 +14,12 @@ from director.common.web import render_json
 from director.contract.databases import DatabaseSpec
 from director.contract.errors import ValidationError
 from director.orchestrator.backups import BackupError, DatabaseTarget, SiteBackups, restore_path
-from director.orchestrator.databases import DatabaseError, DatabaseHost, make_database_admin
+from director.orchestrator.databases import (
+    DATABASE_ERROR_STATUS,
+    DatabaseError,
+    DatabaseHost,
+    make_database_admin,
+)
 from director.orchestrator.web_base import (
     BadRequest,
     OrchestratorAPIBase,
@@ -50,15 +55,7 @@ class DatabaseRoutes(OrchestratorAPIBase):
     @app.handle_errors(DatabaseError)
     def _database_error(self, request: IRequest, failure: Any) -> bytes:
         e = failure.value
-        status = {
-            "unavailable": 503,
-            "server_error": 502,
-            "query_failed": 422,
-            "query_timeout": 422,
-            "access_denied": 422,
-            "not_found": 404,
-        }.get(e.code, 400)
-        return render_error(request, status, e.code, e.message)
+        return render_error(request, DATABASE_ERROR_STATUS.get(e.code, 400), e.code, e.message)
 
     @app.route("/v1/databases", methods=["PUT"])
     async def put_database(self, request: IRequest) -> bytes:

@@ -22,10 +22,21 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from director.common.nginx import SAFE_FILENAME, NginxError
+from director.router.front_nginx_config import FrontSettings
 from director.router.issuer import ACMEError, IACMEClient, IChallengeResponder
 
 T = TypeVar("T")
 ERROR = "urn:ietf:params:acme:error:"
+
+#: A front nginx's settings for the router's unit tests (sites.test, one upstream).
+FRONT_SETTINGS = FrontSettings(
+    sites_domain="sites.test",
+    http_listen=("127.0.0.1:8080",),
+    https_listen=("127.0.0.1:8443",),
+    https_port=8443,
+    upstreams=("127.0.0.1:8180",),
+    max_body_size="2m",
+)
 
 
 def webroot_fetcher(webroot: Path) -> Callable[[str, str], str | None]:

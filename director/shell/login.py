@@ -119,18 +119,25 @@ def _name(credentials: Any) -> LoginName:
     return parse_login_name(credentials.username)
 
 
-@implementer(ICredentialsChecker)
-class ManagerPasswordChecker:
-    """Passwords, checked by the manager (the shell server stores none)."""
-
-    credentialInterfaces = (IUsernamePassword,)
+class _ManagerChecker:
+    """A checker that asks the manager; its avatar id is a L{ShellLogin}, not a name."""
 
     def __init__(self, accounts: ShellAccounts) -> None:
         self._accounts = accounts
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
-        # The avatar id is a ShellLogin, not a name: the realm needs the account's sites.
+        # The realm needs the account's sites, which the manager's answer carries.
         return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: Any) -> ShellLogin:
+        raise NotImplementedError
+
+
+@implementer(ICredentialsChecker)
+class ManagerPasswordChecker(_ManagerChecker):
+    """Passwords, checked by the manager (the shell server stores none)."""
+
+    credentialInterfaces = (IUsernamePassword,)
 
     async def _check(self, credentials: Any) -> ShellLogin:
         name = _name(credentials)
@@ -152,7 +159,7 @@ def key_fingerprint(key: Key) -> str:
 
 
 @implementer(ICredentialsChecker)
-class ManagerKeyChecker:
+class ManagerKeyChecker(_ManagerChecker):
     """
     Public keys registered in the manager. The signature is verified here first, and the
     manager is asked only about keys the client has proven it holds: a key offered
@@ -161,13 +168,6 @@ class ManagerKeyChecker:
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
-
-    def __init__(self, accounts: ShellAccounts) -> None:
-        self._accounts = accounts
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
-        # The avatar id is a ShellLogin, not a name: the realm needs the account's sites.
-        return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: Any) -> ShellLogin:
         name = _name(credentials)

@@ -8,10 +8,8 @@ reactor for real servers (pytest-twisted waits for a Deferred a test returns).
 
 from __future__ import annotations
 
-import functools
 import secrets
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
@@ -23,8 +21,7 @@ from director.orchestrator.databases import (
     SiteDatabase,
     new_password,
 )
-
-C = TypeVar("C", bound="DatabaseAdminContract")
+from director.testing.async_contract import contract_test
 
 #: Names that must be refused before any SQL is sent: wrong shape, quoting tricks,
 #: statement injection, a trailing newline (which a C{$}-anchored regex would let through),
@@ -56,18 +53,6 @@ def unchecked_site(kind: object, name: object, username: object, password: objec
     make: Any = SiteDatabase
     site_db: SiteDatabase = make(kind, name, username, password, "127.0.0.1", 1)
     return site_db
-
-
-def contract_test(
-    test: Callable[[C], Coroutine[Any, Any, None]],
-) -> Callable[[C], Deferred[None] | None]:
-    """An async test body, run as a Deferred and handed to the class's L{finish}."""
-
-    @functools.wraps(test)
-    def run(self: C) -> Deferred[None] | None:
-        return self.finish(Deferred.fromCoroutine(test(self)))
-
-    return run
 
 
 class DatabaseAdminContract:

@@ -29,7 +29,7 @@ from twisted.web.client import ResponseDone
 from director.common.client import ComponentCallError
 from director.contract.errors import ValidationError
 from director.contract.images import validate_setup_commands
-from director.orchestrator.databases import DatabaseError, DatabaseHost
+from director.orchestrator.databases import DATABASE_ERROR_STATUS, DatabaseError, DatabaseHost
 from director.orchestrator.engine_health import engine_report
 from director.orchestrator.files import LAYOUT, FileError
 from director.orchestrator.images import CUSTOM_TAG
@@ -43,15 +43,6 @@ from director.orchestrator.sites import IMAGE_NAME, HostedSite, parse_site, site
 from director.testing.fake_databases import FakeDatabaseAdmin
 
 URL = "http://fake-orchestrator"
-
-_DATABASE_STATUS = {
-    "unavailable": 503,
-    "server_error": 502,
-    "query_failed": 422,
-    "query_timeout": 422,
-    "access_denied": 422,
-    "not_found": 404,
-}
 
 
 def refusal(path: str, status: int, code: str, message: str) -> ComponentCallError:
@@ -350,7 +341,7 @@ class FakeOrchestrator:
         if isinstance(result, Failure):
             e = result.value
             if isinstance(e, DatabaseError):
-                raise refusal(path, _DATABASE_STATUS.get(e.code, 400), e.code, e.message)
+                raise refusal(path, DATABASE_ERROR_STATUS.get(e.code, 400), e.code, e.message)
             result.raiseException()
         return result
 

@@ -5,15 +5,18 @@ on it: see L{director.testing.manager_database}), verified fakes, inline threads
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.client import ComponentCallError
-from director.common.threads import InlineRunner
+from director.common.threads import InlineRunner, fired
 from director.contract.urls import UrlFormats
 from director.manager.api import ManagerAPI
 from director.manager.domain_services import ManagerServices
@@ -35,6 +38,7 @@ from director.testing.keys import Keyring
 
 #: Where the harness's first orchestrator ("main") is.
 ORCHESTRATOR_URL = "http://orchestrator.test"
+T = TypeVar("T")
 
 
 class HangingComponent:
@@ -118,6 +122,7 @@ class ManagerHarness:
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
+        self._http: Any = None  # a StubTreq over the API, made by the first L{call}
         #: the store's database: another "manager process" may open its own engine on it
         self.database_url = manager_database.database_url(directory)
         self.db_engine = engine = manager_database.engine(self.database_url)
@@ -218,14 +223,25 @@ class ManagerHarness:
         return fake
 
     def result(self, d: Deferred[Any]) -> Any:
-        out: list[Any] = []
-        d.addBoth(out.append)
-        assert out, "the Deferred did not fire"
-        from twisted.python.failure import Failure
+        return fired(d)
 
-        if isinstance(out[0], Failure):
-            out[0].raiseException()
-        return out[0]
+    def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        """A request to the real API app (StubTreq) with C{token}: its status and JSON body."""
+        import json
+
+        from treq.testing import StubTreq
+
+        if self._http is None:
+            self._http = StubTreq(self.api.app.resource())
+        d = self._http.request(
+            method,
+            f"http://manager.test{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": [f"Bearer {token}"]},
+        )
+        self._http.flush()
+        response = self.result(d)
+        return response.code, json.loads(self.result(self._http.content(response)))
 
     def user(self, username: str, role: str = "student", accepted: bool = True) -> str:
         """Create a user and return an API token for them."""
@@ -234,3 +250,28 @@ class ManagerHarness:
             self.result(self.store.update_user(username, accepted_guidelines=True))
         token: str = self.result(self.store.create_token(user.id, "test"))
         return token
+
+
+class ServiceTestCase(SynchronousTestCase):
+    """
+    A domain service (L{UserService} and its siblings) called directly over a harness's
+    store: C{run_} awaits one of its coroutines at once, C{fails} returns what it raised.
+    """
+
+    def setUp(self) -> None:
+        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+
+    def run_(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        result: T = self.h.result(Deferred.fromCoroutine(coroutine))
+        return result
+
+    def fails(self, coroutine: Coroutine[Any, Any, object]) -> Exception:
+        try:
+            self.run_(coroutine)
+        except Exception as e:
+            return e
+        self.fail("no error")
+
+    def audited(self) -> list[tuple[str, str]]:
+        """(action, target) of each audit entry, as the store lists them."""
+        return [(e.action, e.target) for e in self.h.result(self.h.store.list_audit())]

@@ -27,10 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from director.manager.store import make_engine, migrate
+from director.common.threads import InlineRunner
+from director.manager.store import Store, make_engine, migrate
+from director.manager.store.engine import run_migrations
 
 #: postgresql+psycopg://user:password@host:port/dbname of a server the tests may create
 #: databases on (the user needs CREATEDB); unset or empty: SQLite files.
@@ -246,6 +248,78 @@ def engine(url: str) -> Engine:
     made = make_engine(url)
     _engines.append(made)
     return made
+
+
+class Schema:
+    """
+    A database moved by hand between schema revisions, and what migration tests look at:
+    the same calls on SQLite and PostgreSQL (so rows are written with portable SQL).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def upgrade(self, revision: str = "head") -> None:
+        migrate(self.engine, revision)
+
+    def downgrade(self, revision: str) -> None:
+        run_migrations(self.engine, "downgrade", revision)
+
+    def execute(self, *statements: str) -> None:
+        """Run C{statements} in one transaction (rows a migration must keep or change)."""
+        with self.engine.begin() as connection:
+            for statement in statements:
+                connection.execute(text(statement))
+
+    def scalar(self, sql: str) -> Any:
+        with self.engine.connect() as connection:
+            return connection.execute(text(sql)).scalar()
+
+    def columns(self, table: str) -> set[str]:
+        return {c["name"] for c in inspect(self.engine).get_columns(table)}
+
+    def tables(self) -> set[str]:
+        return set(inspect(self.engine).get_table_names())
+
+    def differences(self) -> list[Any]:
+        """How the schema differs from the one the code declares (none, after C{upgrade})."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+
+        from director.manager.schema import metadata
+
+        with self.engine.connect() as connection:
+            return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+    def store(self) -> Store:
+        """The store on this database, run inline (C{director.common.threads.fired} reads it)."""
+        return Store(self.engine, InlineRunner())
+
+
+#: A member's site as rows of the revisions 0007 and 0008, whose migrations must keep them.
+SITE_WITH_MEMBER = (
+    "INSERT INTO users (id, username, full_name, email, role, is_active,"
+    " accepted_guidelines, created_at, is_service)"
+    " VALUES (1, 'alice', '', '', 'student', true, true, '2026-01-01', false)",
+    "INSERT INTO sites (id, name, type, purpose, availability, description,"
+    " image, packages, cpus, memory_mb, pids, client_max_body_size,"
+    " admin_comments, created_at, public_comment)"
+    " VALUES (1, 'blog', 'static', 'project', 'enabled', '', 'i', '[]',"
+    " 1, 256, 100, '2m', '', '2026-01-01', '')",
+    "INSERT INTO site_members VALUES (1, 1)",
+)
+
+
+def migrated_to(revision: str) -> Schema:
+    """
+    A database of the test's own (SQLite, or PostgreSQL with C{DIRECTOR_TEST_DATABASE_URL}),
+    empty and migrated to C{revision}: for tests of the migrations after it.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="director-migration-"))
+    atexit.register(shutil.rmtree, directory, True)
+    schema = Schema(engine(database_url(directory, migrated=False)))
+    schema.upgrade(revision)
+    return schema
 
 
 def init_settings(url: str) -> list[str]:

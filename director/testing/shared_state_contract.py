@@ -8,28 +8,14 @@ Times are short so a real Redis runs the suite in seconds.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred
 
-C = TypeVar("C", bound="SharedStateContract")
+from director.testing.async_contract import contract_test
 
 WINDOW = 1.0
 LEASE = 1.0
-
-
-def contract_test(
-    test: Callable[[C], Coroutine[Any, Any, None]],
-) -> Callable[[C], Deferred[None] | None]:
-    """An async test body, run as a Deferred and handed to the class's L{finish}."""
-
-    @functools.wraps(test)
-    def run(self: C) -> Deferred[None] | None:
-        return self.finish(Deferred.fromCoroutine(test(self)))
-
-    return run
 
 
 class SharedStateContract:

@@ -33,6 +33,8 @@ from services import (
 from sites_network import firewall_installed, remove_firewall
 
 from director.common.config import OrchestratorSection
+from director.manager.store import make_engine
+from director.testing.manager_database import Schema
 
 _S = TypeVar("_S", bound=Service)
 
@@ -98,6 +100,19 @@ def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_server.dsn(), autocommit=True, connect_timeout=10) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_schema(postgres_database: str) -> Iterator[Schema]:
+    """
+    The manager's store on L{postgres_database}, not migrated yet (C{upgrade()}, or to a
+    revision): its engine disposed before the database is dropped.
+    """
+    schema = Schema(make_engine(postgres_database))
+    try:
+        yield schema
+    finally:
+        schema.engine.dispose()
 
 
 @pytest.fixture(scope="session")

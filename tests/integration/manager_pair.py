@@ -3,7 +3,8 @@ Two real manager processes on one PostgreSQL and one Redis, in front of one real
 orchestrator and one real router (each a twistd process). Both managers have the same
 settings (the public manager.url included, as behind the routers) except their port and
 their state directory, so their identity. Used by tests/integration/test_several_managers.py
-and bench/two_managers.py.
+and bench/two_managers.py; its L{Process} (a twistd component), L{init_config},
+L{admin_token} and L{remove_site_services} also by test_manager_routers.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,10 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_path)
 
 
 @dataclass
@@ -185,12 +191,17 @@ class ManagerPair:
                 pass  # it is gone already; the others are still stopped
         for _, paths in nginx_instances(self.config):
             stop_instance(paths)
-        applied = self.base / "var" / "orchestrator" / "applied"
-        for line in subprocess.run(
-            ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
-        ).stdout.split():
-            if line.startswith("site_") and (applied / f"{line[5:]}.json").exists():
-                subprocess.run(["docker", "service", "rm", line], capture_output=True)
+        remove_site_services(self.base / "var")
+
+
+def remove_site_services(state: Path) -> None:
+    """The swarm services of the sites the orchestrator under C{state} applied (only those)."""
+    applied = state / "orchestrator" / "applied"
+    for line in subprocess.run(
+        ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+    ).stdout.split():
+        if line.startswith("site_") and (applied / f"{line[5:]}.json").exists():
+            subprocess.run(["docker", "service", "rm", line], capture_output=True)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -222,12 +233,21 @@ def drop_database(postgres: PostgresServer, url: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _init(config_path: Path, state: Path, settings: list[str]) -> None:
+def init_config(config_path: Path, state: Path, settings: list[str]) -> None:
+    """C{director init} of C{config_path} and C{state} with C{settings} (key=value each)."""
     args = [str(BIN / "director"), "init", "--config", str(config_path), "--state-dir", str(state)]
     for setting in settings:
         args += ["--set", setting]
     subprocess.run(args, check=True, capture_output=True)
     state.chmod(0o755)
+
+
+def admin_token(config_path: Path) -> str:
+    """A new API token of the admin's (C{director token create admin})."""
+    return subprocess.run(
+        [str(BIN / "director"), "token", "create", "admin", "--config", str(config_path)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
 
 
 def start_pair(
@@ -264,11 +284,11 @@ def start_pair(
         *extra,
     ]
     config_path = base / "director.toml"
-    _init(config_path, base / "var", settings)
+    init_config(config_path, base / "var", settings)
     config = load_config(config_path)
     # Manager B: the same settings, its own port and state directory (so its own identity).
     b_path = base / "manager-b.toml"
-    _init(
+    init_config(
         b_path,
         base / "var-b",
         [
@@ -278,11 +298,7 @@ def start_pair(
             f"manager.port={port_b}",
         ],
     )
-    token = subprocess.run(
-        [str(BIN / "director"), "token", "create", "admin", "--config", str(config_path)],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    pair = ManagerPair(base, config, token, database)
+    pair = ManagerPair(base, config, admin_token(config_path), database)
     for name, component, path, port in (
         ("orchestrator", "orchestrator", config_path, ports["orchestrator"]),
         ("router", "router", config_path, ports["router"]),

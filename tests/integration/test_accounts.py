@@ -35,6 +35,8 @@ import pytest
 from services import free_port
 from test_daemon import BIN, Daemon, init_config, start_daemon, stop_daemon, wait_listening
 
+from director.testing.manager_database import Schema
+
 PROXY = "127.0.0.2"
 PASSWORD = "the right password"
 
@@ -546,46 +548,26 @@ def test_account_page_lists_creates_and_revokes_tokens(manager: Manager) -> None
     assert manager.api("GET", "/api/v1/me", token=new_token).status == 200
 
 
-def test_accounts_on_postgresql(postgres_database: str) -> None:
+def test_accounts_on_postgresql(postgres_schema: Schema) -> None:
     """The migration and the account queries on the manager's other database, PostgreSQL."""
     from datetime import UTC, datetime, timedelta
 
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
+    from director.common.threads import fired as result
 
-    from director.common.threads import InlineRunner
-    from director.manager.schema import metadata
-    from director.manager.store import Store, make_engine, migrate
-
-    engine = make_engine(postgres_database)
-    try:
-        migrate(engine)
-        with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
-        store = Store(engine, InlineRunner())
-
-        def result(d: Any) -> Any:
-            out: list[Any] = []
-            d.addBoth(out.append)
-            if hasattr(out[0], "raiseException"):
-                out[0].raiseException()
-            return out[0]
-
-        result(store.create_user("admin", "admin"))
-        user = result(
-            store.create_oidc_user(["admin"], "student", "a@s.test", "", "https://id", "sub-1")
-        )
-        assert user.username == "admin-2"
-        assert result(store.oidc_user("https://id", "sub-1")).username == "admin-2"
-        expired = result(
-            store.create_token(user.id, "old", datetime.now(UTC) - timedelta(seconds=1))
-        )
-        live = result(store.create_token(user.id, "new", datetime.now(UTC) + timedelta(days=1)))
-        assert result(store.user_for_token(expired)) is None
-        assert result(store.user_for_token(live)).username == "admin-2"
-        assert [t.expired for t in result(store.list_tokens(user.id))] == [False, True]
-    finally:
-        engine.dispose()
+    postgres_schema.upgrade()
+    assert postgres_schema.differences() == []
+    store = postgres_schema.store()
+    result(store.create_user("admin", "admin"))
+    user = result(
+        store.create_oidc_user(["admin"], "student", "a@s.test", "", "https://id", "sub-1")
+    )
+    assert user.username == "admin-2"
+    assert result(store.oidc_user("https://id", "sub-1")) == user
+    expired = result(store.create_token(user.id, "old", datetime.now(UTC) - timedelta(seconds=1)))
+    live = result(store.create_token(user.id, "new", datetime.now(UTC) + timedelta(days=1)))
+    assert result(store.user_for_token(expired)) is None
+    assert result(store.user_for_token(live)) == user
+    assert [t.expired for t in result(store.list_tokens(user.id))] == [False, True]
 
 
 def test_shell_failures_from_one_address_do_not_lock_the_user_out(manager: Manager) -> None:

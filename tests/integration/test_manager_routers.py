@@ -9,7 +9,6 @@ serves it after the reconcile, without an administrator.
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -20,45 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from manager_pair import Process, admin_token, init_config, remove_site_services
 from services import PebbleServer, Services, free_port, front_get
 from sites_network import free_subnet, network_name, remove_network
 from test_daemon import stop_nginx
-from test_manager_e2e import BIN, SITES, Stack, _listening, wait
+from test_manager_e2e import BIN, SITES, Stack, wait
 
 from director.common.config import Config, load_config
 
 
 @dataclass
-class SecondRouter:
-    """Router "b": its own config (state, ports), the first one's keys and shared_dir."""
-
-    config_path: Path
-    config: Config
-    base: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = (self.base / "router-b.log").open("ab")
-        self.process = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "director-router",
-             "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.base,
-        )  # fmt: skip
-        log.close()
-        wait(lambda: _listening(self.config.router.port), "router b listening", 30)
-
-    def stop(self) -> None:
-        """Stop the daemon by its PID (its front nginx may go on serving what it had)."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-            self.process = None
-
-
-@dataclass
 class Routers:
     stack: Stack
-    b: SecondRouter
+    b: Process
 
     def front(self, config: Config, host: str) -> tuple[int, bytes]:
         return front_get(config.router.http_port, host)
@@ -122,10 +95,10 @@ def routers(services: Services, docker_swarm: Any) -> Iterator[Routers]:
         f'orchestrator.sites_subnet="{subnet}"',
     ]
     config_path = base / "director.toml"
-    _init(config_path, base / "var", settings)
+    init_config(config_path, base / "var", settings)
     config = load_config(config_path)
     b_path = base / "router-b.toml"
-    _init(
+    init_config(
         b_path,
         base / "var-b",
         [
@@ -137,12 +110,9 @@ def routers(services: Services, docker_swarm: Any) -> Iterator[Routers]:
             f"router.https_port={free_port()}",
         ],
     )
-    b = SecondRouter(b_path, load_config(b_path), base)
-    token = subprocess.run(
-        [str(BIN / "director"), "token", "create", "admin", "--config", str(config_path)],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    stack = Stack(base, config_path, config, token, pebble, None)
+    # Router "b": its own config (state, ports), the first one's keys and shared_dir.
+    b = Process("router b", "router", b_path, port_b, base / "router-b.log")
+    stack = Stack(base, config_path, config, admin_token(config_path), pebble, None)
     try:
         stack.start("orchestrator")
         stack.start("router")
@@ -155,23 +125,10 @@ def routers(services: Services, docker_swarm: Any) -> Iterator[Routers]:
         b.stop()
         stop_nginx(stack.config)
         stop_nginx(b.config)
-        applied = base / "var" / "orchestrator" / "applied"
-        for line in subprocess.run(
-            ["docker", "service", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
-        ).stdout.split():
-            if line.startswith("site_") and (applied / f"{line[5:]}.json").exists():
-                subprocess.run(["docker", "service", "rm", line], capture_output=True)
+        remove_site_services(base / "var")
         services.stop(pebble)
         remove_network(network, subnet)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _init(config_path: Path, state: Path, settings: list[str]) -> None:
-    args = [str(BIN / "director"), "init", "--config", str(config_path), "--state-dir", str(state)]
-    for setting in settings:
-        args += ["--set", setting]
-    subprocess.run(args, check=True, capture_output=True)
-    state.chmod(0o755)
 
 
 def _orders(pebble: PebbleServer) -> int:

@@ -5,12 +5,11 @@ identities, each with its own connection pool) and a restarted one, on one fake 
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.task import Clock
 
 from director.clients import OrchestratorClient, RouterClient
 from director.common.threads import InlineRunner
+from director.common.threads import fired as result
 from director.manager.events import MemoryBus
 from director.manager.operations import OperationEngine
 from director.manager.store import Store, make_engine, migrate
@@ -19,15 +18,6 @@ from director.testing.fake_router import FakeRouter
 from director.testing.manager import HangingComponent, create_static_site
 
 LEASE = 60.0
-
-
-def result(d: Any) -> Any:
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "the Deferred did not fire"
-    if hasattr(out[0], "raiseException"):
-        out[0].raiseException()
-    return out[0]
 
 
 class Manager:
@@ -87,8 +77,9 @@ def test_two_managers_and_a_restart_on_postgresql(postgres_database: str) -> Non
             assert result(b.store.get_operation(held)).status == "running"
         # B did the other site's work and none of the held one's.
         assert result(b.store.get_operation(other)).status == "succeeded"
-        other_site = result(b.store.get_site("other")).id
-        assert [c[:2] for c in b.orchestrator.calls] == [("PUT", f"/v1/sites/{other_site}")]
+        other_site = result(b.store.get_site("other"))
+        assert other_site is not None
+        assert [c[:2] for c in b.orchestrator.calls] == [("PUT", f"/v1/sites/{other_site.id}")]
         assert [c[:2] for c in b.router.calls] == [("PUT", "/v1/sites/other")]
         # A is killed (its call never answers) and started again a second later.
         clock.advance(1.0)
@@ -98,8 +89,10 @@ def test_two_managers_and_a_restart_on_postgresql(postgres_database: str) -> Non
         restarted.engine.wake()
         op = result(restarted.store.get_operation(held))
         assert op.status == "succeeded", op
-        held_site = result(b.store.get_site("held")).id
-        assert [c[:2] for c in restarted.orchestrator.calls] == [("PUT", f"/v1/sites/{held_site}")]
+        held_site = result(b.store.get_site("held"))
+        assert held_site is not None
+        held_put = ("PUT", f"/v1/sites/{held_site.id}")
+        assert [c[:2] for c in restarted.orchestrator.calls] == [held_put]
         assert [c[:2] for c in restarted.router.calls] == [("PUT", "/v1/sites/held")]
         assert len(b.orchestrator.calls) == 1 and len(b.router.calls) == 1
     finally:

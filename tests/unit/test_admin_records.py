@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.testing.manager import ManagerHarness, static_site_fields
@@ -20,7 +18,6 @@ pytestmark = pytest.mark.manager_store
 class AdminRecordTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.h.user("tess", role="teacher")
         self.admin = self.h.user("root", role="admin")
@@ -29,15 +26,7 @@ class AdminRecordTests(SynchronousTestCase):
         self.h.result(self.h.store.put_image("director/php:8", "PHP"))
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        d = self.http.request(
-            method,
-            f"http://m.test{path}",
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": [f"Bearer {token}"]},
-        )
-        self.http.flush()
-        response = self.successResultOf(d)
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
     def images(self) -> list[str]:
         return [i.name for i in self.h.result(self.h.store.list_images())]

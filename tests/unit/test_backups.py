@@ -1,13 +1,11 @@
 """Backups: the domain rules, the scheduler's record of runs, and the API, against fakes."""
 
-import json
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -117,7 +115,6 @@ class DomainTests(SynchronousTestCase):
 class BackupAPITests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")
         self.admin = self.h.user("root", role="admin")
@@ -163,16 +160,7 @@ class BackupAPITests(SynchronousTestCase):
         return {}
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        response = self.successResultOf(
-            self.http.request(
-                method,
-                f"http://manager.test{path}",
-                data=data,
-                headers={"Authorization": [f"Bearer {token}"]},
-            )
-        )
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
     def site(self, name: str, database: bool = True) -> None:
         code, _ = self.call("POST", "/api/v1/sites", self.alice, {"name": name, "type": "dynamic"})

@@ -6,14 +6,12 @@ the catalogue's rules as plain values.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.contract.errors import ValidationError
@@ -21,6 +19,7 @@ from director.contract.sites import validate_nginx_snippet
 from director.manager import catalogue
 from director.manager.models import User
 from director.manager.store.rows import Image
+from director.testing import manager_database
 from director.testing.manager import ManagerHarness
 
 pytestmark = pytest.mark.manager_store
@@ -131,20 +130,13 @@ class SnippetErrorTests(SynchronousTestCase):
 class CatalogueAPITests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.student = self.h.user("alice")
         self.teacher = self.h.user("tina", role="teacher")
         self.admin = self.h.user("root", role="admin")
         self.h.result(self.h.store.put_image("director/python:3", "Python 3", "", None, True))
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Authorization": [f"Bearer {token}"]}
-        response = self.successResultOf(
-            self.http.request(method, f"http://manager.test{path}", data=data, headers=headers)
-        )
-        content = self.successResultOf(self.http.content(response))
-        return response.code, json.loads(content)
+        return self.h.call(method, path, token, body)
 
     def put(self, token: str, **body: Any) -> tuple[int, Any]:
         return self.call("PUT", "/api/v1/images", token, body)
@@ -291,67 +283,29 @@ class MigrationTests(SynchronousTestCase):
         0009 adds the image fields (a non-public image becomes hidden), drops is_public and
         adds the sites' nginx snippet, with plain column changes: the members are kept.
         """
-        from alembic import command
-        from alembic.config import Config
-        from sqlalchemy import inspect, text
-
-        import director.manager.migrations as migrations
-        from director.manager.store import make_engine
-
-        engine = make_engine(f"sqlite:///{tempfile.mkdtemp()}/m.db")
-
-        def scalar(sql: str) -> Any:
-            with engine.connect() as connection:
-                return connection.execute(text(sql)).scalar()
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "0008_orchestrators")
-            connection.execute(
-                text(
-                    "INSERT INTO users (id, username, full_name, email, role, is_active,"
-                    " accepted_guidelines, created_at, is_service)"
-                    " VALUES (1, 'alice', '', '', 'student', 1, 1, '2026-01-01', 0)"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO sites (id, name, type, purpose, availability, description,"
-                    " image, packages, cpus, memory_mb, pids, client_max_body_size,"
-                    " admin_comments, created_at, public_comment)"
-                    " VALUES (1, 'blog', 'static', 'project', 'enabled', '', 'i', '[]',"
-                    " 1, 256, 100, '2m', '', '2026-01-01', '')"
-                )
-            )
-            connection.execute(text("INSERT INTO site_members VALUES (1, 1)"))
-            connection.execute(
-                text(
-                    "INSERT INTO images (name, friendly_name, description, is_default, is_public)"
-                    " VALUES ('a/open:1', 'Open', '', 1, 1), ('a/shut:1', 'Shut', '', 0, 0)"
-                )
-            )
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "0009_catalogue")
-        columns = {c["name"] for c in inspect(engine).get_columns("images")}
-        self.assertTrue({"logo", "visibility", "run_template"} <= columns)
-        self.assertNotIn("is_public", columns)
-        self.assertIn("nginx_snippet", {c["name"] for c in inspect(engine).get_columns("sites")})
-        self.assertEqual(scalar("SELECT visibility FROM images WHERE name = 'a/shut:1'"), "hidden")
-        self.assertEqual(
-            scalar("SELECT visibility FROM images WHERE name = 'a/open:1'"), "everyone"
+        db = manager_database.migrated_to("0008_orchestrators")
+        db.execute(
+            *manager_database.SITE_WITH_MEMBER,
+            "INSERT INTO images (name, friendly_name, description, is_default, is_public)"
+            " VALUES ('a/open:1', 'Open', '', true, true), ('a/shut:1', 'Shut', '', false, false)",
         )
-        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0008_orchestrators")
-        columns = {c["name"] for c in inspect(engine).get_columns("images")}
-        self.assertNotIn("visibility", columns)
-        self.assertEqual(scalar("SELECT is_public FROM images WHERE name = 'a/shut:1'"), 0)
-        self.assertNotIn("nginx_snippet", {c["name"] for c in inspect(engine).get_columns("sites")})
-        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
+        db.upgrade("0009_catalogue")
+        self.assertTrue({"logo", "visibility", "run_template"} <= db.columns("images"))
+        self.assertNotIn("is_public", db.columns("images"))
+        self.assertIn("nginx_snippet", db.columns("sites"))
+        self.assertEqual(
+            db.scalar("SELECT visibility FROM images WHERE name = 'a/shut:1'"), "hidden"
+        )
+        self.assertEqual(
+            db.scalar("SELECT visibility FROM images WHERE name = 'a/open:1'"), "everyone"
+        )
+        self.assertEqual(db.scalar("SELECT COUNT(*) FROM site_members"), 1)
+        db.downgrade("0008_orchestrators")
+        self.assertNotIn("visibility", db.columns("images"))
+        self.assertFalse(db.scalar("SELECT is_public FROM images WHERE name = 'a/shut:1'"))
+        self.assertTrue(db.scalar("SELECT is_public FROM images WHERE name = 'a/open:1'"))
+        self.assertNotIn("nginx_snippet", db.columns("sites"))
+        self.assertEqual(db.scalar("SELECT COUNT(*) FROM site_members"), 1)
 
 
 class CataloguePageTests(SynchronousTestCase):

@@ -5,21 +5,16 @@ image catalogue and the database hosts, what may be taken out, and the audit of 
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Coroutine
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SynchronousTestCase
 
 from director.contract.databases import DatabaseHost
 from director.contract.errors import ValidationError
 from director.manager.catalogue_service import CatalogueService
 from director.manager.models import User
 from director.manager.store import Conflict, NotFound
-from director.testing.manager import ManagerHarness, create_static_site
+from director.testing.manager import ServiceTestCase, create_static_site
 
 pytestmark = pytest.mark.manager_store
 
@@ -29,27 +24,13 @@ NODE = "director/node:18"
 PYTHON = "director/python:3"
 
 
-class CatalogueServiceTests(SynchronousTestCase):
+class CatalogueServiceTests(ServiceTestCase):
     def setUp(self) -> None:
-        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        super().setUp()
         self.service = CatalogueService(self.h.store)
         self.admin: User = self.h.result(self.h.store.create_user("root", "admin", None))
         self.student: User = self.h.result(self.h.store.create_user("alice", "student", None))
         self.h.result(self.h.store.put_image(PYTHON, "Python 3", "", None, True))
-
-    def run_(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        result: T = self.h.result(Deferred.fromCoroutine(coroutine))
-        return result
-
-    def fails(self, coroutine: Coroutine[Any, Any, object]) -> Exception:
-        try:
-            self.run_(coroutine)
-        except Exception as e:
-            return e
-        self.fail("no error")
-
-    def audited(self) -> list[tuple[str, str]]:
-        return [(e.action, e.target) for e in self.h.result(self.h.store.list_audit())]
 
     def test_put_image_adds_edits_and_audits(self) -> None:
         """An image is added, an edit keeps the fields not sent, and each is audited."""

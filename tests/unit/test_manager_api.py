@@ -260,7 +260,6 @@ class DatabaseHostChoiceTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.admin = self.h.user("root", role="admin")
         put = self.h.store.put_database_host
@@ -270,12 +269,7 @@ class DatabaseHostChoiceTests(SynchronousTestCase):
         self.assertEqual(self.create(self.alice, "dbsite")[0], 202)
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": [f"Bearer {token}"]}
-        data = json.dumps(body).encode() if body is not None else None
-        response = self.successResultOf(
-            self.http.request(method, f"http://manager.test{path}", data=data, headers=headers)
-        )
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
     def create(self, token: str, name: str) -> tuple[int, Any]:
         return self.call("POST", "/api/v1/sites", token, {"name": name})

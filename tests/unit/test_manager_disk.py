@@ -6,13 +6,11 @@ a site's own quota through its limits and see the largest sites.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager import models
@@ -45,7 +43,6 @@ class ParseReportTests(SynchronousTestCase):
 class DiskTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.h.orchestrator.answers = self.answer
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")
@@ -81,15 +78,7 @@ class DiskTests(SynchronousTestCase):
         return self.h.result(self.h.store.get_site(name))
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        response = self.successResultOf(
-            self.http.request(
-                method,
-                f"http://manager.test{path}",
-                data=json.dumps(body).encode() if body is not None else None,
-                headers={"Authorization": [f"Bearer {token}"]},
-            )
-        )
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
     def test_usage_is_copied_soon_after_start_then_every_interval(self) -> None:
         self.poller.start()

@@ -7,14 +7,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from twisted.trial.unittest import SynchronousTestCase
 
-from director.manager.models import DEFAULT_LIMITS
-from director.manager.schema import metadata
 from director.manager.store import Conflict
-from director.testing.manager import ManagerHarness
+from director.testing import manager_database
+from director.testing.manager import ManagerHarness, static_site_fields
 
 pytestmark = pytest.mark.manager_store
 
@@ -28,16 +25,7 @@ class StoreTests(SynchronousTestCase):
     def site(self, name: str, members: list[str]) -> int:
         site, _ = self.h.result(
             self.store.create_site(
-                {
-                    "name": name,
-                    "type": "static",
-                    "purpose": "project",
-                    "availability": "enabled",
-                    "description": "",
-                    "image": "director/python:3",
-                    "packages": [],
-                    "limits": dict(DEFAULT_LIMITS),
-                },
+                static_site_fields(name),
                 members,
                 ("create_site", ["apply_orchestrator", "apply_router"]),
                 None,
@@ -47,9 +35,7 @@ class StoreTests(SynchronousTestCase):
 
     def test_migrations_match_the_schema(self) -> None:
         """Alembic's migrations produce exactly the tables the code declares."""
-        with self.store.engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), metadata)
-        self.assertEqual(diff, [])
+        self.assertEqual(manager_database.Schema(self.store.engine).differences(), [])
 
     def test_site_ids_are_never_given_twice(self) -> None:
         """A site created after the newest site was deleted gets a new id, not the old one."""
@@ -75,49 +61,20 @@ class StoreTests(SynchronousTestCase):
 
     def test_migration_starts_site_ids_above_every_id_given(self) -> None:
         """On a database from before 0002, new ids start above live and deleted sites' ids."""
-        from alembic import command
-        from alembic.config import Config
-        from sqlalchemy import text
-
-        import director.manager.migrations as migrations
-        from director.testing import manager_database
-
-        directory = Path(tempfile.mkdtemp())
-        engine = manager_database.engine(manager_database.database_url(directory, migrated=False))
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "0001")
-            connection.execute(
-                text(
-                    "INSERT INTO operations (site_id, site_name, type, status, params,"
-                    " created_at, updated_at, attempts, next_attempt_at)"
-                    " VALUES (7, 'deleted', 'delete_site', 'succeeded', '{}',"
-                    " '2026-01-01', '2026-01-01', 0, 0)"
-                )
-            )
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "head")
-        from director.common.threads import InlineRunner
-        from director.manager.store import Store
-
-        store = Store(engine, InlineRunner())
+        db = manager_database.migrated_to("0001")
+        db.execute(
+            "INSERT INTO operations (site_id, site_name, type, status, params,"
+            " created_at, updated_at, attempts, next_attempt_at)"
+            " VALUES (7, 'deleted', 'delete_site', 'succeeded', '{}',"
+            " '2026-01-01', '2026-01-01', 0, 0)"
+        )
+        db.upgrade()
+        store = db.store()
         self.assertEqual(self.h.result(store.highest_site_id()), 7)
         self.h.result(store.create_user("alice", "student"))
         site, _ = self.h.result(
             store.create_site(
-                {
-                    "name": "fresh",
-                    "type": "static",
-                    "purpose": "project",
-                    "availability": "enabled",
-                    "description": "",
-                    "image": "director/python:3",
-                    "packages": [],
-                    "limits": dict(DEFAULT_LIMITS),
-                },
+                static_site_fields("fresh"),
                 ["alice"],
                 ("create_site", ["apply_orchestrator"]),
                 None,

@@ -3,13 +3,11 @@ Scheduled tasks: schedules, the API, and the scheduler driven by a Clock against
 store (SQLite file) and a fake orchestrator.
 """
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -108,7 +106,6 @@ class TaskTests(SynchronousTestCase):
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.fake = Orchestrator()
         self.h.tasks.pool = OrchestratorPool.single(OrchestratorClient(self.fake))
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")
         self.admin = self.h.user("root", role="admin")
@@ -119,16 +116,7 @@ class TaskTests(SynchronousTestCase):
         self.h.clock.advance(300 - self.h.clock.seconds() % 300)
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        response = self.successResultOf(
-            self.http.request(
-                method,
-                f"http://manager.test{path}",
-                data=data,
-                headers={"Authorization": [f"Bearer {token}"]},
-            )
-        )
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
     def add(self, **body: Any) -> dict[str, Any]:
         body = {"schedule": "*/5 * * * *", "command": "echo hi", **body}

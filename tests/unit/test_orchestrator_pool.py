@@ -55,18 +55,7 @@ class PoolTestCase(SynchronousTestCase):
     def call(
         self, method: str, path: str, token: str, body: Any = None
     ) -> tuple[int, dict[str, Any]]:
-        headers = {"Authorization": [f"Bearer {token}"]}
-        if body is not None:
-            headers["Content-Type"] = ["application/json"]
-        response = self.successResultOf(
-            self.http.request(
-                method,
-                f"http://manager.test{path}",
-                data=json.dumps(body).encode() if body is not None else None,
-                headers=headers,
-            )
-        )
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
     def create(self, name: str, token: str | None = None, **extra: Any) -> tuple[int, Any]:
         return self.call("POST", "/api/v1/sites", token or self.alice, {"name": name, **extra})
@@ -661,57 +650,17 @@ class CLITests(SynchronousTestCase):
 class MigrationTests(SynchronousTestCase):
     def test_up_and_down(self) -> None:
         """0008 adds the table and the column (members kept on SQLite's table copy), and goes."""
-        from alembic import command
-        from alembic.config import Config
-        from sqlalchemy import inspect, text
-
-        import director.manager.migrations as migrations
-
-        directory = Path(tempfile.mkdtemp())
-        engine = manager_database.engine(manager_database.database_url(directory, migrated=False))
-
-        def scalar(sql: str) -> Any:
-            with engine.connect() as connection:
-                return connection.execute(text(sql)).scalar()
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "0007_backups")
-            connection.execute(
-                text(
-                    "INSERT INTO users (id, username, full_name, email, role, is_active,"
-                    " accepted_guidelines, created_at, is_service)"
-                    " VALUES (1, 'alice', '', '', 'student', true, true, '2026-01-01', false)"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO sites (id, name, type, purpose, availability, description,"
-                    " image, packages, cpus, memory_mb, pids, client_max_body_size,"
-                    " admin_comments, created_at, public_comment)"
-                    " VALUES (1, 'blog', 'static', 'project', 'enabled', '', 'i', '[]',"
-                    " 1, 256, 100, '2m', '', '2026-01-01', '')"
-                )
-            )
-            connection.execute(text("INSERT INTO site_members VALUES (1, 1)"))
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "0008_orchestrators")
-        columns = {c["name"] for c in inspect(engine).get_columns("sites")}
-        self.assertIn("orchestrator_id", columns)
-        self.assertIn("orchestrators", inspect(engine).get_table_names())
-        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
-        self.assertIsNone(scalar("SELECT orchestrator_id FROM sites"))
-        with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0007_backups")
-        self.assertNotIn(
-            "orchestrator_id", {c["name"] for c in inspect(engine).get_columns("sites")}
-        )
-        self.assertNotIn("orchestrators", inspect(engine).get_table_names())
-        self.assertEqual(scalar("SELECT COUNT(*) FROM site_members"), 1)
+        db = manager_database.migrated_to("0007_backups")
+        db.execute(*manager_database.SITE_WITH_MEMBER)
+        db.upgrade("0008_orchestrators")
+        self.assertIn("orchestrator_id", db.columns("sites"))
+        self.assertIn("orchestrators", db.tables())
+        self.assertEqual(db.scalar("SELECT COUNT(*) FROM site_members"), 1)
+        self.assertIsNone(db.scalar("SELECT orchestrator_id FROM sites"))
+        db.downgrade("0007_backups")
+        self.assertNotIn("orchestrator_id", db.columns("sites"))
+        self.assertNotIn("orchestrators", db.tables())
+        self.assertEqual(db.scalar("SELECT COUNT(*) FROM site_members"), 1)
 
 
 class SiteSocketTests(TwoOrchestratorSockets):

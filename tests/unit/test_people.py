@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.store import Conflict
@@ -79,18 +77,10 @@ class PendingMemberStoreTests(SynchronousTestCase):
 
 
 class _APICase(SynchronousTestCase):
-    http: Any
+    h: ManagerHarness
 
     def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        d = self.http.request(
-            method,
-            f"http://m.test{path}",
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": [f"Bearer {token}"]},
-        )
-        self.http.flush()
-        response = self.successResultOf(d)
-        return response.code, json.loads(self.successResultOf(self.http.content(response)))
+        return self.h.call(method, path, token, body)
 
 
 class PeopleAPITests(_APICase):
@@ -98,7 +88,6 @@ class PeopleAPITests(_APICase):
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.mail = RecordingMailer()
         self.h.api.mailer = self.mail
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.h.user("bob")
         self.admin = self.h.user("root", role="admin")
@@ -143,7 +132,6 @@ class NoticesAndServiceAccountTests(_APICase):
         self.h = ManagerHarness(Path(tempfile.mkdtemp()))
         self.mail = RecordingMailer()
         self.h.api.mailer = self.mail
-        self.http: Any = StubTreq(self.h.api.app.resource())
         self.alice = self.h.user("alice")
         self.bob = self.h.user("bob")
         self.h.user("tess", role="teacher")

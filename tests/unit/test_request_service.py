@@ -6,30 +6,25 @@ comments, and who is mailed at each step.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Coroutine
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.access import AccessDenied
 from director.manager.models import User, UserLimits, ValidationError
 from director.manager.request_service import RequestService
 from director.manager.site_service import SiteService
 from director.manager.store import Conflict, NotFound
-from director.testing.manager import ManagerHarness, RecordingMailer
+from director.testing.manager import RecordingMailer, ServiceTestCase
 
 pytestmark = pytest.mark.manager_store
 
 T = TypeVar("T")
 
 
-class RequestServiceTests(SynchronousTestCase):
+class RequestServiceTests(ServiceTestCase):
     def setUp(self) -> None:
-        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        super().setUp()
         self.mail = RecordingMailer()
         self.service = RequestService(
             self.h.store, SiteService(self.h.store, self.h.pool), self.mail, UserLimits()
@@ -43,17 +38,6 @@ class RequestServiceTests(SynchronousTestCase):
         self.h.result(self.h.store.create_user(name, role, None))
         user: User = self.h.result(self.h.store.update_user(name, email=f"{name}@school.test"))
         return user
-
-    def run_(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        result: T = self.h.result(Deferred.fromCoroutine(coroutine))
-        return result
-
-    def fails(self, coroutine: Coroutine[Any, Any, object]) -> Exception:
-        try:
-            self.run_(coroutine)
-        except Exception as e:
-            return e
-        self.fail("no error")
 
     def submit(self, name: str = "robotics", teacher: object = "tea") -> int:
         return self.run_(

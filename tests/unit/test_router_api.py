@@ -17,21 +17,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from director.common.nginx import NginxError
 from director.common.threads import InlineRunner
 from director.router.certificates import CertificateKeeper
-from director.router.front_nginx_config import FrontSettings
 from director.router.layout import RouterLayout
 from director.router.renewal import RenewalPolicy
 from director.router.routing import Router, load_table
-from director.router.testing import FakeACMEClient, FakeConfigDirectory, webroot_fetcher
+from director.router.testing import (
+    FRONT_SETTINGS,
+    FakeACMEClient,
+    FakeConfigDirectory,
+    webroot_fetcher,
+)
 from director.router.web import RouterAPI
 
-SETTINGS = FrontSettings(
-    sites_domain="sites.test",
-    http_listen=("127.0.0.1:8080",),
-    https_listen=("127.0.0.1:8443",),
-    https_port=8443,
-    upstreams=("127.0.0.1:8180",),
-    max_body_size="2m",
-)
+SETTINGS = FRONT_SETTINGS
 URL = "http://router.test"
 
 

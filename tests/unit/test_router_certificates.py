@@ -15,21 +15,19 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.threads import InlineRunner
 from director.router.certificates import CertificateKeeper
-from director.router.front_nginx_config import FrontSettings, site_file
+from director.router.front_nginx_config import site_file
 from director.router.layout import RouterLayout
 from director.router.renewal import DAY, RenewalPolicy
 from director.router.routing import Router, load_table
-from director.router.testing import FakeACMEClient, FakeConfigDirectory, ManualRunner
+from director.router.testing import (
+    FRONT_SETTINGS,
+    FakeACMEClient,
+    FakeConfigDirectory,
+    ManualRunner,
+)
 from director.router.testing import webroot_fetcher as fetcher
 
-SETTINGS = FrontSettings(
-    sites_domain="sites.test",
-    http_listen=("127.0.0.1:8080",),
-    https_listen=("127.0.0.1:8443",),
-    https_port=8443,
-    upstreams=("127.0.0.1:8180",),
-    max_body_size="2m",
-)
+SETTINGS = FRONT_SETTINGS
 POLICY = RenewalPolicy(renew_before=30 * DAY, retry_initial=60, retry_max=600)
 WWW = "www.example.test"
 

@@ -39,7 +39,7 @@ from director.router.front_nginx_config import FrontSettings
 from director.router.layout import RouterLayout
 from director.router.renewal import DAY, RenewalPolicy
 from director.router.routing import Router
-from director.router.testing import FakeACMEClient, FakeConfigDirectory
+from director.router.testing import FRONT_SETTINGS, FakeACMEClient, FakeConfigDirectory
 from director.router.testing import webroot_fetcher as fetcher
 
 HOST = "director.school.test"
@@ -216,15 +216,7 @@ class GivenCertificateTests(SynchronousTestCase):
             self.assertIn("router.dashboard_certificate", str(cm.exception))
 
 
-SETTINGS = FrontSettings(
-    sites_domain="sites.test",
-    http_listen=("127.0.0.1:8080",),
-    https_listen=("127.0.0.1:8443",),
-    https_port=8443,
-    upstreams=("127.0.0.1:8180",),
-    max_body_size="2m",
-    dashboard=FRONT,
-)
+SETTINGS = dataclasses.replace(FRONT_SETTINGS, dashboard=FRONT)
 
 
 class RouterTests(SynchronousTestCase):

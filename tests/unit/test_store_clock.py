@@ -1,6 +1,7 @@
 """
-The store's one clock and its typed rows, on a real SQLite database: every time it records
-or compares comes from the clock it was given, and each row it returns is frozen.
+The store's one clock and its typed rows, on a real database (SQLite, or PostgreSQL in `make
+unit-postgres`): every time it records or compares comes from the clock it was given, and
+each row it returns is frozen.
 """
 
 import dataclasses
@@ -9,15 +10,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from director.common.threads import InlineRunner
-from director.manager.models import DEFAULT_LIMITS
 from director.manager.placement_store import PlacementStore
-from director.manager.store import Store, make_engine, migrate
+from director.manager.store import Store
 from director.manager.store.base import aware
+from director.testing import manager_database
+from director.testing.manager import static_site_fields
+
+pytestmark = pytest.mark.manager_store
 
 T = TypeVar("T")
 START = 1_900_000_000.0  # 2030-03-17, far from the wall clock's time
@@ -27,8 +32,7 @@ class StoreClockTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(START)
-        engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'director.db'}")
-        migrate(engine)
+        engine = manager_database.engine(manager_database.database_url(Path(tempfile.mkdtemp())))
         self.store = Store(engine, InlineRunner(), self.clock)
         self.placements = PlacementStore(engine, InlineRunner(), self.clock)
         self.user = self.result(self.store.create_user("alice", "student"))
@@ -55,16 +59,7 @@ class StoreClockTests(SynchronousTestCase):
         self.clock.advance(5)
         site, op = self.result(
             self.store.create_site(
-                {
-                    "name": "clocked",
-                    "type": "static",
-                    "purpose": "project",
-                    "availability": "enabled",
-                    "description": "",
-                    "image": "director/python:3",
-                    "packages": [],
-                    "limits": dict(DEFAULT_LIMITS),
-                },
+                static_site_fields("clocked"),
                 ["alice"],
                 ("create_site", ["apply_orchestrator"]),
                 None,
@@ -110,8 +105,7 @@ class StoreClockTests(SynchronousTestCase):
 
 class TypedRowTests(SynchronousTestCase):
     def setUp(self) -> None:
-        engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'director.db'}")
-        migrate(engine)
+        engine = manager_database.engine(manager_database.database_url(Path(tempfile.mkdtemp())))
         self.store = Store(engine, InlineRunner())
         self.user = self.successResultOf(self.store.create_user("bob", "admin"))
 

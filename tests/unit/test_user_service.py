@@ -6,51 +6,32 @@ audit of each change.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Coroutine
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SynchronousTestCase
 
 from director.manager.access import AccessDenied
 from director.manager.models import User, ValidationError
 from director.manager.store import Conflict, NotFound
 from director.manager.user_service import UserService, text_field, token_request
-from director.testing.manager import ManagerHarness
+from director.testing.manager import ServiceTestCase
 
 pytestmark = pytest.mark.manager_store
 
 T = TypeVar("T")
 
 
-class UserServiceTests(SynchronousTestCase):
+class UserServiceTests(ServiceTestCase):
     def setUp(self) -> None:
-        self.h = ManagerHarness(Path(tempfile.mkdtemp()))
+        super().setUp()
         self.service = UserService(self.h.store, self.h.passwords)
         self.admin: User = self.h.result(self.h.store.create_user("root", "admin", None))
         self.teacher: User = self.h.result(self.h.store.create_user("tea", "teacher", None))
 
-    def run_(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        result: T = self.h.result(Deferred.fromCoroutine(coroutine))
-        return result
-
-    def fails(self, coroutine: Coroutine[Any, Any, object]) -> Exception:
-        try:
-            self.run_(coroutine)
-        except Exception as e:
-            return e
-        self.fail("no error")
-
     def sessions(self, user: User) -> int:
         ended: int = self.h.result(self.h.store.delete_sessions(user.id))
         return ended
-
-    def audited(self) -> list[tuple[str, str]]:
-        return [(e.action, e.target) for e in self.h.result(self.h.store.list_audit())]
 
     async def never(self) -> bool:
         return False

@@ -53,15 +53,24 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema up to date (blocking; at start-up and from `director init`)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """
+    Bring the schema up to date (blocking; at start-up and from `director init`), or to
+    C{revision} (the migration tests).
+    """
+    run_migrations(engine, "upgrade", revision)
+
+
+def run_migrations(engine: Engine, direction: str, revision: str) -> None:
+    """Alembic's C{upgrade} or C{downgrade} to C{revision} in one transaction."""
     from alembic import command
     from alembic.config import Config
 
     import director.manager.migrations as migrations
 
+    step = {"upgrade": command.upgrade, "downgrade": command.downgrade}[direction]
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        step(cfg, revision)
