@@ -27,6 +27,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from director.common.errors import CodedError
+
 log = Logger()
 
 #: one repository is initialised by one L{Restic} at a time (see L{Restic.ensure_repository})
@@ -36,13 +38,8 @@ _INIT_LOCKS: dict[str, DeferredLock] = {}
 STDERR_LIMIT = 64 * 1024
 
 
-class ResticError(Exception):
+class ResticError(CodedError):
     """A restic run failed; C{code} is stable (C{locked}, C{timeout}, C{not_found}, C{failed})."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

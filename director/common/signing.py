@@ -21,6 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from twisted.internet.interfaces import IReactorTime
 
+from director.common.errors import CodedError
+
 HEADER_CALLER = "X-Director-Caller"
 HEADER_TIMESTAMP = "X-Director-Timestamp"
 HEADER_NONCE = "X-Director-Nonce"
@@ -29,13 +31,8 @@ HEADER_SIGNATURE = "X-Director-Signature"
 SIGNED_HEADERS = (HEADER_CALLER, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_DIGEST, HEADER_SIGNATURE)
 
 
-class AuthenticationError(Exception):
+class AuthenticationError(CodedError):
     """The request does not prove who sent it (HTTP 401); C{code} is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def body_digest(body: bytes) -> str:

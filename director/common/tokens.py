@@ -16,17 +16,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from twisted.internet.interfaces import IReactorTime
 
+from director.common.errors import CodedError
 from director.common.signing import NonceCache
 
 PREFIX = "dst1"
 
 
-class TokenError(Exception):
+class TokenError(CodedError):
     """The token cannot be used; C{code} says why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from director import contract
+from director.common.errors import CodedError
 from director.common.threads import Runner
 from director.contract.databases import DATABASE_KINDS as DATABASE_KINDS
 from director.contract.databases import DatabaseKind as DatabaseKind
@@ -57,7 +58,7 @@ class QueryResult(TypedDict):
     truncated: bool
 
 
-class DatabaseError(Exception):
+class DatabaseError(CodedError):
     """
     A database operation was refused or failed; C{code} is stable (for APIs and tests),
     C{message} is for a person.
@@ -69,11 +70,6 @@ class DatabaseError(Exception):
     error); C{server_error} (an administrative statement failed); C{unsupported} (only the
     in-memory fake raises it).
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from director.common.errors import CodedError
+
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
 IN_CLOSE_WRITE = 0x00000008
@@ -54,12 +56,8 @@ _HEADER = struct.Struct("=iIII")  # wd, mask, cookie, len
 log = Logger(namespace="director.orchestrator.monitor")
 
 
-class WatchError(Exception):
+class WatchError(CodedError):
     """A directory cannot be watched; C{code} and the message say why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from twisted.cred.error import UnauthorizedLogin
 
 from director.clients import OrchestratorClient
 from director.common.client import ComponentCallError, ComponentClient
+from director.common.errors import CodedError
 
 #: Seconds allowed for each call to the manager.
 #: The manager answers a deploy once its operation has finished (a restart of the site).
@@ -40,16 +41,11 @@ class ManagerUnavailable(Exception):
     """The manager could not be asked, or gave an answer that makes no sense."""
 
 
-class SessionRefused(Exception):
+class SessionRefused(CodedError):
     """
     No session for that site: C{code} is C{unknown_site} (no such site, or not a member:
     deliberately the same) or C{site_disabled}; C{message} is for the user.
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

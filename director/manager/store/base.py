@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.engine import Connection, Engine
 from twisted.internet.defer import Deferred
 
+from director.common.errors import CodedError
 from director.common.threads import Runner
 
 T = TypeVar("T")
@@ -32,13 +33,8 @@ class Keep:
 KEEP = Keep()
 
 
-class Conflict(Exception):
+class Conflict(CodedError):
     """The change conflicts with existing data (a name taken, an operation running)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class NotFound(LookupError):
