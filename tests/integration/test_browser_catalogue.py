@@ -52,9 +52,9 @@ def test_catalogue_snippets_and_domains(chromium: Any, d: Director) -> None:
     form.locator("[name=visibility]").select_option("teachers")
     form.locator("[name=setup_commands]").fill("echo one\necho two")
     form.locator("button[type=submit]").click()
-    row = page.locator('li[data-image="director/debian:bookworm"]')
+    # The row is there before the save too: wait for the saved one (the page reloads).
+    row = page.locator('li[data-image="director/debian:bookworm"]', has_text="teachers")
     row.wait_for()
-    assert "teachers" in row.inner_text()
     assert "RUN echo one" in row.inner_text() and "RUN echo two" in row.inner_text()
     assert row.locator('img[src="/static/logos/terminal.svg"]').count() == 1
     admin.shot("40-admin-images", full_page=True)

@@ -224,7 +224,10 @@ class RouterUnderTest:
 
     def site_files(self) -> dict[str, str]:
         sites = self.layout.nginx_prefix / "sites"
-        return {p.name: p.read_text() for p in sorted(sites.iterdir())}
+        # not the temporary files of a write in progress (another site's, at the same moment)
+        return {
+            p.name: p.read_text() for p in sorted(sites.iterdir()) if not p.name.startswith(".")
+        }
 
     def challtestsrv(self, path: str, body: dict[str, Any]) -> None:
         request = urllib.request.Request(
