@@ -9,8 +9,12 @@ that answers. A small HTTP server on loopback stands in for the orchestrators' n
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
+import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +22,15 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_twisted
 from services import PebbleServer, Services, free_port
-from test_router import SITES, RouterUnderTest, eventually, http, served_over_https, start_router
+from test_router import (
+    SITES,
+    Reply,
+    RouterUnderTest,
+    eventually,
+    http,
+    served_over_https,
+    start_router,
+)
 from twisted.internet.defer import Deferred
 
 from director.clients import RouterClient
@@ -97,12 +109,49 @@ async def publish(router: RouterUnderTest, s: Site) -> dict[str, Any]:
     return await RouterClient(router.api).put_route(s.name, route_spec(s, None, FORMATS))
 
 
-def get(router: RouterUnderTest, url: str, **kwargs: Any) -> Any:
-    """GET C{url} (its host) from the front nginx, wherever the URL says it is."""
+def get(router: RouterUnderTest, url: str, **kwargs: Any) -> Reply:
+    """GET C{url} as a browser reaches it (L{fetch}): the answer."""
+    return fetch(router, url, **kwargs)[0]
+
+
+def fetch(router: RouterUnderTest, url: str, **kwargs: Any) -> tuple[Reply, str]:
+    """
+    GET C{url} (its host) from the front nginx as a browser reaches it: over HTTP, or over
+    HTTPS once HTTP redirects there (pebble may issue a host's certificate at any moment
+    after the host is first served; from then on HTTP only redirects). The answer, and the
+    C{scheme://host:port} that gave it. While nginx's reload is finishing, a worker of the
+    old configuration and one of the new may answer the two requests: then both again.
+    """
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    assert parts.hostname is not None
-    return http(router.http_port, parts.hostname, path, **kwargs)
+    host = parts.hostname
+    assert host is not None
+    secure = f"https://{host}:{router.https_port}"
+    deadline = time.monotonic() + 10
+    while True:
+        reply = http(router.http_port, host, path, **kwargs)
+        if reply.status != 301 or reply.headers.get("Location") != secure + path:
+            return reply, f"http://{host}:{router.http_port}"
+        try:
+            return _https_once(router, host, path), secure
+        except ssl.SSLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _https_once(router: RouterUnderTest, host: str, path: str) -> Reply:
+    """GET C{path} of C{host} over the front's HTTPS, trusting only pebble's root."""
+    context = ssl.create_default_context(cadata=router.root_pem)
+    connection = HTTPConnection("127.0.0.1", router.https_port, timeout=10)
+    raw = socket.create_connection(("127.0.0.1", router.https_port), timeout=10)
+    connection.sock = context.wrap_socket(raw, server_hostname=host)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        return Reply(response.status, response.read().decode(), dict(response.getheaders()))
+    finally:
+        connection.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -129,9 +178,9 @@ async def test_path_format_site_under_its_prefix(
         missing = get(router, f"http://{PATH_HOST}/alice?q=2")
         assert (missing.status, missing.headers["Location"]) == (301, "/alice/?q=2")
         # A folder redirect the site makes to its own host stays under the prefix.
-        folder = get(router, f"http://{PATH_HOST}/alice/folder")
+        folder, base = fetch(router, f"http://{PATH_HOST}/alice/folder")
         assert folder.status == 301
-        assert folder.headers["Location"] == f"http://{PATH_HOST}:{router.http_port}/alice/folder/"
+        assert folder.headers["Location"] == f"{base}/alice/folder/"
         # Nothing else of the shared host is a site; a longer name is not a prefix match.
         assert get(router, f"http://{PATH_HOST}/").status == 404
         assert get(router, f"http://{PATH_HOST}/alicex/").status == 404
@@ -153,7 +202,7 @@ async def test_path_format_site_under_its_prefix(
         assert f"alice.{SITES} /secure" in page
         assert backend.headers_of["/secure"]["x-forwarded-proto"] == "https"
         plain = await eventually(
-            lambda: (r := get(router, f"http://{PATH_HOST}/bob/x")).status == 301 and r
+            lambda: (r := http(router.http_port, PATH_HOST, "/bob/x")).status == 301 and r
         )
         assert plain.headers["Location"] == f"https://{PATH_HOST}:{router.https_port}/bob/x"
     finally:
